@@ -1,0 +1,190 @@
+#include "common/fs.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+
+namespace qf {
+namespace fs = std::filesystem;
+
+namespace {
+
+absl::Status ErrnoStatus(int err, std::string_view op, const std::string& path) {
+  std::string msg = absl::StrCat(path, ": ", op, " failed: ", std::strerror(err));
+  switch (err) {
+    case ENOENT: return absl::NotFoundError(msg);
+    case EACCES:
+    case EPERM:
+    case EROFS: return absl::PermissionDeniedError(msg);
+    case ENOSPC: return absl::ResourceExhaustedError(msg);
+    default: return absl::InternalError(msg);
+  }
+}
+
+absl::Status FsyncPath(const std::string& path, bool directory) {
+  int fd = ::open(path.c_str(), (directory ? O_DIRECTORY : 0) | O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus(errno, "open for fsync", path);
+  int rc = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) return ErrnoStatus(err, "fsync", path);
+  return absl::OkStatus();
+}
+
+std::string ParentOf(const std::string& path) {
+  fs::path p = fs::path(path).lexically_normal();
+  if (p.has_filename() == false) p = p.parent_path();
+  fs::path parent = p.parent_path();
+  return parent.empty() ? std::string(".") : parent.string();
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return ErrnoStatus(errno, "stat", path);
+  if (S_ISDIR(st.st_mode)) return absl::InvalidArgumentError(absl::StrCat(path, ": is a directory, expected a file"));
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return ErrnoStatus(errno ? errno : EIO, "open", path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read failed"));
+  return ss.str();
+}
+
+absl::Status WriteFileAtomic(const std::string& path, std::string_view data) {
+  std::string tmp = absl::StrCat(path, ".tmp-", ::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoStatus(errno, "create", tmp);
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t n = ::write(fd, data.data() + off, data.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      return ErrnoStatus(err, "write", tmp);
+    }
+    off += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    return ErrnoStatus(err, "fsync/close", tmp);
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    return ErrnoStatus(err, "rename", path);
+  }
+  return absl::OkStatus();
+}
+
+bool PathExists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+bool IsDirectory(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+absl::Status CopyFile(const std::string& from, const std::string& to) {
+  std::error_code ec;
+  fs::copy_file(from, to, fs::copy_options::overwrite_existing, ec);
+  if (ec) return absl::InternalError(absl::StrCat(from, " -> ", to, ": copy failed: ", ec.message()));
+  return absl::OkStatus();
+}
+
+absl::Status RemoveAll(const std::string& path) {
+  std::error_code ec;
+  fs::remove_all(path, ec);
+  if (ec) return absl::InternalError(absl::StrCat(path, ": remove failed: ", ec.message()));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<StagingDir> StagingDir::Create(const std::string& final_path) {
+  if (final_path.empty()) return absl::InvalidArgumentError("output path is empty");
+  std::string parent = ParentOf(final_path);
+  std::error_code ec;
+  fs::create_directories(parent, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat(parent, ": cannot create output parent directory: ", ec.message()));
+  if (IsDirectory(final_path) && !fs::is_empty(final_path, ec) &&
+      !PathExists(absl::StrCat(final_path, "/qforge-manifest.json"))) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        final_path, ": exists, is not empty and is not a qforge artifact; refusing to overwrite"));
+  }
+  if (PathExists(final_path) && !IsDirectory(final_path)) {
+    return absl::FailedPreconditionError(absl::StrCat(final_path, ": exists and is not a directory"));
+  }
+  std::string base = fs::path(final_path).lexically_normal().filename().string();
+  if (base.empty()) base = fs::path(final_path).lexically_normal().parent_path().filename().string();
+  std::string tmpl = absl::StrCat(parent, "/.", base, ".staging-XXXXXX");
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back('\0');
+  if (::mkdtemp(buf.data()) == nullptr) {
+    return ErrnoStatus(errno, "create staging directory in", parent);
+  }
+  return StagingDir(std::string(buf.data()), final_path);
+}
+
+StagingDir::StagingDir(StagingDir&& other) noexcept
+    : tmp_path_(std::move(other.tmp_path_)), final_path_(std::move(other.final_path_)),
+      committed_(other.committed_) {
+  other.committed_ = true;  // the moved-from object owns nothing
+}
+
+StagingDir& StagingDir::operator=(StagingDir&& other) noexcept {
+  if (this != &other) {
+    if (!committed_ && !tmp_path_.empty()) RemoveAll(tmp_path_).IgnoreError();
+    tmp_path_ = std::move(other.tmp_path_);
+    final_path_ = std::move(other.final_path_);
+    committed_ = other.committed_;
+    other.committed_ = true;
+  }
+  return *this;
+}
+
+StagingDir::~StagingDir() {
+  if (!committed_ && !tmp_path_.empty()) RemoveAll(tmp_path_).IgnoreError();
+}
+
+absl::Status StagingDir::Commit() {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(tmp_path_, ec)) {
+    if (entry.is_regular_file()) {
+      absl::Status s = FsyncPath(entry.path().string(), false);
+      if (!s.ok()) return s;
+    }
+  }
+  if (ec) return absl::InternalError(absl::StrCat(tmp_path_, ": list failed: ", ec.message()));
+  // Permissions: mkdtemp makes 0700; artifacts are meant to be shared.
+  ::chmod(tmp_path_.c_str(), 0755);
+  std::string old;
+  if (IsDirectory(final_path_)) {
+    old = absl::StrCat(tmp_path_, ".old");
+    if (::rename(final_path_.c_str(), old.c_str()) != 0) return ErrnoStatus(errno, "move aside", final_path_);
+  }
+  if (::rename(tmp_path_.c_str(), final_path_.c_str()) != 0) {
+    int err = errno;
+    if (!old.empty()) ::rename(old.c_str(), final_path_.c_str());
+    return ErrnoStatus(err, "rename staging directory onto", final_path_);
+  }
+  committed_ = true;
+  if (!old.empty()) RemoveAll(old).IgnoreError();
+  return FsyncPath(ParentOf(final_path_), true);
+}
+
+}  // namespace qf

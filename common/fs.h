@@ -1,0 +1,67 @@
+// File: common/fs.h
+//
+// File-system helpers with Status contracts. Every error message names the
+// path and the operation that failed.
+//
+//   QF_ASSIGN_OR_RETURN(std::string text, qf::ReadFileToString("data/calib.txt"));
+//   QF_ASSIGN_OR_RETURN(qf::StagingDir dir, qf::StagingDir::Create("out/model-gptq"));
+//   ... write files under dir.path() ...
+//   QF_RETURN_IF_ERROR(dir.Commit());   // atomic rename onto out/model-gptq
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace qf {
+
+// Whole file into memory. NotFound if missing; InvalidArgument if a directory.
+absl::StatusOr<std::string> ReadFileToString(const std::string& path);
+
+// Writes `data` to `path` via a temp file + fsync + rename, so readers see the
+// old content or the new, never a torn file.
+absl::Status WriteFileAtomic(const std::string& path, std::string_view data);
+
+bool PathExists(const std::string& path);
+bool IsDirectory(const std::string& path);
+
+// Copies a regular file byte for byte (tokenizer files into artifacts).
+absl::Status CopyFile(const std::string& from, const std::string& to);
+
+// Removes a file or a directory tree; OK when nothing is there.
+absl::Status RemoveAll(const std::string& path);
+
+// A sibling temp directory of `final_path` (same file system, so the rename is
+// atomic). The destructor removes it unless Commit() succeeded: an error half
+// way leaves no partial artifact behind.
+class StagingDir {
+ public:
+  // FailedPrecondition if final_path exists and is a non-empty directory that is
+  // not a qforge artifact (no qforge-manifest.json): we never clobber user data.
+  // PermissionDenied / InvalidArgument if the parent is not writable.
+  static absl::StatusOr<StagingDir> Create(const std::string& final_path);
+
+  StagingDir(StagingDir&& other) noexcept;
+  StagingDir& operator=(StagingDir&& other) noexcept;
+  StagingDir(const StagingDir&) = delete;
+  StagingDir& operator=(const StagingDir&) = delete;
+  ~StagingDir();
+
+  const std::string& path() const { return tmp_path_; }
+  const std::string& final_path() const { return final_path_; }
+
+  // fsyncs the files, renames the temp directory onto final_path (replacing an
+  // earlier qforge artifact there) and fsyncs the parent.
+  absl::Status Commit();
+
+ private:
+  StagingDir(std::string tmp, std::string final_path)
+      : tmp_path_(std::move(tmp)), final_path_(std::move(final_path)) {}
+  std::string tmp_path_;
+  std::string final_path_;
+  bool committed_ = false;
+};
+
+}  // namespace qf
