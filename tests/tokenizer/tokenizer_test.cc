@@ -1,0 +1,143 @@
+// Tokenizer against the Python sentencepiece package (spm_expected.json), its
+// error contracts, and the plugin's isolation from libprotobuf.
+#include "worker/tokenizer.h"
+
+#include <dlfcn.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/fs.h"
+#include "common/sha256.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/stubs/common.h"
+#include "google/protobuf/wrappers.pb.h"
+#include "gtest/gtest.h"
+#include "tests/tokenizer/spm_fixture.h"
+
+namespace qf::worker {
+namespace {
+
+using ::qf::testing::SpmExpected;
+using ::testing::HasSubstr;
+
+std::unique_ptr<Tokenizer> LoadTinyLlama() {
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tok = Tokenizer::Load(qf::testing::ModelDir());
+  EXPECT_TRUE(tok.ok()) << tok.status();
+  return tok.ok() ? std::move(*tok) : nullptr;
+}
+
+TEST(SpmFixture, MatchesBundledFiles) {
+  // A stale fixture would make every comparison below meaningless.
+  const auto& fx = SpmExpected();
+  absl::StatusOr<std::string> model = Sha256FileHex(qf::testing::ModelDir() + "/tokenizer.model");
+  absl::StatusOr<std::string> heldout = Sha256FileHex(qf::testing::HeldoutPath());
+  ASSERT_TRUE(model.ok() && heldout.ok());
+  EXPECT_EQ(*model, fx["model_sha256"]) << "rerun tests/tokenizer/gen_spm_fixture.py";
+  EXPECT_EQ(*heldout, fx["heldout_sha256"]) << "rerun tests/tokenizer/gen_spm_fixture.py";
+}
+
+TEST(Tokenizer, ModelProperties) {
+  auto tok = LoadTinyLlama();
+  ASSERT_NE(tok, nullptr);
+  EXPECT_EQ(tok->bos_id(), SpmExpected()["bos_id"].get<int32_t>());
+  EXPECT_EQ(tok->vocab_size(), SpmExpected()["vocab_size"].get<int32_t>());
+  EXPECT_EQ(tok->model_path(), qf::testing::ModelDir() + "/tokenizer.model");
+}
+
+TEST(Tokenizer, EncodesStringsLikePython) {
+  auto tok = LoadTinyLlama();
+  ASSERT_NE(tok, nullptr);
+  for (const auto& item : SpmExpected()["strings"]) {
+    const std::string text = item["text"];
+    absl::StatusOr<std::vector<int32_t>> ids = tok->Encode(text);
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    EXPECT_EQ(*ids, item["ids"].get<std::vector<int32_t>>()) << "text: \"" << text << "\"";
+  }
+}
+
+TEST(Tokenizer, EncodesHeldoutPrefixLikePython) {
+  auto tok = LoadTinyLlama();
+  ASSERT_NE(tok, nullptr);
+  const auto& prefix = SpmExpected()["heldout_prefix"];
+  absl::StatusOr<std::string> text = ReadFileToString(qf::testing::HeldoutPath());
+  ASSERT_TRUE(text.ok()) << text.status();
+  // The fixture counts 2000 code points; the byte length it records is where
+  // that prefix ends in the UTF-8 file.
+  const size_t bytes = prefix["bytes"].get<size_t>();
+  ASSERT_GE(text->size(), bytes);
+  absl::StatusOr<std::vector<int32_t>> ids = tok->Encode(std::string_view(*text).substr(0, bytes));
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_GT(ids->size(), 100u);
+  EXPECT_EQ(*ids, prefix["ids"].get<std::vector<int32_t>>());
+}
+
+TEST(Tokenizer, EncodesBytesThatAreNotUtf8WithoutError) {
+  // Untrusted text must not crash the plugin; sentencepiece maps invalid
+  // UTF-8 to pieces of its own (byte fallback / unk).
+  auto tok = LoadTinyLlama();
+  ASSERT_NE(tok, nullptr);
+  absl::StatusOr<std::vector<int32_t>> ids = tok->Encode(std::string("ab\xff\xfe\0cd", 7));
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_FALSE(ids->empty());
+  for (int32_t id : *ids) {
+    EXPECT_GE(id, 0);
+    EXPECT_LT(id, tok->vocab_size());
+  }
+}
+
+TEST(Tokenizer, MissingTokenizerIsNotFoundNamingThePath) {
+  const std::string dir = qf::testing::MakeTempDir("no_tokenizer");
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tok = Tokenizer::Load(dir);
+  ASSERT_FALSE(tok.ok());
+  EXPECT_EQ(tok.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(tok.status().message(), HasSubstr(dir + "/tokenizer.model"));
+}
+
+TEST(Tokenizer, TokenizerJsonOnlyIsUnimplemented) {
+  const std::string dir = qf::testing::MakeTempDir("json_only");
+  ASSERT_TRUE(WriteFileAtomic(dir + "/tokenizer.json", R"({"model": {"type": "BPE"}})").ok());
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tok = Tokenizer::Load(dir);
+  ASSERT_FALSE(tok.ok());
+  EXPECT_EQ(tok.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(tok.status().message(), HasSubstr(dir + "/tokenizer.json"));
+}
+
+TEST(Tokenizer, CorruptModelIsInvalidArgumentNotACrash) {
+  const std::string dir = qf::testing::MakeTempDir("corrupt");
+  ASSERT_TRUE(WriteFileAtomic(dir + "/tokenizer.model", "this is not a sentencepiece model").ok());
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tok = Tokenizer::Load(dir);
+  ASSERT_FALSE(tok.ok());
+  EXPECT_EQ(tok.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(tok.status().message(), HasSubstr(dir + "/tokenizer.model"));
+}
+
+// The reason the plugin exists: libsentencepiece's embedded protobuf 3.14 and
+// this binary's libprotobuf 3.21 must not meet in one symbol scope.
+TEST(TokenizerPlugin, EncodesInAProcessThatUsesLibprotobuf) {
+  GOOGLE_PROTOBUF_VERIFY_VERSION;
+  google::protobuf::StringValue msg;
+  msg.set_value("Hello world");
+  std::string wire;
+  ASSERT_TRUE(msg.SerializeToString(&wire));
+
+  auto tok = LoadTinyLlama();
+  ASSERT_NE(tok, nullptr);
+  google::protobuf::StringValue back;
+  ASSERT_TRUE(back.ParseFromString(wire));  // libprotobuf still works after the load
+  absl::StatusOr<std::vector<int32_t>> ids = tok->Encode(back.value());
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_EQ(*ids, SpmExpected()["strings"][0]["ids"].get<std::vector<int32_t>>());
+
+  // Protobuf calls from this binary resolve to libprotobuf, and sentencepiece
+  // (with its protobuf copy) stayed out of the global scope.
+  Dl_info info;
+  ASSERT_NE(dladdr(reinterpret_cast<void*>(&google::protobuf::ShutdownProtobufLibrary), &info), 0);
+  EXPECT_THAT(std::string(info.dli_fname), HasSubstr("libprotobuf"));
+  EXPECT_EQ(dlsym(RTLD_DEFAULT, "_ZN13sentencepiece22SentencePieceProcessorC1Ev"), nullptr);
+  EXPECT_EQ(dlsym(RTLD_DEFAULT, "qf_spm_encode"), nullptr);
+}
+
+}  // namespace
+}  // namespace qf::worker
