@@ -19,7 +19,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-absl::Status ErrnoStatus(int err, std::string_view op, const std::string& path) {
+absl::Status ErrnoStatus(int err, const char* op, const std::string& path) {
   std::string msg = absl::StrCat(path, ": ", op, " failed: ", std::strerror(err));
   switch (err) {
     case ENOENT: return absl::NotFoundError(msg);

@@ -20,7 +20,7 @@ struct MdCtxDeleter {
 using MdCtx = std::unique_ptr<EVP_MD_CTX, MdCtxDeleter>;
 
 std::string ToHex(const unsigned char* digest, unsigned int len) {
-  return absl::BytesToHexString(std::string_view(reinterpret_cast<const char*>(digest), len));
+  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(digest), len));
 }
 
 }  // namespace
