@@ -6,7 +6,15 @@
 //        "torch_dtype"
 //   5.x: "rope_parameters": {"rope_theta", "rope_type", ...}, "dtype"
 //
+// Family rules (as transformers applies them):
+//   llama:   `attention_bias` puts biases on q, k, v and o; `mlp_bias` on the MLP.
+//   qwen2:   q, k, v always carry biases, o and the MLP never; the sliding
+//            window applies only with `use_sliding_window`.
+//   mistral: no biases; `sliding_window` (null = none).
+// `eos_token_id` may be a list: the first entry is kept. `null` counts as absent.
+//
 //   QF_ASSIGN_OR_RETURN(qf::storage::ModelConfig cfg, qf::storage::LoadModelConfig(dir));
+//   int64_t kv_dim = cfg.num_key_value_heads * cfg.head_dim;
 #pragma once
 
 #include <cstdint>
@@ -49,11 +57,14 @@ struct ModelConfig {
   nlohmann::json raw;                  // the whole file, to copy into artifacts
 };
 
-// Parses and validates `<dir>/config.json`. InvalidArgument naming the file and
-// field: unsupported model_type (lists the supported ones), missing or
-// non-positive sizes, heads not dividing hidden size, kv heads not dividing
-// heads, unknown rope type, unknown dtype.
+// Parses and validates `<dir>/config.json`. NotFound if the file is missing.
+// InvalidArgument naming the file and field: invalid JSON, unsupported
+// model_type (lists the supported ones), missing, mistyped or non-positive
+// sizes, heads not dividing hidden size (when head_dim is not given), kv heads
+// not dividing heads, odd head_dim, unknown rope type or bad rope parameters,
+// unknown dtype, a hidden_act other than silu.
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir);
+// The same on an already parsed document; `source` names it in messages.
 absl::StatusOr<ModelConfig> ParseModelConfig(const nlohmann::json& j, const std::string& source);
 
 }  // namespace qf::storage
