@@ -1,0 +1,28 @@
+// File: qctl/commands.h
+//
+// qctl's subcommands. Each registers its flags on a CLI11 subcommand and
+// returns the function that runs it; main.cc holds the table of them.
+//
+//   CLI::App* sub = app.add_subcommand("eval", "...");
+//   CommandFn run = SetupEval(sub);
+//   ... app.parse() ...; return run();    // process exit code
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "absl/status/status.h"
+
+namespace qf::qctl {
+
+using CommandFn = std::function<absl::Status()>;
+
+CommandFn SetupQuantize(CLI::App* sub);
+CommandFn SetupEval(CLI::App* sub);
+
+// Prints "qctl: error: <message>" on one line (newlines folded) to stderr and
+// returns the process exit code for the status (0 for OK).
+int ReportStatus(const absl::Status& s);
+
+}  // namespace qf::qctl

@@ -1,0 +1,41 @@
+// qctl: the qforge command line. A thin layer: flag parsing and printing here,
+// the work in worker/, storage/ and coordinator/.
+#include <cstdio>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "qctl/commands.h"
+
+namespace {
+
+struct CommandEntry {
+  const char* name;
+  const char* help;
+  qf::qctl::CommandFn (*setup)(CLI::App*);
+};
+
+constexpr CommandEntry kCommands[] = {
+    {"quantize", "Quantize an HF checkpoint (GPTQ, AWQ or RTN) into a GPTQ/AWQ artifact", qf::qctl::SetupQuantize},
+    {"eval", "Perplexity of a checkpoint or artifact on a text file", qf::qctl::SetupEval},
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"qctl: quantize LLMs with GPTQ/AWQ/RTN, locally or on a qforge cluster"};
+  app.require_subcommand(1);
+  std::vector<std::pair<CLI::App*, qf::qctl::CommandFn>> subs;
+  for (const CommandEntry& c : kCommands) {
+    CLI::App* sub = app.add_subcommand(c.name, c.help);
+    subs.emplace_back(sub, c.setup(sub));
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  for (auto& [sub, run] : subs) {
+    if (sub->parsed()) return qf::qctl::ReportStatus(run());
+  }
+  return 2;
+}

@@ -1,0 +1,122 @@
+#include "qctl/quantize_options.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "common/fs.h"
+
+namespace qf::qctl {
+
+void AddQuantizeFlags(CLI::App* sub, QuantizeOptions* o) {
+  sub->add_option("--model", o->model, "HF checkpoint directory (safetensors + config.json)")->required();
+  sub->add_option("--method", o->method, "gptq | awq | rtn")->capture_default_str();
+  sub->add_option("--bits", o->bits, "2 | 3 | 4 | 8")->capture_default_str();
+  sub->add_option("--group-size", o->group_size, "Input channels per group, -1 = per row")->capture_default_str();
+  sub->add_flag("--act-order", o->act_order, "GPTQ: process columns by decreasing Hessian diagonal (desc_act)");
+  sub->add_flag("--sym", o->sym, "Symmetric quantization (no zero points)");
+  sub->add_flag("--static-groups", o->static_groups, "GPTQ: fix group parameters before act-order");
+  sub->add_flag("--no-true-sequential", o->no_true_sequential, "GPTQ: quantize all linears of a layer from one forward");
+  sub->add_option("--damp", o->damp, "GPTQ damping, fraction of mean(diag(H))")->capture_default_str();
+  sub->add_option("--calib", o->calib, "Calibration text (.txt or .jsonl with a 'text' field)");
+  sub->add_option("--samples", o->samples, "Calibration windows")->capture_default_str();
+  sub->add_option("--seqlen", o->seqlen, "Tokens per calibration window")->capture_default_str();
+  sub->add_option("--seed", o->seed, "Seed of the window sampling")->capture_default_str();
+  sub->add_option("--format", o->format, "Artifact format: gptq | awq")->capture_default_str();
+  sub->add_option("--out", o->out, "Artifact directory (written atomically)")->required();
+  sub->add_option("--device", o->device, "cpu | cuda | cuda:N")->capture_default_str();
+}
+
+absl::Status ValidateQuantizeOptions(const QuantizeOptions& o) {
+  static constexpr const char* kMethods[] = {"gptq", "awq", "rtn"};
+  static constexpr const char* kFormats[] = {"gptq", "awq"};
+  bool method_ok = false, format_ok = false;
+  for (const char* m : kMethods) method_ok |= o.method == m;
+  for (const char* f : kFormats) format_ok |= o.format == f;
+  if (!method_ok) return absl::InvalidArgumentError(absl::StrCat("--method '", o.method, "': expected gptq, awq or rtn"));
+  if (!format_ok) return absl::InvalidArgumentError(absl::StrCat("--format '", o.format, "': expected gptq or awq"));
+  if (o.bits != 2 && o.bits != 3 && o.bits != 4 && o.bits != 8) {
+    return absl::InvalidArgumentError(absl::StrCat("--bits ", o.bits, ": expected 2, 3, 4 or 8"));
+  }
+  if (o.format == "awq" && o.bits != 4) {
+    return absl::InvalidArgumentError(absl::StrCat("--format awq: AWQ GEMM holds 4-bit weights only, got --bits ", o.bits,
+                                                   " (use --format gptq)"));
+  }
+  if (o.format == "awq" && o.act_order) {
+    return absl::InvalidArgumentError("--format awq: act-order (g_idx) is not representable in AWQ GEMM (use --format gptq)");
+  }
+  if (o.format == "awq" && o.sym) {
+    return absl::InvalidArgumentError("--format awq: AWQ GEMM stores zero points; --sym is not supported with it");
+  }
+  if (o.method != "gptq" && (o.act_order || o.static_groups)) {
+    return absl::InvalidArgumentError(absl::StrCat("--act-order/--static-groups: GPTQ options, not for --method ", o.method));
+  }
+  if (!IsDirectory(o.model)) return absl::NotFoundError(absl::StrCat("--model ", o.model, ": no such directory"));
+  if (o.method != "rtn") {
+    if (o.calib.empty()) return absl::InvalidArgumentError(absl::StrCat("--calib: required for --method ", o.method));
+    if (!PathExists(o.calib)) return absl::NotFoundError(absl::StrCat("--calib ", o.calib, ": no such file"));
+    if (o.samples <= 0) return absl::InvalidArgumentError(absl::StrCat("--samples ", o.samples, ": expected > 0"));
+    if (o.seqlen <= 1) return absl::InvalidArgumentError(absl::StrCat("--seqlen ", o.seqlen, ": expected > 1"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckOutputWritable(const std::string& out) {
+  std::filesystem::path p = std::filesystem::path(out).lexically_normal();
+  std::filesystem::path parent = p.has_parent_path() ? p.parent_path() : std::filesystem::path(".");
+  // Walk up to the first existing ancestor: that is where directories get created.
+  while (!parent.empty() && !PathExists(parent.string())) parent = parent.parent_path();
+  if (parent.empty()) parent = ".";
+  if (::access(parent.c_str(), W_OK | X_OK) != 0) {
+    return absl::PermissionDeniedError(absl::StrCat("--out ", out, ": directory ", parent.string(), " is not writable"));
+  }
+  if (IsDirectory(out) && ::access(out.c_str(), W_OK) != 0) {
+    return absl::PermissionDeniedError(absl::StrCat("--out ", out, ": not writable"));
+  }
+  return absl::OkStatus();
+}
+
+worker::SessionSpec ToSessionSpec(const QuantizeOptions& o) {
+  worker::SessionSpec s;
+  s.model_dir = o.model;
+  s.device = o.device;
+  s.samples = o.samples;
+  s.seqlen = o.seqlen;
+  s.quant.method = o.method;
+  s.quant.bits = o.bits;
+  s.quant.group_size = o.group_size;
+  s.quant.sym = o.sym;
+  s.quant.act_order = o.act_order;
+  s.quant.static_groups = o.static_groups;
+  s.quant.true_sequential = !o.no_true_sequential;
+  s.quant.damp_percent = o.damp;
+  return s;
+}
+
+storage::QuantSpec ToQuantSpec(const QuantizeOptions& o) {
+  storage::QuantSpec q;
+  q.method = o.method;
+  q.bits = o.bits;
+  q.group_size = o.group_size;
+  q.sym = o.sym;
+  q.desc_act = o.act_order && o.group_size != -1 && !o.static_groups;
+  q.damp_percent = o.damp;
+  q.static_groups = o.static_groups;
+  q.true_sequential = !o.no_true_sequential;
+  q.format = o.format;
+  return q;
+}
+
+nlohmann::json QuantizeProvenance(const QuantizeOptions& o, const std::string& calib_sha256) {
+  nlohmann::json j = {{"tool", "qforge"}, {"method", o.method}, {"bits", o.bits}, {"group_size", o.group_size},
+                      {"act_order", o.act_order}, {"sym", o.sym}, {"static_groups", o.static_groups},
+                      {"true_sequential", !o.no_true_sequential}, {"damp_percent", o.damp}};
+  if (o.method != "rtn") {
+    j["calibration"] = {{"file", std::filesystem::path(o.calib).filename().string()}, {"sha256", calib_sha256},
+                        {"samples", o.samples}, {"seqlen", o.seqlen}, {"seed", o.seed}};
+  }
+  return j;
+}
+
+}  // namespace qf::qctl

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# scripts/setup.sh: idempotent set-up of a fresh Debian 12 machine and an
+# incremental build. Safe to run again: every step is skipped when done.
+#
+#   scripts/setup.sh            # packages, .venv, configure, build (build/)
+#   QF_BUILD_DIR=out scripts/setup.sh
+#
+# Steps:
+#   1. Debian packages (gRPC, Protobuf, Abseil, RocksDB, sentencepiece, CLI11,
+#      nlohmann-json, GoogleTest, OpenSSL, ninja, ccache), via apt-get.
+#   2. .venv with the pinned Python packages of scripts/requirements.txt
+#      (libtorch comes from the PyPI torch wheel).
+#   3. CMake configure (Ninja, ccache, QF_CUDA=AUTO unless set) and build.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=${QF_BUILD_DIR:-$ROOT/build}
+QF_CUDA=${QF_CUDA:-OFF}
+
+log() { echo "setup: $*" >&2; }
+
+APT_PACKAGES=(
+  build-essential cmake ninja-build ccache pkg-config git python3 python3-venv
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libabsl-dev librocksdb-dev libsentencepiece-dev nlohmann-json3-dev libcli11-dev
+  libgtest-dev libgmock-dev libssl-dev
+)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "installing Debian packages: ${missing[*]}"
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO=sudo
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+VENV=$ROOT/.venv
+REQ=$ROOT/scripts/requirements.txt
+STAMP=$VENV/.qforge-requirements
+if [[ ! -x $VENV/bin/python ]]; then
+  log "creating $VENV"
+  python3 -m venv "$VENV"
+fi
+if ! cmp -s "$REQ" "$STAMP"; then
+  log "installing Python packages (torch wheel: a few minutes the first time)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQ"
+  cp "$REQ" "$STAMP"
+fi
+
+if [[ ! -f $BUILD/build.ninja ]]; then
+  log "configuring $BUILD"
+  cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQF_CUDA="$QF_CUDA" \
+        -DQF_PYTHON="$VENV/bin/python" >/dev/null
+fi
+log "building ($(nproc) jobs)"
+cmake --build "$BUILD" -j"$(nproc)"

@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Our layer forward against HF transformers on tiny-llama.
+
+`qctl eval --logits-out` writes the logits of the first eval chunk (512 tokens,
+[BOS] + the text's first tokens). transformers' LlamaForCausalLM, loaded in
+float32 from the same checkpoint, runs the same ids; both compute in float32
+from the same fp16 weights, so they agree to float32 round-off accumulated over
+4 layers. Tolerance: max |diff| <= 1e-3 on logits of magnitude ~10, and
+identical argmax everywhere.
+"""
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+
+import torch
+from safetensors.torch import load_file
+from transformers import LlamaForCausalLM
+
+MAX_ABS = 1e-3
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--qctl", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--text", required=True)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = f"{tmp}/logits.safetensors"
+        res = subprocess.run([args.qctl, "eval", "--model", args.model, "--text", args.text,
+                              "--seqlen", "512", "--max-chunks", "2", "--json", "--logits-out", out],
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            print(res.stderr, file=sys.stderr)
+            return 1
+        ours = load_file(out)
+    tokens = ours["tokens"].long().unsqueeze(0)
+    model = LlamaForCausalLM.from_pretrained(args.model, dtype=torch.float32)
+    model.eval()
+    with torch.no_grad():
+        ref = model(tokens).logits[0]
+    diff = (ref - ours["logits"]).abs().max().item()
+    agree = (ref.argmax(-1) == ours["logits"].argmax(-1)).float().mean().item()
+    print(json.dumps({"max_abs_diff": diff, "argmax_agreement": agree, "tolerance": MAX_ABS}))
+    if diff > MAX_ABS or agree < 1.0:
+        print(f"FAIL: logits differ from transformers (max |diff| {diff:.3g} > {MAX_ABS} or argmax {agree:.4f} < 1)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+#include "worker/engine/awq.h"
+
+#include <cmath>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "worker/engine/quantize.h"
+#include "worker/engine/torch_util.h"
+
+namespace qf::worker {
+namespace {
+
+// Samples processed per forward, to bound the attention working set.
+constexpr int64_t kBatch = 16;
+// Tokens kept for the clip search (AutoAWQ's n_sample_token) and its shrink steps.
+constexpr int64_t kClipTokens = 512;
+constexpr int kClipSteps = 10;  // max shrink 0.5 over a 20-point grid
+
+at::Tensor BatchedForward(const at::Tensor& x, const std::function<at::Tensor(const at::Tensor&)>& f) {
+  std::vector<at::Tensor> outs;
+  for (int64_t b = 0; b < x.size(0); b += kBatch) outs.push_back(f(x.narrow(0, b, std::min(kBatch, x.size(0) - b))));
+  return at::cat(outs, 0);
+}
+
+int64_t GroupWidth(int64_t group_size, int64_t cols) { return group_size == -1 ? cols : group_size; }
+
+// One scaling group: linears whose input channels get multiplied by s.
+struct ScaleGroup {
+  std::vector<LinearId> linears;   // scaled along their input channels
+  Tap input;                       // where their input comes from
+  // The block whose output judges a candidate s: maps the (unscaled) group
+  // input to the block output with the candidate weights.
+  std::function<at::Tensor(const at::Tensor&, const LayerWeights&)> block;
+};
+
+}  // namespace
+
+at::Tensor AwqPseudoQuantize(const at::Tensor& w, int bits, int64_t group_size, at::Tensor* codes,
+                             at::Tensor* scales, at::Tensor* zeros) {
+  const int64_t rows = w.size(0), cols = w.size(1), gw = GroupWidth(group_size, cols);
+  const double maxq = std::ldexp(1.0, bits) - 1;
+  at::Tensor wg = w.reshape({rows, cols / gw, gw});
+  at::Tensor mx = std::get<0>(wg.max(-1, true)), mn = std::get<0>(wg.min(-1, true));
+  at::Tensor s = RoundToHalf(at::clamp_min((mx - mn), 1e-5) / maxq);
+  at::Tensor z = at::clamp(-at::round(mn / s), 0, maxq);
+  at::Tensor c = at::clamp(at::round(wg / s) + z, 0, maxq);
+  if (codes) *codes = c.reshape({rows, cols});
+  if (scales) *scales = s.squeeze(-1).t().contiguous();   // [groups, rows]
+  if (zeros) *zeros = z.squeeze(-1).t().contiguous();
+  return ((c - z) * s).reshape({rows, cols});
+}
+
+absl::StatusOr<kernels::LayerResult> AwqQuantizeLayer(int layer, LayerWeights lw, const at::Tensor& x,
+                                                      const storage::ModelConfig& cfg, const RopeTables& rope,
+                                                      const QuantParams& p, const std::string& norm_dtype,
+                                                      const LayerProgressFn& progress) {
+  std::string where = absl::StrCat("layer ", layer, ": AWQ");
+  return TorchCall([&]() -> absl::StatusOr<kernels::LayerResult> {
+    // 1. Inputs of every linear group from the float forward.
+    std::vector<at::Tensor> taps[4];
+    for (int64_t b = 0; b < x.size(0); b += kBatch) {
+      LayerForward(x.narrow(0, b, std::min(kBatch, x.size(0) - b)), lw, cfg, rope,
+                   [&](Tap t, const at::Tensor& v) { taps[static_cast<int>(t)].push_back(v); }, Tap::kNone);
+    }
+    at::Tensor feat[4];
+    for (int t = 0; t < 4; ++t) feat[t] = at::cat(taps[t], 0);   // [samples, seqlen, in]
+    for (auto& v : taps) v.clear();
+
+    const bool v_to_o = lw.lin[kV].w.size(0) == lw.lin[kO].w.size(1);
+    std::vector<ScaleGroup> groups = {
+        {{kQ, kK, kV}, Tap::kAttnIn,
+         [&](const at::Tensor& in, const LayerWeights& w) { return AttentionForward(in, w, cfg, rope, nullptr); }},
+    };
+    if (v_to_o) {
+      groups.push_back({{kO}, Tap::kOIn, [&](const at::Tensor& in, const LayerWeights& w) {
+                          return at::matmul(in, w.lin[kO].w.t());
+                        }});
+    }
+    groups.push_back({{kGate, kUp}, Tap::kMlpIn,
+                      [&](const at::Tensor& in, const LayerWeights& w) { return MlpForward(in, w, nullptr); }});
+    groups.push_back({{kDown}, Tap::kDownIn, [&](const at::Tensor& in, const LayerWeights& w) {
+                        return at::matmul(in, w.lin[kDown].w.t());
+                      }});
+
+    // 2. Grid search of the scale exponent per group, each on the original weights.
+    const int total_steps = static_cast<int>(groups.size()) + kNumLinears;
+    int step = 0;
+    std::vector<at::Tensor> best_scales;
+    for (const ScaleGroup& g : groups) {
+      const at::Tensor& in = feat[static_cast<int>(g.input)];
+      at::Tensor x_mean = in.abs().reshape({-1, in.size(-1)}).mean(0);
+      at::Tensor ref = BatchedForward(in, [&](const at::Tensor& xb) { return g.block(xb, lw); });
+      double best = std::numeric_limits<double>::infinity();
+      at::Tensor best_s;
+      for (int i = 0; i < p.awq_grid; ++i) {
+        double ratio = static_cast<double>(i) / p.awq_grid;
+        at::Tensor s = at::clamp_min(x_mean.pow(ratio), 1e-4);
+        s = s / at::sqrt(s.max() * s.min());
+        LayerWeights cand = lw;
+        for (LinearId id : g.linears) {
+          at::Tensor ws = lw.lin[id].w * s.unsqueeze(0);
+          cand.lin[id].w = AwqPseudoQuantize(ws, p.bits, p.group_size, nullptr, nullptr, nullptr) / s.unsqueeze(0);
+        }
+        at::Tensor out = BatchedForward(in, [&](const at::Tensor& xb) { return g.block(xb, cand); });
+        double loss = (ref - out).pow(2).mean().item<double>();
+        if (loss < best) { best = loss; best_s = s; }
+      }
+      best_scales.push_back(best_s);
+      if (progress) progress("awq-scale", ++step, total_steps);
+    }
+
+    // 3. Fold the scales into the previous op; the inputs seen by the scaled
+    //    linears shrink by the same factor (used by the clip search).
+    for (size_t gi = 0; gi < groups.size(); ++gi) {
+      const ScaleGroup& g = groups[gi];
+      const at::Tensor& s = best_scales[gi];
+      switch (g.input) {
+        case Tap::kAttnIn: lw.input_norm = lw.input_norm / s; break;
+        case Tap::kMlpIn: lw.post_norm = lw.post_norm / s; break;
+        case Tap::kOIn:
+          lw.lin[kV].w = lw.lin[kV].w / s.unsqueeze(1);
+          if (lw.lin[kV].b.defined()) lw.lin[kV].b = lw.lin[kV].b / s;
+          break;
+        case Tap::kDownIn:
+          lw.lin[kUp].w = lw.lin[kUp].w / s.unsqueeze(1);
+          if (lw.lin[kUp].b.defined()) lw.lin[kUp].b = lw.lin[kUp].b / s;
+          break;
+        default: break;
+      }
+      for (LinearId id : g.linears) lw.lin[id].w = lw.lin[id].w * s.unsqueeze(0);
+      feat[static_cast<int>(g.input)] = feat[static_cast<int>(g.input)] / s;
+    }
+    // The folded norms are stored in the checkpoint's dtype: use exactly those values.
+    at::ScalarType norm_st = norm_dtype == "BF16" ? at::kBFloat16 : norm_dtype == "F32" ? at::kFloat : at::kHalf;
+    lw.input_norm = lw.input_norm.to(norm_st).to(at::kFloat);
+    lw.post_norm = lw.post_norm.to(norm_st).to(at::kFloat);
+
+    // 4 + 5. Clip search, then quantization with zero points.
+    kernels::LayerResult result;
+    result.layer = layer;
+    for (int id = 0; id < kNumLinears; ++id) {
+      at::Tensor w = lw.lin[id].w;
+      const int64_t rows = w.size(0), cols = w.size(1), gw = GroupWidth(p.group_size, cols);
+      const int64_t ng = cols / gw;
+      at::Tensor in = feat[static_cast<int>(TapOf(static_cast<LinearId>(id)))].reshape({-1, cols});
+      if (id != kQ && id != kK) {
+        int64_t stride = std::max<int64_t>(1, in.size(0) / kClipTokens);
+        at::Tensor xs = in.slice(0, 0, in.size(0), stride);                    // [T, cols]
+        const int64_t t = xs.size(0);
+        at::Tensor xg = xs.reshape({t, ng, gw}).permute({1, 2, 0});             // [ng, gw, T]
+        at::Tensor wg = w.reshape({rows, ng, gw}).transpose(0, 1);              // [ng, rows, gw]
+        at::Tensor org_out = at::bmm(wg, xg);                                   // [ng, rows, T]
+        at::Tensor org_max = wg.abs().amax(-1, true);                           // [ng, rows, 1]
+        at::Tensor best_max = org_max.clone();
+        at::Tensor min_err = at::full({ng, rows, 1}, 1e30, w.options());
+        for (int i = 0; i < kClipSteps; ++i) {
+          at::Tensor mx = org_max * (1.0 - static_cast<double>(i) / (2 * kClipSteps));
+          at::Tensor cw = at::clamp(wg, -mx, mx);                                // [ng, rows, gw]
+          at::Tensor qw = AwqPseudoQuantize(cw.transpose(0, 1).reshape({rows, cols}), p.bits, p.group_size,
+                                            nullptr, nullptr, nullptr)
+                              .reshape({rows, ng, gw}).transpose(0, 1);
+          at::Tensor err = (at::bmm(qw, xg) - org_out).pow(2).mean(-1, true);   // [ng, rows, 1]
+          at::Tensor better = err < min_err;
+          min_err = at::where(better, err, min_err);
+          best_max = at::where(better, mx, best_max);
+        }
+        w = at::clamp(wg, -best_max, best_max).transpose(0, 1).reshape({rows, cols});
+      }
+      at::Tensor codes, scales, zeros;
+      AwqPseudoQuantize(w, p.bits, p.group_size, &codes, &scales, &zeros);
+      at::Tensor g_idx = at::div(at::arange(cols, at::kLong), gw, "floor");
+      result.linears.push_back(MakeQuantizedLinear(kLinearNames[id], p, false, codes, scales, zeros, g_idx,
+                                                   lw.lin[id].b));
+      if (progress) progress("awq-quantize", ++step, total_steps);
+    }
+    auto dense = [&](const char* name, const at::Tensor& t) {
+      kernels::DenseTensor d;
+      d.name = name;
+      d.dtype = norm_dtype;
+      d.shape = {t.size(0)};
+      d.data = TensorBytes(t, norm_st);
+      return d;
+    };
+    result.dense.push_back(dense("input_layernorm.weight", lw.input_norm));
+    result.dense.push_back(dense("post_attention_layernorm.weight", lw.post_norm));
+    return result;
+  }, where);
+}
+
+}  // namespace qf::worker

@@ -1,0 +1,42 @@
+// File: worker/engine/eval.h
+//
+// Perplexity of an HF checkpoint or a qforge artifact, layer-major: the
+// embeddings of every chunk are built once, then each decoder layer is loaded
+// (an artifact's dequantized through the same code as a replay) and applied to
+// all chunks before the next is loaded, so one layer's weights are resident at
+// a time. Protocol (worker/calibration.h BuildEvalTokens makes the ids):
+// non-overlapping chunks of seqlen; NLL of tokens 1..seqlen-1 of each chunk
+// given the ones before; ppl = exp(mean NLL).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <functional>
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "storage/model_config.h"
+#include "worker/engine/decoder.h"
+#include "worker/engine/engine_host.h"
+
+namespace qf::worker {
+
+// Where the weights of a model come from: a checkpoint, or an artifact.
+class WeightSource {
+ public:
+  virtual ~WeightSource() = default;
+  virtual const storage::ModelConfig& config() const = 0;
+  virtual absl::StatusOr<LayerWeights> Layer(int layer) const = 0;
+  virtual absl::StatusOr<at::Tensor> Embedding() const = 0;
+  virtual absl::StatusOr<at::Tensor> FinalNorm() const = 0;
+  virtual absl::StatusOr<at::Tensor> LmHead() const = 0;
+};
+
+// A checkpoint directory, or an artifact (config.json with quantization_config).
+absl::StatusOr<std::unique_ptr<WeightSource>> OpenWeightSource(const std::string& dir, const at::Device& device);
+// Artifact flavour (artifact_source.cc).
+absl::StatusOr<std::unique_ptr<WeightSource>> OpenArtifactSource(const std::string& dir, const at::Device& device);
+
+absl::StatusOr<EvalResult> RunEval(const EvalSpec& spec, const EvalProgressFn& progress);
+
+}  // namespace qf::worker

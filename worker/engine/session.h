@@ -1,0 +1,58 @@
+// File: worker/engine/session.h
+//
+// TorchSession: the engine's Session (engine_host.h). Holds the calibration
+// activations [samples, seqlen, hidden] at the input of next_layer() on the
+// session's device and moves them one layer per call.
+//
+// Which activations the next layer sees is the method's:
+//   gptq: the output of the quantized layer (the GPTQ paper's sequential mode);
+//   awq:  the output of the float layer (AWQ computes every layer's statistics
+//         from the float model, as the paper's and AutoAWQ's code do);
+//   rtn:  none (no calibration).
+// A replay (ApplyLayer) follows the same rule, so a resumed run reproduces the
+// uninterrupted one bit for bit.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "worker/engine/decoder.h"
+#include "worker/engine/engine_host.h"
+#include "worker/engine/weights.h"
+
+namespace qf::worker {
+
+// Validates the spec against the model config before any work: InvalidArgument
+// naming the field or tensor (bits, group size dividing each linear's input
+// features, method, damp, sample counts, token ids in range).
+absl::Status ValidateSessionSpec(const SessionSpec& spec, const storage::ModelConfig& cfg);
+
+class TorchSession final : public Session {
+ public:
+  static absl::StatusOr<std::unique_ptr<TorchSession>> Open(const SessionSpec& spec);
+
+  int num_layers() const override { return static_cast<int>(model_->config().num_hidden_layers); }
+  int next_layer() const override { return next_; }
+  absl::StatusOr<kernels::LayerResult> QuantizeLayer(int layer, const LayerProgressFn& progress) override;
+  absl::Status ApplyLayer(const kernels::LayerResult& result) override;
+  absl::Status ForwardOriginalLayer(int layer) override;
+
+ private:
+  TorchSession(SessionSpec spec, at::Device dev) : spec_(std::move(spec)), dev_(dev) {}
+  absl::Status CheckNext(int layer) const;
+  absl::StatusOr<kernels::LayerResult> Gptq(int layer, const LayerWeights& lw, const LayerProgressFn& progress);
+  absl::StatusOr<kernels::LayerResult> Rtn(int layer, const LayerWeights& lw);
+  absl::Status Advance(const LayerWeights& lw);  // acts_ <- layer(acts_)
+  absl::Status AddNorms(int layer, kernels::LayerResult* r) const;
+
+  SessionSpec spec_;
+  at::Device dev_;
+  std::unique_ptr<CheckpointWeights> model_;
+  RopeTables rope_;
+  at::Tensor acts_;   // [samples, seqlen, hidden] float32; undefined for rtn
+  int next_ = 0;
+};
+
+}  // namespace qf::worker

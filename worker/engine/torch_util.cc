@@ -1,0 +1,65 @@
+#include "worker/engine/torch_util.h"
+
+#include <cstring>
+
+namespace qf::worker {
+
+at::Tensor TensorFromView(const storage::TensorView& view, const at::Device& device) {
+  using storage::DType;
+  struct Map { DType d; at::ScalarType s; };
+  static constexpr Map kMap[] = {{DType::kF32, at::kFloat}, {DType::kF16, at::kHalf},
+                                 {DType::kBF16, at::kBFloat16}, {DType::kF64, at::kDouble},
+                                 {DType::kI32, at::kInt}, {DType::kI64, at::kLong},
+                                 {DType::kI8, at::kChar}, {DType::kU8, at::kByte},
+                                 {DType::kI16, at::kShort}, {DType::kBool, at::kBool}};
+  at::ScalarType st = at::kFloat;
+  for (const Map& m : kMap) if (m.d == view.dtype) st = m.s;
+  std::vector<int64_t> shape(view.shape.begin(), view.shape.end());
+  // from_blob does not own the bytes: clone before the mapping can go away.
+  at::Tensor cpu = at::from_blob(const_cast<char*>(view.data.data()), shape,
+                                 at::TensorOptions().dtype(st)).clone();
+  bool integral = st == at::kInt || st == at::kLong || st == at::kChar || st == at::kByte ||
+                  st == at::kShort || st == at::kBool;
+  if (!integral) cpu = cpu.to(at::kFloat);
+  return cpu.to(device);
+}
+
+std::string TensorBytes(const at::Tensor& t, at::ScalarType dtype) {
+  at::Tensor c = t.detach().to(at::kCPU).to(dtype).contiguous();
+  return std::string(static_cast<const char*>(c.data_ptr()), c.numel() * c.element_size());
+}
+
+at::Tensor DequantizeToTensor(const kernels::QuantizedLinear& q, const at::Device& device) {
+  const int64_t n = q.out_features, k = q.in_features, g = q.num_groups;
+  at::Tensor codes = at::from_blob(const_cast<uint8_t*>(q.codes.data()), {n, k}, at::kByte).to(at::kFloat);
+  at::Tensor scales = at::from_blob(const_cast<uint16_t*>(q.scales.data()), {g, n}, at::kShort)
+                          .view(at::kHalf).to(at::kFloat);
+  at::Tensor zeros = at::from_blob(const_cast<uint8_t*>(q.zeros.data()), {g, n}, at::kByte).to(at::kFloat);
+  at::Tensor gidx = at::from_blob(const_cast<int32_t*>(q.g_idx.data()), {k}, at::kInt).to(at::kLong);
+  // [k, n] per input channel, transposed to [n, k]
+  at::Tensor s = scales.index_select(0, gidx).t();
+  at::Tensor z = zeros.index_select(0, gidx).t();
+  return (s * (codes - z)).contiguous().to(device);
+}
+
+absl::StatusOr<at::Device> ParseDevice(const std::string& spec) {
+  if (spec == "cpu") return at::Device(at::kCPU);
+  if (spec.rfind("cuda", 0) == 0) {
+    if (!at::hasCUDA()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "device '", spec, "': this engine was built without CUDA or no GPU is visible (expected cpu)"));
+    }
+    int index = 0;
+    if (spec.size() > 4) {
+      if (spec[4] != ':' || spec.size() == 5) return absl::InvalidArgumentError(absl::StrCat("device '", spec, "': expected cpu, cuda or cuda:N"));
+      for (size_t i = 5; i < spec.size(); ++i) {
+        if (spec[i] < '0' || spec[i] > '9') return absl::InvalidArgumentError(absl::StrCat("device '", spec, "': expected cpu, cuda or cuda:N"));
+        index = index * 10 + (spec[i] - '0');
+      }
+    }
+    return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(index));
+  }
+  return absl::InvalidArgumentError(absl::StrCat("device '", spec, "': expected cpu, cuda or cuda:N"));
+}
+
+}  // namespace qf::worker

@@ -1,0 +1,77 @@
+// File: worker/engine/torch_util.h
+//
+// The one place where libtorch exceptions become absl::Status (TorchCall), and
+// conversions between safetensors bytes / QuantizedLinear and at::Tensor.
+// Only engine sources include this (it pulls in ATen).
+//
+//   QF_ASSIGN_OR_RETURN(at::Tensor w, TensorFromView(*view, dev));   // fp32 copy on dev
+//   absl::StatusOr<at::Tensor> y = TorchCall([&] { return at::matmul(x, w.t()); });
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/quant_types.h"
+#include "storage/safetensors.h"
+
+namespace qf::worker {
+
+template <typename T> struct AsStatusOr { using type = absl::StatusOr<T>; };
+template <typename T> struct AsStatusOr<absl::StatusOr<T>> { using type = absl::StatusOr<T>; };
+
+// Runs f() and converts c10::Error / std::exception into a Status. Out of
+// memory maps to ResourceExhausted (the caller adds the layer and size).
+// f may return T or absl::StatusOr<T>; the result is absl::StatusOr<T>.
+template <typename F>
+auto TorchCall(F&& f, const std::string& what) -> typename AsStatusOr<decltype(f())>::type {
+  try {
+    return f();
+  } catch (const c10::OutOfMemoryError& e) {
+    return absl::ResourceExhaustedError(absl::StrCat(what, ": out of memory: ", e.what_without_backtrace()));
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat(what, ": ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(what, ": ", e.what()));
+  }
+}
+
+// Same for functions returning absl::Status.
+template <typename F>
+absl::Status TorchCallStatus(F&& f, const std::string& what) {
+  try {
+    return f();
+  } catch (const c10::OutOfMemoryError& e) {
+    return absl::ResourceExhaustedError(absl::StrCat(what, ": out of memory: ", e.what_without_backtrace()));
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat(what, ": ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(what, ": ", e.what()));
+  }
+}
+
+// A float32 tensor with the view's shape and values, on `device`. The view's
+// bytes are copied (the mapping may be unmapped later). Throws c10::Error.
+at::Tensor TensorFromView(const storage::TensorView& view, const at::Device& device);
+
+// Raw little-endian bytes of a tensor converted to `dtype` on the CPU.
+std::string TensorBytes(const at::Tensor& t, at::ScalarType dtype);
+
+// W [out, in] float32 on `device`, following the dequantization contract of
+// kernels/quant_types.h exactly: scale (fp16 -> fp32) * (code - zero). Both the
+// quantizing forward and a replay call this, so they see identical weights.
+at::Tensor DequantizeToTensor(const kernels::QuantizedLinear& q, const at::Device& device);
+
+// Rounds every element to the nearest fp16 value, kept as float32.
+inline at::Tensor RoundToHalf(const at::Tensor& t) { return t.to(at::kHalf).to(at::kFloat); }
+
+// The device string "cpu", "cuda", "cuda:N" -> at::Device. InvalidArgument otherwise,
+// FailedPrecondition when CUDA is asked for and this engine has none.
+absl::StatusOr<at::Device> ParseDevice(const std::string& spec);
+
+}  // namespace qf::worker
