@@ -68,6 +68,9 @@ absl::Status CheckOutputWritable(const std::string& out) {
   // Walk up to the first existing ancestor: that is where directories get created.
   while (!parent.empty() && !PathExists(parent.string())) parent = parent.parent_path();
   if (parent.empty()) parent = ".";
+  if (!IsDirectory(parent.string())) {
+    return absl::FailedPreconditionError(absl::StrCat("--out ", out, ": ", parent.string(), " is not a directory"));
+  }
   if (::access(parent.c_str(), W_OK | X_OK) != 0) {
     return absl::PermissionDeniedError(absl::StrCat("--out ", out, ": directory ", parent.string(), " is not writable"));
   }

@@ -1,0 +1,250 @@
+// qctl as a user runs it. Every bad input gets exit status 1 and exactly one
+// line "qctl: error: ..." naming what is wrong, and leaves no artifact.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <string>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "nlohmann/json.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+const std::string kSrc = QF_SOURCE_DIR;
+const std::string kModel = kSrc + "/models/tiny-llama";
+const std::string kCalib = kSrc + "/data/calib.txt";
+
+struct Run {
+  int code;
+  std::string out;
+  std::string err;
+};
+
+std::string ReadAll(const std::string& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void WriteAll(const std::string& p, const std::string& data) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out << data;
+}
+
+class QctlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/qctl_test.XXXXXX";
+    tmp_ = mkdtemp(tmpl);
+  }
+  void TearDown() override { fs::remove_all(tmp_); }
+
+  Run Qctl(const std::string& args) {
+    std::string out = tmp_ + "/stdout", err = tmp_ + "/stderr";
+    std::string cmd = std::string(QCTL_BIN) + " " + args + " >" + out + " 2>" + err;
+    int rc = std::system(cmd.c_str());
+    return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, ReadAll(out), ReadAll(err)};
+  }
+
+  // A private copy of tiny-llama that a test may damage.
+  std::string CopyModel() {
+    std::string dir = tmp_ + "/model";
+    fs::create_directories(dir);
+    for (const auto& e : fs::directory_iterator(kModel)) fs::copy_file(e.path(), dir + "/" + e.path().filename().string());
+    return dir;
+  }
+
+  // Rewrites the safetensors header of `file` through `edit`; data unchanged.
+  void EditHeader(const std::string& file, const std::function<void(nlohmann::json&)>& edit) {
+    std::string bytes = ReadAll(file);
+    uint64_t n;
+    std::memcpy(&n, bytes.data(), 8);
+    nlohmann::json h = nlohmann::json::parse(bytes.substr(8, n));
+    edit(h);
+    std::string hs = h.dump();
+    while (hs.size() % 8) hs.push_back(' ');
+    uint64_t m = hs.size();
+    std::string out(reinterpret_cast<const char*>(&m), 8);
+    WriteAll(file, out + hs + bytes.substr(8 + n));
+  }
+
+  std::string QuantizeArgs(const std::string& model, const std::string& out, const std::string& extra = "") {
+    return "quantize --model " + model + " --method gptq --bits 4 --group-size 128 --calib " + kCalib +
+           " --samples 4 --seqlen 64 --seed 1 --format gptq --out " + out + " " + extra;
+  }
+
+  void ExpectOneLineError(const Run& r, const std::string& needle) {
+    EXPECT_EQ(r.code, 1) << r.err;
+    // Exactly one line, our prefix, the needle (plus, at most, progress lines
+    // that precede it on a non-TTY stderr).
+    std::string last = r.err;
+    while (!last.empty() && last.back() == '\n') last.pop_back();
+    size_t nl = last.rfind('\n');
+    std::string line = nl == std::string::npos ? last : last.substr(nl + 1);
+    EXPECT_THAT(line, ::testing::StartsWith("qctl: error: ")) << r.err;
+    EXPECT_THAT(line, HasSubstr(needle)) << r.err;
+    EXPECT_EQ(r.err.find("qctl: error:"), r.err.rfind("qctl: error:")) << "more than one error line:\n" << r.err;
+  }
+
+  void ExpectNoArtifact(const std::string& out) {
+    EXPECT_FALSE(fs::exists(out)) << out;
+    for (const auto& e : fs::directory_iterator(fs::path(out).parent_path())) {
+      EXPECT_EQ(e.path().filename().string().find(".staging"), std::string::npos) << e.path();
+    }
+  }
+
+  std::string tmp_;
+};
+
+TEST_F(QctlTest, TruncatedSafetensors) {
+  std::string m = CopyModel();
+  std::string f = m + "/model.safetensors";
+  fs::resize_file(f, fs::file_size(f) / 2);
+  std::string out = tmp_ + "/art";
+  ExpectOneLineError(Qctl(QuantizeArgs(m, out)), "model.safetensors");
+  ExpectNoArtifact(out);
+}
+
+TEST_F(QctlTest, CorruptedHeader) {
+  std::string m = CopyModel();
+  std::string f = m + "/model.safetensors";
+  std::string bytes = ReadAll(f);
+  for (int i = 8; i < 40; ++i) bytes[i] = '\x7f';
+  WriteAll(f, bytes);
+  std::string out = tmp_ + "/art";
+  ExpectOneLineError(Qctl(QuantizeArgs(m, out)), "model.safetensors");
+  ExpectNoArtifact(out);
+}
+
+TEST_F(QctlTest, HeaderPointingOutsideTheFile) {
+  std::string m = CopyModel();
+  EditHeader(m + "/model.safetensors", [](nlohmann::json& h) {
+    h["model.layers.1.mlp.up_proj.weight"]["data_offsets"][1] = uint64_t{1} << 40;
+  });
+  std::string out = tmp_ + "/art";
+  ExpectOneLineError(Qctl(QuantizeArgs(m, out)), "model.layers.1.mlp.up_proj.weight");
+  ExpectNoArtifact(out);
+}
+
+TEST_F(QctlTest, MissingTensor) {
+  std::string m = CopyModel();
+  EditHeader(m + "/model.safetensors", [](nlohmann::json& h) { h.erase("model.layers.2.self_attn.k_proj.weight"); });
+  std::string out = tmp_ + "/art";
+  ExpectOneLineError(Qctl(QuantizeArgs(m, out)), "model.layers.2.self_attn.k_proj.weight");
+  ExpectNoArtifact(out);
+}
+
+TEST_F(QctlTest, NanWeights) {
+  std::string m = CopyModel();
+  std::string f = m + "/model.safetensors";
+  std::string bytes = ReadAll(f);
+  uint64_t n;
+  std::memcpy(&n, bytes.data(), 8);
+  nlohmann::json h = nlohmann::json::parse(bytes.substr(8, n));
+  uint64_t off = h["model.layers.3.mlp.down_proj.weight"]["data_offsets"][0].get<uint64_t>() + 8 + n;
+  bytes[off + 10] = '\x00';  // fp16 0x7e00: NaN
+  bytes[off + 11] = '\x7e';
+  WriteAll(f, bytes);
+  std::string out = tmp_ + "/art";
+  ExpectOneLineError(Qctl(QuantizeArgs(m, out)), "model.layers.3.mlp.down_proj.weight");
+  ExpectNoArtifact(out);
+}
+
+TEST_F(QctlTest, UnsupportedModelType) {
+  std::string m = CopyModel();
+  nlohmann::json cfg = nlohmann::json::parse(ReadAll(m + "/config.json"));
+  cfg["model_type"] = "gpt2";
+  WriteAll(m + "/config.json", cfg.dump());
+  std::string out = tmp_ + "/art";
+  Run r = Qctl(QuantizeArgs(m, out));
+  ExpectOneLineError(r, "model_type 'gpt2'");
+  EXPECT_THAT(r.err, HasSubstr("config.json"));
+  ExpectNoArtifact(out);
+}
+
+TEST_F(QctlTest, GroupSizeThatDoesNotDivide) {
+  std::string out = tmp_ + "/art";
+  ExpectOneLineError(Qctl(QuantizeArgs(kModel, out, "--group-size 96")), "does not divide");
+  ExpectNoArtifact(out);
+}
+
+TEST_F(QctlTest, EmptyCalibrationFile) {
+  std::string calib = tmp_ + "/empty.txt";
+  WriteAll(calib, "\n  \n");
+  std::string out = tmp_ + "/art";
+  std::string args = "quantize --model " + kModel + " --method gptq --calib " + calib +
+                     " --samples 4 --seqlen 64 --out " + out;
+  ExpectOneLineError(Qctl(args), "empty.txt");
+  ExpectNoArtifact(out);
+}
+
+TEST_F(QctlTest, UnwritableOutputDirectory) {
+  std::string file = tmp_ + "/a-file";
+  WriteAll(file, "x");
+  ExpectOneLineError(Qctl(QuantizeArgs(kModel, file + "/art")), "a-file");
+  if (geteuid() != 0) {  // root ignores permission bits
+    std::string ro = tmp_ + "/readonly";
+    fs::create_directories(ro);
+    fs::permissions(ro, fs::perms::owner_read | fs::perms::owner_exec);
+    ExpectOneLineError(Qctl(QuantizeArgs(kModel, ro + "/art")), "readonly");
+  }
+}
+
+TEST_F(QctlTest, AwqFormatRejectsThreeBits) {
+  std::string out = tmp_ + "/art";
+  std::string args = "quantize --model " + kModel + " --method awq --bits 3 --group-size 128 --calib " + kCalib +
+                     " --samples 4 --seqlen 64 --format awq --out " + out;
+  ExpectOneLineError(Qctl(args), "--format awq");
+}
+
+TEST_F(QctlTest, SameCommandTwiceWritesIdenticalBytes) {
+  for (const char* method : {"gptq", "awq"}) {
+    SCOPED_TRACE(method);
+    std::string a = tmp_ + "/a-" + method, b = tmp_ + "/b-" + method;
+    std::string extra = std::string("--method ") + method + (std::string(method) == "awq" ? " --format awq" : " --act-order");
+    Run ra = Qctl(QuantizeArgs(kModel, a, extra));
+    ASSERT_EQ(ra.code, 0) << ra.err;
+    Run rb = Qctl(QuantizeArgs(kModel, b, extra));
+    ASSERT_EQ(rb.code, 0) << rb.err;
+    int files = 0;
+    for (const auto& e : fs::directory_iterator(a)) {
+      std::string name = e.path().filename().string();
+      EXPECT_EQ(ReadAll(e.path().string()), ReadAll(b + "/" + name)) << name;
+      ++files;
+    }
+    EXPECT_GE(files, 5);
+    // The manifest names every file with its sha256.
+    nlohmann::json man = nlohmann::json::parse(ReadAll(a + "/qforge-manifest.json"));
+    EXPECT_TRUE(man["files"].contains("model.safetensors"));
+  }
+}
+
+TEST_F(QctlTest, EvalOfArtifactIsCloseToFp16AndReportsJson) {
+  std::string art = tmp_ + "/art";
+  ASSERT_EQ(Qctl(QuantizeArgs(kModel, art, "--method rtn --bits 8")).code, 0);
+  std::string text = kSrc + "/data/books-heldout.txt";
+  Run fp = Qctl("eval --model " + kModel + " --text " + text + " --seqlen 128 --max-chunks 8 --json");
+  Run q8 = Qctl("eval --model " + art + " --text " + text + " --seqlen 128 --max-chunks 8 --json");
+  ASSERT_EQ(fp.code, 0) << fp.err;
+  ASSERT_EQ(q8.code, 0) << q8.err;
+  auto jf = nlohmann::json::parse(fp.out), jq = nlohmann::json::parse(q8.out);
+  EXPECT_EQ(jf["tokens"].get<int>(), 8 * 127);
+  double pf = jf["ppl"].get<double>(), pq = jq["ppl"].get<double>();
+  EXPECT_GT(pf, 1.0);
+  EXPECT_NE(pf, pq);                  // the artifact really is a different model
+  EXPECT_NEAR(pq / pf, 1.0, 0.01);    // 8-bit RTN loses < 1%
+}
+
+}  // namespace
