@@ -1,0 +1,124 @@
+// File: kernels/cuda/w4a16.h
+//
+// Fused INT4 x FP16 GEMM: C[m x n] = A[m x k] * dequant(B)^T (+ bias), with B
+// the 4-bit codes of one linear (per-group fp16 scales, optional 4-bit zero
+// points) in the kernel layout QF4 (kernels/ref/w4a16_ref.h, drawn in
+// kernels/README.md). The weights are dequantized in registers inside the
+// GEMM; no fp16 copy of them ever exists. Torch-free: plain CUDA pointers and
+// streams, absl::Status results. Host-side validation never launches on bad
+// input; device code reports nothing.
+//
+// Loading a linear (once):
+//   1. perm = ActOrderPerm(q)                  (host, only for act-order)
+//   2. W4A16Repack({.source = kGptqV1, ...})   (device: GPTQ v1 / AWQ GEMM
+//      tensors -> QF4), or RepackW4A16Ref(q) on the host and copy the result.
+// Each call:
+//   3. if perm is non-empty: W4A16PermuteColumns(x -> x_perm)  (one gather of
+//      the m x k activations, so that column j of A is input channel perm[j])
+//   4. W4A16Gemm({.a = x_perm, .qweight = ..., .c = y, ...})
+//
+//   W4A16Workspace ws;                                  // once per device
+//   QF_RETURN_IF_ERROR(ws.Reserve(W4A16WorkspaceBytes(max_m, n, k, /*device=*/0)));
+//   QF_RETURN_IF_ERROR(W4A16Gemm({.a = a, .qweight = qw, .scales = s, .zeros = z,
+//                                 .c = c, .m = m, .n = n, .k = k, .group_size = 128,
+//                                 .workspace = ws.data(), .workspace_bytes = ws.size()}));
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace qf::kernels {
+
+struct W4A16GemmArgs {
+  const __half* a = nullptr;          // [m x k] row-major; columns in kernel-row order (see perm)
+  const uint32_t* qweight = nullptr;  // QF4 codes, k*n/8 words
+  const __half* scales = nullptr;     // [G x n] QF4-permuted
+  const uint32_t* zeros = nullptr;    // [G x n/8] QF4 words; nullptr = symmetric (zero 8)
+  const __half* bias = nullptr;       // [n] natural order, or nullptr
+  __half* c = nullptr;                // [m x n] row-major
+  int64_t m = 0, n = 0, k = 0;
+  int group_size = 128;               // 32, 64, 128, ... or -1 (one group of k)
+  // Scratch for the split-K fixup: at least W4A16WorkspaceBytes(m, n, k, device)
+  // bytes, zero-filled once after allocation (every call leaves its counters at
+  // zero again). One workspace must not serve two calls in flight at once.
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+  cudaStream_t stream = nullptr;
+};
+
+// Launches the GEMM on args.stream (asynchronous). m == 0 is a no-op.
+// InvalidArgument quoting m/n/k/group_size for bad sizes (n not a multiple of
+// 64, k not a multiple of 16, group_size not dividing k), null or misaligned
+// (16-byte) pointers, or a small workspace; Unimplemented quoting them when
+// no kernel variant in the table accepts the shape (e.g. n % 128 != 0, or
+// k % 128 != 0 for m <= 32); Internal with the CUDA error when the launch fails.
+absl::Status W4A16Gemm(const W4A16GemmArgs& args);
+
+// Workspace bytes that W4A16Gemm needs for every m in [1, max_m] with this
+// n and k on `device`. InvalidArgument/Unimplemented as W4A16Gemm for the
+// shape; Internal when the device cannot be queried.
+absl::StatusOr<size_t> W4A16WorkspaceBytes(int64_t max_m, int64_t n, int64_t k, int device);
+
+// Name of the variant W4A16Gemm would run, e.g. "mb1_bn128_bk128_s6"; errors
+// as W4A16Gemm.
+absl::StatusOr<std::string> W4A16VariantName(int64_t m, int64_t n, int64_t k, int group_size);
+
+// out[r][j] = a[r][perm[j]]: puts activations into kernel-row order for
+// act-order weights. perm is a device array of k entries (ActOrderPerm).
+// InvalidArgument for null pointers or negative sizes.
+absl::Status W4A16PermuteColumns(const __half* a, const int32_t* perm, __half* out, int64_t m, int64_t k,
+                                 cudaStream_t stream = nullptr);
+
+// Checkpoint layouts W4A16Repack reads (kernels/ref/pack.h documents them).
+enum class W4A16Source {
+  kGptqV1,   // qweight I32 [k/8, n], qzeros I32 [G, n/8] holding zero-1
+  kAwqGemm,  // qweight I32 [k, n/8], qzeros I32 [G, n/8], AWQ nibble order
+};
+
+struct W4A16RepackArgs {
+  W4A16Source source = W4A16Source::kGptqV1;
+  const uint32_t* qweight = nullptr;  // device, in `source` layout
+  const uint32_t* qzeros = nullptr;   // device, or nullptr for symmetric weights
+  const __half* scales = nullptr;     // device [G x n], natural order
+  const int32_t* perm = nullptr;      // device [k] (ActOrderPerm), GPTQ only; nullptr = identity
+  uint32_t* out_qweight = nullptr;    // device, k*n/8 words
+  uint32_t* out_zeros = nullptr;      // device, G*n/8 words; nullptr iff qzeros is
+  __half* out_scales = nullptr;       // device, G*n
+  int64_t k = 0, n = 0, num_groups = 0;
+  cudaStream_t stream = nullptr;
+};
+
+// Converts one linear's checkpoint tensors into QF4 on the device; the
+// result equals RepackW4A16Ref of the unpacked linear bit for bit.
+// InvalidArgument for k % 16, n % 64, num_groups not dividing k, a perm with
+// AWQ, or null/inconsistent pointers; Internal on a launch failure.
+absl::Status W4A16Repack(const W4A16RepackArgs& args);
+
+// Owns a device allocation (cudaMalloc), zero-filled when it grows. Move-only.
+class W4A16Workspace {
+ public:
+  W4A16Workspace() = default;
+  ~W4A16Workspace();
+  W4A16Workspace(W4A16Workspace&& other) noexcept;
+  W4A16Workspace& operator=(W4A16Workspace&& other) noexcept;
+  W4A16Workspace(const W4A16Workspace&) = delete;
+  W4A16Workspace& operator=(const W4A16Workspace&) = delete;
+
+  // Ensures at least `bytes` (synchronous). Internal on allocation failure.
+  absl::Status Reserve(absl::StatusOr<size_t> bytes);
+  void* data() const { return ptr_; }
+  size_t size() const { return size_; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t size_ = 0;
+};
+
+}  // namespace qf::kernels

@@ -1,0 +1,221 @@
+// Host side of the W4A16 GEMM: validation, variant selection, grid and
+// workspace sizing, launch. The kernel is in w4a16_kernel.cuh.
+#include <algorithm>
+#include <array>
+#include <map>
+#include <mutex>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "common/status_macros.h"
+#include "kernels/cuda/w4a16.h"
+#include "kernels/cuda/w4a16/w4a16_variants.cuh"
+
+namespace qf::kernels {
+namespace {
+
+using w4a16::Variant;
+
+// Preference order: the first row whose constraints hold runs. Rows are
+// sorted by block rows (bm); m > 64 runs the 64-row variants over m-chunks.
+const std::array<const Variant*, 6> kVariants = {
+    &w4a16::kW4A16Mb1Bn128, &w4a16::kW4A16Mb2Bn128, &w4a16::kW4A16Mb3Bn256,
+    &w4a16::kW4A16Mb3Bn128, &w4a16::kW4A16Mb4Bn256, &w4a16::kW4A16Mb4Bn128,
+};
+constexpr int64_t kMaxBm = 64;
+
+std::string Shape(int64_t m, int64_t n, int64_t k, int group_size) {
+  return absl::StrCat("m=", m, ", n=", n, ", k=", k, ", group_size=", group_size);
+}
+
+absl::Status CudaError(cudaError_t e, absl::string_view what) {
+  return absl::InternalError(absl::StrCat("W4A16: ", what, ": ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ")"));
+}
+
+// Size checks shared by every entry point; `who` names the caller.
+absl::Status CheckShape(absl::string_view who, int64_t m, int64_t n, int64_t k, int group_size) {
+  const auto bad = [&](absl::string_view what) {
+    return absl::InvalidArgumentError(absl::StrCat(who, "(", Shape(m, n, k, group_size), "): ", what));
+  };
+  if (m < 0 || n <= 0 || k <= 0) return bad("expected m >= 0 and n, k > 0");
+  if (n % 64 != 0) return bad("n must be a multiple of 64");
+  if (k % 16 != 0) return bad("k must be a multiple of 16");
+  if (n > (int64_t{1} << 30) || k > (int64_t{1} << 30) || m > (int64_t{1} << 30)) return bad("sizes above 2^30");
+  if (group_size != -1 && (group_size <= 0 || k % group_size != 0)) {
+    return bad("group_size must be -1 or divide k");
+  }
+  return absl::OkStatus();
+}
+
+bool Accepts(const Variant& v, int64_t m, int64_t n, int64_t k, int64_t gs) {
+  return v.bm >= std::min(m, kMaxBm) && n % v.bn == 0 && k % v.bk == 0 && gs % 32 == 0 &&
+         (gs % v.bk == 0 || v.bk % gs == 0);
+}
+
+absl::StatusOr<const Variant*> Select(absl::string_view who, int64_t m, int64_t n, int64_t k, int group_size) {
+  QF_RETURN_IF_ERROR(CheckShape(who, m, n, k, group_size));
+  const int64_t gs = group_size == -1 ? k : group_size;
+  for (const Variant* v : kVariants) {
+    if (Accepts(*v, std::max<int64_t>(m, 1), n, k, gs)) return v;
+  }
+  return absl::UnimplementedError(absl::StrCat(
+      who, "(", Shape(m, n, k, group_size),
+      "): no kernel variant fits; supported: n % 128 == 0, k % 128 == 0 (k % 64 == 0 when m > 32 and n % 256 == 0), "
+      "group_size -1 or a multiple of 32 that divides or is divided by the stage depth (32, 64, 128, 256, ...)"));
+}
+
+struct DeviceFacts {
+  int sms = 0;
+  int blocks_per_sm = 0;
+};
+
+// Multiprocessor count and resident blocks of `v` on `device`; also raises the
+// kernel's dynamic shared-memory limit (needed above 48 KB). Cached.
+absl::StatusOr<DeviceFacts> Facts(const Variant& v, int device) {
+  static std::mutex mu;
+  static std::map<std::pair<int, const Variant*>, DeviceFacts> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find({device, &v});
+  if (it != cache.end()) return it->second;
+  DeviceFacts f;
+  cudaError_t e = cudaDeviceGetAttribute(&f.sms, cudaDevAttrMultiProcessorCount, device);
+  if (e != cudaSuccess) return CudaError(e, absl::StrCat("query device ", device));
+  e = cudaFuncSetAttribute(v.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(v.smem_bytes));
+  if (e != cudaSuccess) return CudaError(e, absl::StrCat("set shared memory of ", v.name, " to ", v.smem_bytes));
+  e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&f.blocks_per_sm, v.kernel, v.threads, v.smem_bytes);
+  if (e != cudaSuccess) return CudaError(e, absl::StrCat("occupancy of ", v.name));
+  if (f.blocks_per_sm < 1) {
+    return absl::InternalError(absl::StrCat("W4A16: variant ", v.name, " cannot run on device ", device, " (",
+                                            v.smem_bytes, " bytes of shared memory)"));
+  }
+  cache.emplace(std::make_pair(device, &v), f);
+  return f;
+}
+
+struct Plan {
+  int64_t n_tiles, m_chunks, k_tiles, units;
+  int grid;
+  size_t counters_bytes;   // rounded up to 256
+  size_t workspace_bytes;  // counters + partial slots
+};
+
+Plan MakePlan(const Variant& v, const DeviceFacts& f, int64_t m, int64_t n, int64_t k) {
+  Plan p;
+  p.n_tiles = n / v.bn;
+  p.m_chunks = (std::max<int64_t>(m, 1) + v.bm - 1) / v.bm;
+  p.k_tiles = k / v.bk;
+  p.units = p.n_tiles * p.m_chunks * p.k_tiles;
+  p.grid = static_cast<int>(std::min<int64_t>(p.units, int64_t{f.sms} * f.blocks_per_sm));
+  p.counters_bytes = (static_cast<size_t>(p.n_tiles * p.m_chunks) * sizeof(int) + 255) / 256 * 256;
+  p.workspace_bytes = p.counters_bytes + size_t{2} * p.grid * v.bm * v.bn * sizeof(float);
+  return p;
+}
+
+bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+absl::StatusOr<int> CurrentDevice() {
+  int device = 0;
+  const cudaError_t e = cudaGetDevice(&device);
+  if (e != cudaSuccess) return CudaError(e, "cudaGetDevice");
+  return device;
+}
+
+}  // namespace
+
+absl::Status W4A16Gemm(const W4A16GemmArgs& args) {
+  const int64_t m = args.m, n = args.n, k = args.k;
+  const int gsz = args.group_size;
+  QF_ASSIGN_OR_RETURN(const Variant* v, Select("W4A16Gemm", m, n, k, gsz));
+  if (m == 0) return absl::OkStatus();
+  const auto bad = [&](absl::string_view what) {
+    return absl::InvalidArgumentError(absl::StrCat("W4A16Gemm(", Shape(m, n, k, gsz), "): ", what));
+  };
+  if (args.a == nullptr || args.qweight == nullptr || args.scales == nullptr || args.c == nullptr) {
+    return bad("a, qweight, scales and c must be non-null");
+  }
+  if (!Aligned16(args.a) || !Aligned16(args.qweight) || !Aligned16(args.scales) || !Aligned16(args.c) ||
+      !Aligned16(args.zeros) || !Aligned16(args.bias) || !Aligned16(args.workspace)) {
+    return bad("every pointer must be 16-byte aligned");
+  }
+  QF_ASSIGN_OR_RETURN(const int device, CurrentDevice());
+  QF_ASSIGN_OR_RETURN(const DeviceFacts facts, Facts(*v, device));
+  const Plan plan = MakePlan(*v, facts, m, n, k);
+  if (args.workspace == nullptr || args.workspace_bytes < plan.workspace_bytes) {
+    return bad(absl::StrCat("workspace of ", args.workspace_bytes, " bytes (null: ", args.workspace == nullptr, "), variant ",
+                            v->name, " needs ", plan.workspace_bytes, " (W4A16WorkspaceBytes)"));
+  }
+  w4a16::Params p;
+  p.a = args.a;
+  p.b = reinterpret_cast<const int4*>(args.qweight);
+  p.scales = reinterpret_cast<const int4*>(args.scales);
+  p.zeros = args.zeros;
+  p.bias = args.bias;
+  p.c = args.c;
+  p.counters = static_cast<int*>(args.workspace);
+  p.partials = reinterpret_cast<float*>(static_cast<char*>(args.workspace) + plan.counters_bytes);
+  p.m = static_cast<int>(m);
+  p.n = static_cast<int>(n);
+  p.k = static_cast<int>(k);
+  p.group_size = gsz == -1 ? static_cast<int>(k) : gsz;
+  p.n_tiles = static_cast<int>(plan.n_tiles);
+  p.m_chunks = static_cast<int>(plan.m_chunks);
+  p.k_tiles = static_cast<int>(plan.k_tiles);
+  p.units = plan.units;
+  v->launch(p, plan.grid, args.stream);
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) return CudaError(e, absl::StrCat("launch of ", v->name, " (", Shape(m, n, k, gsz), ")"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<size_t> W4A16WorkspaceBytes(int64_t max_m, int64_t n, int64_t k, int device) {
+  size_t bytes = 0;
+  // Within each block-row class the variant is fixed and the need grows with m,
+  // so the class tops (and max_m itself) bound every m in [1, max_m].
+  for (int64_t m : {int64_t{16}, int64_t{32}, int64_t{48}, int64_t{64}, max_m}) {
+    const int64_t probe = std::min(std::max<int64_t>(m, 1), std::max<int64_t>(max_m, 1));
+    QF_ASSIGN_OR_RETURN(const Variant* v, Select("W4A16WorkspaceBytes", probe, n, k, -1));
+    QF_ASSIGN_OR_RETURN(const DeviceFacts facts, Facts(*v, device));
+    bytes = std::max(bytes, MakePlan(*v, facts, probe, n, k).workspace_bytes);
+  }
+  return bytes;
+}
+
+absl::StatusOr<std::string> W4A16VariantName(int64_t m, int64_t n, int64_t k, int group_size) {
+  QF_ASSIGN_OR_RETURN(const Variant* v, Select("W4A16VariantName", m, n, k, group_size));
+  return std::string(v->name);
+}
+
+W4A16Workspace::~W4A16Workspace() {
+  if (ptr_ != nullptr) cudaFree(ptr_);
+}
+
+W4A16Workspace::W4A16Workspace(W4A16Workspace&& other) noexcept
+    : ptr_(std::exchange(other.ptr_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+
+W4A16Workspace& W4A16Workspace::operator=(W4A16Workspace&& other) noexcept {
+  if (this != &other) {
+    if (ptr_ != nullptr) cudaFree(ptr_);
+    ptr_ = std::exchange(other.ptr_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+  }
+  return *this;
+}
+
+absl::Status W4A16Workspace::Reserve(absl::StatusOr<size_t> bytes) {
+  if (!bytes.ok()) return bytes.status();
+  if (*bytes <= size_) return absl::OkStatus();
+  if (ptr_ != nullptr) {
+    cudaFree(ptr_);
+    ptr_ = nullptr;
+    size_ = 0;
+  }
+  cudaError_t e = cudaMalloc(&ptr_, *bytes);
+  if (e != cudaSuccess) return CudaError(e, absl::StrCat("allocate a workspace of ", *bytes, " bytes"));
+  e = cudaMemset(ptr_, 0, *bytes);
+  if (e != cudaSuccess) return CudaError(e, "zero the workspace");
+  size_ = *bytes;
+  return absl::OkStatus();
+}
+
+}  // namespace qf::kernels

@@ -1,0 +1,458 @@
+// File: kernels/cuda/w4a16/w4a16_kernel.cuh
+//
+// The fused W4A16 GEMM kernel template (host entry points: ../w4a16.h).
+// C[m x n] = A[m x k] * dequant(B) with B in layout QF4 (kernels/ref/w4a16_ref.h).
+//
+// Tiling (kernels/README.md has the picture). A block owns a tile of
+// BM = 16*MB rows x BN = 64*WN columns and walks K in stages of BK = 16*KS
+// kernel rows. Its 32*WN*WK threads form WN x WK warps: warp (wn, wk) owns the
+// 64 columns wn and, inside every stage, the KS/WK consecutive 16-row slices
+// starting at wk*KS/WK (so one warp's slices never straddle a group of >= 32
+// rows). Each slice is one 16-byte shared load of B per lane = 8 mma
+// fragments of 16 x 8, dequantized in registers, times MB ldmatrix'ed A
+// fragments. The WK warps of a column reduce through shared memory when the
+// tile ends.
+//
+// Work split (stream-K): the "units" are (n-tile, m-chunk, k-stage) triples in
+// that order, k fastest; block b of G takes units [U*b/G, U*(b+1)/G). A tile
+// whose k-range a single block covers is written straight to C; otherwise
+// every block that touched it stores its fp32 partial in a workspace slot,
+// bumps the tile's counter, and the last one to arrive sums the slots in block
+// order (deterministic) and writes C. No block ever waits for another.
+//
+// Pipeline: STAGES-deep cp.async ring (A, B, scales, zeros of one stage per
+// slot), one barrier per stage.
+//
+// Glossary: kt = k-stage index, nt = n-tile index, mc = m-chunk index,
+// kr = 16-row slice inside a stage, mt = 16-row m fragment, f = n8 fragment.
+#pragma once
+
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+namespace qf::kernels::w4a16 {
+
+struct Params {
+  const __half* a;         // [m x k] row-major
+  const int4* b;           // QF4 qweight, 16-byte units
+  const int4* scales;      // [G x n] permuted fp16, 16-byte units
+  const uint32_t* zeros;   // [G x n/8], nullptr = symmetric
+  const __half* bias;      // [n] or nullptr
+  __half* c;               // [m x n] row-major
+  float* partials;         // [2*grid][BM*BN] fp32 split-K slots
+  int* counters;           // [n_tiles*m_chunks], zero on entry and on exit
+  int m, n, k;
+  int group_size;          // effective: k when the checkpoint says -1
+  int n_tiles, m_chunks, k_tiles;
+  long long units;         // n_tiles * m_chunks * k_tiles
+};
+
+// ---------------------------------------------------------------- PTX wrappers
+
+__device__ __forceinline__ uint32_t SmemAddr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte async copy global -> shared, bypassing L1 (.cg): every byte is
+// consumed from shared memory once.
+__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(SmemAddr(smem)), "l"(gmem));
+}
+
+// An L2 eviction policy for data read exactly once per call (the weights when
+// m fits one chunk): evict_first keeps them from pushing the activations and
+// scales, which every block re-reads, out of L2.
+__device__ __forceinline__ uint64_t EvictFirstPolicy() {
+  uint64_t pol;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(pol));
+  return pol;
+}
+
+__device__ __forceinline__ void CpAsync16Hint(void* smem, const void* gmem, uint64_t policy) {
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;\n" ::"r"(SmemAddr(smem)), "l"(gmem),
+               "l"(policy));
+}
+
+// Copies 16 bytes when `valid`, else zero-fills (rows of A past m).
+__device__ __forceinline__ void CpAsync16Zfill(void* smem, const void* gmem, bool valid) {
+  const int src_bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SmemAddr(smem)), "l"(gmem), "r"(src_bytes));
+}
+
+__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+
+template <int kPending>
+__device__ __forceinline__ void CpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+}
+
+// Four 8x8 b16 matrices; lane l supplies the row address of matrix l/8.
+// https://docs.nvidia.com/cuda/parallel-thread-execution/#warp-level-matrix-instructions-ldmatrix
+__device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const void* smem) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(SmemAddr(smem)));
+}
+
+// D = A * B + D, 16x8x16, fp16 inputs, fp32 accumulators. Fragment layouts:
+// https://docs.nvidia.com/cuda/parallel-thread-execution/#warp-level-matrix-fragment-mma-16816-float
+__device__ __forceinline__ void Mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// (a & b) | c in one instruction (LUT 0xEA = (0xF0 & 0xCC) | 0xAA).
+__device__ __forceinline__ uint32_t AndOr(uint32_t a, uint32_t b, uint32_t c) {
+  uint32_t r;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+  return r;
+}
+
+__device__ __forceinline__ half2 AsHalf2(uint32_t u) { return *reinterpret_cast<half2*>(&u); }
+__device__ __forceinline__ uint32_t AsU32(half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
+
+// ---------------------------------------------------------------- dequantization
+
+// Per-lane constants of the 8 fragments' columns for the current group.
+struct GroupConsts {
+  half2 scale[8];  // (s, s)
+  half2 zlo[8];    // (1024 + z, 1024 + z): subtrahend of the low-nibble path
+  half2 zhi[8];    // (-(64 + z), ...):     addend of the high-nibble path
+};
+
+// scales: 8 fp16 (one per fragment); zero_word: nibble f = zero of fragment f.
+__device__ __forceinline__ void LoadGroupConsts(GroupConsts& g, int4 scales, uint32_t zero_word) {
+  const __half* s = reinterpret_cast<const __half*>(&scales);
+#pragma unroll
+  for (int f = 0; f < 8; ++f) {
+    g.scale[f] = __half2half2(s[f]);
+    const uint32_t z = (zero_word >> (4 * f)) & 0xFu;
+    g.zlo[f] = AsHalf2((0x6400u | z) * 0x00010001u);            // 1024 + z in both halves
+    g.zhi[f] = __hsub2(AsHalf2(0x63806380u), g.zlo[f]);         // 960 - (1024 + z) = -(64 + z)
+  }
+}
+
+// One QF4 word -> the two B registers of fragments 2w and 2w+1.
+// OR-ing a nibble into the mantissa of 1024.0 (0x6400) gives 1024 + q exactly;
+// the nibble one position up gives 1024 + 16q. Subtracting 1024 + z (resp.
+// fma by 1/16 with -(64 + z)) is exact in fp16, so the only rounding is the
+// final multiply by the scale. See kernels/README.md for the bit diagram.
+template <int kW>
+__device__ __forceinline__ void DequantWord(uint32_t w, const GroupConsts& g, uint32_t (&out)[4]) {
+  constexpr uint32_t kLo = 0x000F000Fu, kHi = 0x00F000F0u, kMagic = 0x64006400u;
+  const half2 kSixteenth = AsHalf2(0x2C002C00u);  // 1/16
+  const uint32_t w8 = w >> 8;
+  const half2 lo0 = AsHalf2(AndOr(w, kLo, kMagic));
+  const half2 hi0 = AsHalf2(AndOr(w, kHi, kMagic));
+  const half2 lo1 = AsHalf2(AndOr(w8, kLo, kMagic));
+  const half2 hi1 = AsHalf2(AndOr(w8, kHi, kMagic));
+  constexpr int f0 = 2 * kW, f1 = 2 * kW + 1;
+  out[0] = AsU32(__hmul2(__hsub2(lo0, g.zlo[f0]), g.scale[f0]));
+  out[1] = AsU32(__hmul2(__hfma2(hi0, kSixteenth, g.zhi[f0]), g.scale[f0]));
+  out[2] = AsU32(__hmul2(__hsub2(lo1, g.zlo[f1]), g.scale[f1]));
+  out[3] = AsU32(__hmul2(__hfma2(hi1, kSixteenth, g.zhi[f1]), g.scale[f1]));
+}
+
+// ---------------------------------------------------------------- configuration
+
+template <int MB, int WN, int WK, int KS, int STAGES, int MIN_BLOCKS>
+struct Config {
+  static constexpr int kMb = MB;                   // 16-row m fragments per block tile
+  static constexpr int kWn = WN;                   // warps across n, 64 columns each
+  static constexpr int kWk = WK;                   // warps across k inside a stage
+  static constexpr int kKs = KS;                   // 16-row k slices per stage
+  static constexpr int kStages = STAGES;           // cp.async ring depth
+  static constexpr int kMinBlocks = MIN_BLOCKS;    // launch bound: resident blocks per SM
+  static constexpr int kThreads = 32 * WN * WK;
+  static constexpr int kBm = 16 * MB;
+  static constexpr int kBn = 64 * WN;
+  static constexpr int kBk = 16 * KS;
+  static constexpr int kSlicesPerWarp = KS / WK;
+  static constexpr int kAChunksPerRow = kBk / 8;                    // 16-byte chunks of one A row
+  static constexpr int kAStage = kBm * kAChunksPerRow;              // int4 per stage
+  static constexpr int kBStage = KS * WN * 32;                      // int4 per stage
+  static constexpr int kMaxGroups = kBk / 32;                       // group rows per stage (gs >= 32)
+  static constexpr int kSChunksPerRow = kBn / 8;                    // int4 of scales per group row
+  static constexpr int kSStage = kMaxGroups * kSChunksPerRow;       // int4 per stage
+  static constexpr int kZWordsPerRow = kBn / 8;
+  static constexpr int kZStage = kMaxGroups * kZWordsPerRow;        // words per stage
+  static constexpr int kAccPerLane = MB * 8 * 4;                    // fp32 accumulators per lane
+  static constexpr int kTileStride = kBn + 8;                       // fp32 row stride of the epilogue tile
+  static constexpr int kTileSmemFloats = kBm * kTileStride;
+  static constexpr int kTileFloats = kBm * kBn;                     // one split-K slot
+  static constexpr size_t kSmemBytes =
+      size_t{STAGES} * (kAStage * 16 + kBStage * 16 + kSStage * 16 + kZStage * 4) + size_t{kTileSmemFloats} * 4 + 16;
+
+  static_assert(KS % WK == 0, "each warp takes whole 16-row slices");
+  static_assert(kSlicesPerWarp <= 2, "a warp's slices must fit in one group of >= 32 rows");
+  static_assert(kAChunksPerRow >= 8, "the A swizzle permutes 8 chunks per row");
+  static_assert(kMaxGroups * kSChunksPerRow <= kThreads, "one thread per scale chunk");
+  static_assert(kBStage % kThreads == 0, "every thread issues the same number of B copies");
+};
+
+// ---------------------------------------------------------------- the kernel
+
+template <class Cfg>
+__global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16GemmKernel(const Params p) {
+  constexpr int MB = Cfg::kMb, WN = Cfg::kWn, WK = Cfg::kWk, STAGES = Cfg::kStages;
+  constexpr int kThreads = Cfg::kThreads, kBm = Cfg::kBm, kBn = Cfg::kBn, kBk = Cfg::kBk;
+
+  extern __shared__ int4 smem[];
+  int4* sh_a = smem;                                                          // [STAGES][BM][BK/8] swizzled
+  int4* sh_b = sh_a + STAGES * Cfg::kAStage;                                  // [STAGES][KS][WN][32]
+  int4* sh_s = sh_b + STAGES * Cfg::kBStage;                                  // [STAGES][groups][BN/8]
+  uint32_t* sh_z = reinterpret_cast<uint32_t*>(sh_s + STAGES * Cfg::kSStage); // [STAGES][groups][BN/8]
+  float* sh_tile = reinterpret_cast<float*>(sh_z + STAGES * Cfg::kZStage);    // [BM][BN + 8] fp32
+  int* sh_flag = reinterpret_cast<int*>(sh_tile + Cfg::kTileSmemFloats);
+
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int wn = warp % WN, wk = warp / WN;
+  const int grid = gridDim.x, bid = blockIdx.x;
+  const long long u_begin = p.units * bid / grid;
+  const long long u_end = p.units * (bid + 1) / grid;
+  const int count = static_cast<int>(u_end - u_begin);
+  const int k_tiles = p.k_tiles, m_chunks = p.m_chunks;
+  const int gs = p.group_size;
+  const int groups_per_stage = gs >= kBk ? 1 : kBk / gs;
+  const int n64 = p.n / 64;  // QF4 tiles across n: the stride of one 16-row slice, in tiles
+  const bool stream_b = m_chunks == 1;
+  const uint64_t b_policy = EvictFirstPolicy();
+
+  // Position of the next unit to fetch, advanced one unit per fetch_stage
+  // (k fastest, then m-chunk, then n-tile) so no division runs per stage.
+  const int tile_begin = static_cast<int>(u_begin / k_tiles);
+  int f_kt = static_cast<int>(u_begin % k_tiles), f_mc = tile_begin % m_chunks, f_nt = tile_begin / m_chunks;
+
+  // ---- fetch_stage: issue the cp.asyncs of the next unit into ring slot `slot`.
+  auto fetch_stage = [&](int slot) {
+    const int k0 = f_kt * kBk, n0 = f_nt * kBn, m0 = f_mc * kBm;
+
+    const int4* b_gl = p.b + (static_cast<long long>(k0 / 16) * n64 + n0 / 64) * 32;  // (KS, WN*32)
+    int4* b_sh = sh_b + slot * Cfg::kBStage;
+#pragma unroll
+    for (int it = 0; it < Cfg::kBStage / kThreads; ++it) {
+      const int idx = tid + it * kThreads;
+      const int kr = idx / (WN * 32), rem = idx % (WN * 32);
+      const int4* src = b_gl + static_cast<long long>(kr) * n64 * 32 + rem;
+      if (stream_b) {
+        CpAsync16Hint(b_sh + idx, src, b_policy);
+      } else {
+        CpAsync16(b_sh + idx, src);
+      }
+    }
+
+    int4* a_sh = sh_a + slot * Cfg::kAStage;
+#pragma unroll
+    for (int it = 0; it < (Cfg::kAStage + kThreads - 1) / kThreads; ++it) {
+      const int idx = tid + it * kThreads;
+      if (Cfg::kAStage % kThreads != 0 && idx >= Cfg::kAStage) break;
+      const int r = idx / Cfg::kAChunksPerRow, ch = idx % Cfg::kAChunksPerRow;
+      const int row = m0 + r;
+      const bool valid = row < p.m;
+      const __half* src = p.a + static_cast<long long>(valid ? row : 0) * p.k + k0 + ch * 8;
+      CpAsync16Zfill(a_sh + r * Cfg::kAChunksPerRow + (ch ^ (r & 7)), src, valid);
+    }
+
+    const int g0 = k0 / gs;
+    if (tid < groups_per_stage * Cfg::kSChunksPerRow) {
+      const int gr = tid / Cfg::kSChunksPerRow, ch = tid % Cfg::kSChunksPerRow;
+      CpAsync16(sh_s + slot * Cfg::kSStage + tid,
+                p.scales + (static_cast<long long>(g0 + gr) * p.n + n0) / 8 + ch);
+    }
+    if (p.zeros != nullptr && tid < groups_per_stage * (kBn / 32)) {
+      const int gr = tid / (kBn / 32), ch = tid % (kBn / 32);
+      CpAsync16(sh_z + slot * Cfg::kZStage + tid * 4,
+                p.zeros + static_cast<long long>(g0 + gr) * (p.n / 8) + n0 / 8 + ch * 4);
+    }
+    if (++f_kt == k_tiles) {
+      f_kt = 0;
+      if (++f_mc == m_chunks) {
+        f_mc = 0;
+        ++f_nt;
+      }
+    }
+  };
+
+  float acc[MB][8][4];
+  auto zero_acc = [&]() {
+#pragma unroll
+    for (int mt = 0; mt < MB; ++mt)
+#pragma unroll
+      for (int f = 0; f < 8; ++f)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[mt][f][e] = 0.f;
+  };
+
+  // ---- compute_stage: this warp's slices of the stage in ring slot `slot`.
+  const int warp_group = gs >= kBk ? 0 : (wk * Cfg::kSlicesPerWarp * 16) / gs;
+  auto compute_stage = [&](int slot) {
+    GroupConsts gc;
+    const int4 sv = sh_s[slot * Cfg::kSStage + warp_group * Cfg::kSChunksPerRow + wn * 8 + lane / 4];
+    const uint32_t zw = p.zeros != nullptr
+                            ? sh_z[slot * Cfg::kZStage + warp_group * Cfg::kZWordsPerRow + wn * 8 + lane / 4]
+                            : 0x88888888u;
+    LoadGroupConsts(gc, sv, zw);
+
+    const int4* a_sh = sh_a + slot * Cfg::kAStage;
+    const int4* b_sh = sh_b + slot * Cfg::kBStage;
+#pragma unroll
+    for (int j = 0; j < Cfg::kSlicesPerWarp; ++j) {
+      const int kr = wk * Cfg::kSlicesPerWarp + j;
+      uint32_t a_frag[MB][4];
+#pragma unroll
+      for (int mt = 0; mt < MB; ++mt) {
+        const int r = mt * 16 + lane % 16;
+        const int ch = kr * 2 + lane / 16;
+        LdMatrixX4(a_frag[mt], a_sh + r * Cfg::kAChunksPerRow + (ch ^ (r & 7)));
+      }
+      const int4 bv = b_sh[(kr * WN + wn) * 32 + lane];
+      uint32_t bf[4][4];
+      DequantWord<0>(static_cast<uint32_t>(bv.x), gc, bf[0]);
+      DequantWord<1>(static_cast<uint32_t>(bv.y), gc, bf[1]);
+      DequantWord<2>(static_cast<uint32_t>(bv.z), gc, bf[2]);
+      DequantWord<3>(static_cast<uint32_t>(bv.w), gc, bf[3]);
+#pragma unroll
+      for (int w = 0; w < 4; ++w) {
+#pragma unroll
+        for (int mt = 0; mt < MB; ++mt) {
+          Mma16816(acc[mt][2 * w], a_frag[mt], bf[w][0], bf[w][1]);
+          Mma16816(acc[mt][2 * w + 1], a_frag[mt], bf[w][2], bf[w][3]);
+        }
+      }
+    }
+  };
+
+  // Block owning unit u: the largest b with U*b/G <= u.
+  auto owner = [&](long long u) {
+    int b = static_cast<int>((u * grid) / p.units);
+    while (b + 1 < grid && p.units * (b + 1) / grid <= u) ++b;
+    while (b > 0 && p.units * b / grid > u) --b;
+    return b;
+  };
+
+  // ---- finish_tile: sum the WK warps' accumulators into sh_tile (row-major
+  // fp32), go through the split-K fixup when other blocks share the tile,
+  // and write C (+ bias) as fp16 with 16-byte stores.
+  auto finish_tile = [&](int nt, int mc) {
+    // Warps of one column add in wk order, so the sum is deterministic.
+#pragma unroll
+    for (int step = 0; step < WK; ++step) {
+      if (wk == step) {
+#pragma unroll
+        for (int mt = 0; mt < MB; ++mt)
+#pragma unroll
+          for (int f = 0; f < 8; ++f)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              const int row = mt * 16 + lane / 4 + 8 * h;
+              const int col = wn * 64 + f * 8 + (lane % 4) * 2;
+              float2* dst = reinterpret_cast<float2*>(sh_tile + row * Cfg::kTileStride + col);
+              float2 v = make_float2(acc[mt][f][2 * h], acc[mt][f][2 * h + 1]);
+              if (step > 0) {
+                const float2 old = *dst;
+                v.x += old.x;
+                v.y += old.y;
+              }
+              *dst = v;
+            }
+      }
+      __syncthreads();
+    }
+    const int rows = min(kBm, p.m - mc * kBm);  // rows of this chunk that exist
+    const int tile = nt * m_chunks + mc;
+    const long long t_begin = static_cast<long long>(tile) * k_tiles, t_end = t_begin + k_tiles;
+    if (u_begin > t_begin || u_end < t_end) {  // shared with other blocks: split-K fixup
+      const bool first_tile = u_begin >= t_begin;
+      float* mine = p.partials + static_cast<long long>(2 * bid + (first_tile ? 0 : 1)) * Cfg::kTileFloats;
+      for (int idx = tid; idx < rows * (kBn / 4); idx += kThreads) {
+        const int r = idx / (kBn / 4), c4 = idx % (kBn / 4);
+        __stcg(reinterpret_cast<float4*>(mine) + idx,
+               *reinterpret_cast<const float4*>(sh_tile + r * Cfg::kTileStride + c4 * 4));
+      }
+      __threadfence();
+      __syncthreads();
+      const int b_first = owner(t_begin), b_last = owner(t_end - 1);
+      if (tid == 0) {
+        const int arrived = atomicAdd(p.counters + tile, 1) + 1;
+        const int last = arrived == b_last - b_first + 1;
+        if (last) p.counters[tile] = 0;  // ready for the next launch
+        __threadfence();
+        *sh_flag = last;
+      }
+      __syncthreads();
+      if (!*sh_flag) return;
+      // Last to arrive: sum every contributor's slot in block order.
+      for (int idx = tid; idx < rows * (kBn / 4); idx += kThreads) {
+        float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
+        for (int b = b_first; b <= b_last; ++b) {
+          const bool b_first_tile = p.units * b / grid >= t_begin;
+          const float4 v = __ldcg(reinterpret_cast<const float4*>(
+                                      p.partials + static_cast<long long>(2 * b + (b_first_tile ? 0 : 1)) *
+                                                       Cfg::kTileFloats) +
+                                  idx);
+          sum.x += v.x;
+          sum.y += v.y;
+          sum.z += v.z;
+          sum.w += v.w;
+        }
+        const int r = idx / (kBn / 4), c4 = idx % (kBn / 4);
+        *reinterpret_cast<float4*>(sh_tile + r * Cfg::kTileStride + c4 * 4) = sum;
+      }
+      __syncthreads();
+    }
+    for (int idx = tid; idx < rows * (kBn / 8); idx += kThreads) {
+      const int r = idx / (kBn / 8), c8 = idx % (kBn / 8);
+      const int col = nt * kBn + c8 * 8;
+      const float* src = sh_tile + r * Cfg::kTileStride + c8 * 8;
+      __align__(16) half2 out[4];
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        float2 v = make_float2(src[2 * q], src[2 * q + 1]);
+        if (p.bias != nullptr) {
+          const float2 b = __half22float2(reinterpret_cast<const half2*>(p.bias + col)[q]);
+          v.x += b.x;
+          v.y += b.y;
+        }
+        out[q] = __floats2half2_rn(v.x, v.y);
+      }
+      *reinterpret_cast<int4*>(p.c + static_cast<long long>(mc * kBm + r) * p.n + col) =
+          *reinterpret_cast<const int4*>(out);
+    }
+  };
+
+  // ---- main loop: one stage per iteration; a tile ends at its last k-stage
+  // or at the end of this block's range.
+  zero_acc();
+  if (count <= 0) return;
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (s < count) fetch_stage(s);
+    CpAsyncCommit();
+  }
+  int c_kt = static_cast<int>(u_begin % k_tiles), c_mc = tile_begin % m_chunks, c_nt = tile_begin / m_chunks;
+  for (int i = 0; i < count; ++i) {
+    CpAsyncWait<STAGES - 2>();
+    __syncthreads();
+    if (i + STAGES - 1 < count) fetch_stage((i + STAGES - 1) % STAGES);
+    CpAsyncCommit();
+    compute_stage(i % STAGES);
+    if (c_kt == k_tiles - 1 || i == count - 1) {
+      finish_tile(c_nt, c_mc);
+      zero_acc();
+    }
+    if (++c_kt == k_tiles) {
+      c_kt = 0;
+      if (++c_mc == m_chunks) {
+        c_mc = 0;
+        ++c_nt;
+      }
+    }
+  }
+  CpAsyncWait<0>();
+}
+
+}  // namespace qf::kernels::w4a16

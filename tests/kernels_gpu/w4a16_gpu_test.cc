@@ -1,0 +1,415 @@
+// GPU tests of the fused W4A16 GEMM and repack (kernels/cuda/w4a16.h).
+// Skipped when no CUDA device is present.
+#include "kernels/cuda/w4a16.h"
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kernels/ref/pack.h"
+#include "kernels/ref/w4a16_ref.h"
+#include "tests/kernels_gpu/gpu_ref.h"
+#include "tests/kernels_gpu/w4a16_test_util.h"
+
+namespace qf::kernels {
+namespace {
+
+using ::qf::kernels::testing::HalfsToFloats;
+using ::qf::kernels::testing::LinearSpec;
+using ::qf::kernels::testing::RandomActivations;
+using ::qf::kernels::testing::RandomLinear;
+using ::qf::kernels::testing::RelErr;
+using ::testing::HasSubstr;
+
+// Thresholds on ||C - C_ref||_2 / ||C_ref||_2 against the double / fp32
+// reference. Error sources: one fp16 rounding per dequantized weight (the
+// scale multiply; code - zero is exact), the fp16 rounding of C, and fp32
+// accumulation order; together about 3e-4 on random data.
+constexpr double kMaxRelErrGptqAsym = 2e-3;
+constexpr double kMaxRelErrGptqSym = 2e-3;
+constexpr double kMaxRelErrAwq = 2e-3;
+// The device reference against the CPU one: both fp32/double, same inputs.
+constexpr double kMaxRelErrGpuReference = 1e-5;
+
+constexpr int64_t kSweepM[] = {1, 2, 3, 7, 16, 33, 64, 118, 256};
+
+#define CUDA_ASSERT(expr)                                                         \
+  do {                                                                            \
+    const cudaError_t e_ = (expr);                                                \
+    ASSERT_EQ(e_, cudaSuccess) << #expr << ": " << cudaGetErrorString(e_);        \
+  } while (0)
+
+template <class T>
+class DeviceArray {
+ public:
+  DeviceArray() = default;
+  explicit DeviceArray(size_t n) : n_(n) {
+    if (n > 0 && cudaMalloc(&p_, n * sizeof(T)) != cudaSuccess) p_ = nullptr;
+  }
+  explicit DeviceArray(const std::vector<T>& v) : DeviceArray(v.size()) {
+    if (p_ != nullptr) cudaMemcpy(p_, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice);
+  }
+  ~DeviceArray() {
+    if (p_ != nullptr) cudaFree(p_);
+  }
+  DeviceArray(DeviceArray&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+  DeviceArray& operator=(DeviceArray&& o) noexcept {
+    std::swap(p_, o.p_);
+    std::swap(n_, o.n_);
+    return *this;
+  }
+  T* get() const { return p_; }
+  size_t size() const { return n_; }
+  std::vector<T> ToHost() const {
+    std::vector<T> v(n_);
+    if (n_ > 0) cudaMemcpy(v.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost);
+    return v;
+  }
+
+ private:
+  T* p_ = nullptr;
+  size_t n_ = 0;
+};
+
+template <class T>
+std::vector<T> Words(const storage::OwnedTensor& t) {
+  std::vector<T> v(t.data.size() / sizeof(T));
+  std::memcpy(v.data(), t.data.data(), v.size() * sizeof(T));
+  return v;
+}
+
+__half* H(const DeviceArray<uint16_t>& d) { return reinterpret_cast<__half*>(d.get()); }
+
+// QF4 weights on the device.
+struct DeviceLinear {
+  explicit DeviceLinear(const W4A16Weights& w)
+      : host(&w), qweight(w.qweight), scales(w.scales), zeros(w.zeros), perm(w.perm), bias(w.bias) {}
+  const W4A16Weights* host;
+  DeviceArray<uint32_t> qweight;
+  DeviceArray<uint16_t> scales;
+  DeviceArray<uint32_t> zeros;
+  DeviceArray<int32_t> perm;
+  DeviceArray<uint16_t> bias;
+};
+
+// The neutral arrays for ReferenceGemmF32.
+struct DeviceNeutral {
+  explicit DeviceNeutral(const QuantizedLinear& q)
+      : codes(q.codes), scales(q.scales), zeros(q.zeros), g_idx(q.g_idx), bias(q.bias), n(q.out_features),
+        k(q.in_features) {}
+  testing::RefLinearDevice View() const {
+    return {codes.get(), H(scales), zeros.get(), g_idx.get(), bias.size() ? H(bias) : nullptr, n, k};
+  }
+  DeviceArray<uint8_t> codes;
+  DeviceArray<uint16_t> scales;
+  DeviceArray<uint8_t> zeros;
+  DeviceArray<int32_t> g_idx;
+  DeviceArray<uint16_t> bias;
+  int64_t n, k;
+};
+
+class W4A16GpuTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+      cudaGetLastError();
+      GTEST_SKIP() << "no CUDA device";
+    }
+  }
+
+  // Runs the fused GEMM on host activations in input-channel order (the
+  // act-order gather included); returns C as floats, or an error status.
+  absl::StatusOr<std::vector<float>> Fused(const DeviceLinear& d, const std::vector<uint16_t>& a, int64_t m) {
+    const W4A16Weights& w = *d.host;
+    DeviceArray<uint16_t> a_dev(a);
+    DeviceArray<uint16_t> a_perm(d.perm.size() ? a.size() : 0);
+    DeviceArray<uint16_t> c(static_cast<size_t>(m * w.n));
+    cudaMemset(c.get(), 0xFF, c.size() * 2);  // NaN everywhere: unwritten outputs fail RelErr
+    const __half* a_in = H(a_dev);
+    if (d.perm.size()) {
+      if (absl::Status s = W4A16PermuteColumns(H(a_dev), d.perm.get(), H(a_perm), m, w.k); !s.ok()) return s;
+      a_in = H(a_perm);
+    }
+    if (absl::Status s = ws_.Reserve(W4A16WorkspaceBytes(m, w.n, w.k, 0)); !s.ok()) return s;
+    W4A16GemmArgs args;
+    args.a = a_in;
+    args.qweight = d.qweight.get();
+    args.scales = H(d.scales);
+    args.zeros = d.zeros.size() ? d.zeros.get() : nullptr;
+    args.bias = d.bias.size() ? H(d.bias) : nullptr;
+    args.c = H(c);
+    args.m = m;
+    args.n = w.n;
+    args.k = w.k;
+    args.group_size = w.group_size;
+    args.workspace = ws_.data();
+    args.workspace_bytes = ws_.size();
+    if (absl::Status s = W4A16Gemm(args); !s.ok()) return s;
+    if (cudaError_t e = cudaDeviceSynchronize(); e != cudaSuccess) {
+      return absl::InternalError(cudaGetErrorString(e));
+    }
+    return HalfsToFloats(c.ToHost());
+  }
+
+  W4A16Workspace ws_;
+};
+
+double Threshold(const QuantizedLinear& q, bool awq) {
+  if (awq) return kMaxRelErrAwq;
+  return q.sym ? kMaxRelErrGptqSym : kMaxRelErrGptqAsym;
+}
+
+std::string Trace(const char* name, int64_t m, const W4A16Weights& w) {
+  absl::StatusOr<std::string> v = W4A16VariantName(m, w.n, w.k, w.group_size);
+  return std::string(name) + " m=" + std::to_string(m) + " n=" + std::to_string(w.n) + " k=" +
+         std::to_string(w.k) + " gs=" + std::to_string(w.group_size) + " variant=" + (v.ok() ? *v : "none");
+}
+
+struct RepackCase {
+  const char* name;
+  LinearSpec spec;
+};
+
+TEST_F(W4A16GpuTest, RepackFromGptqV1IsBitExact) {
+  const RepackCase cases[] = {
+      {"asym_g128", {.n = 384, .k = 512, .group_size = 128}},
+      {"sym_g128", {.n = 384, .k = 512, .group_size = 128, .sym = true}},
+      {"asym_g32_act_order", {.n = 256, .k = 512, .group_size = 32, .desc_act = true}},
+      {"sym_g64_act_order", {.n = 192, .k = 256, .group_size = 64, .sym = true, .desc_act = true}},
+      {"asym_channelwise", {.n = 128, .k = 384, .group_size = -1}},
+  };
+  for (const RepackCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    const QuantizedLinear q = RandomLinear(c.spec, 21);
+    absl::StatusOr<W4A16Weights> ref = RepackW4A16Ref(q);
+    ASSERT_TRUE(ref.ok()) << ref.status();
+    absl::StatusOr<PackedLinear> packed = PackGptqV1(q);
+    ASSERT_TRUE(packed.ok()) << packed.status();
+    DeviceArray<uint32_t> qweight(Words<uint32_t>(packed->qweight)), qzeros(Words<uint32_t>(packed->qzeros));
+    DeviceArray<uint16_t> scales(Words<uint16_t>(packed->scales));
+    DeviceArray<int32_t> perm(ref->perm);
+    DeviceArray<uint32_t> out_q(ref->qweight.size()), out_z(ref->zeros.size());
+    DeviceArray<uint16_t> out_s(ref->scales.size());
+    W4A16RepackArgs args;
+    args.source = W4A16Source::kGptqV1;
+    args.qweight = qweight.get();
+    args.qzeros = q.sym ? nullptr : qzeros.get();
+    args.scales = H(scales);
+    args.perm = ref->perm.empty() ? nullptr : perm.get();
+    args.out_qweight = out_q.get();
+    args.out_zeros = q.sym ? nullptr : out_z.get();
+    args.out_scales = H(out_s);
+    args.k = q.in_features;
+    args.n = q.out_features;
+    args.num_groups = q.num_groups;
+    ASSERT_TRUE(W4A16Repack(args).ok());
+    CUDA_ASSERT(cudaDeviceSynchronize());
+    EXPECT_EQ(out_q.ToHost(), ref->qweight);
+    EXPECT_EQ(out_s.ToHost(), ref->scales);
+    EXPECT_EQ(out_z.ToHost(), ref->zeros);
+  }
+}
+
+TEST_F(W4A16GpuTest, RepackFromAwqGemmIsBitExact) {
+  for (int gs : {128, 64}) {
+    SCOPED_TRACE(gs);
+    const QuantizedLinear q = RandomLinear({.n = 320, .k = 512, .group_size = gs}, 22);
+    absl::StatusOr<W4A16Weights> ref = RepackW4A16Ref(q);
+    ASSERT_TRUE(ref.ok()) << ref.status();
+    absl::StatusOr<PackedLinear> packed = PackAwqGemm(q);
+    ASSERT_TRUE(packed.ok()) << packed.status();
+    DeviceArray<uint32_t> qweight(Words<uint32_t>(packed->qweight)), qzeros(Words<uint32_t>(packed->qzeros));
+    DeviceArray<uint16_t> scales(Words<uint16_t>(packed->scales));
+    DeviceArray<uint32_t> out_q(ref->qweight.size()), out_z(ref->zeros.size());
+    DeviceArray<uint16_t> out_s(ref->scales.size());
+    W4A16RepackArgs args;
+    args.source = W4A16Source::kAwqGemm;
+    args.qweight = qweight.get();
+    args.qzeros = qzeros.get();
+    args.scales = H(scales);
+    args.out_qweight = out_q.get();
+    args.out_zeros = out_z.get();
+    args.out_scales = H(out_s);
+    args.k = q.in_features;
+    args.n = q.out_features;
+    args.num_groups = q.num_groups;
+    ASSERT_TRUE(W4A16Repack(args).ok());
+    CUDA_ASSERT(cudaDeviceSynchronize());
+    EXPECT_EQ(out_q.ToHost(), ref->qweight);
+    EXPECT_EQ(out_s.ToHost(), ref->scales);
+    EXPECT_EQ(out_z.ToHost(), ref->zeros);
+  }
+}
+
+TEST_F(W4A16GpuTest, DeviceReferenceMatchesCpuReference) {
+  const QuantizedLinear q =
+      RandomLinear({.n = 192, .k = 320, .group_size = 64, .desc_act = true, .bias = true}, 23);
+  absl::StatusOr<W4A16Weights> w = RepackW4A16Ref(q);
+  ASSERT_TRUE(w.ok()) << w.status();
+  const int64_t m = 5;
+  const std::vector<uint16_t> a = RandomActivations(m, q.in_features, 24);
+  absl::StatusOr<std::vector<float>> want = GemmW4A16Ref(a, m, *w);
+  ASSERT_TRUE(want.ok());
+  DeviceNeutral dn(q);
+  DeviceArray<uint16_t> a_dev(a);
+  DeviceArray<float> c(static_cast<size_t>(m * q.out_features));
+  CUDA_ASSERT(testing::ReferenceGemmF32(H(a_dev), m, dn.View(), c.get(), nullptr));
+  CUDA_ASSERT(cudaDeviceSynchronize());
+  EXPECT_LT(RelErr(c.ToHost(), *want), kMaxRelErrGpuReference);
+}
+
+// Every m of the sweep against the CPU double reference, asymmetric g128 + bias.
+TEST_F(W4A16GpuTest, MatchesCpuReferenceAcrossM) {
+  const QuantizedLinear q = RandomLinear({.n = 768, .k = 1024, .group_size = 128, .bias = true}, 31);
+  absl::StatusOr<W4A16Weights> w = RepackW4A16Ref(q);
+  ASSERT_TRUE(w.ok()) << w.status();
+  const DeviceLinear d(*w);
+  for (int64_t m : kSweepM) {
+    SCOPED_TRACE(Trace("asym_g128_bias", m, *w));
+    const std::vector<uint16_t> a = RandomActivations(m, q.in_features, 100 + m);
+    absl::StatusOr<std::vector<float>> want = GemmW4A16Ref(a, m, *w);
+    ASSERT_TRUE(want.ok());
+    absl::StatusOr<std::vector<float>> got = Fused(d, a, m);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_LT(RelErr(*got, *want), Threshold(q, false));
+  }
+}
+
+struct GemmCase {
+  const char* name;
+  LinearSpec spec;
+  std::vector<int64_t> ms;
+};
+
+// Formats, act-order, and the odd shapes the variant table accepts (n only a
+// multiple of 128, k only a multiple of 64, deep k with few n-tiles).
+TEST_F(W4A16GpuTest, MatchesCpuReferenceAcrossFormatsAndShapes) {
+  const GemmCase cases[] = {
+      {"sym_g128_act_order", {.n = 768, .k = 1024, .group_size = 128, .sym = true, .desc_act = true}, {1, 7, 33, 118}},
+      {"asym_g32_n384", {.n = 384, .k = 640, .group_size = 32}, {1, 3, 16, 33, 64, 118, 256}},
+      {"asym_g64_act_order", {.n = 512, .k = 512, .group_size = 64, .desc_act = true}, {2, 48, 100}},
+      {"asym_g128_deep_k", {.n = 256, .k = 4096, .group_size = 128}, {1, 16, 64}},
+      {"asym_channelwise", {.n = 1280, .k = 384, .group_size = -1, .bias = true}, {1, 37, 256}},
+      {"asym_g64_k576", {.n = 512, .k = 576, .group_size = 64}, {40, 64, 130}},
+      {"sym_g128_n128", {.n = 128, .k = 256, .group_size = 128, .sym = true}, {1, 65, 300}},
+  };
+  for (const GemmCase& c : cases) {
+    const QuantizedLinear q = RandomLinear(c.spec, 41);
+    absl::StatusOr<W4A16Weights> w = RepackW4A16Ref(q);
+    ASSERT_TRUE(w.ok()) << w.status();
+    const DeviceLinear d(*w);
+    for (int64_t m : c.ms) {
+      SCOPED_TRACE(Trace(c.name, m, *w));
+      const std::vector<uint16_t> a = RandomActivations(m, q.in_features, 200 + m);
+      absl::StatusOr<std::vector<float>> want = GemmW4A16Ref(a, m, *w);
+      ASSERT_TRUE(want.ok());
+      absl::StatusOr<std::vector<float>> got = Fused(d, a, m);
+      ASSERT_TRUE(got.ok()) << got.status();
+      EXPECT_LT(RelErr(*got, *want), Threshold(q, false));
+    }
+  }
+}
+
+// The Llama-70B projections (k x n) for every m of the sweep, against the
+// device fp32 reference.
+TEST_F(W4A16GpuTest, MatchesDeviceReferenceOnLlama70bShapes) {
+  const std::pair<int64_t, int64_t> shapes[] = {{8192, 10240}, {8192, 8192}, {8192, 57344}, {28672, 8192}};
+  for (const auto& [k, n] : shapes) {
+    const QuantizedLinear q = RandomLinear({.n = n, .k = k, .group_size = 128}, 51);
+    absl::StatusOr<W4A16Weights> w = RepackW4A16Ref(q);
+    ASSERT_TRUE(w.ok()) << w.status();
+    const DeviceLinear d(*w);
+    const DeviceNeutral dn(q);
+    for (int64_t m : kSweepM) {
+      SCOPED_TRACE(Trace("llama70b", m, *w));
+      const std::vector<uint16_t> a = RandomActivations(m, k, 300 + m);
+      DeviceArray<uint16_t> a_dev(a);
+      DeviceArray<float> ref(static_cast<size_t>(m * n));
+      CUDA_ASSERT(testing::ReferenceGemmF32(H(a_dev), m, dn.View(), ref.get(), nullptr));
+      absl::StatusOr<std::vector<float>> got = Fused(d, a, m);
+      ASSERT_TRUE(got.ok()) << got.status();
+      EXPECT_LT(RelErr(*got, ref.ToHost()), Threshold(q, false));
+    }
+  }
+}
+
+// The split-K fixup sums in block order and resets its counters: repeated
+// calls give the same bits.
+TEST_F(W4A16GpuTest, RepeatedCallsAreBitIdentical) {
+  const QuantizedLinear q = RandomLinear({.n = 256, .k = 8192, .group_size = 128}, 61);
+  absl::StatusOr<W4A16Weights> w = RepackW4A16Ref(q);
+  ASSERT_TRUE(w.ok()) << w.status();
+  const DeviceLinear d(*w);
+  for (int64_t m : {1, 16, 100}) {
+    SCOPED_TRACE(Trace("deterministic", m, *w));
+    const std::vector<uint16_t> a = RandomActivations(m, q.in_features, 400 + m);
+    absl::StatusOr<std::vector<float>> first = Fused(d, a, m);
+    ASSERT_TRUE(first.ok()) << first.status();
+    for (int rep = 0; rep < 3; ++rep) {
+      absl::StatusOr<std::vector<float>> again = Fused(d, a, m);
+      ASSERT_TRUE(again.ok());
+      EXPECT_EQ(*again, *first) << "repeat " << rep;
+    }
+  }
+}
+
+TEST_F(W4A16GpuTest, RejectsBadArgumentsWithTheShape) {
+  DeviceArray<uint16_t> buf(1 << 20);
+  W4A16Workspace ws;
+  ASSERT_TRUE(ws.Reserve(W4A16WorkspaceBytes(16, 512, 512, 0)).ok());
+  W4A16GemmArgs args;
+  args.a = H(buf);
+  args.qweight = reinterpret_cast<const uint32_t*>(buf.get());
+  args.scales = H(buf);
+  args.c = H(buf);
+  args.workspace = ws.data();
+  args.workspace_bytes = ws.size();
+  const auto run = [&](int64_t m, int64_t n, int64_t k, int gs) {
+    W4A16GemmArgs a = args;
+    a.m = m;
+    a.n = n;
+    a.k = k;
+    a.group_size = gs;
+    return W4A16Gemm(a);
+  };
+  absl::Status s = run(4, 100, 512, 128);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("n=100"));
+  s = run(4, 512, 1000, -1);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("k=1000"));
+  s = run(4, 512, 1536, 48);
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(s.message(), HasSubstr("group_size=48"));
+  s = run(1, 512, 576, 64);  // k % 128 != 0 and m <= 32
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(s.message(), HasSubstr("k=576"));
+  s = run(4, 192, 512, 128);  // n % 128 != 0
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_TRUE(run(0, 512, 512, 128).ok());
+  W4A16GemmArgs small = args;
+  small.m = 4;
+  small.n = 512;
+  small.k = 512;
+  small.workspace_bytes = 16;
+  EXPECT_THAT(W4A16Gemm(small).message(), HasSubstr("workspace"));
+  W4A16GemmArgs null_a = small;
+  null_a.workspace_bytes = ws.size();
+  null_a.a = nullptr;
+  EXPECT_EQ(W4A16Gemm(null_a).code(), absl::StatusCode::kInvalidArgument);
+  W4A16RepackArgs r;
+  r.k = 100;
+  r.n = 64;
+  r.num_groups = 1;
+  EXPECT_EQ(W4A16Repack(r).code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace qf::kernels
