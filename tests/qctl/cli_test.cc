@@ -25,7 +25,7 @@ const std::string kSrc = QF_SOURCE_DIR;
 const std::string kModel = kSrc + "/models/tiny-llama";
 const std::string kCalib = kSrc + "/data/calib.txt";
 
-struct Run {
+struct RunResult {
   int code;
   std::string out;
   std::string err;
@@ -51,7 +51,7 @@ class QctlTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(tmp_); }
 
-  Run Qctl(const std::string& args) {
+  RunResult Qctl(const std::string& args) {
     std::string out = tmp_ + "/stdout", err = tmp_ + "/stderr";
     std::string cmd = std::string(QCTL_BIN) + " " + args + " >" + out + " 2>" + err;
     int rc = std::system(cmd.c_str());
@@ -85,7 +85,7 @@ class QctlTest : public ::testing::Test {
            " --samples 4 --seqlen 64 --seed 1 --format gptq --out " + out + " " + extra;
   }
 
-  void ExpectOneLineError(const Run& r, const std::string& needle) {
+  void ExpectOneLineError(const RunResult& r, const std::string& needle) {
     EXPECT_EQ(r.code, 1) << r.err;
     // Exactly one line, our prefix, the needle (plus, at most, progress lines
     // that precede it on a non-TTY stderr).
@@ -168,7 +168,7 @@ TEST_F(QctlTest, UnsupportedModelType) {
   cfg["model_type"] = "gpt2";
   WriteAll(m + "/config.json", cfg.dump());
   std::string out = tmp_ + "/art";
-  Run r = Qctl(QuantizeArgs(m, out));
+  RunResult r = Qctl(QuantizeArgs(m, out));
   ExpectOneLineError(r, "model_type 'gpt2'");
   EXPECT_THAT(r.err, HasSubstr("config.json"));
   ExpectNoArtifact(out);
@@ -214,9 +214,9 @@ TEST_F(QctlTest, SameCommandTwiceWritesIdenticalBytes) {
     SCOPED_TRACE(method);
     std::string a = tmp_ + "/a-" + method, b = tmp_ + "/b-" + method;
     std::string extra = std::string("--method ") + method + (std::string(method) == "awq" ? " --format awq" : " --act-order");
-    Run ra = Qctl(QuantizeArgs(kModel, a, extra));
+    RunResult ra = Qctl(QuantizeArgs(kModel, a, extra));
     ASSERT_EQ(ra.code, 0) << ra.err;
-    Run rb = Qctl(QuantizeArgs(kModel, b, extra));
+    RunResult rb = Qctl(QuantizeArgs(kModel, b, extra));
     ASSERT_EQ(rb.code, 0) << rb.err;
     int files = 0;
     for (const auto& e : fs::directory_iterator(a)) {
@@ -235,8 +235,8 @@ TEST_F(QctlTest, EvalOfArtifactIsCloseToFp16AndReportsJson) {
   std::string art = tmp_ + "/art";
   ASSERT_EQ(Qctl(QuantizeArgs(kModel, art, "--method rtn --bits 8")).code, 0);
   std::string text = kSrc + "/data/books-heldout.txt";
-  Run fp = Qctl("eval --model " + kModel + " --text " + text + " --seqlen 128 --max-chunks 8 --json");
-  Run q8 = Qctl("eval --model " + art + " --text " + text + " --seqlen 128 --max-chunks 8 --json");
+  RunResult fp = Qctl("eval --model " + kModel + " --text " + text + " --seqlen 128 --max-chunks 8 --json");
+  RunResult q8 = Qctl("eval --model " + art + " --text " + text + " --seqlen 128 --max-chunks 8 --json");
   ASSERT_EQ(fp.code, 0) << fp.err;
   ASSERT_EQ(q8.code, 0) << q8.err;
   auto jf = nlohmann::json::parse(fp.out), jq = nlohmann::json::parse(q8.out);
