@@ -1,0 +1,62 @@
+// qcoordinator --listen HOST:PORT --state DIR [--stage-layers K] [--lease-ttl-ms MS]
+//
+// The coordinator process: the only owner of job state (RocksDB in --state),
+// serving JobService to qctl and WorkService to qworker. On start it reloads
+// every job, expires stale leases and carries on. SIGINT/SIGTERM stop it;
+// kill -9 loses nothing that was acknowledged.
+#include <csignal>
+#include <cstdio>
+
+#include "CLI/CLI.hpp"
+#include "common/log.h"
+#include "coordinator/server.h"
+
+int main(int argc, char** argv) {
+  qf::coordinator::CoordinatorOptions o;
+  o.listen = "127.0.0.1:7070";
+  CLI::App app{"qforge coordinator: job state, leases and assembly"};
+  app.add_option("--listen", o.listen, "HOST:PORT (port 0 picks a free one) or unix:/path")->capture_default_str();
+  app.add_option("--state", o.state_dir, "State directory (RocksDB), created if missing")->required();
+  app.add_option("--stage-layers", o.scheduler.default_stage_layers,
+                 "Decoder layers per stage for jobs that do not say")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--lease-ttl-ms", o.scheduler.lease_ttl_ms, "A lease expires this long after its last renewal")
+      ->capture_default_str()
+      ->check(CLI::Range(100, 3600 * 1000));
+  app.add_option("--renew-interval-ms", o.scheduler.renew_interval_ms, "How often workers renew")
+      ->capture_default_str()
+      ->check(CLI::Range(20, 600 * 1000));
+  app.add_option("--affinity-grace-ms", o.scheduler.affinity_grace_ms,
+                 "How long a sequential job's next stage waits for the worker that ran the previous one")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 3600 * 1000));
+  CLI11_PARSE(app, argc, argv);
+  if (o.scheduler.renew_interval_ms * 2 >= o.scheduler.lease_ttl_ms) {
+    std::fprintf(stderr, "qcoordinator: --renew-interval-ms %d: expected less than half of --lease-ttl-ms %d\n",
+                 o.scheduler.renew_interval_ms, o.scheduler.lease_ttl_ms);
+    return 2;
+  }
+
+  // Signals are taken by sigwait below, not by whichever thread they hit.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto coordinator = qf::coordinator::Coordinator::Start(o);
+  if (!coordinator.ok()) {
+    std::fprintf(stderr, "qcoordinator: %s\n", std::string(coordinator.status().message()).c_str());
+    return 1;
+  }
+  // One parseable line: tests and scripts read the bound port from it.
+  std::printf("qcoordinator listening on %s port %d state %s\n", o.listen.c_str(), (*coordinator)->port(),
+              o.state_dir.c_str());
+  std::fflush(stdout);
+  int sig = 0;
+  sigwait(&signals, &sig);
+  QF_LOG(INFO) << "qcoordinator: signal " << sig << ", shutting down";
+  (*coordinator)->Shutdown();
+  return 0;
+}

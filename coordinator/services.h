@@ -1,0 +1,65 @@
+// File: coordinator/services.h
+//
+// The gRPC callback services. They only translate proto <-> Scheduler calls
+// and drive the streams; every decision is the Scheduler's.
+//
+//   JobServiceImpl jobs(scheduler);   WorkServiceImpl work(scheduler);
+//   grpc::ServerBuilder b;  b.RegisterService(&jobs);  b.RegisterService(&work);
+//
+// NOTE: unary handlers run on gRPC's callback threads and block there until
+// their state change is durable (one grouped fsync); streams are reactors.
+#pragma once
+
+#include "coordinator/scheduler.h"
+#include "proto/job.grpc.pb.h"
+#include "proto/work.grpc.pb.h"
+
+namespace qf::coordinator {
+
+class JobServiceImpl final : public proto::JobService::CallbackService {
+ public:
+  explicit JobServiceImpl(Scheduler* scheduler) : scheduler_(scheduler) {}
+
+  grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* ctx, const proto::SubmitRequest* request,
+                                   proto::SubmitReply* reply) override;
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const proto::GetRequest* request,
+                                proto::JobStatus* reply) override;
+  grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* ctx, const proto::ListRequest* request,
+                                 proto::ListReply* reply) override;
+  grpc::ServerWriteReactor<proto::WatchUpdate>* Watch(grpc::CallbackServerContext* ctx,
+                                                      const proto::WatchRequest* request) override;
+  grpc::ServerUnaryReactor* Cancel(grpc::CallbackServerContext* ctx, const proto::CancelRequest* request,
+                                   proto::JobStatus* reply) override;
+  grpc::ServerUnaryReactor* Resume(grpc::CallbackServerContext* ctx, const proto::ResumeRequest* request,
+                                   proto::JobStatus* reply) override;
+  grpc::ServerUnaryReactor* Logs(grpc::CallbackServerContext* ctx, const proto::LogsRequest* request,
+                                 proto::LogsReply* reply) override;
+
+ private:
+  Scheduler* scheduler_;
+};
+
+class WorkServiceImpl final : public proto::WorkService::CallbackService {
+ public:
+  explicit WorkServiceImpl(Scheduler* scheduler) : scheduler_(scheduler) {}
+
+  grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* ctx, const proto::RegisterRequest* request,
+                                     proto::RegisterReply* reply) override;
+  grpc::ServerUnaryReactor* Lease(grpc::CallbackServerContext* ctx, const proto::LeaseRequest* request,
+                                  proto::LeaseReply* reply) override;
+  grpc::ServerUnaryReactor* Renew(grpc::CallbackServerContext* ctx, const proto::RenewRequest* request,
+                                  proto::RenewReply* reply) override;
+  grpc::ServerReadReactor<proto::LayerChunk>* PutLayer(grpc::CallbackServerContext* ctx,
+                                                       proto::PutLayerReply* reply) override;
+  grpc::ServerUnaryReactor* Complete(grpc::CallbackServerContext* ctx, const proto::CompleteRequest* request,
+                                     proto::CompleteReply* reply) override;
+  grpc::ServerUnaryReactor* Fail(grpc::CallbackServerContext* ctx, const proto::FailRequest* request,
+                                 proto::FailReply* reply) override;
+  grpc::ServerWriteReactor<proto::LayerChunk>* FetchLayer(grpc::CallbackServerContext* ctx,
+                                                          const proto::FetchLayerRequest* request) override;
+
+ private:
+  Scheduler* scheduler_;
+};
+
+}  // namespace qf::coordinator

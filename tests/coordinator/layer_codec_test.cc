@@ -1,0 +1,160 @@
+#include "coordinator/layer_codec.h"
+
+#include "coordinator/planner.h"
+#include "storage/model_config.h"
+#include "tests/coordinator/fake_engine.h"
+#include "tests/coordinator/test_util.h"
+
+namespace qf::coordinator {
+namespace {
+
+using ::qf::testing::IsOk;
+using ::qf::testing::StatusIs;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+storage::ModelConfig TinyConfig() {
+  auto cfg = storage::LoadModelConfig(std::string(QF_SOURCE_DIR) + "/models/tiny-llama");
+  EXPECT_THAT(cfg, IsOk());
+  return *cfg;
+}
+
+proto::JobSpec SpecFor(const worker::QuantParams& q) {
+  proto::JobSpec s;
+  s.set_method(q.method);
+  s.set_bits(q.bits);
+  s.set_group_size(q.group_size);
+  s.set_sym(q.sym);
+  s.set_act_order(q.act_order);
+  return s;
+}
+
+TEST(LayerCodecTest, PackBitsRoundTripsEveryWidth) {
+  for (int bits : {2, 3, 4, 8}) {
+    std::vector<uint8_t> v(1001);
+    for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<uint8_t>((i * 37 + 11) & ((1u << bits) - 1));
+    std::string packed = PackBits(v, bits);
+    EXPECT_EQ(packed.size(), (v.size() * bits + 7) / 8) << bits;
+    auto back = UnpackBits(packed, bits, static_cast<int64_t>(v.size()));
+    ASSERT_THAT(back, IsOk());
+    EXPECT_EQ(*back, v) << bits;
+  }
+  // 4-bit: low nibble first.
+  EXPECT_EQ(PackBits({0x1, 0xf}, 4), std::string("\xf1", 1));
+  EXPECT_THAT(UnpackBits("abc", 4, 8), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("expected 4 bytes")));
+}
+
+TEST(LayerCodecTest, LayerRoundTripsThroughProto) {
+  storage::ModelConfig cfg = TinyConfig();
+  worker::QuantParams q;
+  q.bits = 3;
+  q.group_size = 64;
+  q.act_order = true;
+  kernels::LayerResult r = qf::testing::MakeFakeLayer(cfg, q, 2, 99);
+  r.linears[1].bias.assign(r.linears[1].out_features, 0x3c00);
+  proto::LayerResultProto p = LayerToProto(r);
+  auto back = LayerFromProto(p);
+  ASSERT_THAT(back, IsOk());
+  EXPECT_EQ(back->layer, 2);
+  ASSERT_EQ(back->linears.size(), r.linears.size());
+  for (size_t i = 0; i < r.linears.size(); ++i) {
+    EXPECT_EQ(back->linears[i].codes, r.linears[i].codes);
+    EXPECT_EQ(back->linears[i].scales, r.linears[i].scales);
+    EXPECT_EQ(back->linears[i].zeros, r.linears[i].zeros);
+    EXPECT_EQ(back->linears[i].g_idx, r.linears[i].g_idx);
+    EXPECT_EQ(back->linears[i].bias, r.linears[i].bias);
+  }
+  EXPECT_EQ(qf::testing::HashLayer(*back), qf::testing::HashLayer(r));
+  EXPECT_EQ(back->errors, r.errors);
+  // Codes travel bit-packed: 3 bits per weight.
+  EXPECT_EQ(p.linears(0).codes().size(), (r.linears[0].codes.size() * 3 + 7) / 8);
+}
+
+TEST(LayerCodecTest, ValidateLayerAcceptsTheModelShapes) {
+  storage::ModelConfig cfg = TinyConfig();
+  worker::QuantParams q;
+  proto::LayerResultProto p = LayerToProto(qf::testing::MakeFakeLayer(cfg, q, 1, 5));
+  EXPECT_THAT(ValidateLayer(p, 1, cfg, SpecFor(q)), IsOk());
+}
+
+TEST(LayerCodecTest, ValidateLayerRejectsWrongShapes) {
+  storage::ModelConfig cfg = TinyConfig();
+  worker::QuantParams q;
+  const proto::JobSpec spec = SpecFor(q);
+  const proto::LayerResultProto good = LayerToProto(qf::testing::MakeFakeLayer(cfg, q, 1, 5));
+  struct Case {
+    const char* expect;
+    void (*mutate)(proto::LayerResultProto*);
+  };
+  const Case cases[] = {
+      {"layer index", [](proto::LayerResultProto* p) { p->set_layer(2); }},
+      {"self_attn.k_proj: out_features", [](proto::LayerResultProto* p) { p->mutable_linears(1)->set_out_features(256); }},
+      {"mlp.down_proj: in_features", [](proto::LayerResultProto* p) { p->mutable_linears(6)->set_in_features(256); }},
+      {"codes bytes", [](proto::LayerResultProto* p) { p->mutable_linears(0)->mutable_codes()->pop_back(); }},
+      {"bits", [](proto::LayerResultProto* p) { p->mutable_linears(2)->set_bits(8); }},
+      {"g_idx[3]", [](proto::LayerResultProto* p) { p->mutable_linears(3)->set_g_idx(3, 99); }},
+      {"mlp.up_proj: missing", [](proto::LayerResultProto* p) { p->mutable_linears()->DeleteSubrange(5, 1); }},
+      {"sent twice", [](proto::LayerResultProto* p) { *p->add_linears() = p->linears(0); }},
+      {"not a linear", [](proto::LayerResultProto* p) { p->mutable_linears(0)->set_name("self_attn.x_proj"); }},
+      {"input_layernorm.weight: shape", [](proto::LayerResultProto* p) {
+         p->mutable_dense(0)->set_shape(0, 128);
+         p->mutable_dense(0)->mutable_data()->resize(256);
+       }},
+      {"data bytes", [](proto::LayerResultProto* p) { p->mutable_dense(1)->mutable_data()->append("xx"); }},
+  };
+  for (const Case& c : cases) {
+    proto::LayerResultProto p = good;
+    c.mutate(&p);
+    EXPECT_THAT(ValidateLayer(p, 1, cfg, spec),
+                StatusIs(absl::StatusCode::kInvalidArgument, AllOf(HasSubstr("layer 1"), HasSubstr(c.expect))))
+        << c.expect;
+  }
+}
+
+TEST(LayerCodecTest, ChunksJoinAndCatchCorruption) {
+  std::string bytes(10000, '\0');
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 7);
+  std::vector<proto::LayerChunk> chunks = SplitLayer(bytes, 4096);
+  ASSERT_EQ(chunks.size(), 3u);
+  for (auto& c : chunks) {
+    c.set_attempt_id(5);
+    c.set_job_id("job-000001");
+    c.set_layer(2);
+  }
+  {
+    ChunkJoiner j;
+    for (const auto& c : chunks) ASSERT_THAT(j.Add(c), IsOk());
+    auto out = j.Finish();
+    ASSERT_THAT(out, IsOk());
+    EXPECT_EQ(*out, bytes);
+    EXPECT_EQ(j.header().attempt_id(), 5u);
+  }
+  {
+    ChunkJoiner j;
+    ASSERT_THAT(j.Add(chunks[0]), IsOk());
+    proto::LayerChunk bad = chunks[1];
+    (*bad.mutable_data())[100] ^= 1;
+    EXPECT_THAT(j.Add(bad), StatusIs(absl::StatusCode::kDataLoss, HasSubstr("chunk 2/3 of layer 2: sha256 mismatch")));
+  }
+  {
+    ChunkJoiner j;
+    ASSERT_THAT(j.Add(chunks[0]), IsOk());
+    EXPECT_THAT(j.Add(chunks[2]), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("expected chunk 2")));
+  }
+  {
+    ChunkJoiner j;
+    ASSERT_THAT(j.Add(chunks[0]), IsOk());
+    EXPECT_THAT(j.Finish(), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("received 1 of 3 chunks")));
+  }
+  {
+    ChunkJoiner j;
+    ASSERT_THAT(j.Add(chunks[0]), IsOk());
+    proto::LayerChunk other = chunks[1];
+    other.set_layer(3);
+    EXPECT_THAT(j.Add(other), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("header differs")));
+  }
+  EXPECT_EQ(SplitLayer("", 4096).size(), 1u);
+}
+
+}  // namespace
+}  // namespace qf::coordinator

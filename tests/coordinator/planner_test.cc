@@ -1,0 +1,148 @@
+#include "coordinator/planner.h"
+
+#include <string>
+#include <vector>
+
+#include "tests/coordinator/test_util.h"
+
+namespace qf::coordinator {
+namespace {
+
+using ::qf::testing::IsOk;
+using ::qf::testing::StatusIs;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+proto::JobSpec TinySpec() {
+  proto::JobSpec s;
+  s.set_model_path(std::string(QF_SOURCE_DIR) + "/models/tiny-llama");
+  s.set_method("gptq");
+  s.set_calib_path(std::string(QF_SOURCE_DIR) + "/data/calib.txt");
+  s.set_out_dir("/tmp/qf-planner-test-out");
+  ApplySpecDefaults(&s);
+  return s;
+}
+
+TEST(PlannerTest, DefaultsAreFilledAndValid) {
+  proto::JobSpec s = TinySpec();
+  EXPECT_EQ(s.bits(), 4);
+  EXPECT_EQ(s.group_size(), 128);
+  EXPECT_EQ(s.samples(), 128);
+  EXPECT_EQ(s.seqlen(), 512);
+  EXPECT_EQ(s.format(), "gptq");
+  EXPECT_EQ(s.mode(), proto::MODE_SEQUENTIAL);
+  EXPECT_TRUE(s.true_sequential());
+  EXPECT_THAT(ValidateJobSpec(s), IsOk());
+  proto::JobSpec awq = TinySpec();
+  awq.set_method("awq");
+  awq.clear_format();
+  ApplySpecDefaults(&awq);
+  EXPECT_EQ(awq.format(), "awq");
+}
+
+// One malformed or out-of-range field per row; the error must name it.
+TEST(PlannerTest, BadFieldsAreNamed) {
+  struct Case {
+    const char* field;
+    void (*mutate)(proto::JobSpec*);
+  };
+  const Case cases[] = {
+      {"model_path", [](proto::JobSpec* s) { s->clear_model_path(); }},
+      {"method", [](proto::JobSpec* s) { s->set_method("squeeze"); }},
+      {"bits", [](proto::JobSpec* s) { s->set_bits(5); }},
+      {"group_size", [](proto::JobSpec* s) { s->set_group_size(-7); }},
+      {"group_size", [](proto::JobSpec* s) { s->set_group_size(100); }},
+      {"damp_percent", [](proto::JobSpec* s) { s->set_damp_percent(1.5); }},
+      {"act_order", [](proto::JobSpec* s) { s->set_method("rtn"); s->set_act_order(true); }},
+      {"block_size", [](proto::JobSpec* s) { s->set_block_size(-1); }},
+      {"awq_grid", [](proto::JobSpec* s) { s->set_awq_grid(5000); }},
+      {"calib_path", [](proto::JobSpec* s) { s->clear_calib_path(); }},
+      {"samples", [](proto::JobSpec* s) { s->set_samples(-3); }},
+      {"seqlen", [](proto::JobSpec* s) { s->set_seqlen(1); }},
+      {"format", [](proto::JobSpec* s) { s->set_format("gguf"); }},
+      {"bits", [](proto::JobSpec* s) { s->set_format("awq"); s->set_bits(3); }},
+      {"sym", [](proto::JobSpec* s) { s->set_format("awq"); s->set_sym(true); }},
+      {"out_dir", [](proto::JobSpec* s) { s->clear_out_dir(); }},
+      {"mode", [](proto::JobSpec* s) { s->set_mode(static_cast<proto::Mode>(7)); }},
+      {"stage_layers", [](proto::JobSpec* s) { s->set_stage_layers(-1); }},
+      {"priority", [](proto::JobSpec* s) { s->set_priority(101); }},
+      {"max_attempts", [](proto::JobSpec* s) { s->set_max_attempts(-2); }},
+  };
+  for (const Case& c : cases) {
+    proto::JobSpec s = TinySpec();
+    c.mutate(&s);
+    EXPECT_THAT(ValidateJobSpec(s), StatusIs(absl::StatusCode::kInvalidArgument,
+                                             HasSubstr(std::string("JobSpec.") + c.field)))
+        << c.field;
+  }
+}
+
+TEST(PlannerTest, RtnNeedsNoCalibration) {
+  proto::JobSpec s = TinySpec();
+  s.set_method("rtn");
+  s.clear_calib_path();
+  EXPECT_THAT(ValidateJobSpec(s), IsOk());
+  EXPECT_THAT(CheckJobInputs(s), IsOk());
+}
+
+TEST(PlannerTest, ChecksInputsAgainstTheModel) {
+  proto::JobSpec s = TinySpec();
+  auto cfg = CheckJobInputs(s);
+  ASSERT_THAT(cfg, IsOk());
+  EXPECT_EQ(cfg->num_hidden_layers, 4);
+
+  proto::JobSpec missing = TinySpec();
+  missing.set_model_path("/nonexistent/model-dir");
+  EXPECT_THAT(CheckJobInputs(missing), StatusIs(absl::StatusCode::kNotFound, HasSubstr("/nonexistent/model-dir")));
+
+  proto::JobSpec no_calib = TinySpec();
+  no_calib.set_calib_path("/nonexistent/calib.txt");
+  EXPECT_THAT(CheckJobInputs(no_calib), StatusIs(absl::StatusCode::kNotFound, HasSubstr("/nonexistent/calib.txt")));
+
+  proto::JobSpec groups = TinySpec();
+  groups.set_group_size(512);  // hidden 256 is not a multiple of 512
+  EXPECT_THAT(CheckJobInputs(groups), StatusIs(absl::StatusCode::kInvalidArgument,
+                                               AllOf(HasSubstr("JobSpec.group_size"), HasSubstr("config.json"))));
+
+  proto::JobSpec stages = TinySpec();
+  stages.set_stage_layers(5);
+  EXPECT_THAT(CheckJobInputs(stages), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("JobSpec.stage_layers")));
+
+  proto::JobSpec seq = TinySpec();
+  seq.set_seqlen(4096);
+  EXPECT_THAT(CheckJobInputs(seq), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("JobSpec.seqlen")));
+}
+
+TEST(PlannerTest, PlansContiguousStages) {
+  auto ranges = [](const std::vector<StagePlan>& p) {
+    std::vector<std::pair<int, int>> out;
+    for (const StagePlan& s : p) out.emplace_back(s.first_layer, s.end_layer);
+    return out;
+  };
+  using V = std::vector<std::pair<int, int>>;
+  EXPECT_EQ(ranges(PlanStages(4, 1)), (V{{0, 1}, {1, 2}, {2, 3}, {3, 4}}));
+  EXPECT_EQ(ranges(PlanStages(4, 2)), (V{{0, 2}, {2, 4}}));
+  EXPECT_EQ(ranges(PlanStages(5, 2)), (V{{0, 2}, {2, 4}, {4, 5}}));
+  EXPECT_EQ(ranges(PlanStages(3, 8)), (V{{0, 3}}));
+
+  proto::JobSpec s = TinySpec();
+  storage::ModelConfig cfg;
+  cfg.num_hidden_layers = 4;
+  EXPECT_EQ(ResolveStageLayers(s, cfg, 16), 4);  // the default is clamped to the model
+  s.set_stage_layers(3);
+  EXPECT_EQ(ResolveStageLayers(s, cfg, 16), 3);
+}
+
+TEST(PlannerTest, QuantSpecFollowsTheEngineRules) {
+  proto::JobSpec s = TinySpec();
+  s.set_act_order(true);
+  EXPECT_TRUE(ToQuantSpec(s).desc_act);
+  s.set_static_groups(true);
+  EXPECT_FALSE(ToQuantSpec(s).desc_act);  // static groups keep g_idx monotone
+  s.set_static_groups(false);
+  s.set_group_size(-1);
+  EXPECT_FALSE(ToQuantSpec(s).desc_act);
+}
+
+}  // namespace
+}  // namespace qf::coordinator

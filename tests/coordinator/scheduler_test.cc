@@ -1,0 +1,322 @@
+// The scheduler's state machine against a real RocksDB store in a temp dir,
+// with a fake clock (leases expire when the test says so).
+#include "coordinator/scheduler.h"
+
+#include <algorithm>
+
+#include "coordinator/layer_codec.h"
+#include "tests/coordinator/fake_engine.h"
+#include "tests/coordinator/scheduler_fixture.h"
+
+namespace qf::coordinator {
+namespace {
+
+using ::qf::testing::IsOk;
+using ::qf::testing::StatusIs;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using ::testing::_;
+
+class SchedulerTest : public qf::testing::SchedulerFixture {};
+
+TEST_F(SchedulerTest, SequentialJobRunsToSuccessWithAffinity) {
+  std::string job = SubmitOk(Spec(2));
+  Register("a");
+  Register("b");
+  proto::TaskAssignment s0 = LeaseOk("a");
+  EXPECT_EQ(s0.job_id(), job);
+  EXPECT_EQ(s0.stage(), 0);
+  EXPECT_EQ(s0.first_layer(), 0);
+  EXPECT_EQ(s0.end_layer(), 2);
+  EXPECT_EQ(s0.start_layer(), 0);
+  EXPECT_EQ(s0.num_layers(), 4);
+  EXPECT_FALSE(TryLease("b").has_value());  // stage 1 is blocked behind stage 0
+  QF_ASSERT_OK(Commit(s0, 0));
+  QF_ASSERT_OK(Commit(s0, 1));
+  QF_ASSERT_OK_AND_ASSIGN(proto::CompleteReply c0, CompleteTask(s0, "a"));
+  EXPECT_FALSE(c0.job_done());
+
+  // Stage 1 waits for "a", which holds its input activations.
+  EXPECT_FALSE(TryLease("b").has_value());
+  proto::TaskAssignment s1 = LeaseOk("a");
+  EXPECT_EQ(s1.stage(), 1);
+  EXPECT_EQ(s1.start_layer(), 2);
+  EXPECT_GT(s1.attempt_id(), s0.attempt_id());
+  QF_ASSERT_OK(Commit(s1, 2));
+  QF_ASSERT_OK(Commit(s1, 3));
+  QF_ASSERT_OK_AND_ASSIGN(proto::CompleteReply c1, CompleteTask(s1, "a"));
+  EXPECT_TRUE(c1.job_done());
+
+  QF_ASSERT_OK_AND_ASSIGN(proto::JobStatus st, sched_->GetJob(job));
+  EXPECT_EQ(st.state(), proto::JOB_ASSEMBLING);
+  EXPECT_EQ(st.layers_committed(), 4);
+  EXPECT_EQ(sched_->TakeJobsToAssemble(), std::vector<std::string>{job});
+  EXPECT_TRUE(sched_->TakeJobsToAssemble().empty());  // taken once
+  QF_ASSERT_OK_AND_ASSIGN(AssemblyInput in, sched_->LoadAssemblyInput(job));
+  ASSERT_EQ(in.layers.size(), 4u);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(in.layers[i].layer, i);
+    EXPECT_EQ(qf::testing::HashLayer(in.layers[i]), qf::testing::HashLayer(FakeLayer(s0.spec(), i)));
+  }
+  EXPECT_EQ(in.stage_layers, 2);
+  QF_ASSERT_OK(sched_->FinishAssembly(job, absl::OkStatus()));
+  QF_ASSERT_OK_AND_ASSIGN(st, sched_->GetJob(job));
+  EXPECT_EQ(st.state(), proto::JOB_SUCCEEDED);
+  EXPECT_EQ(st.artifact_dir(), st.spec().out_dir());
+  EXPECT_EQ(EventKinds(job),
+            (std::vector<proto::EventKind>{proto::EVENT_SUBMITTED, proto::EVENT_STAGE_LEASED,
+                                           proto::EVENT_LAYER_COMMITTED, proto::EVENT_LAYER_COMMITTED,
+                                           proto::EVENT_STAGE_DONE, proto::EVENT_STAGE_LEASED,
+                                           proto::EVENT_LAYER_COMMITTED, proto::EVENT_LAYER_COMMITTED,
+                                           proto::EVENT_STAGE_DONE, proto::EVENT_ASSEMBLING,
+                                           proto::EVENT_SUCCEEDED}));
+}
+
+TEST_F(SchedulerTest, AffinityGivesWayAfterGraceOrWhenTheWorkerIsGone) {
+  SubmitOk(Spec(2));
+  Register("a");
+  Register("b");
+  proto::TaskAssignment s0 = LeaseOk("a");
+  QF_ASSERT_OK(Commit(s0, 0));
+  QF_ASSERT_OK(Commit(s0, 1));
+  QF_ASSERT_OK(CompleteTask(s0, "a").status());
+  EXPECT_FALSE(TryLease("b").has_value());
+  clock_.AdvanceMs(options_.affinity_grace_ms + 1);
+  auto s1 = TryLease("b");
+  ASSERT_TRUE(s1.has_value());
+  EXPECT_EQ(s1->stage(), 1);
+  EXPECT_EQ(s1->start_layer(), 2);  // "b" rebuilds the input by replaying layers 0-1
+}
+
+TEST_F(SchedulerTest, ParallelStagesAreLeasedAtOnce) {
+  SubmitOk(Spec(1, proto::MODE_PARALLEL));
+  std::set<int> stages;
+  for (const char* w : {"w0", "w1", "w2", "w3"}) {
+    Register(w);
+    stages.insert(LeaseOk(w).stage());
+  }
+  EXPECT_EQ(stages, (std::set<int>{0, 1, 2, 3}));
+  Register("w4");
+  EXPECT_FALSE(TryLease("w4").has_value());
+}
+
+TEST_F(SchedulerTest, ExpiredLeaseIsRequeuedAndTheLateWorkerCannotCommit) {
+  std::string job = SubmitOk(Spec(4));
+  Register("a");
+  Register("b");
+  proto::TaskAssignment a = LeaseOk("a");
+  QF_ASSERT_OK(Commit(a, 0));
+  clock_.AdvanceMs(options_.lease_ttl_ms + 1);
+  QF_ASSERT_OK_AND_ASSIGN(int expired, sched_->ExpireLeases());
+  EXPECT_EQ(expired, 1);
+
+  // "a" wakes up late: every RPC of its attempt is refused, nothing lands.
+  EXPECT_THAT(Commit(a, 1), StatusIs(absl::StatusCode::kAborted, HasSubstr("holds no lease")));
+  EXPECT_THAT(sched_->FetchLayer(job, 1), StatusIs(absl::StatusCode::kNotFound, HasSubstr("layer 1")));
+  EXPECT_THAT(Renew(a, "a"), StatusIs(absl::StatusCode::kAborted, HasSubstr("holds no lease")));
+  EXPECT_THAT(CompleteTask(a, "a"), StatusIs(absl::StatusCode::kAborted, HasSubstr("holds no lease")));
+
+  proto::TaskAssignment b = LeaseOk("b");
+  EXPECT_EQ(b.start_layer(), 1);  // layer 0 stays committed
+  QF_ASSERT_OK_AND_ASSIGN(proto::JobStatus st, sched_->GetJob(job));
+  EXPECT_EQ(st.stages(0).failures(), 1);
+  EXPECT_THAT(st.stages(0).last_error(), HasSubstr("expired"));
+  EXPECT_EQ(st.layers_committed(), 1);
+  // The lease is judged at the call, even before the sweep runs.
+  clock_.AdvanceMs(options_.lease_ttl_ms + 1);
+  EXPECT_THAT(Commit(b, 1), StatusIs(absl::StatusCode::kAborted, HasSubstr("holds no lease")));
+}
+
+TEST_F(SchedulerTest, RenewKeepsTheLeaseAlive) {
+  SubmitOk(Spec(4));
+  Register("a");
+  proto::TaskAssignment a = LeaseOk("a");
+  for (int i = 0; i < 5; ++i) {
+    clock_.AdvanceMs(options_.lease_ttl_ms - 100);
+    QF_ASSERT_OK(Renew(a, "a").status());
+    QF_ASSERT_OK_AND_ASSIGN(int expired, sched_->ExpireLeases());
+    EXPECT_EQ(expired, 0);
+  }
+  EXPECT_THAT(Renew(a, "someone-else"), StatusIs(absl::StatusCode::kAborted, HasSubstr("leased to a")));
+}
+
+TEST_F(SchedulerTest, FailuresExhaustAttemptsWithTheLastError) {
+  proto::JobSpec spec = Spec(4);
+  spec.set_max_attempts(2);
+  std::string job = SubmitOk(spec);
+  Register("a");
+  proto::TaskAssignment t1 = LeaseOk("a");
+  QF_ASSERT_OK_AND_ASSIGN(proto::FailReply f1, FailTask(t1, "a", "oom on layer 0", false));
+  EXPECT_FALSE(f1.job_failed());
+  proto::TaskAssignment t2 = LeaseOk("a");
+  QF_ASSERT_OK_AND_ASSIGN(proto::FailReply f2, FailTask(t2, "a", "cuda error on layer 0", false));
+  EXPECT_TRUE(f2.job_failed());
+  QF_ASSERT_OK_AND_ASSIGN(proto::JobStatus st, sched_->GetJob(job));
+  EXPECT_EQ(st.state(), proto::JOB_FAILED);
+  EXPECT_THAT(st.reason(), AllOf(HasSubstr("failed 2 times"), HasSubstr("cuda error on layer 0")));
+  EXPECT_FALSE(TryLease("a").has_value());
+}
+
+TEST_F(SchedulerTest, PermanentFailureFailsTheJobAtOnce) {
+  std::string job = SubmitOk(Spec(4));
+  Register("a");
+  proto::TaskAssignment t = LeaseOk("a");
+  QF_ASSERT_OK(FailTask(t, "a", "layer 0: NaN in weights", true).status());
+  QF_ASSERT_OK_AND_ASSIGN(proto::JobStatus st, sched_->GetJob(job));
+  EXPECT_EQ(st.state(), proto::JOB_FAILED);
+  EXPECT_THAT(st.reason(), HasSubstr("NaN in weights"));
+}
+
+TEST_F(SchedulerTest, CancelReleasesLeasesAndResumeContinuesFromTheLastCommittedLayer) {
+  std::string job = SubmitOk(Spec(4));
+  Register("a");
+  proto::TaskAssignment t = LeaseOk("a");
+  QF_ASSERT_OK(Commit(t, 0));
+  QF_ASSERT_OK_AND_ASSIGN(proto::JobStatus st, sched_->Cancel(job, ""));
+  EXPECT_EQ(st.state(), proto::JOB_CANCELLED);
+  EXPECT_EQ(st.reason(), "cancelled by user");
+  EXPECT_THAT(Renew(t, "a"), StatusIs(absl::StatusCode::kAborted, HasSubstr("holds no lease")));
+  EXPECT_THAT(Commit(t, 1), StatusIs(absl::StatusCode::kAborted, _));
+  EXPECT_FALSE(TryLease("a").has_value());
+  QF_EXPECT_OK(sched_->Cancel(job, "again"));  // a cancelled job: no-op
+
+  QF_ASSERT_OK_AND_ASSIGN(st, sched_->Resume(job));
+  EXPECT_EQ(st.state(), proto::JOB_RUNNING);
+  proto::TaskAssignment r = LeaseOk("a");
+  EXPECT_EQ(r.start_layer(), 1);
+  EXPECT_NE(r.attempt_id(), t.attempt_id());
+  QF_ASSERT_OK_AND_ASSIGN(st, sched_->GetJob(job));
+  EXPECT_EQ(st.stages(0).failures(), 0);
+}
+
+TEST_F(SchedulerTest, JobsAreLeasedByPriorityThenSubmitOrder) {
+  std::string j1 = SubmitOk(Spec(4));
+  std::string j2 = SubmitOk(Spec(4));
+  proto::JobSpec urgent = Spec(4);
+  urgent.set_priority(5);
+  std::string j3 = SubmitOk(urgent);
+  Register("a");
+  EXPECT_EQ(LeaseOk("a").job_id(), j3);
+  EXPECT_EQ(LeaseOk("a").job_id(), j1);
+  EXPECT_EQ(LeaseOk("a").job_id(), j2);
+}
+
+TEST_F(SchedulerTest, WrongShapeIsRejectedAndNothingCommitted) {
+  std::string job = SubmitOk(Spec(4));
+  Register("a");
+  proto::TaskAssignment t = LeaseOk("a");
+  proto::LayerResultProto bad = LayerToProto(FakeLayer(t.spec(), 0));
+  bad.mutable_linears(0)->set_out_features(128);
+  EXPECT_THAT(CommitBytes(t, 0, bad.SerializeAsString()),
+              StatusIs(absl::StatusCode::kInvalidArgument, AllOf(HasSubstr("self_attn.q_proj"), HasSubstr("out_features"))));
+  EXPECT_THAT(CommitBytes(t, 0, "not a proto \xff\xff"), StatusIs(absl::StatusCode::kDataLoss, _));
+  EXPECT_THAT(sched_->FetchLayer(job, 0), StatusIs(absl::StatusCode::kNotFound, _));
+  QF_ASSERT_OK_AND_ASSIGN(proto::JobStatus st, sched_->GetJob(job));
+  EXPECT_EQ(st.layers_committed(), 0);
+  std::vector<proto::EventKind> kinds = EventKinds(job);
+  EXPECT_EQ(std::count(kinds.begin(), kinds.end(), proto::EVENT_LAYER_REJECTED), 2);
+  // Out-of-order and out-of-stage layers are refused too.
+  EXPECT_THAT(Commit(t, 1), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("expected layer 0")));
+  QF_ASSERT_OK(Commit(t, 0));
+  EXPECT_THAT(CompleteTask(t, "a"), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("only 1 layers")));
+}
+
+TEST_F(SchedulerTest, UnreadableModelFailsTheJobBeforeAnyLease) {
+  proto::JobSpec spec = Spec(1);
+  spec.set_model_path(tmp_.Sub("no-such-model"));
+  proto::SubmitRequest req;
+  *req.mutable_spec() = spec;
+  QF_ASSERT_OK_AND_ASSIGN(proto::SubmitReply r, sched_->Submit(req));
+  EXPECT_EQ(r.status().state(), proto::JOB_FAILED);
+  EXPECT_THAT(r.status().reason(), HasSubstr(tmp_.Sub("no-such-model")));
+  Register("a");
+  EXPECT_FALSE(TryLease("a").has_value());
+  EXPECT_EQ(EventKinds(r.job_id()), (std::vector<proto::EventKind>{proto::EVENT_SUBMITTED, proto::EVENT_FAILED}));
+}
+
+TEST_F(SchedulerTest, BadRequestsAndUnknownIds) {
+  proto::SubmitRequest req;
+  *req.mutable_spec() = Spec(1);
+  req.mutable_spec()->set_bits(9);
+  EXPECT_THAT(sched_->Submit(req), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("JobSpec.bits")));
+  EXPECT_TRUE(sched_->ListJobs({}).empty());  // nothing stored
+  EXPECT_THAT(sched_->GetJob("job-424242"), StatusIs(absl::StatusCode::kNotFound, HasSubstr("job-424242")));
+  EXPECT_THAT(sched_->Cancel("job-424242", ""), StatusIs(absl::StatusCode::kNotFound, _));
+  EXPECT_THAT(sched_->Resume("job-424242"), StatusIs(absl::StatusCode::kNotFound, _));
+  EXPECT_THAT(sched_->Events("job-424242", 0, 0), StatusIs(absl::StatusCode::kNotFound, _));
+  proto::RegisterRequest bad_name;
+  bad_name.set_name("bad name/with slash");
+  EXPECT_THAT(sched_->Register(bad_name), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("RegisterRequest.name")));
+  proto::LeaseRequest unknown;
+  unknown.set_worker_id("ghost");
+  EXPECT_THAT(sched_->Lease(unknown), StatusIs(absl::StatusCode::kNotFound, HasSubstr("ghost")));
+}
+
+TEST_F(SchedulerTest, RetriedCallsAreIdempotent) {
+  proto::SubmitRequest req;
+  *req.mutable_spec() = Spec(4);
+  req.set_request_id("client-key-1");
+  QF_ASSERT_OK_AND_ASSIGN(proto::SubmitReply first, sched_->Submit(req));
+  QF_ASSERT_OK_AND_ASSIGN(proto::SubmitReply again, sched_->Submit(req));
+  EXPECT_EQ(first.job_id(), again.job_id());
+  EXPECT_FALSE(first.existing());
+  EXPECT_TRUE(again.existing());
+  EXPECT_EQ(sched_->ListJobs({}).size(), 1u);
+
+  Register("a");
+  proto::TaskAssignment t = LeaseOk("a");
+  for (int layer = 0; layer < 4; ++layer) QF_ASSERT_OK(Commit(t, layer));
+  QF_ASSERT_OK_AND_ASSIGN(proto::PutLayerReply dup, Commit(t, 2));
+  EXPECT_TRUE(dup.duplicate());
+  QF_ASSERT_OK(CompleteTask(t, "a").status());
+  QF_ASSERT_OK_AND_ASSIGN(proto::CompleteReply c, CompleteTask(t, "a"));  // lease gone, answered as before
+  EXPECT_TRUE(c.job_done());
+  QF_ASSERT_OK_AND_ASSIGN(proto::PutLayerReply late_dup, Commit(t, 3));  // after the lease ended
+  EXPECT_TRUE(late_dup.duplicate());
+  QF_ASSERT_OK_AND_ASSIGN(proto::JobStatus st, sched_->GetJob(first.job_id()));
+  EXPECT_EQ(st.layers_committed(), 4);
+}
+
+TEST_F(SchedulerTest, ReRegisteringWorkerReleasesItsLeases) {
+  std::string job = SubmitOk(Spec(4));
+  Register("a", "boot-1");
+  proto::TaskAssignment t = LeaseOk("a", "boot-1");
+  Register("a", "boot-2");  // the process restarted
+  EXPECT_THAT(Renew(t, "a"), StatusIs(absl::StatusCode::kAborted, _));
+  proto::TaskAssignment again = LeaseOk("a", "boot-2");
+  EXPECT_EQ(again.stage(), 0);
+  proto::LeaseRequest stale;
+  stale.set_worker_id("a");
+  stale.set_incarnation("boot-1");
+  EXPECT_THAT(sched_->Lease(stale), StatusIs(absl::StatusCode::kAborted, HasSubstr("stale incarnation")));
+}
+
+TEST_F(SchedulerTest, RestartReloadsStateAndExpiresStaleLeases) {
+  std::string job = SubmitOk(Spec(4));
+  Register("a");
+  proto::TaskAssignment t = LeaseOk("a");
+  QF_ASSERT_OK(Commit(t, 0));
+  Reopen();
+  QF_ASSERT_OK_AND_ASSIGN(proto::JobStatus st, sched_->GetJob(job));
+  EXPECT_EQ(st.state(), proto::JOB_RUNNING);
+  EXPECT_EQ(st.layers_committed(), 1);
+  EXPECT_EQ(st.stages(0).state(), proto::TASK_LEASED);
+  QF_ASSERT_OK(Renew(t, "a").status());  // a live lease survives the restart
+  QF_ASSERT_OK(Commit(t, 1));
+
+  clock_.AdvanceMs(options_.lease_ttl_ms + 1);  // down for longer than a lease
+  Reopen();
+  QF_ASSERT_OK_AND_ASSIGN(st, sched_->GetJob(job));
+  EXPECT_EQ(st.stages(0).state(), proto::TASK_QUEUED);
+  EXPECT_EQ(st.stages(0).failures(), 1);
+  EXPECT_THAT(Commit(t, 2), StatusIs(absl::StatusCode::kAborted, _));
+  Register("b");
+  proto::TaskAssignment b = LeaseOk("b");
+  EXPECT_EQ(b.start_layer(), 2);
+  EXPECT_GT(b.attempt_id(), t.attempt_id());  // attempt ids never repeat across restarts
+  std::string next = SubmitOk(Spec(4));
+  EXPECT_GT(next, job);  // nor do job ids
+}
+
+}  // namespace
+}  // namespace qf::coordinator
