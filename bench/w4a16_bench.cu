@@ -11,7 +11,10 @@
 // move (packed weights + scales + zeros + A + C) over the peak read bandwidth
 // that a plain streaming-read kernel reaches in the same run.
 //
-//   w4a16_bench [--iters=50] [--warmup=5] [--ms=1,4,16,64,256] [--shapes=qkv,o,gate_up,down]
+//   w4a16_bench [--iters=50] [--warmup=5] [--ms=1,4,16,64,256] [--shapes=qkv,o,gate_up,down] [--sweep]
+//
+// --sweep also times every compiled variant (W4A16VariantNames) per row and
+// prints them after the table: the data for retuning the selection table.
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -176,11 +179,13 @@ int main(int argc, char** argv) {
   int iters = 50, warmup = 5;
   std::vector<int64_t> ms = {1, 4, 16, 64, 256};
   std::string shape_filter;
+  bool sweep = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strncmp(argv[i], "--iters=", 8) == 0) iters = std::atoi(argv[i] + 8);
     else if (std::strncmp(argv[i], "--warmup=", 9) == 0) warmup = std::atoi(argv[i] + 9);
     else if (std::strncmp(argv[i], "--ms=", 5) == 0) ms = ParseList(argv[i] + 5);
     else if (std::strncmp(argv[i], "--shapes=", 9) == 0) shape_filter = std::string(",") + (argv[i] + 9) + ",";
+    else if (std::strcmp(argv[i], "--sweep") == 0) sweep = true;
     else {
       std::fprintf(stderr, "usage: %s [--iters=N] [--warmup=N] [--ms=1,4,..] [--shapes=qkv,o,gate_up,down]\n", argv[0]);
       return 2;
@@ -222,6 +227,7 @@ int main(int argc, char** argv) {
               "| rel.err vs cuBLAS | target |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   int met = 0, total = 0;
+  std::vector<std::string> sweep_lines;
   for (const Shape& s : kShapes) {
     if (!shape_filter.empty() && shape_filter.find(std::string(",") + s.name + ",") == std::string::npos) continue;
     const int64_t k = s.k, n = s.n, groups = k / kGroupSize;
@@ -241,6 +247,12 @@ int main(int argc, char** argv) {
     DequantQf4<<<Blocks(k * n), 256>>>(qweight, scales, zeros, w16, k, n, kGroupSize);
     CUDA_CHECK(cudaGetLastError());
     Check(ws.Reserve(qf::kernels::W4A16WorkspaceBytes(max_m, n, k, 0)), "workspace");
+    if (sweep) {
+      for (const std::string& name : qf::kernels::W4A16VariantNames()) {
+        auto bytes = qf::kernels::W4A16WorkspaceBytes(max_m, n, k, 0, name.c_str());
+        if (bytes.ok()) Check(ws.Reserve(*bytes), "workspace");
+      }
+    }
 
     for (int64_t m : ms) {
       qf::kernels::W4A16GemmArgs args;
@@ -292,6 +304,17 @@ int main(int argc, char** argv) {
                   variant.ok() ? variant->c_str() : "?", t_ours, t_cublas, speedup, bytes / (t_ours * 1e-6) / 1e12,
                   100 * roof, 100 * roof16, err, ok ? "met" : "MISSED");
       std::fflush(stdout);
+      for (const std::string& name : sweep ? qf::kernels::W4A16VariantNames() : std::vector<std::string>{}) {
+        qf::kernels::W4A16GemmArgs forced = args;
+        forced.variant = name.c_str();
+        if (!qf::kernels::W4A16Gemm(forced).ok()) continue;  // the variant does not take this shape
+        const double t = timer.MedianUs([&] { Check(qf::kernels::W4A16Gemm(forced), name.c_str()); }, flush, warmup,
+                                        iters);
+        char line[256];
+        std::snprintf(line, sizeof(line), "| %s | %lld | %s | %.1f | %.2fx | %.0f%% |", s.name,
+                      static_cast<long long>(m), name.c_str(), t, t_cublas / t, 100 * bytes / peak_bw * 1e6 / t);
+        sweep_lines.push_back(line);
+      }
     }
     CUDA_CHECK(cudaFree(qweight));
     CUDA_CHECK(cudaFree(zeros));
@@ -300,6 +323,11 @@ int main(int argc, char** argv) {
     CUDA_CHECK(cudaFree(a));
     CUDA_CHECK(cudaFree(c_ours));
     CUDA_CHECK(cudaFree(c_ref));
+  }
+  if (sweep) {
+    std::printf("\nsweep: every variant that takes the shape\n| shape | M | variant | us | vs cuBLAS | roofline |\n"
+                "|---|---|---|---|---|---|\n");
+    for (const std::string& l : sweep_lines) std::printf("%s\n", l.c_str());
   }
   std::printf("\ntargets (M<=16: >=3.5x and >=85%% roofline; M=64: >=2x; M=256: >=1x): %d of %d met\n", met, total);
   CUBLAS_CHECK(cublasDestroy(handle));

@@ -30,6 +30,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -51,6 +52,9 @@ struct W4A16GemmArgs {
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
   cudaStream_t stream = nullptr;
+  // Runs this variant (a name from W4A16VariantNames) instead of the table's
+  // choice: for tests and tuning sweeps. Unimplemented if it cannot take the shape.
+  const char* variant = nullptr;
 };
 
 // Launches the GEMM on args.stream (asynchronous). m == 0 is a no-op.
@@ -62,13 +66,18 @@ struct W4A16GemmArgs {
 absl::Status W4A16Gemm(const W4A16GemmArgs& args);
 
 // Workspace bytes that W4A16Gemm needs for every m in [1, max_m] with this
-// n and k on `device`. InvalidArgument/Unimplemented as W4A16Gemm for the
-// shape; Internal when the device cannot be queried.
-absl::StatusOr<size_t> W4A16WorkspaceBytes(int64_t max_m, int64_t n, int64_t k, int device);
+// n and k on `device` (for the forced `variant` only, when given).
+// InvalidArgument/Unimplemented as W4A16Gemm for the shape; Internal when the
+// device cannot be queried.
+absl::StatusOr<size_t> W4A16WorkspaceBytes(int64_t max_m, int64_t n, int64_t k, int device,
+                                           const char* variant = nullptr);
 
 // Name of the variant W4A16Gemm would run, e.g. "mb1_bn128_bk128_s6"; errors
 // as W4A16Gemm.
 absl::StatusOr<std::string> W4A16VariantName(int64_t m, int64_t n, int64_t k, int group_size);
+
+// Every compiled variant: the selection table's, then the tuning-only ones.
+std::vector<std::string> W4A16VariantNames();
 
 // out[r][j] = a[r][perm[j]]: puts activations into kernel-row order for
 // act-order weights. perm is a device array of k entries (ActOrderPerm).

@@ -126,7 +126,8 @@ class W4A16GpuTest : public ::testing::Test {
 
   // Runs the fused GEMM on host activations in input-channel order (the
   // act-order gather included); returns C as floats, or an error status.
-  absl::StatusOr<std::vector<float>> Fused(const DeviceLinear& d, const std::vector<uint16_t>& a, int64_t m) {
+  absl::StatusOr<std::vector<float>> Fused(const DeviceLinear& d, const std::vector<uint16_t>& a, int64_t m,
+                                           const char* variant = nullptr) {
     const W4A16Weights& w = *d.host;
     DeviceArray<uint16_t> a_dev(a);
     DeviceArray<uint16_t> a_perm(d.perm.size() ? a.size() : 0);
@@ -137,7 +138,7 @@ class W4A16GpuTest : public ::testing::Test {
       if (absl::Status s = W4A16PermuteColumns(H(a_dev), d.perm.get(), H(a_perm), m, w.k); !s.ok()) return s;
       a_in = H(a_perm);
     }
-    if (absl::Status s = ws_.Reserve(W4A16WorkspaceBytes(m, w.n, w.k, 0)); !s.ok()) return s;
+    if (absl::Status s = ws_.Reserve(W4A16WorkspaceBytes(m, w.n, w.k, 0, variant)); !s.ok()) return s;
     W4A16GemmArgs args;
     args.a = a_in;
     args.qweight = d.qweight.get();
@@ -151,6 +152,7 @@ class W4A16GpuTest : public ::testing::Test {
     args.group_size = w.group_size;
     args.workspace = ws_.data();
     args.workspace_bytes = ws_.size();
+    args.variant = variant;
     if (absl::Status s = W4A16Gemm(args); !s.ok()) return s;
     if (cudaError_t e = cudaDeviceSynchronize(); e != cudaSuccess) {
       return absl::InternalError(cudaGetErrorString(e));
@@ -265,20 +267,29 @@ TEST_F(W4A16GpuTest, DeviceReferenceMatchesCpuReference) {
   EXPECT_LT(RelErr(c.ToHost(), *want), kMaxRelErrGpuReference);
 }
 
-// Every m of the sweep against the CPU double reference, asymmetric g128 + bias.
-TEST_F(W4A16GpuTest, MatchesCpuReferenceAcrossM) {
+// Every m of the sweep against the CPU double reference, asymmetric g128 +
+// bias, through every compiled variant (the tuning ones included).
+TEST_F(W4A16GpuTest, MatchesCpuReferenceAcrossMAndVariants) {
   const QuantizedLinear q = RandomLinear({.n = 768, .k = 1024, .group_size = 128, .bias = true}, 31);
   absl::StatusOr<W4A16Weights> w = RepackW4A16Ref(q);
   ASSERT_TRUE(w.ok()) << w.status();
   const DeviceLinear d(*w);
   for (int64_t m : kSweepM) {
-    SCOPED_TRACE(Trace("asym_g128_bias", m, *w));
     const std::vector<uint16_t> a = RandomActivations(m, q.in_features, 100 + m);
     absl::StatusOr<std::vector<float>> want = GemmW4A16Ref(a, m, *w);
     ASSERT_TRUE(want.ok());
-    absl::StatusOr<std::vector<float>> got = Fused(d, a, m);
-    ASSERT_TRUE(got.ok()) << got.status();
-    EXPECT_LT(RelErr(*got, *want), Threshold(q, false));
+    {
+      SCOPED_TRACE(Trace("asym_g128_bias", m, *w));
+      absl::StatusOr<std::vector<float>> got = Fused(d, a, m);
+      ASSERT_TRUE(got.ok()) << got.status();
+      EXPECT_LT(RelErr(*got, *want), Threshold(q, false));
+    }
+    for (const std::string& name : W4A16VariantNames()) {
+      SCOPED_TRACE("forced variant " + name + " m=" + std::to_string(m));
+      absl::StatusOr<std::vector<float>> got = Fused(d, a, m, name.c_str());
+      ASSERT_TRUE(got.ok()) << got.status();
+      EXPECT_LT(RelErr(*got, *want), Threshold(q, false));
+    }
   }
 }
 

@@ -5,6 +5,7 @@
 #include <map>
 #include <mutex>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
@@ -22,6 +23,12 @@ using w4a16::Variant;
 const std::array<const Variant*, 6> kVariants = {
     &w4a16::kW4A16Mb1Bn128, &w4a16::kW4A16Mb2Bn128, &w4a16::kW4A16Mb3Bn256,
     &w4a16::kW4A16Mb3Bn128, &w4a16::kW4A16Mb4Bn256, &w4a16::kW4A16Mb4Bn128,
+};
+// Reachable only by name (W4A16GemmArgs::variant): alternatives the bench
+// sweeps when retuning the table above.
+const std::array<const Variant*, 6> kTuningVariants = {
+    &w4a16::kW4A16TuneMb1Bn128S4, &w4a16::kW4A16TuneMb1Bn256, &w4a16::kW4A16TuneMb1Bk64,
+    &w4a16::kW4A16TuneMb2OneBlock, &w4a16::kW4A16TuneMb2Bn256, &w4a16::kW4A16TuneMb4S3,
 };
 constexpr int64_t kMaxBm = 64;
 
@@ -53,11 +60,25 @@ bool Accepts(const Variant& v, int64_t m, int64_t n, int64_t k, int64_t gs) {
          (gs % v.bk == 0 || v.bk % gs == 0);
 }
 
-absl::StatusOr<const Variant*> Select(absl::string_view who, int64_t m, int64_t n, int64_t k, int group_size) {
+absl::StatusOr<const Variant*> Select(absl::string_view who, int64_t m, int64_t n, int64_t k, int group_size,
+                                      const char* forced = nullptr) {
   QF_RETURN_IF_ERROR(CheckShape(who, m, n, k, group_size));
   const int64_t gs = group_size == -1 ? k : group_size;
+  const int64_t m_eff = std::max<int64_t>(m, 1);
+  if (forced != nullptr) {
+    for (const auto* table : {&kVariants, &kTuningVariants}) {
+      for (const Variant* v : *table) {
+        if (absl::string_view(v->name) != forced) continue;
+        // A forced variant may have fewer block rows than m: it then chunks m.
+        if (n % v->bn == 0 && k % v->bk == 0 && gs % 32 == 0 && (gs % v->bk == 0 || v->bk % gs == 0)) return v;
+        return absl::UnimplementedError(
+            absl::StrCat(who, "(", Shape(m, n, k, group_size), "): variant ", forced, " does not accept the shape"));
+      }
+    }
+    return absl::InvalidArgumentError(absl::StrCat(who, ": unknown variant '", forced, "'"));
+  }
   for (const Variant* v : kVariants) {
-    if (Accepts(*v, std::max<int64_t>(m, 1), n, k, gs)) return v;
+    if (Accepts(*v, m_eff, n, k, gs)) return v;
   }
   return absl::UnimplementedError(absl::StrCat(
       who, "(", Shape(m, n, k, group_size),
@@ -83,6 +104,10 @@ absl::StatusOr<DeviceFacts> Facts(const Variant& v, int device) {
   if (e != cudaSuccess) return CudaError(e, absl::StrCat("query device ", device));
   e = cudaFuncSetAttribute(v.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(v.smem_bytes));
   if (e != cudaSuccess) return CudaError(e, absl::StrCat("set shared memory of ", v.name, " to ", v.smem_bytes));
+  // All of the unified L1/shared array as shared memory: the kernel reads
+  // global memory through cp.async.cg / ld.cg, which bypass L1 anyway.
+  e = cudaFuncSetAttribute(v.kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
+  if (e != cudaSuccess) return CudaError(e, absl::StrCat("set the shared-memory carveout of ", v.name));
   e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&f.blocks_per_sm, v.kernel, v.threads, v.smem_bytes);
   if (e != cudaSuccess) return CudaError(e, absl::StrCat("occupancy of ", v.name));
   if (f.blocks_per_sm < 1) {
@@ -126,7 +151,7 @@ absl::StatusOr<int> CurrentDevice() {
 absl::Status W4A16Gemm(const W4A16GemmArgs& args) {
   const int64_t m = args.m, n = args.n, k = args.k;
   const int gsz = args.group_size;
-  QF_ASSIGN_OR_RETURN(const Variant* v, Select("W4A16Gemm", m, n, k, gsz));
+  QF_ASSIGN_OR_RETURN(const Variant* v, Select("W4A16Gemm", m, n, k, gsz, args.variant));
   if (m == 0) return absl::OkStatus();
   const auto bad = [&](absl::string_view what) {
     return absl::InvalidArgumentError(absl::StrCat("W4A16Gemm(", Shape(m, n, k, gsz), "): ", what));
@@ -168,22 +193,43 @@ absl::Status W4A16Gemm(const W4A16GemmArgs& args) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<size_t> W4A16WorkspaceBytes(int64_t max_m, int64_t n, int64_t k, int device) {
+absl::StatusOr<size_t> W4A16WorkspaceBytes(int64_t max_m, int64_t n, int64_t k, int device, const char* variant) {
+  if (variant != nullptr) {
+    QF_ASSIGN_OR_RETURN(const Variant* v, Select("W4A16WorkspaceBytes", max_m, n, k, -1, variant));
+    QF_ASSIGN_OR_RETURN(const DeviceFacts facts, Facts(*v, device));
+    return MakePlan(*v, facts, max_m, n, k).workspace_bytes;
+  }
   size_t bytes = 0;
+  absl::Status unimplemented = absl::OkStatus();
   // Within each block-row class the variant is fixed and the need grows with m,
-  // so the class tops (and max_m itself) bound every m in [1, max_m].
+  // so the class tops (and max_m itself) bound every m in [1, max_m]. A class
+  // no variant accepts (e.g. m <= 32 with k % 128 != 0) needs nothing.
   for (int64_t m : {int64_t{16}, int64_t{32}, int64_t{48}, int64_t{64}, max_m}) {
     const int64_t probe = std::min(std::max<int64_t>(m, 1), std::max<int64_t>(max_m, 1));
-    QF_ASSIGN_OR_RETURN(const Variant* v, Select("W4A16WorkspaceBytes", probe, n, k, -1));
-    QF_ASSIGN_OR_RETURN(const DeviceFacts facts, Facts(*v, device));
-    bytes = std::max(bytes, MakePlan(*v, facts, probe, n, k).workspace_bytes);
+    absl::StatusOr<const Variant*> v = Select("W4A16WorkspaceBytes", probe, n, k, -1);
+    if (absl::IsUnimplemented(v.status())) {
+      unimplemented = v.status();
+      continue;
+    }
+    if (!v.ok()) return v.status();
+    QF_ASSIGN_OR_RETURN(const DeviceFacts facts, Facts(**v, device));
+    bytes = std::max(bytes, MakePlan(**v, facts, probe, n, k).workspace_bytes);
   }
+  if (bytes == 0) return unimplemented;
   return bytes;
 }
 
 absl::StatusOr<std::string> W4A16VariantName(int64_t m, int64_t n, int64_t k, int group_size) {
   QF_ASSIGN_OR_RETURN(const Variant* v, Select("W4A16VariantName", m, n, k, group_size));
   return std::string(v->name);
+}
+
+std::vector<std::string> W4A16VariantNames() {
+  std::vector<std::string> names;
+  for (const auto* table : {&kVariants, &kTuningVariants}) {
+    for (const Variant* v : *table) names.emplace_back(v->name);
+  }
+  return names;
 }
 
 W4A16Workspace::~W4A16Workspace() {

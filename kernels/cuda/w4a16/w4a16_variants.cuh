@@ -51,11 +51,26 @@ using CfgMb4Bn256 = Config<4, 4, 2, 4, 4, 1>;
 using CfgMb3Bn128 = Config<3, 2, 4, 8, 4, 1>;
 using CfgMb4Bn128 = Config<4, 2, 4, 8, 4, 1>;
 
+// Tuning-only alternatives (reachable by name): stage depth, tile shape,
+// occupancy.
+using CfgTuneMb1Bn128S4 = Config<1, 2, 4, 8, 4, 2>;
+using CfgTuneMb1Bn256 = Config<1, 4, 2, 4, 6, 2>;
+using CfgTuneMb1Bk64 = Config<1, 2, 4, 4, 8, 2>;
+using CfgTuneMb2OneBlock = Config<2, 2, 4, 8, 8, 1>;
+using CfgTuneMb2Bn256 = Config<2, 4, 2, 4, 5, 2>;
+using CfgTuneMb4S3 = Config<4, 4, 2, 4, 3, 1>;
+
 extern const Variant kW4A16Mb1Bn128;
 extern const Variant kW4A16Mb2Bn128;
 extern const Variant kW4A16Mb3Bn256;
 extern const Variant kW4A16Mb4Bn256;
 extern const Variant kW4A16Mb3Bn128;
 extern const Variant kW4A16Mb4Bn128;
+extern const Variant kW4A16TuneMb1Bn128S4;
+extern const Variant kW4A16TuneMb1Bn256;
+extern const Variant kW4A16TuneMb1Bk64;
+extern const Variant kW4A16TuneMb2OneBlock;
+extern const Variant kW4A16TuneMb2Bn256;
+extern const Variant kW4A16TuneMb4S3;
 
 }  // namespace qf::kernels::w4a16

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs the W4A16 GPU tests and the benchmark on the GPU machine in one go and
+# leaves the logs in $OUT. Uses prebuilt binaries from .w4a16bin/ when they
+# load there (build them anywhere with CUDA 13: targets w4a16_gpu_test,
+# w4a16_ref_test, w4a16_bench), else configures and builds them into /tmp/b.
+#
+#   source .devdeps/activate && bash bench/run_w4a16_device.sh [w4a16_bench args]
+set -u -o pipefail
+OUT=${OUT:-/tmp/w4a16_out}
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+BIN=.w4a16bin
+if [ ! -x $BIN/w4a16_gpu_test ] || ldd $BIN/w4a16_gpu_test $BIN/w4a16_bench | grep -q "not found"; then
+  echo "building on this machine"
+  BIN=/tmp/b/bin
+  flags=(-G Ninja -DQF_PYTHON=/opt/torch/.venv/bin/python -DQF_CUDA=ON -DQF_TESTS=ON -DCMAKE_CUDA_ARCHITECTURES=90a)
+  cmake -S . -B /tmp/b "${flags[@]}" -DQF_SERVICES=OFF >"$OUT/configure.log" 2>&1 ||
+    cmake -S . -B /tmp/b "${flags[@]}" -DQF_SERVICES=ON >>"$OUT/configure.log" 2>&1 ||
+    { tail -40 "$OUT/configure.log"; exit 1; }
+  cmake --build /tmp/b -j16 --target w4a16_gpu_test w4a16_ref_test w4a16_bench >"$OUT/build.log" 2>&1 ||
+    { grep -E "error" -A5 "$OUT/build.log" | head -60; exit 1; }
+fi
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,clocks.max.sm,power.draw,temperature.gpu \
+  --format=csv >"$OUT/gpu.txt" 2>&1
+cat "$OUT/gpu.txt"
+"$BIN/w4a16_ref_test" >"$OUT/ref_test.log" 2>&1
+echo "w4a16_ref_test rc=$? ($(grep -c '^\[       OK' "$OUT/ref_test.log") ok)"
+timeout 400 "$BIN/w4a16_gpu_test" >"$OUT/gpu_test.log" 2>&1
+rc=$?
+echo "w4a16_gpu_test rc=$rc"
+grep -E "^\[ +(OK|FAILED|PASSED|SKIPPED) |Failure|RelErr|Which is|forced|m=" "$OUT/gpu_test.log" | head -70
+if [ $rc -ne 0 ] && command -v compute-sanitizer >/dev/null; then
+  timeout 150 compute-sanitizer --tool memcheck --print-limit 20 "$BIN/w4a16_gpu_test" \
+    --gtest_filter='*AcrossFormatsAndShapes*' >"$OUT/memcheck.log" 2>&1
+  echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|Invalid|at 0x" "$OUT/memcheck.log" | head -20
+fi
+timeout 300 "$BIN/w4a16_bench" "$@" >"$OUT/bench.log" 2>&1
+echo "w4a16_bench rc=$?"
+sed -n '/^sweep/q;p' "$OUT/bench.log"
+grep -E "^targets" "$OUT/bench.log"

@@ -1,0 +1,6 @@
+// One W4A16 GEMM variant per file, so the instances compile in parallel.
+#include "kernels/cuda/w4a16/w4a16_variants.cuh"
+
+namespace qf::kernels::w4a16 {
+const Variant kW4A16TuneMb1Bn256 = MakeVariant<CfgTuneMb1Bn256>("tune_mb1_bn256_bk64_s6");
+}  // namespace qf::kernels::w4a16
