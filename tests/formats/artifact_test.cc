@@ -1,0 +1,461 @@
+// Tests of storage/artifact.h on the bundled tiny-llama: layer results made
+// by round-to-nearest of the real weights (a plain loop here), written, read
+// back bit-exact; config files; determinism; failure leaves nothing behind;
+// corruption is caught by the manifest.
+
+#include "storage/artifact.h"
+
+#include <stdlib.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+
+#include "common/fs.h"
+#include "common/sha256.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kernels/ref/pack.h"
+#include "tests/formats/test_linear.h"
+
+namespace qf::storage {
+namespace {
+
+namespace fs = std::filesystem;
+using kernels::DenseTensor;
+using kernels::LayerResult;
+using kernels::QuantizedLinear;
+using kernels::testing::ExpectSameLinear;
+using ::testing::HasSubstr;
+
+const std::string kModel = QF_SOURCE_DIR "/models/tiny-llama";
+
+class TempDir {
+ public:
+  TempDir() {
+    const char* base = getenv("TMPDIR");
+    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/qf-formats-test-XXXXXX";
+    EXPECT_NE(mkdtemp(tmpl.data()), nullptr);
+    path_ = tmpl;
+  }
+  ~TempDir() { (void)RemoveAll(path_); }
+  std::string Path(std::string_view name) const { return path_ + "/" + std::string(name); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+std::vector<std::string> ListDir(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(dir)) out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Round-to-nearest of one fp16 weight [N, K]: per group of each row,
+// asym: scale = (max - min) / maxq, zero = round(-min / scale);
+// sym: scale = 2 max|w| / maxq, zero = 2^(bits-1). g_idx from `order` (act-order).
+QuantizedLinear Rtn(const TensorView& w, std::string name, const QuantSpec& spec, bool permute) {
+  const int64_t n = w.shape[0], k = w.shape[1];
+  const int gs = spec.group_size == -1 ? static_cast<int>(k) : spec.group_size;
+  const int maxq = (1 << spec.bits) - 1;
+  QuantizedLinear q;
+  q.name = std::move(name);
+  q.bits = spec.bits;
+  q.group_size = spec.group_size;
+  q.sym = spec.sym;
+  q.desc_act = spec.desc_act;
+  q.out_features = n;
+  q.in_features = k;
+  q.num_groups = k / gs;
+  // Act-order stand-in: channel i joins group perm(i) / gs with perm reversing k.
+  q.g_idx.resize(k);
+  for (int64_t i = 0; i < k; ++i) q.g_idx[i] = static_cast<int32_t>((permute ? k - 1 - i : i) / gs);
+  std::vector<float> wf(n * k);
+  for (int64_t i = 0; i < n * k; ++i) {
+    uint16_t h;
+    std::memcpy(&h, w.data.data() + 2 * i, 2);
+    wf[i] = HalfToFloat(h);
+  }
+  q.scales.assign(q.num_groups * n, 0);
+  q.zeros.assign(q.num_groups * n, 0);
+  q.codes.assign(n * k, 0);
+  for (int64_t o = 0; o < n; ++o) {
+    for (int64_t g = 0; g < q.num_groups; ++g) {
+      float lo = 0.f, hi = 0.f;
+      for (int64_t i = 0; i < k; ++i) {
+        if (q.g_idx[i] != g) continue;
+        lo = std::min(lo, wf[o * k + i]);
+        hi = std::max(hi, wf[o * k + i]);
+      }
+      float scale;
+      int zero;
+      if (spec.sym) {
+        scale = 2.f * std::max(std::fabs(lo), std::fabs(hi)) / maxq;
+        zero = (maxq + 1) / 2;
+      } else {
+        scale = (hi - lo) / maxq;
+        zero = scale > 0 ? static_cast<int>(std::lround(-lo / scale)) : 0;
+      }
+      if (scale <= 0) scale = 1.f;
+      const uint16_t s16 = FloatToHalf(scale);
+      q.scales[g * n + o] = s16;
+      q.zeros[g * n + o] = static_cast<uint8_t>(std::clamp(zero, 0, maxq));
+      const float s = HalfToFloat(s16);
+      for (int64_t i = 0; i < k; ++i) {
+        if (q.g_idx[i] != g) continue;
+        const long c = std::lround(wf[o * k + i] / s) + q.zeros[g * n + o];
+        q.codes[o * k + i] = static_cast<uint8_t>(std::clamp<long>(c, 0, maxq));
+      }
+    }
+  }
+  return q;
+}
+
+struct Fixture {
+  ModelConfig cfg;
+  std::unique_ptr<Checkpoint> src;
+};
+
+Fixture Load() {
+  Fixture f;
+  absl::StatusOr<ModelConfig> cfg = LoadModelConfig(kModel);
+  EXPECT_TRUE(cfg.ok()) << cfg.status();
+  f.cfg = *cfg;
+  absl::StatusOr<std::unique_ptr<Checkpoint>> src = Checkpoint::Open(kModel);
+  EXPECT_TRUE(src.ok()) << src.status();
+  f.src = std::move(*src);
+  return f;
+}
+
+// One result per layer: RTN of the 7 linears, both norms as dense tensors
+// (input_layernorm doubled, as a folded AWQ scale would change it), errors.
+std::vector<LayerResult> MakeLayers(const Fixture& f, const QuantSpec& spec) {
+  std::vector<LayerResult> layers;
+  for (int i = 0; i < f.cfg.num_hidden_layers; ++i) {
+    LayerResult r;
+    r.layer = i;
+    for (std::string_view lin : kLinearNames) {
+      absl::StatusOr<const TensorView*> w = f.src->Get(absl::StrCat("model.layers.", i, ".", std::string(lin), ".weight"));
+      EXPECT_TRUE(w.ok()) << w.status();
+      r.linears.push_back(Rtn(**w, std::string(lin), spec, spec.desc_act));
+      r.errors.push_back(0.25 * (i + 1) + 0.001 * r.errors.size());
+    }
+    for (const char* norm : {"input_layernorm.weight", "post_attention_layernorm.weight"}) {
+      absl::StatusOr<const TensorView*> t = f.src->Get(absl::StrCat("model.layers.", i, ".", norm));
+      EXPECT_TRUE(t.ok()) << t.status();
+      DenseTensor d{norm, "F16", (*t)->shape, std::string((*t)->data)};
+      if (std::string_view(norm) == "input_layernorm.weight") {
+        for (size_t j = 0; j < d.data.size(); j += 2) {
+          uint16_t h;
+          std::memcpy(&h, d.data.data() + j, 2);
+          h = FloatToHalf(2.f * HalfToFloat(h));
+          std::memcpy(d.data.data() + j, &h, 2);
+        }
+      }
+      r.dense.push_back(std::move(d));
+    }
+    layers.push_back(std::move(r));
+  }
+  return layers;
+}
+
+QuantSpec Gptq4() {
+  return QuantSpec{.method = "rtn", .bits = 4, .group_size = 64, .sym = false, .desc_act = false,
+                   .damp_percent = 0.01, .static_groups = false, .true_sequential = true, .format = "gptq"};
+}
+
+void ExpectRoundTrip(const QuantSpec& spec) {
+  SCOPED_TRACE(QuantSpecToJson(spec).dump());
+  Fixture f = Load();
+  std::vector<LayerResult> layers = MakeLayers(f, spec);
+  TempDir tmp;
+  const std::string out = tmp.Path("art");
+  absl::Status s = WriteArtifact(kModel, f.cfg, spec, layers, out, {{"job", "test"}});
+  ASSERT_TRUE(s.ok()) << s;
+  absl::StatusOr<LoadedArtifact> a = ReadArtifact(out);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(QuantSpecToJson(a->spec), QuantSpecToJson(spec));
+  EXPECT_EQ(a->config.num_hidden_layers, f.cfg.num_hidden_layers);
+  ASSERT_EQ(a->layers.size(), layers.size());
+  for (size_t i = 0; i < layers.size(); ++i) {
+    EXPECT_EQ(a->layers[i].layer, static_cast<int>(i));
+    ASSERT_EQ(a->layers[i].linears.size(), layers[i].linears.size());
+    for (size_t j = 0; j < layers[i].linears.size(); ++j) ExpectSameLinear(a->layers[i].linears[j], layers[i].linears[j]);
+    EXPECT_EQ(a->layers[i].errors, layers[i].errors);
+    ASSERT_EQ(a->layers[i].dense.size(), 2u);
+    for (size_t j = 0; j < 2; ++j) {
+      EXPECT_EQ(a->layers[i].dense[j].name, layers[i].dense[j].name);
+      EXPECT_EQ(a->layers[i].dense[j].dtype, "F16");
+      EXPECT_EQ(a->layers[i].dense[j].shape, layers[i].dense[j].shape);
+      EXPECT_TRUE(a->layers[i].dense[j].data == layers[i].dense[j].data) << layers[i].dense[j].name;
+    }
+  }
+  // Tensors outside the layers are the source's, byte for byte.
+  EXPECT_THAT(a->other_tensors, ::testing::ElementsAre("lm_head.weight", "model.embed_tokens.weight", "model.norm.weight"));
+  for (const std::string& name : a->other_tensors) {
+    absl::StatusOr<const TensorView*> mine = a->Get(name);
+    absl::StatusOr<const TensorView*> theirs = f.src->Get(name);
+    ASSERT_TRUE(mine.ok() && theirs.ok()) << name;
+    EXPECT_EQ((*mine)->dtype, (*theirs)->dtype);
+    EXPECT_EQ((*mine)->shape, (*theirs)->shape);
+    EXPECT_TRUE((*mine)->data == (*theirs)->data) << name;
+  }
+  EXPECT_FALSE(a->checkpoint->Has("model.layers.0.self_attn.q_proj.weight"));
+  EXPECT_EQ(a->checkpoint->Has("model.layers.0.self_attn.q_proj.g_idx"), spec.format == "gptq");
+  // The stored codes reproduce the real weights to within one step (half a
+  // step inside the range; the rounded zero can push an extreme one step out).
+  const QuantizedLinear& q = a->layers[2].linears[6];   // mlp.down_proj
+  absl::StatusOr<const TensorView*> w = f.src->Get("model.layers.2.mlp.down_proj.weight");
+  ASSERT_TRUE(w.ok());
+  const std::vector<float> deq = kernels::DequantizeRef(q);
+  ASSERT_EQ(deq.size(), static_cast<size_t>(q.out_features * q.in_features));
+  for (int64_t o = 0; o < q.out_features; ++o) {
+    for (int64_t i = 0; i < q.in_features; ++i) {
+      uint16_t h;
+      std::memcpy(&h, (*w)->data.data() + 2 * (o * q.in_features + i), 2);
+      const float step = HalfToFloat(q.scales[q.g_idx[i] * q.out_features + o]);
+      ASSERT_LE(std::fabs(deq[o * q.in_features + i] - HalfToFloat(h)), step * 1.01f + 1e-6f)
+          << "o=" << o << " i=" << i;
+    }
+  }
+}
+
+TEST(Artifact, RoundTripGptq4BitGroup64) { ExpectRoundTrip(Gptq4()); }
+
+TEST(Artifact, RoundTripGptq3BitActOrderSym) {
+  QuantSpec spec = Gptq4();
+  spec.method = "gptq";
+  spec.bits = 3;
+  spec.group_size = 128;
+  spec.sym = true;
+  spec.desc_act = true;
+  ExpectRoundTrip(spec);
+}
+
+TEST(Artifact, RoundTripGptq8BitPerRow) {
+  QuantSpec spec = Gptq4();
+  spec.bits = 8;
+  spec.group_size = -1;
+  ExpectRoundTrip(spec);
+}
+
+TEST(Artifact, RoundTripAwq) {
+  QuantSpec spec = Gptq4();
+  spec.method = "awq";
+  spec.format = "awq";
+  spec.group_size = 128;
+  ExpectRoundTrip(spec);
+}
+
+TEST(Artifact, ConfigFilesTokenizerAndManifest) {
+  Fixture f = Load();
+  const QuantSpec spec = Gptq4();
+  TempDir tmp;
+  const std::string out = tmp.Path("art");
+  ASSERT_TRUE(WriteArtifact(kModel, f.cfg, spec, MakeLayers(f, spec), out, {{"job", "j1"}}).ok());
+  EXPECT_THAT(ListDir(out), ::testing::ElementsAre("config.json", "generation_config.json", "model.safetensors",
+                                                   "qforge-manifest.json", "quantize_config.json",
+                                                   "tokenizer.model", "tokenizer_config.json"));
+  for (const char* f2 : {"tokenizer.model", "tokenizer_config.json", "generation_config.json"}) {
+    EXPECT_EQ(Slurp(out + "/" + f2), Slurp(kModel + "/" + f2)) << f2;
+  }
+  const nlohmann::json config = nlohmann::json::parse(Slurp(out + "/config.json"));
+  nlohmann::json source = f.cfg.raw;
+  source["quantization_config"] = config["quantization_config"];
+  EXPECT_EQ(config, source);   // everything else is the source config
+  const nlohmann::json& qc = config["quantization_config"];
+  EXPECT_EQ(qc["quant_method"], "gptq");
+  EXPECT_EQ(qc["bits"], 4);
+  EXPECT_EQ(qc["group_size"], 64);
+  EXPECT_EQ(qc["desc_act"], false);
+  EXPECT_EQ(qc["sym"], false);
+  EXPECT_EQ(qc["checkpoint_format"], "gptq");
+  const nlohmann::json qcfg = nlohmann::json::parse(Slurp(out + "/quantize_config.json"));
+  EXPECT_EQ(qcfg["bits"], 4);
+  EXPECT_EQ(qcfg["model_file_base_name"], "model");
+
+  const nlohmann::json m = nlohmann::json::parse(Slurp(out + "/qforge-manifest.json"));
+  EXPECT_EQ(m["format_version"], 1);
+  EXPECT_EQ(m["provenance"], nlohmann::json({{"job", "j1"}}));
+  EXPECT_EQ(m["quantization"], QuantSpecToJson(spec));
+  std::vector<std::string> listed;
+  for (const auto& [name, e] : m["files"].items()) {
+    listed.push_back(name);
+    absl::StatusOr<std::string> sha = Sha256FileHex(out + "/" + name);
+    ASSERT_TRUE(sha.ok());
+    EXPECT_EQ(e["sha256"], *sha) << name;
+    EXPECT_EQ(e["bytes"], fs::file_size(out + "/" + name)) << name;
+  }
+  std::vector<std::string> all = ListDir(out);
+  all.erase(std::find(all.begin(), all.end(), "qforge-manifest.json"));
+  EXPECT_EQ(listed, all);
+}
+
+TEST(Artifact, AwqConfigFiles) {
+  Fixture f = Load();
+  QuantSpec spec = Gptq4();
+  spec.format = "awq";
+  spec.group_size = 128;
+  TempDir tmp;
+  ASSERT_TRUE(WriteArtifact(kModel, f.cfg, spec, MakeLayers(f, spec), tmp.Path("a"), nullptr).ok());
+  const nlohmann::json qc = nlohmann::json::parse(Slurp(tmp.Path("a/config.json")))["quantization_config"];
+  EXPECT_EQ(qc["quant_method"], "awq");
+  EXPECT_EQ(qc["version"], "gemm");
+  EXPECT_EQ(qc["zero_point"], true);
+  EXPECT_EQ(qc["group_size"], 128);
+  EXPECT_EQ(nlohmann::json::parse(Slurp(tmp.Path("a/quantize_config.json"))),
+            nlohmann::json({{"zero_point", true}, {"q_group_size", 128}, {"w_bit", 4}, {"version", "GEMM"}}));
+}
+
+TEST(Artifact, TwoWritesAreByteIdentical) {
+  Fixture f = Load();
+  const QuantSpec spec = Gptq4();
+  const std::vector<LayerResult> layers = MakeLayers(f, spec);
+  TempDir tmp;
+  ASSERT_TRUE(WriteArtifact(kModel, f.cfg, spec, layers, tmp.Path("a"), {{"run", 1}}).ok());
+  ASSERT_TRUE(WriteArtifact(kModel, f.cfg, spec, layers, tmp.Path("b"), {{"run", 1}}).ok());
+  ASSERT_EQ(ListDir(tmp.Path("a")), ListDir(tmp.Path("b")));
+  for (const std::string& name : ListDir(tmp.Path("a"))) {
+    EXPECT_TRUE(Slurp(tmp.Path("a/" + name)) == Slurp(tmp.Path("b/" + name))) << name;
+  }
+  // Overwriting an earlier artifact gives the same bytes again.
+  ASSERT_TRUE(WriteArtifact(kModel, f.cfg, spec, layers, tmp.Path("a"), {{"run", 1}}).ok());
+  EXPECT_EQ(Slurp(tmp.Path("a/model.safetensors")), Slurp(tmp.Path("b/model.safetensors")));
+}
+
+TEST(Artifact, UnwritableOutputLeavesNothing) {
+  Fixture f = Load();
+  const QuantSpec spec = Gptq4();
+  const std::vector<LayerResult> layers = MakeLayers(f, spec);
+  TempDir tmp;
+  std::ofstream(tmp.Path("file")) << "x";
+  absl::Status s = WriteArtifact(kModel, f.cfg, spec, layers, tmp.Path("file/art"), nullptr);
+  EXPECT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.message()), HasSubstr("file"));
+  EXPECT_THAT(ListDir(tmp.path()), ::testing::ElementsAre("file"));
+
+  // A directory that is not an artifact is never overwritten.
+  fs::create_directories(tmp.Path("user"));
+  std::ofstream(tmp.Path("user/notes.txt")) << "mine";
+  s = WriteArtifact(kModel, f.cfg, spec, layers, tmp.Path("user"), nullptr);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(ListDir(tmp.Path("user")), ::testing::ElementsAre("notes.txt"));
+}
+
+TEST(Artifact, FailureHalfWayLeavesNothing) {
+  // A model dir whose tokenizer.json is a directory: the copy fails after the
+  // shards are written.
+  Fixture f = Load();
+  const QuantSpec spec = Gptq4();
+  TempDir tmp;
+  const std::string model = tmp.Path("model");
+  fs::create_directories(model + "/tokenizer.json");
+  for (const char* name : {"config.json", "model.safetensors", "tokenizer.model"}) {
+    fs::create_symlink(kModel + "/" + name, model + "/" + name);
+  }
+  const std::string parent = tmp.Path("out");
+  fs::create_directories(parent);
+  absl::Status s = WriteArtifact(model, f.cfg, spec, MakeLayers(f, spec), parent + "/art", nullptr);
+  EXPECT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.message()), HasSubstr("tokenizer.json"));
+  EXPECT_TRUE(ListDir(parent).empty()) << ListDir(parent).front();
+}
+
+TEST(Artifact, CorruptedShardIsDataLoss) {
+  Fixture f = Load();
+  const QuantSpec spec = Gptq4();
+  TempDir tmp;
+  const std::string out = tmp.Path("art");
+  ASSERT_TRUE(WriteArtifact(kModel, f.cfg, spec, MakeLayers(f, spec), out, nullptr).ok());
+  ASSERT_TRUE(ReadArtifact(out).ok());
+  {
+    std::fstream io(out + "/model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    io.seekp(-100, std::ios::end);
+    io.put('\x5a');
+  }
+  absl::StatusOr<LoadedArtifact> a = ReadArtifact(out);
+  EXPECT_EQ(a.status().code(), absl::StatusCode::kDataLoss) << a.status();
+  EXPECT_THAT(std::string(a.status().message()), HasSubstr("model.safetensors"));
+  EXPECT_THAT(std::string(a.status().message()), HasSubstr("sha256"));
+
+  // A truncated tokenizer file, and an unlisted shard, are caught too.
+  ASSERT_TRUE(WriteArtifact(kModel, f.cfg, spec, MakeLayers(f, spec), out, nullptr).ok());
+  fs::resize_file(out + "/tokenizer.model", 10);
+  a = ReadArtifact(out);
+  EXPECT_EQ(a.status().code(), absl::StatusCode::kDataLoss) << a.status();
+  EXPECT_THAT(std::string(a.status().message()), HasSubstr("tokenizer.model"));
+
+  ASSERT_TRUE(WriteArtifact(kModel, f.cfg, spec, MakeLayers(f, spec), out, nullptr).ok());
+  fs::copy_file(out + "/model.safetensors", out + "/extra.safetensors");
+  a = ReadArtifact(out);
+  EXPECT_EQ(a.status().code(), absl::StatusCode::kDataLoss) << a.status();
+  EXPECT_THAT(std::string(a.status().message()), HasSubstr("extra.safetensors"));
+
+  fs::remove(out + "/qforge-manifest.json");
+  EXPECT_EQ(ReadArtifact(out).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(Artifact, RejectsInconsistentInput) {
+  Fixture f = Load();
+  const QuantSpec spec = Gptq4();
+  TempDir tmp;
+  const std::string out = tmp.Path("art");
+  auto expect = [&](const QuantSpec& sp, const std::vector<LayerResult>& layers,
+                    std::initializer_list<std::string_view> parts) {
+    absl::Status s = WriteArtifact(kModel, f.cfg, sp, layers, out, nullptr);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    for (std::string_view p : parts) EXPECT_THAT(std::string(s.message()), HasSubstr(std::string(p)));
+    EXPECT_FALSE(PathExists(out));
+  };
+  const std::vector<LayerResult> good = MakeLayers(f, spec);
+
+  std::vector<LayerResult> layers = good;
+  layers.pop_back();
+  expect(spec, layers, {"layer 3", "no layer result"});
+  layers = good;
+  layers[1].layer = 0;
+  expect(spec, layers, {"layer 0", "more than one"});
+  layers = good;
+  layers[2].linears.erase(layers[2].linears.begin() + 4);
+  expect(spec, layers, {"layer 2", "mlp.gate_proj", "missing"});
+  layers = good;
+  layers[2].linears[0].name = "self_attn.qkv_proj";
+  expect(spec, layers, {"layer 2", "self_attn.qkv_proj"});
+  QuantSpec other = spec;
+  other.group_size = 128;
+  expect(other, good, {"layer 0", "group_size", "spec"});
+  layers = good;
+  layers[1].dense[0].data.pop_back();
+  expect(spec, layers, {"layer 1", "input_layernorm.weight", "bytes"});
+  layers = good;
+  layers[1].dense[0].name = "self_attn.q_proj.bias";
+  expect(spec, layers, {"layer 1", "self_attn.q_proj.bias", "QuantizedLinear::bias"});
+  layers = good;
+  layers[3].linears[1].codes[0] = 99;
+  expect(spec, layers, {"layer 3", "self_attn.k_proj", "codes"});
+  layers = good;
+  layers[3].errors.pop_back();
+  expect(spec, layers, {"layer 3", "errors"});
+  other = spec;
+  other.format = "awq";
+  other.bits = 3;
+  expect(other, good, {"bits", "awq"});
+  other = spec;
+  other.damp_percent = 0;
+  expect(other, good, {"damp_percent"});
+  other = spec;
+  other.method = "squeeze";
+  expect(other, good, {"method", "squeeze"});
+}
+
+}  // namespace
+}  // namespace qf::storage
