@@ -34,6 +34,16 @@ if [ $rc -ne 0 ] && command -v compute-sanitizer >/dev/null; then
     --gtest_filter='*AcrossFormatsAndShapes*' >"$OUT/memcheck.log" 2>&1
   echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|Invalid|at 0x" "$OUT/memcheck.log" | head -20
 fi
+# Optional profile of the auto-selected kernel on the o projection (clocks left alone).
+if [ -n "${W4A16_NCU:-}" ] && command -v ncu >/dev/null; then
+  for m in ${W4A16_NCU}; do
+    timeout 120 ncu --clock-control none --kernel-name regex:W4A16GemmKernel --launch-skip 2 --launch-count 1 \
+      --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section Occupancy \
+      --section LaunchStats --section MemoryWorkloadAnalysis \
+      "$BIN/w4a16_bench" --shapes=o --ms=$m --iters=2 --warmup=1 >"$OUT/ncu_m$m.txt" 2>&1
+    echo "ncu m=$m rc=$?"
+  done
+fi
 timeout 300 "$BIN/w4a16_bench" "$@" >"$OUT/bench.log" 2>&1
 echo "w4a16_bench rc=$?"
 sed -n '/^sweep/q;p' "$OUT/bench.log"

@@ -48,7 +48,9 @@ struct W4A16GemmArgs {
   int group_size = 128;               // 32, 64, 128, ... or -1 (one group of k)
   // Scratch for the split-K fixup: at least W4A16WorkspaceBytes(m, n, k, device)
   // bytes, zero-filled once after allocation (every call leaves its counters at
-  // zero again). One workspace must not serve two calls in flight at once.
+  // zero again). Its layout depends on workspace_bytes alone, so calls of any
+  // shape may share one workspace as long as they pass the same size; one
+  // workspace must not serve two calls in flight at once.
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
   cudaStream_t stream = nullptr;
@@ -61,8 +63,9 @@ struct W4A16GemmArgs {
 // InvalidArgument quoting m/n/k/group_size for bad sizes (n not a multiple of
 // 64, k not a multiple of 16, group_size not dividing k), null or misaligned
 // (16-byte) pointers, or a small workspace; Unimplemented quoting them when
-// no kernel variant in the table accepts the shape (e.g. n % 128 != 0, or
-// k % 128 != 0 for m <= 32); Internal with the CUDA error when the launch fails.
+// no kernel variant accepts the shape (supported: n % 128 == 0 and
+// k % 128 == 0, or n % 256 == 0 and k % 64 == 0; group_size a multiple of 32
+// or -1); Internal with the CUDA error when the launch fails.
 absl::Status W4A16Gemm(const W4A16GemmArgs& args);
 
 // Workspace bytes that W4A16Gemm needs for every m in [1, max_m] with this

@@ -308,7 +308,8 @@ TEST_F(W4A16GpuTest, MatchesCpuReferenceAcrossFormatsAndShapes) {
       {"asym_g64_act_order", {.n = 512, .k = 512, .group_size = 64, .desc_act = true}, {2, 48, 100}},
       {"asym_g128_deep_k", {.n = 256, .k = 4096, .group_size = 128}, {1, 16, 64}},
       {"asym_channelwise", {.n = 1280, .k = 384, .group_size = -1, .bias = true}, {1, 37, 256}},
-      {"asym_g64_k576", {.n = 512, .k = 576, .group_size = 64}, {40, 64, 130}},
+      {"asym_g64_k576", {.n = 512, .k = 576, .group_size = 64}, {1, 40, 64, 130}},
+      {"asym_g32_long_runs", {.n = 512, .k = 1024, .group_size = 32}, {1, 16, 30, 64, 200}},
       {"sym_g128_n128", {.n = 128, .k = 256, .group_size = 128, .sym = true}, {1, 65, 300}},
   };
   for (const GemmCase& c : cases) {
@@ -399,7 +400,7 @@ TEST_F(W4A16GpuTest, RejectsBadArgumentsWithTheShape) {
   s = run(4, 512, 1536, 48);
   EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(s.message(), HasSubstr("group_size=48"));
-  s = run(1, 512, 576, 64);  // k % 128 != 0 and m <= 32
+  s = run(1, 384, 576, 64);  // k % 128 != 0 and n % 256 != 0
   EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(s.message(), HasSubstr("k=576"));
   s = run(4, 192, 512, 128);  // n % 128 != 0

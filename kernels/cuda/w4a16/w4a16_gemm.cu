@@ -24,13 +24,23 @@ const std::array<const Variant*, 6> kVariants = {
     &w4a16::kW4A16Mb1Bn128, &w4a16::kW4A16Mb2Bn128, &w4a16::kW4A16Mb3Bn256,
     &w4a16::kW4A16Mb3Bn128, &w4a16::kW4A16Mb4Bn256, &w4a16::kW4A16Mb4Bn128,
 };
+// Shallow stages for shapes the rows above reject (k % 256 != 0, ...); they
+// take any m by chunking it.
+const std::array<const Variant*, 2> kFallbackVariants = {&w4a16::kW4A16AnyBk128, &w4a16::kW4A16AnyBk64};
 // Reachable only by name (W4A16GemmArgs::variant): alternatives the bench
-// sweeps when retuning the table above.
+// sweeps when retuning the tables above.
 const std::array<const Variant*, 6> kTuningVariants = {
-    &w4a16::kW4A16TuneMb1Bn128S4, &w4a16::kW4A16TuneMb1Bn256, &w4a16::kW4A16TuneMb1Bk64,
-    &w4a16::kW4A16TuneMb2OneBlock, &w4a16::kW4A16TuneMb2Bn256, &w4a16::kW4A16TuneMb4S3,
+    &w4a16::kW4A16TuneMb1Bk256, &w4a16::kW4A16TuneMb1TwoBlocks, &w4a16::kW4A16TuneMb1Bn256,
+    &w4a16::kW4A16TuneMb2Bk512, &w4a16::kW4A16TuneMb4Bk256,     &w4a16::kW4A16TuneMb4Bk128,
 };
 constexpr int64_t kMaxBm = 64;
+
+std::vector<const Variant*> AllVariants() {
+  std::vector<const Variant*> all(kVariants.begin(), kVariants.end());
+  all.insert(all.end(), kFallbackVariants.begin(), kFallbackVariants.end());
+  all.insert(all.end(), kTuningVariants.begin(), kTuningVariants.end());
+  return all;
+}
 
 std::string Shape(int64_t m, int64_t n, int64_t k, int group_size) {
   return absl::StrCat("m=", m, ", n=", n, ", k=", k, ", group_size=", group_size);
@@ -55,9 +65,9 @@ absl::Status CheckShape(absl::string_view who, int64_t m, int64_t n, int64_t k, 
   return absl::OkStatus();
 }
 
-bool Accepts(const Variant& v, int64_t m, int64_t n, int64_t k, int64_t gs) {
-  return v.bm >= std::min(m, kMaxBm) && n % v.bn == 0 && k % v.bk == 0 && gs % 32 == 0 &&
-         (gs % v.bk == 0 || v.bk % gs == 0);
+// Shape constraints of a variant, m aside (any variant can chunk m).
+bool Fits(const Variant& v, int64_t n, int64_t k, int64_t gs) {
+  return n % v.bn == 0 && k % v.bk == 0 && gs % 32 == 0 && (gs % v.bk == 0 || v.bk % gs == 0);
 }
 
 absl::StatusOr<const Variant*> Select(absl::string_view who, int64_t m, int64_t n, int64_t k, int group_size,
@@ -66,23 +76,24 @@ absl::StatusOr<const Variant*> Select(absl::string_view who, int64_t m, int64_t 
   const int64_t gs = group_size == -1 ? k : group_size;
   const int64_t m_eff = std::max<int64_t>(m, 1);
   if (forced != nullptr) {
-    for (const auto* table : {&kVariants, &kTuningVariants}) {
-      for (const Variant* v : *table) {
-        if (absl::string_view(v->name) != forced) continue;
-        // A forced variant may have fewer block rows than m: it then chunks m.
-        if (n % v->bn == 0 && k % v->bk == 0 && gs % 32 == 0 && (gs % v->bk == 0 || v->bk % gs == 0)) return v;
-        return absl::UnimplementedError(
-            absl::StrCat(who, "(", Shape(m, n, k, group_size), "): variant ", forced, " does not accept the shape"));
-      }
+    for (const Variant* v : AllVariants()) {
+      if (absl::string_view(v->name) != forced) continue;
+      // A forced variant may have fewer block rows than m: it then chunks m.
+      if (Fits(*v, n, k, gs)) return v;
+      return absl::UnimplementedError(
+          absl::StrCat(who, "(", Shape(m, n, k, group_size), "): variant ", forced, " does not accept the shape"));
     }
     return absl::InvalidArgumentError(absl::StrCat(who, ": unknown variant '", forced, "'"));
   }
   for (const Variant* v : kVariants) {
-    if (Accepts(*v, m_eff, n, k, gs)) return v;
+    if (v->bm >= std::min(m_eff, kMaxBm) && Fits(*v, n, k, gs)) return v;
+  }
+  for (const Variant* v : kFallbackVariants) {
+    if (Fits(*v, n, k, gs)) return v;
   }
   return absl::UnimplementedError(absl::StrCat(
       who, "(", Shape(m, n, k, group_size),
-      "): no kernel variant fits; supported: n % 128 == 0, k % 128 == 0 (k % 64 == 0 when m > 32 and n % 256 == 0), "
+      "): no kernel variant fits; supported: n % 128 == 0 and k % 128 == 0, or n % 256 == 0 and k % 64 == 0; "
       "group_size -1 or a multiple of 32 that divides or is divided by the stage depth (32, 64, 128, 256, ...)"));
 }
 
@@ -118,11 +129,28 @@ absl::StatusOr<DeviceFacts> Facts(const Variant& v, int device) {
   return f;
 }
 
+// Workspace layout, a function of its size alone so that calls with
+// different plans (m, n, variant) can share one workspace: the split-K tile
+// counters live in the first sixteenth (they must be zero at rest, and no
+// call ever writes partial sums there), the fp32 partial slots in the rest.
+size_t CounterRegion(size_t workspace_bytes) { return workspace_bytes / 16 / 256 * 256; }
+
 struct Plan {
   int64_t n_tiles, m_chunks, k_tiles, units;
   int grid;
-  size_t counters_bytes;   // rounded up to 256
-  size_t workspace_bytes;  // counters + partial slots
+  size_t counter_bytes;   // tiles * 4
+  size_t partial_bytes;   // 2 * grid * bm * bn * 4
+
+  bool Fits(size_t workspace_bytes) const {
+    return counter_bytes <= CounterRegion(workspace_bytes) &&
+           partial_bytes <= workspace_bytes - CounterRegion(workspace_bytes);
+  }
+  // The smallest workspace that Fits.
+  size_t MinWorkspace() const {
+    size_t w = std::max(16 * ((counter_bytes + 255) / 256 * 256), partial_bytes + partial_bytes / 15 + 4096);
+    while (!Fits(w)) w += 4096;
+    return w;
+  }
 };
 
 Plan MakePlan(const Variant& v, const DeviceFacts& f, int64_t m, int64_t n, int64_t k) {
@@ -132,8 +160,8 @@ Plan MakePlan(const Variant& v, const DeviceFacts& f, int64_t m, int64_t n, int6
   p.k_tiles = k / v.bk;
   p.units = p.n_tiles * p.m_chunks * p.k_tiles;
   p.grid = static_cast<int>(std::min<int64_t>(p.units, int64_t{f.sms} * f.blocks_per_sm));
-  p.counters_bytes = (static_cast<size_t>(p.n_tiles * p.m_chunks) * sizeof(int) + 255) / 256 * 256;
-  p.workspace_bytes = p.counters_bytes + size_t{2} * p.grid * v.bm * v.bn * sizeof(float);
+  p.counter_bytes = static_cast<size_t>(p.n_tiles * p.m_chunks) * sizeof(int);
+  p.partial_bytes = size_t{2} * p.grid * v.bm * v.bn * sizeof(float);
   return p;
 }
 
@@ -166,9 +194,9 @@ absl::Status W4A16Gemm(const W4A16GemmArgs& args) {
   QF_ASSIGN_OR_RETURN(const int device, CurrentDevice());
   QF_ASSIGN_OR_RETURN(const DeviceFacts facts, Facts(*v, device));
   const Plan plan = MakePlan(*v, facts, m, n, k);
-  if (args.workspace == nullptr || args.workspace_bytes < plan.workspace_bytes) {
-    return bad(absl::StrCat("workspace of ", args.workspace_bytes, " bytes (null: ", args.workspace == nullptr, "), variant ",
-                            v->name, " needs ", plan.workspace_bytes, " (W4A16WorkspaceBytes)"));
+  if (args.workspace == nullptr || !plan.Fits(args.workspace_bytes)) {
+    return bad(absl::StrCat("workspace of ", args.workspace_bytes, " bytes (null: ", args.workspace == nullptr,
+                            "), variant ", v->name, " needs ", plan.MinWorkspace(), " (W4A16WorkspaceBytes)"));
   }
   w4a16::Params p;
   p.a = args.a;
@@ -178,7 +206,7 @@ absl::Status W4A16Gemm(const W4A16GemmArgs& args) {
   p.bias = args.bias;
   p.c = args.c;
   p.counters = static_cast<int*>(args.workspace);
-  p.partials = reinterpret_cast<float*>(static_cast<char*>(args.workspace) + plan.counters_bytes);
+  p.partials = reinterpret_cast<float*>(static_cast<char*>(args.workspace) + CounterRegion(args.workspace_bytes));
   p.m = static_cast<int>(m);
   p.n = static_cast<int>(n);
   p.k = static_cast<int>(k);
@@ -197,7 +225,7 @@ absl::StatusOr<size_t> W4A16WorkspaceBytes(int64_t max_m, int64_t n, int64_t k, 
   if (variant != nullptr) {
     QF_ASSIGN_OR_RETURN(const Variant* v, Select("W4A16WorkspaceBytes", max_m, n, k, -1, variant));
     QF_ASSIGN_OR_RETURN(const DeviceFacts facts, Facts(*v, device));
-    return MakePlan(*v, facts, max_m, n, k).workspace_bytes;
+    return MakePlan(*v, facts, max_m, n, k).MinWorkspace();
   }
   size_t bytes = 0;
   absl::Status unimplemented = absl::OkStatus();
@@ -213,7 +241,7 @@ absl::StatusOr<size_t> W4A16WorkspaceBytes(int64_t max_m, int64_t n, int64_t k, 
     }
     if (!v.ok()) return v.status();
     QF_ASSIGN_OR_RETURN(const DeviceFacts facts, Facts(**v, device));
-    bytes = std::max(bytes, MakePlan(**v, facts, probe, n, k).workspace_bytes);
+    bytes = std::max(bytes, MakePlan(**v, facts, probe, n, k).MinWorkspace());
   }
   if (bytes == 0) return unimplemented;
   return bytes;
@@ -226,9 +254,7 @@ absl::StatusOr<std::string> W4A16VariantName(int64_t m, int64_t n, int64_t k, in
 
 std::vector<std::string> W4A16VariantNames() {
   std::vector<std::string> names;
-  for (const auto* table : {&kVariants, &kTuningVariants}) {
-    for (const Variant* v : *table) names.emplace_back(v->name);
-  }
+  for (const Variant* v : AllVariants()) names.emplace_back(v->name);
   return names;
 }
 

@@ -74,12 +74,6 @@ __device__ __forceinline__ void CpAsync16Hint(void* smem, const void* gmem, uint
                "l"(policy));
 }
 
-// Copies 16 bytes when `valid`, else zero-fills (rows of A past m).
-__device__ __forceinline__ void CpAsync16Zfill(void* smem, const void* gmem, bool valid) {
-  const int src_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SmemAddr(smem)), "l"(gmem), "r"(src_bytes));
-}
-
 __device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
 
 template <int kPending>
@@ -188,7 +182,6 @@ struct Config {
       size_t{STAGES} * (kAStage * 16 + kBStage * 16 + kSStage * 16 + kZStage * 4) + size_t{kTileSmemFloats} * 4 + 16;
 
   static_assert(KS % WK == 0, "each warp takes whole 16-row slices");
-  static_assert(kSlicesPerWarp <= 2, "a warp's slices must fit in one group of >= 32 rows");
   static_assert(kAChunksPerRow >= 8, "the A swizzle permutes 8 chunks per row");
   static_assert(kMaxGroups * kSChunksPerRow <= kThreads, "one thread per scale chunk");
   static_assert(kBStage % kThreads == 0, "every thread issues the same number of B copies");
@@ -245,16 +238,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16GemmKerne
       }
     }
 
+    // A: only the rows that exist. Rows past m were zeroed once at kernel
+    // start (or hold an earlier chunk's rows): either way they only feed
+    // output rows that are never stored.
     int4* a_sh = sh_a + slot * Cfg::kAStage;
-#pragma unroll
-    for (int it = 0; it < (Cfg::kAStage + kThreads - 1) / kThreads; ++it) {
-      const int idx = tid + it * kThreads;
-      if (Cfg::kAStage % kThreads != 0 && idx >= Cfg::kAStage) break;
+    const int a_chunks = min(kBm, p.m - m0) * Cfg::kAChunksPerRow;
+    const __half* a_gl = p.a + static_cast<long long>(m0) * p.k + k0;
+    for (int idx = tid; idx < a_chunks; idx += kThreads) {
       const int r = idx / Cfg::kAChunksPerRow, ch = idx % Cfg::kAChunksPerRow;
-      const int row = m0 + r;
-      const bool valid = row < p.m;
-      const __half* src = p.a + static_cast<long long>(valid ? row : 0) * p.k + k0 + ch * 8;
-      CpAsync16Zfill(a_sh + r * Cfg::kAChunksPerRow + (ch ^ (r & 7)), src, valid);
+      CpAsync16(a_sh + r * Cfg::kAChunksPerRow + (ch ^ (r & 7)), a_gl + static_cast<long long>(r) * p.k + ch * 8);
     }
 
     const int g0 = k0 / gs;
@@ -287,21 +279,25 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16GemmKerne
         for (int e = 0; e < 4; ++e) acc[mt][f][e] = 0.f;
   };
 
-  // ---- compute_stage: this warp's slices of the stage in ring slot `slot`.
-  const int warp_group = gs >= kBk ? 0 : (wk * Cfg::kSlicesPerWarp * 16) / gs;
+  // ---- compute_stage: this warp's run of kSlicesPerWarp consecutive 16-row
+  // slices of the stage in ring slot `slot`. Group constants are rebuilt only
+  // where a group starts (every slice of a run shares one group when gs >= the
+  // run, the common case).
   auto compute_stage = [&](int slot) {
-    GroupConsts gc;
-    const int4 sv = sh_s[slot * Cfg::kSStage + warp_group * Cfg::kSChunksPerRow + wn * 8 + lane / 4];
-    const uint32_t zw = p.zeros != nullptr
-                            ? sh_z[slot * Cfg::kZStage + warp_group * Cfg::kZWordsPerRow + wn * 8 + lane / 4]
-                            : 0x88888888u;
-    LoadGroupConsts(gc, sv, zw);
-
     const int4* a_sh = sh_a + slot * Cfg::kAStage;
     const int4* b_sh = sh_b + slot * Cfg::kBStage;
+    GroupConsts gc;
 #pragma unroll
     for (int j = 0; j < Cfg::kSlicesPerWarp; ++j) {
       const int kr = wk * Cfg::kSlicesPerWarp + j;
+      if (j == 0 || (gs < kBk && (kr * 16) % gs == 0)) {
+        const int grp = gs >= kBk ? 0 : (kr * 16) / gs;
+        const int4 sv = sh_s[slot * Cfg::kSStage + grp * Cfg::kSChunksPerRow + wn * 8 + lane / 4];
+        const uint32_t zw = p.zeros != nullptr
+                                ? sh_z[slot * Cfg::kZStage + grp * Cfg::kZWordsPerRow + wn * 8 + lane / 4]
+                                : 0x88888888u;
+        LoadGroupConsts(gc, sv, zw);
+      }
       uint32_t a_frag[MB][4];
 #pragma unroll
       for (int mt = 0; mt < MB; ++mt) {
@@ -428,6 +424,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16GemmKerne
   // or at the end of this block's range.
   zero_acc();
   if (count <= 0) return;
+  for (int idx = tid; idx < STAGES * Cfg::kAStage; idx += kThreads) sh_a[idx] = make_int4(0, 0, 0, 0);
+  __syncthreads();
 #pragma unroll
   for (int s = 0; s < STAGES - 1; ++s) {
     if (s < count) fetch_stage(s);

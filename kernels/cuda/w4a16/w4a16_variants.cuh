@@ -41,36 +41,41 @@ Variant MakeVariant(const char* name) {
                  &LaunchW4A16<Cfg>};
 }
 
-// Small m (memory bound): 2 x 4 warps, 128 x 128 stages, two blocks per SM.
-using CfgMb1Bn128 = Config</*MB=*/1, /*WN=*/2, /*WK=*/4, /*KS=*/8, /*STAGES=*/6, /*MIN_BLOCKS=*/2>;
-using CfgMb2Bn128 = Config<2, 2, 4, 8, 5, 2>;
-// Larger m: 4 x 2 warps, 64 x 256 stages, one block per SM.
-using CfgMb3Bn256 = Config<3, 4, 2, 4, 4, 1>;
-using CfgMb4Bn256 = Config<4, 4, 2, 4, 4, 1>;
-// Fallbacks for n % 256 != 0.
-using CfgMb3Bn128 = Config<3, 2, 4, 8, 4, 1>;
-using CfgMb4Bn128 = Config<4, 2, 4, 8, 4, 1>;
-
-// Tuning-only alternatives (reachable by name): stage depth, tile shape,
-// occupancy.
-using CfgTuneMb1Bn128S4 = Config<1, 2, 4, 8, 4, 2>;
-using CfgTuneMb1Bn256 = Config<1, 4, 2, 4, 6, 2>;
-using CfgTuneMb1Bk64 = Config<1, 2, 4, 4, 8, 2>;
-using CfgTuneMb2OneBlock = Config<2, 2, 4, 8, 8, 1>;
-using CfgTuneMb2Bn256 = Config<2, 4, 2, 4, 5, 2>;
-using CfgTuneMb4S3 = Config<4, 4, 2, 4, 3, 1>;
+// Config<MB, WN, WK, KS, STAGES, MIN_BLOCKS>: see w4a16_kernel.cuh.
+// m <= 16: 2 x 4 warps, each warp a run of 8 slices (one g128 group) per 512-row stage.
+using CfgMb1Bn128 = Config<1, 2, 4, 32, 3, 1>;
+// m <= 32.
+using CfgMb2Bn128 = Config<2, 2, 4, 16, 4, 1>;
+// m <= 48: 4 x 2 warps, 256 columns.
+using CfgMb3Bn256 = Config<3, 4, 2, 8, 3, 1>;
+using CfgMb3Bn128 = Config<3, 2, 4, 16, 3, 1>;
+// m > 48 (m > 64 in 64-row chunks).
+using CfgMb4Bn256 = Config<4, 4, 2, 8, 3, 1>;
+using CfgMb4Bn128 = Config<4, 2, 4, 16, 3, 1>;
+// fallbacks for any m (chunked): k % 128, or k % 64 with n % 256.
+using CfgAnyBk128 = Config<1, 2, 4, 8, 6, 2>;
+using CfgAnyBk64 = Config<4, 4, 2, 4, 4, 1>;
+// tuning only.
+using CfgTuneMb1Bk256 = Config<1, 2, 4, 16, 4, 1>;
+using CfgTuneMb1TwoBlocks = Config<1, 2, 4, 16, 3, 2>;
+using CfgTuneMb1Bn256 = Config<1, 4, 2, 16, 3, 1>;
+using CfgTuneMb2Bk512 = Config<2, 2, 4, 32, 3, 1>;
+using CfgTuneMb4Bk256 = Config<4, 4, 2, 16, 2, 1>;
+using CfgTuneMb4Bk128 = Config<4, 2, 4, 8, 4, 1>;
 
 extern const Variant kW4A16Mb1Bn128;
 extern const Variant kW4A16Mb2Bn128;
 extern const Variant kW4A16Mb3Bn256;
-extern const Variant kW4A16Mb4Bn256;
 extern const Variant kW4A16Mb3Bn128;
+extern const Variant kW4A16Mb4Bn256;
 extern const Variant kW4A16Mb4Bn128;
-extern const Variant kW4A16TuneMb1Bn128S4;
+extern const Variant kW4A16AnyBk128;
+extern const Variant kW4A16AnyBk64;
+extern const Variant kW4A16TuneMb1Bk256;
+extern const Variant kW4A16TuneMb1TwoBlocks;
 extern const Variant kW4A16TuneMb1Bn256;
-extern const Variant kW4A16TuneMb1Bk64;
-extern const Variant kW4A16TuneMb2OneBlock;
-extern const Variant kW4A16TuneMb2Bn256;
-extern const Variant kW4A16TuneMb4S3;
+extern const Variant kW4A16TuneMb2Bk512;
+extern const Variant kW4A16TuneMb4Bk256;
+extern const Variant kW4A16TuneMb4Bk128;
 
 }  // namespace qf::kernels::w4a16

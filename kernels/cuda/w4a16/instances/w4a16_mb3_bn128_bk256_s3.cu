@@ -2,5 +2,5 @@
 #include "kernels/cuda/w4a16/w4a16_variants.cuh"
 
 namespace qf::kernels::w4a16 {
-const Variant kW4A16TuneMb1Bn128S4 = MakeVariant<CfgTuneMb1Bn128S4>("tune_mb1_bn128_bk128_s4");
+const Variant kW4A16Mb3Bn128 = MakeVariant<CfgMb3Bn128>("mb3_bn128_bk256_s3");
 }  // namespace qf::kernels::w4a16

@@ -2,5 +2,5 @@
 #include "kernels/cuda/w4a16/w4a16_variants.cuh"
 
 namespace qf::kernels::w4a16 {
-const Variant kW4A16TuneMb1Bn256 = MakeVariant<CfgTuneMb1Bn256>("tune_mb1_bn256_bk64_s6");
+const Variant kW4A16AnyBk64 = MakeVariant<CfgAnyBk64>("any_mb4_bn256_bk64_s4");
 }  // namespace qf::kernels::w4a16

@@ -2,5 +2,5 @@
 #include "kernels/cuda/w4a16/w4a16_variants.cuh"
 
 namespace qf::kernels::w4a16 {
-const Variant kW4A16Mb4Bn256 = MakeVariant<CfgMb4Bn256>("mb4_bn256_bk64_s4");
+const Variant kW4A16TuneMb4Bk256 = MakeVariant<CfgTuneMb4Bk256>("tune_mb4_bn256_bk256_s2");
 }  // namespace qf::kernels::w4a16

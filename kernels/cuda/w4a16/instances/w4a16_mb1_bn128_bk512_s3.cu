@@ -2,5 +2,5 @@
 #include "kernels/cuda/w4a16/w4a16_variants.cuh"
 
 namespace qf::kernels::w4a16 {
-const Variant kW4A16Mb4Bn128 = MakeVariant<CfgMb4Bn128>("mb4_bn128_bk128_s4");
+const Variant kW4A16Mb1Bn128 = MakeVariant<CfgMb1Bn128>("mb1_bn128_bk512_s3");
 }  // namespace qf::kernels::w4a16

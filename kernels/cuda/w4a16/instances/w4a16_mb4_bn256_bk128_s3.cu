@@ -2,5 +2,5 @@
 #include "kernels/cuda/w4a16/w4a16_variants.cuh"
 
 namespace qf::kernels::w4a16 {
-const Variant kW4A16Mb3Bn256 = MakeVariant<CfgMb3Bn256>("mb3_bn256_bk64_s4");
+const Variant kW4A16Mb4Bn256 = MakeVariant<CfgMb4Bn256>("mb4_bn256_bk128_s3");
 }  // namespace qf::kernels::w4a16

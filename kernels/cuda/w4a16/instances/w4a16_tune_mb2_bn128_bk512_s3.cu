@@ -2,5 +2,5 @@
 #include "kernels/cuda/w4a16/w4a16_variants.cuh"
 
 namespace qf::kernels::w4a16 {
-const Variant kW4A16Mb2Bn128 = MakeVariant<CfgMb2Bn128>("mb2_bn128_bk128_s5");
+const Variant kW4A16TuneMb2Bk512 = MakeVariant<CfgTuneMb2Bk512>("tune_mb2_bn128_bk512_s3");
 }  // namespace qf::kernels::w4a16

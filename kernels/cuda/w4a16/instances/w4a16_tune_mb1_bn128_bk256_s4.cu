@@ -2,5 +2,5 @@
 #include "kernels/cuda/w4a16/w4a16_variants.cuh"
 
 namespace qf::kernels::w4a16 {
-const Variant kW4A16TuneMb2OneBlock = MakeVariant<CfgTuneMb2OneBlock>("tune_mb2_bn128_bk128_s8_1blk");
+const Variant kW4A16TuneMb1Bk256 = MakeVariant<CfgTuneMb1Bk256>("tune_mb1_bn128_bk256_s4");
 }  // namespace qf::kernels::w4a16

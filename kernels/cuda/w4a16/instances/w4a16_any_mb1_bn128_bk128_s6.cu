@@ -2,5 +2,5 @@
 #include "kernels/cuda/w4a16/w4a16_variants.cuh"
 
 namespace qf::kernels::w4a16 {
-const Variant kW4A16TuneMb2Bn256 = MakeVariant<CfgTuneMb2Bn256>("tune_mb2_bn256_bk64_s5");
+const Variant kW4A16AnyBk128 = MakeVariant<CfgAnyBk128>("any_mb1_bn128_bk128_s6");
 }  // namespace qf::kernels::w4a16

@@ -2,5 +2,5 @@
 #include "kernels/cuda/w4a16/w4a16_variants.cuh"
 
 namespace qf::kernels::w4a16 {
-const Variant kW4A16TuneMb1Bk64 = MakeVariant<CfgTuneMb1Bk64>("tune_mb1_bn128_bk64_s8");
+const Variant kW4A16Mb4Bn128 = MakeVariant<CfgMb4Bn128>("mb4_bn128_bk256_s3");
 }  // namespace qf::kernels::w4a16

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# bench/engine_bench.sh: the GPU engine's measurements (issue 4) on one GPU, in
+# one command: GPU tests, the 70B layer benchmark with the textbook
+# comparison, tiny-llama GPU/CPU agreement and GPU determinism, and the
+# 80-layer synthetic:llama-70b run. Logs and JSON go to $OUT (default
+# out/engine_bench); the last lines printed are a summary.
+#
+#   bench/engine_bench.sh [BUILD_DIR] [STEPS]        STEPS: comma list of
+#       tests,layer,tiny,e2e (default tests,layer,tiny)
+#
+# BUILD_DIR must hold a CUDA build (-DQF_CUDA=ON) of qctl, qf_engine,
+# qf_spm_plugin, gptq_layer_bench and engine_gpu_test; when it holds none,
+# one is configured and built there first. On a machine whose libtorch lives
+# elsewhere than at build time, its lib directory is put on LD_LIBRARY_PATH.
+set -uo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=${1:-$ROOT/build-gpu}
+STEPS=${2:-tests,layer,tiny}
+OUT=${OUT:-$ROOT/out/engine_bench}
+PY=${QF_PYTHON:-$(command -v python3)}
+mkdir -p "$OUT"
+SUMMARY=$OUT/summary.txt
+: > "$SUMMARY"
+note() { echo "$*" | tee -a "$SUMMARY"; }
+has() { [[ ",$STEPS," == *",$1,"* ]]; }
+
+TORCH_LIB=$("$PY" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>/dev/null)
+[[ -n "$TORCH_LIB" ]] && export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# Tests find the bundled model through the source path they were built with
+# (QF_SOURCE_DIR); a carried build sees another checkout path.
+SRC_AT_BUILD=${QF_SOURCE_AT_BUILD:-$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$BUILD/CMakeCache.txt" 2>/dev/null)}
+if [[ -n "$SRC_AT_BUILD" && ! -e "$SRC_AT_BUILD" ]]; then
+  mkdir -p "$(dirname "$SRC_AT_BUILD")" && ln -s "$ROOT" "$SRC_AT_BUILD"
+fi
+
+if [[ ! -x "$BUILD/bin/gptq_layer_bench" ]]; then
+  note "no build at $BUILD: configuring one"
+  cmake -S "$ROOT" -B "$BUILD" -G Ninja -DQF_PYTHON="$PY" -DQF_CUDA=ON -DQF_TESTS=ON \
+        -DCMAKE_CUDA_ARCHITECTURES=90a > "$OUT/configure.log" 2>&1 || { note "configure failed"; tail -20 "$OUT/configure.log"; exit 1; }
+  cmake --build "$BUILD" -j"$(nproc)" --target qctl qf_engine qf_spm_plugin gptq_layer_bench engine_gpu_test \
+        > "$OUT/build.log" 2>&1 || { note "build failed"; grep -m5 -A5 error "$OUT/build.log"; exit 1; }
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$SUMMARY"
+
+if has tests; then
+  "$BUILD/bin/engine_gpu_test" 2>&1 | tee "$OUT/gpu_tests.log" | grep -E "^\[  (PASSED|FAILED|SKIPPED) |^tiny-llama|FAILED  \]" 
+  note "gpu tests: $(grep -E '^\[  PASSED  \]|^\[  FAILED  \]' "$OUT/gpu_tests.log" | tr '\n' ' ')"
+fi
+
+if has layer; then
+  "$BUILD/bin/gptq_layer_bench" --model 'synthetic:llama-70b?layers=3' --layers 3 --textbook \
+      --json "$OUT/layer.json" 2>&1 | tee "$OUT/layer.log"
+  note "layer bench: $(grep -E '^mean' "$OUT/layer.log")"
+  note "$(grep -E '^ratio' "$OUT/layer.log")"
+fi
+
+if has tiny; then
+  MODEL=$ROOT/models/tiny-llama
+  TEXT=$ROOT/data/books-heldout.txt
+  T=$(mktemp -d)
+  ppl() { "$BUILD/bin/qctl" eval --model "$1" --text "$TEXT" --seqlen 512 --max-chunks 256 --device cpu --json 2>/dev/null |
+          "$PY" -c 'import json,sys; print(json.load(sys.stdin)["ppl"])'; }
+  # name | method | bits | format
+  for c in "gptq-w4|gptq|4|gptq" "gptq-w3|gptq|3|gptq" "awq-w4|awq|4|awq" "awq-w3|awq|3|gptq"; do
+    IFS='|' read -r name method bits format <<< "$c"
+    for dev in cpu cuda cuda2; do
+      d=${dev%2}
+      t0=$(date +%s.%N)
+      "$BUILD/bin/qctl" quantize --model "$MODEL" --method "$method" \
+          --bits "$bits" --group-size 128 --calib "$ROOT/data/calib.txt" --samples 128 --seqlen 512 --seed 0 \
+          --format "$format" --device "$d" --out "$T/$name-$dev" > "$OUT/tiny-$name-$dev.log" 2>&1 ||
+        { note "$name $dev: quantize failed"; tail -3 "$OUT/tiny-$name-$dev.log"; }
+      "$PY" -c "print(f'{$(date +%s.%N) - $t0:.1f}')" > "$T/$name-$dev.time"
+    done
+    same=$(diff -r "$T/$name-cuda" "$T/$name-cuda2" >/dev/null 2>&1 && echo identical || echo DIFFERENT)
+    pc=$(ppl "$T/$name-cpu"); pg=$(ppl "$T/$name-cuda")
+    rel=$("$PY" -c "print(f'{100*($pg-$pc)/$pc:+.3f}%')" 2>/dev/null)
+    note "tiny-llama $name: ppl cpu $pc gpu $pg ($rel); two GPU artifacts $same; quantize s cpu $(cat "$T/$name-cpu.time") gpu $(cat "$T/$name-cuda.time")"
+  done
+  rm -rf "$T"
+fi
+
+if has e2e; then
+  E=${E2E_DIR:-/tmp/qf_e2e}
+  rm -rf "$E"
+  "$BUILD/bin/gptq_layer_bench" --mode e2e --model synthetic:llama-70b --out "$E" --json "$OUT/e2e.json" 2>&1 |
+      tee "$OUT/e2e.log"
+  note "e2e: $(grep -E '^e2e total' "$OUT/e2e.log")"
+  du -sh "$E" | tee -a "$SUMMARY"
+  rm -rf "$E"
+fi
+echo "---- summary ($SUMMARY)"
+cat "$SUMMARY"
