@@ -21,7 +21,7 @@ class PutLayerReactor final : public grpc::ServerReadReactor<proto::LayerChunk> 
     if (ok) {
       absl::Status s = joiner_.Add(chunk_);
       if (!s.ok()) {
-        if (joiner_.started()) scheduler_->RecordRejectedLayer(joiner_.header(), s);
+        scheduler_->RecordRejectedLayer(chunk_, s);  // names attempt, job and layer like every chunk
         End(ToGrpcStatus(s));
         return;
       }

@@ -115,7 +115,7 @@ kernels::LayerResult MakeFakeLayer(const storage::ModelConfig& cfg, const worker
     l.scales.resize(l.num_groups * s.out);
     for (auto& sc : l.scales) sc = static_cast<uint16_t>(0x2000 + (rng.Next() & 0x3ff));  // small positive halves
     l.zeros.resize(l.num_groups * s.out);
-    for (auto& z : l.zeros) z = q.sym ? static_cast<uint8_t>(1u << (q.bits - 1)) : static_cast<uint8_t>(rng.Next() & maxq);
+    for (auto& z : l.zeros) z = q.sym ? static_cast<uint8_t>(1u << (q.bits - 1)) : static_cast<uint8_t>(1 + rng.Next() % maxq);
     l.g_idx.resize(s.in);
     for (int64_t i = 0; i < s.in; ++i) l.g_idx[i] = q.group_size == -1 ? 0 : static_cast<int32_t>(i / q.group_size);
     if (desc_act) {  // a permutation of the groups' members, as act-order produces

@@ -1,0 +1,239 @@
+// End to end in one process: the real Coordinator (RocksDB, gRPC services over
+// an in-process channel, assembler) with Worker threads over a FakeEngine.
+// Artifacts are compared byte for byte with a single uninterrupted run.
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
+#include "coordinator/embedded.h"
+#include "tests/coordinator/cluster_fixture.h"
+
+namespace qf::coordinator {
+namespace {
+
+using ::qf::testing::IsOk;
+using ::qf::testing::StatusIs;
+using ::testing::AllOf;
+using ::testing::Contains;
+using ::testing::HasSubstr;
+using ::testing::_;
+
+class ClusterTest : public qf::testing::ClusterFixture {
+ protected:
+  // Polls until `pred(status)` holds (or 20 s pass).
+  template <typename Pred>
+  proto::JobStatus WaitFor(const std::string& job, Pred pred) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    proto::JobStatus st;
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto s = client_->Get(job);
+      if (s.ok()) {
+        st = *s;
+        if (pred(st)) return st;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ADD_FAILURE() << "timed out waiting on " << job << ", state " << proto::JobState_Name(st.state());
+    return st;
+  }
+};
+
+TEST_F(ClusterTest, SequentialStagesMoveBetweenWorkersAndBytesMatch) {
+  SchedulerOptions so;
+  so.affinity_grace_ms = 0;  // any idle worker may take the next stage: forces replays
+  StartCoordinator(so);
+  worker::Worker* w0 = StartWorker("w0");
+  worker::Worker* w1 = StartWorker("w1");
+  worker::Worker* w2 = StartWorker("w2");
+  proto::JobStatus done = RunToEnd(Spec(1));
+  ASSERT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason();
+  EXPECT_EQ(done.layers_committed(), 4);
+  qf::testing::ExpectSameTree(Reference(Spec(1)), done.artifact_dir());
+  EXPECT_EQ(w0->stats().tasks_completed + w1->stats().tasks_completed + w2->stats().tasks_completed, 4);
+  // Watch saw the whole story, in order, ending with success.
+  std::vector<proto::EventKind> kinds = Kinds();
+  ASSERT_FALSE(kinds.empty());
+  EXPECT_EQ(kinds.front(), proto::EVENT_SUBMITTED);
+  EXPECT_EQ(kinds.back(), proto::EVENT_SUCCEEDED);
+  EXPECT_EQ(std::count(kinds.begin(), kinds.end(), proto::EVENT_LAYER_COMMITTED), 4);
+  EXPECT_EQ(updates_.back().status().state(), proto::JOB_SUCCEEDED);
+  for (size_t i = 1; i < updates_.size(); ++i) EXPECT_EQ(updates_[i].event().seq(), updates_[i - 1].event().seq() + 1);
+}
+
+TEST_F(ClusterTest, AffinityKeepsTheSessionWithoutReplay) {
+  StartCoordinator();  // default grace: the next stage waits for its worker
+  worker::Worker* w0 = StartWorker("w0");
+  proto::JobStatus done = RunToEnd(Spec(1));
+  ASSERT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason();
+  EXPECT_EQ(w0->stats().sessions_reused, 3);  // stages 1..3 started from the kept session
+  EXPECT_EQ(w0->stats().layers_replayed, 0);
+  qf::testing::ExpectSameTree(Reference(Spec(4)), done.artifact_dir());  // same bytes as one 4-layer stage
+}
+
+TEST_F(ClusterTest, ParallelStagesMatchTheirReference) {
+  StartCoordinator();
+  StartWorker("w0");
+  StartWorker("w1");
+  StartWorker("w2");
+  proto::JobSpec spec = Spec(2, proto::MODE_PARALLEL);
+  proto::JobStatus done = RunToEnd(spec);
+  ASSERT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason();
+  qf::testing::ExpectSameTree(Reference(spec), done.artifact_dir());
+}
+
+TEST_F(ClusterTest, CorruptedChunkIsRejectedAndResent) {
+  StartCoordinator();
+  worker::WorkerOptions o;
+  o.client.corrupt_layer_once = 2;
+  o.client.chunk_bytes = 16 << 10;  // several chunks per layer
+  StartWorker("w0", o);
+  proto::JobStatus done = RunToEnd(Spec(4));
+  ASSERT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason();
+  qf::testing::ExpectSameTree(Reference(Spec(4)), done.artifact_dir());
+  auto rejected = std::find_if(updates_.begin(), updates_.end(), [](const proto::WatchUpdate& u) {
+    return u.event().kind() == proto::EVENT_LAYER_REJECTED;
+  });
+  ASSERT_NE(rejected, updates_.end());
+  EXPECT_EQ(rejected->event().layer(), 2);
+  EXPECT_THAT(rejected->event().message(), HasSubstr("sha256 mismatch"));
+}
+
+TEST_F(ClusterTest, LateWorkerCannotCommitAfterItsLeaseExpired) {
+  SchedulerOptions so;
+  so.lease_ttl_ms = 300;
+  so.renew_interval_ms = 50;
+  so.affinity_grace_ms = 0;
+  StartCoordinator(so);
+  worker::WorkerOptions slow;
+  slow.stall_after_layer = 1;  // computes layer 1, then goes quiet past its lease
+  slow.stall_ms = 1200;
+  worker::Worker* late = StartWorker("late", slow);
+  proto::JobSpec spec = Spec(4);
+  auto submitted = client_->Submit(spec);
+  ASSERT_THAT(submitted, IsOk());
+  // Let "late" take the stage before a healthy worker exists.
+  WaitFor(submitted->job_id(), [](const proto::JobStatus& s) { return s.layers_committed() >= 1; });
+  StartWorker("healthy");
+  auto done = client_->Watch(submitted->job_id(), [&](const proto::WatchUpdate& u) { updates_.push_back(u); });
+  ASSERT_THAT(done, IsOk());
+  ASSERT_EQ(done->state(), proto::JOB_SUCCEEDED) << done->reason();
+  // Give the late worker time to wake up and be refused.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (late->stats().tasks_abandoned == 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_GE(late->stats().tasks_abandoned, 1);
+  EXPECT_THAT(Kinds(), Contains(proto::EVENT_LEASE_EXPIRED));
+  qf::testing::ExpectSameTree(Reference(spec), done->artifact_dir());
+}
+
+TEST_F(ClusterTest, CancelThenResumeGivesTheSameBytes) {
+  StartCoordinator();
+  qf::testing::FakeEngineOptions slow;
+  slow.layer_delay_ms = 150;
+  StartWorker("w0", {}, slow);
+  proto::JobSpec spec = Spec(4);
+  auto submitted = client_->Submit(spec);
+  ASSERT_THAT(submitted, IsOk());
+  const std::string job = submitted->job_id();
+  WaitFor(job, [](const proto::JobStatus& s) { return s.layers_committed() >= 2; });
+  auto cancelled = client_->Cancel(job, "operator said so");
+  ASSERT_THAT(cancelled, IsOk());
+  EXPECT_EQ(cancelled->state(), proto::JOB_CANCELLED);
+  EXPECT_EQ(cancelled->reason(), "operator said so");
+  auto watched = client_->Watch(job, [](const proto::WatchUpdate&) {});  // ends: the job is terminal
+  ASSERT_THAT(watched, IsOk());
+  EXPECT_EQ(watched->state(), proto::JOB_CANCELLED);
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // the worker notices at its next layer
+  auto resumed = client_->Resume(job);
+  ASSERT_THAT(resumed, IsOk());
+  EXPECT_EQ(resumed->state(), proto::JOB_RUNNING);
+  auto done = client_->Watch(job, [](const proto::WatchUpdate&) {});
+  ASSERT_THAT(done, IsOk());
+  ASSERT_EQ(done->state(), proto::JOB_SUCCEEDED) << done->reason();
+  qf::testing::ExpectSameTree(Reference(spec), done->artifact_dir());
+}
+
+TEST_F(ClusterTest, ClientSeesTheCoordinatorsErrors) {
+  StartCoordinator();
+  proto::JobSpec bad = Spec(1);
+  bad.set_group_size(100);
+  EXPECT_THAT(client_->Submit(bad), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("JobSpec.group_size")));
+  EXPECT_THAT(client_->Get("job-999999"), StatusIs(absl::StatusCode::kNotFound, HasSubstr("job-999999")));
+  EXPECT_THAT(client_->Watch("job-999999", [](const proto::WatchUpdate&) {}),
+              StatusIs(absl::StatusCode::kNotFound, _));
+  EXPECT_THAT(client_->Logs("job-999999"), StatusIs(absl::StatusCode::kNotFound, _));
+  proto::JobSpec missing = Spec(1);
+  missing.set_model_path(tmp_.Sub("gone"));
+  auto r = client_->Submit(missing);
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(r->status().state(), proto::JOB_FAILED);
+  EXPECT_THAT(r->status().reason(), HasSubstr(tmp_.Sub("gone")));
+  auto logs = client_->Logs(r->job_id());
+  ASSERT_THAT(logs, IsOk());
+  ASSERT_EQ(logs->size(), 2u);
+  EXPECT_EQ(logs->back().kind(), proto::EVENT_FAILED);
+  auto list = client_->List({proto::JOB_FAILED});
+  ASSERT_THAT(list, IsOk());
+  EXPECT_EQ(list->size(), 1u);
+}
+
+TEST_F(ClusterTest, WorkerFailuresFailTheJobWithTheLastError) {
+  StartCoordinator();
+  qf::testing::FakeEngineOptions broken;
+  broken.fail_layer = 1;
+  StartWorker("w0", {}, broken);
+  proto::JobStatus done = RunToEnd(Spec(4));
+  EXPECT_EQ(done.state(), proto::JOB_FAILED);
+  EXPECT_THAT(done.reason(), AllOf(HasSubstr("failed 3 times"), HasSubstr("layer 1: transient failure")));
+}
+
+// Embedded mode picks up an interrupted run from its last committed layer.
+TEST_F(ClusterTest, EmbeddedResumesAnInterruptedRun) {
+  proto::JobSpec spec = Spec(0);
+  const std::string state = tmp_.Sub("embedded-state");
+  {  // the "interrupted" run: two layers committed, then everything stops
+    CoordinatorOptions o;
+    o.state_dir = state;
+    o.scheduler.default_stage_layers = 1 << 20;
+    auto c = Coordinator::Start(o);
+    ASSERT_THAT(c, IsOk());
+    JobClient client((*c)->InProcessChannel());
+    auto r = client.Submit(spec, EmbeddedRequestId(spec));
+    ASSERT_THAT(r, IsOk());
+    qf::testing::FakeEngine engine({.layer_delay_ms = 100});
+    worker::WorkerOptions wo;
+    wo.name = "embedded";
+    wo.calibration = qf::testing::FakeCalibration;
+    worker::Worker w((*c)->InProcessChannel(), &engine, wo);
+    std::atomic<bool> stop{false};
+    std::thread t([&] { w.Run(&stop).IgnoreError(); });
+    while (w.stats().layers_committed < 2) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    stop = true;
+    t.join();
+    (*c)->Shutdown();
+  }
+  qf::testing::FakeEngine engine;
+  EmbeddedOptions eo;
+  eo.state_dir = state;
+  eo.engine = &engine;
+  eo.calibration = qf::testing::FakeCalibration;
+  int committed = 0;
+  eo.on_update = [&](const proto::WatchUpdate& u) { committed = u.status().layers_committed(); };
+  auto done = RunEmbedded(spec, eo);
+  ASSERT_THAT(done, IsOk());
+  EXPECT_EQ(committed, 4);
+  EXPECT_GE(engine.stats().applied, 2);   // replayed the committed layers ...
+  EXPECT_LE(engine.stats().quantized, 2); // ... and quantized only the rest
+  qf::testing::ExpectSameTree(Reference(spec), done->artifact_dir());
+
+  // Again: already done, nothing recomputed.
+  qf::testing::FakeEngine idle;
+  eo.engine = &idle;
+  auto again = RunEmbedded(spec, eo);
+  ASSERT_THAT(again, IsOk());
+  EXPECT_EQ(again->job_id(), done->job_id());
+  EXPECT_EQ(idle.stats().sessions, 0);
+}
+
+}  // namespace
+}  // namespace qf::coordinator

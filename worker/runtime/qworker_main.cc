@@ -1,0 +1,69 @@
+// qworker --coordinator HOST:PORT --device cpu|cuda:N --name NAME
+//
+// A worker process: loads the numeric engine (libqf_engine.so, dlopen'ed),
+// registers with the coordinator and runs stages until SIGINT/SIGTERM. A
+// restart under the same --name releases the leases of the previous process.
+#include <csignal>
+#include <cstdio>
+#include <thread>
+
+#include "CLI/CLI.hpp"
+#include "common/log.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "worker/engine/engine_host.h"
+#include "worker/runtime/worker.h"
+
+int main(int argc, char** argv) {
+  std::string coordinator = "127.0.0.1:7070";
+  qf::worker::WorkerOptions o;
+  CLI::App app{"qforge worker: leases stages from the coordinator and quantizes them"};
+  app.add_option("--coordinator", coordinator, "Coordinator address, HOST:PORT or unix:/path")->capture_default_str();
+  app.add_option("--device", o.device, "cpu | cuda | cuda:N")->capture_default_str();
+  app.add_option("--name", o.name, "Worker name, unique in the pool ([A-Za-z0-9._-], <= 64)")->required();
+  app.add_option("--chunk-bytes", o.client.chunk_bytes, "Bytes per PutLayer chunk")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1024}, size_t{4} << 20));
+  app.add_option("--retry-window-ms", o.client.retry_window_ms,
+                 "How long to keep retrying an unreachable coordinator")
+      ->capture_default_str();
+  // Fault injection for the integration tests.
+  auto* faults = app.add_option_group("faults", "Fault injection (tests only)");
+  faults->add_option("--fault-corrupt-layer", o.client.corrupt_layer_once,
+                     "Corrupt one chunk of this layer on its first send");
+  faults->add_option("--fault-stall-after-layer", o.stall_after_layer,
+                     "After computing this layer, stop renewing and stall before sending it");
+  faults->add_option("--fault-stall-ms", o.stall_ms, "How long the stall lasts");
+  CLI11_PARSE(app, argc, argv);
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto engine = qf::worker::Engine::Load();
+  if (!engine.ok()) {
+    std::fprintf(stderr, "qworker: %s\n", std::string(engine.status().message()).c_str());
+    return 1;
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(16 << 20);
+  auto channel = grpc::CreateCustomChannel(coordinator, grpc::InsecureChannelCredentials(), args);
+  qf::worker::Worker worker(channel, engine->get(), o);
+
+  std::atomic<bool> stop{false};
+  std::thread signal_thread([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    QF_LOG(INFO) << "qworker " << o.name << ": signal " << sig << ", stopping after the current layer";
+    stop = true;
+  });
+  absl::Status s = worker.Run(&stop);
+  if (!stop) {
+    std::fprintf(stderr, "qworker: %s\n", std::string(s.message()).c_str());
+    std::_Exit(1);  // the signal thread is still waiting
+  }
+  signal_thread.join();
+  return s.ok() ? 0 : 1;
+}

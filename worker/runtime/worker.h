@@ -1,0 +1,102 @@
+// File: worker/runtime/worker.h
+//
+// The worker loop behind `qworker`: register, lease a stage, rebuild its input
+// activations, quantize its layers one by one (streaming each to the
+// coordinator as soon as it is done), complete, repeat. A background thread
+// renews the lease while the engine computes; a lost lease (expired,
+// cancelled) makes the worker drop the task at the next layer boundary.
+//
+// Input of stage [first, end) starting at `start` (the first uncommitted layer):
+//   sequential: the session it kept from the previous stage (affinity), if its
+//               activations sit at `start`; otherwise a fresh session replayed
+//               through committed layers 0..start-1 (Session::ApplyLayer);
+//   parallel:   a fresh session moved through the FP16 layers 0..first-1
+//               (ForwardOriginalLayer), then committed layers first..start-1.
+// ApplyLayer reproduces QuantizeLayer's activations bit for bit, so a stage
+// that moves between workers gives the same bytes as an uninterrupted run.
+//
+//   WorkerOptions o;  o.name = "gpu0";  o.device = "cuda:0";
+//   QF_ASSIGN_OR_RETURN(auto engine, Engine::Load());
+//   Worker w(channel, engine.get(), o);
+//   std::atomic<bool> stop{false};
+//   QF_RETURN_IF_ERROR(w.Run(&stop));
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "grpcpp/channel.h"
+#include "proto/work.pb.h"
+#include "worker/engine/engine_host.h"
+#include "worker/runtime/work_client.h"
+
+namespace qf::worker {
+
+// Calibration ids (samples * seqlen, row-major) for a job spec.
+using CalibrationFn = std::function<absl::StatusOr<std::vector<int32_t>>(const proto::JobSpec&)>;
+// The default: the model's tokenizer + BuildCalibrationTokens (worker/calibration.h).
+absl::StatusOr<std::vector<int32_t>> TokenizeCalibration(const proto::JobSpec& spec);
+
+// The engine's parameters for a job spec, mirroring `qctl quantize`.
+QuantParams ToQuantParams(const proto::JobSpec& spec);
+
+struct WorkerOptions {
+  std::string name;                 // registered name, [A-Za-z0-9._-]{1,64}
+  std::string device = "cpu";       // "cpu" | "cuda" | "cuda:N"
+  WorkClientOptions client;
+  CalibrationFn calibration;        // empty: TokenizeCalibration
+  // Test hook: after computing this layer, stop renewing and sleep this long
+  // before sending it (the lease expires; the coordinator must refuse it).
+  int stall_after_layer = -1;
+  int stall_ms = 0;
+};
+
+struct WorkerStats {
+  std::atomic<int> tasks_completed{0};
+  std::atomic<int> tasks_abandoned{0};   // lease lost
+  std::atomic<int> tasks_failed{0};      // reported with Fail
+  std::atomic<int> layers_committed{0};
+  std::atomic<int> layers_replayed{0};   // ApplyLayer / ForwardOriginalLayer calls
+  std::atomic<int> sessions_reused{0};   // stages started from the kept session
+};
+
+class Worker {
+ public:
+  // `engine` must outlive the worker.
+  Worker(std::shared_ptr<grpc::Channel> channel, Engine* engine, WorkerOptions options);
+  ~Worker();
+
+  // Registers, then leases and runs tasks until *stop is set (checked between
+  // tasks and between layers) or registration fails for good.
+  absl::Status Run(const std::atomic<bool>* stop);
+  // Registers if needed and runs at most one task. Returns whether it got one.
+  absl::StatusOr<bool> RunOnce();
+
+  const WorkerStats& stats() const { return stats_; }
+  const std::string& incarnation() const { return incarnation_; }
+
+ private:
+  struct Held;
+  absl::Status EnsureRegistered();
+  absl::Status RunTask(const proto::TaskAssignment& task);
+  absl::StatusOr<std::unique_ptr<Session>> PrepareSession(const proto::TaskAssignment& task,
+                                                          const std::atomic<bool>& lost);
+
+  WorkClient client_;
+  Engine* engine_;
+  WorkerOptions options_;
+  std::string incarnation_;
+  std::string worker_id_;
+  int renew_interval_ms_ = 1000;
+  std::unique_ptr<Held> held_;      // the session kept after a sequential stage
+  WorkerStats stats_;
+  const std::atomic<bool>* stop_ = nullptr;
+};
+
+}  // namespace qf::worker
