@@ -12,6 +12,7 @@
 // that a plain streaming-read kernel reaches in the same run.
 //
 //   w4a16_bench [--iters=50] [--warmup=5] [--ms=1,4,16,64,256] [--shapes=qkv,o,gate_up,down] [--sweep]
+//               [--variant=NAME]
 //
 // --sweep also times every compiled variant (W4A16VariantNames) per row and
 // prints them after the table: the data for retuning the selection table.
@@ -24,30 +25,31 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/cuda/w4a16.h"
 
 namespace {
 
-#define CUDA_CHECK(expr)                                                                       \
-  do {                                                                                         \
-    const cudaError_t e_ = (expr);                                                             \
-    if (e_ != cudaSuccess) {                                                                   \
+#define CUDA_CHECK(expr)                                                                          \
+  do {                                                                                            \
+    const cudaError_t e_ = (expr);                                                                \
+    if (e_ != cudaSuccess) {                                                                      \
       std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                            \
-    }                                                                                          \
+      std::exit(1);                                                                               \
+    }                                                                                             \
   } while (0)
 
-#define CUBLAS_CHECK(expr)                                                           \
-  do {                                                                               \
-    const cublasStatus_t s_ = (expr);                                                \
-    if (s_ != CUBLAS_STATUS_SUCCESS) {                                               \
-      std::fprintf(stderr, "%s:%d: %s: cuBLAS status %d\n", __FILE__, __LINE__, #expr, \
-                   static_cast<int>(s_));                                            \
-      std::exit(1);                                                                  \
-    }                                                                                \
+#define CUBLAS_CHECK(expr)                                                                                    \
+  do {                                                                                                        \
+    const cublasStatus_t s_ = (expr);                                                                         \
+    if (s_ != CUBLAS_STATUS_SUCCESS) {                                                                        \
+      std::fprintf(stderr, "%s:%d: %s: cuBLAS status %d\n", __FILE__, __LINE__, #expr, static_cast<int>(s_)); \
+      std::exit(1);                                                                                           \
+    }                                                                                                         \
   } while (0)
 
 void Check(const absl::Status& s, const char* what) {
@@ -85,8 +87,8 @@ __global__ void FillHalf(__half* p, size_t n, float lo, float hi, uint64_t seed)
 
 // w[o][j] = scale * (code - zero) read through the QF4 index formulas
 // (kernels/ref/w4a16_ref.h); one thread per weight, j fastest.
-__global__ void DequantQf4(const uint32_t* qweight, const __half* scales, const uint32_t* zeros, __half* w,
-                           int64_t k, int64_t n, int gs) {
+__global__ void DequantQf4(const uint32_t* qweight, const __half* scales, const uint32_t* zeros, __half* w, int64_t k,
+                           int64_t n, int gs) {
   const int64_t total = k * n;
   for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
        idx += int64_t{gridDim.x} * blockDim.x) {
@@ -98,7 +100,8 @@ __global__ void DequantQf4(const uint32_t* qweight, const __half* scales, const 
     const uint32_t word = qweight[(t * (n / 64) + c) * 128 + lane * 4 + frag / 2];
     const int code = static_cast<int>((word >> (4 * p)) & 15u);
     const int64_t g = j / gs;
-    const int zero = static_cast<int>((zeros[g * (n / 8) + c * 8 + nr % 8] >> (4 * (nr / 8))) & 15u);
+    const int f = nr / 8, zshift = f < 4 ? 8 * f : 8 * (f - 4) + 4;
+    const int zero = static_cast<int>((zeros[g * (n / 8) + c * 8 + nr % 8] >> zshift) & 15u);
     const float scale = __half2float(scales[g * n + c * 64 + (nr % 8) * 8 + nr / 8]);
     w[idx] = __float2half(scale * static_cast<float>(code - zero));
   }
@@ -180,14 +183,25 @@ int main(int argc, char** argv) {
   std::vector<int64_t> ms = {1, 4, 16, 64, 256};
   std::string shape_filter;
   bool sweep = false;
+  std::string forced_variant;
   for (int i = 1; i < argc; ++i) {
-    if (std::strncmp(argv[i], "--iters=", 8) == 0) iters = std::atoi(argv[i] + 8);
-    else if (std::strncmp(argv[i], "--warmup=", 9) == 0) warmup = std::atoi(argv[i] + 9);
-    else if (std::strncmp(argv[i], "--ms=", 5) == 0) ms = ParseList(argv[i] + 5);
-    else if (std::strncmp(argv[i], "--shapes=", 9) == 0) shape_filter = std::string(",") + (argv[i] + 9) + ",";
-    else if (std::strcmp(argv[i], "--sweep") == 0) sweep = true;
+    if (std::strncmp(argv[i], "--iters=", 8) == 0)
+      iters = std::atoi(argv[i] + 8);
+    else if (std::strncmp(argv[i], "--warmup=", 9) == 0)
+      warmup = std::atoi(argv[i] + 9);
+    else if (std::strncmp(argv[i], "--ms=", 5) == 0)
+      ms = ParseList(argv[i] + 5);
+    else if (std::strncmp(argv[i], "--shapes=", 9) == 0)
+      shape_filter = std::string(",") + (argv[i] + 9) + ",";
+    else if (std::strcmp(argv[i], "--sweep") == 0)
+      sweep = true;
+    else if (std::strncmp(argv[i], "--variant=", 10) == 0)
+      forced_variant = argv[i] + 10;
     else {
-      std::fprintf(stderr, "usage: %s [--iters=N] [--warmup=N] [--ms=1,4,..] [--shapes=qkv,o,gate_up,down]\n", argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [--iters=N] [--warmup=N] [--ms=1,4,..] [--shapes=qkv,o,gate_up,down] [--sweep] "
+                   "[--variant=NAME]\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -212,124 +226,141 @@ int main(int argc, char** argv) {
   CUDA_CHECK(cudaGetLastError());
   const double peak_bw = bw_bytes / (bw_us * 1e-6);  // bytes/s
   std::printf("peak read bandwidth (streaming read of 2 GiB): %.0f GB/s\n", peak_bw / 1e9);
-  std::printf("L2 flushed before every timed call (256 MiB read); median of %d calls after %d warmup\n", iters,
-              warmup);
-  std::printf("weights: asymmetric 4-bit, group %d, fp16 activations; cuBLAS: cublasGemmEx fp16 in/out, fp32 "
-              "compute\n\n",
-              kGroupSize);
+  std::printf("L2 flushed before every timed call (256 MiB read); median of %d calls after %d warmup\n", iters, warmup);
+  std::printf(
+      "weights: asymmetric 4-bit, group %d, fp16 activations; cuBLAS: cublasGemmEx fp16 in/out, fp32 "
+      "compute\n\n",
+      kGroupSize);
 
   cublasHandle_t handle;
   CUBLAS_CHECK(cublasCreate(&handle));
   const int64_t max_m = *std::max_element(ms.begin(), ms.end());
   qf::kernels::W4A16Workspace ws;
 
-  std::printf("| shape | K x N | M | variant | ours us | cuBLAS us | speedup | ours TB/s | roofline | cuBLAS roofline "
-              "| rel.err vs cuBLAS | target |\n");
+  std::printf(
+      "| shape | K x N | M | variant | ours us | cuBLAS us | speedup | ours TB/s | roofline | cuBLAS roofline "
+      "| rel.err vs cuBLAS | target |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   int met = 0, total = 0;
-  std::vector<std::string> sweep_lines;
-  for (const Shape& s : kShapes) {
-    if (!shape_filter.empty() && shape_filter.find(std::string(",") + s.name + ",") == std::string::npos) continue;
-    const int64_t k = s.k, n = s.n, groups = k / kGroupSize;
-    uint32_t *qweight, *zeros;
-    __half *scales, *w16, *a, *c_ours, *c_ref;
-    CUDA_CHECK(cudaMalloc(&qweight, k * n / 2));
-    CUDA_CHECK(cudaMalloc(&zeros, groups * n / 2));
-    CUDA_CHECK(cudaMalloc(&scales, groups * n * 2));
-    CUDA_CHECK(cudaMalloc(&w16, k * n * 2));
-    CUDA_CHECK(cudaMalloc(&a, max_m * k * 2));
-    CUDA_CHECK(cudaMalloc(&c_ours, max_m * n * 2));
-    CUDA_CHECK(cudaMalloc(&c_ref, max_m * n * 2));
-    FillWords<<<Blocks(k * n / 8), 256>>>(qweight, k * n / 8, 1);
-    FillWords<<<Blocks(groups * n / 8), 256>>>(zeros, groups * n / 8, 2);
-    FillHalf<<<Blocks(groups * n), 256>>>(scales, groups * n, 1.0f / 256, 1.0f / 64, 3);
-    FillHalf<<<Blocks(max_m * k), 256>>>(a, max_m * k, -1.0f, 1.0f, 4);
-    DequantQf4<<<Blocks(k * n), 256>>>(qweight, scales, zeros, w16, k, n, kGroupSize);
-    CUDA_CHECK(cudaGetLastError());
-    Check(ws.Reserve(qf::kernels::W4A16WorkspaceBytes(max_m, n, k, 0)), "workspace");
-    if (sweep) {
-      for (const std::string& name : qf::kernels::W4A16VariantNames()) {
-        auto bytes = qf::kernels::W4A16WorkspaceBytes(max_m, n, k, 0, name.c_str());
-        if (bytes.ok()) Check(ws.Reserve(*bytes), "workspace");
-      }
-    }
-
-    for (int64_t m : ms) {
-      qf::kernels::W4A16GemmArgs args;
-      args.a = a;
-      args.qweight = qweight;
-      args.scales = scales;
-      args.zeros = zeros;
-      args.c = c_ours;
-      args.m = m;
-      args.n = n;
-      args.k = k;
-      args.group_size = kGroupSize;
-      args.workspace = ws.data();
-      args.workspace_bytes = ws.size();
-      const auto ours = [&] { Check(qf::kernels::W4A16Gemm(args), "W4A16Gemm"); };
-      const float alpha = 1.0f, beta = 0.0f;
-      // Row-major C[m x n] = A[m x k] W^T with W [n x k] row-major: column-major
-      // C^T (n x m) = W^T-op(W as k x n) * A^T, i.e. torch's linear.
-      const auto cublas = [&] {
-        CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
-                                  static_cast<int>(k), &alpha, w16, CUDA_R_16F, static_cast<int>(k), a, CUDA_R_16F,
-                                  static_cast<int>(k), &beta, c_ref, CUDA_R_16F, static_cast<int>(n),
-                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-      };
-      CUDA_CHECK(cudaMemset(c_ours, 0xFF, m * n * 2));
-      ours();
-      cublas();
-      CUDA_CHECK(cudaDeviceSynchronize());
-      std::vector<__half> h_ours(m * n), h_ref(m * n);
-      CUDA_CHECK(cudaMemcpy(h_ours.data(), c_ours, m * n * 2, cudaMemcpyDeviceToHost));
-      CUDA_CHECK(cudaMemcpy(h_ref.data(), c_ref, m * n * 2, cudaMemcpyDeviceToHost));
-      const double err = RelErrHalf(h_ours, h_ref);
-
-      const double t_ours = timer.MedianUs(ours, flush, warmup, iters);
-      const double t_cublas = timer.MedianUs(cublas, flush, warmup, iters);
-      const double bytes = k * n / 2.0 + groups * n * 2.0 + groups * n / 2.0 + m * k * 2.0 + m * n * 2.0;
-      const double bytes16 = k * n * 2.0 + m * k * 2.0 + m * n * 2.0;
-      const double roof = bytes / peak_bw * 1e6 / t_ours, roof16 = bytes16 / peak_bw * 1e6 / t_cublas;
-      const double speedup = t_cublas / t_ours;
-      bool ok;
-      if (m <= 16) ok = speedup >= 3.5 && roof >= 0.85;
-      else if (m <= 64) ok = speedup >= 2.0;
-      else ok = speedup >= 1.0;
-      met += ok;
-      ++total;
-      const auto variant = qf::kernels::W4A16VariantName(m, n, k, kGroupSize);
-      std::printf("| %s | %lld x %lld | %lld | %s | %.1f | %.1f | %.2fx | %.2f | %.0f%% | %.0f%% | %.1e | %s |\n",
-                  s.name, static_cast<long long>(k), static_cast<long long>(n), static_cast<long long>(m),
-                  variant.ok() ? variant->c_str() : "?", t_ours, t_cublas, speedup, bytes / (t_ours * 1e-6) / 1e12,
-                  100 * roof, 100 * roof16, err, ok ? "met" : "MISSED");
+  std::map<std::pair<std::string, int64_t>, double> cublas_us;  // pass 0 -> pass 1
+  // Pass 0: the table (the selected variant, or --variant). Pass 1 (--sweep):
+  // every variant, printed as it goes so that a failing one loses nothing.
+  for (int pass = 0; pass < (sweep ? 2 : 1); ++pass) {
+    if (pass == 1) {
+      std::printf("\ntargets (M<=16: >=3.5x and >=85%% roofline; M=64: >=2x; M=256: >=1x): %d of %d met\n", met, total);
+      std::printf(
+          "\nsweep: every variant that takes the shape\n| shape | M | variant | us | vs cuBLAS | roofline |\n"
+          "|---|---|---|---|---|---|\n");
       std::fflush(stdout);
-      for (const std::string& name : sweep ? qf::kernels::W4A16VariantNames() : std::vector<std::string>{}) {
-        qf::kernels::W4A16GemmArgs forced = args;
-        forced.variant = name.c_str();
-        if (!qf::kernels::W4A16Gemm(forced).ok()) continue;  // the variant does not take this shape
-        const double t = timer.MedianUs([&] { Check(qf::kernels::W4A16Gemm(forced), name.c_str()); }, flush, warmup,
-                                        iters);
-        char line[256];
-        std::snprintf(line, sizeof(line), "| %s | %lld | %s | %.1f | %.2fx | %.0f%% |", s.name,
-                      static_cast<long long>(m), name.c_str(), t, t_cublas / t, 100 * bytes / peak_bw * 1e6 / t);
-        sweep_lines.push_back(line);
-      }
     }
-    CUDA_CHECK(cudaFree(qweight));
-    CUDA_CHECK(cudaFree(zeros));
-    CUDA_CHECK(cudaFree(scales));
-    CUDA_CHECK(cudaFree(w16));
-    CUDA_CHECK(cudaFree(a));
-    CUDA_CHECK(cudaFree(c_ours));
-    CUDA_CHECK(cudaFree(c_ref));
+    for (const Shape& s : kShapes) {
+      if (!shape_filter.empty() && shape_filter.find(std::string(",") + s.name + ",") == std::string::npos) continue;
+      const int64_t k = s.k, n = s.n, groups = k / kGroupSize;
+      uint32_t *qweight, *zeros;
+      __half *scales, *w16, *a, *c_ours, *c_ref;
+      CUDA_CHECK(cudaMalloc(&qweight, k * n / 2));
+      CUDA_CHECK(cudaMalloc(&zeros, groups * n / 2));
+      CUDA_CHECK(cudaMalloc(&scales, groups * n * 2));
+      CUDA_CHECK(cudaMalloc(&w16, k * n * 2));
+      CUDA_CHECK(cudaMalloc(&a, max_m * k * 2));
+      CUDA_CHECK(cudaMalloc(&c_ours, max_m * n * 2));
+      CUDA_CHECK(cudaMalloc(&c_ref, max_m * n * 2));
+      FillWords<<<Blocks(k * n / 8), 256>>>(qweight, k * n / 8, 1);
+      FillWords<<<Blocks(groups * n / 8), 256>>>(zeros, groups * n / 8, 2);
+      FillHalf<<<Blocks(groups * n), 256>>>(scales, groups * n, 1.0f / 256, 1.0f / 64, 3);
+      FillHalf<<<Blocks(max_m * k), 256>>>(a, max_m * k, -1.0f, 1.0f, 4);
+      DequantQf4<<<Blocks(k * n), 256>>>(qweight, scales, zeros, w16, k, n, kGroupSize);
+      CUDA_CHECK(cudaGetLastError());
+      Check(ws.Reserve(qf::kernels::W4A16WorkspaceBytes(max_m, n, k, 0)), "workspace");
+      if (sweep) {
+        for (const std::string& name : qf::kernels::W4A16VariantNames()) {
+          auto bytes = qf::kernels::W4A16WorkspaceBytes(max_m, n, k, 0, name.c_str());
+          if (bytes.ok()) Check(ws.Reserve(*bytes), "workspace");
+        }
+      }
+
+      for (int64_t m : ms) {
+        qf::kernels::W4A16GemmArgs args;
+        args.a = a;
+        args.qweight = qweight;
+        args.scales = scales;
+        args.zeros = zeros;
+        args.c = c_ours;
+        args.m = m;
+        args.n = n;
+        args.k = k;
+        args.group_size = kGroupSize;
+        args.workspace = ws.data();
+        args.workspace_bytes = ws.size();
+        args.variant = forced_variant.empty() ? nullptr : forced_variant.c_str();
+        const double bytes = k * n / 2.0 + groups * n * 2.0 + groups * n / 2.0 + m * k * 2.0 + m * n * 2.0;
+        if (pass == 1) {
+          const double t_cublas = cublas_us[{s.name, m}];
+          for (const std::string& name : qf::kernels::W4A16VariantNames()) {
+            qf::kernels::W4A16GemmArgs forced = args;
+            forced.variant = name.c_str();
+            if (!qf::kernels::W4A16Gemm(forced).ok()) continue;  // the variant does not take this shape
+            const double t =
+                timer.MedianUs([&] { Check(qf::kernels::W4A16Gemm(forced), name.c_str()); }, flush, warmup, iters);
+            std::printf("| %s | %lld | %s | %.1f | %.2fx | %.0f%% |\n", s.name, static_cast<long long>(m), name.c_str(),
+                        t, t_cublas / t, 100 * bytes / peak_bw * 1e6 / t);
+            std::fflush(stdout);
+          }
+          continue;
+        }
+        const auto ours = [&] { Check(qf::kernels::W4A16Gemm(args), "W4A16Gemm"); };
+        const float alpha = 1.0f, beta = 0.0f;
+        // Row-major C[m x n] = A[m x k] W^T with W [n x k] row-major: column-major
+        // C^T (n x m) = W^T-op(W as k x n) * A^T, i.e. torch's linear.
+        const auto cublas = [&] {
+          CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
+                                    static_cast<int>(k), &alpha, w16, CUDA_R_16F, static_cast<int>(k), a, CUDA_R_16F,
+                                    static_cast<int>(k), &beta, c_ref, CUDA_R_16F, static_cast<int>(n),
+                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        };
+        CUDA_CHECK(cudaMemset(c_ours, 0xFF, m * n * 2));
+        ours();
+        cublas();
+        CUDA_CHECK(cudaDeviceSynchronize());
+        std::vector<__half> h_ours(m * n), h_ref(m * n);
+        CUDA_CHECK(cudaMemcpy(h_ours.data(), c_ours, m * n * 2, cudaMemcpyDeviceToHost));
+        CUDA_CHECK(cudaMemcpy(h_ref.data(), c_ref, m * n * 2, cudaMemcpyDeviceToHost));
+        const double err = RelErrHalf(h_ours, h_ref);
+
+        const double t_ours = timer.MedianUs(ours, flush, warmup, iters);
+        const double t_cublas = timer.MedianUs(cublas, flush, warmup, iters);
+        cublas_us[{s.name, m}] = t_cublas;
+        const double bytes16 = k * n * 2.0 + m * k * 2.0 + m * n * 2.0;
+        const double roof = bytes / peak_bw * 1e6 / t_ours, roof16 = bytes16 / peak_bw * 1e6 / t_cublas;
+        const double speedup = t_cublas / t_ours;
+        bool ok;
+        if (m <= 16)
+          ok = speedup >= 3.5 && roof >= 0.85;
+        else if (m <= 64)
+          ok = speedup >= 2.0;
+        else
+          ok = speedup >= 1.0;
+        met += ok;
+        ++total;
+        const auto variant = forced_variant.empty() ? qf::kernels::W4A16VariantName(m, n, k, kGroupSize)
+                                                    : absl::StatusOr<std::string>(forced_variant);
+        std::printf("| %s | %lld x %lld | %lld | %s | %.1f | %.1f | %.2fx | %.2f | %.0f%% | %.0f%% | %.1e | %s |\n",
+                    s.name, static_cast<long long>(k), static_cast<long long>(n), static_cast<long long>(m),
+                    variant.ok() ? variant->c_str() : "?", t_ours, t_cublas, speedup, bytes / (t_ours * 1e-6) / 1e12,
+                    100 * roof, 100 * roof16, err, ok ? "met" : "MISSED");
+        std::fflush(stdout);
+      }
+      CUDA_CHECK(cudaFree(qweight));
+      CUDA_CHECK(cudaFree(zeros));
+      CUDA_CHECK(cudaFree(scales));
+      CUDA_CHECK(cudaFree(w16));
+      CUDA_CHECK(cudaFree(a));
+      CUDA_CHECK(cudaFree(c_ours));
+      CUDA_CHECK(cudaFree(c_ref));
+    }
   }
-  if (sweep) {
-    std::printf("\nsweep: every variant that takes the shape\n| shape | M | variant | us | vs cuBLAS | roofline |\n"
-                "|---|---|---|---|---|---|\n");
-    for (const std::string& l : sweep_lines) std::printf("%s\n", l.c_str());
-  }
-  std::printf("\ntargets (M<=16: >=3.5x and >=85%% roofline; M=64: >=2x; M=256: >=1x): %d of %d met\n", met, total);
+  if (!sweep)
+    std::printf("\ntargets (M<=16: >=3.5x and >=85%% roofline; M=64: >=2x; M=256: >=1x): %d of %d met\n", met, total);
   CUBLAS_CHECK(cublasDestroy(handle));
   CUDA_CHECK(cudaFree(bw_buf));
   CUDA_CHECK(cudaFree(sink));

@@ -37,10 +37,12 @@ int64_t W4A16ScaleIndex(int64_t g, int64_t n, int64_t n_total) {
   return g * n_total + c * kW4A16TileN + (nr % 8) * 8 + nr / 8;
 }
 
+int W4A16ZeroShift(int fragment) { return fragment < 4 ? 8 * fragment : 8 * (fragment - 4) + 4; }
+
 W4A16Pos W4A16ZeroPos(int64_t g, int64_t n, int64_t n_total) {
   const int64_t c = n / kW4A16TileN;
   const int nr = static_cast<int>(n % kW4A16TileN);
-  return {g * (n_total / 8) + c * 8 + nr % 8, 4 * (nr / 8)};
+  return {g * (n_total / 8) + c * 8 + nr % 8, W4A16ZeroShift(nr / 8)};
 }
 
 absl::StatusOr<std::vector<int32_t>> ActOrderPerm(const QuantizedLinear& q) {

@@ -27,7 +27,10 @@
 //   scales   f16 [G][N]   column order permuted inside each 64-column chunk:
 //            position 64c + 8r + f holds column 64c + 8f + r, so lane l reads
 //            the 8 scales of its fragments (r = l/4) with one 16-byte load.
-//   zeros    u32 [G][N/8] word 8c + r, nibble f = zero of column 64c + 8f + r;
+//   zeros    u32 [G][N/8] word 8c + r holds the zeros of columns 64c + 8f + r,
+//            f = 0..7 ("fragment f"): f < 4 in the low nibble of byte f,
+//            f >= 4 in the high nibble of byte f - 4 (bits 8f, resp.
+//            8(f-4) + 4), so masking 0x0F0F0F0F gives one zero per byte;
 //            absent (empty) for symmetric weights, whose zero is 8.
 //   perm     i32 [K]      act-order only: kernel row j is input channel
 //            perm[j]; empty = identity. Activations are permuted to match.
@@ -79,6 +82,8 @@ W4A16Pos W4A16CodePos(int64_t k, int64_t n, int64_t n_total);
 int64_t W4A16ScaleIndex(int64_t g, int64_t n, int64_t n_total);
 // Where zero (g, n) lives in zeros.
 W4A16Pos W4A16ZeroPos(int64_t g, int64_t n, int64_t n_total);
+// Bit shift of fragment f's zero inside a zeros word (see the layout above).
+int W4A16ZeroShift(int fragment);
 
 // The kernel-row order for act-order weights: channels stably sorted by
 // g_idx. Empty when the identity will do (no desc_act, or one group).

@@ -51,7 +51,9 @@ TEST(W4A16Layout, MatchesTheBitDiagram) {
   EXPECT_EQ(W4A16CodePos(16, 0, n).word, 256);  // next 16-row slice: n/64 tiles later
   EXPECT_EQ(W4A16ScaleIndex(0, 8, n), 1);       // column 8f + r sits at 8r + f
   EXPECT_EQ(W4A16ScaleIndex(1, 1, n), n + 8);
-  EXPECT_EQ(W4A16ZeroPos(0, 8, n).shift, 4);
+  EXPECT_EQ(W4A16ZeroPos(0, 8, n).shift, 8);     // fragment 1: byte 1, low nibble
+  EXPECT_EQ(W4A16ZeroPos(0, 32, n).shift, 4);    // fragment 4: byte 0, high nibble
+  EXPECT_EQ(W4A16ZeroPos(0, 63, n).shift, 28);   // fragment 7: byte 3, high nibble
   EXPECT_EQ(W4A16ZeroPos(0, 1, n).word, 1);
   EXPECT_EQ(W4A16ZeroPos(0, 64, n).word, 8);
 }
@@ -84,6 +86,26 @@ TEST(W4A16Layout, MagicNumberExtractionYieldsMmaFragments) {
               ASSERT_EQ(code, q.codes[col * q.in_features + row]) << "lane " << lane << " word " << wi;
             }
           }
+        }
+      }
+    }
+  }
+}
+
+// The kernel's zero extraction: masking a zeros word with 0x0F0F0F0F (and
+// the word shifted right by 4) puts fragment f's zero in byte f % 4.
+TEST(W4A16Layout, ZeroBytesFeedTheBytePermute) {
+  QuantizedLinear q = RandomLinear({.n = 192, .k = 64, .group_size = 32}, 12);
+  absl::StatusOr<W4A16Weights> w = RepackW4A16Ref(q);
+  ASSERT_TRUE(w.ok()) << w.status();
+  for (int64_t g = 0; g < q.num_groups; ++g) {
+    for (int64_t c = 0; c < q.out_features / 64; ++c) {
+      for (int r = 0; r < 8; ++r) {
+        const uint32_t zw = w->zeros[g * (q.out_features / 8) + c * 8 + r];
+        const uint32_t lo = zw & 0x0F0F0F0Fu, hi = (zw >> 4) & 0x0F0F0F0Fu;
+        for (int f = 0; f < 8; ++f) {
+          const uint32_t z = ((f < 4 ? lo : hi) >> (8 * (f % 4))) & 0xFFu;
+          ASSERT_EQ(z, q.zeros[g * q.out_features + 64 * c + 8 * f + r]) << "g " << g << " c " << c << " f " << f;
         }
       }
     }

@@ -18,25 +18,41 @@ namespace {
 
 using w4a16::Variant;
 
-// Preference order: the first row whose constraints hold runs. Rows are
-// sorted by block rows (bm); m > 64 runs the 64-row variants over m-chunks.
-const std::array<const Variant*, 6> kVariants = {
-    &w4a16::kW4A16Mb1Bn128, &w4a16::kW4A16Mb2Bn128, &w4a16::kW4A16Mb3Bn256,
-    &w4a16::kW4A16Mb3Bn128, &w4a16::kW4A16Mb4Bn256, &w4a16::kW4A16Mb4Bn128,
+// Selection table: the first row with m <= max_m whose variant takes n, k
+// and the group size runs (rows of one m range are alternatives for n or k
+// that the first cannot take). Tuned on the H100 with w4a16_bench --sweep.
+struct Row {
+  int64_t max_m;
+  const Variant* v;
 };
+constexpr int64_t kAnyM = int64_t{1} << 40;
+const std::array<Row, 8> kTable = {{
+    {16, &w4a16::kW4A16Mb1TwoBlocks},
+    {32, &w4a16::kW4A16Mb2Bn128},
+    {48, &w4a16::kW4A16Mb3Bn128},
+    {48, &w4a16::kW4A16Mb3Bn256},
+    {64, &w4a16::kW4A16Mb4Bn128},
+    {64, &w4a16::kW4A16Mb4Bn256},
+    {kAnyM, &w4a16::kW4A16Mb4Bn256},
+    {kAnyM, &w4a16::kW4A16Mb4Bn128},
+}};
 // Shallow stages for shapes the rows above reject (k % 256 != 0, ...); they
 // take any m by chunking it.
 const std::array<const Variant*, 2> kFallbackVariants = {&w4a16::kW4A16AnyBk128, &w4a16::kW4A16AnyBk64};
 // Reachable only by name (W4A16GemmArgs::variant): alternatives the bench
 // sweeps when retuning the tables above.
-const std::array<const Variant*, 6> kTuningVariants = {
-    &w4a16::kW4A16TuneMb1Bk256, &w4a16::kW4A16TuneMb1TwoBlocks, &w4a16::kW4A16TuneMb1Bn256,
-    &w4a16::kW4A16TuneMb2Bk512, &w4a16::kW4A16TuneMb4Bk256,     &w4a16::kW4A16TuneMb4Bk128,
+const std::array<const Variant*, 11> kTuningVariants = {
+    &w4a16::kW4A16TuneMb1Bk512,     &w4a16::kW4A16TuneMb1Bk128, &w4a16::kW4A16TuneMb1Bn256,
+    &w4a16::kW4A16TuneMb2TwoBlocks, &w4a16::kW4A16TuneMb4Bk256, &w4a16::kW4A16TuneMb4Bk128,
+    &w4a16::kW4A16TmaMb1TwoBlocks,  &w4a16::kW4A16TmaMb1Bk512,  &w4a16::kW4A16TmaMb2,
+    &w4a16::kW4A16TmaMb4Bn128,      &w4a16::kW4A16TmaMb4Bn256,
 };
-constexpr int64_t kMaxBm = 64;
 
 std::vector<const Variant*> AllVariants() {
-  std::vector<const Variant*> all(kVariants.begin(), kVariants.end());
+  std::vector<const Variant*> all;
+  for (const Row& r : kTable) {
+    if (std::find(all.begin(), all.end(), r.v) == all.end()) all.push_back(r.v);
+  }
   all.insert(all.end(), kFallbackVariants.begin(), kFallbackVariants.end());
   all.insert(all.end(), kTuningVariants.begin(), kTuningVariants.end());
   return all;
@@ -47,7 +63,8 @@ std::string Shape(int64_t m, int64_t n, int64_t k, int group_size) {
 }
 
 absl::Status CudaError(cudaError_t e, absl::string_view what) {
-  return absl::InternalError(absl::StrCat("W4A16: ", what, ": ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ")"));
+  return absl::InternalError(
+      absl::StrCat("W4A16: ", what, ": ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ")"));
 }
 
 // Size checks shared by every entry point; `who` names the caller.
@@ -70,8 +87,29 @@ bool Fits(const Variant& v, int64_t n, int64_t k, int64_t gs) {
   return n % v.bn == 0 && k % v.bk == 0 && gs % 32 == 0 && (gs % v.bk == 0 || v.bk % gs == 0);
 }
 
+// Compute capability of `device` as 10*major + minor; 0 when unknown (then
+// no variant is ruled out by architecture).
+int DeviceSm(int device) {
+  int major = 0, minor = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return 10 * major + minor;
+}
+
+int CurrentSm() {
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return DeviceSm(device);
+}
+
 absl::StatusOr<const Variant*> Select(absl::string_view who, int64_t m, int64_t n, int64_t k, int group_size,
-                                      const char* forced = nullptr) {
+                                      const char* forced, int sm) {
   QF_RETURN_IF_ERROR(CheckShape(who, m, n, k, group_size));
   const int64_t gs = group_size == -1 ? k : group_size;
   const int64_t m_eff = std::max<int64_t>(m, 1);
@@ -79,17 +117,18 @@ absl::StatusOr<const Variant*> Select(absl::string_view who, int64_t m, int64_t 
     for (const Variant* v : AllVariants()) {
       if (absl::string_view(v->name) != forced) continue;
       // A forced variant may have fewer block rows than m: it then chunks m.
-      if (Fits(*v, n, k, gs)) return v;
+      if (Fits(*v, n, k, gs) && (sm == 0 || sm >= v->min_sm)) return v;
       return absl::UnimplementedError(
           absl::StrCat(who, "(", Shape(m, n, k, group_size), "): variant ", forced, " does not accept the shape"));
     }
     return absl::InvalidArgumentError(absl::StrCat(who, ": unknown variant '", forced, "'"));
   }
-  for (const Variant* v : kVariants) {
-    if (v->bm >= std::min(m_eff, kMaxBm) && Fits(*v, n, k, gs)) return v;
+  const auto runs_here = [&](const Variant* v) { return sm == 0 || sm >= v->min_sm; };
+  for (const Row& r : kTable) {
+    if (m_eff <= r.max_m && Fits(*r.v, n, k, gs) && runs_here(r.v)) return r.v;
   }
   for (const Variant* v : kFallbackVariants) {
-    if (Fits(*v, n, k, gs)) return v;
+    if (Fits(*v, n, k, gs) && runs_here(v)) return v;
   }
   return absl::UnimplementedError(absl::StrCat(
       who, "(", Shape(m, n, k, group_size),
@@ -138,8 +177,8 @@ size_t CounterRegion(size_t workspace_bytes) { return workspace_bytes / 16 / 256
 struct Plan {
   int64_t n_tiles, m_chunks, k_tiles, units;
   int grid;
-  size_t counter_bytes;   // tiles * 4
-  size_t partial_bytes;   // 2 * grid * bm * bn * 4
+  size_t counter_bytes;  // tiles * 4
+  size_t partial_bytes;  // 2 * grid * bm * bn * 4
 
   bool Fits(size_t workspace_bytes) const {
     return counter_bytes <= CounterRegion(workspace_bytes) &&
@@ -179,8 +218,10 @@ absl::StatusOr<int> CurrentDevice() {
 absl::Status W4A16Gemm(const W4A16GemmArgs& args) {
   const int64_t m = args.m, n = args.n, k = args.k;
   const int gsz = args.group_size;
-  QF_ASSIGN_OR_RETURN(const Variant* v, Select("W4A16Gemm", m, n, k, gsz, args.variant));
+  QF_RETURN_IF_ERROR(CheckShape("W4A16Gemm", m, n, k, gsz));  // bad sizes fail before any CUDA call
   if (m == 0) return absl::OkStatus();
+  QF_ASSIGN_OR_RETURN(const int device, CurrentDevice());
+  QF_ASSIGN_OR_RETURN(const Variant* v, Select("W4A16Gemm", m, n, k, gsz, args.variant, DeviceSm(device)));
   const auto bad = [&](absl::string_view what) {
     return absl::InvalidArgumentError(absl::StrCat("W4A16Gemm(", Shape(m, n, k, gsz), "): ", what));
   };
@@ -191,7 +232,6 @@ absl::Status W4A16Gemm(const W4A16GemmArgs& args) {
       !Aligned16(args.zeros) || !Aligned16(args.bias) || !Aligned16(args.workspace)) {
     return bad("every pointer must be 16-byte aligned");
   }
-  QF_ASSIGN_OR_RETURN(const int device, CurrentDevice());
   QF_ASSIGN_OR_RETURN(const DeviceFacts facts, Facts(*v, device));
   const Plan plan = MakePlan(*v, facts, m, n, k);
   if (args.workspace == nullptr || !plan.Fits(args.workspace_bytes)) {
@@ -211,6 +251,7 @@ absl::Status W4A16Gemm(const W4A16GemmArgs& args) {
   p.n = static_cast<int>(n);
   p.k = static_cast<int>(k);
   p.group_size = gsz == -1 ? static_cast<int>(k) : gsz;
+  p.group_log2 = (p.group_size & (p.group_size - 1)) == 0 ? __builtin_ctz(static_cast<unsigned>(p.group_size)) : -1;
   p.n_tiles = static_cast<int>(plan.n_tiles);
   p.m_chunks = static_cast<int>(plan.m_chunks);
   p.k_tiles = static_cast<int>(plan.k_tiles);
@@ -223,7 +264,7 @@ absl::Status W4A16Gemm(const W4A16GemmArgs& args) {
 
 absl::StatusOr<size_t> W4A16WorkspaceBytes(int64_t max_m, int64_t n, int64_t k, int device, const char* variant) {
   if (variant != nullptr) {
-    QF_ASSIGN_OR_RETURN(const Variant* v, Select("W4A16WorkspaceBytes", max_m, n, k, -1, variant));
+    QF_ASSIGN_OR_RETURN(const Variant* v, Select("W4A16WorkspaceBytes", max_m, n, k, -1, variant, DeviceSm(device)));
     QF_ASSIGN_OR_RETURN(const DeviceFacts facts, Facts(*v, device));
     return MakePlan(*v, facts, max_m, n, k).MinWorkspace();
   }
@@ -234,7 +275,7 @@ absl::StatusOr<size_t> W4A16WorkspaceBytes(int64_t max_m, int64_t n, int64_t k, 
   // no variant accepts (e.g. m <= 32 with k % 128 != 0) needs nothing.
   for (int64_t m : {int64_t{16}, int64_t{32}, int64_t{48}, int64_t{64}, max_m}) {
     const int64_t probe = std::min(std::max<int64_t>(m, 1), std::max<int64_t>(max_m, 1));
-    absl::StatusOr<const Variant*> v = Select("W4A16WorkspaceBytes", probe, n, k, -1);
+    absl::StatusOr<const Variant*> v = Select("W4A16WorkspaceBytes", probe, n, k, -1, nullptr, DeviceSm(device));
     if (absl::IsUnimplemented(v.status())) {
       unimplemented = v.status();
       continue;
@@ -248,7 +289,7 @@ absl::StatusOr<size_t> W4A16WorkspaceBytes(int64_t max_m, int64_t n, int64_t k, 
 }
 
 absl::StatusOr<std::string> W4A16VariantName(int64_t m, int64_t n, int64_t k, int group_size) {
-  QF_ASSIGN_OR_RETURN(const Variant* v, Select("W4A16VariantName", m, n, k, group_size));
+  QF_ASSIGN_OR_RETURN(const Variant* v, Select("W4A16VariantName", m, n, k, group_size, nullptr, CurrentSm()));
   return std::string(v->name);
 }
 

@@ -44,6 +44,7 @@ struct Params {
   int* counters;           // [n_tiles*m_chunks], zero on entry and on exit
   int m, n, k;
   int group_size;          // effective: k when the checkpoint says -1
+  int group_log2;          // log2(group_size) when it is a power of two, else -1
   int n_tiles, m_chunks, k_tiles;
   long long units;         // n_tiles * m_chunks * k_tiles
 };
@@ -69,6 +70,12 @@ __device__ __forceinline__ uint64_t EvictFirstPolicy() {
   return pol;
 }
 
+__device__ __forceinline__ uint64_t EvictNormalPolicy() {
+  uint64_t pol;
+  asm volatile("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;\n" : "=l"(pol));
+  return pol;
+}
+
 __device__ __forceinline__ void CpAsync16Hint(void* smem, const void* gmem, uint64_t policy) {
   asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;\n" ::"r"(SmemAddr(smem)), "l"(gmem),
                "l"(policy));
@@ -79,6 +86,65 @@ __device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_
 template <int kPending>
 __device__ __forceinline__ void CpAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+}
+
+// QF_SM90: the bulk-copy path exists only in sm_90 builds; an sm_80 build of
+// a TMA variant compiles to a trap and the host never selects it there.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+#define QF_SM90(...) __trap()
+#else
+#define QF_SM90(...) __VA_ARGS__
+#endif
+
+// ---- Hopper bulk copies (TMA engine, non-tensor form) completing on an
+// mbarrier: one lane moves a whole contiguous row, so the 255 other threads
+// spend no issue slots on address arithmetic.
+// https://docs.nvidia.com/cuda/parallel-thread-execution/#data-movement-and-conversion-instructions-cp-async-bulk
+__device__ __forceinline__ void MbarInit(uint64_t* bar, uint32_t count) {
+  QF_SM90(asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(SmemAddr(bar)), "r"(count) : "memory"));
+}
+
+// Arrives once and announces `bytes` of bulk-copy traffic for this phase.
+__device__ __forceinline__ void MbarArriveExpectTx(uint64_t* bar, uint32_t bytes) {
+  QF_SM90(asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(SmemAddr(bar)), "r"(bytes)
+                       : "memory"));
+}
+
+__device__ __forceinline__ bool MbarTryWait(uint64_t* bar, uint32_t parity) {
+  uint32_t done = 0;
+  QF_SM90(asm volatile(
+      "{\n"
+      "  .reg .pred p;\n"
+      "  mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+      "  selp.u32 %0, 1, 0, p;\n"
+      "}\n"
+      : "=r"(done)
+      : "r"(SmemAddr(bar)), "r"(parity)
+      : "memory"));
+  return done != 0;
+}
+
+// Waits for phase `parity` of `bar`. A phase that never completes (a byte
+// count that does not match the copies) traps instead of hanging the GPU.
+__device__ __forceinline__ void MbarWait(uint64_t* bar, uint32_t parity) {
+  for (uint32_t tries = 0; !MbarTryWait(bar, parity); ++tries) {
+    if (tries > (1u << 24)) __trap();
+  }
+}
+
+__device__ __forceinline__ void BulkCopy(void* smem, const void* gmem, uint32_t bytes, uint64_t* bar,
+                                         uint64_t policy) {
+  QF_SM90(asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;\n" ::
+          "r"(SmemAddr(smem)),
+      "l"(gmem), "r"(bytes), "r"(SmemAddr(bar)), "l"(policy)
+      : "memory"));
+}
+
+// Orders this thread's generic-proxy shared-memory writes before later
+// async-proxy (bulk copy) writes to the same bytes.
+__device__ __forceinline__ void FenceProxyAsync() {
+  QF_SM90(asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"));
 }
 
 // Four 8x8 b16 matrices; lane l supplies the row address of matrix l/8.
@@ -118,15 +184,20 @@ struct GroupConsts {
   half2 zhi[8];    // (-(64 + z), ...):     addend of the high-nibble path
 };
 
-// scales: 8 fp16 (one per fragment); zero_word: nibble f = zero of fragment f.
+// scales: 8 fp16 (one per fragment). zero_word: the zero of fragment f sits
+// in byte f%4, low nibble for f < 4, high nibble for f >= 4, so two masks
+// give bytes that one byte-permute each turns into (1024 + z, 1024 + z).
 __device__ __forceinline__ void LoadGroupConsts(GroupConsts& g, int4 scales, uint32_t zero_word) {
   const __half* s = reinterpret_cast<const __half*>(&scales);
+  const uint32_t z_lo = zero_word & 0x0F0F0F0Fu;         // fragments 0..3, one per byte
+  const uint32_t z_hi = (zero_word >> 4) & 0x0F0F0F0Fu;  // fragments 4..7
 #pragma unroll
   for (int f = 0; f < 8; ++f) {
     g.scale[f] = __half2half2(s[f]);
-    const uint32_t z = (zero_word >> (4 * f)) & 0xFu;
-    g.zlo[f] = AsHalf2((0x6400u | z) * 0x00010001u);            // 1024 + z in both halves
-    g.zhi[f] = __hsub2(AsHalf2(0x63806380u), g.zlo[f]);         // 960 - (1024 + z) = -(64 + z)
+    // Bytes (z, 0x64, z, 0x64): fp16 0x64zz = 1024 + z in both halves.
+    const uint32_t b = f % 4;
+    g.zlo[f] = AsHalf2(__byte_perm(f < 4 ? z_lo : z_hi, 0x64646464u, b | 0x4040u | (b << 8)));
+    g.zhi[f] = __hsub2(AsHalf2(0x63806380u), g.zlo[f]);  // 960 - (1024 + z) = -(64 + z)
   }
 }
 
@@ -153,7 +224,7 @@ __device__ __forceinline__ void DequantWord(uint32_t w, const GroupConsts& g, ui
 
 // ---------------------------------------------------------------- configuration
 
-template <int MB, int WN, int WK, int KS, int STAGES, int MIN_BLOCKS>
+template <int MB, int WN, int WK, int KS, int STAGES, int MIN_BLOCKS, bool TMA = false>
 struct Config {
   static constexpr int kMb = MB;                   // 16-row m fragments per block tile
   static constexpr int kWn = WN;                   // warps across n, 64 columns each
@@ -161,13 +232,18 @@ struct Config {
   static constexpr int kKs = KS;                   // 16-row k slices per stage
   static constexpr int kStages = STAGES;           // cp.async ring depth
   static constexpr int kMinBlocks = MIN_BLOCKS;    // launch bound: resident blocks per SM
+  static constexpr bool kTma = TMA;                // stages by bulk copies + mbarrier (sm_90), else cp.async
   static constexpr int kThreads = 32 * WN * WK;
   static constexpr int kBm = 16 * MB;
   static constexpr int kBn = 64 * WN;
   static constexpr int kBk = 16 * KS;
   static constexpr int kSlicesPerWarp = KS / WK;
   static constexpr int kAChunksPerRow = kBk / 8;                    // 16-byte chunks of one A row
-  static constexpr int kAStage = kBm * kAChunksPerRow;              // int4 per stage
+  // A rows in shared memory: XOR-swizzled for cp.async; bulk copies cannot
+  // swizzle, so they land in rows padded by 16 bytes instead (either way the
+  // 8 rows an ldmatrix phase reads hit 8 different bank groups).
+  static constexpr int kARowInt4 = TMA ? kAChunksPerRow + 1 : kAChunksPerRow;
+  static constexpr int kAStage = kBm * kARowInt4;                   // int4 per stage
   static constexpr int kBStage = KS * WN * 32;                      // int4 per stage
   static constexpr int kMaxGroups = kBk / 32;                       // group rows per stage (gs >= 32)
   static constexpr int kSChunksPerRow = kBn / 8;                    // int4 of scales per group row
@@ -179,12 +255,14 @@ struct Config {
   static constexpr int kTileSmemFloats = kBm * kTileStride;
   static constexpr int kTileFloats = kBm * kBn;                     // one split-K slot
   static constexpr size_t kSmemBytes =
-      size_t{STAGES} * (kAStage * 16 + kBStage * 16 + kSStage * 16 + kZStage * 4) + size_t{kTileSmemFloats} * 4 + 16;
+      size_t{STAGES} * (kAStage * 16 + kBStage * 16 + kSStage * 16 + kZStage * 4) + size_t{kTileSmemFloats} * 4 +
+      16 + size_t{STAGES} * 8;
 
   static_assert(KS % WK == 0, "each warp takes whole 16-row slices");
   static_assert(kAChunksPerRow >= 8, "the A swizzle permutes 8 chunks per row");
   static_assert(kMaxGroups * kSChunksPerRow <= kThreads, "one thread per scale chunk");
   static_assert(kBStage % kThreads == 0, "every thread issues the same number of B copies");
+  static_assert(!TMA || KS <= 32, "one lane per B slice row");
 };
 
 // ---------------------------------------------------------------- the kernel
@@ -195,12 +273,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16GemmKerne
   constexpr int kThreads = Cfg::kThreads, kBm = Cfg::kBm, kBn = Cfg::kBn, kBk = Cfg::kBk;
 
   extern __shared__ int4 smem[];
-  int4* sh_a = smem;                                                          // [STAGES][BM][BK/8] swizzled
+  int4* sh_a = smem;                                                          // [STAGES][BM][kARowInt4]
   int4* sh_b = sh_a + STAGES * Cfg::kAStage;                                  // [STAGES][KS][WN][32]
   int4* sh_s = sh_b + STAGES * Cfg::kBStage;                                  // [STAGES][groups][BN/8]
   uint32_t* sh_z = reinterpret_cast<uint32_t*>(sh_s + STAGES * Cfg::kSStage); // [STAGES][groups][BN/8]
   float* sh_tile = reinterpret_cast<float*>(sh_z + STAGES * Cfg::kZStage);    // [BM][BN + 8] fp32
   int* sh_flag = reinterpret_cast<int*>(sh_tile + Cfg::kTileSmemFloats);
+  uint64_t* full_bar = reinterpret_cast<uint64_t*>(sh_flag + 4);             // [STAGES], TMA only
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int wn = warp % WN, wk = warp / WN;
@@ -209,56 +288,94 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16GemmKerne
   const long long u_end = p.units * (bid + 1) / grid;
   const int count = static_cast<int>(u_end - u_begin);
   const int k_tiles = p.k_tiles, m_chunks = p.m_chunks;
+  // Groups inside a stage. When a group is shorter than a stage it divides
+  // the (power-of-two) stage depth, so it is a power of two itself and every
+  // group computation below is a shift: no integer division in the loop.
   const int gs = p.group_size;
-  const int groups_per_stage = gs >= kBk ? 1 : kBk / gs;
+  const bool multi_group = gs < kBk;
+  const int group_log2 = p.group_log2;
+  const int groups_per_stage = multi_group ? kBk >> group_log2 : 1;
+  const int slice_group_mask = multi_group ? (gs >> 4) - 1 : 0x7fffffff;  // slices per group - 1
   const int n64 = p.n / 64;  // QF4 tiles across n: the stride of one 16-row slice, in tiles
-  const bool stream_b = m_chunks == 1;
-  const uint64_t b_policy = EvictFirstPolicy();
+  // The weights are read once per call when m fits one chunk; later chunks
+  // re-read them from L2 otherwise.
+  const uint64_t b_policy = m_chunks == 1 ? EvictFirstPolicy() : EvictNormalPolicy();
+  const uint64_t a_policy = EvictNormalPolicy();
 
   // Position of the next unit to fetch, advanced one unit per fetch_stage
   // (k fastest, then m-chunk, then n-tile) so no division runs per stage.
   const int tile_begin = static_cast<int>(u_begin / k_tiles);
   int f_kt = static_cast<int>(u_begin % k_tiles), f_mc = tile_begin % m_chunks, f_nt = tile_begin / m_chunks;
 
-  // ---- fetch_stage: issue the cp.asyncs of the next unit into ring slot `slot`.
+  // Per-thread pieces of the B copies: thread tid copies 16-byte chunk
+  // tid % (WN*32) of slice rows tid / (WN*32) + it * kBRowStep.
+  constexpr int kBRowStep = kThreads / (WN * 32);
+  static_assert(kThreads % (WN * 32) == 0, "whole slice rows per copy round");
+  const long long b_thread = static_cast<long long>(tid / (WN * 32)) * n64 * 32 + tid % (WN * 32);
+  const long long b_round = static_cast<long long>(kBRowStep) * n64 * 32;
+
+  // ---- fetch_stage: issue the copies of the next unit into ring slot `slot`.
   auto fetch_stage = [&](int slot) {
     const int k0 = f_kt * kBk, n0 = f_nt * kBn, m0 = f_mc * kBm;
-
-    const int4* b_gl = p.b + (static_cast<long long>(k0 / 16) * n64 + n0 / 64) * 32;  // (KS, WN*32)
-    int4* b_sh = sh_b + slot * Cfg::kBStage;
-#pragma unroll
-    for (int it = 0; it < Cfg::kBStage / kThreads; ++it) {
-      const int idx = tid + it * kThreads;
-      const int kr = idx / (WN * 32), rem = idx % (WN * 32);
-      const int4* src = b_gl + static_cast<long long>(kr) * n64 * 32 + rem;
-      if (stream_b) {
-        CpAsync16Hint(b_sh + idx, src, b_policy);
-      } else {
-        CpAsync16(b_sh + idx, src);
-      }
-    }
-
-    // A: only the rows that exist. Rows past m were zeroed once at kernel
-    // start (or hold an earlier chunk's rows): either way they only feed
-    // output rows that are never stored.
-    int4* a_sh = sh_a + slot * Cfg::kAStage;
-    const int a_chunks = min(kBm, p.m - m0) * Cfg::kAChunksPerRow;
+    const int a_rows = min(kBm, p.m - m0);
+    const int g0 = group_log2 >= 0 ? k0 >> group_log2 : k0 / gs;  // the division only for odd gs >= BK
     const __half* a_gl = p.a + static_cast<long long>(m0) * p.k + k0;
-    for (int idx = tid; idx < a_chunks; idx += kThreads) {
-      const int r = idx / Cfg::kAChunksPerRow, ch = idx % Cfg::kAChunksPerRow;
-      CpAsync16(a_sh + r * Cfg::kAChunksPerRow + (ch ^ (r & 7)), a_gl + static_cast<long long>(r) * p.k + ch * 8);
-    }
-
-    const int g0 = k0 / gs;
-    if (tid < groups_per_stage * Cfg::kSChunksPerRow) {
-      const int gr = tid / Cfg::kSChunksPerRow, ch = tid % Cfg::kSChunksPerRow;
-      CpAsync16(sh_s + slot * Cfg::kSStage + tid,
-                p.scales + (static_cast<long long>(g0 + gr) * p.n + n0) / 8 + ch);
-    }
-    if (p.zeros != nullptr && tid < groups_per_stage * (kBn / 32)) {
-      const int gr = tid / (kBn / 32), ch = tid % (kBn / 32);
-      CpAsync16(sh_z + slot * Cfg::kZStage + tid * 4,
-                p.zeros + static_cast<long long>(g0 + gr) * (p.n / 8) + n0 / 8 + ch * 4);
+    int4* a_sh = sh_a + slot * Cfg::kAStage;
+    if constexpr (Cfg::kTma) {
+      // Warp 0 issues one bulk copy per contiguous row: B slice rows (WN
+      // tiles = WN*512 bytes each), A rows, scale and zero rows.
+      if (warp == 0) {
+        uint64_t* bar = full_bar + slot;
+        const uint32_t bytes = Cfg::kBStage * 16 + a_rows * kBk * 2 +
+                               groups_per_stage * (kBn * 2 + (p.zeros != nullptr ? kBn / 2 : 0));
+        if (lane == 0) MbarArriveExpectTx(bar, bytes);
+        __syncwarp();
+        const int4* b_gl = p.b + (static_cast<long long>(f_kt * Cfg::kKs) * n64 + f_nt * WN) * 32;
+        int4* b_sh = sh_b + slot * Cfg::kBStage;
+        for (int r = lane; r < Cfg::kKs; r += 32) {
+          BulkCopy(b_sh + r * WN * 32, b_gl + static_cast<long long>(r) * n64 * 32, WN * 512, bar, b_policy);
+        }
+        for (int r = lane; r < a_rows; r += 32) {
+          BulkCopy(a_sh + r * Cfg::kARowInt4, a_gl + static_cast<long long>(r) * p.k, kBk * 2, bar, a_policy);
+        }
+        for (int gr = lane; gr < groups_per_stage; gr += 32) {
+          BulkCopy(sh_s + slot * Cfg::kSStage + gr * Cfg::kSChunksPerRow,
+                   p.scales + static_cast<long long>(g0 + gr) * (p.n / 8) + n0 / 8, kBn * 2, bar, a_policy);
+          if (p.zeros != nullptr) {
+            BulkCopy(sh_z + slot * Cfg::kZStage + gr * Cfg::kZWordsPerRow,
+                     p.zeros + static_cast<long long>(g0 + gr) * (p.n / 8) + n0 / 8, kBn / 2, bar, a_policy);
+          }
+        }
+      }
+    } else {
+      const int4* b_gl = p.b + (static_cast<long long>(f_kt * Cfg::kKs) * n64 + f_nt * WN) * 32 + b_thread;
+      int4* b_sh = sh_b + slot * Cfg::kBStage + tid;
+#pragma unroll
+      for (int it = 0; it < Cfg::kBStage / kThreads; ++it) {
+        CpAsync16Hint(b_sh + it * kThreads, b_gl + it * b_round, b_policy);
+      }
+      // A: only the rows that exist. Rows past m were zeroed once at kernel
+      // start (or hold an earlier chunk's rows): either way they only feed
+      // output rows that are never stored.
+      const int a_chunks = a_rows * Cfg::kAChunksPerRow;
+#pragma unroll
+      for (int it = 0; it < (Cfg::kAStage + kThreads - 1) / kThreads; ++it) {
+        const int idx = tid + it * kThreads;
+        if (idx < a_chunks) {
+          const int r = idx / Cfg::kAChunksPerRow, ch = idx % Cfg::kAChunksPerRow;
+          CpAsync16(a_sh + r * Cfg::kARowInt4 + (ch ^ (r & 7)), a_gl + r * p.k + ch * 8);
+        }
+      }
+      if (tid < groups_per_stage * Cfg::kSChunksPerRow) {
+        const int gr = tid / Cfg::kSChunksPerRow, ch = tid % Cfg::kSChunksPerRow;
+        CpAsync16(sh_s + slot * Cfg::kSStage + tid,
+                  p.scales + static_cast<long long>(g0 + gr) * (p.n / 8) + n0 / 8 + ch);
+      }
+      if (p.zeros != nullptr && tid < groups_per_stage * (kBn / 32)) {
+        const int gr = tid / (kBn / 32), ch = tid % (kBn / 32);
+        CpAsync16(sh_z + slot * Cfg::kZStage + tid * 4,
+                  p.zeros + static_cast<long long>(g0 + gr) * (p.n / 8) + n0 / 8 + ch * 4);
+      }
     }
     if (++f_kt == k_tiles) {
       f_kt = 0;
@@ -290,8 +407,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16GemmKerne
 #pragma unroll
     for (int j = 0; j < Cfg::kSlicesPerWarp; ++j) {
       const int kr = wk * Cfg::kSlicesPerWarp + j;
-      if (j == 0 || (gs < kBk && (kr * 16) % gs == 0)) {
-        const int grp = gs >= kBk ? 0 : (kr * 16) / gs;
+      if (j == 0 || (j & slice_group_mask) == 0) {  // runs start on group boundaries
+        const int grp = multi_group ? (kr * 16) >> group_log2 : 0;
         const int4 sv = sh_s[slot * Cfg::kSStage + grp * Cfg::kSChunksPerRow + wn * 8 + lane / 4];
         const uint32_t zw = p.zeros != nullptr
                                 ? sh_z[slot * Cfg::kZStage + grp * Cfg::kZWordsPerRow + wn * 8 + lane / 4]
@@ -303,7 +420,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16GemmKerne
       for (int mt = 0; mt < MB; ++mt) {
         const int r = mt * 16 + lane % 16;
         const int ch = kr * 2 + lane / 16;
-        LdMatrixX4(a_frag[mt], a_sh + r * Cfg::kAChunksPerRow + (ch ^ (r & 7)));
+        LdMatrixX4(a_frag[mt], a_sh + r * Cfg::kARowInt4 + (Cfg::kTma ? ch : ch ^ (r & 7)));
       }
       const int4 bv = b_sh[(kr * WN + wn) * 32 + lane];
       uint32_t bf[4][4];
@@ -425,19 +542,39 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16GemmKerne
   zero_acc();
   if (count <= 0) return;
   for (int idx = tid; idx < STAGES * Cfg::kAStage; idx += kThreads) sh_a[idx] = make_int4(0, 0, 0, 0);
+  if constexpr (Cfg::kTma) {
+    FenceProxyAsync();  // the zeros above before any bulk copy into the same rows
+    if (tid == 0) {
+      for (int s = 0; s < STAGES; ++s) MbarInit(full_bar + s, 1);
+      QF_SM90(asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"));
+    }
+  }
   __syncthreads();
 #pragma unroll
   for (int s = 0; s < STAGES - 1; ++s) {
     if (s < count) fetch_stage(s);
-    CpAsyncCommit();
+    if constexpr (!Cfg::kTma) CpAsyncCommit();
   }
+  int fetch_slot = STAGES - 1, compute_slot = 0;
+  uint32_t phase = 0;  // parity of the current use of compute_slot's barrier
   int c_kt = static_cast<int>(u_begin % k_tiles), c_mc = tile_begin % m_chunks, c_nt = tile_begin / m_chunks;
   for (int i = 0; i < count; ++i) {
-    CpAsyncWait<STAGES - 2>();
-    __syncthreads();
-    if (i + STAGES - 1 < count) fetch_stage((i + STAGES - 1) % STAGES);
-    CpAsyncCommit();
-    compute_stage(i % STAGES);
+    if constexpr (!Cfg::kTma) CpAsyncWait<STAGES - 2>();
+    __syncthreads();  // every warp is done with the slot refilled next
+    if (i + STAGES - 1 < count) fetch_stage(fetch_slot);
+    if constexpr (Cfg::kTma) {
+      MbarWait(full_bar + compute_slot, phase);
+    } else {
+      CpAsyncCommit();
+    }
+    compute_stage(compute_slot);
+    fetch_slot = fetch_slot == STAGES - 1 ? 0 : fetch_slot + 1;
+    if (compute_slot == STAGES - 1) {
+      compute_slot = 0;
+      phase ^= 1;
+    } else {
+      ++compute_slot;
+    }
     if (c_kt == k_tiles - 1 || i == count - 1) {
       finish_tile(c_nt, c_mc);
       zero_acc();
@@ -450,7 +587,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16GemmKerne
       }
     }
   }
-  CpAsyncWait<0>();
+  if constexpr (!Cfg::kTma) CpAsyncWait<0>();
 }
 
 }  // namespace qf::kernels::w4a16

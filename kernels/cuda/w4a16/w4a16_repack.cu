@@ -62,8 +62,9 @@ __global__ void RepackCodesKernel(Src src, const int32_t* perm, uint32_t* out, i
   }
 }
 
-// Scales: position 64c + 8r + f <- column 64c + 8f + r. Zeros: word 8c + r,
-// nibble f <- column 64c + 8f + r. One thread per QF4 zero word (8 scales).
+// Scales: position 64c + 8r + f <- column 64c + 8f + r. Zeros: word 8c + r
+// holds column 64c + 8f + r at bit 8f (f < 4) or 8(f-4) + 4 (f >= 4). One
+// thread per QF4 zero word (8 scales).
 template <class Src>
 __global__ void RepackGroupsKernel(Src src, const __half* scales, __half* out_scales, uint32_t* out_zeros,
                                    int64_t groups, int64_t n) {
@@ -78,7 +79,7 @@ __global__ void RepackGroupsKernel(Src src, const __half* scales, __half* out_sc
     for (int f = 0; f < 8; ++f) {
       const int64_t col = 64 * c + 8 * f + r;
       out_scales[g * n + 64 * c + 8 * r + f] = scales[g * n + col];
-      if (out_zeros != nullptr) zw |= src.Zero(g, col) << (4 * f);
+      if (out_zeros != nullptr) zw |= src.Zero(g, col) << (f < 4 ? 8 * f : 8 * (f - 4) + 4);
     }
     if (out_zeros != nullptr) out_zeros[idx] = zw;
   }

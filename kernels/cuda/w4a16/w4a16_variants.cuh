@@ -23,6 +23,7 @@ struct Variant {
   int threads;
   int stages;
   int min_blocks;       // launch bound: resident blocks per SM the registers are sized for
+  int min_sm;           // oldest architecture it runs on (90: bulk copies; 80: cp.async + mma.sync)
   size_t smem_bytes;    // dynamic shared memory
   const void* kernel;   // for cudaFuncSetAttribute / occupancy queries
   void (*launch)(const Params& p, int grid, cudaStream_t stream);
@@ -35,47 +36,66 @@ void LaunchW4A16(const Params& p, int grid, cudaStream_t stream) {
 
 template <class Cfg>
 Variant MakeVariant(const char* name) {
-  return Variant{name,           Cfg::kBm,       Cfg::kBn,
-                 Cfg::kBk,       Cfg::kThreads,  Cfg::kStages,
-                 Cfg::kMinBlocks, Cfg::kSmemBytes, reinterpret_cast<const void*>(&W4A16GemmKernel<Cfg>),
+  return Variant{name,
+                 Cfg::kBm,
+                 Cfg::kBn,
+                 Cfg::kBk,
+                 Cfg::kThreads,
+                 Cfg::kStages,
+                 Cfg::kMinBlocks,
+                 Cfg::kTma ? 90 : 80,
+                 Cfg::kSmemBytes,
+                 reinterpret_cast<const void*>(&W4A16GemmKernel<Cfg>),
                  &LaunchW4A16<Cfg>};
 }
 
 // Config<MB, WN, WK, KS, STAGES, MIN_BLOCKS>: see w4a16_kernel.cuh.
-// m <= 16: 2 x 4 warps, each warp a run of 8 slices (one g128 group) per 512-row stage.
-using CfgMb1Bn128 = Config<1, 2, 4, 32, 3, 1>;
+// m <= 16 (memory bound): 2 x 4 warps with 4-slice runs, two blocks per SM to hide latency.
+using CfgMb1TwoBlocks = Config<1, 2, 4, 16, 3, 2>;
 // m <= 32.
 using CfgMb2Bn128 = Config<2, 2, 4, 16, 4, 1>;
-// m <= 48: 4 x 2 warps, 256 columns.
-using CfgMb3Bn256 = Config<3, 4, 2, 8, 3, 1>;
+// m <= 48 / 64.
 using CfgMb3Bn128 = Config<3, 2, 4, 16, 3, 1>;
-// m > 48 (m > 64 in 64-row chunks).
-using CfgMb4Bn256 = Config<4, 4, 2, 8, 3, 1>;
 using CfgMb4Bn128 = Config<4, 2, 4, 16, 3, 1>;
+// m > 64 in 64-row chunks: 4 x 2 warps, 256 columns.
+using CfgMb3Bn256 = Config<3, 4, 2, 8, 3, 1>;
+using CfgMb4Bn256 = Config<4, 4, 2, 8, 3, 1>;
 // fallbacks for any m (chunked): k % 128, or k % 64 with n % 256.
 using CfgAnyBk128 = Config<1, 2, 4, 8, 6, 2>;
 using CfgAnyBk64 = Config<4, 4, 2, 4, 4, 1>;
 // tuning only.
-using CfgTuneMb1Bk256 = Config<1, 2, 4, 16, 4, 1>;
-using CfgTuneMb1TwoBlocks = Config<1, 2, 4, 16, 3, 2>;
+using CfgTuneMb1Bk512 = Config<1, 2, 4, 32, 3, 1>;
+using CfgTuneMb1Bk128 = Config<1, 2, 4, 8, 4, 2>;
 using CfgTuneMb1Bn256 = Config<1, 4, 2, 16, 3, 1>;
-using CfgTuneMb2Bk512 = Config<2, 2, 4, 32, 3, 1>;
+using CfgTuneMb2TwoBlocks = Config<2, 2, 4, 8, 4, 2>;
 using CfgTuneMb4Bk256 = Config<4, 4, 2, 16, 2, 1>;
 using CfgTuneMb4Bk128 = Config<4, 2, 4, 8, 4, 1>;
 
-extern const Variant kW4A16Mb1Bn128;
+// Bulk-copy (TMA) pipelines, sm_90 only.
+using CfgTmaMb1TwoBlocks = Config<1, 2, 4, 16, 3, 2, true>;
+using CfgTmaMb1Bk512 = Config<1, 2, 4, 32, 4, 1, true>;
+using CfgTmaMb2 = Config<2, 2, 4, 16, 4, 1, true>;
+using CfgTmaMb4Bn128 = Config<4, 2, 4, 16, 3, 1, true>;
+using CfgTmaMb4Bn256 = Config<4, 4, 2, 8, 3, 1, true>;
+
+extern const Variant kW4A16Mb1TwoBlocks;
 extern const Variant kW4A16Mb2Bn128;
-extern const Variant kW4A16Mb3Bn256;
 extern const Variant kW4A16Mb3Bn128;
-extern const Variant kW4A16Mb4Bn256;
 extern const Variant kW4A16Mb4Bn128;
+extern const Variant kW4A16Mb3Bn256;
+extern const Variant kW4A16Mb4Bn256;
 extern const Variant kW4A16AnyBk128;
 extern const Variant kW4A16AnyBk64;
-extern const Variant kW4A16TuneMb1Bk256;
-extern const Variant kW4A16TuneMb1TwoBlocks;
+extern const Variant kW4A16TuneMb1Bk512;
+extern const Variant kW4A16TuneMb1Bk128;
 extern const Variant kW4A16TuneMb1Bn256;
-extern const Variant kW4A16TuneMb2Bk512;
+extern const Variant kW4A16TuneMb2TwoBlocks;
 extern const Variant kW4A16TuneMb4Bk256;
 extern const Variant kW4A16TuneMb4Bk128;
+extern const Variant kW4A16TmaMb1TwoBlocks;
+extern const Variant kW4A16TmaMb1Bk512;
+extern const Variant kW4A16TmaMb2;
+extern const Variant kW4A16TmaMb4Bn128;
+extern const Variant kW4A16TmaMb4Bn256;
 
 }  // namespace qf::kernels::w4a16

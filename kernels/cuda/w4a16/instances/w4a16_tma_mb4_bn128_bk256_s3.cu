@@ -2,5 +2,5 @@
 #include "kernels/cuda/w4a16/w4a16_variants.cuh"
 
 namespace qf::kernels::w4a16 {
-const Variant kW4A16Mb1Bn128 = MakeVariant<CfgMb1Bn128>("mb1_bn128_bk512_s3");
+const Variant kW4A16TmaMb4Bn128 = MakeVariant<CfgTmaMb4Bn128>("tma_mb4_bn128_bk256_s3");
 }  // namespace qf::kernels::w4a16

@@ -2,5 +2,5 @@
 #include "kernels/cuda/w4a16/w4a16_variants.cuh"
 
 namespace qf::kernels::w4a16 {
-const Variant kW4A16TuneMb2Bk512 = MakeVariant<CfgTuneMb2Bk512>("tune_mb2_bn128_bk512_s3");
+const Variant kW4A16TmaMb1TwoBlocks = MakeVariant<CfgTmaMb1TwoBlocks>("tma_mb1_bn128_bk256_s3_2blk");
 }  // namespace qf::kernels::w4a16
