@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "coordinator/handler_pool.h"
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/server_callback.h"
 #include "grpcpp/support/status.h"
@@ -27,14 +28,17 @@ inline absl::Status FromGrpcStatus(const grpc::Status& s) {
   return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
 }
 
-// A unary callback handler's whole body: runs `fn` (returning StatusOr<T>),
-// copies the value into `reply` and finishes the call with its status.
+// A unary callback handler's whole body: runs `fn` (returning StatusOr<T>) on
+// `pool`, copies the value into `reply` and finishes the call with its status.
+// `fn` may use the request: gRPC keeps it alive until Finish.
 template <typename T, typename Fn>
-grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* ctx, T* reply, Fn&& fn) {
+grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* ctx, T* reply, HandlerPool* pool, Fn&& fn) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  absl::StatusOr<T> result = fn();
-  if (result.ok()) *reply = *std::move(result);
-  reactor->Finish(ToGrpcStatus(result.status()));
+  pool->Post([reactor, reply, fn = std::forward<Fn>(fn)]() mutable {
+    absl::StatusOr<T> result = fn();
+    if (result.ok()) *reply = *std::move(result);
+    reactor->Finish(ToGrpcStatus(result.status()));
+  });
   return reactor;
 }
 

@@ -152,17 +152,17 @@ class WatchReactor final : public grpc::ServerWriteReactor<proto::WatchUpdate> {
 
 grpc::ServerUnaryReactor* JobServiceImpl::Submit(grpc::CallbackServerContext* ctx,
                                                  const proto::SubmitRequest* request, proto::SubmitReply* reply) {
-  return FinishUnary(ctx, reply, [&] { return scheduler_->Submit(*request); });
+  return FinishUnary(ctx, reply, pool_, [=, this] { return scheduler_->Submit(*request); });
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::Get(grpc::CallbackServerContext* ctx, const proto::GetRequest* request,
                                               proto::JobStatus* reply) {
-  return FinishUnary(ctx, reply, [&] { return scheduler_->GetJob(request->job_id()); });
+  return FinishUnary(ctx, reply, pool_, [=, this] { return scheduler_->GetJob(request->job_id()); });
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::List(grpc::CallbackServerContext* ctx, const proto::ListRequest* request,
                                                proto::ListReply* reply) {
-  return FinishUnary(ctx, reply, [&]() -> absl::StatusOr<proto::ListReply> {
+  return FinishUnary(ctx, reply, pool_, [=, this]() -> absl::StatusOr<proto::ListReply> {
     proto::ListReply r;
     for (proto::JobStatus& s : scheduler_->ListJobs(*request)) *r.add_jobs() = std::move(s);
     return r;
@@ -176,17 +176,17 @@ grpc::ServerWriteReactor<proto::WatchUpdate>* JobServiceImpl::Watch(grpc::Callba
 
 grpc::ServerUnaryReactor* JobServiceImpl::Cancel(grpc::CallbackServerContext* ctx,
                                                  const proto::CancelRequest* request, proto::JobStatus* reply) {
-  return FinishUnary(ctx, reply, [&] { return scheduler_->Cancel(request->job_id(), request->reason()); });
+  return FinishUnary(ctx, reply, pool_, [=, this] { return scheduler_->Cancel(request->job_id(), request->reason()); });
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::Resume(grpc::CallbackServerContext* ctx,
                                                  const proto::ResumeRequest* request, proto::JobStatus* reply) {
-  return FinishUnary(ctx, reply, [&] { return scheduler_->Resume(request->job_id()); });
+  return FinishUnary(ctx, reply, pool_, [=, this] { return scheduler_->Resume(request->job_id()); });
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::Logs(grpc::CallbackServerContext* ctx, const proto::LogsRequest* request,
                                                proto::LogsReply* reply) {
-  return FinishUnary(ctx, reply, [&]() -> absl::StatusOr<proto::LogsReply> {
+  return FinishUnary(ctx, reply, pool_, [=, this]() -> absl::StatusOr<proto::LogsReply> {
     auto events = scheduler_->Events(request->job_id(), request->after_seq(), request->limit());
     if (!events.ok()) return events.status();
     proto::LogsReply r;

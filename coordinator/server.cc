@@ -1,5 +1,6 @@
 #include "coordinator/server.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
@@ -18,8 +19,9 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(CoordinatorOptio
   so.sync = c->options_.sync;
   QF_ASSIGN_OR_RETURN(c->store_, storage::StateStore::Open(c->options_.state_dir, so));
   QF_ASSIGN_OR_RETURN(c->scheduler_, Scheduler::Create(c->store_.get(), c->clock_, c->options_.scheduler));
-  c->job_service_ = std::make_unique<JobServiceImpl>(c->scheduler_.get());
-  c->work_service_ = std::make_unique<WorkServiceImpl>(c->scheduler_.get());
+  c->pool_ = std::make_unique<HandlerPool>(std::max(1, c->options_.handler_threads));
+  c->job_service_ = std::make_unique<JobServiceImpl>(c->scheduler_.get(), c->pool_.get());
+  c->work_service_ = std::make_unique<WorkServiceImpl>(c->scheduler_.get(), c->pool_.get());
 
   grpc::ServerBuilder builder;
   if (!c->options_.listen.empty())
@@ -65,6 +67,7 @@ void Coordinator::Shutdown() {
   if (maintenance_.joinable()) maintenance_.join();
   if (assembly_.joinable()) assembly_.join();
   if (server_) server_->Wait();
+  pool_.reset();  // drains the handlers still queued; their calls are already cancelled
 }
 
 void Coordinator::MaintenanceLoop() {

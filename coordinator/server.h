@@ -23,6 +23,7 @@
 #include "absl/status/statusor.h"
 #include "coordinator/assembler.h"
 #include "coordinator/clock.h"
+#include "coordinator/handler_pool.h"
 #include "coordinator/scheduler.h"
 #include "coordinator/services.h"
 #include "grpcpp/channel.h"
@@ -40,6 +41,7 @@ struct CoordinatorOptions {
   int maintenance_interval_ms = 200;  // lease-expiry sweep period
   AssembleFn assemble;                // empty: AssembleArtifact (storage::WriteArtifact)
   bool sync = true;                   // fsync every commit group (off only in tests that do not need durability)
+  int handler_threads = 32;           // RPC handlers waiting for durability at once (group commit width)
 };
 
 class Coordinator {
@@ -69,6 +71,7 @@ class Coordinator {
   const Clock* clock_ = nullptr;
   std::unique_ptr<storage::StateStore> store_;
   std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<HandlerPool> pool_;
   std::unique_ptr<JobServiceImpl> job_service_;
   std::unique_ptr<WorkServiceImpl> work_service_;
   std::unique_ptr<grpc::Server> server_;

@@ -3,13 +3,15 @@
 // The gRPC callback services. They only translate proto <-> Scheduler calls
 // and drive the streams; every decision is the Scheduler's.
 //
-//   JobServiceImpl jobs(scheduler);   WorkServiceImpl work(scheduler);
+//   HandlerPool pool(32);
+//   JobServiceImpl jobs(scheduler, &pool);   WorkServiceImpl work(scheduler, &pool);
 //   grpc::ServerBuilder b;  b.RegisterService(&jobs);  b.RegisterService(&work);
 //
-// NOTE: unary handlers run on gRPC's callback threads and block there until
-// their state change is durable (one grouped fsync); streams are reactors.
+// NOTE: unary handlers and layer commits run on a HandlerPool and block there
+// until their state change is durable (grouped fsyncs); streams are reactors.
 #pragma once
 
+#include "coordinator/handler_pool.h"
 #include "coordinator/scheduler.h"
 #include "proto/job.grpc.pb.h"
 #include "proto/work.grpc.pb.h"
@@ -18,7 +20,7 @@ namespace qf::coordinator {
 
 class JobServiceImpl final : public proto::JobService::CallbackService {
  public:
-  explicit JobServiceImpl(Scheduler* scheduler) : scheduler_(scheduler) {}
+  JobServiceImpl(Scheduler* scheduler, HandlerPool* pool) : scheduler_(scheduler), pool_(pool) {}
 
   grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* ctx, const proto::SubmitRequest* request,
                                    proto::SubmitReply* reply) override;
@@ -37,11 +39,12 @@ class JobServiceImpl final : public proto::JobService::CallbackService {
 
  private:
   Scheduler* scheduler_;
+  HandlerPool* pool_;
 };
 
 class WorkServiceImpl final : public proto::WorkService::CallbackService {
  public:
-  explicit WorkServiceImpl(Scheduler* scheduler) : scheduler_(scheduler) {}
+  WorkServiceImpl(Scheduler* scheduler, HandlerPool* pool) : scheduler_(scheduler), pool_(pool) {}
 
   grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* ctx, const proto::RegisterRequest* request,
                                      proto::RegisterReply* reply) override;
@@ -60,6 +63,7 @@ class WorkServiceImpl final : public proto::WorkService::CallbackService {
 
  private:
   Scheduler* scheduler_;
+  HandlerPool* pool_;
 };
 
 }  // namespace qf::coordinator

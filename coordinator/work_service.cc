@@ -12,7 +12,8 @@ namespace {
 // once (the worker re-sends the whole layer on a new stream).
 class PutLayerReactor final : public grpc::ServerReadReactor<proto::LayerChunk> {
  public:
-  PutLayerReactor(Scheduler* scheduler, proto::PutLayerReply* reply) : scheduler_(scheduler), reply_(reply) {
+  PutLayerReactor(Scheduler* scheduler, HandlerPool* pool, proto::PutLayerReply* reply)
+      : scheduler_(scheduler), pool_(pool), reply_(reply) {
     StartRead(&chunk_);
   }
 
@@ -33,9 +34,12 @@ class PutLayerReactor final : public grpc::ServerReadReactor<proto::LayerChunk> 
       End(ToGrpcStatus(bytes.status()));
       return;
     }
-    absl::StatusOr<proto::PutLayerReply> r = scheduler_->CommitLayer(joiner_.header(), *bytes);
-    if (r.ok()) *reply_ = *r;
-    End(ToGrpcStatus(r.status()));
+    done_ = true;
+    pool_->Post([this, bytes = *std::move(bytes)] {  // blocks until durable: off gRPC's threads
+      absl::StatusOr<proto::PutLayerReply> r = scheduler_->CommitLayer(joiner_.header(), bytes);
+      if (r.ok()) *reply_ = *r;
+      Finish(ToGrpcStatus(r.status()));
+    });
   }
 
   void OnCancel() override {}
@@ -48,6 +52,7 @@ class PutLayerReactor final : public grpc::ServerReadReactor<proto::LayerChunk> 
   }
 
   Scheduler* scheduler_;
+  HandlerPool* pool_;
   proto::PutLayerReply* reply_;
   proto::LayerChunk chunk_;
   ChunkJoiner joiner_;
@@ -98,33 +103,33 @@ class FetchLayerReactor final : public grpc::ServerWriteReactor<proto::LayerChun
 grpc::ServerUnaryReactor* WorkServiceImpl::Register(grpc::CallbackServerContext* ctx,
                                                     const proto::RegisterRequest* request,
                                                     proto::RegisterReply* reply) {
-  return FinishUnary(ctx, reply, [&] { return scheduler_->Register(*request); });
+  return FinishUnary(ctx, reply, pool_, [=, this] { return scheduler_->Register(*request); });
 }
 
 grpc::ServerUnaryReactor* WorkServiceImpl::Lease(grpc::CallbackServerContext* ctx,
                                                  const proto::LeaseRequest* request, proto::LeaseReply* reply) {
-  return FinishUnary(ctx, reply, [&] { return scheduler_->Lease(*request); });
+  return FinishUnary(ctx, reply, pool_, [=, this] { return scheduler_->Lease(*request); });
 }
 
 grpc::ServerUnaryReactor* WorkServiceImpl::Renew(grpc::CallbackServerContext* ctx,
                                                  const proto::RenewRequest* request, proto::RenewReply* reply) {
-  return FinishUnary(ctx, reply, [&] { return scheduler_->Renew(*request); });
+  return FinishUnary(ctx, reply, pool_, [=, this] { return scheduler_->Renew(*request); });
 }
 
 grpc::ServerReadReactor<proto::LayerChunk>* WorkServiceImpl::PutLayer(grpc::CallbackServerContext* ctx,
                                                                       proto::PutLayerReply* reply) {
-  return new PutLayerReactor(scheduler_, reply);
+  return new PutLayerReactor(scheduler_, pool_, reply);
 }
 
 grpc::ServerUnaryReactor* WorkServiceImpl::Complete(grpc::CallbackServerContext* ctx,
                                                     const proto::CompleteRequest* request,
                                                     proto::CompleteReply* reply) {
-  return FinishUnary(ctx, reply, [&] { return scheduler_->Complete(*request); });
+  return FinishUnary(ctx, reply, pool_, [=, this] { return scheduler_->Complete(*request); });
 }
 
 grpc::ServerUnaryReactor* WorkServiceImpl::Fail(grpc::CallbackServerContext* ctx,
                                                 const proto::FailRequest* request, proto::FailReply* reply) {
-  return FinishUnary(ctx, reply, [&] { return scheduler_->Fail(*request); });
+  return FinishUnary(ctx, reply, pool_, [=, this] { return scheduler_->Fail(*request); });
 }
 
 grpc::ServerWriteReactor<proto::LayerChunk>* WorkServiceImpl::FetchLayer(grpc::CallbackServerContext* ctx,
