@@ -45,7 +45,7 @@ struct W4A16GemmArgs {
   const __half* bias = nullptr;       // [n] natural order, or nullptr
   __half* c = nullptr;                // [m x n] row-major
   int64_t m = 0, n = 0, k = 0;
-  int group_size = 128;               // 32, 64, 128, ... or -1 (one group of k)
+  int group_size = 128;  // 32, 64, 128, ... or -1 (one group of k)
   // Scratch for the split-K fixup: at least W4A16WorkspaceBytes(m, n, k, device)
   // bytes, zero-filled once after allocation (every call leaves its counters at
   // zero again). Its layout depends on workspace_bytes alone, so calls of any

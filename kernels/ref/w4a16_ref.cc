@@ -57,8 +57,8 @@ absl::StatusOr<std::vector<int32_t>> ActOrderPerm(const QuantizedLinear& q) {
   const int64_t gs = q.group_size == -1 ? k : q.group_size;
   for (int64_t j = 0; j < k; ++j) {
     if (q.g_idx[perm[j]] != j / gs) {
-      return Invalid(q.name, absl::StrCat("g_idx: group ", q.g_idx[perm[j]], " does not hold exactly group_size ",
-                                          gs, " channels (kernel row ", j, " expected group ", j / gs, ")"));
+      return Invalid(q.name, absl::StrCat("g_idx: group ", q.g_idx[perm[j]], " does not hold exactly group_size ", gs,
+                                          " channels (kernel row ", j, " expected group ", j / gs, ")"));
     }
   }
   bool identity = true;

@@ -49,17 +49,17 @@
 
 namespace qf::kernels {
 
-inline constexpr int kW4A16TileK = 16;          // kernel rows per qweight tile
-inline constexpr int kW4A16TileN = 64;          // columns per qweight tile
-inline constexpr int kW4A16TileWords = 128;     // 32 lanes x 4 words = 512 bytes
-inline constexpr uint8_t kW4A16SymZero = 8;     // zero point of symmetric weights
+inline constexpr int kW4A16TileK = 16;       // kernel rows per qweight tile
+inline constexpr int kW4A16TileN = 64;       // columns per qweight tile
+inline constexpr int kW4A16TileWords = 128;  // 32 lanes x 4 words = 512 bytes
+inline constexpr uint8_t kW4A16SymZero = 8;  // zero point of symmetric weights
 
 // One linear in QF4 layout, on the host.
 struct W4A16Weights {
   std::string name;
-  int64_t k = 0;                  // in_features
-  int64_t n = 0;                  // out_features
-  int group_size = 128;           // as in QuantizedLinear: -1 = one group of K
+  int64_t k = 0;         // in_features
+  int64_t n = 0;         // out_features
+  int group_size = 128;  // as in QuantizedLinear: -1 = one group of K
   int64_t num_groups = 0;
   std::vector<uint32_t> qweight;  // K*N/8 words
   std::vector<uint16_t> scales;   // G*N fp16 bits, permuted
@@ -104,7 +104,6 @@ std::vector<float> DequantizeW4A16Ref(const W4A16Weights& w);
 // C[m x N] = A[m x K] * W^T (+ bias), A fp16 bits row-major in input channel
 // order, products and sums in double, the result rounded to float.
 // InvalidArgument when a.size() != m*K.
-absl::StatusOr<std::vector<float>> GemmW4A16Ref(const std::vector<uint16_t>& a, int64_t m,
-                                                const W4A16Weights& w);
+absl::StatusOr<std::vector<float>> GemmW4A16Ref(const std::vector<uint16_t>& a, int64_t m, const W4A16Weights& w);
 
 }  // namespace qf::kernels

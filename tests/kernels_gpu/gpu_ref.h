@@ -18,11 +18,11 @@
 namespace qf::kernels::testing {
 
 struct RefLinearDevice {
-  const uint8_t* codes;    // [n x k]
-  const __half* scales;    // [G x n]
-  const uint8_t* zeros;    // [G x n]
-  const int32_t* g_idx;    // [k]
-  const __half* bias;      // [n] or nullptr
+  const uint8_t* codes;  // [n x k]
+  const __half* scales;  // [G x n]
+  const uint8_t* zeros;  // [G x n]
+  const int32_t* g_idx;  // [k]
+  const __half* bias;    // [n] or nullptr
   int64_t n, k;
 };
 

@@ -1,7 +1,5 @@
 // GPU tests of the fused W4A16 GEMM and repack (kernels/cuda/w4a16.h).
 // Skipped when no CUDA device is present.
-#include "kernels/cuda/w4a16.h"
-
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <gmock/gmock.h>
@@ -12,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/cuda/w4a16.h"
 #include "kernels/ref/pack.h"
 #include "kernels/ref/w4a16_ref.h"
 #include "tests/kernels_gpu/gpu_ref.h"
@@ -39,10 +38,10 @@ constexpr double kMaxRelErrGpuReference = 1e-5;
 
 constexpr int64_t kSweepM[] = {1, 2, 3, 7, 16, 33, 64, 118, 256};
 
-#define CUDA_ASSERT(expr)                                                         \
-  do {                                                                            \
-    const cudaError_t e_ = (expr);                                                \
-    ASSERT_EQ(e_, cudaSuccess) << #expr << ": " << cudaGetErrorString(e_);        \
+#define CUDA_ASSERT(expr)                                                  \
+  do {                                                                     \
+    const cudaError_t e_ = (expr);                                         \
+    ASSERT_EQ(e_, cudaSuccess) << #expr << ": " << cudaGetErrorString(e_); \
   } while (0)
 
 template <class T>
@@ -101,7 +100,12 @@ struct DeviceLinear {
 // The neutral arrays for ReferenceGemmF32.
 struct DeviceNeutral {
   explicit DeviceNeutral(const QuantizedLinear& q)
-      : codes(q.codes), scales(q.scales), zeros(q.zeros), g_idx(q.g_idx), bias(q.bias), n(q.out_features),
+      : codes(q.codes),
+        scales(q.scales),
+        zeros(q.zeros),
+        g_idx(q.g_idx),
+        bias(q.bias),
+        n(q.out_features),
         k(q.in_features) {}
   testing::RefLinearDevice View() const {
     return {codes.get(), H(scales), zeros.get(), g_idx.get(), bias.size() ? H(bias) : nullptr, n, k};
@@ -170,8 +174,8 @@ double Threshold(const QuantizedLinear& q, bool awq) {
 
 std::string Trace(const char* name, int64_t m, const W4A16Weights& w) {
   absl::StatusOr<std::string> v = W4A16VariantName(m, w.n, w.k, w.group_size);
-  return std::string(name) + " m=" + std::to_string(m) + " n=" + std::to_string(w.n) + " k=" +
-         std::to_string(w.k) + " gs=" + std::to_string(w.group_size) + " variant=" + (v.ok() ? *v : "none");
+  return std::string(name) + " m=" + std::to_string(m) + " n=" + std::to_string(w.n) + " k=" + std::to_string(w.k) +
+         " gs=" + std::to_string(w.group_size) + " variant=" + (v.ok() ? *v : "none");
 }
 
 struct RepackCase {
@@ -251,8 +255,7 @@ TEST_F(W4A16GpuTest, RepackFromAwqGemmIsBitExact) {
 }
 
 TEST_F(W4A16GpuTest, DeviceReferenceMatchesCpuReference) {
-  const QuantizedLinear q =
-      RandomLinear({.n = 192, .k = 320, .group_size = 64, .desc_act = true, .bias = true}, 23);
+  const QuantizedLinear q = RandomLinear({.n = 192, .k = 320, .group_size = 64, .desc_act = true, .bias = true}, 23);
   absl::StatusOr<W4A16Weights> w = RepackW4A16Ref(q);
   ASSERT_TRUE(w.ok()) << w.status();
   const int64_t m = 5;

@@ -51,9 +51,9 @@ TEST(W4A16Layout, MatchesTheBitDiagram) {
   EXPECT_EQ(W4A16CodePos(16, 0, n).word, 256);  // next 16-row slice: n/64 tiles later
   EXPECT_EQ(W4A16ScaleIndex(0, 8, n), 1);       // column 8f + r sits at 8r + f
   EXPECT_EQ(W4A16ScaleIndex(1, 1, n), n + 8);
-  EXPECT_EQ(W4A16ZeroPos(0, 8, n).shift, 8);     // fragment 1: byte 1, low nibble
-  EXPECT_EQ(W4A16ZeroPos(0, 32, n).shift, 4);    // fragment 4: byte 0, high nibble
-  EXPECT_EQ(W4A16ZeroPos(0, 63, n).shift, 28);   // fragment 7: byte 3, high nibble
+  EXPECT_EQ(W4A16ZeroPos(0, 8, n).shift, 8);    // fragment 1: byte 1, low nibble
+  EXPECT_EQ(W4A16ZeroPos(0, 32, n).shift, 4);   // fragment 4: byte 0, high nibble
+  EXPECT_EQ(W4A16ZeroPos(0, 63, n).shift, 28);  // fragment 7: byte 3, high nibble
   EXPECT_EQ(W4A16ZeroPos(0, 1, n).word, 1);
   EXPECT_EQ(W4A16ZeroPos(0, 64, n).word, 8);
 }
@@ -66,7 +66,9 @@ TEST(W4A16Layout, MagicNumberExtractionYieldsMmaFragments) {
   QuantizedLinear q = RandomLinear({.n = 128, .k = 32, .group_size = 32}, 11);
   absl::StatusOr<W4A16Weights> w = RepackW4A16Ref(q);
   ASSERT_TRUE(w.ok()) << w.status();
-  const auto half_of = [](uint32_t reg, int hi) { return storage::HalfToFloat(static_cast<uint16_t>(reg >> (16 * hi))); };
+  const auto half_of = [](uint32_t reg, int hi) {
+    return storage::HalfToFloat(static_cast<uint16_t>(reg >> (16 * hi)));
+  };
   for (int64_t t = 0; t < q.in_features / 16; ++t) {
     for (int64_t c = 0; c < q.out_features / 64; ++c) {
       for (int lane = 0; lane < 32; ++lane) {

@@ -17,11 +17,11 @@
 namespace qf::kernels::testing {
 
 struct LinearSpec {
-  int64_t n = 0;            // out_features
-  int64_t k = 0;            // in_features
-  int group_size = 128;     // -1 = one group
+  int64_t n = 0;         // out_features
+  int64_t k = 0;         // in_features
+  int group_size = 128;  // -1 = one group
   bool sym = false;
-  bool desc_act = false;    // g_idx from a random channel permutation, GPTQ style
+  bool desc_act = false;  // g_idx from a random channel permutation, GPTQ style
   bool bias = false;
 };
 

@@ -18,34 +18,39 @@ namespace {
 
 using w4a16::Variant;
 
-// Selection table: the first row with m <= max_m whose variant takes n, k
-// and the group size runs (rows of one m range are alternatives for n or k
-// that the first cannot take). Tuned on the H100 with w4a16_bench --sweep.
+// Selection table: the first row with m <= max_m and n >= min_n whose
+// variant takes n, k and the group size runs (rows of one m range are
+// alternatives for shapes the first cannot take). Tuned on the H100 with
+// w4a16_bench --sweep (kernels/README.md).
 struct Row {
   int64_t max_m;
+  int64_t min_n;
   const Variant* v;
 };
 constexpr int64_t kAnyM = int64_t{1} << 40;
-const std::array<Row, 8> kTable = {{
-    {16, &w4a16::kW4A16Mb1TwoBlocks},
-    {32, &w4a16::kW4A16Mb2Bn128},
-    {48, &w4a16::kW4A16Mb3Bn128},
-    {48, &w4a16::kW4A16Mb3Bn256},
-    {64, &w4a16::kW4A16Mb4Bn128},
-    {64, &w4a16::kW4A16Mb4Bn256},
-    {kAnyM, &w4a16::kW4A16Mb4Bn256},
-    {kAnyM, &w4a16::kW4A16Mb4Bn128},
+const std::array<Row, 12> kTable = {{
+    {16, 0, &w4a16::kW4A16Mb1Bn256},
+    {16, 0, &w4a16::kW4A16Mb1Bk512},
+    {16, 0, &w4a16::kW4A16Mb1TwoBlocks},
+    {32, 0, &w4a16::kW4A16Mb2Bn128},
+    {48, 0, &w4a16::kW4A16Mb3Bn128},
+    {48, 0, &w4a16::kW4A16Mb3Bn256},
+    {64, 16384, &w4a16::kW4A16Mb4Bk256},
+    {64, 0, &w4a16::kW4A16Mb4Bn128},
+    {64, 0, &w4a16::kW4A16Mb4Bn256},
+    {kAnyM, 0, &w4a16::kW4A16Mb4Bk256},
+    {kAnyM, 0, &w4a16::kW4A16Mb4Bn256},
+    {kAnyM, 0, &w4a16::kW4A16Mb4Bn128},
 }};
 // Shallow stages for shapes the rows above reject (k % 256 != 0, ...); they
 // take any m by chunking it.
 const std::array<const Variant*, 2> kFallbackVariants = {&w4a16::kW4A16AnyBk128, &w4a16::kW4A16AnyBk64};
 // Reachable only by name (W4A16GemmArgs::variant): alternatives the bench
 // sweeps when retuning the tables above.
-const std::array<const Variant*, 11> kTuningVariants = {
-    &w4a16::kW4A16TuneMb1Bk512,     &w4a16::kW4A16TuneMb1Bk128, &w4a16::kW4A16TuneMb1Bn256,
-    &w4a16::kW4A16TuneMb2TwoBlocks, &w4a16::kW4A16TuneMb4Bk256, &w4a16::kW4A16TuneMb4Bk128,
-    &w4a16::kW4A16TmaMb1TwoBlocks,  &w4a16::kW4A16TmaMb1Bk512,  &w4a16::kW4A16TmaMb2,
-    &w4a16::kW4A16TmaMb4Bn128,      &w4a16::kW4A16TmaMb4Bn256,
+const std::array<const Variant*, 8> kTuningVariants = {
+    &w4a16::kW4A16TuneMb1Bk128,    &w4a16::kW4A16TuneMb2TwoBlocks, &w4a16::kW4A16TuneMb4Bk128,
+    &w4a16::kW4A16TmaMb1TwoBlocks, &w4a16::kW4A16TmaMb1Bk512,      &w4a16::kW4A16TmaMb2,
+    &w4a16::kW4A16TmaMb4Bn128,     &w4a16::kW4A16TmaMb4Bn256,
 };
 
 std::vector<const Variant*> AllVariants() {
@@ -125,7 +130,7 @@ absl::StatusOr<const Variant*> Select(absl::string_view who, int64_t m, int64_t 
   }
   const auto runs_here = [&](const Variant* v) { return sm == 0 || sm >= v->min_sm; };
   for (const Row& r : kTable) {
-    if (m_eff <= r.max_m && Fits(*r.v, n, k, gs) && runs_here(r.v)) return r.v;
+    if (m_eff <= r.max_m && n >= r.min_n && Fits(*r.v, n, k, gs) && runs_here(r.v)) return r.v;
   }
   for (const Variant* v : kFallbackVariants) {
     if (Fits(*v, n, k, gs) && runs_here(v)) return v;

@@ -6,12 +6,12 @@
 // Tiling (kernels/README.md has the picture). A block owns a tile of
 // BM = 16*MB rows x BN = 64*WN columns and walks K in stages of BK = 16*KS
 // kernel rows. Its 32*WN*WK threads form WN x WK warps: warp (wn, wk) owns the
-// 64 columns wn and, inside every stage, the KS/WK consecutive 16-row slices
-// starting at wk*KS/WK (so one warp's slices never straddle a group of >= 32
-// rows). Each slice is one 16-byte shared load of B per lane = 8 mma
-// fragments of 16 x 8, dequantized in registers, times MB ldmatrix'ed A
-// fragments. The WK warps of a column reduce through shared memory when the
-// tile ends.
+// 64 columns wn and, inside every stage, a run of KS/WK consecutive 16-row
+// slices starting at wk*KS/WK. Each slice is one 16-byte shared load of B per
+// lane = 8 mma fragments of 16 x 8, dequantized in registers, times MB
+// ldmatrix'ed A fragments; the per-group scale/zero constants are rebuilt only
+// where a group starts inside the run. The WK warps of a column reduce
+// through shared memory when the tile ends.
 //
 // Work split (stream-K): the "units" are (n-tile, m-chunk, k-stage) triples in
 // that order, k fastest; block b of G takes units [U*b/G, U*(b+1)/G). A tile
@@ -20,8 +20,9 @@
 // bumps the tile's counter, and the last one to arrive sums the slots in block
 // order (deterministic) and writes C. No block ever waits for another.
 //
-// Pipeline: STAGES-deep cp.async ring (A, B, scales, zeros of one stage per
-// slot), one barrier per stage.
+// Pipeline: STAGES-deep ring of shared-memory slots (A, B, scales, zeros of
+// one stage each), one barrier per stage; filled by cp.async (sm_80+) or, with
+// Config's TMA flag, by bulk copies completing on an mbarrier (sm_90).
 //
 // Glossary: kt = k-stage index, nt = n-tile index, mc = m-chunk index,
 // kr = 16-row slice inside a stage, mt = 16-row m fragment, f = n8 fragment.
@@ -34,19 +35,19 @@
 namespace qf::kernels::w4a16 {
 
 struct Params {
-  const __half* a;         // [m x k] row-major
-  const int4* b;           // QF4 qweight, 16-byte units
-  const int4* scales;      // [G x n] permuted fp16, 16-byte units
-  const uint32_t* zeros;   // [G x n/8], nullptr = symmetric
-  const __half* bias;      // [n] or nullptr
-  __half* c;               // [m x n] row-major
-  float* partials;         // [2*grid][BM*BN] fp32 split-K slots
-  int* counters;           // [n_tiles*m_chunks], zero on entry and on exit
+  const __half* a;        // [m x k] row-major
+  const int4* b;          // QF4 qweight, 16-byte units
+  const int4* scales;     // [G x n] permuted fp16, 16-byte units
+  const uint32_t* zeros;  // [G x n/8], nullptr = symmetric
+  const __half* bias;     // [n] or nullptr
+  __half* c;              // [m x n] row-major
+  float* partials;        // [2*grid][BM*BN] fp32 split-K slots
+  int* counters;          // [n_tiles*m_chunks], zero on entry and on exit
   int m, n, k;
-  int group_size;          // effective: k when the checkpoint says -1
-  int group_log2;          // log2(group_size) when it is a power of two, else -1
+  int group_size;  // effective: k when the checkpoint says -1
+  int group_log2;  // log2(group_size) when it is a power of two, else -1
   int n_tiles, m_chunks, k_tiles;
-  long long units;         // n_tiles * m_chunks * k_tiles
+  long long units;  // n_tiles * m_chunks * k_tiles
 };
 
 // ---------------------------------------------------------------- PTX wrappers
@@ -112,15 +113,15 @@ __device__ __forceinline__ void MbarArriveExpectTx(uint64_t* bar, uint32_t bytes
 
 __device__ __forceinline__ bool MbarTryWait(uint64_t* bar, uint32_t parity) {
   uint32_t done = 0;
-  QF_SM90(asm volatile(
-      "{\n"
-      "  .reg .pred p;\n"
-      "  mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-      "  selp.u32 %0, 1, 0, p;\n"
-      "}\n"
-      : "=r"(done)
-      : "r"(SmemAddr(bar)), "r"(parity)
-      : "memory"));
+  QF_SM90(
+      asm volatile("{\n"
+                   "  .reg .pred p;\n"
+                   "  mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                   "  selp.u32 %0, 1, 0, p;\n"
+                   "}\n"
+                   : "=r"(done)
+                   : "r"(SmemAddr(bar)), "r"(parity)
+                   : "memory"));
   return done != 0;
 }
 
@@ -132,8 +133,7 @@ __device__ __forceinline__ void MbarWait(uint64_t* bar, uint32_t parity) {
   }
 }
 
-__device__ __forceinline__ void BulkCopy(void* smem, const void* gmem, uint32_t bytes, uint64_t* bar,
-                                         uint64_t policy) {
+__device__ __forceinline__ void BulkCopy(void* smem, const void* gmem, uint32_t bytes, uint64_t* bar, uint64_t policy) {
   QF_SM90(asm volatile(
       "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;\n" ::
           "r"(SmemAddr(smem)),
@@ -226,37 +226,36 @@ __device__ __forceinline__ void DequantWord(uint32_t w, const GroupConsts& g, ui
 
 template <int MB, int WN, int WK, int KS, int STAGES, int MIN_BLOCKS, bool TMA = false>
 struct Config {
-  static constexpr int kMb = MB;                   // 16-row m fragments per block tile
-  static constexpr int kWn = WN;                   // warps across n, 64 columns each
-  static constexpr int kWk = WK;                   // warps across k inside a stage
-  static constexpr int kKs = KS;                   // 16-row k slices per stage
-  static constexpr int kStages = STAGES;           // cp.async ring depth
-  static constexpr int kMinBlocks = MIN_BLOCKS;    // launch bound: resident blocks per SM
-  static constexpr bool kTma = TMA;                // stages by bulk copies + mbarrier (sm_90), else cp.async
+  static constexpr int kMb = MB;                 // 16-row m fragments per block tile
+  static constexpr int kWn = WN;                 // warps across n, 64 columns each
+  static constexpr int kWk = WK;                 // warps across k inside a stage
+  static constexpr int kKs = KS;                 // 16-row k slices per stage
+  static constexpr int kStages = STAGES;         // cp.async ring depth
+  static constexpr int kMinBlocks = MIN_BLOCKS;  // launch bound: resident blocks per SM
+  static constexpr bool kTma = TMA;              // stages by bulk copies + mbarrier (sm_90), else cp.async
   static constexpr int kThreads = 32 * WN * WK;
   static constexpr int kBm = 16 * MB;
   static constexpr int kBn = 64 * WN;
   static constexpr int kBk = 16 * KS;
   static constexpr int kSlicesPerWarp = KS / WK;
-  static constexpr int kAChunksPerRow = kBk / 8;                    // 16-byte chunks of one A row
+  static constexpr int kAChunksPerRow = kBk / 8;  // 16-byte chunks of one A row
   // A rows in shared memory: XOR-swizzled for cp.async; bulk copies cannot
   // swizzle, so they land in rows padded by 16 bytes instead (either way the
   // 8 rows an ldmatrix phase reads hit 8 different bank groups).
   static constexpr int kARowInt4 = TMA ? kAChunksPerRow + 1 : kAChunksPerRow;
-  static constexpr int kAStage = kBm * kARowInt4;                   // int4 per stage
-  static constexpr int kBStage = KS * WN * 32;                      // int4 per stage
-  static constexpr int kMaxGroups = kBk / 32;                       // group rows per stage (gs >= 32)
-  static constexpr int kSChunksPerRow = kBn / 8;                    // int4 of scales per group row
-  static constexpr int kSStage = kMaxGroups * kSChunksPerRow;       // int4 per stage
+  static constexpr int kAStage = kBm * kARowInt4;              // int4 per stage
+  static constexpr int kBStage = KS * WN * 32;                 // int4 per stage
+  static constexpr int kMaxGroups = kBk / 32;                  // group rows per stage (gs >= 32)
+  static constexpr int kSChunksPerRow = kBn / 8;               // int4 of scales per group row
+  static constexpr int kSStage = kMaxGroups * kSChunksPerRow;  // int4 per stage
   static constexpr int kZWordsPerRow = kBn / 8;
-  static constexpr int kZStage = kMaxGroups * kZWordsPerRow;        // words per stage
-  static constexpr int kAccPerLane = MB * 8 * 4;                    // fp32 accumulators per lane
-  static constexpr int kTileStride = kBn + 8;                       // fp32 row stride of the epilogue tile
+  static constexpr int kZStage = kMaxGroups * kZWordsPerRow;  // words per stage
+  static constexpr int kAccPerLane = MB * 8 * 4;              // fp32 accumulators per lane
+  static constexpr int kTileStride = kBn + 8;                 // fp32 row stride of the epilogue tile
   static constexpr int kTileSmemFloats = kBm * kTileStride;
-  static constexpr int kTileFloats = kBm * kBn;                     // one split-K slot
-  static constexpr size_t kSmemBytes =
-      size_t{STAGES} * (kAStage * 16 + kBStage * 16 + kSStage * 16 + kZStage * 4) + size_t{kTileSmemFloats} * 4 +
-      16 + size_t{STAGES} * 8;
+  static constexpr int kTileFloats = kBm * kBn;  // one split-K slot
+  static constexpr size_t kSmemBytes = size_t{STAGES} * (kAStage * 16 + kBStage * 16 + kSStage * 16 + kZStage * 4) +
+                                       size_t{kTileSmemFloats} * 4 + 16 + size_t{STAGES} * 8;
 
   static_assert(KS % WK == 0, "each warp takes whole 16-row slices");
   static_assert(kAChunksPerRow >= 8, "the A swizzle permutes 8 chunks per row");
@@ -273,13 +272,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16GemmKerne
   constexpr int kThreads = Cfg::kThreads, kBm = Cfg::kBm, kBn = Cfg::kBn, kBk = Cfg::kBk;
 
   extern __shared__ int4 smem[];
-  int4* sh_a = smem;                                                          // [STAGES][BM][kARowInt4]
-  int4* sh_b = sh_a + STAGES * Cfg::kAStage;                                  // [STAGES][KS][WN][32]
-  int4* sh_s = sh_b + STAGES * Cfg::kBStage;                                  // [STAGES][groups][BN/8]
-  uint32_t* sh_z = reinterpret_cast<uint32_t*>(sh_s + STAGES * Cfg::kSStage); // [STAGES][groups][BN/8]
-  float* sh_tile = reinterpret_cast<float*>(sh_z + STAGES * Cfg::kZStage);    // [BM][BN + 8] fp32
+  int4* sh_a = smem;                                                           // [STAGES][BM][kARowInt4]
+  int4* sh_b = sh_a + STAGES * Cfg::kAStage;                                   // [STAGES][KS][WN][32]
+  int4* sh_s = sh_b + STAGES * Cfg::kBStage;                                   // [STAGES][groups][BN/8]
+  uint32_t* sh_z = reinterpret_cast<uint32_t*>(sh_s + STAGES * Cfg::kSStage);  // [STAGES][groups][BN/8]
+  float* sh_tile = reinterpret_cast<float*>(sh_z + STAGES * Cfg::kZStage);     // [BM][BN + 8] fp32
   int* sh_flag = reinterpret_cast<int*>(sh_tile + Cfg::kTileSmemFloats);
-  uint64_t* full_bar = reinterpret_cast<uint64_t*>(sh_flag + 4);             // [STAGES], TMA only
+  uint64_t* full_bar = reinterpret_cast<uint64_t*>(sh_flag + 4);  // [STAGES], TMA only
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int wn = warp % WN, wk = warp / WN;
@@ -314,6 +313,17 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16GemmKerne
   const long long b_thread = static_cast<long long>(tid / (WN * 32)) * n64 * 32 + tid % (WN * 32);
   const long long b_round = static_cast<long long>(kBRowStep) * n64 * 32;
 
+  // Thread-invariant parts of the A / scale / zero copies: thread tid copies
+  // A chunk tid % kAChunksPerRow of rows a_row0 + it * kARowStep, scale chunk
+  // tid and zero chunk tid when those exist for the stage's groups.
+  constexpr int kARowStep = kThreads / Cfg::kAChunksPerRow;
+  static_assert(kThreads % Cfg::kAChunksPerRow == 0, "whole A rows per copy round");
+  const int a_row0 = tid / Cfg::kAChunksPerRow, a_ch = tid % Cfg::kAChunksPerRow;
+  const bool copies_scales = tid < groups_per_stage * Cfg::kSChunksPerRow;
+  const bool copies_zeros = p.zeros != nullptr && tid < groups_per_stage * (kBn / 32);
+  const int s_gl = (tid / Cfg::kSChunksPerRow) * (p.n / 8) + tid % Cfg::kSChunksPerRow;  // int4 units
+  const int z_gl = (tid / (kBn / 32)) * (p.n / 8) + (tid % (kBn / 32)) * 4;              // words
+
   // ---- fetch_stage: issue the copies of the next unit into ring slot `slot`.
   auto fetch_stage = [&](int slot) {
     const int k0 = f_kt * kBk, n0 = f_nt * kBn, m0 = f_mc * kBm;
@@ -326,8 +336,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16GemmKerne
       // tiles = WN*512 bytes each), A rows, scale and zero rows.
       if (warp == 0) {
         uint64_t* bar = full_bar + slot;
-        const uint32_t bytes = Cfg::kBStage * 16 + a_rows * kBk * 2 +
-                               groups_per_stage * (kBn * 2 + (p.zeros != nullptr ? kBn / 2 : 0));
+        const uint32_t bytes =
+            Cfg::kBStage * 16 + a_rows * kBk * 2 + groups_per_stage * (kBn * 2 + (p.zeros != nullptr ? kBn / 2 : 0));
         if (lane == 0) MbarArriveExpectTx(bar, bytes);
         __syncwarp();
         const int4* b_gl = p.b + (static_cast<long long>(f_kt * Cfg::kKs) * n64 + f_nt * WN) * 32;
@@ -357,25 +367,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16GemmKerne
       // A: only the rows that exist. Rows past m were zeroed once at kernel
       // start (or hold an earlier chunk's rows): either way they only feed
       // output rows that are never stored.
-      const int a_chunks = a_rows * Cfg::kAChunksPerRow;
 #pragma unroll
-      for (int it = 0; it < (Cfg::kAStage + kThreads - 1) / kThreads; ++it) {
-        const int idx = tid + it * kThreads;
-        if (idx < a_chunks) {
-          const int r = idx / Cfg::kAChunksPerRow, ch = idx % Cfg::kAChunksPerRow;
-          CpAsync16(a_sh + r * Cfg::kARowInt4 + (ch ^ (r & 7)), a_gl + r * p.k + ch * 8);
+      for (int it = 0; it < (kBm + kARowStep - 1) / kARowStep; ++it) {
+        const int r = a_row0 + it * kARowStep;
+        if (r < a_rows) {
+          CpAsync16(a_sh + r * Cfg::kARowInt4 + (a_ch ^ (r & 7)), a_gl + r * p.k + a_ch * 8);
         }
       }
-      if (tid < groups_per_stage * Cfg::kSChunksPerRow) {
-        const int gr = tid / Cfg::kSChunksPerRow, ch = tid % Cfg::kSChunksPerRow;
-        CpAsync16(sh_s + slot * Cfg::kSStage + tid,
-                  p.scales + static_cast<long long>(g0 + gr) * (p.n / 8) + n0 / 8 + ch);
-      }
-      if (p.zeros != nullptr && tid < groups_per_stage * (kBn / 32)) {
-        const int gr = tid / (kBn / 32), ch = tid % (kBn / 32);
-        CpAsync16(sh_z + slot * Cfg::kZStage + tid * 4,
-                  p.zeros + static_cast<long long>(g0 + gr) * (p.n / 8) + n0 / 8 + ch * 4);
-      }
+      const long long g_off = static_cast<long long>(g0) * (p.n / 8) + n0 / 8;
+      if (copies_scales) CpAsync16(sh_s + slot * Cfg::kSStage + tid, p.scales + g_off + s_gl);
+      if (copies_zeros) CpAsync16(sh_z + slot * Cfg::kZStage + tid * 4, p.zeros + g_off + z_gl);
     }
     if (++f_kt == k_tiles) {
       f_kt = 0;
@@ -410,9 +411,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16GemmKerne
       if (j == 0 || (j & slice_group_mask) == 0) {  // runs start on group boundaries
         const int grp = multi_group ? (kr * 16) >> group_log2 : 0;
         const int4 sv = sh_s[slot * Cfg::kSStage + grp * Cfg::kSChunksPerRow + wn * 8 + lane / 4];
-        const uint32_t zw = p.zeros != nullptr
-                                ? sh_z[slot * Cfg::kZStage + grp * Cfg::kZWordsPerRow + wn * 8 + lane / 4]
-                                : 0x88888888u;
+        const uint32_t zw =
+            p.zeros != nullptr ? sh_z[slot * Cfg::kZStage + grp * Cfg::kZWordsPerRow + wn * 8 + lane / 4] : 0x88888888u;
         LoadGroupConsts(gc, sv, zw);
       }
       uint32_t a_frag[MB][4];
@@ -439,11 +439,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16GemmKerne
     }
   };
 
-  // Block owning unit u: the largest b with U*b/G <= u.
+  // Block owning unit u: the largest b whose range starts at or before u.
+  // floor(U*b/G) <= u  <=>  U*b < (u+1)*G, so only multiplications after a
+  // floating-point estimate (64-bit integer division is a long subroutine).
   auto owner = [&](long long u) {
-    int b = static_cast<int>((u * grid) / p.units);
-    while (b + 1 < grid && p.units * (b + 1) / grid <= u) ++b;
-    while (b > 0 && p.units * b / grid > u) --b;
+    const long long lim = (u + 1) * grid;
+    int b = static_cast<int>(static_cast<double>(lim - 1) / static_cast<double>(p.units));
+    b = max(0, min(b, grid - 1));
+    while (b + 1 < grid && p.units * (b + 1) < lim) ++b;
+    while (b > 0 && p.units * b >= lim) --b;
     return b;
   };
 
@@ -451,7 +455,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16GemmKerne
   // fp32), go through the split-K fixup when other blocks share the tile,
   // and write C (+ bias) as fp16 with 16-byte stores.
   auto finish_tile = [&](int nt, int mc) {
-    // Warps of one column add in wk order, so the sum is deterministic.
+  // Warps of one column add in wk order, so the sum is deterministic.
 #pragma unroll
     for (int step = 0; step < WK; ++step) {
       if (wk == step) {
@@ -486,10 +490,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16GemmKerne
         __stcg(reinterpret_cast<float4*>(mine) + idx,
                *reinterpret_cast<const float4*>(sh_tile + r * Cfg::kTileStride + c4 * 4));
       }
-      __threadfence();
+      // The barrier orders every thread's slot stores before thread 0's
+      // release fence and count, which is cumulative at gpu scope; the fence
+      // after the count acquires the other blocks' slots for the whole block
+      // through the second barrier. Only thread 0 fences: a fence waits for
+      // the thread's own outstanding memory operations.
       __syncthreads();
       const int b_first = owner(t_begin), b_last = owner(t_end - 1);
       if (tid == 0) {
+        __threadfence();
         const int arrived = atomicAdd(p.counters + tile, 1) + 1;
         const int last = arrived == b_last - b_first + 1;
         if (last) p.counters[tile] = 0;  // ready for the next launch
@@ -502,11 +511,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16GemmKerne
       for (int idx = tid; idx < rows * (kBn / 4); idx += kThreads) {
         float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
         for (int b = b_first; b <= b_last; ++b) {
-          const bool b_first_tile = p.units * b / grid >= t_begin;
-          const float4 v = __ldcg(reinterpret_cast<const float4*>(
-                                      p.partials + static_cast<long long>(2 * b + (b_first_tile ? 0 : 1)) *
-                                                       Cfg::kTileFloats) +
-                                  idx);
+          const bool b_first_tile = p.units * b >= t_begin * grid;  // floor(U*b/G) >= t_begin
+          const float4 v =
+              __ldcg(reinterpret_cast<const float4*>(
+                         p.partials + static_cast<long long>(2 * b + (b_first_tile ? 0 : 1)) * Cfg::kTileFloats) +
+                     idx);
           sum.x += v.x;
           sum.y += v.y;
           sum.z += v.z;

@@ -129,13 +129,13 @@ absl::Status W4A16Repack(const W4A16RepackArgs& a) {
     RepackCodesKernel<<<Blocks(code_words), kThreads, 0, a.stream>>>(src, a.perm, a.out_qweight, a.k, a.n);
     if (absl::Status s = LaunchStatus(what); !s.ok()) return s;
     RepackGroupsKernel<<<Blocks(zero_words), kThreads, 0, a.stream>>>(src, a.scales, a.out_scales, a.out_zeros,
-                                                                        a.num_groups, a.n);
+                                                                      a.num_groups, a.n);
   } else {
     const AwqGemmSource src{a.qweight, a.qzeros, a.n};
     RepackCodesKernel<<<Blocks(code_words), kThreads, 0, a.stream>>>(src, nullptr, a.out_qweight, a.k, a.n);
     if (absl::Status s = LaunchStatus(what); !s.ok()) return s;
     RepackGroupsKernel<<<Blocks(zero_words), kThreads, 0, a.stream>>>(src, a.scales, a.out_scales, a.out_zeros,
-                                                                        a.num_groups, a.n);
+                                                                      a.num_groups, a.n);
   }
   return LaunchStatus(what);
 }

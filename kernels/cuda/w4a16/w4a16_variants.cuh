@@ -18,14 +18,14 @@
 namespace qf::kernels::w4a16 {
 
 struct Variant {
-  const char* name;     // "mb1_bn128_bk128_s6"
-  int bm, bn, bk;       // block tile: rows of A, columns of C, kernel rows per stage
+  const char* name;  // "mb1_bn128_bk128_s6"
+  int bm, bn, bk;    // block tile: rows of A, columns of C, kernel rows per stage
   int threads;
   int stages;
-  int min_blocks;       // launch bound: resident blocks per SM the registers are sized for
-  int min_sm;           // oldest architecture it runs on (90: bulk copies; 80: cp.async + mma.sync)
-  size_t smem_bytes;    // dynamic shared memory
-  const void* kernel;   // for cudaFuncSetAttribute / occupancy queries
+  int min_blocks;      // launch bound: resident blocks per SM the registers are sized for
+  int min_sm;          // oldest architecture it runs on (90: bulk copies; 80: cp.async + mma.sync)
+  size_t smem_bytes;   // dynamic shared memory
+  const void* kernel;  // for cudaFuncSetAttribute / occupancy queries
   void (*launch)(const Params& p, int grid, cudaStream_t stream);
 };
 
@@ -49,48 +49,50 @@ Variant MakeVariant(const char* name) {
                  &LaunchW4A16<Cfg>};
 }
 
-// Config<MB, WN, WK, KS, STAGES, MIN_BLOCKS>: see w4a16_kernel.cuh.
-// m <= 16 (memory bound): 2 x 4 warps with 4-slice runs, two blocks per SM to hide latency.
+// Config<MB, WN, WK, KS, STAGES, MIN_BLOCKS[, TMA]>: see w4a16_kernel.cuh.
+// m <= 16 (memory bound): 4 x 2 warps, each warp a run of 8 slices (128 rows) per stage.
+using CfgMb1Bn256 = Config<1, 4, 2, 16, 3, 1>;
+// n % 256 != 0: 2 x 4 warps, 512-row stages.
+using CfgMb1Bk512 = Config<1, 2, 4, 32, 3, 1>;
+// k % 512 != 0: 4-slice runs, two blocks per SM.
 using CfgMb1TwoBlocks = Config<1, 2, 4, 16, 3, 2>;
 // m <= 32.
 using CfgMb2Bn128 = Config<2, 2, 4, 16, 4, 1>;
-// m <= 48 / 64.
+// m <= 48.
 using CfgMb3Bn128 = Config<3, 2, 4, 16, 3, 1>;
-using CfgMb4Bn128 = Config<4, 2, 4, 16, 3, 1>;
-// m > 64 in 64-row chunks: 4 x 2 warps, 256 columns.
 using CfgMb3Bn256 = Config<3, 4, 2, 8, 3, 1>;
+// m <= 64 with n >= 16384, and m > 64 (in 64-row chunks).
+using CfgMb4Bk256 = Config<4, 4, 2, 16, 2, 1>;
+// m <= 64 with fewer columns (more tiles to spread).
+using CfgMb4Bn128 = Config<4, 2, 4, 16, 3, 1>;
 using CfgMb4Bn256 = Config<4, 4, 2, 8, 3, 1>;
 // fallbacks for any m (chunked): k % 128, or k % 64 with n % 256.
 using CfgAnyBk128 = Config<1, 2, 4, 8, 6, 2>;
 using CfgAnyBk64 = Config<4, 4, 2, 4, 4, 1>;
-// tuning only.
-using CfgTuneMb1Bk512 = Config<1, 2, 4, 32, 3, 1>;
+// tuning only (slower on the H100 in the last sweep; kept to re-check).
 using CfgTuneMb1Bk128 = Config<1, 2, 4, 8, 4, 2>;
-using CfgTuneMb1Bn256 = Config<1, 4, 2, 16, 3, 1>;
 using CfgTuneMb2TwoBlocks = Config<2, 2, 4, 8, 4, 2>;
-using CfgTuneMb4Bk256 = Config<4, 4, 2, 16, 2, 1>;
 using CfgTuneMb4Bk128 = Config<4, 2, 4, 8, 4, 1>;
-
-// Bulk-copy (TMA) pipelines, sm_90 only.
+// bulk-copy (TMA) pipelines, sm_90 only.
 using CfgTmaMb1TwoBlocks = Config<1, 2, 4, 16, 3, 2, true>;
 using CfgTmaMb1Bk512 = Config<1, 2, 4, 32, 4, 1, true>;
 using CfgTmaMb2 = Config<2, 2, 4, 16, 4, 1, true>;
 using CfgTmaMb4Bn128 = Config<4, 2, 4, 16, 3, 1, true>;
 using CfgTmaMb4Bn256 = Config<4, 4, 2, 8, 3, 1, true>;
 
+extern const Variant kW4A16Mb1Bn256;
+extern const Variant kW4A16Mb1Bk512;
 extern const Variant kW4A16Mb1TwoBlocks;
 extern const Variant kW4A16Mb2Bn128;
 extern const Variant kW4A16Mb3Bn128;
-extern const Variant kW4A16Mb4Bn128;
 extern const Variant kW4A16Mb3Bn256;
+extern const Variant kW4A16Mb4Bk256;
+extern const Variant kW4A16Mb4Bn128;
 extern const Variant kW4A16Mb4Bn256;
 extern const Variant kW4A16AnyBk128;
 extern const Variant kW4A16AnyBk64;
-extern const Variant kW4A16TuneMb1Bk512;
 extern const Variant kW4A16TuneMb1Bk128;
-extern const Variant kW4A16TuneMb1Bn256;
 extern const Variant kW4A16TuneMb2TwoBlocks;
-extern const Variant kW4A16TuneMb4Bk256;
 extern const Variant kW4A16TuneMb4Bk128;
 extern const Variant kW4A16TmaMb1TwoBlocks;
 extern const Variant kW4A16TmaMb1Bk512;

@@ -2,5 +2,5 @@
 #include "kernels/cuda/w4a16/w4a16_variants.cuh"
 
 namespace qf::kernels::w4a16 {
-const Variant kW4A16TuneMb4Bk256 = MakeVariant<CfgTuneMb4Bk256>("tune_mb4_bn256_bk256_s2");
+const Variant kW4A16Mb1Bn256 = MakeVariant<CfgMb1Bn256>("mb1_bn256_bk256_s3");
 }  // namespace qf::kernels::w4a16

@@ -2,5 +2,5 @@
 #include "kernels/cuda/w4a16/w4a16_variants.cuh"
 
 namespace qf::kernels::w4a16 {
-const Variant kW4A16TuneMb1Bk512 = MakeVariant<CfgTuneMb1Bk512>("tune_mb1_bn128_bk512_s3");
+const Variant kW4A16Mb4Bk256 = MakeVariant<CfgMb4Bk256>("mb4_bn256_bk256_s2");
 }  // namespace qf::kernels::w4a16

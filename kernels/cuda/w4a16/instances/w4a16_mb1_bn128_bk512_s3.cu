@@ -2,5 +2,5 @@
 #include "kernels/cuda/w4a16/w4a16_variants.cuh"
 
 namespace qf::kernels::w4a16 {
-const Variant kW4A16TuneMb1Bn256 = MakeVariant<CfgTuneMb1Bn256>("tune_mb1_bn256_bk256_s3");
+const Variant kW4A16Mb1Bk512 = MakeVariant<CfgMb1Bk512>("mb1_bn128_bk512_s3");
 }  // namespace qf::kernels::w4a16
