@@ -19,6 +19,8 @@ void AddQuantizeFlags(CLI::App* sub, QuantizeOptions* o) {
   sub->add_flag("--static-groups", o->static_groups, "GPTQ: fix group parameters before act-order");
   sub->add_flag("--no-true-sequential", o->no_true_sequential, "GPTQ: quantize all linears of a layer from one forward");
   sub->add_option("--damp", o->damp, "GPTQ damping, fraction of mean(diag(H))")->capture_default_str();
+  sub->add_flag("--awq-paper-scales", o->awq_paper_scales,
+                "AWQ: search s = mean|x|^a as in the paper (default adds AutoAWQ's weight term)");
   sub->add_option("--calib", o->calib, "Calibration text (.txt or .jsonl with a 'text' field)");
   sub->add_option("--samples", o->samples, "Calibration windows")->capture_default_str();
   sub->add_option("--seqlen", o->seqlen, "Tokens per calibration window")->capture_default_str();
@@ -94,6 +96,8 @@ worker::SessionSpec ToSessionSpec(const QuantizeOptions& o) {
   s.quant.static_groups = o.static_groups;
   s.quant.true_sequential = !o.no_true_sequential;
   s.quant.damp_percent = o.damp;
+  s.quant.awq_duo_scaling = !o.awq_paper_scales;
+  s.quant.zero_at_least_one = o.format == "gptq" && !o.sym;
   return s;
 }
 
@@ -115,6 +119,7 @@ nlohmann::json QuantizeProvenance(const QuantizeOptions& o, const std::string& c
   nlohmann::json j = {{"tool", "qforge"}, {"method", o.method}, {"bits", o.bits}, {"group_size", o.group_size},
                       {"act_order", o.act_order}, {"sym", o.sym}, {"static_groups", o.static_groups},
                       {"true_sequential", !o.no_true_sequential}, {"damp_percent", o.damp}};
+  if (o.method == "awq") j["awq_duo_scaling"] = !o.awq_paper_scales;
   if (o.method != "rtn") {
     j["calibration"] = {{"file", std::filesystem::path(o.calib).filename().string()}, {"sha256", calib_sha256},
                         {"samples", o.samples}, {"seqlen", o.seqlen}, {"seed", o.seed}};

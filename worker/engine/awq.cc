@@ -36,14 +36,14 @@ struct ScaleGroup {
 
 }  // namespace
 
-at::Tensor AwqPseudoQuantize(const at::Tensor& w, int bits, int64_t group_size, at::Tensor* codes,
+at::Tensor AwqPseudoQuantize(const at::Tensor& w, int bits, int64_t group_size, int min_zero, at::Tensor* codes,
                              at::Tensor* scales, at::Tensor* zeros) {
   const int64_t rows = w.size(0), cols = w.size(1), gw = GroupWidth(group_size, cols);
   const double maxq = std::ldexp(1.0, bits) - 1;
   at::Tensor wg = w.reshape({rows, cols / gw, gw});
   at::Tensor mx = std::get<0>(wg.max(-1, true)), mn = std::get<0>(wg.min(-1, true));
   at::Tensor s = RoundToHalf(at::clamp_min((mx - mn), 1e-5) / maxq);
-  at::Tensor z = at::clamp(-at::round(mn / s), 0, maxq);
+  at::Tensor z = at::clamp(-at::round(mn / s), min_zero, maxq);
   at::Tensor c = at::clamp(at::round(wg / s) + z, 0, maxq);
   if (codes) *codes = c.reshape({rows, cols});
   if (scales) *scales = s.squeeze(-1).t().contiguous();   // [groups, rows]
@@ -90,17 +90,29 @@ absl::StatusOr<kernels::LayerResult> AwqQuantizeLayer(int layer, LayerWeights lw
     for (const ScaleGroup& g : groups) {
       const at::Tensor& in = feat[static_cast<int>(g.input)];
       at::Tensor x_mean = in.abs().reshape({-1, in.size(-1)}).mean(0);
+      // Per input channel mean of |w| normalised by its group's max |w|, over
+      // every linear of the group (only used with duo scaling).
+      at::Tensor w_mean;
+      if (p.awq_duo_scaling) {
+        std::vector<at::Tensor> ws;
+        for (LinearId id : g.linears) ws.push_back(lw.lin[id].w);
+        at::Tensor w = at::cat(ws, 0);
+        const int64_t gw = GroupWidth(p.group_size, w.size(1));
+        at::Tensor wg = w.abs().reshape({-1, gw});
+        w_mean = (wg / (wg.amax(1, true) + 1e-6)).reshape(w.sizes()).mean(0);
+      }
       at::Tensor ref = BatchedForward(in, [&](const at::Tensor& xb) { return g.block(xb, lw); });
       double best = std::numeric_limits<double>::infinity();
       at::Tensor best_s;
       for (int i = 0; i < p.awq_grid; ++i) {
         double ratio = static_cast<double>(i) / p.awq_grid;
-        at::Tensor s = at::clamp_min(x_mean.pow(ratio), 1e-4);
+        at::Tensor s = p.awq_duo_scaling ? at::clamp_min(x_mean.pow(ratio) / (w_mean.pow(1 - ratio) + 1e-4), 1e-4)
+                                         : at::clamp_min(x_mean.pow(ratio), 1e-4);
         s = s / at::sqrt(s.max() * s.min());
         LayerWeights cand = lw;
         for (LinearId id : g.linears) {
           at::Tensor ws = lw.lin[id].w * s.unsqueeze(0);
-          cand.lin[id].w = AwqPseudoQuantize(ws, p.bits, p.group_size, nullptr, nullptr, nullptr) / s.unsqueeze(0);
+          cand.lin[id].w = AwqPseudoQuantize(ws, p.bits, p.group_size, p.zero_at_least_one, nullptr, nullptr, nullptr) / s.unsqueeze(0);
         }
         at::Tensor out = BatchedForward(in, [&](const at::Tensor& xb) { return g.block(xb, cand); });
         double loss = (ref - out).pow(2).mean().item<double>();
@@ -158,7 +170,7 @@ absl::StatusOr<kernels::LayerResult> AwqQuantizeLayer(int layer, LayerWeights lw
           at::Tensor mx = org_max * (1.0 - static_cast<double>(i) / (2 * kClipSteps));
           at::Tensor cw = at::clamp(wg, -mx, mx);                                // [ng, rows, gw]
           at::Tensor qw = AwqPseudoQuantize(cw.transpose(0, 1).reshape({rows, cols}), p.bits, p.group_size,
-                                            nullptr, nullptr, nullptr)
+                                            p.zero_at_least_one, nullptr, nullptr, nullptr)
                               .reshape({rows, ng, gw}).transpose(0, 1);
           at::Tensor err = (at::bmm(qw, xg) - org_out).pow(2).mean(-1, true);   // [ng, rows, 1]
           at::Tensor better = err < min_err;
@@ -168,7 +180,7 @@ absl::StatusOr<kernels::LayerResult> AwqQuantizeLayer(int layer, LayerWeights lw
         w = at::clamp(wg, -best_max, best_max).transpose(0, 1).reshape({rows, cols});
       }
       at::Tensor codes, scales, zeros;
-      AwqPseudoQuantize(w, p.bits, p.group_size, &codes, &scales, &zeros);
+      AwqPseudoQuantize(w, p.bits, p.group_size, p.zero_at_least_one, &codes, &scales, &zeros);
       at::Tensor g_idx = at::div(at::arange(cols, at::kLong), gw, "floor");
       result.linears.push_back(MakeQuantizedLinear(kLinearNames[id], p, false, codes, scales, zeros, g_idx,
                                                    lw.lin[id].b));

@@ -3,7 +3,8 @@
 // AWQ (Lin et al. 2023, arXiv:2306.00978, Sec. 3.2-3.3) for one decoder layer:
 //   1. input statistics of every linear from the layer's float forward;
 //   2. per scaling group, a grid search (QuantParams::awq_grid points) of the
-//      exponent a in s = mean|x|^a, judged on the output of the block the
+//      exponent a in s = mean|x|^a (or, with awq_duo_scaling as AutoAWQ does,
+//      mean|x|^a / mean|w/max_group|w||^(1-a)), judged on the output of the block the
 //      group feeds (attention for the input norm -> q/k/v, the MLP for the
 //      post-attention norm -> gate/up, down_proj for up -> down, o_proj for
 //      v -> o when v and o shapes allow it);
@@ -36,7 +37,7 @@ absl::StatusOr<kernels::LayerResult> AwqQuantizeLayer(int layer, LayerWeights lw
 // AWQ's pseudo-quantization of w [rows, cols] by groups: min/max without
 // forcing 0 into the range, zero points clamped to [0, 2^bits-1]. Returns the
 // dequantized weights; codes/scales/zeros are written when non-null.
-at::Tensor AwqPseudoQuantize(const at::Tensor& w, int bits, int64_t group_size, at::Tensor* codes,
+at::Tensor AwqPseudoQuantize(const at::Tensor& w, int bits, int64_t group_size, int min_zero, at::Tensor* codes,
                              at::Tensor* scales, at::Tensor* zeros);
 
 }  // namespace qf::worker

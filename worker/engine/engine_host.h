@@ -41,6 +41,13 @@ struct QuantParams {
   double damp_percent = 0.01;      // GPTQ: fraction of mean(diag(H)) added to the diagonal
   int block_size = 128;            // GPTQ lazy-update block
   int awq_grid = 20;               // AWQ: points of the scale-exponent grid
+  // AWQ: candidate scales s = mean|x|^a / mean|w_normalised|^(1-a) (AutoAWQ's
+  // "duo scaling") instead of the paper's s = mean|x|^a. Same grid, same loss.
+  bool awq_duo_scaling = true;
+  // Asymmetric zero points kept >= 1: GPTQ v1 stores zero - 1 in an unsigned
+  // field, so 0 does not survive (readers that convert v1 -> v2 carry it into
+  // the neighbouring field). Set for the gptq format.
+  bool zero_at_least_one = false;
 };
 
 struct SessionSpec {

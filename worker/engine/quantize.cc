@@ -17,7 +17,7 @@ int64_t GroupWidth(const QuantParams& p, int64_t cols) { return p.group_size == 
 
 }  // namespace
 
-void MinMaxParams(const at::Tensor& w, int bits, bool sym, at::Tensor* scale, at::Tensor* zero) {
+void MinMaxParams(const at::Tensor& w, int bits, bool sym, at::Tensor* scale, at::Tensor* zero, int min_zero) {
   const double maxq = std::ldexp(1.0, bits) - 1;
   at::Tensor xmin = at::clamp_max(std::get<0>(w.min(1)), 0);
   at::Tensor xmax = at::clamp_min(std::get<0>(w.max(1)), 0);
@@ -32,7 +32,7 @@ void MinMaxParams(const at::Tensor& w, int bits, bool sym, at::Tensor* scale, at
   if (sym) {
     *zero = at::full_like(*scale, std::ldexp(1.0, bits - 1));
   } else {
-    *zero = at::clamp(at::round(-xmin / *scale), 0, maxq);
+    *zero = at::clamp(at::round(-xmin / *scale), min_zero, maxq);
   }
 }
 
@@ -82,7 +82,7 @@ absl::StatusOr<kernels::QuantizedLinear> RtnQuantize(const std::string& name, co
     for (int64_t g = 0; g < groups; ++g) {
       at::Tensor wg = w.narrow(1, g * gw, gw);
       at::Tensor s, z;
-      MinMaxParams(wg, p.bits, p.sym, &s, &z);
+      MinMaxParams(wg, p.bits, p.sym, &s, &z, p.zero_at_least_one);
       codes.narrow(1, g * gw, gw).copy_(QuantCodes(wg, s.unsqueeze(1), z.unsqueeze(1), p.bits));
       scales[g] = s;
       zeros[g] = z;
@@ -91,8 +91,6 @@ absl::StatusOr<kernels::QuantizedLinear> RtnQuantize(const std::string& name, co
     return MakeQuantizedLinear(name, p, false, codes, scales, zeros, g_idx, bias);
   }, absl::StrCat(name, ": RTN"));
 }
-
-namespace {
 
 // Upper Cholesky factor of H^-1 (GPTQ's Hinv). Adds damp * mean(diag(H)) to the
 // diagonal; when the factorization fails (H not positive definite in float32),
@@ -119,8 +117,6 @@ absl::StatusOr<at::Tensor> InverseCholesky(const std::string& name, at::Tensor h
   return absl::InternalError(absl::StrCat(name, ": GPTQ Hessian could not be factorized even with damp 1.0"));
 }
 
-}  // namespace
-
 absl::StatusOr<kernels::QuantizedLinear> GptqQuantize(const std::string& name, const at::Tensor& w_in,
                                                       const at::Tensor& bias, const at::Tensor& h_in,
                                                       const QuantParams& p, double* loss) {
@@ -143,7 +139,7 @@ absl::StatusOr<kernels::QuantizedLinear> GptqQuantize(const std::string& name, c
       // Parameters fixed up front, on the natural column order.
       for (int64_t g = 0; g < groups; ++g) {
         at::Tensor s, z;
-        MinMaxParams(w.narrow(1, g * gw, gw), p.bits, p.sym, &s, &z);
+        MinMaxParams(w.narrow(1, g * gw, gw), p.bits, p.sym, &s, &z, p.zero_at_least_one);
         scales[g] = s;
         zeros[g] = z;
       }
@@ -187,7 +183,7 @@ absl::StatusOr<kernels::QuantizedLinear> GptqQuantize(const std::string& name, c
           if (col % gw == 0) {
             // As in the reference: parameters from the not-yet-updated-in-block columns of W.
             at::Tensor s, z;
-            MinMaxParams(w.narrow(1, col, gw), p.bits, p.sym, &s, &z);
+            MinMaxParams(w.narrow(1, col, gw), p.bits, p.sym, &s, &z, p.zero_at_least_one);
             scales[g] = s;
             zeros[g] = z;
           }

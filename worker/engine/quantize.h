@@ -26,7 +26,8 @@ namespace qf::worker {
 // Min/max affine parameters per row of `w` ([rows, cols]) as GPTQ's Quantizer
 // computes them (range widened to include 0; an all-zero row gets [-1, 1]).
 // scale: fp16-representable float32 [rows]; zero: integer-valued float32 [rows].
-void MinMaxParams(const at::Tensor& w, int bits, bool sym, at::Tensor* scale, at::Tensor* zero);
+// min_zero: 1 keeps asymmetric zero points representable in GPTQ v1.
+void MinMaxParams(const at::Tensor& w, int bits, bool sym, at::Tensor* scale, at::Tensor* zero, int min_zero = 0);
 
 // Integer codes clamp(round(w / scale) + zero, 0, 2^bits - 1) as float32.
 at::Tensor QuantCodes(const at::Tensor& w, const at::Tensor& scale, const at::Tensor& zero, int bits);
@@ -40,6 +41,11 @@ kernels::QuantizedLinear MakeQuantizedLinear(const std::string& name, const Quan
 
 absl::StatusOr<kernels::QuantizedLinear> RtnQuantize(const std::string& name, const at::Tensor& w,
                                                      const at::Tensor& bias, const QuantParams& p);
+
+// Upper Cholesky factor of (H + damp * mean(diag H) * I)^-1 (GPTQ's Hinv), by
+// cholesky, cholesky_inverse, cholesky. Damping grows x10 with a warning until
+// the factorization succeeds; Internal naming `name` if damp 1.0 fails.
+absl::StatusOr<at::Tensor> InverseCholesky(const std::string& name, at::Tensor h, double damp_percent);
 
 // h: the layer input's Hessian 2/N * X^T X, [in, in] float32. `loss` receives
 // GPTQ's summed (w - q)^2 / d^2 / 2.
