@@ -42,10 +42,12 @@ if [[ ! -x $VENV/bin/python ]]; then
   log "creating $VENV"
   python3 -m venv "$VENV"
 fi
-if ! cmp -s "$REQ" "$STAMP"; then
+REQ_INTEROP=$ROOT/scripts/requirements-interop.txt
+if ! cat "$REQ" "$REQ_INTEROP" | cmp -s - "$STAMP"; then
   log "installing Python packages (torch wheel: a few minutes the first time)"
   "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQ"
-  cp "$REQ" "$STAMP"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps -r "$REQ_INTEROP"
+  cat "$REQ" "$REQ_INTEROP" > "$STAMP"
 fi
 
 if [[ ! -f $BUILD/build.ninja ]]; then
