@@ -24,7 +24,7 @@ namespace qf::coordinator {
 
 // What went in, exactly as `qctl quantize` records it: {"tool", "method",
 // "bits", "group_size", "act_order", "sym", "static_groups",
-// "true_sequential", "damp_percent", "calibration": {"file" (basename),
+// "true_sequential", "damp_percent", "awq_duo_scaling" (awq only), "calibration": {"file" (basename),
 // "sha256", "samples", "seqlen", "seed"} (not for rtn)}, plus "mode" and
 // "stage_layers" in parallel mode, where they change the result.
 // NotFound if the calibration file cannot be read.

@@ -51,6 +51,8 @@ absl::Status ValidateJobSpec(const proto::JobSpec& spec) {
   if (spec.act_order() && m != "gptq") return FieldError("act_order", absl::StrCat("false for method ", m), "true");
   if (spec.static_groups() && m != "gptq")
     return FieldError("static_groups", absl::StrCat("false for method ", m), "true");
+  if (spec.awq_paper_scales() && m != "awq")
+    return FieldError("awq_paper_scales", absl::StrCat("false for method ", m), "true");
   QF_RETURN_IF_ERROR(CheckRange("block_size", spec.block_size(), 1, 4096));
   QF_RETURN_IF_ERROR(CheckRange("awq_grid", spec.awq_grid(), 1, 1000));
   if (spec.calib_path().empty() && m != "rtn")

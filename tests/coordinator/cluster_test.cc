@@ -177,6 +177,33 @@ TEST_F(ClusterTest, ClientSeesTheCoordinatorsErrors) {
   EXPECT_EQ(list->size(), 1u);
 }
 
+TEST_F(ClusterTest, WrongShapedLayerIsRejectedOverTheWire) {
+  StartCoordinator();
+  auto submitted = client_->Submit(Spec(4));
+  ASSERT_THAT(submitted, IsOk());
+  worker::WorkClient wc(coordinator_->InProcessChannel(), {});
+  ASSERT_THAT(wc.Register("bad", "cpu", "1"), IsOk());
+  auto task = wc.Lease("bad", "1", nullptr);
+  ASSERT_THAT(task, IsOk());
+  ASSERT_TRUE(task->has_value());
+  auto cfg = storage::LoadModelConfig(TinyModel());
+  ASSERT_THAT(cfg, IsOk());
+  kernels::LayerResult r = qf::testing::MakeFakeLayer(*cfg, worker::ToQuantParams((*task)->spec()), 0, 1);
+  r.linears[6].out_features = 128;  // mlp.down_proj should be [256 x 768]
+  r.linears[6].codes.resize(128 * 768);
+  r.linears[6].scales.resize(6 * 128);
+  r.linears[6].zeros.resize(6 * 128);
+  EXPECT_THAT(wc.PutLayer(**task, r), StatusIs(absl::StatusCode::kInvalidArgument,
+                                               AllOf(HasSubstr("mlp.down_proj"), HasSubstr("expected 256, got 128"))));
+  auto st = client_->Get(submitted->job_id());
+  ASSERT_THAT(st, IsOk());
+  EXPECT_EQ(st->layers_committed(), 0);
+  auto logs = client_->Logs(submitted->job_id());
+  ASSERT_THAT(logs, IsOk());
+  EXPECT_EQ(logs->back().kind(), proto::EVENT_LAYER_REJECTED);
+  EXPECT_THAT(wc.FetchLayer(submitted->job_id(), 0), StatusIs(absl::StatusCode::kNotFound, _));
+}
+
 TEST_F(ClusterTest, WorkerFailuresFailTheJobWithTheLastError) {
   StartCoordinator();
   qf::testing::FakeEngineOptions broken;

@@ -55,6 +55,7 @@ TEST(PlannerTest, BadFieldsAreNamed) {
       {"damp_percent", [](proto::JobSpec* s) { s->set_damp_percent(1.5); }},
       {"act_order", [](proto::JobSpec* s) { s->set_method("rtn"); s->set_act_order(true); }},
       {"block_size", [](proto::JobSpec* s) { s->set_block_size(-1); }},
+      {"awq_paper_scales", [](proto::JobSpec* s) { s->set_awq_paper_scales(true); }},
       {"awq_grid", [](proto::JobSpec* s) { s->set_awq_grid(5000); }},
       {"calib_path", [](proto::JobSpec* s) { s->clear_calib_path(); }},
       {"samples", [](proto::JobSpec* s) { s->set_samples(-3); }},

@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   faults->add_option("--fault-stall-after-layer", o.stall_after_layer,
                      "After computing this layer, stop renewing and stall before sending it");
   faults->add_option("--fault-stall-ms", o.stall_ms, "How long the stall lasts");
+  faults->add_option("--fault-layer-delay-ms", o.layer_delay_ms, "Sleep before computing each layer");
   CLI11_PARSE(app, argc, argv);
 
   sigset_t signals;

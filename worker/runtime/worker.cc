@@ -101,6 +101,9 @@ QuantParams ToQuantParams(const proto::JobSpec& spec) {
   q.damp_percent = spec.damp_percent();
   q.block_size = spec.block_size();
   q.awq_grid = spec.awq_grid();
+  q.awq_duo_scaling = !spec.awq_paper_scales();
+  // GPTQ v1 stores zero - 1 unsigned: keep asymmetric zeros >= 1 (as qctl does).
+  q.zero_at_least_one = spec.format() == "gptq" && !spec.sym();
   return q;
 }
 
@@ -226,6 +229,7 @@ absl::Status Worker::RunTask(const proto::TaskAssignment& task) {
     if (renewer.lost()) return abandon("lease lost");
     if (stop_ != nullptr && stop_->load()) return abandon("worker stopping");
     layer = l;
+    if (options_.layer_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(options_.layer_delay_ms));
     absl::StatusOr<kernels::LayerResult> r = (*session)->QuantizeLayer(l, nullptr);
     if (!r.ok()) return fail(r.status());
     if (l == options_.stall_after_layer) {

@@ -55,6 +55,9 @@ struct WorkerOptions {
   // before sending it (the lease expires; the coordinator must refuse it).
   int stall_after_layer = -1;
   int stall_ms = 0;
+  // Test hook: sleep this long before computing each layer (slows a run down
+  // enough to kill a process mid-stage).
+  int layer_delay_ms = 0;
 };
 
 struct WorkerStats {

@@ -1,0 +1,273 @@
+// Multi-process tests on loopback: a real qcoordinator and real qworker
+// processes (with the libtorch engine) quantize tiny-llama; artifacts are
+// compared byte for byte with `qctl quantize` (sequential) and with embedded
+// mode (parallel). Faults: kill -9 of a worker and of the coordinator, cancel
+// + resume, a corrupted chunk, a worker that commits after its lease expired.
+#include <signal.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "coordinator/client.h"
+#include "coordinator/embedded.h"
+#include "tests/coordinator/cluster_fixture.h"
+#include "tests/integration/subprocess.h"
+
+namespace qf::coordinator {
+namespace {
+
+using ::qf::testing::IsOk;
+using ::qf::testing::StatusIs;
+using ::qf::testing::Subprocess;
+using ::testing::HasSubstr;
+
+const std::string kBin = std::string(QF_BINARY_DIR) + "/bin";
+const std::string kModel = std::string(QF_SOURCE_DIR) + "/models/tiny-llama";
+const std::string kCalib = std::string(QF_SOURCE_DIR) + "/data/calib.txt";
+constexpr int kSamples = 16, kSeqlen = 128;
+
+bool Exists(const std::string& p) { return ::access(p.c_str(), X_OK) == 0; }
+
+class ClusterProcessTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!Exists(kBin + "/qctl") || !Exists(kBin + "/qworker") || !Exists(kBin + "/qcoordinator")) return;
+    suite_tmp_ = new qf::testing::TempDir();
+    reference_ = suite_tmp_->Sub("qctl-reference");
+    Subprocess qctl({kBin + "/qctl", "quantize", "--model", kModel, "--method", "gptq", "--bits", "4", "--group-size",
+                     "128", "--calib", kCalib, "--samples", std::to_string(kSamples), "--seqlen",
+                     std::to_string(kSeqlen), "--seed", "0", "--out", reference_},
+                    suite_tmp_->Sub("qctl.log"));
+    int status = qctl.Wait();
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      reference_error_ = qctl.Log();
+      reference_.clear();
+    }
+  }
+  static void TearDownTestSuite() {
+    delete suite_tmp_;
+    suite_tmp_ = nullptr;
+  }
+
+  void SetUp() override {
+    if (suite_tmp_ == nullptr) GTEST_SKIP() << "qctl/qworker/qcoordinator not built";
+    ASSERT_FALSE(reference_.empty()) << "qctl quantize failed:\n" << reference_error_;
+  }
+
+  proto::JobSpec Spec(int stage_layers, proto::Mode mode = proto::MODE_SEQUENTIAL) {
+    proto::JobSpec s;
+    s.set_model_path(kModel);
+    s.set_method("gptq");
+    s.set_bits(4);
+    s.set_group_size(128);
+    s.set_calib_path(kCalib);
+    s.set_samples(kSamples);
+    s.set_seqlen(kSeqlen);
+    s.set_seed(0);
+    s.set_out_dir(tmp_.Sub("artifact-" + std::to_string(jobs_++)));
+    s.set_stage_layers(stage_layers);
+    s.set_mode(mode);
+    return s;
+  }
+
+  void StartCoordinator() {
+    std::vector<std::string> argv = {kBin + "/qcoordinator",  "--listen", "127.0.0.1:" + std::to_string(port_),
+                                     "--state",               tmp_.Sub("state"), "--lease-ttl-ms", "1500",
+                                     "--renew-interval-ms",   "300", "--affinity-grace-ms", "500"};
+    coordinator_ = std::make_unique<Subprocess>(argv, tmp_.Sub("coordinator.log"));
+    std::string line = coordinator_->WaitForLine("listening on", 20000);
+    ASSERT_FALSE(line.empty()) << coordinator_->Log();
+    if (port_ == 0) {
+      port_ = std::stoi(line.substr(line.find(" port ") + 6));
+      client_ = JobClient::Connect("127.0.0.1:" + std::to_string(port_));
+    }
+  }
+
+  Subprocess* StartWorker(const std::string& name, std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv = {kBin + "/qworker", "--coordinator", "127.0.0.1:" + std::to_string(port_),
+                                     "--name", name, "--device", "cpu"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    workers_.push_back(std::make_unique<Subprocess>(argv, tmp_.Sub(name + ".log")));
+    return workers_.back().get();
+  }
+
+  // Watches the job to its end, calling on_event for every event.
+  proto::JobStatus WatchToEnd(const std::string& job,
+                              const std::function<void(const proto::JobEvent&)>& on_event = nullptr) {
+    auto done = client_->Watch(job, [&](const proto::WatchUpdate& u) {
+      events_.push_back(u.event());
+      if (on_event) on_event(u.event());
+    });
+    EXPECT_THAT(done, IsOk());
+    return done.ok() ? *done : proto::JobStatus();
+  }
+
+  std::string Submit(const proto::JobSpec& spec) {
+    auto r = client_->Submit(spec);
+    EXPECT_THAT(r, IsOk());
+    return r.ok() ? r->job_id() : "";
+  }
+
+  bool SawEvent(proto::EventKind kind, const std::string& text = "") const {
+    for (const auto& e : events_) {
+      if (e.kind() == kind && e.message().find(text) != std::string::npos) return true;
+    }
+    return false;
+  }
+
+  std::string DebugLogs() const {
+    std::string out = coordinator_ ? "--- coordinator\n" + coordinator_->Log() : "";
+    for (const auto& w : workers_) out += "--- worker\n" + w->Log();
+    return out;
+  }
+
+  static qf::testing::TempDir* suite_tmp_;
+  static std::string reference_;
+  static std::string reference_error_;
+  qf::testing::TempDir tmp_;
+  int port_ = 0;
+  int jobs_ = 0;
+  std::unique_ptr<Subprocess> coordinator_;
+  std::vector<std::unique_ptr<Subprocess>> workers_;
+  std::unique_ptr<JobClient> client_;
+  std::vector<proto::JobEvent> events_;
+};
+
+qf::testing::TempDir* ClusterProcessTest::suite_tmp_ = nullptr;
+std::string ClusterProcessTest::reference_;
+std::string ClusterProcessTest::reference_error_;
+
+TEST_F(ClusterProcessTest, SequentialOnThreeWorkersMatchesQctlQuantize) {
+  StartCoordinator();
+  for (const char* w : {"w0", "w1", "w2"}) StartWorker(w);
+  proto::JobStatus done = WatchToEnd(Submit(Spec(1)));
+  ASSERT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason() << DebugLogs();
+  qf::testing::ExpectSameTree(reference_, done.artifact_dir());
+}
+
+TEST_F(ClusterProcessTest, ParallelOnThreeWorkersMatchesEmbeddedMode) {
+  StartCoordinator();
+  for (const char* w : {"w0", "w1", "w2"}) StartWorker(w);
+  proto::JobSpec spec = Spec(2, proto::MODE_PARALLEL);
+  proto::JobStatus done = WatchToEnd(Submit(spec));
+  ASSERT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason() << DebugLogs();
+
+  proto::JobSpec embedded_spec = spec;
+  embedded_spec.set_out_dir(tmp_.Sub("embedded-parallel"));
+  EmbeddedOptions eo;
+  eo.state_dir = tmp_.Sub("embedded-state");
+  auto embedded = RunEmbedded(embedded_spec, eo);
+  ASSERT_THAT(embedded, IsOk());
+  qf::testing::ExpectSameTree(embedded->artifact_dir(), done.artifact_dir());
+  // Parallel stages start from FP16 activations: not the sequential result.
+  EXPECT_NE(qf::testing::ReadTree(reference_)["model.safetensors"],
+            qf::testing::ReadTree(done.artifact_dir())["model.safetensors"]);
+}
+
+TEST_F(ClusterProcessTest, KillNineOfAWorkerMidStage) {
+  StartCoordinator();
+  std::vector<Subprocess*> ws;
+  for (const char* w : {"w0", "w1", "w2"}) ws.push_back(StartWorker(w, {"--fault-layer-delay-ms", "600"}));
+  bool killed = false;
+  std::string victim;
+  proto::JobStatus done = WatchToEnd(Submit(Spec(2)), [&](const proto::JobEvent& e) {
+    // The worker that just committed the first layer of a stage is now inside its second.
+    if (!killed && e.kind() == proto::EVENT_LAYER_COMMITTED && e.layer() == 0) {
+      victim = e.worker();
+      ws[victim.back() - '0']->Kill(SIGKILL);
+      killed = true;
+    }
+  });
+  ASSERT_TRUE(killed);
+  ASSERT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason() << DebugLogs();
+  EXPECT_TRUE(SawEvent(proto::EVENT_LEASE_EXPIRED, victim)) << "the killed worker's lease was never expired";
+  qf::testing::ExpectSameTree(reference_, done.artifact_dir());
+}
+
+TEST_F(ClusterProcessTest, KillNineOfTheCoordinatorMidJob) {
+  StartCoordinator();
+  for (const char* w : {"w0", "w1", "w2"}) StartWorker(w, {"--fault-layer-delay-ms", "400"});
+  const std::string job = Submit(Spec(1));
+  bool restarted = false;
+  proto::JobStatus done = WatchToEnd(job, [&](const proto::JobEvent& e) {
+    if (!restarted && e.kind() == proto::EVENT_LAYER_COMMITTED) {
+      coordinator_->Kill(SIGKILL);
+      coordinator_->Wait();
+      StartCoordinator();  // same port, same state dir; Watch reconnects
+      restarted = true;
+    }
+  });
+  ASSERT_TRUE(restarted);
+  ASSERT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason() << DebugLogs();
+  EXPECT_THAT(coordinator_->Log(), HasSubstr("state loaded"));
+  qf::testing::ExpectSameTree(reference_, done.artifact_dir());
+}
+
+TEST_F(ClusterProcessTest, CancelThenResume) {
+  StartCoordinator();
+  StartWorker("w0", {"--fault-layer-delay-ms", "300"});
+  StartWorker("w1", {"--fault-layer-delay-ms", "300"});
+  const std::string job = Submit(Spec(1));
+  bool cancelled = false;
+  proto::JobStatus mid = WatchToEnd(job, [&](const proto::JobEvent& e) {
+    if (!cancelled && e.kind() == proto::EVENT_LAYER_COMMITTED) {
+      EXPECT_THAT(client_->Cancel(job, "test cancel"), IsOk());
+      cancelled = true;
+    }
+  });
+  ASSERT_EQ(mid.state(), proto::JOB_CANCELLED);
+  EXPECT_LT(mid.layers_committed(), 4);
+  auto resumed = client_->Resume(job);
+  ASSERT_THAT(resumed, IsOk());
+  proto::JobStatus done = WatchToEnd(job);
+  ASSERT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason() << DebugLogs();
+  qf::testing::ExpectSameTree(reference_, done.artifact_dir());
+}
+
+TEST_F(ClusterProcessTest, CorruptedChunkIsRejectedAndResent) {
+  StartCoordinator();
+  StartWorker("w0", {"--fault-corrupt-layer", "1", "--chunk-bytes", "65536"});
+  proto::JobStatus done = WatchToEnd(Submit(Spec(4)));
+  ASSERT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason() << DebugLogs();
+  EXPECT_TRUE(SawEvent(proto::EVENT_LAYER_REJECTED, "sha256 mismatch"));
+  qf::testing::ExpectSameTree(reference_, done.artifact_dir());
+}
+
+TEST_F(ClusterProcessTest, WorkerWithAnExpiredLeaseCannotCommitLate) {
+  StartCoordinator();
+  Subprocess* late = StartWorker("late", {"--fault-stall-after-layer", "0", "--fault-stall-ms", "5000"});
+  const std::string job = Submit(Spec(4));
+  bool healthy_started = false;
+  proto::JobStatus done = WatchToEnd(job, [&](const proto::JobEvent& e) {
+    if (!healthy_started && e.kind() == proto::EVENT_STAGE_LEASED && e.worker() == "late") {
+      StartWorker("healthy");
+      healthy_started = true;
+    }
+  });
+  ASSERT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason() << DebugLogs();
+  EXPECT_TRUE(SawEvent(proto::EVENT_LEASE_EXPIRED, "late"));
+  EXPECT_FALSE(late->WaitForLine("refused", 15000).empty()) << late->Log();
+  qf::testing::ExpectSameTree(reference_, done.artifact_dir());
+}
+
+TEST_F(ClusterProcessTest, BadInputIsRefusedWithANamedReason) {
+  StartCoordinator();
+  proto::JobSpec bad = Spec(1);
+  bad.set_bits(5);
+  EXPECT_THAT(client_->Submit(bad), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("JobSpec.bits")));
+  EXPECT_THAT(client_->Get("job-777777"), StatusIs(absl::StatusCode::kNotFound, HasSubstr("job-777777")));
+  proto::JobSpec missing = Spec(1);
+  missing.set_model_path(tmp_.Sub("no-such-model"));
+  StartWorker("w0");
+  const std::string job = Submit(missing);
+  proto::JobStatus done = WatchToEnd(job);
+  EXPECT_EQ(done.state(), proto::JOB_FAILED);
+  EXPECT_THAT(done.reason(), HasSubstr(tmp_.Sub("no-such-model")));
+  EXPECT_FALSE(SawEvent(proto::EVENT_STAGE_LEASED));
+}
+
+}  // namespace
+}  // namespace qf::coordinator
