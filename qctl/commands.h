@@ -10,6 +10,8 @@
 
 #include <functional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
@@ -20,6 +22,8 @@ using CommandFn = std::function<absl::Status()>;
 
 CommandFn SetupQuantize(CLI::App* sub);
 CommandFn SetupEval(CLI::App* sub);
+// submit, status, watch, list, cancel, resume, logs.
+void SetupClusterCommands(CLI::App& app, std::vector<std::pair<CLI::App*, CommandFn>>* subs);
 
 // Prints "qctl: error: <message>" on one line (newlines folded) to stderr and
 // returns the process exit code for the status (0 for OK).

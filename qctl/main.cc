@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
     CLI::App* sub = app.add_subcommand(c.name, c.help);
     subs.emplace_back(sub, c.setup(sub));
   }
+  qf::qctl::SetupClusterCommands(app, &subs);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

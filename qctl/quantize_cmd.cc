@@ -1,60 +1,58 @@
-// qctl quantize: the main job on one machine. Tokenizes the calibration text,
-// runs the engine layer by layer, and writes the artifact atomically.
+// qctl quantize: the main job on one machine, in embedded mode: the same
+// coordinator and worker code as a cluster, in this process, with the state in
+// a local directory. Interrupted (Ctrl-C, kill -9), the same command resumes
+// from the last committed layer and writes the same bytes.
 #include <cstdio>
+#include <filesystem>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
-#include "common/sha256.h"
+#include "common/fs.h"
 #include "common/status_macros.h"
+#include "coordinator/embedded.h"
 #include "nlohmann/json.hpp"
 #include "qctl/commands.h"
 #include "qctl/progress.h"
 #include "qctl/quantize_options.h"
-#include "storage/artifact.h"
-#include "storage/model_config.h"
-#include "worker/calibration.h"
-#include "worker/engine/engine_host.h"
-#include "worker/tokenizer.h"
 
 namespace qf::qctl {
 namespace {
 
-absl::Status RunQuantize(const QuantizeOptions& o) {
+// Next to the artifact, hidden: `out/.tiny-gptq.qforge-state`.
+std::string DefaultStateDir(const std::string& out) {
+  std::filesystem::path p = std::filesystem::absolute(out).lexically_normal();
+  if (!p.has_filename()) p = p.parent_path();
+  return (p.parent_path() / ("." + p.filename().string() + ".qforge-state")).string();
+}
+
+absl::Status RunQuantize(const QuantizeOptions& o, const std::string& state_flag, bool keep_state) {
   QF_RETURN_IF_ERROR(ValidateQuantizeOptions(o));
-  QF_ASSIGN_OR_RETURN(storage::ModelConfig cfg, storage::LoadModelConfig(o.model));
-  worker::SessionSpec spec = ToSessionSpec(o);
-  std::string calib_sha;
-  if (spec.quant.method != "rtn") {
-    QF_ASSIGN_OR_RETURN(auto tok, worker::Tokenizer::Load(o.model));
-    QF_ASSIGN_OR_RETURN(spec.calib_tokens,
-                        worker::BuildCalibrationTokens(*tok, {o.calib, o.samples, o.seqlen, o.seed}));
-    QF_ASSIGN_OR_RETURN(calib_sha, Sha256FileHex(o.calib));
-  } else {
-    spec.samples = 0;
-    spec.seqlen = 0;
-  }
   // Fail on an unwritable output before any work, not after it.
   QF_RETURN_IF_ERROR(CheckOutputWritable(o.out));
-  QF_ASSIGN_OR_RETURN(auto engine, worker::Engine::Load());
-  QF_ASSIGN_OR_RETURN(auto session, engine->OpenSession(spec));
-  const int n = session->num_layers();
-  ProgressReporter bar("quantize", n);
-  std::vector<kernels::LayerResult> layers;
-  for (int i = 0; i < n; ++i) {
-    bar.Update(i, absl::StrCat("layer ", i + 1, "/", n));
-    QF_ASSIGN_OR_RETURN(kernels::LayerResult r, session->QuantizeLayer(i, [&](const std::string& stage, int done, int total) {
-      bar.Update(i, absl::StrCat("layer ", i + 1, "/", n, " ", stage, " ", done, "/", total));
-    }));
-    layers.push_back(std::move(r));
-  }
-  bar.Update(n, "writing artifact");
-  nlohmann::json provenance = QuantizeProvenance(o, calib_sha);
-  QF_RETURN_IF_ERROR(storage::WriteArtifact(o.model, cfg, ToQuantSpec(o), layers, o.out, provenance));
-  double secs = bar.ElapsedSeconds();
-  bar.Finish(absl::StrCat("wrote ", o.out));
+  const std::string state = state_flag.empty() ? DefaultStateDir(o.out) : state_flag;
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(state).parent_path(), ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat("--state ", state, ": cannot create its parent: ", ec.message()));
+  coordinator::EmbeddedOptions eo;
+  eo.state_dir = state;
+  eo.device = o.device;
+  std::unique_ptr<ProgressReporter> bar;
+  eo.on_update = [&](const proto::WatchUpdate& u) {
+    const proto::JobStatus& s = u.status();
+    if (!bar && s.layers_total() > 0) bar = std::make_unique<ProgressReporter>("quantize", s.layers_total());
+    if (!bar) return;
+    std::string what = proto::EventKind_Name(u.event().kind());
+    if (u.event().kind() == proto::EVENT_LAYER_COMMITTED) what = absl::StrCat("layer ", u.event().layer() + 1, " committed");
+    if (u.event().kind() == proto::EVENT_ASSEMBLING) what = "writing artifact";
+    bar->Update(s.layers_committed(), what);
+  };
+  QF_ASSIGN_OR_RETURN(proto::JobStatus done, coordinator::RunEmbedded(ToJobSpec(o), eo));
+  double secs = bar ? bar->ElapsedSeconds() : 0;
+  if (bar) bar->Finish(absl::StrCat("wrote ", o.out));
+  // The committed layers are only needed to resume; the artifact holds them now.
+  if (!keep_state) RemoveAll(state).IgnoreError();
   if (o.json) {
-    nlohmann::json j = {{"artifact", o.out}, {"method", o.method}, {"bits", o.bits}, {"group_size", o.group_size},
-                        {"layers", n}, {"seconds", secs}};
+    nlohmann::json j = {{"artifact", o.out}, {"job", done.job_id()}, {"method", o.method}, {"bits", o.bits},
+                        {"group_size", o.group_size}, {"layers", done.layers_total()}, {"seconds", secs}};
     std::printf("%s\n", j.dump().c_str());
   }
   return absl::OkStatus();
@@ -64,9 +62,13 @@ absl::Status RunQuantize(const QuantizeOptions& o) {
 
 CommandFn SetupQuantize(CLI::App* sub) {
   auto o = std::make_shared<QuantizeOptions>();
+  auto state = std::make_shared<std::string>();
+  auto keep = std::make_shared<bool>(false);
   AddQuantizeFlags(sub, o.get());
+  sub->add_option("--state", *state, "State directory (default: .<out>.qforge-state next to --out); reuse to resume");
+  sub->add_flag("--keep-state", *keep, "Keep the state directory after success");
   sub->add_flag("--json", o->json, "Print a JSON summary on stdout");
-  return [o] { return RunQuantize(*o); };
+  return [o, state, keep] { return RunQuantize(*o, *state, *keep); };
 }
 
 }  // namespace qf::qctl

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/fs.h"
+#include "proto/job.pb.h"
 
 namespace qf::qctl {
 
@@ -82,49 +83,40 @@ absl::Status CheckOutputWritable(const std::string& out) {
   return absl::OkStatus();
 }
 
-worker::SessionSpec ToSessionSpec(const QuantizeOptions& o) {
-  worker::SessionSpec s;
-  s.model_dir = o.model;
-  s.device = o.device;
-  s.samples = o.samples;
-  s.seqlen = o.seqlen;
-  s.quant.method = o.method;
-  s.quant.bits = o.bits;
-  s.quant.group_size = o.group_size;
-  s.quant.sym = o.sym;
-  s.quant.act_order = o.act_order;
-  s.quant.static_groups = o.static_groups;
-  s.quant.true_sequential = !o.no_true_sequential;
-  s.quant.damp_percent = o.damp;
-  s.quant.awq_duo_scaling = !o.awq_paper_scales;
-  s.quant.zero_at_least_one = o.format == "gptq" && !o.sym;
+proto::JobSpec ToJobSpec(const QuantizeOptions& o) {
+  auto abs = [](const std::string& p) {
+    return p.empty() ? p : std::filesystem::absolute(p).lexically_normal().string();
+  };
+  proto::JobSpec s;
+  s.set_model_path(abs(o.model));
+  s.set_method(o.method);
+  s.set_bits(o.bits);
+  s.set_group_size(o.group_size);
+  s.set_act_order(o.act_order);
+  s.set_sym(o.sym);
+  s.set_damp_percent(o.damp);
+  s.set_static_groups(o.static_groups);
+  s.set_true_sequential(!o.no_true_sequential);
+  s.set_awq_paper_scales(o.awq_paper_scales);
+  if (o.method != "rtn") {
+    s.set_calib_path(abs(o.calib));
+    s.set_samples(o.samples);
+    s.set_seqlen(o.seqlen);
+    s.set_seed(o.seed);
+  }
+  s.set_format(o.format);
+  s.set_out_dir(abs(o.out));
+  s.set_mode(o.mode == "parallel" ? proto::MODE_PARALLEL : proto::MODE_SEQUENTIAL);
+  s.set_stage_layers(o.stage_layers);
+  s.set_priority(o.priority);
   return s;
 }
 
-storage::QuantSpec ToQuantSpec(const QuantizeOptions& o) {
-  storage::QuantSpec q;
-  q.method = o.method;
-  q.bits = o.bits;
-  q.group_size = o.group_size;
-  q.sym = o.sym;
-  q.desc_act = o.act_order && o.group_size != -1 && !o.static_groups;
-  q.damp_percent = o.damp;
-  q.static_groups = o.static_groups;
-  q.true_sequential = !o.no_true_sequential;
-  q.format = o.format;
-  return q;
-}
-
-nlohmann::json QuantizeProvenance(const QuantizeOptions& o, const std::string& calib_sha256) {
-  nlohmann::json j = {{"tool", "qforge"}, {"method", o.method}, {"bits", o.bits}, {"group_size", o.group_size},
-                      {"act_order", o.act_order}, {"sym", o.sym}, {"static_groups", o.static_groups},
-                      {"true_sequential", !o.no_true_sequential}, {"damp_percent", o.damp}};
-  if (o.method == "awq") j["awq_duo_scaling"] = !o.awq_paper_scales;
-  if (o.method != "rtn") {
-    j["calibration"] = {{"file", std::filesystem::path(o.calib).filename().string()}, {"sha256", calib_sha256},
-                        {"samples", o.samples}, {"seqlen", o.seqlen}, {"seed", o.seed}};
-  }
-  return j;
+void AddClusterJobFlags(CLI::App* sub, QuantizeOptions* o) {
+  sub->add_option("--mode", o->mode, "sequential (stage k starts from the quantized layers) | parallel")
+      ->check(CLI::IsMember({"sequential", "parallel"}))->capture_default_str();
+  sub->add_option("--stage-layers", o->stage_layers, "Decoder layers per stage (0: coordinator default)");
+  sub->add_option("--priority", o->priority, "Higher runs first; FIFO among equals")->capture_default_str();
 }
 
 }  // namespace qf::qctl

@@ -11,8 +11,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
 #include "nlohmann/json.hpp"
-#include "storage/artifact.h"
-#include "worker/engine/engine_host.h"
+#include "proto/job.pb.h"
 
 namespace qf::qctl {
 
@@ -34,6 +33,10 @@ struct QuantizeOptions {
   std::string format = "gptq";
   std::string out;
   std::string device = "cpu";
+  // Cluster jobs (`qctl submit`).
+  std::string mode = "sequential";
+  int stage_layers = 0;            // 0: the coordinator's default
+  int priority = 0;
   bool json = false;
 };
 
@@ -46,10 +49,11 @@ absl::Status ValidateQuantizeOptions(const QuantizeOptions& o);
 // PermissionDenied naming the directory when the artifact cannot be written.
 absl::Status CheckOutputWritable(const std::string& out);
 
-worker::SessionSpec ToSessionSpec(const QuantizeOptions& o);
-storage::QuantSpec ToQuantSpec(const QuantizeOptions& o);
-// What went in, for the manifest: no timestamps or host names, so the same
-// command writes the same bytes.
-nlohmann::json QuantizeProvenance(const QuantizeOptions& o, const std::string& calib_sha256);
+// The JobSpec both `qctl quantize` (embedded) and `qctl submit` send: one
+// mapping, so an embedded run and a cluster run write the same bytes.
+proto::JobSpec ToJobSpec(const QuantizeOptions& o);
+
+// Cluster-only flags (`qctl submit`): --mode, --stage-layers, --priority.
+void AddClusterJobFlags(CLI::App* sub, QuantizeOptions* o);
 
 }  // namespace qf::qctl
