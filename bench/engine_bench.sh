@@ -25,7 +25,10 @@ note() { echo "$*" | tee -a "$SUMMARY"; }
 has() { [[ ",$STEPS," == *",$1,"* ]]; }
 
 TORCH_LIB=$("$PY" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>/dev/null)
-[[ -n "$TORCH_LIB" ]] && export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# libtorch and the CUDA runtime of its wheel (nvidia/cu13/lib), wherever they are here.
+if [[ -n "$TORCH_LIB" ]]; then
+  export LD_LIBRARY_PATH="$TORCH_LIB:$(dirname "$(dirname "$TORCH_LIB")")/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
 # Tests find the bundled model through the source path they were built with
 # (QF_SOURCE_DIR); a carried build sees another checkout path.
 SRC_AT_BUILD=${QF_SOURCE_AT_BUILD:-$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$BUILD/CMakeCache.txt" 2>/dev/null)}
@@ -55,29 +58,41 @@ if has layer; then
 fi
 
 if has tiny; then
+  # name|method|bits|format|runs: runs on cpu / cuda / cuda2 (a second GPU
+  # run, compared byte for byte with the first). Artifacts are all evaluated on
+  # EVAL_DEVICE (the same eval for every row), with the fp16 model first.
   MODEL=$ROOT/models/tiny-llama
   TEXT=$ROOT/data/books-heldout.txt
-  T=$(mktemp -d)
-  ppl() { "$BUILD/bin/qctl" eval --model "$1" --text "$TEXT" --seqlen 512 --max-chunks 256 --device cpu --json 2>/dev/null |
-          "$PY" -c 'import json,sys; print(json.load(sys.stdin)["ppl"])'; }
-  # name | method | bits | format
-  for c in "gptq-w4|gptq|4|gptq" "gptq-w3|gptq|3|gptq" "awq-w4|awq|4|awq" "awq-w3|awq|3|gptq"; do
-    IFS='|' read -r name method bits format <<< "$c"
-    for dev in cpu cuda cuda2; do
+  EVAL_DEVICE=${EVAL_DEVICE:-cpu}
+  TINY_CONFIGS=${TINY_CONFIGS:-"gptq-w4|gptq|4|gptq|cpu,cuda,cuda2 gptq-w3|gptq|3|gptq|cpu,cuda,cuda2 awq-w4|awq|4|awq|cpu,cuda,cuda2 awq-w3|awq|3|gptq|cpu,cuda,cuda2"}
+  T=${TINY_DIR:-$(mktemp -d)}
+  mkdir -p "$T"
+  ppl() { "$BUILD/bin/qctl" eval --model "$1" --text "$TEXT" --seqlen 512 --max-chunks 256 --device "$EVAL_DEVICE" \
+            --json 2>/dev/null | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["ppl"])'; }
+  note "tiny-llama fp16: ppl $(ppl "$MODEL") (eval on $EVAL_DEVICE, 256 x 512 tokens of books-heldout)"
+  for c in $TINY_CONFIGS; do
+    IFS='|' read -r name method bits format runs <<< "$c"
+    line="tiny-llama $name:"
+    for dev in ${runs//,/ }; do
       d=${dev%2}
       t0=$(date +%s.%N)
-      "$BUILD/bin/qctl" quantize --model "$MODEL" --method "$method" \
+      if "$BUILD/bin/qctl" quantize --model "$MODEL" --method "$method" \
           --bits "$bits" --group-size 128 --calib "$ROOT/data/calib.txt" --samples 128 --seqlen 512 --seed 0 \
-          --format "$format" --device "$d" --out "$T/$name-$dev" > "$OUT/tiny-$name-$dev.log" 2>&1 ||
-        { note "$name $dev: quantize failed"; tail -3 "$OUT/tiny-$name-$dev.log"; }
-      "$PY" -c "print(f'{$(date +%s.%N) - $t0:.1f}')" > "$T/$name-$dev.time"
+          --format "$format" --device "$d" --out "$T/$name-$dev" > "$OUT/tiny-$name-$dev.log" 2>&1; then
+        secs=$("$PY" -c "print(f'{$(date +%s.%N) - $t0:.1f}')")
+        if [[ "$dev" == cuda2 ]]; then
+          same=$(diff -r "$T/$name-cuda" "$T/$name-cuda2" >/dev/null 2>&1 && echo identical || echo DIFFERENT)
+          line="$line | second GPU artifact $same"
+        else
+          line="$line | $dev ppl $(ppl "$T/$name-$dev") (quantize ${secs}s)"
+        fi
+      else
+        line="$line | $dev quantize FAILED: $(tail -1 "$OUT/tiny-$name-$dev.log")"
+      fi
     done
-    same=$(diff -r "$T/$name-cuda" "$T/$name-cuda2" >/dev/null 2>&1 && echo identical || echo DIFFERENT)
-    pc=$(ppl "$T/$name-cpu"); pg=$(ppl "$T/$name-cuda")
-    rel=$("$PY" -c "print(f'{100*($pg-$pc)/$pc:+.3f}%')" 2>/dev/null)
-    note "tiny-llama $name: ppl cpu $pc gpu $pg ($rel); two GPU artifacts $same; quantize s cpu $(cat "$T/$name-cpu.time") gpu $(cat "$T/$name-cuda.time")"
+    note "$line"
   done
-  rm -rf "$T"
+  [[ -z "${TINY_DIR:-}" ]] && rm -rf "$T"
 fi
 
 if has e2e; then

@@ -11,6 +11,8 @@
 //   factor    H^-1's Cholesky factor (reversed Cholesky + triangular inverse)
 //   gptq      the fused block recurrences + lazy-update GEMMs + group params
 //   pack      codes to the host QuantizedLinears, dequantization for the forward
+//   total     all of the session's QuantizeLayer but the weights' generation
+//   gpu pack  GPTQ v1 qweight of the seven linears on the GPU (apart)
 // The first layer also pays one-time costs (library and kernel loading) and is
 // reported apart. Then, with --textbook, the same layer's seven linears run
 // the textbook GPTQ (the paper's reference code: one column per step, a dozen
@@ -302,33 +304,19 @@ absl::Status RunLayers(const Flags& f) {
     QF_ASSIGN_OR_RETURN(worker::LayerWeights lw, model->Layer(layer));
     Sync(dev);
     row.weights_s = Since(tw);
+    // What the session's QuantizeLayer does on a GPU: GPTQ of the seven
+    // linears, the activations moved through the quantized layer, the norms.
     QF_ASSIGN_OR_RETURN(kernels::LayerResult r, worker::GptqLayerFast(layer, std::move(lw), acts, cfg, rope, p,
-                                                                      GptqFastOptions{}, nullptr, &row.t));
-    // The rest of the session's layer: norms, dequantization from the result
-    // (a replay's path) and the forward through the quantized layer.
+                                                                      GptqFastOptions{}, /*advance=*/true, nullptr,
+                                                                      &row.t));
     Clock::time_point ta = Clock::now();
     for (const char* n : {"input_layernorm.weight", "post_attention_layernorm.weight"}) {
       QF_ASSIGN_OR_RETURN(kernels::DenseTensor d, model->Dense(worker::LayerTensorName(layer, n), n));
       r.dense.push_back(std::move(d));
     }
-    QF_ASSIGN_OR_RETURN(worker::LayerWeights lwq, worker::WeightsFromResult(r, dev));
-    Sync(dev);
-    const double deq_s = Since(ta);
-    ta = Clock::now();
-    QF_RETURN_IF_ERROR(worker::TorchCallStatus([&] {
-      worker::LayerWeights lwc = CastWeights(lwq, dt);
-      lwq = worker::LayerWeights();
-      for (int64_t b = 0; b < acts.size(0); b += 16) {
-        at::Tensor xb = acts.narrow(0, b, std::min<int64_t>(16, acts.size(0) - b));
-        xb.copy_(worker::LayerForward(xb, lwc, cfg, rope, nullptr, worker::Tap::kNone));
-      }
-      return absl::OkStatus();
-    }, "forward through the quantized layer"));
-    Sync(dev);
-    const double fwd_s = Since(ta);
-    row.t.forward_s += fwd_s;
-    row.t.pack_s += deq_s;
-    row.t.total_s += deq_s + fwd_s;
+    const double norms_s = Since(ta);
+    row.t.pack_s += norms_s;
+    row.t.total_s += norms_s;
     row.peak_gib = PeakGpuGiB(dev);
     // GPTQ v1 qweight packing on the GPU (codes uploaded first, not timed).
     std::vector<at::Tensor> dev_codes;
@@ -384,7 +372,7 @@ class ShardWriter {
   ShardWriter(std::string dir, size_t depth) : dir_(std::move(dir)), depth_(depth) {
     thread_ = std::thread([this] { Loop(); });
   }
-  ~ShardWriter() { Close(); }
+  ~ShardWriter() { Close().IgnoreError(); }
   void Push(kernels::LayerResult r) {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [&] { return queue_.size() < depth_; });

@@ -52,6 +52,13 @@ RopeTables MakeRope(const storage::ModelConfig& cfg, int64_t seqlen, const at::D
 }
 
 at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  if (x.scalar_type() != at::kFloat) {
+    // Half-precision forward (GPU): normalize in float32, round once, as
+    // transformers does (x^2 alone can overflow fp16).
+    at::Tensor xf = x.to(at::kFloat);
+    at::Tensor var = xf.pow(2).mean(-1, /*keepdim=*/true);
+    return weight * (xf * at::rsqrt(var + eps)).to(x.scalar_type());
+  }
   at::Tensor var = x.pow(2).mean(-1, /*keepdim=*/true);
   return weight * (x * at::rsqrt(var + eps));
 }

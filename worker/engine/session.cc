@@ -3,17 +3,48 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include <cstdlib>
+
 #include "worker/engine/awq.h"
+#include "worker/engine/gptq_fast.h"
 #include "worker/engine/quantize.h"
+#include "worker/engine/synthetic.h"
 #include "worker/engine/torch_util.h"
 
 namespace qf::worker {
 namespace {
 
-// Samples per forward: bounds the attention working set.
+// Samples per forward: bounds the attention working set. gptq_fast.cc's
+// kBatch must stay equal (its advance matches this file's replay bit for bit).
 constexpr int64_t kBatch = 16;
 
 bool NeedsCalibration(const std::string& method) { return method != "rtn"; }
+
+// Forward dtype: float32 on the CPU (the reference); on CUDA the checkpoint's
+// half dtype (fp16 unless it is bf16; float32 checkpoints stay float32).
+// QF_ENGINE_CUDA_DTYPE=float32|float16|bfloat16 overrides it, for comparisons.
+absl::StatusOr<at::ScalarType> ComputeDType(const at::Device& dev, const storage::ModelConfig& cfg) {
+  if (!dev.is_cuda()) return at::kFloat;
+  std::string want = cfg.dtype;
+  if (const char* env = std::getenv("QF_ENGINE_CUDA_DTYPE"); env && *env) want = env;
+  if (want == "float32") return at::kFloat;
+  if (want == "bfloat16") return at::kBFloat16;
+  if (want == "float16") return at::kHalf;
+  return absl::InvalidArgumentError(absl::StrCat("compute dtype '", want,
+                                                 "' (QF_ENGINE_CUDA_DTYPE or config dtype): expected float32, float16 or bfloat16"));
+}
+
+LayerWeights CastWeights(const LayerWeights& lw, at::ScalarType dt) {
+  if (dt == at::kFloat) return lw;
+  LayerWeights o;
+  o.input_norm = lw.input_norm.to(dt);
+  o.post_norm = lw.post_norm.to(dt);
+  for (int id = 0; id < kNumLinears; ++id) {
+    o.lin[id].w = lw.lin[id].w.to(dt);
+    if (lw.lin[id].b.defined()) o.lin[id].b = lw.lin[id].b.to(dt);
+  }
+  return o;
+}
 
 }  // namespace
 
@@ -68,16 +99,27 @@ absl::Status ValidateSessionSpec(const SessionSpec& spec, const storage::ModelCo
 absl::StatusOr<std::unique_ptr<TorchSession>> TorchSession::Open(const SessionSpec& spec) {
   QF_ASSIGN_OR_RETURN(at::Device dev, ParseDevice(spec.device));
   auto s = std::unique_ptr<TorchSession>(new TorchSession(spec, dev));
-  QF_ASSIGN_OR_RETURN(s->model_, CheckpointWeights::Open(spec.model_dir, dev));
+  QF_ASSIGN_OR_RETURN(s->model_, OpenModelWeights(spec.model_dir, dev));
   const storage::ModelConfig& cfg = s->model_->config();
-  QF_RETURN_IF_ERROR(ValidateSessionSpec(spec, cfg));
+  if (IsSyntheticModel(spec.model_dir) && NeedsCalibration(spec.quant.method) && spec.calib_tokens.empty() &&
+      spec.samples > 0 && spec.seqlen > 0) {
+    // A synthetic model has no tokenizer: synthetic calibration tokens.
+    s->spec_.calib_tokens = SyntheticCalibrationTokens(cfg.vocab_size, 0, spec.samples, spec.seqlen);
+  }
+  QF_RETURN_IF_ERROR(ValidateSessionSpec(s->spec_, cfg));
+  QF_ASSIGN_OR_RETURN(s->compute_, ComputeDType(dev, cfg));
   if (NeedsCalibration(spec.quant.method)) {
     QF_ASSIGN_OR_RETURN(at::Tensor embed, s->model_->Embedding());
     QF_RETURN_IF_ERROR(TorchCallStatus([&] {
       at::Tensor ids = at::from_blob(const_cast<int32_t*>(s->spec_.calib_tokens.data()),
                                      {int64_t{spec.samples} * spec.seqlen}, at::kInt).to(at::kLong).to(dev);
+      if (s->compute_ != at::kFloat) embed = embed.to(s->compute_);
       s->acts_ = embed.index_select(0, ids).view({spec.samples, spec.seqlen, cfg.hidden_size});
       s->rope_ = MakeRope(cfg, spec.seqlen, dev);
+      if (s->compute_ != at::kFloat) {
+        s->rope_.cos = s->rope_.cos.to(s->compute_);
+        s->rope_.sin = s->rope_.sin.to(s->compute_);
+      }
       return absl::OkStatus();
     }, "calibration embeddings"));
   }
@@ -99,9 +141,10 @@ absl::Status TorchSession::Advance(const LayerWeights& lw) {
   if (!acts_.defined()) return absl::OkStatus();
   return TorchCallStatus([&] {
     const storage::ModelConfig& cfg = model_->config();
+    const LayerWeights lwc = CastWeights(lw, compute_);
     for (int64_t b = 0; b < acts_.size(0); b += kBatch) {
       at::Tensor xb = acts_.narrow(0, b, std::min(kBatch, acts_.size(0) - b));
-      xb.copy_(LayerForward(xb, lw, cfg, rope_, nullptr, Tap::kNone));
+      xb.copy_(LayerForward(xb, lwc, cfg, rope_, nullptr, Tap::kNone));
     }
     return absl::OkStatus();
   }, absl::StrCat("layer ", next_, ": forward"));
@@ -126,10 +169,17 @@ absl::StatusOr<kernels::LayerResult> TorchSession::Rtn(int layer, const LayerWei
   return r;
 }
 
-absl::StatusOr<kernels::LayerResult> TorchSession::Gptq(int layer, const LayerWeights& lw,
-                                                        const LayerProgressFn& progress) {
+absl::StatusOr<kernels::LayerResult> TorchSession::Gptq(int layer, LayerWeights lw, const LayerProgressFn& progress) {
   const QuantParams& p = spec_.quant;
   const storage::ModelConfig& cfg = model_->config();
+  if (dev_.is_cuda()) {
+    // The fast path also moves the activations through the quantized layer
+    // (the same bits as ApplyLayer's replay): QuantizeLayer skips ApplyLayer.
+    QF_ASSIGN_OR_RETURN(kernels::LayerResult r, GptqLayerFast(layer, std::move(lw), acts_, cfg, rope_, p,
+                                                              GptqFastOptions{}, /*advance=*/true, progress, nullptr));
+    QF_RETURN_IF_ERROR(AddNorms(layer, &r));
+    return r;
+  }
   // True-sequential: each group's Hessian comes from a forward in which the
   // groups before it are already quantized.
   const std::vector<std::vector<LinearId>> kSequential = {{kQ, kK, kV}, {kO}, {kGate, kUp}, {kDown}};
@@ -186,14 +236,26 @@ absl::StatusOr<kernels::LayerResult> TorchSession::QuantizeLayer(int layer, cons
   if (method == "rtn") {
     QF_ASSIGN_OR_RETURN(r, Rtn(layer, lw));
   } else if (method == "gptq") {
-    QF_ASSIGN_OR_RETURN(r, Gptq(layer, lw, progress));
+    QF_ASSIGN_OR_RETURN(r, Gptq(layer, std::move(lw), progress));
   } else {
-    QF_ASSIGN_OR_RETURN(const storage::TensorView* norm,
-                        model_->checkpoint().Get(LayerTensorName(layer, "input_layernorm.weight")));
-    QF_ASSIGN_OR_RETURN(r, AwqQuantizeLayer(layer, lw, acts_, model_->config(), rope_, spec_.quant,
-                                            std::string(storage::DTypeName(norm->dtype)), progress));
+    QF_ASSIGN_OR_RETURN(std::string norm_dtype, model_->NormDType(layer));
+    // AWQ's search runs in float32 (on a GPU too).
+    at::Tensor x = acts_;
+    RopeTables rope = rope_;
+    if (compute_ != at::kFloat) {
+      QF_RETURN_IF_ERROR(TorchCallStatus([&] {
+        x = acts_.to(at::kFloat);
+        rope = MakeRope(model_->config(), spec_.seqlen, dev_);
+        return absl::OkStatus();
+      }, absl::StrCat("layer ", layer, ": AWQ inputs")));
+    }
+    QF_ASSIGN_OR_RETURN(r, AwqQuantizeLayer(layer, lw, x, model_->config(), rope, spec_.quant, norm_dtype, progress));
   }
-  QF_RETURN_IF_ERROR(ApplyLayer(r));
+  if (method == "gptq" && dev_.is_cuda()) {
+    ++next_;   // GptqLayerFast advanced the activations already
+  } else {
+    QF_RETURN_IF_ERROR(ApplyLayer(r));
+  }
   return r;
 }
 

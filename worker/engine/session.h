@@ -4,6 +4,10 @@
 // activations [samples, seqlen, hidden] at the input of next_layer() on the
 // session's device and moves them one layer per call.
 //
+// On a CUDA device the activations and forwards are in the checkpoint's
+// half-precision dtype and GPTQ takes the fast path (gptq_fast.h); on the CPU
+// everything stays float32 and quantize.cc's reference path.
+//
 // Which activations the next layer sees is the method's:
 //   gptq: the output of the quantized layer (the GPTQ paper's sequential mode);
 //   awq:  the output of the float layer (AWQ computes every layer's statistics
@@ -42,16 +46,18 @@ class TorchSession final : public Session {
  private:
   TorchSession(SessionSpec spec, at::Device dev) : spec_(std::move(spec)), dev_(dev) {}
   absl::Status CheckNext(int layer) const;
-  absl::StatusOr<kernels::LayerResult> Gptq(int layer, const LayerWeights& lw, const LayerProgressFn& progress);
+  absl::StatusOr<kernels::LayerResult> Gptq(int layer, LayerWeights lw, const LayerProgressFn& progress);
   absl::StatusOr<kernels::LayerResult> Rtn(int layer, const LayerWeights& lw);
   absl::Status Advance(const LayerWeights& lw);  // acts_ <- layer(acts_)
   absl::Status AddNorms(int layer, kernels::LayerResult* r) const;
 
   SessionSpec spec_;
   at::Device dev_;
-  std::unique_ptr<CheckpointWeights> model_;
-  RopeTables rope_;
-  at::Tensor acts_;   // [samples, seqlen, hidden] float32; undefined for rtn
+  // float32 on the CPU; on CUDA the checkpoint's fp16/bf16 (ComputeDType).
+  at::ScalarType compute_ = at::kFloat;
+  std::unique_ptr<ModelWeights> model_;   // a checkpoint or a synthetic model (synthetic.h)
+  RopeTables rope_;   // in compute_
+  at::Tensor acts_;   // [samples, seqlen, hidden] in compute_; undefined for rtn
   int next_ = 0;
 };
 

@@ -31,15 +31,17 @@ std::string TensorBytes(const at::Tensor& t, at::ScalarType dtype) {
 
 at::Tensor DequantizeToTensor(const kernels::QuantizedLinear& q, const at::Device& device) {
   const int64_t n = q.out_features, k = q.in_features, g = q.num_groups;
-  at::Tensor codes = at::from_blob(const_cast<uint8_t*>(q.codes.data()), {n, k}, at::kByte).to(at::kFloat);
+  // The raw bytes move to the device first: the arithmetic runs there (the
+  // same IEEE operations, so the same values as on the CPU).
+  at::Tensor codes = at::from_blob(const_cast<uint8_t*>(q.codes.data()), {n, k}, at::kByte).to(device).to(at::kFloat);
   at::Tensor scales = at::from_blob(const_cast<uint16_t*>(q.scales.data()), {g, n}, at::kShort)
-                          .view(at::kHalf).to(at::kFloat);
-  at::Tensor zeros = at::from_blob(const_cast<uint8_t*>(q.zeros.data()), {g, n}, at::kByte).to(at::kFloat);
-  at::Tensor gidx = at::from_blob(const_cast<int32_t*>(q.g_idx.data()), {k}, at::kInt).to(at::kLong);
+                          .to(device).view(at::kHalf).to(at::kFloat);
+  at::Tensor zeros = at::from_blob(const_cast<uint8_t*>(q.zeros.data()), {g, n}, at::kByte).to(device).to(at::kFloat);
+  at::Tensor gidx = at::from_blob(const_cast<int32_t*>(q.g_idx.data()), {k}, at::kInt).to(device).to(at::kLong);
   // [k, n] per input channel, transposed to [n, k]
   at::Tensor s = scales.index_select(0, gidx).t();
   at::Tensor z = zeros.index_select(0, gidx).t();
-  return (s * (codes - z)).contiguous().to(device);
+  return (s * (codes - z)).contiguous();
 }
 
 absl::StatusOr<at::Device> ParseDevice(const std::string& spec) {

@@ -92,6 +92,11 @@ absl::StatusOr<kernels::DenseTensor> CheckpointWeights::Dense(const std::string&
   return d;
 }
 
+absl::StatusOr<std::string> CheckpointWeights::NormDType(int layer) const {
+  QF_ASSIGN_OR_RETURN(const storage::TensorView* norm, ckpt_->Get(LayerTensorName(layer, "input_layernorm.weight")));
+  return std::string(storage::DTypeName(norm->dtype));
+}
+
 absl::StatusOr<LayerWeights> WeightsFromResult(const kernels::LayerResult& r, const at::Device& device) {
   LayerWeights lw;
   for (const kernels::DenseTensor& d : r.dense) {
