@@ -80,9 +80,14 @@ class QctlTest : public ::testing::Test {
     WriteAll(file, out + hs + bytes.substr(8 + n));
   }
 
+  // Defaults for method/bits/group size unless `extra` sets them.
   std::string QuantizeArgs(const std::string& model, const std::string& out, const std::string& extra = "") {
-    return "quantize --model " + model + " --method gptq --bits 4 --group-size 128 --calib " + kCalib +
-           " --samples 4 --seqlen 64 --seed 1 --format gptq --out " + out + " " + extra;
+    std::string args = "quantize --model " + model + " --calib " + kCalib +
+                       " --samples 4 --seqlen 64 --seed 1 --out " + out + " " + extra;
+    if (extra.find("--method") == std::string::npos) args += " --method gptq";
+    if (extra.find("--bits") == std::string::npos) args += " --bits 4";
+    if (extra.find("--group-size") == std::string::npos) args += " --group-size 128";
+    return args;
   }
 
   void ExpectOneLineError(const RunResult& r, const std::string& needle) {
