@@ -271,3 +271,51 @@ TEST_F(ClusterProcessTest, BadInputIsRefusedWithANamedReason) {
 
 }  // namespace
 }  // namespace qf::coordinator
+
+namespace qf::coordinator {
+namespace {
+
+// qctl as a cluster client: submit prints a job id, watch prints one plain
+// line per event (stdout is not a terminal here) and exits 0 when the job
+// succeeds, status -o json is machine-readable, an unknown job is NOT_FOUND.
+TEST_F(ClusterProcessTest, QctlSubmitWatchStatusAndUnknownJob) {
+  StartCoordinator();
+  StartWorker("w0", {"--fault-layer-delay-ms", "200"});
+  const std::string target = "127.0.0.1:" + std::to_string(port_);
+  const std::string out = tmp_.Sub("qctl-artifact");
+  Subprocess submit({kBin + "/qctl", "submit", "--coordinator", target, "--model", kModel, "--method", "gptq",
+                     "--bits", "4", "--group-size", "128", "--calib", kCalib, "--samples", std::to_string(kSamples),
+                     "--seqlen", std::to_string(kSeqlen), "--seed", "0", "--stage-layers", "2", "--out", out},
+                    tmp_.Sub("submit.log"));
+  int st = submit.Wait();
+  ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << submit.Log();
+  std::string job = submit.Log();
+  while (!job.empty() && (job.back() == '\n' || job.back() == ' ')) job.pop_back();
+  job = job.substr(job.rfind('\n') + 1);
+  ASSERT_THAT(job, ::testing::StartsWith("job-"));
+
+  Subprocess watch({kBin + "/qctl", "watch", job, "--coordinator", target}, tmp_.Sub("watch.log"));
+  st = watch.Wait();
+  const std::string log = watch.Log();
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << log << DebugLogs();
+  EXPECT_THAT(log, HasSubstr("LAYER_COMMITTED stage 0 layer 0"));
+  EXPECT_THAT(log, HasSubstr("LAYER_COMMITTED stage 1 layer 3"));
+  EXPECT_THAT(log, HasSubstr("layers 4/4"));
+  EXPECT_THAT(log, HasSubstr("SUCCEEDED"));
+  // Same bytes as qctl quantize.
+  qf::testing::ExpectSameTree(reference_, out);
+
+  Subprocess status({kBin + "/qctl", "status", job, "--coordinator", target, "-o", "json"}, tmp_.Sub("status.log"));
+  st = status.Wait();
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << status.Log();
+  EXPECT_THAT(status.Log(), HasSubstr("\"state\":\"JOB_SUCCEEDED\""));
+
+  Subprocess unknown({kBin + "/qctl", "status", "job-999999", "--coordinator", target}, tmp_.Sub("unknown.log"));
+  st = unknown.Wait();
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 1) << unknown.Log();
+  EXPECT_THAT(unknown.Log(), HasSubstr("qctl: error:"));
+  EXPECT_THAT(unknown.Log(), HasSubstr("job-999999"));
+}
+
+}  // namespace
+}  // namespace qf::coordinator
