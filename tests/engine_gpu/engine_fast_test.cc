@@ -15,6 +15,7 @@
 #include "worker/engine/gptq_fast.h"
 #include "worker/engine/quantize.h"
 #include "worker/engine/synthetic.h"
+#include "worker/engine/weights.h"
 
 namespace qf::worker {
 namespace {
@@ -247,6 +248,43 @@ TEST(SyntheticTest, CalibrationTokensAreStableAndInRange) {
     EXPECT_LT(id, 2048);
   }
   EXPECT_NE(a, SyntheticCalibrationTokens(2048, 1, 4, 32));
+}
+
+TEST(GptqLayerFastTest, AdvanceEqualsAReplayOfTheResult) {
+  // The staged true-sequential layer keeps the attention output and the
+  // residual; its advance must be what LayerForward computes from the result.
+  for (bool sequential : {true, false}) {
+    SCOPED_TRACE(sequential ? "true-sequential" : "all at once");
+    auto model = SyntheticWeights::Open("synthetic:llama-tiny", at::kCPU);
+    ASSERT_TRUE(model.ok());
+    const storage::ModelConfig& cfg = (*model)->config();
+    auto embed = (*model)->Embedding();
+    ASSERT_TRUE(embed.ok());
+    std::vector<int32_t> ids = SyntheticCalibrationTokens(cfg.vocab_size, 1, 20, 32);   // 16 + 4 samples
+    at::Tensor idx = at::from_blob(ids.data(), {640}, at::kInt).to(at::kLong);
+    at::Tensor acts = embed->index_select(0, idx).view({20, 32, cfg.hidden_size});
+    at::Tensor before = acts.clone();
+    RopeTables rope = MakeRope(cfg, 32, at::kCPU);
+    QuantParams p;
+    p.true_sequential = sequential;
+    auto lw = (*model)->Layer(1);
+    ASSERT_TRUE(lw.ok());
+    auto r = GptqLayerFast(1, *lw, acts, cfg, rope, p, GptqFastOptions{}, /*advance=*/true, nullptr, nullptr);
+    ASSERT_TRUE(r.ok()) << r.status();
+    for (const char* n : {"input_layernorm.weight", "post_attention_layernorm.weight"}) {
+      auto d = (*model)->Dense(LayerTensorName(1, n), n);
+      ASSERT_TRUE(d.ok());
+      r->dense.push_back(*d);
+    }
+    auto lwq = WeightsFromResult(*r, at::kCPU);
+    ASSERT_TRUE(lwq.ok()) << lwq.status();
+    for (int64_t b = 0; b < 20; b += 16) {
+      at::Tensor xb = before.narrow(0, b, std::min<int64_t>(16, 20 - b));
+      xb.copy_(LayerForward(xb, *lwq, cfg, rope, nullptr, Tap::kNone));
+    }
+    EXPECT_TRUE(at::equal(acts, before));
+    EXPECT_GT(acts.abs().sum().item<double>(), 0);
+  }
 }
 
 TEST(SyntheticTest, SessionQuantizesASyntheticModelOnTheCpu) {
