@@ -11,11 +11,13 @@
 // move (packed weights + scales + zeros + A + C) over the peak read bandwidth
 // that a plain streaming-read kernel reaches in the same run.
 //
-//   w4a16_bench [--iters=50] [--warmup=5] [--ms=1,4,16,64,256] [--shapes=qkv,o,gate_up,down] [--sweep]
-//               [--variant=NAME]
+//   w4a16_bench [--iters=50] [--warmup=5] [--ms=1,4,16,64,256] [--shapes=qkv,o,gate_up,down]
+//               [--sweep[=SUBSTR,...]] [--variant=NAME]
 //
-// --sweep also times every compiled variant (W4A16VariantNames) per row and
-// prints them after the table: the data for retuning the selection table.
+// --sweep also times every compiled variant (W4A16VariantNames; with
+// substrings, those whose name contains one) per row and prints them after
+// the table: the data for retuning the selection table. The grid each row
+// ran with (W4A16LaunchDescription) is listed under the table.
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -183,6 +185,7 @@ int main(int argc, char** argv) {
   std::vector<int64_t> ms = {1, 4, 16, 64, 256};
   std::string shape_filter;
   bool sweep = false;
+  std::vector<std::string> sweep_filter;  // empty: every variant
   std::string forced_variant;
   for (int i = 1; i < argc; ++i) {
     if (std::strncmp(argv[i], "--iters=", 8) == 0)
@@ -195,11 +198,19 @@ int main(int argc, char** argv) {
       shape_filter = std::string(",") + (argv[i] + 9) + ",";
     else if (std::strcmp(argv[i], "--sweep") == 0)
       sweep = true;
+    else if (std::strncmp(argv[i], "--sweep=", 8) == 0) {
+      sweep = true;
+      for (const char* p = argv[i] + 8; *p;) {
+        const char* e = std::strchr(p, ',');
+        sweep_filter.emplace_back(p, e ? e - p : std::strlen(p));
+        p = e ? e + 1 : p + std::strlen(p);
+      }
+    }
     else if (std::strncmp(argv[i], "--variant=", 10) == 0)
       forced_variant = argv[i] + 10;
     else {
       std::fprintf(stderr,
-                   "usage: %s [--iters=N] [--warmup=N] [--ms=1,4,..] [--shapes=qkv,o,gate_up,down] [--sweep] "
+                   "usage: %s [--iters=N] [--warmup=N] [--ms=1,4,..] [--shapes=qkv,o,gate_up,down] [--sweep[=SUBSTR,..]] "
                    "[--variant=NAME]\n",
                    argv[0]);
       return 2;
@@ -243,11 +254,21 @@ int main(int argc, char** argv) {
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   int met = 0, total = 0;
   std::map<std::pair<std::string, int64_t>, double> cublas_us;  // pass 0 -> pass 1
+  std::vector<std::string> plans;                                // grid of each table row
+  const auto swept = [&](const std::string& name) {
+    if (sweep_filter.empty()) return true;
+    for (const std::string& f : sweep_filter) {
+      if (name.find(f) != std::string::npos) return true;
+    }
+    return false;
+  };
   // Pass 0: the table (the selected variant, or --variant). Pass 1 (--sweep):
   // every variant, printed as it goes so that a failing one loses nothing.
   for (int pass = 0; pass < (sweep ? 2 : 1); ++pass) {
     if (pass == 1) {
       std::printf("\ntargets (M<=16: >=3.5x and >=85%% roofline; M=64: >=2x; M=256: >=1x): %d of %d met\n", met, total);
+      std::printf("\ngrids:\n");
+      for (const std::string& pl : plans) std::printf("  %s\n", pl.c_str());
       std::printf(
           "\nsweep: every variant that takes the shape\n| shape | M | variant | us | vs cuBLAS | roofline |\n"
           "|---|---|---|---|---|---|\n");
@@ -274,6 +295,7 @@ int main(int argc, char** argv) {
       Check(ws.Reserve(qf::kernels::W4A16WorkspaceBytes(max_m, n, k, 0)), "workspace");
       if (sweep) {
         for (const std::string& name : qf::kernels::W4A16VariantNames()) {
+          if (!swept(name)) continue;
           auto bytes = qf::kernels::W4A16WorkspaceBytes(max_m, n, k, 0, name.c_str());
           if (bytes.ok()) Check(ws.Reserve(*bytes), "workspace");
         }
@@ -297,6 +319,7 @@ int main(int argc, char** argv) {
         if (pass == 1) {
           const double t_cublas = cublas_us[{s.name, m}];
           for (const std::string& name : qf::kernels::W4A16VariantNames()) {
+            if (!swept(name)) continue;
             qf::kernels::W4A16GemmArgs forced = args;
             forced.variant = name.c_str();
             if (!qf::kernels::W4A16Gemm(forced).ok()) continue;  // the variant does not take this shape
@@ -349,6 +372,10 @@ int main(int argc, char** argv) {
                     variant.ok() ? variant->c_str() : "?", t_ours, t_cublas, speedup, bytes / (t_ours * 1e-6) / 1e12,
                     100 * roof, 100 * roof16, err, ok ? "met" : "MISSED");
         std::fflush(stdout);
+        const auto plan = qf::kernels::W4A16LaunchDescription(
+            m, n, k, kGroupSize, forced_variant.empty() ? nullptr : forced_variant.c_str());
+        plans.push_back(std::string(s.name) + " M=" + std::to_string(m) + ": " +
+                        (plan.ok() ? *plan : std::string(plan.status().message())));
       }
       CUDA_CHECK(cudaFree(qweight));
       CUDA_CHECK(cudaFree(zeros));
@@ -359,8 +386,11 @@ int main(int argc, char** argv) {
       CUDA_CHECK(cudaFree(c_ref));
     }
   }
-  if (!sweep)
+  if (!sweep) {
     std::printf("\ntargets (M<=16: >=3.5x and >=85%% roofline; M=64: >=2x; M=256: >=1x): %d of %d met\n", met, total);
+    std::printf("\ngrids:\n");
+    for (const std::string& pl : plans) std::printf("  %s\n", pl.c_str());
+  }
   CUBLAS_CHECK(cublasDestroy(handle));
   CUDA_CHECK(cudaFree(bw_buf));
   CUDA_CHECK(cudaFree(sink));

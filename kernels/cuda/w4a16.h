@@ -63,13 +63,16 @@ struct W4A16GemmArgs {
 // InvalidArgument quoting m/n/k/group_size for bad sizes (n not a multiple of
 // 64, k not a multiple of 16, group_size not dividing k), null or misaligned
 // (16-byte) pointers, or a small workspace; Unimplemented quoting them when
-// no kernel variant accepts the shape (supported: n % 128 == 0 and
-// k % 128 == 0, or n % 256 == 0 and k % 64 == 0; group_size a multiple of 32
-// or -1); Internal with the CUDA error when the launch fails.
+// no kernel variant accepts the shape (supported: on sm_90, m <= 32 with any
+// n and k that pass the checks above, through the weight-streaming variants,
+// which need no workspace; otherwise n % 128 == 0 and k % 128 == 0, or
+// n % 256 == 0 and k % 64 == 0; group_size a multiple of 32 or -1); Internal
+// with the CUDA error when the launch fails.
 absl::Status W4A16Gemm(const W4A16GemmArgs& args);
 
 // Workspace bytes that W4A16Gemm needs for every m in [1, max_m] with this
-// n and k on `device` (for the forced `variant` only, when given).
+// n and k on `device` (for the forced `variant` only, when given); 0 when
+// only weight-streaming variants serve those m (a null workspace is fine then).
 // InvalidArgument/Unimplemented as W4A16Gemm for the shape; Internal when the
 // device cannot be queried.
 absl::StatusOr<size_t> W4A16WorkspaceBytes(int64_t max_m, int64_t n, int64_t k, int device,
@@ -78,6 +81,12 @@ absl::StatusOr<size_t> W4A16WorkspaceBytes(int64_t max_m, int64_t n, int64_t k, 
 // Name of the variant W4A16Gemm would run, e.g. "mb1_bn128_bk128_s6"; errors
 // as W4A16Gemm.
 absl::StatusOr<std::string> W4A16VariantName(int64_t m, int64_t n, int64_t k, int group_size);
+
+// The variant W4A16Gemm would run (or `variant`) and its grid, in words, e.g.
+// "stream_m8: grid 16x8 cluster 8, 8 warps, 64 slices/block, 33 KB smem, 1/SM";
+// for benchmarks and logs. Errors as W4A16Gemm; Internal without a device.
+absl::StatusOr<std::string> W4A16LaunchDescription(int64_t m, int64_t n, int64_t k, int group_size,
+                                                   const char* variant = nullptr);
 
 // Every compiled variant: the selection table's, then the tuning-only ones.
 std::vector<std::string> W4A16VariantNames();

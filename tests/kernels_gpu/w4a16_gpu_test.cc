@@ -173,7 +173,7 @@ double Threshold(const QuantizedLinear& q, bool awq) {
 }
 
 std::string Trace(const char* name, int64_t m, const W4A16Weights& w) {
-  absl::StatusOr<std::string> v = W4A16VariantName(m, w.n, w.k, w.group_size);
+  absl::StatusOr<std::string> v = W4A16LaunchDescription(m, w.n, w.k, w.group_size);
   return std::string(name) + " m=" + std::to_string(m) + " n=" + std::to_string(w.n) + " k=" + std::to_string(w.k) +
          " gs=" + std::to_string(w.group_size) + " variant=" + (v.ok() ? *v : "none");
 }
@@ -362,7 +362,7 @@ TEST_F(W4A16GpuTest, RepeatedCallsAreBitIdentical) {
   absl::StatusOr<W4A16Weights> w = RepackW4A16Ref(q);
   ASSERT_TRUE(w.ok()) << w.status();
   const DeviceLinear d(*w);
-  for (int64_t m : {1, 16, 100}) {
+  for (int64_t m : {1, 9, 16, 40, 100}) {
     SCOPED_TRACE(Trace("deterministic", m, *w));
     const std::vector<uint16_t> a = RandomActivations(m, q.in_features, 400 + m);
     absl::StatusOr<std::vector<float>> first = Fused(d, a, m);
@@ -375,10 +375,99 @@ TEST_F(W4A16GpuTest, RepeatedCallsAreBitIdentical) {
   }
 }
 
+bool HasStreamingVariants() {
+  int device = 0, major = 0;
+  return cudaGetDevice(&device) == cudaSuccess &&
+         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 9;
+}
+
+// The weight-streaming variants (sm_90) on their own, forced by name: every
+// group size, sym/asym, act-order, bias, n down to one 64-column tile, k not
+// a multiple of the ring depth (ragged and prime slice counts), m at the
+// edges of each variant's row range and above it (several launches).
+TEST_F(W4A16GpuTest, StreamingVariantsMatchCpuReference) {
+  if (!HasStreamingVariants()) GTEST_SKIP() << "weight-streaming variants need sm_90";
+  struct StreamCase {
+    const char* name;
+    LinearSpec spec;
+  };
+  const StreamCase cases[] = {
+      {"asym_g128_bias", {.n = 448, .k = 1024, .group_size = 128, .bias = true}},
+      {"sym_g32", {.n = 192, .k = 576, .group_size = 32, .sym = true}},
+      {"asym_g64_act_order", {.n = 256, .k = 640, .group_size = 64, .desc_act = true}},
+      {"asym_channelwise_k352", {.n = 64, .k = 352, .group_size = -1}},
+      {"sym_g128_act_order_deep", {.n = 128, .k = 4096, .group_size = 128, .sym = true, .desc_act = true}},
+      {"asym_g32_n1280", {.n = 1280, .k = 384, .group_size = 32, .bias = true}},
+  };
+  struct VariantMs {
+    const char* variant;
+    std::vector<int64_t> ms;
+  };
+  const VariantMs variants[] = {
+      {"stream_m8", {1, 2, 3, 7, 8, 20}},  {"stream_m16", {1, 9, 16, 33}},     {"stream_m32", {3, 17, 32, 40}},
+      {"stream_m64", {1, 33, 64, 118}},    {"stream_m8_reg", {1, 5, 8, 9}},    {"stream_m16_reg", {2, 16}},
+      {"stream_m8_d16", {1, 5, 8}},        {"stream_m16_fold", {11, 16}},
+  };
+  for (const StreamCase& c : cases) {
+    const QuantizedLinear q = RandomLinear(c.spec, 71);
+    absl::StatusOr<W4A16Weights> w = RepackW4A16Ref(q);
+    ASSERT_TRUE(w.ok()) << w.status();
+    const DeviceLinear d(*w);
+    for (const VariantMs& v : variants) {
+      for (int64_t m : v.ms) {
+        absl::StatusOr<std::string> plan = W4A16LaunchDescription(m, w->n, w->k, w->group_size, v.variant);
+        ASSERT_TRUE(plan.ok()) << plan.status();
+        SCOPED_TRACE(std::string(c.name) + " m=" + std::to_string(m) + " n=" + std::to_string(w->n) +
+                     " k=" + std::to_string(w->k) + " " + *plan);
+        const std::vector<uint16_t> a = RandomActivations(m, q.in_features, 500 + m);
+        absl::StatusOr<std::vector<float>> want = GemmW4A16Ref(a, m, *w);
+        ASSERT_TRUE(want.ok());
+        absl::StatusOr<std::vector<float>> got = Fused(d, a, m, v.variant);
+        ASSERT_TRUE(got.ok()) << got.status();
+        EXPECT_LT(RelErr(*got, *want), Threshold(q, false));
+      }
+    }
+  }
+}
+
+// Shapes only the weight-streaming variants take (n % 128 != 0, k % 64 !=
+// 0) run for m <= 32 on sm_90 by default, with no workspace (null is fine).
+TEST_F(W4A16GpuTest, StreamingRunsWithoutWorkspace) {
+  if (!HasStreamingVariants()) GTEST_SKIP() << "weight-streaming variants need sm_90";
+  const QuantizedLinear q = RandomLinear({.n = 192, .k = 576, .group_size = 64}, 81);
+  absl::StatusOr<W4A16Weights> w = RepackW4A16Ref(q);
+  ASSERT_TRUE(w.ok()) << w.status();
+  absl::StatusOr<size_t> bytes = W4A16WorkspaceBytes(32, w->n, w->k, 0);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  EXPECT_EQ(*bytes, 0u);
+  const DeviceLinear d(*w);
+  const int64_t m = 5;
+  const std::vector<uint16_t> a = RandomActivations(m, q.in_features, 82);
+  DeviceArray<uint16_t> a_dev(a), c(static_cast<size_t>(m * w->n));
+  W4A16GemmArgs args;
+  args.a = H(a_dev);
+  args.qweight = d.qweight.get();
+  args.scales = H(d.scales);
+  args.zeros = d.zeros.get();
+  args.c = H(c);
+  args.m = m;
+  args.n = w->n;
+  args.k = w->k;
+  args.group_size = w->group_size;
+  absl::StatusOr<std::string> variant = W4A16VariantName(m, w->n, w->k, w->group_size);
+  ASSERT_TRUE(variant.ok()) << variant.status();
+  EXPECT_EQ(*variant, "stream_m8");
+  ASSERT_TRUE(W4A16Gemm(args).ok());
+  CUDA_ASSERT(cudaDeviceSynchronize());
+  absl::StatusOr<std::vector<float>> want = GemmW4A16Ref(a, m, *w);
+  ASSERT_TRUE(want.ok());
+  EXPECT_LT(RelErr(HalfsToFloats(c.ToHost()), *want), kMaxRelErrGptqAsym);
+}
+
 TEST_F(W4A16GpuTest, RejectsBadArgumentsWithTheShape) {
   DeviceArray<uint16_t> buf(1 << 20);
   W4A16Workspace ws;
-  ASSERT_TRUE(ws.Reserve(W4A16WorkspaceBytes(16, 512, 512, 0)).ok());
+  ASSERT_TRUE(ws.Reserve(W4A16WorkspaceBytes(128, 512, 512, 0)).ok());
   W4A16GemmArgs args;
   args.a = H(buf);
   args.qweight = reinterpret_cast<const uint32_t*>(buf.get());
@@ -400,25 +489,32 @@ TEST_F(W4A16GpuTest, RejectsBadArgumentsWithTheShape) {
   s = run(4, 512, 1000, -1);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr("k=1000"));
-  s = run(4, 512, 1536, 48);
+  s = run(4, 512, 1536, 48);  // no variant takes group size 48
   EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(s.message(), HasSubstr("group_size=48"));
-  s = run(1, 384, 576, 64);  // k % 128 != 0 and n % 256 != 0
+  // m above the weight-streaming range goes to the tiled kernel, which needs
+  // k % 128 (or n % 256 and k % 64) and n % 128.
+  s = run(100, 384, 576, 64);
   EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(s.message(), HasSubstr("k=576"));
-  s = run(4, 192, 512, 128);  // n % 128 != 0
+  s = run(100, 192, 512, 128);
   EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
   EXPECT_TRUE(run(0, 512, 512, 128).ok());
   W4A16GemmArgs small = args;
-  small.m = 4;
+  small.m = 100;  // the tiled kernel's split-K workspace
   small.n = 512;
   small.k = 512;
   small.workspace_bytes = 16;
   EXPECT_THAT(W4A16Gemm(small).message(), HasSubstr("workspace"));
   W4A16GemmArgs null_a = small;
+  null_a.m = 4;
   null_a.workspace_bytes = ws.size();
   null_a.a = nullptr;
   EXPECT_EQ(W4A16Gemm(null_a).code(), absl::StatusCode::kInvalidArgument);
+  W4A16GemmArgs unknown = null_a;
+  unknown.a = H(buf);
+  unknown.variant = "no_such_variant";
+  EXPECT_EQ(W4A16Gemm(unknown).code(), absl::StatusCode::kInvalidArgument);
   W4A16RepackArgs r;
   r.k = 100;
   r.n = 64;

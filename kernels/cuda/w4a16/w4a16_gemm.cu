@@ -18,39 +18,50 @@ namespace {
 
 using w4a16::Variant;
 
-// Selection table: the first row with m <= max_m and n >= min_n whose
-// variant takes n, k and the group size runs (rows of one m range are
+// Selection table: the first row with m <= max_m, n >= min_n and k >= min_k
+// whose variant takes n, k and the group size runs (rows of one m range are
 // alternatives for shapes the first cannot take). Tuned on the H100 with
-// w4a16_bench --sweep (kernels/README.md).
+// w4a16_bench --sweep (kernels/README.md): for m <= 16 the tiled kernel
+// measured as fast as or faster than the weight-streaming one on the
+// Llama-70B shapes, so streaming serves the shapes the tiled variants reject.
 struct Row {
   int64_t max_m;
   int64_t min_n;
+  int64_t min_k;
   const Variant* v;
 };
 constexpr int64_t kAnyM = int64_t{1} << 40;
-const std::array<Row, 12> kTable = {{
-    {16, 0, &w4a16::kW4A16Mb1Bn256},
-    {16, 0, &w4a16::kW4A16Mb1Bk512},
-    {16, 0, &w4a16::kW4A16Mb1TwoBlocks},
-    {32, 0, &w4a16::kW4A16Mb2Bn128},
-    {48, 0, &w4a16::kW4A16Mb3Bn128},
-    {48, 0, &w4a16::kW4A16Mb3Bn256},
-    {64, 16384, &w4a16::kW4A16Mb4Bk256},
-    {64, 0, &w4a16::kW4A16Mb4Bn128},
-    {64, 0, &w4a16::kW4A16Mb4Bn256},
-    {kAnyM, 0, &w4a16::kW4A16Mb4Bk256},
-    {kAnyM, 0, &w4a16::kW4A16Mb4Bn256},
-    {kAnyM, 0, &w4a16::kW4A16Mb4Bn128},
+const std::array<Row, 16> kTable = {{
+    {16, 0, 0, &w4a16::kW4A16Mb1Bn256},
+    {16, 0, 0, &w4a16::kW4A16Mb1Bk512},
+    {16, 0, 0, &w4a16::kW4A16Mb1TwoBlocks},
+    {32, 0, 0, &w4a16::kW4A16Mb2Bn128},
+    // Weight streaming (sm_90): any n % 64 and k % 16 for m <= 32.
+    {8, 0, 0, &w4a16::kW4A16StreamM8},
+    {16, 0, 0, &w4a16::kW4A16StreamM16},
+    {32, 0, 0, &w4a16::kW4A16StreamM32},
+    {48, 0, 0, &w4a16::kW4A16Mb3Bn128},
+    {48, 0, 0, &w4a16::kW4A16Mb3Bn256},
+    // Deep or wide weights: the 256-column, 256-row stages (down: 107 vs 113 us).
+    {64, 16384, 0, &w4a16::kW4A16Mb4Bk256},
+    {64, 0, 16384, &w4a16::kW4A16Mb4Bk256},
+    {64, 0, 0, &w4a16::kW4A16Mb4Bn128},
+    {64, 0, 0, &w4a16::kW4A16Mb4Bn256},
+    {kAnyM, 0, 0, &w4a16::kW4A16Mb4Bk256},
+    {kAnyM, 0, 0, &w4a16::kW4A16Mb4Bn256},
+    {kAnyM, 0, 0, &w4a16::kW4A16Mb4Bn128},
 }};
 // Shallow stages for shapes the rows above reject (k % 256 != 0, ...); they
 // take any m by chunking it.
 const std::array<const Variant*, 2> kFallbackVariants = {&w4a16::kW4A16AnyBk128, &w4a16::kW4A16AnyBk64};
 // Reachable only by name (W4A16GemmArgs::variant): alternatives the bench
 // sweeps when retuning the tables above.
-const std::array<const Variant*, 8> kTuningVariants = {
-    &w4a16::kW4A16TuneMb1Bk128,    &w4a16::kW4A16TuneMb2TwoBlocks, &w4a16::kW4A16TuneMb4Bk128,
-    &w4a16::kW4A16TmaMb1TwoBlocks, &w4a16::kW4A16TmaMb1Bk512,      &w4a16::kW4A16TmaMb2,
-    &w4a16::kW4A16TmaMb4Bn128,     &w4a16::kW4A16TmaMb4Bn256,
+const std::array<const Variant*, 13> kTuningVariants = {
+    &w4a16::kW4A16StreamM8Reg,      &w4a16::kW4A16StreamM16Reg,  &w4a16::kW4A16StreamM8D16,
+    &w4a16::kW4A16StreamM16Fold,    &w4a16::kW4A16StreamM64,     &w4a16::kW4A16TuneMb1Bk128,
+    &w4a16::kW4A16TuneMb2TwoBlocks, &w4a16::kW4A16TuneMb4Bk128,  &w4a16::kW4A16TmaMb1TwoBlocks,
+    &w4a16::kW4A16TmaMb1Bk512,      &w4a16::kW4A16TmaMb2,        &w4a16::kW4A16TmaMb4Bn128,
+    &w4a16::kW4A16TmaMb4Bn256,
 };
 
 std::vector<const Variant*> AllVariants() {
@@ -130,15 +141,16 @@ absl::StatusOr<const Variant*> Select(absl::string_view who, int64_t m, int64_t 
   }
   const auto runs_here = [&](const Variant* v) { return sm == 0 || sm >= v->min_sm; };
   for (const Row& r : kTable) {
-    if (m_eff <= r.max_m && n >= r.min_n && Fits(*r.v, n, k, gs) && runs_here(r.v)) return r.v;
+    if (m_eff <= r.max_m && n >= r.min_n && k >= r.min_k && Fits(*r.v, n, k, gs) && runs_here(r.v)) return r.v;
   }
   for (const Variant* v : kFallbackVariants) {
     if (Fits(*v, n, k, gs) && runs_here(v)) return v;
   }
   return absl::UnimplementedError(absl::StrCat(
       who, "(", Shape(m, n, k, group_size),
-      "): no kernel variant fits; supported: n % 128 == 0 and k % 128 == 0, or n % 256 == 0 and k % 64 == 0; "
-      "group_size -1 or a multiple of 32 that divides or is divided by the stage depth (32, 64, 128, 256, ...)"));
+      "): no kernel variant fits; supported: on sm_90 m <= 32 with any n % 64 == 0 and k % 16 == 0, otherwise "
+      "n % 128 == 0 and k % 128 == 0, or n % 256 == 0 and k % 64 == 0; group_size -1 or a multiple of 32 that "
+      "divides or is divided by the stage depth (32, 64, 128, 256, ...)"));
 }
 
 struct DeviceFacts {
@@ -237,6 +249,28 @@ absl::Status W4A16Gemm(const W4A16GemmArgs& args) {
       !Aligned16(args.zeros) || !Aligned16(args.bias) || !Aligned16(args.workspace)) {
     return bad("every pointer must be 16-byte aligned");
   }
+  const int gs_eff = gsz == -1 ? static_cast<int>(k) : gsz;
+  if (v->stream_run != nullptr) {
+    // Weight streaming: v->bm rows per launch, no workspace.
+    for (int64_t m0 = 0; m0 < m; m0 += v->bm) {
+      const w4a16::StreamCall call{args.a + m0 * k,
+                                   args.qweight,
+                                   args.scales,
+                                   args.zeros,
+                                   args.bias,
+                                   args.c + m0 * n,
+                                   static_cast<int>(std::min<int64_t>(v->bm, m - m0)),
+                                   static_cast<int>(n),
+                                   static_cast<int>(k),
+                                   gs_eff,
+                                   args.stream};
+      if (absl::Status s = v->stream_run(call, device); !s.ok()) {
+        return absl::Status(s.code(), absl::StrCat("W4A16Gemm(", Shape(m, n, k, gsz), "), variant ", v->name, ": ",
+                                                   s.message()));
+      }
+    }
+    return absl::OkStatus();
+  }
   QF_ASSIGN_OR_RETURN(const DeviceFacts facts, Facts(*v, device));
   const Plan plan = MakePlan(*v, facts, m, n, k);
   if (args.workspace == nullptr || !plan.Fits(args.workspace_bytes)) {
@@ -255,7 +289,7 @@ absl::Status W4A16Gemm(const W4A16GemmArgs& args) {
   p.m = static_cast<int>(m);
   p.n = static_cast<int>(n);
   p.k = static_cast<int>(k);
-  p.group_size = gsz == -1 ? static_cast<int>(k) : gsz;
+  p.group_size = gs_eff;
   p.group_log2 = (p.group_size & (p.group_size - 1)) == 0 ? __builtin_ctz(static_cast<unsigned>(p.group_size)) : -1;
   p.n_tiles = static_cast<int>(plan.n_tiles);
   p.m_chunks = static_cast<int>(plan.m_chunks);
@@ -270,15 +304,17 @@ absl::Status W4A16Gemm(const W4A16GemmArgs& args) {
 absl::StatusOr<size_t> W4A16WorkspaceBytes(int64_t max_m, int64_t n, int64_t k, int device, const char* variant) {
   if (variant != nullptr) {
     QF_ASSIGN_OR_RETURN(const Variant* v, Select("W4A16WorkspaceBytes", max_m, n, k, -1, variant, DeviceSm(device)));
+    if (v->stream_run != nullptr) return size_t{0};  // no split-K workspace
     QF_ASSIGN_OR_RETURN(const DeviceFacts facts, Facts(*v, device));
     return MakePlan(*v, facts, max_m, n, k).MinWorkspace();
   }
   size_t bytes = 0;
+  bool any = false;
   absl::Status unimplemented = absl::OkStatus();
   // Within each block-row class the variant is fixed and the need grows with m,
   // so the class tops (and max_m itself) bound every m in [1, max_m]. A class
   // no variant accepts (e.g. m <= 32 with k % 128 != 0) needs nothing.
-  for (int64_t m : {int64_t{16}, int64_t{32}, int64_t{48}, int64_t{64}, max_m}) {
+  for (int64_t m : {int64_t{8}, int64_t{16}, int64_t{32}, int64_t{48}, int64_t{64}, max_m}) {
     const int64_t probe = std::min(std::max<int64_t>(m, 1), std::max<int64_t>(max_m, 1));
     absl::StatusOr<const Variant*> v = Select("W4A16WorkspaceBytes", probe, n, k, -1, nullptr, DeviceSm(device));
     if (absl::IsUnimplemented(v.status())) {
@@ -286,16 +322,33 @@ absl::StatusOr<size_t> W4A16WorkspaceBytes(int64_t max_m, int64_t n, int64_t k, 
       continue;
     }
     if (!v.ok()) return v.status();
+    any = true;
+    if ((*v)->stream_run != nullptr) continue;  // no split-K workspace
     QF_ASSIGN_OR_RETURN(const DeviceFacts facts, Facts(**v, device));
     bytes = std::max(bytes, MakePlan(**v, facts, probe, n, k).MinWorkspace());
   }
-  if (bytes == 0) return unimplemented;
+  if (!any) return unimplemented;
   return bytes;
 }
 
 absl::StatusOr<std::string> W4A16VariantName(int64_t m, int64_t n, int64_t k, int group_size) {
   QF_ASSIGN_OR_RETURN(const Variant* v, Select("W4A16VariantName", m, n, k, group_size, nullptr, CurrentSm()));
   return std::string(v->name);
+}
+
+absl::StatusOr<std::string> W4A16LaunchDescription(int64_t m, int64_t n, int64_t k, int group_size,
+                                                   const char* variant) {
+  QF_ASSIGN_OR_RETURN(const int device, CurrentDevice());
+  QF_ASSIGN_OR_RETURN(const Variant* v,
+                      Select("W4A16LaunchDescription", m, n, k, group_size, variant, DeviceSm(device)));
+  if (v->stream_describe != nullptr) {
+    const int64_t launches = (std::max<int64_t>(m, 1) + v->bm - 1) / v->bm;
+    return absl::StrCat(v->name, ": ", launches > 1 ? absl::StrCat(launches, " launches, ") : "",
+                        v->stream_describe(m, n, k, device));
+  }
+  QF_ASSIGN_OR_RETURN(const DeviceFacts facts, Facts(*v, device));
+  const Plan plan = MakePlan(*v, facts, m, n, k);
+  return absl::StrCat(v->name, ": grid ", plan.grid, ", ", plan.units, " units of ", v->bk, " rows");
 }
 
 std::vector<std::string> W4A16VariantNames() {

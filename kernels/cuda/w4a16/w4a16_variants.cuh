@@ -12,10 +12,26 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <string>
 
+#include "absl/status/status.h"
 #include "kernels/cuda/w4a16/w4a16_kernel.cuh"
 
 namespace qf::kernels::w4a16 {
+
+// One launch of a weight-streaming variant (w4a16_stream.cu): at most
+// Variant::bm rows of A; pointers as in W4A16GemmArgs.
+struct StreamCall {
+  const __half* a;
+  const uint32_t* qweight;
+  const __half* scales;
+  const uint32_t* zeros;
+  const __half* bias;
+  __half* c;
+  int m, n, k;
+  int group_size;  // effective (k for -1)
+  cudaStream_t stream;
+};
 
 struct Variant {
   const char* name;  // "mb1_bn128_bk128_s6"
@@ -27,6 +43,11 @@ struct Variant {
   size_t smem_bytes;   // dynamic shared memory
   const void* kernel;  // for cudaFuncSetAttribute / occupancy queries
   void (*launch)(const Params& p, int grid, cudaStream_t stream);
+  // Weight-streaming family (w4a16_stream.cu) instead of `launch`: plans its
+  // own grid per (m, n, k), needs no workspace, takes bm rows per launch.
+  absl::Status (*stream_run)(const StreamCall& call, int device) = nullptr;
+  // "grid 16 x 8 (cluster 8), 8 warps, 64 slices per block, 40 KB shared"
+  std::string (*stream_describe)(int64_t m, int64_t n, int64_t k, int device) = nullptr;
 };
 
 template <class Cfg>
@@ -79,6 +100,20 @@ using CfgTmaMb1Bk512 = Config<1, 2, 4, 32, 4, 1, true>;
 using CfgTmaMb2 = Config<2, 2, 4, 16, 4, 1, true>;
 using CfgTmaMb4Bn128 = Config<4, 2, 4, 16, 3, 1, true>;
 using CfgTmaMb4Bn256 = Config<4, 4, 2, 8, 3, 1, true>;
+
+// Weight-streaming variants (w4a16_stream_kernel.cuh), sm_90: up to 8, 16,
+// 32, 64 rows of A per launch. _reg: weights through a register ring instead
+// of shared memory; _fold: fp32 per-group scaling for 16 rows; _d16: 16-deep
+// ring. The table uses m8, m16, m32 for the shapes the tiled variants reject;
+// the rest are for tuning sweeps.
+extern const Variant kW4A16StreamM8;
+extern const Variant kW4A16StreamM16;
+extern const Variant kW4A16StreamM32;
+extern const Variant kW4A16StreamM64;
+extern const Variant kW4A16StreamM8Reg;
+extern const Variant kW4A16StreamM16Reg;
+extern const Variant kW4A16StreamM8D16;
+extern const Variant kW4A16StreamM16Fold;
 
 extern const Variant kW4A16Mb1Bn256;
 extern const Variant kW4A16Mb1Bk512;

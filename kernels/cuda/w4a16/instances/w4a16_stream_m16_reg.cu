@@ -1,0 +1,6 @@
+// One W4A16 GEMM variant per file, so the instances compile in parallel.
+#include "kernels/cuda/w4a16/w4a16_stream.cuh"
+
+namespace qf::kernels::w4a16 {
+const Variant kW4A16StreamM16Reg = MakeStreamVariant<2, 8, false, true>("stream_m16_reg");
+}  // namespace qf::kernels::w4a16

@@ -1,0 +1,75 @@
+// File: kernels/cuda/w4a16/w4a16_stream.cuh
+//
+// Host side of the weight-streaming W4A16 variants (kernel:
+// w4a16_stream_kernel.cuh): the grid planner and the cluster launch, shared
+// by every instance; MakeStreamVariant turns one <MH, DEPTH> instance into a
+// row of the variant table (w4a16_variants.cuh).
+//
+//   // instances/w4a16_stream_m8.cu
+//   const Variant kW4A16StreamM8 = MakeStreamVariant<1, 8, true, false>("stream_m8");
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "kernels/cuda/w4a16/w4a16_stream_kernel.cuh"
+#include "kernels/cuda/w4a16/w4a16_variants.cuh"
+
+namespace qf::kernels::w4a16 {
+
+// One compiled instance of W4A16StreamKernel.
+struct StreamKernel {
+  void (*kernel)(const StreamParams);
+  int mh;         // 8-row blocks of A
+  int depth;      // ring slots per warp
+  bool reg_ring;  // B ring in registers
+  int max_warps;  // per block (register budget of the launch bound)
+};
+
+// Plans (cached per device, m, n, k) and launches one call; Internal with
+// the CUDA error when the launch fails or no grid fits the device.
+absl::Status RunStreamKernel(const StreamKernel& sk, const StreamCall& call, int device);
+
+// The plan in words, for benchmarks and test traces.
+std::string DescribeStreamKernel(const StreamKernel& sk, int64_t m, int64_t n, int64_t k, int device);
+
+template <int MH, int DEPTH, bool FOLD, bool REG>
+const StreamKernel& StreamKernelOf() {
+  static const StreamKernel sk{&W4A16StreamKernel<MH, DEPTH, FOLD, REG>, MH, DEPTH, REG,
+                               StreamConfig<MH, DEPTH, FOLD, REG>::kMaxWarps};
+  return sk;
+}
+
+template <int MH, int DEPTH, bool FOLD, bool REG>
+absl::Status RunStream(const StreamCall& call, int device) {
+  return RunStreamKernel(StreamKernelOf<MH, DEPTH, FOLD, REG>(), call, device);
+}
+
+template <int MH, int DEPTH, bool FOLD, bool REG>
+std::string DescribeStream(int64_t m, int64_t n, int64_t k, int device) {
+  return DescribeStreamKernel(StreamKernelOf<MH, DEPTH, FOLD, REG>(), m, n, k, device);
+}
+
+// MH 8-row blocks of A, DEPTH-slot ring, FOLD: fp32 per-group scaling, REG:
+// register ring (see w4a16_stream_kernel.cuh).
+template <int MH, int DEPTH, bool FOLD, bool REG>
+Variant MakeStreamVariant(const char* name) {
+  using Cfg = StreamConfig<MH, DEPTH, FOLD, REG>;
+  Variant v{name,
+            Cfg::kRows,
+            64,
+            16,
+            Cfg::kMaxThreads,
+            DEPTH,
+            1,
+            90,  // thread-block clusters
+            0,   // dynamic shared memory is planned per call
+            reinterpret_cast<const void*>(&W4A16StreamKernel<MH, DEPTH, FOLD, REG>),
+            nullptr};
+  v.stream_run = &RunStream<MH, DEPTH, FOLD, REG>;
+  v.stream_describe = &DescribeStream<MH, DEPTH, FOLD, REG>;
+  return v;
+}
+
+}  // namespace qf::kernels::w4a16
