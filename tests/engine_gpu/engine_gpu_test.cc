@@ -35,14 +35,15 @@ constexpr double kMaxCodeMismatchGpuVsCpu = 0.01;
 constexpr double kMaxLossRelDiffGpuVsCpu = 0.02;
 // A whole tiny-llama session (4 layers, 8 x 64 tokens) on the GPU against the
 // CPU. A flipped code feeds a different error into the rest of its row and a
-// changed layer changes the next one's inputs, so differences grow through
-// the session. In float32 only summation orders and the factorization differ;
-// with fp16 forwards the Hessians carry fp16 rounding of the activations
-// (seen: 23% of codes, with perplexity within 0.15% of the CPU artifact's).
-constexpr double kMaxSessionCodeMismatchFp32 = 0.05;
-constexpr double kMaxSessionLossRelDiffFp32 = 0.02;
-constexpr double kMaxSessionCodeMismatchFp16 = 0.35;
-constexpr double kMaxSessionLossRelDiffFp16 = 0.10;
+// changed layer changes the next one's inputs, so code differences cascade
+// through the session while the GPTQ loss (what GPTQ minimizes) stays put.
+// Seen on an H100: float32 18.4% of codes, summed loss +0.10%; fp16 22.8%,
+// +0.11% (and the artifacts' perplexities within 0.01%). The summed loss is
+// the criterion; the code fraction only bounds gross breakage.
+constexpr double kMaxSessionCodeMismatchFp32 = 0.30;
+constexpr double kMaxSessionLossRelDiffFp32 = 0.01;
+constexpr double kMaxSessionCodeMismatchFp16 = 0.30;
+constexpr double kMaxSessionLossRelDiffFp16 = 0.01;
 
 const std::string kModel = std::string(QF_SOURCE_DIR) + "/models/tiny-llama";
 

@@ -170,7 +170,9 @@ absl::StatusOr<at::Tensor> ReversedInverseCholesky(const std::string& name, at::
     hr.diagonal().add_((damp - applied) * mean_diag);
     applied = damp;
     auto [l, info] = at::linalg_cholesky_ex(hr);
-    if (info.item<int>() == 0) {
+    // L is checked too: a backend may report success for a bad last pivot and
+    // leave NaN behind, and a NaN L must not become the next try's J H J.
+    if (info.item<int>() == 0 && at::isfinite(l).all().item<bool>()) {
       hr = at::Tensor();
       at::Tensor linv = at::zeros({l.size(0), l.size(1)}, l.options());
       LowerTriangularInverseInto(l, linv);
