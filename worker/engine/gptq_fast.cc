@@ -278,37 +278,14 @@ absl::StatusOr<GptqDeviceResult> GptqFast(const std::string& name, const at::Ten
   return TorchCall([&]() -> absl::StatusOr<GptqDeviceResult> {
     PhaseTimer timer(device, times != nullptr);
     const int64_t rows = w_in.size(0), cols = w_in.size(1), gw = GroupWidth(p, cols);
-    const int64_t groups = cols / gw;
     const double maxq = std::ldexp(1.0, p.bits) - 1;
     const bool dynamic_groups = p.group_size != -1 && !p.static_groups;
     // Row-major, as the kernel's pointer arithmetic assumes.
-    at::Tensor w = w_in.clone(at::MemoryFormat::Contiguous);
-
-    // Dead inputs (never active in calibration): any value works, zero them.
-    at::Tensor dead = h.diagonal() == 0;
-    h.diagonal().masked_fill_(dead, 1);
-    w.masked_fill_(dead.unsqueeze(0), 0);
-    dead = at::Tensor();
-
-    at::Tensor scales = at::empty({groups, rows}, w.options());
-    at::Tensor zeros = at::empty({groups, rows}, w.options());
-    if (!dynamic_groups) {
-      // Parameters fixed up front, on the natural column order.
-      for (int64_t g = 0; g < groups; ++g) {
-        at::Tensor s, z;
-        MinMaxParams(w.narrow(1, g * gw, gw), p.bits, p.sym, &s, &z, p.zero_at_least_one);
-        scales[g] = s;
-        zeros[g] = z;
-      }
-    }
-
-    at::Tensor perm, perm_cpu;
-    if (p.act_order) {
-      perm = at::argsort(h.diagonal(), /*stable=*/true, /*dim=*/0, /*descending=*/true);
-      w = w.index_select(1, perm);
-      h = h.index_select(0, perm).index_select(1, perm);
-      perm_cpu = perm.to(at::kCPU).contiguous();
-    }
+    GptqPrepared prep = GptqPrepare(w_in.clone(at::MemoryFormat::Contiguous), std::move(h), p);
+    at::Tensor w = std::move(prep.w);
+    h = std::move(prep.h);
+    at::Tensor scales = std::move(prep.scales), zeros = std::move(prep.zeros);
+    at::Tensor perm = std::move(prep.perm), perm_cpu = std::move(prep.perm_cpu);
     const int64_t* perm_p = p.act_order ? perm_cpu.data_ptr<int64_t>() : nullptr;
 
     absl::StatusOr<at::Tensor> hinv_or = o.reference_factorization

@@ -117,41 +117,51 @@ absl::StatusOr<at::Tensor> InverseCholesky(const std::string& name, at::Tensor h
   return absl::InternalError(absl::StrCat(name, ": GPTQ Hessian could not be factorized even with damp 1.0"));
 }
 
+GptqPrepared GptqPrepare(at::Tensor w, at::Tensor h, const QuantParams& p) {
+  const int64_t rows = w.size(0), cols = w.size(1), gw = GroupWidth(p, cols);
+  const int64_t groups = cols / gw;
+  GptqPrepared r;
+  // Dead inputs (never active in calibration): any value works, zero them.
+  {
+    at::Tensor dead = h.diagonal() == 0;
+    h.diagonal().masked_fill_(dead, 1);
+    w.masked_fill_(dead.unsqueeze(0), 0);
+  }
+  r.scales = at::empty({groups, rows}, w.options());
+  r.zeros = at::empty({groups, rows}, w.options());
+  if (p.group_size == -1 || p.static_groups) {
+    // Parameters fixed up front, on the natural column order.
+    for (int64_t g = 0; g < groups; ++g) {
+      at::Tensor s, z;
+      MinMaxParams(w.narrow(1, g * gw, gw), p.bits, p.sym, &s, &z, p.zero_at_least_one);
+      r.scales[g] = s;
+      r.zeros[g] = z;
+    }
+  }
+  if (p.act_order) {
+    r.perm = at::argsort(h.diagonal(), /*stable=*/true, /*dim=*/0, /*descending=*/true);
+    w = w.index_select(1, r.perm);
+    h = h.index_select(0, r.perm).index_select(1, r.perm);
+    r.perm_cpu = r.perm.to(at::kCPU).contiguous();
+  }
+  r.w = std::move(w);
+  r.h = std::move(h);
+  return r;
+}
+
 absl::StatusOr<kernels::QuantizedLinear> GptqQuantize(const std::string& name, const at::Tensor& w_in,
                                                       const at::Tensor& bias, const at::Tensor& h_in,
                                                       const QuantParams& p, double* loss) {
   try {
     const int64_t rows = w_in.size(0), cols = w_in.size(1), gw = GroupWidth(p, cols);
-    const int64_t groups = cols / gw;
     const double maxq = std::ldexp(1.0, p.bits) - 1;
-    at::Tensor w = w_in.clone();
-    at::Tensor h = h_in.clone();
-
-    // Dead inputs (never active in calibration): any value works, zero them.
-    at::Tensor dead = h.diagonal() == 0;
-    h.diagonal().masked_fill_(dead, 1);
-    w.masked_fill_(dead.unsqueeze(0), 0);
-
-    at::Tensor scales = at::empty({groups, rows}, w.options());
-    at::Tensor zeros = at::empty({groups, rows}, w.options());
+    GptqPrepared prep = GptqPrepare(w_in.clone(), h_in.clone(), p);
+    at::Tensor w = prep.w;
+    at::Tensor h = prep.h;
+    at::Tensor scales = prep.scales, zeros = prep.zeros, perm = prep.perm;
     at::Tensor cur_scale, cur_zero;
-    if (p.group_size == -1 || p.static_groups) {
-      // Parameters fixed up front, on the natural column order.
-      for (int64_t g = 0; g < groups; ++g) {
-        at::Tensor s, z;
-        MinMaxParams(w.narrow(1, g * gw, gw), p.bits, p.sym, &s, &z, p.zero_at_least_one);
-        scales[g] = s;
-        zeros[g] = z;
-      }
-    }
-
-    at::Tensor perm, invperm;
-    if (p.act_order) {
-      perm = at::argsort(h.diagonal(), /*stable=*/true, /*dim=*/0, /*descending=*/true);
-      w = w.index_select(1, perm);
-      h = h.index_select(0, perm).index_select(1, perm);
-      invperm = at::argsort(perm);
-    }
+    at::Tensor invperm;
+    if (p.act_order) invperm = at::argsort(perm);
 
     auto hinv_or = InverseCholesky(name, h, p.damp_percent);
     if (!hinv_or.ok()) return hinv_or.status();
@@ -161,9 +171,7 @@ absl::StatusOr<kernels::QuantizedLinear> GptqQuantize(const std::string& name, c
     at::Tensor losses = at::zeros({rows}, w.options().dtype(at::kDouble));
     // Column j (in processing order) -> group index; filled as groups are formed.
     std::vector<int64_t> col_group(cols, 0);
-    const int64_t* perm_p = nullptr;
-    at::Tensor perm_cpu;
-    if (p.act_order) { perm_cpu = perm.to(at::kCPU).contiguous(); perm_p = perm_cpu.data_ptr<int64_t>(); }
+    const int64_t* perm_p = p.act_order ? prep.perm_cpu.data_ptr<int64_t>() : nullptr;
 
     for (int64_t i1 = 0; i1 < cols; i1 += p.block_size) {
       const int64_t i2 = std::min(i1 + p.block_size, cols), count = i2 - i1;

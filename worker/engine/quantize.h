@@ -47,6 +47,23 @@ absl::StatusOr<kernels::QuantizedLinear> RtnQuantize(const std::string& name, co
 // the factorization succeeds; Internal naming `name` if damp 1.0 fails.
 absl::StatusOr<at::Tensor> InverseCholesky(const std::string& name, at::Tensor h, double damp_percent);
 
+// GPTQ's set-up before the column recurrence, shared by GptqQuantize and the
+// fast path (gptq_fast.h), so both start from the same tensors bit for bit:
+// dead inputs (zero Hessian diagonal) get H_ii = 1 and W[:, i] = 0; group
+// parameters fixed up front (group size -1 or static groups) are computed on
+// the natural column order; with act-order, W's columns and H are permuted by
+// decreasing Hessian diagonal. Throws c10::Error.
+struct GptqPrepared {
+  at::Tensor w;         // [rows, cols], in processing order
+  at::Tensor h;         // [cols, cols], in processing order
+  at::Tensor scales;    // [groups, rows]; rows set up front only when groups do not form in the recurrence
+  at::Tensor zeros;     // [groups, rows]; likewise
+  at::Tensor perm;      // processing position -> input channel; undefined without act-order
+  at::Tensor perm_cpu;  // perm on the CPU, contiguous (for indexing from the host)
+};
+// `w` and `h` are taken over (callers pass their own copies).
+GptqPrepared GptqPrepare(at::Tensor w, at::Tensor h, const QuantParams& p);
+
 // h: the layer input's Hessian 2/N * X^T X, [in, in] float32. `loss` receives
 // GPTQ's summed (w - q)^2 / d^2 / 2.
 absl::StatusOr<kernels::QuantizedLinear> GptqQuantize(const std::string& name, const at::Tensor& w,

@@ -4,6 +4,20 @@
 
 namespace qf::worker {
 
+absl::Status CurrentTorchError(const std::string& what) {
+  try {
+    throw;
+  } catch (const c10::OutOfMemoryError& e) {
+    return absl::ResourceExhaustedError(absl::StrCat(what, ": out of memory: ", e.what_without_backtrace()));
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat(what, ": ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(what, ": ", e.what()));
+  } catch (...) {
+    return absl::InternalError(absl::StrCat(what, ": unknown exception"));
+  }
+}
+
 at::Tensor TensorFromView(const storage::TensorView& view, const at::Device& device) {
   using storage::DType;
   struct Map { DType d; at::ScalarType s; };

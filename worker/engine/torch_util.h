@@ -25,19 +25,19 @@ namespace qf::worker {
 template <typename T> struct AsStatusOr { using type = absl::StatusOr<T>; };
 template <typename T> struct AsStatusOr<absl::StatusOr<T>> { using type = absl::StatusOr<T>; };
 
-// Runs f() and converts c10::Error / std::exception into a Status. Out of
-// memory maps to ResourceExhausted (the caller adds the layer and size).
+// The exception in flight (inside a catch block) as a Status: out of memory ->
+// ResourceExhausted (the caller's `what` names the layer and size), c10::Error
+// and std::exception -> Internal.
+absl::Status CurrentTorchError(const std::string& what);
+
+// Runs f() and converts any exception into a Status (CurrentTorchError).
 // f may return T or absl::StatusOr<T>; the result is absl::StatusOr<T>.
 template <typename F>
 auto TorchCall(F&& f, const std::string& what) -> typename AsStatusOr<decltype(f())>::type {
   try {
     return f();
-  } catch (const c10::OutOfMemoryError& e) {
-    return absl::ResourceExhaustedError(absl::StrCat(what, ": out of memory: ", e.what_without_backtrace()));
-  } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat(what, ": ", e.what_without_backtrace()));
-  } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat(what, ": ", e.what()));
+  } catch (...) {
+    return CurrentTorchError(what);
   }
 }
 
@@ -46,12 +46,8 @@ template <typename F>
 absl::Status TorchCallStatus(F&& f, const std::string& what) {
   try {
     return f();
-  } catch (const c10::OutOfMemoryError& e) {
-    return absl::ResourceExhaustedError(absl::StrCat(what, ": out of memory: ", e.what_without_backtrace()));
-  } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat(what, ": ", e.what_without_backtrace()));
-  } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat(what, ": ", e.what()));
+  } catch (...) {
+    return CurrentTorchError(what);
   }
 }
 
