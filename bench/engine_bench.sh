@@ -6,7 +6,7 @@
 # out/engine_bench); the last lines printed are a summary.
 #
 #   bench/engine_bench.sh [BUILD_DIR] [STEPS]        STEPS: comma list of
-#       tests,layer,tiny,e2e (default tests,layer,tiny)
+#       tests,layer,awq,tiny,e2e (default tests,layer,tiny)
 #
 # BUILD_DIR must hold a CUDA build (-DQF_CUDA=ON) of qctl, qf_engine,
 # qf_spm_plugin, gptq_layer_bench and engine_gpu_test; when it holds none,
@@ -94,6 +94,17 @@ if has tiny; then
     note "$line"
   done
   [[ -z "${TINY_DIR:-}" ]] && rm -rf "$T"
+fi
+
+if has awq; then
+  # AWQ on 70B layer shapes: layers 1..2 of a 3-layer synthetic model are the
+  # steady state (layer 0 pays one-time costs), at the default search budget
+  # and at half of it.
+  for st in ${AWQ_SEARCH_TOKENS:-65536 32768}; do
+    "$BUILD/bin/gptq_layer_bench" --mode e2e --method awq --awq-search-tokens "$st" \
+        --model 'synthetic:llama-70b?layers=3' --json "$OUT/awq_$st.json" 2>&1 | tee "$OUT/awq_$st.log"
+    note "awq layer (search tokens $st): $(grep -E '^layer +[12]:' "$OUT/awq_$st.log" | tr '\n' ' ')"
+  done
 fi
 
 if has e2e; then

@@ -20,7 +20,7 @@
 // fast path, and the ratio is printed.
 //
 // Mode `e2e`: a whole model through the engine session (load, calibrate,
-// quantize, forward), each layer packed (GPTQ v1) and written as a safetensors
+// quantize, forward), GPTQ or (--method awq) AWQ, each layer packed (GPTQ v1 or AWQ GEMM) and written as a safetensors
 // shard by a writer thread while the GPU works on the next layer; peak GPU
 // memory (allocator) and peak host memory (VmHWM) are reported.
 //
@@ -81,6 +81,8 @@ struct Flags {
   bool act_order = false;
   bool sym = false;
   bool textbook = false;
+  std::string method = "gptq";          // e2e: gptq | awq (layers mode is GPTQ's breakdown)
+  int awq_search_tokens = 65536;
   std::string out;    // e2e: shard directory (optional)
   std::string json;   // results as JSON (optional)
 };
@@ -111,15 +113,22 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
     else if (a == "--act-order") { f.act_order = true; }
     else if (a == "--sym") { f.sym = true; }
     else if (a == "--textbook") { f.textbook = true; }
+    else if (a == "--method") { QF_ASSIGN_OR_RETURN(f.method, value("--method")); }
+    else if (a == "--awq-search-tokens") { QF_RETURN_IF_ERROR(number("--awq-search-tokens", &f.awq_search_tokens)); }
     else return absl::InvalidArgumentError(absl::StrCat("unknown flag '", a, "' (see the file comment of bench/gptq_layer_bench.cc)"));
   }
   if (f.mode != "layers" && f.mode != "e2e") return absl::InvalidArgumentError(absl::StrCat("--mode '", f.mode, "': expected layers or e2e"));
+  if (f.method != "gptq" && (f.method != "awq" || f.mode != "e2e")) {
+    return absl::InvalidArgumentError(absl::StrCat("--method '", f.method, "': expected gptq, or awq with --mode e2e"));
+  }
   return f;
 }
 
 worker::QuantParams Params(const Flags& f) {
   worker::QuantParams p;
-  p.method = "gptq";
+  p.method = f.method;
+  p.awq_search_tokens = f.awq_search_tokens;
+  p.zero_at_least_one = f.method == "awq" ? false : p.zero_at_least_one;
   p.bits = f.bits;
   p.group_size = f.group_size;
   p.act_order = f.act_order;
@@ -152,17 +161,6 @@ double PeakHostGiB() {
     if (line.rfind("VmHWM:", 0) == 0) return std::strtod(line.c_str() + 6, nullptr) / (1 << 20);
   }
   return 0;
-}
-
-worker::LayerWeights CastWeights(const worker::LayerWeights& lw, at::ScalarType dt) {
-  worker::LayerWeights o;
-  o.input_norm = lw.input_norm.to(dt);
-  o.post_norm = lw.post_norm.to(dt);
-  for (int id = 0; id < worker::kNumLinears; ++id) {
-    o.lin[id].w = lw.lin[id].w.to(dt);
-    if (lw.lin[id].b.defined()) o.lin[id].b = lw.lin[id].b.to(dt);
-  }
-  return o;
 }
 
 struct LayerRow {
@@ -214,7 +212,7 @@ absl::Status TextbookComparison(const Flags& f, worker::ModelWeights& model, con
   const storage::ModelConfig& cfg = model.config();
   worker::QuantParams p = Params(f);
   QF_ASSIGN_OR_RETURN(worker::LayerWeights lw, model.Layer(0));
-  QF_ASSIGN_OR_RETURN(worker::LayerWeights lw16, worker::TorchCall([&] { return CastWeights(lw, acts.scalar_type()); }, "cast"));
+  QF_ASSIGN_OR_RETURN(worker::LayerWeights lw16, worker::TorchCall([&] { return worker::CastLayerWeights(lw, acts.scalar_type()); }, "cast"));
   QF_ASSIGN_OR_RETURN(auto hess, LayerHessians(lw16, acts, cfg, rope));
   lw16 = worker::LayerWeights();
   std::printf("\ntextbook GPTQ (one column per step, ATen, reference factorization) vs fused, layer 0 of %s\n",
@@ -369,7 +367,8 @@ absl::Status RunLayers(const Flags& f) {
 // host memory stays bounded by a few layers.
 class ShardWriter {
  public:
-  ShardWriter(std::string dir, size_t depth) : dir_(std::move(dir)), depth_(depth) {
+  // awq: AWQ GEMM packing (else GPTQ v1).
+  ShardWriter(std::string dir, size_t depth, bool awq) : dir_(std::move(dir)), depth_(depth), awq_(awq) {
     thread_ = std::thread([this] { Loop(); });
   }
   ~ShardWriter() { Close().IgnoreError(); }
@@ -413,7 +412,9 @@ class ShardWriter {
     // The seven linears pack in parallel (the reference packer, CPU).
     std::vector<std::future<absl::StatusOr<kernels::PackedLinear>>> packs;
     for (const kernels::QuantizedLinear& q : r.linears) {
-      packs.push_back(std::async(std::launch::async, [&q] { return kernels::PackGptqV1(q); }));
+      packs.push_back(std::async(std::launch::async, [&q, awq = awq_] {
+        return awq ? kernels::PackAwqGemm(q) : kernels::PackGptqV1(q);
+      }));
     }
     std::vector<storage::OwnedTensor> tensors;
     for (size_t i = 0; i < packs.size(); ++i) {
@@ -433,6 +434,7 @@ class ShardWriter {
 
   std::string dir_;
   size_t depth_;
+  bool awq_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<kernels::LayerResult> queue_;
@@ -460,7 +462,7 @@ absl::Status RunE2e(const Flags& f) {
   const double open_s = Since(t0);
   const int n = session->num_layers();
   std::printf("e2e %s: %d layers, calibration %d x %d, opened in %.1f s\n", f.model.c_str(), n, f.samples, f.seqlen, open_s);
-  ShardWriter writer(f.out, 2);
+  ShardWriter writer(f.out, 2, f.method == "awq");
   Clock::time_point tq = Clock::now();
   for (int i = 0; i < n; ++i) {
     Clock::time_point tl = Clock::now();
@@ -498,7 +500,8 @@ absl::Status RunE2e(const Flags& f) {
       cfg = c.raw;
     }
     storage::QuantSpec qs;
-    qs.method = "gptq";
+    qs.method = f.method;
+    qs.format = f.method == "awq" ? "awq" : "gptq";
     qs.bits = f.bits;
     qs.group_size = f.group_size;
     qs.sym = f.sym;

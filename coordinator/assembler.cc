@@ -21,7 +21,10 @@ absl::StatusOr<nlohmann::json> ArtifactProvenance(const proto::JobSpec& spec, in
                       {"static_groups", spec.static_groups()},
                       {"true_sequential", spec.true_sequential()},
                       {"damp_percent", spec.damp_percent()}};
-  if (spec.method() == "awq") p["awq_duo_scaling"] = !spec.awq_paper_scales();
+  if (spec.method() == "awq") {
+    p["awq_duo_scaling"] = !spec.awq_paper_scales();
+    p["awq_search_tokens"] = spec.awq_search_tokens();
+  }
   if (spec.method() != "rtn") {
     QF_ASSIGN_OR_RETURN(std::string calib_sha, Sha256FileHex(spec.calib_path()));
     p["calibration"] = {{"file", std::filesystem::path(spec.calib_path()).filename().string()},

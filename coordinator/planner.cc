@@ -30,6 +30,7 @@ void ApplySpecDefaults(proto::JobSpec* spec) {
   if (!spec->has_true_sequential()) spec->set_true_sequential(true);
   if (spec->block_size() == 0) spec->set_block_size(128);
   if (spec->awq_grid() == 0) spec->set_awq_grid(20);
+  if (spec->awq_search_tokens() == 0) spec->set_awq_search_tokens(65536);
   if (spec->samples() == 0) spec->set_samples(128);
   if (spec->seqlen() == 0) spec->set_seqlen(512);
   if (spec->format().empty()) spec->set_format(spec->method() == "awq" ? "awq" : "gptq");
@@ -55,6 +56,8 @@ absl::Status ValidateJobSpec(const proto::JobSpec& spec) {
     return FieldError("awq_paper_scales", absl::StrCat("false for method ", m), "true");
   QF_RETURN_IF_ERROR(CheckRange("block_size", spec.block_size(), 1, 4096));
   QF_RETURN_IF_ERROR(CheckRange("awq_grid", spec.awq_grid(), 1, 1000));
+  if (spec.awq_search_tokens() < 1 || spec.awq_search_tokens() > (int64_t{1} << 28))
+    return FieldError("awq_search_tokens", "a value in [1, 2^28]", absl::StrCat(spec.awq_search_tokens()));
   if (spec.calib_path().empty() && m != "rtn")
     return FieldError("calib_path", absl::StrCat("a .txt or .jsonl file for method ", m), "\"\"");
   QF_RETURN_IF_ERROR(CheckRange("samples", spec.samples(), 1, 65536));

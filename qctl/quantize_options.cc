@@ -22,6 +22,9 @@ void AddQuantizeFlags(CLI::App* sub, QuantizeOptions* o) {
   sub->add_option("--damp", o->damp, "GPTQ damping, fraction of mean(diag(H))")->capture_default_str();
   sub->add_flag("--awq-paper-scales", o->awq_paper_scales,
                 "AWQ: search s = mean|x|^a as in the paper (default adds AutoAWQ's weight term)");
+  sub->add_option("--awq-search-tokens", o->awq_search_tokens,
+                  "AWQ: calibration tokens the scale/clip search is judged on (whole samples)")
+      ->capture_default_str();
   sub->add_option("--calib", o->calib, "Calibration text (.txt or .jsonl with a 'text' field)");
   sub->add_option("--samples", o->samples, "Calibration windows")->capture_default_str();
   sub->add_option("--seqlen", o->seqlen, "Tokens per calibration window")->capture_default_str();
@@ -98,6 +101,7 @@ proto::JobSpec ToJobSpec(const QuantizeOptions& o) {
   s.set_static_groups(o.static_groups);
   s.set_true_sequential(!o.no_true_sequential);
   s.set_awq_paper_scales(o.awq_paper_scales);
+  if (o.method == "awq") s.set_awq_search_tokens(o.awq_search_tokens);
   if (o.method != "rtn") {
     s.set_calib_path(abs(o.calib));
     s.set_samples(o.samples);

@@ -26,6 +26,7 @@ struct QuantizeOptions {
   bool no_true_sequential = false;
   double damp = 0.01;
   bool awq_paper_scales = false;   // AWQ: s = mean|x|^a only (no duo scaling)
+  int64_t awq_search_tokens = 65536;
   std::string calib;
   int samples = 128;
   int seqlen = 512;

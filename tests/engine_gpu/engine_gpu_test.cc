@@ -288,5 +288,64 @@ TEST_F(GpuSessionTest, SyntheticModelOnTheGpu) {
   }
 }
 
+TEST_F(GpuSessionTest, AwqRunsAreIdenticalAndReplayGivesTheSameNextLayer) {
+  SKIP_WITHOUT_GPU();
+  SessionSpec spec = Spec(kModel, "cuda", false);
+  spec.quant.method = "awq";
+  auto a = Run(spec);
+  auto b = Run(spec);
+  ASSERT_EQ(a.size(), 4u);
+  ASSERT_EQ(b.size(), 4u);
+  for (size_t l = 0; l < a.size(); ++l) {
+    for (size_t i = 0; i < a[l].linears.size(); ++i) {
+      EXPECT_EQ(a[l].linears[i].codes, b[l].linears[i].codes) << l << " " << a[l].linears[i].name;
+      EXPECT_EQ(a[l].linears[i].scales, b[l].linears[i].scales);
+      EXPECT_EQ(a[l].linears[i].zeros, b[l].linears[i].zeros);
+    }
+    ASSERT_EQ(a[l].dense.size(), b[l].dense.size());
+    for (size_t i = 0; i < a[l].dense.size(); ++i) EXPECT_EQ(a[l].dense[i].data, b[l].dense[i].data);
+  }
+  // AWQ's statistics forward is the advance: a replay of layer 0 must leave
+  // the same activations, hence the same layer 1.
+  auto s = engine_->OpenSession(spec);
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_TRUE((*s)->ApplyLayer(a[0]).ok());
+  auto r1 = (*s)->QuantizeLayer(1, nullptr);
+  ASSERT_TRUE(r1.ok()) << r1.status();
+  for (size_t i = 0; i < r1->linears.size(); ++i) EXPECT_EQ(r1->linears[i].codes, a[1].linears[i].codes);
+}
+
+// Out of device memory inside a layer: ResourceExhausted naming the layer and
+// the size that failed. Afterwards the session either retries the layer (the
+// failure came before the activations moved) or refuses with
+// FailedPrecondition; it never runs on half-moved activations.
+TEST_F(GpuSessionTest, OutOfMemoryNamesTheLayerAndTheSize) {
+  SKIP_WITHOUT_GPU();
+  SessionSpec spec = Spec("synthetic:llama-70b?layers=2", "cuda", false);
+  spec.samples = 4;
+  spec.seqlen = 128;
+  auto s = engine_->OpenSession(spec);
+  ASSERT_TRUE(s.ok()) << s.status();
+  // Take the device's memory in 256 MiB blocks until it runs out, then give
+  // back 512 MiB: far less than a 70B layer's float32 weights (3.4 GB).
+  std::vector<at::Tensor> blockers;
+  try {
+    for (int i = 0; i < 4096; ++i) blockers.push_back(at::empty({int64_t{256} << 20}, at::TensorOptions().dtype(at::kByte).device(kGpu)));
+  } catch (const c10::Error&) {
+  }
+  ASSERT_GE(blockers.size(), 2u);
+  blockers.pop_back();
+  blockers.pop_back();
+  auto r = (*s)->QuantizeLayer(0, nullptr);
+  blockers.clear();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted) << r.status();
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("layer 0"));
+  EXPECT_THAT(std::string(r.status().message()), ::testing::ContainsRegex("[0-9.]+ [MG]iB"));
+  std::printf("out-of-memory error: %s\n", std::string(r.status().message()).substr(0, 300).c_str());
+  auto again = (*s)->QuantizeLayer(0, nullptr);
+  EXPECT_TRUE(again.ok() || again.status().code() == absl::StatusCode::kFailedPrecondition) << again.status();
+}
+
 }  // namespace
 }  // namespace qf::worker

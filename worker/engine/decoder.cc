@@ -101,4 +101,16 @@ at::Tensor LayerForward(const at::Tensor& x, const LayerWeights& lw, const stora
   return y + MlpForward(h2, lw, tap);
 }
 
+LayerWeights CastLayerWeights(const LayerWeights& lw, at::ScalarType dt) {
+  if (dt == at::kFloat) return lw;
+  LayerWeights o;
+  o.input_norm = lw.input_norm.to(dt);
+  o.post_norm = lw.post_norm.to(dt);
+  for (int id = 0; id < kNumLinears; ++id) {
+    o.lin[id].w = lw.lin[id].w.to(dt);
+    if (lw.lin[id].b.defined()) o.lin[id].b = lw.lin[id].b.to(dt);
+  }
+  return o;
+}
+
 }  // namespace qf::worker

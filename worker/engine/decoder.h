@@ -71,4 +71,7 @@ at::Tensor AttentionForward(const at::Tensor& h, const LayerWeights& lw, const s
 // MLP block alone: normed input -> down_proj output (no residual).
 at::Tensor MlpForward(const at::Tensor& h, const LayerWeights& lw, const TapFn& tap);
 
+// The weights in dtype `dt` (the forward's compute dtype); float32 returns lw.
+LayerWeights CastLayerWeights(const LayerWeights& lw, at::ScalarType dt);
+
 }  // namespace qf::worker

@@ -44,6 +44,11 @@ struct QuantParams {
   // AWQ: candidate scales s = mean|x|^a / mean|w_normalised|^(1-a) (AutoAWQ's
   // "duo scaling") instead of the paper's s = mean|x|^a. Same grid, same loss.
   bool awq_duo_scaling = true;
+  // AWQ: calibration tokens (whole samples, evenly spaced) on which the scale
+  // grid and the clip search are judged; mean |x| uses every token. The grid
+  // costs awq_grid block forwards over these tokens, which dominates a 70B
+  // layer's time.
+  int64_t awq_search_tokens = 65536;
   // Asymmetric zero points kept >= 1: GPTQ v1 stores zero - 1 in an unsigned
   // field, so 0 does not survive (readers that convert v1 -> v2 carry it into
   // the neighbouring field). Set for the gptq format.

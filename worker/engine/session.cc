@@ -34,18 +34,6 @@ absl::StatusOr<at::ScalarType> ComputeDType(const at::Device& dev, const storage
                                                  "' (QF_ENGINE_CUDA_DTYPE or config dtype): expected float32, float16 or bfloat16"));
 }
 
-LayerWeights CastWeights(const LayerWeights& lw, at::ScalarType dt) {
-  if (dt == at::kFloat) return lw;
-  LayerWeights o;
-  o.input_norm = lw.input_norm.to(dt);
-  o.post_norm = lw.post_norm.to(dt);
-  for (int id = 0; id < kNumLinears; ++id) {
-    o.lin[id].w = lw.lin[id].w.to(dt);
-    if (lw.lin[id].b.defined()) o.lin[id].b = lw.lin[id].b.to(dt);
-  }
-  return o;
-}
-
 }  // namespace
 
 absl::Status ValidateSessionSpec(const SessionSpec& spec, const storage::ModelConfig& cfg) {
@@ -76,6 +64,9 @@ absl::Status ValidateSessionSpec(const SessionSpec& spec, const storage::ModelCo
   }
   if (p.block_size <= 0) return absl::InvalidArgumentError("block_size: expected a positive number");
   if (p.awq_grid <= 0) return absl::InvalidArgumentError("awq_grid: expected a positive number");
+  if (p.awq_search_tokens <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("awq_search_tokens ", p.awq_search_tokens, ": expected a positive number"));
+  }
   if (NeedsCalibration(p.method)) {
     if (spec.samples <= 0) return absl::InvalidArgumentError(absl::StrCat("samples ", spec.samples, ": expected > 0"));
     if (spec.seqlen <= 1) return absl::InvalidArgumentError(absl::StrCat("seqlen ", spec.seqlen, ": expected > 1"));
@@ -130,6 +121,7 @@ absl::StatusOr<std::unique_ptr<TorchSession>> TorchSession::Open(const SessionSp
 }
 
 absl::Status TorchSession::CheckNext(int layer) const {
+  QF_RETURN_IF_ERROR(broken_);
   if (layer != next_) {
     return absl::FailedPreconditionError(absl::StrCat("layer ", layer, ": the session's activations are at layer ", next_));
   }
@@ -141,7 +133,7 @@ absl::Status TorchSession::Advance(const LayerWeights& lw) {
   if (!acts_.defined()) return absl::OkStatus();
   return TorchCallStatus([&] {
     const storage::ModelConfig& cfg = model_->config();
-    const LayerWeights lwc = CastWeights(lw, compute_);
+    const LayerWeights lwc = CastLayerWeights(lw, compute_);
     for (int64_t b = 0; b < acts_.size(0); b += kBatch) {
       at::Tensor xb = acts_.narrow(0, b, std::min(kBatch, acts_.size(0) - b));
       xb.copy_(LayerForward(xb, lwc, cfg, rope_, nullptr, Tap::kNone));
@@ -232,29 +224,31 @@ absl::StatusOr<kernels::LayerResult> TorchSession::QuantizeLayer(int layer, cons
   QF_RETURN_IF_ERROR(CheckNext(layer));
   QF_ASSIGN_OR_RETURN(LayerWeights lw, model_->Layer(layer));
   const std::string& method = spec_.quant.method;
-  kernels::LayerResult r;
+  // GPTQ on a GPU and AWQ move the activations in place while they quantize
+  // (the same bits as ApplyLayer's replay), so QuantizeLayer skips ApplyLayer;
+  // an error half-way leaves them unusable: the session refuses further work.
+  const bool advances_in_place = (method == "gptq" && dev_.is_cuda()) || method == "awq";
+  absl::StatusOr<kernels::LayerResult> r;
   if (method == "rtn") {
-    QF_ASSIGN_OR_RETURN(r, Rtn(layer, lw));
+    r = Rtn(layer, lw);
   } else if (method == "gptq") {
-    QF_ASSIGN_OR_RETURN(r, Gptq(layer, std::move(lw), progress));
+    r = Gptq(layer, std::move(lw), progress);
   } else {
-    QF_ASSIGN_OR_RETURN(std::string norm_dtype, model_->NormDType(layer));
-    // AWQ's search runs in float32 (on a GPU too).
-    at::Tensor x = acts_;
-    RopeTables rope = rope_;
-    if (compute_ != at::kFloat) {
-      QF_RETURN_IF_ERROR(TorchCallStatus([&] {
-        x = acts_.to(at::kFloat);
-        rope = MakeRope(model_->config(), spec_.seqlen, dev_);
-        return absl::OkStatus();
-      }, absl::StrCat("layer ", layer, ": AWQ inputs")));
-    }
-    QF_ASSIGN_OR_RETURN(r, AwqQuantizeLayer(layer, lw, x, model_->config(), rope, spec_.quant, norm_dtype, progress));
+    absl::StatusOr<std::string> norm_dtype = model_->NormDType(layer);
+    if (!norm_dtype.ok()) return norm_dtype.status();
+    r = AwqQuantizeLayer(layer, std::move(lw), acts_, model_->config(), rope_, spec_.quant, *norm_dtype, progress);
   }
-  if (method == "gptq" && dev_.is_cuda()) {
-    ++next_;   // GptqLayerFast advanced the activations already
+  if (!r.ok()) {
+    if (advances_in_place) {
+      broken_ = absl::FailedPreconditionError(absl::StrCat("layer ", layer, ": the session's activations were lost to an earlier error (",
+                                                           r.status().message(), "); open a new session"));
+    }
+    return r.status();
+  }
+  if (advances_in_place) {
+    ++next_;
   } else {
-    QF_RETURN_IF_ERROR(ApplyLayer(r));
+    QF_RETURN_IF_ERROR(ApplyLayer(*r));
   }
   return r;
 }

@@ -5,13 +5,15 @@
 // session's device and moves them one layer per call.
 //
 // On a CUDA device the activations and forwards are in the checkpoint's
-// half-precision dtype and GPTQ takes the fast path (gptq_fast.h); on the CPU
-// everything stays float32 and quantize.cc's reference path.
+// half-precision dtype, GPTQ takes the fast path (gptq_fast.h) and AWQ's
+// block forwards run in that dtype; on the CPU everything stays float32 and
+// quantize.cc's reference path.
 //
 // Which activations the next layer sees is the method's:
 //   gptq: the output of the quantized layer (the GPTQ paper's sequential mode);
 //   awq:  the output of the float layer (AWQ computes every layer's statistics
-//         from the float model, as the paper's and AutoAWQ's code do);
+//         from the float model, as the paper's and AutoAWQ's code do); the
+//         statistics forward is that advance;
 //   rtn:  none (no calibration).
 // A replay (ApplyLayer) follows the same rule, so a resumed run reproduces the
 // uninterrupted one bit for bit.
@@ -59,6 +61,8 @@ class TorchSession final : public Session {
   RopeTables rope_;   // in compute_
   at::Tensor acts_;   // [samples, seqlen, hidden] in compute_; undefined for rtn
   int next_ = 0;
+  // Set when a step that moves acts_ in place failed half-way.
+  absl::Status broken_;
 };
 
 }  // namespace qf::worker

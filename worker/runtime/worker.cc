@@ -102,6 +102,7 @@ QuantParams ToQuantParams(const proto::JobSpec& spec) {
   q.block_size = spec.block_size();
   q.awq_grid = spec.awq_grid();
   q.awq_duo_scaling = !spec.awq_paper_scales();
+  q.awq_search_tokens = spec.awq_search_tokens();
   // GPTQ v1 stores zero - 1 unsigned: keep asymmetric zeros >= 1 (as qctl does).
   q.zero_at_least_one = spec.format() == "gptq" && !spec.sym();
   return q;
