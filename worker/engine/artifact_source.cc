@@ -1,7 +1,7 @@
 // WeightSource over a qforge artifact: decoder layers come from the packed
 // tensors (unpacked by storage::ReadArtifact, dequantized by the same
-// WeightsFromResult as a replay); embeddings, final norm and lm_head are read
-// as they are.
+// WeightsFromResult as a replay, or built by a LinearFactory: the fused path
+// of `qctl verify`); embeddings, final norm and lm_head are read as they are.
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "storage/artifact.h"
@@ -13,31 +13,48 @@ namespace {
 
 class ArtifactSource final : public WeightSource {
  public:
-  ArtifactSource(storage::LoadedArtifact art, std::unique_ptr<CheckpointWeights> plain, at::Device dev)
-      : art_(std::move(art)), plain_(std::move(plain)), dev_(dev) {}
+  ArtifactSource(std::shared_ptr<const storage::LoadedArtifact> art, std::unique_ptr<CheckpointWeights> plain,
+                 at::Device dev, LinearFactory linears)
+      : art_(std::move(art)), plain_(std::move(plain)), dev_(dev), linears_(std::move(linears)) {}
   const storage::ModelConfig& config() const override { return plain_->config(); }
   absl::StatusOr<LayerWeights> Layer(int layer) const override {
-    if (layer < 0 || layer >= static_cast<int>(art_.layers.size())) {
-      return absl::OutOfRangeError(absl::StrCat(art_.dir, ": layer ", layer, " not in the artifact"));
+    if (layer < 0 || layer >= static_cast<int>(art_->layers.size())) {
+      return absl::OutOfRangeError(absl::StrCat(art_->dir, ": layer ", layer, " not in the artifact"));
     }
-    return WeightsFromResult(art_.layers[layer], dev_);
+    const kernels::LayerResult& r = art_->layers[layer];
+    QF_ASSIGN_OR_RETURN(LayerWeights lw, WeightsFromResult(r, dev_));
+    if (!linears_) return lw;
+    // The norms and the checks of WeightsFromResult stay; the dense copies go.
+    for (size_t id = 0; id < lw.lin.size(); ++id) {
+      QF_ASSIGN_OR_RETURN(lw.lin[id].apply, linears_(layer, r.linears[id]));
+      lw.lin[id].w = at::Tensor();
+      lw.lin[id].b = at::Tensor();
+    }
+    return lw;
   }
   absl::StatusOr<at::Tensor> Embedding() const override { return plain_->Embedding(); }
   absl::StatusOr<at::Tensor> FinalNorm() const override { return plain_->FinalNorm(); }
   absl::StatusOr<at::Tensor> LmHead() const override { return plain_->LmHead(); }
 
  private:
-  storage::LoadedArtifact art_;
+  std::shared_ptr<const storage::LoadedArtifact> art_;
   std::unique_ptr<CheckpointWeights> plain_;
   at::Device dev_;
+  LinearFactory linears_;
 };
 
 }  // namespace
 
+absl::StatusOr<std::unique_ptr<WeightSource>> OpenArtifactSource(std::shared_ptr<const storage::LoadedArtifact> art,
+                                                                 const at::Device& device,
+                                                                 const LinearFactory& linears) {
+  QF_ASSIGN_OR_RETURN(auto plain, CheckpointWeights::Open(art->dir, device));
+  return std::unique_ptr<WeightSource>(new ArtifactSource(std::move(art), std::move(plain), device, linears));
+}
+
 absl::StatusOr<std::unique_ptr<WeightSource>> OpenArtifactSource(const std::string& dir, const at::Device& device) {
   QF_ASSIGN_OR_RETURN(storage::LoadedArtifact art, storage::ReadArtifact(dir));
-  QF_ASSIGN_OR_RETURN(auto plain, CheckpointWeights::Open(dir, device));
-  return std::unique_ptr<WeightSource>(new ArtifactSource(std::move(art), std::move(plain), device));
+  return OpenArtifactSource(std::make_shared<const storage::LoadedArtifact>(std::move(art)), device);
 }
 
 }  // namespace qf::worker

@@ -6,6 +6,7 @@ namespace qf::worker {
 namespace {
 
 at::Tensor Linear(const at::Tensor& x, const LinearWeights& l) {
+  if (l.apply) return l.apply(x);
   at::Tensor y = at::matmul(x, l.w.t());
   if (l.b.defined()) y = y + l.b;
   return y;
@@ -107,7 +108,8 @@ LayerWeights CastLayerWeights(const LayerWeights& lw, at::ScalarType dt) {
   o.input_norm = lw.input_norm.to(dt);
   o.post_norm = lw.post_norm.to(dt);
   for (int id = 0; id < kNumLinears; ++id) {
-    o.lin[id].w = lw.lin[id].w.to(dt);
+    o.lin[id].apply = lw.lin[id].apply;
+    if (lw.lin[id].w.defined()) o.lin[id].w = lw.lin[id].w.to(dt);
     if (lw.lin[id].b.defined()) o.lin[id].b = lw.lin[id].b.to(dt);
   }
   return o;

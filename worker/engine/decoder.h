@@ -35,6 +35,10 @@ inline constexpr std::array<const char*, kNumLinears> kLinearNames = {
 struct LinearWeights {
   at::Tensor w;  // [out, in] float32
   at::Tensor b;  // [out] float32, undefined when the linear has no bias
+  // When set, the linear is this function of its input [..., in] -> [..., out]
+  // (bias included) and w, b are unused: the fused quantized GEMM of
+  // worker/engine/fused_linear.h runs in place of a dense matmul.
+  std::function<at::Tensor(const at::Tensor&)> apply;
 };
 
 struct LayerWeights {

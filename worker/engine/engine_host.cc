@@ -14,8 +14,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load() {
   QF_ASSIGN_OR_RETURN(void* ver, ModuleSymbol(handle, "qf_engine_abi_version"));
   QF_ASSIGN_OR_RETURN(void* create, ModuleSymbol(handle, "qf_engine_create_v1"));
   int v = reinterpret_cast<int (*)()>(ver)();
-  if (v != 1) {
-    return absl::UnavailableError(absl::StrCat("libqf_engine.so: ABI version ", v, ", expected 1 (stale build?)"));
+  if (v != kEngineAbiVersion) {
+    return absl::UnavailableError(absl::StrCat("libqf_engine.so: ABI version ", v, ", expected ", kEngineAbiVersion,
+                                               " (stale build?)"));
   }
   Engine* e = reinterpret_cast<Engine* (*)()>(create)();
   if (e == nullptr) return absl::UnavailableError("libqf_engine.so: engine creation failed");

@@ -25,9 +25,15 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "kernels/quant_types.h"
+#include "worker/engine/activation_link.h"
 
 namespace qf::worker {
+
+// What libqf_engine.so's qf_engine_abi_version() must return: bumped whenever
+// this header changes shape (2: Engine::Verify; 3: activation hand-off).
+inline constexpr int kEngineAbiVersion = 3;
 
 // What to quantize and how. Mirrors the job spec (proto/) field for field.
 struct QuantParams {
@@ -62,6 +68,11 @@ struct SessionSpec {
   int samples = 0;                 // calibration windows
   int seqlen = 0;                  // tokens per window
   std::vector<int32_t> calib_tokens;  // samples * seqlen ids, row-major
+  // CUDA: keep the calibration activations (samples x seqlen x hidden in the
+  // compute dtype: 4.3 GB for 128 x 2048 at 70B) in pinned host memory and
+  // stream them through the GPU batch by batch, for GPUs too small to hold
+  // them next to a layer. Same bits as device-resident activations.
+  bool host_activations = false;
 };
 
 // Progress inside one layer: which linear is being worked on, 0..total.
@@ -87,6 +98,20 @@ class Session {
 
   // Moves the activations through the original (unquantized) layer: parallel mode.
   virtual absl::Status ForwardOriginalLayer(int layer) = 0;
+
+  // Parallel-mode hand-off (activation_link.h). A copy of the activations
+  // moved through the original layers next_layer()..end_layer-1, with
+  // ForwardOriginalLayer's bits; the session itself does not move.
+  // Unimplemented where the engine has no hand-off.
+  virtual absl::StatusOr<std::unique_ptr<BoundaryActivations>> ForwardOriginalCopy(int end_layer) {
+    return absl::UnimplementedError("activation hand-off: not implemented by this engine");
+  }
+  // Takes activations at the input of `layer` from `link` (BoundaryActivations::Send
+  // of the peer) as the session's own; next_layer() is then `layer`. On an
+  // error the session is unchanged (DataLoss when the header disagrees).
+  virtual absl::Status ReceiveActivations(int layer, ActivationLink* link) {
+    return absl::UnimplementedError("activation hand-off: not implemented by this engine");
+  }
 };
 
 struct EvalSpec {
@@ -107,6 +132,82 @@ struct EvalResult {
 
 using EvalProgressFn = std::function<void(int done, int total)>;
 
+// `qctl verify` / a job's verify stage (worker/engine/verify.h): the fused
+// W4A16 GEMM (kernels/cuda/w4a16.h; its CPU twin kernels/ref/w4a16_ref.h on
+// the CPU) against dequantize + matmul for every linear of an artifact, its
+// throughput against FP16 cuBLAS on the model's own shapes (GPU only), and
+// perplexity through the fused path against the dequantized path.
+struct VerifySpec {
+  std::string artifact_dir;
+  std::string device = "cpu";              // "cpu" | "cuda" | "cuda:N"
+  std::vector<int64_t> check_ms = {1, 16, 64};         // rows of A per linear check
+  std::vector<int64_t> timing_ms = {1, 16, 64, 256};   // rows of A per timed shape
+  int iters = 40;                          // timed calls per (shape, M): the median is reported
+  int warmup = 5;
+  // Perplexity, optional (empty tokens: not measured): ids as EvalSpec's.
+  int seqlen = 512;
+  std::vector<int32_t> tokens;
+  std::string text;                        // where the tokens came from, for the report
+};
+
+// One quantized linear of the artifact.
+struct VerifyLinear {
+  std::string tensor;                      // "model.layers.3.mlp.down_proj"
+  int64_t k = 0, n = 0;                    // in_features, out_features
+  std::string status;                      // "ok" | "fail" | "unsupported"
+  // max over check_ms of ||C_fused - C_ref|| / ||C_ref|| (inf when the fused
+  // output is not finite); unset (-1) when unsupported.
+  double max_rel_err = -1;
+  double threshold = 0;
+  std::string detail;                      // why unsupported / failed; empty when ok
+};
+
+// One timed (K, N, M): the fused GEMM against cuBLAS FP16 on the same run.
+struct VerifyTiming {
+  int64_t k = 0, n = 0, m = 0;
+  std::string linears;                     // short names with this shape, "q_proj,o_proj"
+  std::string variant;                     // the kernel variant that ran
+  double fused_us = 0, fp16_us = 0;        // CUDA-event medians, L2 flushed before each call
+};
+
+struct VerifyPerplexity {
+  bool measured = false;
+  std::string note;                        // why not measured
+  std::string text;
+  int seqlen = 0;
+  int64_t chunks = 0;
+  double fused = 0, dequant = 0;
+  double rel_diff = 0;                     // |fused - dequant| / dequant
+  double tolerance = 0;
+  bool passed = true;
+};
+
+struct VerifyReport {
+  std::string artifact_dir;
+  std::string device;                      // as resolved, e.g. "cuda:0 (NVIDIA H100 80GB HBM3)"
+  std::string format;                      // "gptq" | "awq"
+  int bits = 0;
+  int group_size = 0;
+  bool sym = false;
+  bool desc_act = false;
+  std::vector<int64_t> check_ms;
+  std::vector<VerifyLinear> linears;       // layer-major, canonical linear order
+  bool timing_measured = false;
+  std::string timing_note;                 // why not measured
+  int iters = 0;
+  std::vector<VerifyTiming> timings;
+  VerifyPerplexity ppl;
+  // "passed": nothing failed and at least one linear was checked;
+  // "failed": a linear or the perplexity comparison failed;
+  // "unsupported": the fused kernel takes none of the linears.
+  std::string verdict;
+  std::string failure;                     // first failure, one line naming the tensor; empty unless failed
+  double seconds = 0;
+};
+
+// Progress: stage ("linears", "throughput", "ppl dequant", "ppl fused"), done, total.
+using VerifyProgressFn = std::function<void(const std::string& stage, int done, int total)>;
+
 class Engine {
  public:
   // dlopens libqf_engine.so (common/dl_module.h search order). Unavailable with
@@ -116,6 +217,33 @@ class Engine {
 
   virtual absl::StatusOr<std::unique_ptr<Session>> OpenSession(const SessionSpec& spec) = 0;
   virtual absl::StatusOr<EvalResult> Evaluate(const EvalSpec& spec, const EvalProgressFn& progress) = 0;
+  // A report whose verdict says whether the artifact passed; errors only for
+  // what stops the run: NotFound / DataLoss / InvalidArgument from reading the
+  // artifact (storage::ReadArtifact, naming the file or tensor), bad device or
+  // tokens (InvalidArgument), CUDA asked for without one (FailedPrecondition).
+  // Not virtual-pure so that test doubles of the engine need not implement it.
+  virtual absl::StatusOr<VerifyReport> Verify(const VerifySpec& spec, const VerifyProgressFn& progress) {
+    return absl::UnimplementedError("verify: not implemented by this engine");
+  }
+
+  // NCCL for the activation hand-off (CUDA builds with a loadable libnccl;
+  // NCCL_NVLS_ENABLE is forced to 0 before NCCL starts). Unavailable, saying
+  // why, where there is none: the worker then replays.
+  // A fresh unique id (the rank-0 side makes it; the coordinator relays it).
+  virtual absl::StatusOr<std::string> NcclUniqueId() {
+    return absl::UnavailableError("NCCL is not compiled into this engine");
+  }
+  // Joins the 2-rank communicator of spec.unique_id; blocks until the peer
+  // joined (DeadlineExceeded after spec.timeout_ms, everything torn down).
+  virtual absl::StatusOr<std::unique_ptr<ActivationLink>> ConnectNccl(const NcclLinkSpec& spec) {
+    return absl::UnavailableError("NCCL is not compiled into this engine");
+  }
+  // Names the physical device of `device` for pairing ("<host>/<pci bus id>"):
+  // two workers with the same key cannot form an NCCL pair. Unavailable for
+  // the CPU.
+  virtual absl::StatusOr<std::string> DeviceKey(const std::string& device) {
+    return absl::UnavailableError(absl::StrCat("device ", device, ": no activation hand-off"));
+  }
 };
 
 }  // namespace qf::worker

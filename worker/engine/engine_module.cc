@@ -8,6 +8,7 @@
 #include "worker/engine/eval.h"
 #include "worker/engine/session.h"
 #include "worker/engine/torch_util.h"
+#include "worker/engine/verify.h"
 
 namespace qf::worker {
 namespace {
@@ -22,14 +23,17 @@ class TorchEngine final : public Engine {
   absl::StatusOr<EvalResult> Evaluate(const EvalSpec& spec, const EvalProgressFn& progress) override {
     return RunEval(spec, progress);
   }
+  absl::StatusOr<VerifyReport> Verify(const VerifySpec& spec, const VerifyProgressFn& progress) override {
+    return RunVerify(spec, progress);
+  }
 };
 
 }  // namespace
 }  // namespace qf::worker
 
 extern "C" {
-// Bumped whenever engine_host.h changes shape.
-__attribute__((visibility("default"))) int qf_engine_abi_version() { return 1; }
+// Bumped whenever engine_host.h changes shape (kEngineAbiVersion).
+__attribute__((visibility("default"))) int qf_engine_abi_version() { return qf::worker::kEngineAbiVersion; }
 __attribute__((visibility("default"))) qf::worker::Engine* qf_engine_create_v1() {
   try {
     return new qf::worker::TorchEngine();

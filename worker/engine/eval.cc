@@ -40,13 +40,23 @@ absl::StatusOr<std::unique_ptr<WeightSource>> OpenWeightSource(const std::string
 }
 
 absl::StatusOr<EvalResult> RunEval(const EvalSpec& spec, const EvalProgressFn& progress) {
-  auto t0 = std::chrono::steady_clock::now();
   QF_ASSIGN_OR_RETURN(at::Device dev, ParseDevice(spec.device));
   if (spec.seqlen <= 1) return absl::InvalidArgumentError(absl::StrCat("seqlen ", spec.seqlen, ": expected > 1"));
   if (spec.tokens.empty() || spec.tokens.size() % spec.seqlen != 0) {
     return absl::InvalidArgumentError(absl::StrCat("tokens: ", spec.tokens.size(), " ids, expected a positive multiple of seqlen ", spec.seqlen));
   }
   QF_ASSIGN_OR_RETURN(auto src, OpenWeightSource(spec.model_dir, dev));
+  return RunEvalOn(*src, spec, dev, progress);
+}
+
+absl::StatusOr<EvalResult> RunEvalOn(const WeightSource& source, const EvalSpec& spec, const at::Device& dev,
+                                     const EvalProgressFn& progress) {
+  auto t0 = std::chrono::steady_clock::now();
+  if (spec.seqlen <= 1) return absl::InvalidArgumentError(absl::StrCat("seqlen ", spec.seqlen, ": expected > 1"));
+  if (spec.tokens.empty() || spec.tokens.size() % spec.seqlen != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("tokens: ", spec.tokens.size(), " ids, expected a positive multiple of seqlen ", spec.seqlen));
+  }
+  const WeightSource* src = &source;
   const storage::ModelConfig& cfg = src->config();
   const int64_t chunks = static_cast<int64_t>(spec.tokens.size()) / spec.seqlen;
   for (int32_t id : spec.tokens) {

@@ -15,6 +15,8 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "kernels/quant_types.h"
+#include "storage/artifact.h"
 #include "storage/model_config.h"
 #include "worker/engine/decoder.h"
 #include "worker/engine/engine_host.h"
@@ -37,6 +39,20 @@ absl::StatusOr<std::unique_ptr<WeightSource>> OpenWeightSource(const std::string
 // Artifact flavour (artifact_source.cc).
 absl::StatusOr<std::unique_ptr<WeightSource>> OpenArtifactSource(const std::string& dir, const at::Device& device);
 
+// Builds layer `layer`'s quantized linear `q` as a function (LinearWeights::apply).
+using LinearFactory = std::function<absl::StatusOr<std::function<at::Tensor(const at::Tensor&)>>(
+    int layer, const kernels::QuantizedLinear& q)>;
+// Over an artifact already read (several sources may share one). Without
+// `linears` the decoder's linears are dequantized as above; with it, each is
+// built by `linears` and no dense copy of it is kept.
+absl::StatusOr<std::unique_ptr<WeightSource>> OpenArtifactSource(std::shared_ptr<const storage::LoadedArtifact> art,
+                                                                 const at::Device& device,
+                                                                 const LinearFactory& linears = nullptr);
+
 absl::StatusOr<EvalResult> RunEval(const EvalSpec& spec, const EvalProgressFn& progress);
+// The same protocol and forward over weights already opened on `device`
+// (spec.model_dir is only recorded).
+absl::StatusOr<EvalResult> RunEvalOn(const WeightSource& src, const EvalSpec& spec, const at::Device& device,
+                                     const EvalProgressFn& progress);
 
 }  // namespace qf::worker

@@ -1,0 +1,332 @@
+#include "worker/engine/verify.h"
+
+#include <ATen/ATen.h>
+#include <ATen/DeviceAccelerator.h>
+#include <c10/core/DeviceGuard.h>
+
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/fs.h"
+#include "common/status_macros.h"
+#include "storage/artifact.h"
+#include "worker/engine/eval.h"
+#include "worker/engine/fused_linear.h"
+#include "worker/engine/torch_util.h"
+
+#if defined(QF_WITH_W4A16)
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/event_timer.h"
+#endif
+
+namespace qf::worker {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using Artifact = std::shared_ptr<const storage::LoadedArtifact>;
+
+// Deterministic activations: uniform in [-1, 1) from splitmix64, rounded to
+// fp16, the same for every run, build and device.
+at::Tensor Activations(int64_t m, int64_t k, uint64_t seed, const at::Device& dev) {
+  std::vector<float> v(static_cast<size_t>(m * k));
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (float& f : v) {
+    uint64_t z = (x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    f = static_cast<float>(static_cast<double>(z >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+  }
+  return at::from_blob(v.data(), {m, k}, at::kFloat).to(at::kHalf).to(dev);
+}
+
+std::string ShortName(const std::string& linear) {
+  const size_t dot = linear.rfind('.');
+  return dot == std::string::npos ? linear : linear.substr(dot + 1);
+}
+
+std::string DeviceName(const at::Device& dev) {
+  if (!dev.is_cuda()) return "cpu";
+  std::string name = absl::StrCat("cuda:", dev.index() < 0 ? 0 : dev.index());
+#if defined(QF_WITH_W4A16)
+  cudaDeviceProp prop;
+  if (cudaGetDeviceProperties(&prop, dev.index() < 0 ? 0 : dev.index()) == cudaSuccess) {
+    absl::StrAppend(&name, " (", prop.name, ")");
+  }
+#endif
+  return name;
+}
+
+struct ShapeUse {
+  std::shared_ptr<FusedLinear> fused;   // the first linear with this shape
+  const kernels::QuantizedLinear* q = nullptr;
+  std::vector<std::string> names;       // short names with this shape
+};
+using Shapes = std::map<std::pair<int64_t, int64_t>, ShapeUse>;   // (k, n)
+
+// Check 1 for one linear: fills `out`; errors only for what stops the run.
+absl::Status CheckLinear(FusedContext& ctx, const Artifact& art, int layer, int index, const VerifySpec& spec,
+                         VerifyLinear& out, Shapes& shapes) {
+  const kernels::QuantizedLinear& q = art->layers[layer].linears[index];
+  out.tensor = absl::StrCat("model.layers.", layer, ".", q.name);
+  out.k = q.in_features;
+  out.n = q.out_features;
+  out.threshold = art->spec.format == "awq" ? kVerifyMaxRelErrAwq : kVerifyMaxRelErrGptq;
+  absl::StatusOr<std::unique_ptr<FusedLinear>> loaded = FusedLinear::Load(ctx, *art, layer, q);
+  if (!loaded.ok() && loaded.status().code() == absl::StatusCode::kUnimplemented) {
+    out.status = "unsupported";
+    out.detail = std::string(loaded.status().message());
+    return absl::OkStatus();
+  }
+  QF_RETURN_IF_ERROR(loaded.status());
+  std::shared_ptr<FusedLinear> fused = std::move(*loaded);
+  const at::Device dev = ctx.device;
+  QF_ASSIGN_OR_RETURN(at::Tensor w, TorchCall([&] { return DequantizeToTensor(q, dev); }, out.tensor));
+  at::Tensor bias;
+  if (!q.bias.empty()) {
+    QF_ASSIGN_OR_RETURN(bias, TorchCall([&] {
+      return at::from_blob(const_cast<uint16_t*>(q.bias.data()), {q.out_features}, at::kShort)
+          .view(at::kHalf).to(at::kFloat).to(dev);
+    }, out.tensor));
+  }
+  out.status = "ok";
+  out.max_rel_err = 0;
+  for (int64_t m : spec.check_ms) {
+    const uint64_t seed = (static_cast<uint64_t>(layer) * 8 + index) * 4096 + static_cast<uint64_t>(m);
+    QF_ASSIGN_OR_RETURN(at::Tensor a, TorchCall([&] { return Activations(m, q.in_features, seed, dev); }, out.tensor));
+    absl::StatusOr<at::Tensor> c = fused->Forward(a);
+    if (!c.ok() && c.status().code() == absl::StatusCode::kUnimplemented) {
+      out.status = "unsupported";
+      out.max_rel_err = -1;
+      out.detail = std::string(c.status().message());
+      return absl::OkStatus();
+    }
+    QF_RETURN_IF_ERROR(c.status());
+    struct Err { double rel; bool finite; double ref_max; };
+    QF_ASSIGN_OR_RETURN(Err e, TorchCall([&] {
+      at::Tensor ref = at::matmul(a.to(at::kFloat), w.t());
+      if (bias.defined()) ref = ref + bias;
+      at::Tensor got = c->to(at::kFloat);
+      const bool finite = at::isfinite(got).all().item<bool>();
+      const double den = ref.to(at::kDouble).norm().item<double>();
+      const double num = (got.to(at::kDouble) - ref.to(at::kDouble)).norm().item<double>();
+      return Err{finite ? num / std::max(den, 1e-30) : INFINITY, finite, ref.abs().max().item<double>()};
+    }, out.tensor));
+    if (!(e.rel <= out.max_rel_err)) out.max_rel_err = e.rel;   // NaN propagates
+    if (!(e.rel <= out.threshold) && out.status == "ok") {
+      out.status = "fail";
+      out.detail = e.finite ? absl::StrCat("relative error ", e.rel, " at m=", m, ", expected <= ", out.threshold)
+                            : absl::StrCat("fused output not finite at m=", m, " (max |reference| ", e.ref_max,
+                                           "; fp16 holds 65504), expected <= ", out.threshold, " relative error");
+    }
+  }
+  ShapeUse& use = shapes[{q.in_features, q.out_features}];
+  if (!use.fused) {
+    use.fused = fused;
+    use.q = &q;
+  }
+  const std::string s = ShortName(q.name);
+  if (std::find(use.names.begin(), use.names.end(), s) == use.names.end()) use.names.push_back(s);
+  return absl::OkStatus();
+}
+
+// Check 2: the fused GEMM against cuBLAS FP16 on every shape, same run.
+absl::Status TimeShapes(FusedContext& ctx, const Shapes& shapes, const VerifySpec& spec, VerifyReport& report,
+                        const VerifyProgressFn& progress) {
+#if defined(QF_WITH_W4A16)
+  const at::Device dev = ctx.device;
+  c10::DeviceGuard guard(dev);
+  const auto stream = static_cast<cudaStream_t>(at::accelerator::getCurrentStream(dev.index()).native_handle());
+  int l2 = 0;
+  cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev.index());
+  // A streaming read of max(256 MiB, 4 x L2) before each timed call evicts
+  // L2 (bench/w4a16_bench.cu does the same with its own read kernel).
+  const int64_t flush_ints = std::max<int64_t>(int64_t{256} << 20, int64_t{4} * l2) / 4;
+  at::Tensor flush_buf;
+  QF_RETURN_IF_ERROR(TorchCallStatus([&] {
+    flush_buf = at::ones({flush_ints}, at::TensorOptions().dtype(at::kInt).device(dev));
+    return absl::OkStatus();
+  }, "verify: L2 flush buffer"));
+  const auto flush = [&]() {
+    return TorchCallStatus([&] { (void)flush_buf.sum(); return absl::OkStatus(); }, "L2 flush");
+  };
+  kernels::EventTimer timer;
+  report.timing_measured = true;
+  report.iters = spec.iters;
+  int done = 0;
+  const int total = static_cast<int>(shapes.size() * spec.timing_ms.size());
+  for (const auto& [kn, use] : shapes) {
+    const auto [k, n] = kn;
+    at::Tensor w16;   // the FP16 weight cuBLAS multiplies: only while this shape is timed
+    QF_RETURN_IF_ERROR(TorchCallStatus([&] { w16 = DequantizeToTensor(*use.q, dev).to(at::kHalf); return absl::OkStatus(); },
+                                       "verify: fp16 weight"));
+    const at::Tensor w16t = w16.t();
+    for (int64_t m : spec.timing_ms) {
+      VerifyTiming t;
+      t.k = k;
+      t.n = n;
+      t.m = m;
+      t.linears = absl::StrJoin(use.names, ",");
+      t.variant = use.fused->Variant(m);
+      at::Tensor a, c, c16;
+      QF_RETURN_IF_ERROR(TorchCallStatus([&] {
+        a = Activations(m, k, 7, dev);
+        c = at::empty({m, n}, a.options());
+        c16 = at::empty({m, n}, a.options());
+        return absl::OkStatus();
+      }, "verify: timing buffers"));
+      absl::Status probe = use.fused->ForwardInto(a, c);
+      if (probe.code() == absl::StatusCode::kUnimplemented) {
+        t.variant = "unsupported";
+        t.fused_us = t.fp16_us = -1;
+      } else {
+        QF_RETURN_IF_ERROR(probe);
+        QF_ASSIGN_OR_RETURN(t.fused_us, timer.MedianUs([&] { return use.fused->ForwardInto(a, c); }, flush,
+                                                       spec.warmup, spec.iters, stream));
+        QF_ASSIGN_OR_RETURN(t.fp16_us, timer.MedianUs([&] {
+          return TorchCallStatus([&] { at::mm_out(c16, a, w16t); return absl::OkStatus(); }, "cuBLAS FP16");
+        }, flush, spec.warmup, spec.iters, stream));
+      }
+      report.timings.push_back(std::move(t));
+      if (progress) progress("throughput", ++done, total);
+    }
+  }
+  return absl::OkStatus();
+#else
+  report.timing_note = "not measured: this engine was built without CUDA";
+  return absl::OkStatus();
+#endif
+}
+
+// Check 3: perplexity through the fused path against the dequantized path.
+absl::Status ComparePerplexity(FusedContext& ctx, const Artifact& art, const VerifySpec& spec, VerifyReport& report,
+                               const VerifyProgressFn& progress) {
+  VerifyPerplexity& p = report.ppl;
+  p.text = spec.text;
+  p.seqlen = spec.seqlen;
+  p.tolerance = kVerifyMaxPplRelDiff;
+  if (spec.tokens.empty()) {
+    p.note = "not measured: no text given";
+    return absl::OkStatus();
+  }
+  int unsupported = 0;
+  for (const VerifyLinear& l : report.linears) unsupported += l.status == "unsupported";
+  if (unsupported > 0) {
+    p.note = absl::StrCat("not measured: ", unsupported, " linears are unsupported by the fused kernel");
+    return absl::OkStatus();
+  }
+  EvalSpec es;
+  es.model_dir = spec.artifact_dir;
+  es.device = spec.device;
+  es.seqlen = spec.seqlen;
+  es.tokens = spec.tokens;
+  const at::Device dev = ctx.device;
+  QF_ASSIGN_OR_RETURN(auto dequant, OpenArtifactSource(art, dev));
+  QF_ASSIGN_OR_RETURN(EvalResult d, RunEvalOn(*dequant, es, dev, [&](int done, int total) {
+    if (progress) progress("ppl dequant", done, total);
+  }));
+  dequant.reset();
+  LinearFactory factory = [&](int layer, const kernels::QuantizedLinear& q)
+      -> absl::StatusOr<std::function<at::Tensor(const at::Tensor&)>> {
+    QF_ASSIGN_OR_RETURN(std::unique_ptr<FusedLinear> f, FusedLinear::Load(ctx, *art, layer, q));
+    return FusedLinear::AsApply(std::shared_ptr<const FusedLinear>(std::move(f)));
+  };
+  QF_ASSIGN_OR_RETURN(auto fused, OpenArtifactSource(art, dev, factory));
+  QF_ASSIGN_OR_RETURN(EvalResult f, RunEvalOn(*fused, es, dev, [&](int done, int total) {
+    if (progress) progress("ppl fused", done, total);
+  }));
+  p.measured = true;
+  p.chunks = d.chunks;
+  p.dequant = d.ppl;
+  p.fused = f.ppl;
+  p.rel_diff = std::fabs(f.ppl - d.ppl) / d.ppl;
+  p.passed = p.rel_diff <= p.tolerance;   // false for NaN too
+  return absl::OkStatus();
+}
+
+absl::Status ValidateSpec(const VerifySpec& spec) {
+  if (spec.artifact_dir.empty()) return absl::InvalidArgumentError("artifact: expected a directory");
+  if (!IsDirectory(spec.artifact_dir)) return absl::NotFoundError(absl::StrCat(spec.artifact_dir, ": no such directory"));
+  if (spec.check_ms.empty()) return absl::InvalidArgumentError("check_ms: expected at least one M");
+  for (int64_t m : spec.check_ms) {
+    if (m < 1 || m > 65536) return absl::InvalidArgumentError(absl::StrCat("check_ms: ", m, ", expected 1..65536"));
+  }
+  for (int64_t m : spec.timing_ms) {
+    if (m < 1 || m > 65536) return absl::InvalidArgumentError(absl::StrCat("timing_ms: ", m, ", expected 1..65536"));
+  }
+  if (spec.iters < 1 || spec.warmup < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("iters: ", spec.iters, ", expected >= 1 (warmup >= 0)"));
+  }
+  if (!spec.tokens.empty() && (spec.seqlen <= 1 || spec.tokens.size() % spec.seqlen != 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("tokens: ", spec.tokens.size(), " ids, expected a multiple of seqlen ",
+                                                   spec.seqlen, " > 1"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<VerifyReport> RunVerify(const VerifySpec& spec, const VerifyProgressFn& progress) {
+  const auto t0 = Clock::now();
+  QF_RETURN_IF_ERROR(ValidateSpec(spec));
+  QF_ASSIGN_OR_RETURN(at::Device dev, ParseDevice(spec.device));
+  if (dev.is_cuda() && !HaveFusedGpuKernel()) {
+    return absl::FailedPreconditionError(absl::StrCat("device '", spec.device,
+                                                      "': this engine was built without the fused W4A16 kernel"));
+  }
+  QF_ASSIGN_OR_RETURN(storage::LoadedArtifact loaded, storage::ReadArtifact(spec.artifact_dir));
+  Artifact art = std::make_shared<const storage::LoadedArtifact>(std::move(loaded));
+
+  VerifyReport r;
+  r.artifact_dir = spec.artifact_dir;
+  r.device = DeviceName(dev);
+  r.format = art->spec.format;
+  r.bits = art->spec.bits;
+  r.group_size = art->spec.group_size;
+  r.sym = art->spec.sym;
+  r.desc_act = art->spec.desc_act;
+  r.check_ms = spec.check_ms;
+
+  FusedContext ctx(dev);
+  Shapes shapes;
+  const int total = static_cast<int>(art->layers.size() * storage::kLinearNames.size());
+  for (int layer = 0; layer < static_cast<int>(art->layers.size()); ++layer) {
+    for (int j = 0; j < static_cast<int>(art->layers[layer].linears.size()); ++j) {
+      VerifyLinear l;
+      QF_RETURN_IF_ERROR(CheckLinear(ctx, art, layer, j, spec, l, shapes));
+      r.linears.push_back(std::move(l));
+      if (progress) progress("linears", static_cast<int>(r.linears.size()), total);
+    }
+  }
+  if (!dev.is_cuda()) {
+    r.timing_note = "not measured: no CUDA device";
+  } else if (shapes.empty()) {
+    r.timing_note = "not measured: no linear is supported by the fused kernel";
+  } else {
+    QF_RETURN_IF_ERROR(TimeShapes(ctx, shapes, spec, r, progress));
+  }
+  shapes.clear();   // frees the timed linears' device copies before the perplexity runs
+  QF_RETURN_IF_ERROR(ComparePerplexity(ctx, art, spec, r, progress));
+
+  int failed = 0, supported = 0;
+  for (const VerifyLinear& l : r.linears) {
+    supported += l.status != "unsupported";
+    if (l.status != "fail") continue;
+    if (failed++ == 0) r.failure = absl::StrCat(l.tensor, ": fused W4A16 GEMM against dequantize + matmul: ", l.detail);
+  }
+  if (failed > 1) absl::StrAppend(&r.failure, " (", failed, " of ", r.linears.size(), " linears failed; see verify.json)");
+  if (failed == 0 && r.ppl.measured && !r.ppl.passed) {
+    r.failure = absl::StrCat("perplexity: fused path ", r.ppl.fused, " vs dequantized path ", r.ppl.dequant,
+                             " (relative difference ", r.ppl.rel_diff, "), expected <= ", r.ppl.tolerance);
+  }
+  r.verdict = !r.failure.empty() ? "failed" : supported == 0 ? "unsupported" : "passed";
+  r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  return r;
+}
+
+}  // namespace qf::worker

@@ -1,0 +1,37 @@
+// File: worker/engine/verify.h
+//
+// `qctl verify ARTIFACT` and a job's verify stage, inside the engine module:
+//   1. every quantized linear is loaded for the fused W4A16 GEMM
+//      (fused_linear.h) and run on a deterministic fp16 activation matrix for
+//      each M of spec.check_ms; the result is compared with dequantize +
+//      matmul in fp32 (DequantizeToTensor, the eval path's weights):
+//      ||C_fused - C_ref|| / ||C_ref|| must stay below the format's threshold;
+//   2. GPU only: the fused GEMM and cuBLAS FP16 (at::mm on an fp16 copy of the
+//      dequantized weight, made for the timing and freed) timed in the same
+//      run on each distinct (K, N) of the model's linears, for each M of
+//      spec.timing_ms (kernels/cuda/event_timer.h: L2 flushed, median);
+//   3. with tokens: perplexity with every decoder linear run by the fused
+//      path, against the dequantized path (RunEvalOn) on the same tokens.
+// A linear the kernel does not take (bits != 4, refused shapes) is reported
+// "unsupported" with the reason and takes no part in 2 and 3.
+#pragma once
+
+#include "absl/status/statusor.h"
+#include "worker/engine/engine_host.h"
+
+namespace qf::worker {
+
+// ||C_fused - C_ref|| / ||C_ref|| bounds. Error sources: one fp16 rounding per
+// weight inside the kernel (the CPU twin computes in double), the fp16 input
+// and the fp16 output; the kernel tests (tests/kernels_gpu) hold the CUDA
+// kernel to the same 2e-3 against a double reference.
+inline constexpr double kVerifyMaxRelErrGptq = 2e-3;
+inline constexpr double kVerifyMaxRelErrAwq = 2e-3;
+// |ppl_fused - ppl_dequant| / ppl_dequant. The fused path rounds every
+// linear's input and output to fp16 where the dequantized path stays in
+// float32; on tiny-llama that moves perplexity by ~1e-5 (CPU).
+inline constexpr double kVerifyMaxPplRelDiff = 1e-3;
+
+absl::StatusOr<VerifyReport> RunVerify(const VerifySpec& spec, const VerifyProgressFn& progress);
+
+}  // namespace qf::worker
