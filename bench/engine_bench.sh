@@ -6,7 +6,7 @@
 # out/engine_bench); the last lines printed are a summary.
 #
 #   bench/engine_bench.sh [BUILD_DIR] [STEPS]        STEPS: comma list of
-#       tests,layer,awq,tiny,e2e (default tests,layer,tiny)
+#       tests,layer,awq,tiny,synth,e2e (default tests,layer,tiny)
 #
 # BUILD_DIR must hold a CUDA build (-DQF_CUDA=ON) of qctl, qf_engine,
 # qf_spm_plugin, gptq_layer_bench and engine_gpu_test; when it holds none,
@@ -105,6 +105,21 @@ if has awq; then
         --model 'synthetic:llama-70b?layers=3' --json "$OUT/awq_$st.json" 2>&1 | tee "$OUT/awq_$st.log"
     note "awq layer (search tokens $st): $(grep -E '^layer +[12]:' "$OUT/awq_$st.log" | tr '\n' ' ')"
   done
+fi
+
+if has synth; then
+  # qctl itself on a synthetic model: the embedded coordinator + worker, RocksDB
+  # checkpoints, the artifact writer; SYNTH_MODEL layers of 70B shapes.
+  S=${SYNTH_DIR:-/tmp/qf_synth}
+  SM=${SYNTH_MODEL:-synthetic:llama-70b?layers=4}
+  rm -rf "$S" "$(dirname "$S")/.$(basename "$S").qforge-state"
+  t0=$(date +%s.%N)
+  "$BUILD/bin/qctl" quantize --model "$SM" --method gptq --bits 4 --group-size 128 --samples 128 --seqlen 2048 \
+      --device cuda --out "$S" > "$OUT/synth.log" 2>&1
+  rc=$?
+  secs=$("$PY" -c "print(f'{$(date +%s.%N) - $t0:.1f}')")
+  note "qctl quantize --model '$SM' --device cuda: exit $rc in ${secs}s; artifact $(du -sh "$S" 2>/dev/null | cut -f1); $(tail -1 "$OUT/synth.log")"
+  rm -rf "$S"
 fi
 
 if has e2e; then

@@ -7,6 +7,7 @@
 #include "common/status_macros.h"
 #include "coordinator/planner.h"
 #include "storage/artifact.h"
+#include "storage/synthetic_model.h"
 
 namespace qf::coordinator {
 
@@ -25,7 +26,12 @@ absl::StatusOr<nlohmann::json> ArtifactProvenance(const proto::JobSpec& spec, in
     p["awq_duo_scaling"] = !spec.awq_paper_scales();
     p["awq_search_tokens"] = spec.awq_search_tokens();
   }
-  if (spec.method() != "rtn") {
+  if (spec.method() != "rtn" && storage::IsSyntheticModel(spec.model_path())) {
+    p["calibration"] = {{"synthetic_tokens", true},
+                        {"samples", spec.samples()},
+                        {"seqlen", spec.seqlen()},
+                        {"seed", spec.seed()}};
+  } else if (spec.method() != "rtn") {
     QF_ASSIGN_OR_RETURN(std::string calib_sha, Sha256FileHex(spec.calib_path()));
     p["calibration"] = {{"file", std::filesystem::path(spec.calib_path()).filename().string()},
                         {"sha256", calib_sha},

@@ -57,6 +57,7 @@ absl::StatusOr<proto::JobStatus> RunEmbedded(const proto::JobSpec& spec, const E
   worker::WorkerOptions wo;
   wo.name = "embedded";
   wo.device = options.device;
+  wo.host_activations = options.host_activations;
   wo.calibration = options.calibration;
   worker::Worker w(coordinator->InProcessChannel(), engine, wo);
   std::atomic<bool> stop{false};

@@ -28,6 +28,7 @@ namespace qf::coordinator {
 struct EmbeddedOptions {
   std::string state_dir;                    // RocksDB state; reuse it to resume
   std::string device = "cpu";               // the worker's device
+  bool host_activations = false;            // WorkerOptions::host_activations
   std::function<void(const proto::WatchUpdate&)> on_update;  // progress; may be empty
   worker::Engine* engine = nullptr;         // empty: worker::Engine::Load()
   worker::CalibrationFn calibration;        // empty: the model's tokenizer

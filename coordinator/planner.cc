@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/fs.h"
 #include "common/status_macros.h"
+#include "storage/synthetic_model.h"
 
 namespace qf::coordinator {
 namespace {
@@ -40,6 +41,9 @@ void ApplySpecDefaults(proto::JobSpec* spec) {
 
 absl::Status ValidateJobSpec(const proto::JobSpec& spec) {
   if (spec.model_path().empty()) return FieldError("model_path", "a model directory", "\"\"");
+  if (spec.verify())  // proto/job.proto: embedded mode runs it after the job; workers have no verify stage
+    return FieldError("verify", "false for a cluster job (qctl quantize --verify, or qctl verify ARTIFACT after the job)",
+                      "true");
   const std::string& m = spec.method();
   if (m != "gptq" && m != "awq" && m != "rtn") return FieldError("method", "one of gptq, awq, rtn", Quoted(m));
   int b = spec.bits();
@@ -58,7 +62,7 @@ absl::Status ValidateJobSpec(const proto::JobSpec& spec) {
   QF_RETURN_IF_ERROR(CheckRange("awq_grid", spec.awq_grid(), 1, 1000));
   if (spec.awq_search_tokens() < 1 || spec.awq_search_tokens() > (int64_t{1} << 28))
     return FieldError("awq_search_tokens", "a value in [1, 2^28]", absl::StrCat(spec.awq_search_tokens()));
-  if (spec.calib_path().empty() && m != "rtn")
+  if (spec.calib_path().empty() && m != "rtn" && !storage::IsSyntheticModel(spec.model_path()))
     return FieldError("calib_path", absl::StrCat("a .txt or .jsonl file for method ", m), "\"\"");
   QF_RETURN_IF_ERROR(CheckRange("samples", spec.samples(), 1, 65536));
   QF_RETURN_IF_ERROR(CheckRange("seqlen", spec.seqlen(), 2, 1 << 20));
@@ -85,15 +89,23 @@ absl::Status ValidateJobSpec(const proto::JobSpec& spec) {
 
 absl::StatusOr<storage::ModelConfig> CheckJobInputs(const proto::JobSpec& spec) {
   const std::string& dir = spec.model_path();
-  if (!IsDirectory(dir))
+  const bool synthetic = storage::IsSyntheticModel(dir);
+  if (synthetic) {
+    // Generated on the workers' devices; calibration ids come from the job's seed.
+    absl::StatusOr<storage::SyntheticSpec> s = storage::ParseSyntheticModel(dir);
+    if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("JobSpec.model_path: ", s.status().message()));
+    if (!spec.calib_path().empty())
+      return FieldError("calib_path", "empty for a synthetic model (it has no tokenizer)", Quoted(spec.calib_path()));
+  } else if (!IsDirectory(dir)) {
     return absl::NotFoundError(absl::StrCat("JobSpec.model_path: ", dir, ": no such model directory"));
-  QF_ASSIGN_OR_RETURN(storage::ModelConfig cfg, storage::LoadModelConfig(dir));
-  if (!PathExists(dir + "/model.safetensors") && !PathExists(dir + "/model.safetensors.index.json"))
+  }
+  QF_ASSIGN_OR_RETURN(storage::ModelConfig cfg, storage::LoadModelConfigOrSynthetic(dir));
+  if (!synthetic && !PathExists(dir + "/model.safetensors") && !PathExists(dir + "/model.safetensors.index.json"))
     return absl::NotFoundError(absl::StrCat(
         dir, ": no model.safetensors or model.safetensors.index.json (expected an HF safetensors checkpoint)"));
-  if (spec.method() != "rtn" && !PathExists(spec.calib_path()))
+  if (!synthetic && spec.method() != "rtn" && !PathExists(spec.calib_path()))
     return absl::NotFoundError(absl::StrCat("JobSpec.calib_path: ", spec.calib_path(), ": no such file"));
-  const std::string config = dir + "/config.json";
+  const std::string config = synthetic ? dir : dir + "/config.json";
   if (spec.group_size() > 0) {
     const struct { const char* linear; int64_t in; } inputs[] = {
         {"self_attn.q_proj", cfg.hidden_size},

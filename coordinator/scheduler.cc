@@ -10,6 +10,7 @@
 #include "coordinator/layer_codec.h"
 #include "coordinator/planner.h"
 #include "coordinator/scheduler_internal.h"
+#include "storage/synthetic_model.h"
 
 namespace qf::coordinator {
 
@@ -109,7 +110,7 @@ absl::Status Scheduler::Load() {
     }
     proto::JobState st = job->rec.state();
     if (IsTerminal(st)) continue;
-    auto cfg = storage::LoadModelConfig(job->rec.spec().model_path());
+    auto cfg = storage::LoadModelConfigOrSynthetic(job->rec.spec().model_path());
     if (!cfg.ok()) {
       StopJob(txn, *job, proto::JOB_FAILED,
               absl::StrCat("model unreadable at coordinator start: ", cfg.status().message()));

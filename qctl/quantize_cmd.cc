@@ -35,6 +35,7 @@ absl::Status RunQuantize(const QuantizeOptions& o, const std::string& state_flag
   coordinator::EmbeddedOptions eo;
   eo.state_dir = state;
   eo.device = o.device;
+  eo.host_activations = o.host_activations;
   std::unique_ptr<ProgressReporter> bar;
   eo.on_update = [&](const proto::WatchUpdate& u) {
     const proto::JobStatus& s = u.status();

@@ -7,11 +7,15 @@
 #include "absl/strings/str_cat.h"
 #include "common/fs.h"
 #include "proto/job.pb.h"
+#include "storage/synthetic_model.h"
 
 namespace qf::qctl {
 
 void AddQuantizeFlags(CLI::App* sub, QuantizeOptions* o) {
-  sub->add_option("--model", o->model, "HF checkpoint directory (safetensors + config.json)")->required();
+  sub->add_option("--model", o->model,
+                  "HF checkpoint directory (safetensors + config.json), or synthetic:<preset>[?layers=N&seed=S]"
+                  " (llama-70b, llama-8b, llama-tiny: weights generated on the device, synthetic calibration)")
+      ->required();
   sub->add_option("--method", o->method, "gptq | awq | rtn")->capture_default_str();
   sub->add_option("--bits", o->bits, "2 | 3 | 4 | 8")->capture_default_str();
   sub->add_option("--group-size", o->group_size, "Input channels per group, -1 = per row")->capture_default_str();
@@ -32,6 +36,8 @@ void AddQuantizeFlags(CLI::App* sub, QuantizeOptions* o) {
   sub->add_option("--format", o->format, "Artifact format: gptq | awq")->capture_default_str();
   sub->add_option("--out", o->out, "Artifact directory (written atomically)")->required();
   sub->add_option("--device", o->device, "cpu | cuda | cuda:N")->capture_default_str();
+  sub->add_flag("--host-activations", o->host_activations,
+                "CUDA: keep the calibration activations in pinned host memory (GPUs too small to hold them)");
 }
 
 absl::Status ValidateQuantizeOptions(const QuantizeOptions& o) {
@@ -58,10 +64,20 @@ absl::Status ValidateQuantizeOptions(const QuantizeOptions& o) {
   if (o.method != "gptq" && (o.act_order || o.static_groups)) {
     return absl::InvalidArgumentError(absl::StrCat("--act-order/--static-groups: GPTQ options, not for --method ", o.method));
   }
-  if (!IsDirectory(o.model)) return absl::NotFoundError(absl::StrCat("--model ", o.model, ": no such directory"));
+  const bool synthetic = storage::IsSyntheticModel(o.model);
+  if (synthetic) {
+    absl::StatusOr<storage::SyntheticSpec> s = storage::ParseSyntheticModel(o.model);
+    if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("--model: ", s.status().message()));
+    if (!o.calib.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("--calib ", o.calib, ": a synthetic model has no tokenizer;"
+                                                     " it is calibrated on synthetic ids (--samples, --seqlen, --seed)"));
+    }
+  } else if (!IsDirectory(o.model)) {
+    return absl::NotFoundError(absl::StrCat("--model ", o.model, ": no such directory"));
+  }
   if (o.method != "rtn") {
-    if (o.calib.empty()) return absl::InvalidArgumentError(absl::StrCat("--calib: required for --method ", o.method));
-    if (!PathExists(o.calib)) return absl::NotFoundError(absl::StrCat("--calib ", o.calib, ": no such file"));
+    if (o.calib.empty() && !synthetic) return absl::InvalidArgumentError(absl::StrCat("--calib: required for --method ", o.method));
+    if (!synthetic && !PathExists(o.calib)) return absl::NotFoundError(absl::StrCat("--calib ", o.calib, ": no such file"));
     if (o.samples <= 0) return absl::InvalidArgumentError(absl::StrCat("--samples ", o.samples, ": expected > 0"));
     if (o.seqlen <= 1) return absl::InvalidArgumentError(absl::StrCat("--seqlen ", o.seqlen, ": expected > 1"));
   }
@@ -91,7 +107,7 @@ proto::JobSpec ToJobSpec(const QuantizeOptions& o) {
     return p.empty() ? p : std::filesystem::absolute(p).lexically_normal().string();
   };
   proto::JobSpec s;
-  s.set_model_path(abs(o.model));
+  s.set_model_path(storage::IsSyntheticModel(o.model) ? o.model : abs(o.model));
   s.set_method(o.method);
   s.set_bits(o.bits);
   s.set_group_size(o.group_size);

@@ -34,6 +34,7 @@ struct QuantizeOptions {
   std::string format = "gptq";
   std::string out;
   std::string device = "cpu";
+  bool host_activations = false;   // CUDA: calibration activations in pinned host memory
   // Cluster jobs (`qctl submit`).
   std::string mode = "sequential";
   int stage_layers = 0;            // 0: the coordinator's default

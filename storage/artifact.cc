@@ -1,4 +1,5 @@
 #include "storage/artifact.h"
+#include "storage/synthetic_model.h"
 
 #include <algorithm>
 #include <cmath>
@@ -106,7 +107,7 @@ absl::Status AddTensor(TensorMap& out, OwnedTensor t, absl::string_view origin) 
   return absl::OkStatus();
 }
 
-absl::Status CheckLinearAgainstSpec(const QuantSpec& spec, const Checkpoint& src, int64_t layer,
+absl::Status CheckLinearAgainstSpec(const QuantSpec& spec, const TensorSource& src, int64_t layer,
                                     const QuantizedLinear& q) {
   const std::string where = absl::StrCat("layer ", layer, " linear '", q.name, "'");
   if (q.bits != spec.bits || q.group_size != spec.group_size || q.sym != spec.sym || q.desc_act != spec.desc_act) {
@@ -128,7 +129,7 @@ absl::Status CheckLinearAgainstSpec(const QuantSpec& spec, const Checkpoint& src
 }
 
 // Packs one layer result into `out`; records the source tensors it replaces.
-absl::Status AddLayer(const QuantSpec& spec, const Checkpoint& src, const LayerResult& r, TensorMap& out,
+absl::Status AddLayer(const QuantSpec& spec, const TensorSource& src, const LayerResult& r, TensorMap& out,
                       std::set<std::string>& replaced, int64_t& wrapped_zeros) {
   const std::string prefix = LayerPrefix(r.layer);
   std::set<std::string_view> seen;
@@ -317,7 +318,12 @@ absl::Status WriteArtifact(const std::string& model_dir, const ModelConfig& cfg,
     return absl::InvalidArgumentError(absl::StrCat(model_dir, ": ModelConfig::raw is not the config.json object"));
   }
   QF_ASSIGN_OR_RETURN(std::vector<const LayerResult*> by_layer, OrderLayers(cfg, layers));
-  QF_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> src, Checkpoint::Open(model_dir));
+  std::unique_ptr<TensorSource> src;
+  if (IsSyntheticModel(model_dir)) {
+    QF_ASSIGN_OR_RETURN(src, OpenSyntheticSource(model_dir));
+  } else {
+    QF_ASSIGN_OR_RETURN(src, Checkpoint::Open(model_dir));
+  }
 
   // Everything is packed in memory before the first byte is written.
   TensorMap tensors;

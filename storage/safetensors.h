@@ -100,7 +100,17 @@ class SafetensorsFile {
 // A checkpoint directory: `model.safetensors`, or the shards listed by
 // `model.safetensors.index.json` ("weight_map": tensor -> shard file). When
 // both exist the single file wins (as in transformers).
-class Checkpoint {
+// Read access to a set of named tensors: a checkpoint directory, or a
+// synthetic model (storage/synthetic_model.h) for the artifact writer.
+class TensorSource {
+ public:
+  virtual ~TensorSource() = default;
+  virtual std::vector<std::string> names() const = 0;      // sorted
+  // NotFound naming the source and the tensor.
+  virtual absl::StatusOr<const TensorView*> Get(std::string_view name) const = 0;
+};
+
+class Checkpoint final : public TensorSource {
  public:
   // NotFound if the directory holds neither file. A malformed index, a shard
   // name that is not a plain file name, a shard that fails to open, or a tensor
@@ -109,10 +119,10 @@ class Checkpoint {
   // weight_map are not exposed.
   static absl::StatusOr<std::unique_ptr<Checkpoint>> Open(const std::string& dir);
   const std::string& dir() const { return dir_; }
-  std::vector<std::string> names() const;      // sorted
+  std::vector<std::string> names() const override;      // sorted
   bool Has(std::string_view name) const;
   // NotFound: "<dir>: tensor 'NAME' not found (expected in ...)".
-  absl::StatusOr<const TensorView*> Get(std::string_view name) const;
+  absl::StatusOr<const TensorView*> Get(std::string_view name) const override;
   // The file holding `name` (for messages and per-shard scheduling), or
   // nullptr when the checkpoint has no such tensor.
   const SafetensorsFile* FileOf(std::string_view name) const;

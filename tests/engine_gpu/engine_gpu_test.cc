@@ -7,6 +7,9 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#if defined(QF_WITH_CUDA)
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -313,6 +316,55 @@ TEST_F(GpuSessionTest, AwqRunsAreIdenticalAndReplayGivesTheSameNextLayer) {
   auto r1 = (*s)->QuantizeLayer(1, nullptr);
   ASSERT_TRUE(r1.ok()) << r1.status();
   for (size_t i = 0; i < r1->linears.size(); ++i) EXPECT_EQ(r1->linears[i].codes, a[1].linears[i].codes);
+}
+
+// Activations in pinned host memory, streamed through the GPU batch by batch:
+// the same bits as device-resident ones, for GPTQ (true-sequential and not),
+// AWQ and the replay, and less device memory on 70B shapes.
+TEST_F(GpuSessionTest, HostActivationsGiveTheSameBitsAndLessDeviceMemory) {
+  SKIP_WITHOUT_GPU();
+  auto same = [](const std::vector<kernels::LayerResult>& a, const std::vector<kernels::LayerResult>& b) {
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t l = 0; l < a.size(); ++l) {
+      for (size_t i = 0; i < a[l].linears.size(); ++i) {
+        EXPECT_EQ(a[l].linears[i].codes, b[l].linears[i].codes) << l << " " << a[l].linears[i].name;
+        EXPECT_EQ(a[l].linears[i].scales, b[l].linears[i].scales) << l << " " << a[l].linears[i].name;
+      }
+    }
+  };
+  for (const char* method : {"gptq", "awq"}) {
+    for (bool true_sequential : {true, false}) {
+      if (std::string(method) == "awq" && !true_sequential) continue;
+      SCOPED_TRACE(std::string(method) + (true_sequential ? " true-sequential" : " all at once"));
+      SessionSpec spec = Spec(kModel, "cuda", false);
+      spec.quant.method = method;
+      spec.quant.true_sequential = true_sequential;
+      auto dev = Run(spec);
+      spec.host_activations = true;
+      auto host = Run(spec);
+      ASSERT_EQ(dev.size(), 4u);
+      same(dev, host);
+    }
+  }
+#if defined(QF_WITH_CUDA)
+  // Device memory on two 70B layers, 32 x 2048 tokens (1.07 GB of fp16 activations).
+  auto peak = [&](bool host) -> double {
+    SessionSpec spec = Spec("synthetic:llama-70b?layers=2", "cuda", false);
+    spec.samples = 32;
+    spec.seqlen = 2048;
+    spec.host_activations = host;
+    c10::cuda::CUDACachingAllocator::emptyCache();
+    c10::cuda::CUDACachingAllocator::resetPeakStats(0);
+    auto r = Run(spec);
+    EXPECT_EQ(r.size(), 2u);
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
+    return static_cast<double>(stats.allocated_bytes[0].peak) / (1 << 30);
+  };
+  const double on_device = peak(false), on_host = peak(true);
+  std::printf("70B layers, 32 x 2048 tokens: peak allocated %.2f GiB with device activations, %.2f GiB with host "
+              "activations\n", on_device, on_host);
+  EXPECT_LT(on_host, on_device - 1.5);   // the activations and the layer's full-size cache stay on the host
+#endif
 }
 
 // Out of device memory inside a layer: ResourceExhausted naming the layer and

@@ -236,6 +236,58 @@ TEST_F(QctlTest, SameCommandTwiceWritesIdenticalBytes) {
   }
 }
 
+// A synthetic model goes through the same job as a checkpoint: config from
+// the preset, synthetic calibration ids, an artifact whose non-layer tensors
+// are the generator's and whose layers are quantized; the same bytes twice.
+TEST_F(QctlTest, SyntheticModelQuantizesToADeterministicArtifact) {
+  const std::string model = "'synthetic:llama-tiny?layers=2&seed=3'";
+  const std::string args = " --method gptq --bits 4 --group-size 64 --samples 4 --seqlen 32 --seed 1 --out ";
+  RunResult ra = Qctl("quantize --model " + model + args + tmp_ + "/a");
+  ASSERT_EQ(ra.code, 0) << ra.err;
+  RunResult rb = Qctl("quantize --model " + model + args + tmp_ + "/b");
+  ASSERT_EQ(rb.code, 0) << rb.err;
+  for (const char* f : {"model.safetensors", "config.json", "qforge-manifest.json"}) {
+    EXPECT_EQ(ReadAll(tmp_ + "/a/" + f), ReadAll(tmp_ + "/b/" + f)) << f;
+  }
+  nlohmann::json cfg = nlohmann::json::parse(ReadAll(tmp_ + "/a/config.json"));
+  EXPECT_EQ(cfg["num_hidden_layers"], 2);
+  EXPECT_EQ(cfg["hidden_size"], 256);
+  EXPECT_EQ(cfg["quantization_config"]["bits"], 4);
+  nlohmann::json man = nlohmann::json::parse(ReadAll(tmp_ + "/a/qforge-manifest.json"));
+  EXPECT_EQ(man["provenance"]["calibration"]["synthetic_tokens"], true);
+  EXPECT_EQ(man["layer_errors"].size(), 2u);
+  // Every tensor a loader needs: embeddings, final norm, lm_head, both
+  // layers' norms and packed linears.
+  const std::string st = ReadAll(tmp_ + "/a/model.safetensors");
+  uint64_t n;
+  std::memcpy(&n, st.data(), 8);
+  nlohmann::json h = nlohmann::json::parse(st.substr(8, n));
+  for (const char* t : {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight",
+                        "model.layers.1.input_layernorm.weight", "model.layers.1.post_attention_layernorm.weight",
+                        "model.layers.0.mlp.down_proj.qweight", "model.layers.1.self_attn.q_proj.scales"}) {
+    EXPECT_TRUE(h.contains(t)) << t;
+  }
+  EXPECT_FALSE(h.contains("model.layers.0.mlp.down_proj.weight"));
+  EXPECT_EQ(h["lm_head.weight"]["shape"], nlohmann::json({2048, 256}));
+  // Another seed is another model.
+  ASSERT_EQ(Qctl("quantize --model 'synthetic:llama-tiny?layers=2&seed=4'" + args + tmp_ + "/c").code, 0);
+  EXPECT_NE(ReadAll(tmp_ + "/a/model.safetensors"), ReadAll(tmp_ + "/c/model.safetensors"));
+}
+
+TEST_F(QctlTest, SyntheticModelBadInput) {
+  const std::string out = tmp_ + "/art";
+  ExpectOneLineError(Qctl("quantize --model synthetic:llama-7b --samples 4 --seqlen 32 --out " + out),
+                     "unknown synthetic preset 'llama-7b'");
+  ExpectNoArtifact(out);
+  ExpectOneLineError(Qctl("quantize --model 'synthetic:llama-tiny?layers=0' --samples 4 --seqlen 32 --out " + out),
+                     "layers '0'");
+  ExpectOneLineError(Qctl("quantize --model synthetic:llama-tiny --calib " + kCalib + " --samples 4 --seqlen 32 --out " + out),
+                     "--calib");
+  ExpectOneLineError(Qctl("quantize --model synthetic:llama-tiny --group-size 96 --samples 4 --seqlen 32 --out " + out),
+                     "does not divide");
+  ExpectNoArtifact(out);
+}
+
 TEST_F(QctlTest, EvalOfArtifactIsCloseToFp16AndReportsJson) {
   std::string art = tmp_ + "/art";
   ASSERT_EQ(Qctl(QuantizeArgs(kModel, art, "--method rtn --bits 8")).code, 0);

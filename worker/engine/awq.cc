@@ -61,13 +61,13 @@ TapStats ForwardWithStats(at::Tensor& acts, const LayerWeights& lwc, const stora
                           const RopeTables& rope, const SearchSubset& subset) {
   TapStats st;
   std::vector<at::Tensor> kept[4];
+  const at::Device device = lwc.lin[0].w.device();   // acts may sit in pinned host memory
   for (int64_t b = 0; b < acts.size(0); b += kBatch) {
     const int64_t n = std::min(kBatch, acts.size(0) - b);
     std::vector<int64_t> local;
     for (int64_t i = 0; i < n; ++i) if (subset.Contains(b + i)) local.push_back(i);
-    at::Tensor pick = at::tensor(at::ArrayRef<int64_t>(local), at::kLong).to(acts.device());
-    at::Tensor xb = acts.narrow(0, b, n);
-    xb.copy_(LayerForward(xb, lwc, cfg, rope, [&](Tap t, const at::Tensor& v) {
+    at::Tensor pick = at::tensor(at::ArrayRef<int64_t>(local), at::kLong).to(device);
+    acts.narrow(0, b, n).copy_(LayerForward(RowsOn(acts, b, n, device), lwc, cfg, rope, [&](Tap t, const at::Tensor& v) {
       const int ti = static_cast<int>(t);
       at::Tensor s = v.reshape({-1, v.size(-1)}).abs().sum({0}, /*keepdim=*/false, at::kFloat);
       st.abs_sum[ti] = st.abs_sum[ti].defined() ? st.abs_sum[ti] + s : s;

@@ -87,7 +87,9 @@ absl::StatusOr<std::unique_ptr<FusedLinear>> FusedLinear::Load(FusedContext& ctx
   QF_ASSIGN_OR_RETURN(at::Tensor qweight, PackedToDevice(art, p + ".qweight", at::kInt, dev));
   QF_ASSIGN_OR_RETURN(at::Tensor scales, PackedToDevice(art, p + ".scales", at::kHalf, dev));
   at::Tensor qzeros;
-  if (!q.sym) QF_ASSIGN_OR_RETURN(qzeros, PackedToDevice(art, p + ".qzeros", at::kInt, dev));
+  if (!q.sym) {
+    QF_ASSIGN_OR_RETURN(qzeros, PackedToDevice(art, p + ".qzeros", at::kInt, dev));
+  }
   const int64_t k = q.in_features, n = q.out_features, g = q.num_groups;
   QF_RETURN_IF_ERROR(TorchCallStatus([&] {
     lin->qweight_ = at::empty({k * n / 8}, at::TensorOptions().dtype(at::kInt).device(dev));

@@ -405,7 +405,7 @@ class LayerQuantizer {
                  const RopeTables& rope, const QuantParams& p, const GptqFastOptions& o,
                  const LayerProgressFn& progress, GptqLayerTimes* times)
       : layer_(layer), lw_(std::move(lw)), acts_(acts), cfg_(cfg), rope_(rope), p_(p), o_(o), progress_(progress),
-        times_(times), device_(acts.device()), dt_(acts.scalar_type()), timer_(device_, times != nullptr) {}
+        times_(times), device_(lw_.lin[0].w.device()), dt_(acts.scalar_type()), timer_(device_, times != nullptr) {}
 
   // Forward copies in the compute dtype; the float32 originals feed GPTQ.
   // Biases are rounded to fp16 as the result stores them, so that the layer's
@@ -429,6 +429,11 @@ class LayerQuantizer {
       return absl::OkStatus();
     }, absl::StrCat("layer ", layer_, ": ", what));
   }
+
+  const at::Device& device() const { return device_; }
+
+  // Rows [b, b + n) of the activations or a cache on the compute device.
+  at::Tensor In(const at::Tensor& t, int64_t b, int64_t n) const { return RowsOn(t, b, n, device_); }
 
   // acc += x^T x, timed as Hessian work.
   void AddToHessian(HessianAccumulator& acc, const at::Tensor& x) {
@@ -505,17 +510,17 @@ class LayerQuantizer {
     {
       QF_ASSIGN_OR_RETURN(HessianAccumulator acc, NewAccumulator(kQ));
       QF_RETURN_IF_ERROR(ForEachBatch(kBatch, "q/k/v calibration forward", [&](int64_t b, int64_t n) {
-        AddToHessian(acc, RmsNorm(acts_.narrow(0, b, n), cur_.input_norm, eps));
+        AddToHessian(acc, RmsNorm(In(acts_, b, n), cur_.input_norm, eps));
       }));
       QF_RETURN_IF_ERROR(Quantize(acc, {kQ, kK, kV}));
     }
     {
       QF_ASSIGN_OR_RETURN(HessianAccumulator acc, NewAccumulator(kO));
       QF_RETURN_IF_ERROR(ForEachBatch(kBatch, "o_proj calibration forward", [&](int64_t b, int64_t n) {
-        at::Tensor h = RmsNorm(acts_.narrow(0, b, n), cur_.input_norm, eps);
+        at::Tensor h = RmsNorm(In(acts_, b, n), cur_.input_norm, eps);
         AttentionForward(h, cur_, cfg_, rope_, [&](Tap t, const at::Tensor& a) {
           if (t != Tap::kOIn) return;
-          if (!cache.defined()) cache = at::empty({acts_.size(0), a.size(1), a.size(2)}, a.options());
+          if (!cache.defined()) cache = EmptyBeside(acts_, {acts_.size(0), a.size(1), a.size(2)}, a.scalar_type(), device_);
           cache.narrow(0, b, n).copy_(a);
           AddToHessian(acc, a);
         });
@@ -528,10 +533,10 @@ class LayerQuantizer {
       // LayerForward, so the same bits as a replay.
       at::Tensor ys = cache.size(2) == acts_.size(2) ? cache : at::Tensor();
       QF_RETURN_IF_ERROR(ForEachBatch(kBatch, "gate/up calibration forward", [&](int64_t b, int64_t n) {
-        at::Tensor attn = at::matmul(cache.narrow(0, b, n), cur_.lin[kO].w.t());
+        at::Tensor attn = at::matmul(In(cache, b, n), cur_.lin[kO].w.t());
         if (cur_.lin[kO].b.defined()) attn = attn + cur_.lin[kO].b;
-        at::Tensor y = acts_.narrow(0, b, n) + attn;
-        if (!ys.defined()) ys = at::empty_like(acts_);
+        at::Tensor y = In(acts_, b, n) + attn;
+        if (!ys.defined()) ys = EmptyBeside(acts_, acts_.sizes(), acts_.scalar_type(), device_);
         ys.narrow(0, b, n).copy_(y);
         AddToHessian(acc, RmsNorm(y, cur_.post_norm, eps));
       }));
@@ -542,7 +547,7 @@ class LayerQuantizer {
       QF_ASSIGN_OR_RETURN(HessianAccumulator acc, NewAccumulator(kDown));
       // Half batches: the [tokens, intermediate] temporaries are the largest.
       QF_RETURN_IF_ERROR(ForEachBatch(kBatch / 2, "down_proj calibration forward", [&](int64_t b, int64_t n) {
-        at::Tensor h2 = RmsNorm(cache.narrow(0, b, n), cur_.post_norm, eps);
+        at::Tensor h2 = RmsNorm(In(cache, b, n), cur_.post_norm, eps);
         at::Tensor g = at::matmul(h2, cur_.lin[kGate].w.t());
         if (cur_.lin[kGate].b.defined()) g = g + cur_.lin[kGate].b;
         at::Tensor u = at::matmul(h2, cur_.lin[kUp].w.t());
@@ -554,7 +559,7 @@ class LayerQuantizer {
     if (!advance) return absl::OkStatus();
     // The layer's output from the kept residual: y + mlp(RmsNorm(y)), as LayerForward.
     return ForEachBatch(kBatch, "forward through the quantized layer", [&](int64_t b, int64_t n) {
-      at::Tensor y = cache.narrow(0, b, n);
+      at::Tensor y = In(cache, b, n);
       at::Tensor out = y + MlpForward(RmsNorm(y, cur_.post_norm, eps), cur_, nullptr);
       acts_.narrow(0, b, n).copy_(out);
     });
@@ -568,7 +573,7 @@ class LayerQuantizer {
       acc[static_cast<int>(TapOf(id))].emplace(std::move(a));
     }
     QF_RETURN_IF_ERROR(ForEachBatch(kBatch, "calibration forward", [&](int64_t b, int64_t n) {
-      LayerForward(acts_.narrow(0, b, n), cur_, cfg_, rope_,
+      LayerForward(In(acts_, b, n), cur_, cfg_, rope_,
                    [&](Tap t, const at::Tensor& v) { AddToHessian(*acc[static_cast<int>(t)], v); }, Tap::kNone);
     }));
     QF_RETURN_IF_ERROR(Quantize(*acc[static_cast<int>(Tap::kAttnIn)], {kQ, kK, kV}));
@@ -577,8 +582,7 @@ class LayerQuantizer {
     QF_RETURN_IF_ERROR(Quantize(*acc[static_cast<int>(Tap::kDownIn)], {kDown}));
     if (!advance) return absl::OkStatus();
     return ForEachBatch(kBatch, "forward through the quantized layer", [&](int64_t b, int64_t n) {
-      at::Tensor xb = acts_.narrow(0, b, n);
-      xb.copy_(LayerForward(xb, cur_, cfg_, rope_, nullptr, Tap::kNone));
+      acts_.narrow(0, b, n).copy_(LayerForward(In(acts_, b, n), cur_, cfg_, rope_, nullptr, Tap::kNone));
     });
   }
 
@@ -624,7 +628,7 @@ absl::StatusOr<kernels::LayerResult> GptqLayerFast(int layer, LayerWeights lw, c
   }, absl::StrCat("layer ", layer, ": forward weights")));
   QF_RETURN_IF_ERROR(p.true_sequential ? lq.Sequential(advance) : lq.AllAtOnce(advance));
   if (times) {
-    Sync(acts.device());
+    Sync(lq.device());
     times->total_s += Seconds(t_start, Clock::now());
   }
   return lq.Result();

@@ -106,6 +106,7 @@ absl::StatusOr<std::unique_ptr<TorchSession>> TorchSession::Open(const SessionSp
                                      {int64_t{spec.samples} * spec.seqlen}, at::kInt).to(at::kLong).to(dev);
       if (s->compute_ != at::kFloat) embed = embed.to(s->compute_);
       s->acts_ = embed.index_select(0, ids).view({spec.samples, spec.seqlen, cfg.hidden_size});
+      if (spec.host_activations && dev.is_cuda()) s->acts_ = s->acts_.to(at::kCPU).pin_memory();
       s->rope_ = MakeRope(cfg, spec.seqlen, dev);
       if (s->compute_ != at::kFloat) {
         s->rope_.cos = s->rope_.cos.to(s->compute_);
@@ -135,8 +136,8 @@ absl::Status TorchSession::Advance(const LayerWeights& lw) {
     const storage::ModelConfig& cfg = model_->config();
     const LayerWeights lwc = CastLayerWeights(lw, compute_);
     for (int64_t b = 0; b < acts_.size(0); b += kBatch) {
-      at::Tensor xb = acts_.narrow(0, b, std::min(kBatch, acts_.size(0) - b));
-      xb.copy_(LayerForward(xb, lwc, cfg, rope_, nullptr, Tap::kNone));
+      const int64_t n = std::min(kBatch, acts_.size(0) - b);
+      acts_.narrow(0, b, n).copy_(LayerForward(RowsOn(acts_, b, n, dev_), lwc, cfg, rope_, nullptr, Tap::kNone));
     }
     return absl::OkStatus();
   }, absl::StrCat("layer ", next_, ": forward"));

@@ -19,10 +19,12 @@
 //     channels (max(2, hidden / 2048)) 16x larger in every layer: the few
 //     large-magnitude input channels of real checkpoints' activations, which
 //     dominate diag(H);
-//   - embeddings: N(0, 0.02^2), rounded to fp16;
+//   - embeddings: N(0, 0.02^2) in fp16, generated on the host
+//     (storage::SyntheticNonLayerTensor) so that the artifact writer copies
+//     exactly the table the calibration ids were looked up in;
 //   - calibration tokens: uniform over the vocabulary (SyntheticCalibrationTokens).
-// The generator is the device's (Philox on CUDA, mt19937 on the CPU), seeded
-// per tensor, so a layer is the same whichever order layers are read in.
+// The layers' generator is the device's (Philox on CUDA, mt19937 on the CPU),
+// seeded per tensor, so a layer is the same whichever order layers are read in.
 //
 //   QF_ASSIGN_OR_RETURN(auto model, OpenModelWeights("synthetic:llama-70b?layers=4", dev));
 //   QF_ASSIGN_OR_RETURN(LayerWeights lw, model->Layer(0));
@@ -37,27 +39,19 @@
 
 #include "absl/status/statusor.h"
 #include "storage/model_config.h"
+#include "storage/synthetic_model.h"
 #include "worker/engine/weights.h"
 
 namespace qf::worker {
 
-inline constexpr const char* kSyntheticPrefix = "synthetic:";
-
-bool IsSyntheticModel(const std::string& model);
-
-struct SyntheticSpec {
-  std::string preset;      // "llama-70b" | "llama-8b" | "llama-tiny"
-  int64_t layers = 0;      // 0 = the preset's
-  uint64_t seed = 0;
-};
-
-// "synthetic:NAME[?layers=N&seed=S]". InvalidArgument naming the model string
-// and the part at fault: unknown preset (lists them), unknown key, a value
-// that is not a positive number (layers) or a number (seed).
-absl::StatusOr<SyntheticSpec> ParseSyntheticModel(const std::string& model);
-
-// The preset's config (llama, llama3 RoPE, fp16), with `layers` applied.
-storage::ModelConfig SyntheticConfig(const SyntheticSpec& spec);
+// The host side (presets, config, calibration ids, non-layer tensors) is
+// storage/synthetic_model.h; these names are used here unqualified.
+using storage::IsSyntheticModel;
+using storage::kSyntheticPrefix;
+using storage::ParseSyntheticModel;
+using storage::SyntheticCalibrationTokens;
+using storage::SyntheticConfig;
+using storage::SyntheticSpec;
 
 class SyntheticWeights final : public ModelWeights {
  public:
@@ -83,10 +77,6 @@ class SyntheticWeights final : public ModelWeights {
   storage::ModelConfig cfg_;
   at::Device device_;
 };
-
-// samples * seqlen ids, uniform over [0, vocab), row-major; the same for the
-// same arguments on every machine (splitmix64, no library distribution).
-std::vector<int32_t> SyntheticCalibrationTokens(int64_t vocab, uint64_t seed, int samples, int seqlen);
 
 // A checkpoint directory or a synthetic model, by name.
 absl::StatusOr<std::unique_ptr<ModelWeights>> OpenModelWeights(const std::string& model, const at::Device& device);

@@ -63,6 +63,24 @@ std::string TensorBytes(const at::Tensor& t, at::ScalarType dtype);
 // quantizing forward and a replay call this, so they see identical weights.
 at::Tensor DequantizeToTensor(const kernels::QuantizedLinear& q, const at::Device& device);
 
+// Rows [b, b + n) of activations that may live in pinned host memory
+// (SessionSpec::host_activations), on the compute device: the same tensor
+// when it is there already, else a copy. Writes go back with
+// t.narrow(0, b, n).copy_(v), which works across devices.
+inline at::Tensor RowsOn(const at::Tensor& t, int64_t b, int64_t n, const at::Device& device) {
+  at::Tensor rows = t.narrow(0, b, n);
+  return rows.device() == device ? rows : rows.to(device, /*non_blocking=*/false);
+}
+
+// An empty tensor shaped like `like` (or `sizes`) where `like` lives: in
+// pinned memory when that is the host and `device` a GPU.
+inline at::Tensor EmptyBeside(const at::Tensor& like, at::IntArrayRef sizes, at::ScalarType dtype,
+                              const at::Device& device) {
+  auto opts = like.options().dtype(dtype);
+  if (like.device().is_cpu() && device.is_cuda()) opts = opts.pinned_memory(true);
+  return at::empty(sizes, opts);
+}
+
 // Rounds every element to the nearest fp16 value, kept as float32.
 inline at::Tensor RoundToHalf(const at::Tensor& t) { return t.to(at::kHalf).to(at::kFloat); }
 

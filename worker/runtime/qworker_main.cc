@@ -20,6 +20,8 @@ int main(int argc, char** argv) {
   CLI::App app{"qforge worker: leases stages from the coordinator and quantizes them"};
   app.add_option("--coordinator", coordinator, "Coordinator address, HOST:PORT or unix:/path")->capture_default_str();
   app.add_option("--device", o.device, "cpu | cuda | cuda:N")->capture_default_str();
+  app.add_flag("--host-activations", o.host_activations,
+               "CUDA: keep the calibration activations in pinned host memory (GPUs too small to hold them)");
   app.add_option("--name", o.name, "Worker name, unique in the pool ([A-Za-z0-9._-], <= 64)")->required();
   app.add_option("--chunk-bytes", o.client.chunk_bytes, "Bytes per PutLayer chunk")
       ->capture_default_str()

@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "worker/calibration.h"
+#include "storage/synthetic_model.h"
 #include "worker/tokenizer.h"
 
 namespace qf::worker {
@@ -85,6 +86,10 @@ struct Worker::Held {
 };
 
 absl::StatusOr<std::vector<int32_t>> TokenizeCalibration(const proto::JobSpec& spec) {
+  if (storage::IsSyntheticModel(spec.model_path())) {   // no tokenizer: synthetic ids from the job's seed
+    QF_ASSIGN_OR_RETURN(storage::ModelConfig cfg, storage::LoadModelConfigOrSynthetic(spec.model_path()));
+    return storage::SyntheticCalibrationTokens(cfg.vocab_size, spec.seed(), spec.samples(), spec.seqlen());
+  }
   QF_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, Tokenizer::Load(spec.model_path()));
   return BuildCalibrationTokens(*tok, CalibSpec{spec.calib_path(), spec.samples(), spec.seqlen(), spec.seed()});
 }
@@ -180,6 +185,7 @@ absl::StatusOr<std::unique_ptr<Session>> Worker::PrepareSession(const proto::Tas
   SessionSpec ss;
   ss.model_dir = spec.model_path();
   ss.device = options_.device;
+  ss.host_activations = options_.host_activations;
   ss.quant = ToQuantParams(spec);
   if (spec.method() != "rtn") {  // as `qctl quantize`: RTN sees no calibration data
     ss.samples = spec.samples();

@@ -49,6 +49,7 @@ QuantParams ToQuantParams(const proto::JobSpec& spec);
 struct WorkerOptions {
   std::string name;                 // registered name, [A-Za-z0-9._-]{1,64}
   std::string device = "cpu";       // "cpu" | "cuda" | "cuda:N"
+  bool host_activations = false;    // SessionSpec::host_activations (CUDA, small GPUs)
   WorkClientOptions client;
   CalibrationFn calibration;        // empty: TokenizeCalibration
   // Test hook: after computing this layer, stop renewing and sleep this long
