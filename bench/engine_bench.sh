@@ -100,8 +100,9 @@ if has awq; then
   # AWQ on 70B layer shapes: layers 1..2 of a 3-layer synthetic model are the
   # steady state (layer 0 pays one-time costs), at the default search budget
   # and at half of it.
+  # AWQ_PROFILE=1: the engine logs each layer's phase times (syncs at each phase).
   for st in ${AWQ_SEARCH_TOKENS:-65536 32768}; do
-    "$BUILD/bin/gptq_layer_bench" --mode e2e --method awq --awq-search-tokens "$st" \
+    QF_ENGINE_PROFILE=${AWQ_PROFILE:-} "$BUILD/bin/gptq_layer_bench" --mode e2e --method awq --awq-search-tokens "$st" \
         --model 'synthetic:llama-70b?layers=3' --json "$OUT/awq_$st.json" 2>&1 | tee "$OUT/awq_$st.log"
     note "awq layer (search tokens $st): $(grep -E '^layer +[12]:' "$OUT/awq_$st.log" | tr '\n' ' ')"
   done

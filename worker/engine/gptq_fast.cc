@@ -37,36 +37,6 @@ using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
-void Sync(const at::Device& d) {
-  if (d.is_cuda()) at::accelerator::synchronizeDevice(d.index());
-}
-
-// A wall-clock phase timer that synchronizes the device at each boundary,
-// only when someone asked for the times.
-class PhaseTimer {
- public:
-  PhaseTimer(const at::Device& d, bool on) : device_(d), on_(on) { Mark(); }
-  // Seconds since the last mark (0 when off).
-  double Lap() {
-    if (!on_) return 0;
-    Sync(device_);
-    Clock::time_point now = Clock::now();
-    double s = Seconds(last_, now);
-    last_ = now;
-    return s;
-  }
-  void Mark() {
-    if (!on_) return;
-    Sync(device_);
-    last_ = Clock::now();
-  }
-
- private:
-  at::Device device_;
-  bool on_;
-  Clock::time_point last_;
-};
-
 int64_t GroupWidth(const QuantParams& p, int64_t cols) { return p.group_size == -1 ? cols : p.group_size; }
 
 // The CPU twin of the block kernel: the same RecurRow, one row at a time.
@@ -374,15 +344,7 @@ absl::StatusOr<GptqDeviceResult> GptqFast(const std::string& name, const at::Ten
 
 kernels::QuantizedLinear ToQuantizedLinear(const std::string& name, const QuantParams& p, const GptqDeviceResult& r,
                                            int64_t row_begin, int64_t rows, const at::Tensor& bias) {
-  at::Tensor codes = r.codes.narrow(0, row_begin, rows);
-  if (codes.is_cuda()) {
-    // Through page-locked memory: the largest copy of a layer's result (one
-    // byte per weight) runs at the link's speed, not the pageable path's.
-    at::Tensor staged = at::empty(codes.sizes(), codes.options().device(at::kCPU).pinned_memory(true));
-    staged.copy_(codes);
-    codes = staged;
-  }
-  return MakeQuantizedLinear(name, p, r.desc_act, codes, r.scales.narrow(1, row_begin, rows),
+  return MakeQuantizedLinear(name, p, r.desc_act, r.codes.narrow(0, row_begin, rows), r.scales.narrow(1, row_begin, rows),
                              r.zeros.narrow(1, row_begin, rows), r.g_idx, bias);
 }
 

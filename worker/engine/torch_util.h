@@ -9,7 +9,9 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/DeviceAccelerator.h>
 
+#include <chrono>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -62,6 +64,38 @@ std::string TensorBytes(const at::Tensor& t, at::ScalarType dtype);
 // kernels/quant_types.h exactly: scale (fp16 -> fp32) * (code - zero). Both the
 // quantizing forward and a replay call this, so they see identical weights.
 at::Tensor DequantizeToTensor(const kernels::QuantizedLinear& q, const at::Device& device);
+
+inline void Sync(const at::Device& d) {
+  if (d.is_cuda()) at::accelerator::synchronizeDevice(d.index());
+}
+
+// A wall-clock phase timer that synchronizes the device at each boundary,
+// only when someone asked for the times (an unsynchronized GPU makes every
+// phase look free and the last one slow).
+class PhaseTimer {
+ public:
+  PhaseTimer(const at::Device& d, bool on) : device_(d), on_(on) { Mark(); }
+  bool on() const { return on_; }
+  // Seconds since the last mark (0 when off).
+  double Lap() {
+    if (!on_) return 0;
+    Sync(device_);
+    const auto now = std::chrono::steady_clock::now();
+    const double s = std::chrono::duration<double>(now - last_).count();
+    last_ = now;
+    return s;
+  }
+  void Mark() {
+    if (!on_) return;
+    Sync(device_);
+    last_ = std::chrono::steady_clock::now();
+  }
+
+ private:
+  at::Device device_;
+  bool on_;
+  std::chrono::steady_clock::time_point last_;
+};
 
 // Rows [b, b + n) of activations that may live in pinned host memory
 // (SessionSpec::host_activations), on the compute device: the same tensor
