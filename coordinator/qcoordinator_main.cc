@@ -31,6 +31,14 @@ int main(int argc, char** argv) {
                  "How long a sequential job's next stage waits for the worker that ran the previous one")
       ->capture_default_str()
       ->check(CLI::Range(0, 3600 * 1000));
+  app.add_option("--handoff-wait-ms", o.scheduler.handoff_wait_ms,
+                 "Parallel mode: how long a stage waits for its predecessor's activations before replaying")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 3600 * 1000));
+  app.add_option("--handoff-transfer-ms", o.scheduler.handoff_transfer_ms,
+                 "Parallel mode: a paired activation transfer (NCCL set-up included) must end within this")
+      ->capture_default_str()
+      ->check(CLI::Range(100, 3600 * 1000));
   CLI11_PARSE(app, argc, argv);
   if (o.scheduler.renew_interval_ms * 2 >= o.scheduler.lease_ttl_ms) {
     std::fprintf(stderr, "qcoordinator: --renew-interval-ms %d: expected less than half of --lease-ttl-ms %d\n",

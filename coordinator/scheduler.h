@@ -56,6 +56,11 @@ struct SchedulerOptions {
   int affinity_grace_ms = 5000;      // a sequential job's next stage waits this long for its previous worker
   int default_stage_layers = 1;      // --stage-layers, for specs that leave it 0
   int idle_retry_ms = 250;           // told to workers that got no task
+  // Activation hand-off (parallel mode, scheduler_handoff.cc).
+  int handoff_wait_ms = 60000;       // a receiver waits this long for its sender's offer, then replays
+  int handoff_transfer_ms = 60000;   // a paired transfer (NCCL set-up included) must end within this
+  int handoff_offer_ttl_ms = 600000; // an offer nobody took is dropped after this
+  int handoff_poll_ms = 50;          // retry_after_ms of a WAIT
 };
 
 // What the assembler needs for one job.
@@ -96,6 +101,10 @@ class Scheduler {
   void RecordRejectedLayer(const proto::LayerChunk& header, const absl::Status& why);
   // The committed LayerResultProto bytes of `layer`.
   absl::StatusOr<std::string> FetchLayer(const std::string& job_id, int layer) const;
+  // Parallel mode: the activation hand-off rendezvous (proto/work.proto,
+  // HandoffOp). Aborted for a stale attempt; InvalidArgument for a boundary
+  // that is not one; FailedPrecondition for a sequential job.
+  absl::StatusOr<proto::HandoffReply> Handoff(const proto::HandoffRequest& request);
 
   // ---- maintenance ----
   // Expires every lease whose deadline has passed; returns how many.
@@ -161,8 +170,29 @@ class Scheduler {
   struct Worker {
     proto::WorkerRecord record;
     int64_t last_seen_ms = 0;
+    std::string device_key;          // from Register/Handoff, memory only ("" = cannot hand off)
+    bool device_key_known = false;   // false after a coordinator restart until the worker says
   };
   std::map<std::string, Worker> workers_;
+  // Hand-off rendezvous, keyed by (job id, boundary layer). Memory only, on
+  // purpose: it is ephemeral, and losing it (a coordinator restart) only
+  // means that receivers replay layers 0..b-1, which gives the same bits.
+  struct HandoffOffer {
+    uint64_t attempt_id = 0;         // the sender's attempt (its lease may have ended since)
+    std::string worker, device_key, transport;
+    std::string link_id;             // empty until the activations are ready
+    std::string declined;            // non-empty: the sender will offer nothing, and why
+    int64_t created_ms = 0;
+    uint64_t receiver_attempt = 0;   // 0 until paired
+    std::string receiver;
+    int64_t pair_deadline_ms = 0;
+  };
+  struct HandoffJoin {
+    uint64_t attempt_id = 0;
+    int64_t since_ms = 0;            // first JOIN of this attempt: the rendezvous deadline counts from here
+  };
+  std::map<std::pair<std::string, int>, HandoffOffer> offers_;
+  std::map<std::pair<std::string, int>, HandoffJoin> joins_;
   uint64_t next_job_ = 1;
   uint64_t next_attempt_ = 1;
 

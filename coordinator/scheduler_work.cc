@@ -101,7 +101,11 @@ absl::StatusOr<proto::RegisterReply> Scheduler::Register(const proto::RegisterRe
   Txn txn;
   txn.now = clock_->NowMs();
   Worker& w = workers_[request.name()];
+  w.device_key = request.device_key();
+  w.device_key_known = true;
   if (w.record.incarnation() != request.incarnation()) {
+    // Its hand-off offers went with it.
+    std::erase_if(offers_, [&](const auto& o) { return o.second.worker == request.name(); });
     // A new process under an old name: the old one is gone, free its leases now.
     std::vector<uint64_t> held;
     for (const auto& [attempt, ref] : leases_) {

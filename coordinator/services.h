@@ -60,6 +60,8 @@ class WorkServiceImpl final : public proto::WorkService::CallbackService {
                                  proto::FailReply* reply) override;
   grpc::ServerWriteReactor<proto::LayerChunk>* FetchLayer(grpc::CallbackServerContext* ctx,
                                                           const proto::FetchLayerRequest* request) override;
+  grpc::ServerUnaryReactor* Handoff(grpc::CallbackServerContext* ctx, const proto::HandoffRequest* request,
+                                    proto::HandoffReply* reply) override;
 
  private:
   Scheduler* scheduler_;

@@ -137,4 +137,9 @@ grpc::ServerWriteReactor<proto::LayerChunk>* WorkServiceImpl::FetchLayer(grpc::C
   return new FetchLayerReactor(scheduler_, *request);
 }
 
+grpc::ServerUnaryReactor* WorkServiceImpl::Handoff(grpc::CallbackServerContext* ctx,
+                                                   const proto::HandoffRequest* request, proto::HandoffReply* reply) {
+  return FinishUnary(ctx, reply, pool_, [=, this] { return scheduler_->Handoff(*request); });
+}
+
 }  // namespace qf::coordinator

@@ -30,6 +30,24 @@ uint64_t HashVec(uint64_t h, const std::vector<T>& v) {
   return h;
 }
 
+class Boundary final : public worker::BoundaryActivations {
+ public:
+  Boundary(uint64_t state, int layer) : state_(state), layer_(layer) {}
+  int layer() const override { return layer_; }
+  int64_t bytes() const override { return 8; }
+  absl::Status Send(worker::ActivationLink* link) override {
+    worker::ActivationHeader h;
+    h.layer = layer_;
+    h.bytes = 8;
+    if (absl::Status s = link->Send(&h, sizeof(h), "cpu"); !s.ok()) return s;
+    return link->Send(&state_, sizeof(state_), "cpu");
+  }
+
+ private:
+  uint64_t state_;
+  int layer_;
+};
+
 class FakeSession final : public worker::Session {
  public:
   FakeSession(storage::ModelConfig cfg, worker::SessionSpec spec, FakeEngineOptions options,
@@ -69,13 +87,39 @@ class FakeSession final : public worker::Session {
 
   absl::Status ForwardOriginalLayer(int layer) override {
     if (layer != next_) return absl::FailedPreconditionError("fake session: forward out of order");
-    state_ = Mix(state_, 0xf0f0 + layer);
+    state_ = Original(state_, layer);
     ++next_;
-    stats_->forwarded++;
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::unique_ptr<worker::BoundaryActivations>> ForwardOriginalCopy(int end_layer) override {
+    if (end_layer <= next_ || end_layer > num_layers()) return absl::InvalidArgumentError("fake session: bad end layer");
+    uint64_t s = state_;
+    for (int l = next_; l < end_layer; ++l) s = Original(s, l);
+    return std::unique_ptr<worker::BoundaryActivations>(new Boundary(s, end_layer));
+  }
+
+  absl::Status ReceiveActivations(int layer, worker::ActivationLink* link) override {
+    worker::ActivationHeader h;
+    if (absl::Status st = link->Recv(&h, sizeof(h), "cpu"); !st.ok()) return st;
+    if (h.magic != worker::ActivationHeader::kMagic || h.layer != layer || h.bytes != 8)
+      return absl::DataLossError(absl::StrCat("fake session: header for layer ", h.layer, ", expected ", layer));
+    uint64_t s = 0;
+    if (absl::Status st = link->Recv(&s, sizeof(s), "cpu"); !st.ok()) return st;
+    state_ = s;
+    next_ = layer;
+    stats_->received++;
     return absl::OkStatus();
   }
 
  private:
+  // The FP16 layer `layer` applied to the hash (ForwardOriginalLayer, and a copy's).
+  uint64_t Original(uint64_t s, int layer) {
+    if (options_.forward_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(options_.forward_delay_ms));
+    stats_->forwarded++;
+    return Mix(s, 0xf0f0 + layer);
+  }
+
   storage::ModelConfig cfg_;
   worker::SessionSpec spec_;
   FakeEngineOptions options_;

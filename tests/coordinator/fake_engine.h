@@ -9,7 +9,9 @@
 //     hash, then folds the result in; ApplyLayer folds a given result in;
 //     ForwardOriginalLayer folds in the layer index. So a result depends on
 //     every layer before it exactly as the real engine's do: a wrong replay
-//     gives different bytes.
+//     gives different bytes. The hand-off (ForwardOriginalCopy /
+//     ReceiveActivations) moves that hash over the link like the real
+//     engine's activations: a 64-byte ActivationHeader, then 8 bytes.
 //
 //   FakeEngine engine({.layer_delay_ms = 50});
 //   auto session = engine.OpenSession(spec);
@@ -37,13 +39,15 @@ struct FakeEngineOptions {
   int layer_delay_ms = 0;            // QuantizeLayer sleeps this long (to make room for kills / expiry)
   int fail_layer = -1;               // QuantizeLayer of this layer fails ...
   bool fail_permanent = false;       // ... with InvalidArgument (permanent) or Internal
+  int forward_delay_ms = 0;          // ForwardOriginalLayer (and a copy's layers) sleep this long
 };
 
 struct FakeEngineStats {
   std::atomic<int> sessions{0};       // OpenSession calls
   std::atomic<int> quantized{0};      // QuantizeLayer calls
   std::atomic<int> applied{0};        // ApplyLayer calls
-  std::atomic<int> forwarded{0};      // ForwardOriginalLayer calls
+  std::atomic<int> forwarded{0};      // ForwardOriginalLayer calls (a copy's layers included)
+  std::atomic<int> received{0};       // ReceiveActivations that succeeded
 };
 
 class FakeEngine final : public worker::Engine {

@@ -9,6 +9,9 @@
 #include "worker/engine/session.h"
 #include "worker/engine/torch_util.h"
 #include "worker/engine/verify.h"
+#if defined(QF_WITH_NCCL)
+#include "worker/engine/nccl_link.h"
+#endif
 
 namespace qf::worker {
 namespace {
@@ -25,6 +28,30 @@ class TorchEngine final : public Engine {
   }
   absl::StatusOr<VerifyReport> Verify(const VerifySpec& spec, const VerifyProgressFn& progress) override {
     return RunVerify(spec, progress);
+  }
+  absl::StatusOr<std::string> NcclUniqueId() override {
+#if defined(QF_WITH_NCCL)
+    return NcclUniqueIdBytes();
+#else
+    return absl::UnavailableError("NCCL is not compiled into this engine (a build without CUDA or nccl.h)");
+#endif
+  }
+  absl::StatusOr<std::unique_ptr<ActivationLink>> ConnectNccl(const NcclLinkSpec& spec) override {
+#if defined(QF_WITH_NCCL)
+    return ConnectNcclLink(spec);
+#else
+    return absl::UnavailableError("NCCL is not compiled into this engine (a build without CUDA or nccl.h)");
+#endif
+  }
+  absl::StatusOr<std::string> DeviceKey(const std::string& device) override {
+    auto dev = ParseDevice(device);
+    if (!dev.ok()) return dev.status();
+    if (!dev->is_cuda()) return absl::UnavailableError("the device is the CPU");
+#if defined(QF_WITH_NCCL)
+    return CudaDeviceKey(dev->index() < 0 ? 0 : dev->index());
+#else
+    return absl::UnavailableError("NCCL is not compiled into this engine (a build without CUDA or nccl.h)");
+#endif
   }
 };
 

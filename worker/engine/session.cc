@@ -132,15 +132,21 @@ absl::Status TorchSession::CheckNext(int layer) const {
 
 absl::Status TorchSession::Advance(const LayerWeights& lw) {
   if (!acts_.defined()) return absl::OkStatus();
+  return AdvanceTensor(acts_, lw, next_);
+}
+
+// The one layer forward of replays, ForwardOriginalLayer and the hand-off's
+// copy (session_handoff.cc): the same code, so the same bits.
+absl::Status TorchSession::AdvanceTensor(const at::Tensor& acts, const LayerWeights& lw, int layer) {
   return TorchCallStatus([&] {
     const storage::ModelConfig& cfg = model_->config();
     const LayerWeights lwc = CastLayerWeights(lw, compute_);
-    for (int64_t b = 0; b < acts_.size(0); b += kBatch) {
-      const int64_t n = std::min(kBatch, acts_.size(0) - b);
-      acts_.narrow(0, b, n).copy_(LayerForward(RowsOn(acts_, b, n, dev_), lwc, cfg, rope_, nullptr, Tap::kNone));
+    for (int64_t b = 0; b < acts.size(0); b += kBatch) {
+      const int64_t n = std::min(kBatch, acts.size(0) - b);
+      acts.narrow(0, b, n).copy_(LayerForward(RowsOn(acts, b, n, dev_), lwc, cfg, rope_, nullptr, Tap::kNone));
     }
     return absl::OkStatus();
-  }, absl::StrCat("layer ", next_, ": forward"));
+  }, absl::StrCat("layer ", layer, ": forward"));
 }
 
 absl::Status TorchSession::AddNorms(int layer, kernels::LayerResult* r) const {

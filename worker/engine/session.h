@@ -44,6 +44,9 @@ class TorchSession final : public Session {
   absl::StatusOr<kernels::LayerResult> QuantizeLayer(int layer, const LayerProgressFn& progress) override;
   absl::Status ApplyLayer(const kernels::LayerResult& result) override;
   absl::Status ForwardOriginalLayer(int layer) override;
+  // session_handoff.cc
+  absl::StatusOr<std::unique_ptr<BoundaryActivations>> ForwardOriginalCopy(int end_layer) override;
+  absl::Status ReceiveActivations(int layer, ActivationLink* link) override;
 
  private:
   TorchSession(SessionSpec spec, at::Device dev) : spec_(std::move(spec)), dev_(dev) {}
@@ -51,6 +54,7 @@ class TorchSession final : public Session {
   absl::StatusOr<kernels::LayerResult> Gptq(int layer, LayerWeights lw, const LayerProgressFn& progress);
   absl::StatusOr<kernels::LayerResult> Rtn(int layer, const LayerWeights& lw);
   absl::Status Advance(const LayerWeights& lw);  // acts_ <- layer(acts_)
+  absl::Status AdvanceTensor(const at::Tensor& acts, const LayerWeights& lw, int layer);  // in place
   absl::Status AddNorms(int layer, kernels::LayerResult* r) const;
 
   SessionSpec spec_;

@@ -1,11 +1,17 @@
-// qworker --coordinator HOST:PORT --device cpu|cuda:N --name NAME
+// qworker --coordinator HOST:PORT --device cpu|cuda:N[,cuda:M...] --name NAME
 //
 // A worker process: loads the numeric engine (libqf_engine.so, dlopen'ed),
 // registers with the coordinator and runs stages until SIGINT/SIGTERM. A
 // restart under the same --name releases the leases of the previous process.
+// With several devices (--device cuda:0,cuda:1, or cuda:0,1) it runs one
+// worker loop per device, registered as NAME-0, NAME-1, ..., over one loaded
+// engine; in parallel mode they hand activations to each other over NCCL
+// like any two workers.
 #include <csignal>
 #include <cstdio>
+#include <memory>
 #include <thread>
+#include <vector>
 
 #include "CLI/CLI.hpp"
 #include "common/log.h"
@@ -19,7 +25,10 @@ int main(int argc, char** argv) {
   qf::worker::WorkerOptions o;
   CLI::App app{"qforge worker: leases stages from the coordinator and quantizes them"};
   app.add_option("--coordinator", coordinator, "Coordinator address, HOST:PORT or unix:/path")->capture_default_str();
-  app.add_option("--device", o.device, "cpu | cuda | cuda:N")->capture_default_str();
+  app.add_option("--device", o.device, "cpu | cuda | cuda:N, or a comma-separated list (cuda:0,1): a worker loop per device")
+      ->capture_default_str();
+  bool no_handoff = false;
+  app.add_flag("--no-handoff", no_handoff, "Parallel mode: always replay, never hand activations GPU to GPU");
   app.add_flag("--host-activations", o.host_activations,
                "CUDA: keep the calibration activations in pinned host memory (GPUs too small to hold them)");
   app.add_option("--name", o.name, "Worker name, unique in the pool ([A-Za-z0-9._-], <= 64)")->required();
@@ -38,6 +47,12 @@ int main(int argc, char** argv) {
   faults->add_option("--fault-stall-ms", o.stall_ms, "How long the stall lasts");
   faults->add_option("--fault-layer-delay-ms", o.layer_delay_ms, "Sleep before computing each layer");
   CLI11_PARSE(app, argc, argv);
+  o.handoff = !no_handoff;
+  auto devices = qf::worker::SplitDevices(o.device);
+  if (!devices.ok()) {
+    std::fprintf(stderr, "qworker: --device: %s\n", std::string(devices.status().message()).c_str());
+    return 2;
+  }
 
   sigset_t signals;
   sigemptyset(&signals);
@@ -53,7 +68,14 @@ int main(int argc, char** argv) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(16 << 20);
   auto channel = grpc::CreateCustomChannel(coordinator, grpc::InsecureChannelCredentials(), args);
-  qf::worker::Worker worker(channel, engine->get(), o);
+  // One loop per device; a single device keeps the name as given.
+  std::vector<std::unique_ptr<qf::worker::Worker>> workers;
+  for (size_t i = 0; i < devices->size(); ++i) {
+    qf::worker::WorkerOptions wo = o;
+    wo.device = (*devices)[i];
+    if (devices->size() > 1) wo.name = o.name + "-" + std::to_string(i);
+    workers.push_back(std::make_unique<qf::worker::Worker>(channel, engine->get(), wo));
+  }
 
   std::atomic<bool> stop{false};
   std::thread signal_thread([&] {
@@ -62,11 +84,21 @@ int main(int argc, char** argv) {
     QF_LOG(INFO) << "qworker " << o.name << ": signal " << sig << ", stopping after the current layer";
     stop = true;
   });
-  absl::Status s = worker.Run(&stop);
-  if (!stop) {
-    std::fprintf(stderr, "qworker: %s\n", std::string(s.message()).c_str());
-    std::_Exit(1);  // the signal thread is still waiting
+  std::vector<absl::Status> results(workers.size());
+  std::vector<std::thread> loops;
+  for (size_t i = 0; i < workers.size(); ++i) {
+    loops.emplace_back([&, i] {
+      results[i] = workers[i]->Run(&stop);
+      if (!results[i].ok() && !stop) {
+        std::fprintf(stderr, "qworker: %s\n", std::string(results[i].message()).c_str());
+        std::_Exit(1);  // the signal thread is still waiting
+      }
+    });
   }
+  for (auto& t : loops) t.join();
   signal_thread.join();
-  return s.ok() ? 0 : 1;
+  for (const absl::Status& s : results) {
+    if (!s.ok()) return 1;
+  }
+  return 0;
 }

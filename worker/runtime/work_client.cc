@@ -45,11 +45,13 @@ absl::Status WorkClient::Retry(const std::string& what, const std::function<absl
 }
 
 absl::StatusOr<proto::RegisterReply> WorkClient::Register(const std::string& name, const std::string& device,
-                                                          const std::string& incarnation) {
+                                                          const std::string& incarnation,
+                                                          const std::string& device_key) {
   proto::RegisterRequest req;
   req.set_name(name);
   req.set_device(device);
   req.set_incarnation(incarnation);
+  req.set_device_key(device_key);
   proto::RegisterReply reply;
   QF_RETURN_IF_ERROR(Retry("Register", [&] {
     grpc::ClientContext ctx;
@@ -178,6 +180,16 @@ absl::StatusOr<kernels::LayerResult> WorkClient::FetchLayer(const std::string& j
   if (!p.ParseFromString(bytes))
     return absl::DataLossError(absl::StrCat("job ", job_id, ": fetched layer ", layer, " does not parse"));
   return coordinator::LayerFromProto(p);
+}
+
+absl::StatusOr<proto::HandoffReply> WorkClient::Handoff(const proto::HandoffRequest& request) {
+  proto::HandoffReply reply;
+  QF_RETURN_IF_ERROR(Retry("Handoff", [&] {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, options_.rpc_timeout_ms);
+    return FromGrpcStatus(stub_->Handoff(&ctx, request, &reply));
+  }));
+  return reply;
 }
 
 }  // namespace qf::worker

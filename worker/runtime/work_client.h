@@ -40,7 +40,7 @@ class WorkClient {
   WorkClient(std::shared_ptr<grpc::Channel> channel, WorkClientOptions options);
 
   absl::StatusOr<proto::RegisterReply> Register(const std::string& name, const std::string& device,
-                                                const std::string& incarnation);
+                                                const std::string& incarnation, const std::string& device_key = "");
   // nullopt when the coordinator has nothing; *retry_after_ms says when to ask again.
   absl::StatusOr<std::optional<proto::TaskAssignment>> Lease(const std::string& worker_id,
                                                              const std::string& incarnation, int* retry_after_ms);
@@ -52,6 +52,8 @@ class WorkClient {
   absl::Status Fail(const proto::TaskAssignment& task, const std::string& worker_id, const absl::Status& error);
   // A committed layer, verified chunk by chunk.
   absl::StatusOr<kernels::LayerResult> FetchLayer(const std::string& job_id, int layer);
+  // One step of the parallel-mode activation hand-off (worker/runtime/handoff.h).
+  absl::StatusOr<proto::HandoffReply> Handoff(const proto::HandoffRequest& request);
 
   // Makes retry loops give up promptly (worker shutting down).
   void Stop() { stopping_ = true; }

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -94,6 +95,26 @@ absl::StatusOr<std::vector<int32_t>> TokenizeCalibration(const proto::JobSpec& s
   return BuildCalibrationTokens(*tok, CalibSpec{spec.calib_path(), spec.samples(), spec.seqlen(), spec.seed()});
 }
 
+absl::StatusOr<std::vector<std::string>> SplitDevices(const std::string& devices) {
+  std::vector<std::string> out;
+  std::string kind;  // the last "cpu" / "cuda" seen: a bare number continues it ("cuda:0,1")
+  size_t pos = 0;
+  while (pos <= devices.size()) {
+    size_t comma = devices.find(',', pos);
+    if (comma == std::string::npos) comma = devices.size();
+    std::string d = devices.substr(pos, comma - pos);
+    pos = comma + 1;
+    if (d.empty()) return absl::InvalidArgumentError(absl::StrCat("'", devices, "': an empty device"));
+    if (std::all_of(d.begin(), d.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      if (kind != "cuda") return absl::InvalidArgumentError(absl::StrCat("'", devices, "': '", d, "' follows no cuda device"));
+      d = "cuda:" + d;
+    }
+    kind = d.rfind("cuda", 0) == 0 ? "cuda" : d;
+    out.push_back(d);
+  }
+  return out;
+}
+
 QuantParams ToQuantParams(const proto::JobSpec& spec) {
   QuantParams q;
   q.method = spec.method();
@@ -117,13 +138,28 @@ Worker::Worker(std::shared_ptr<grpc::Channel> channel, Engine* engine, WorkerOpt
     : client_(std::move(channel), options.client), engine_(engine), options_(std::move(options)),
       incarnation_(NewIncarnation()) {
   if (!options_.calibration) options_.calibration = TokenizeCalibration;
+  if (!options_.handoff) {
+    handoff_off_ = "hand-off disabled (--no-handoff)";
+    return;
+  }
+  transport_ = options_.handoff_transport;
+  if (!transport_) transport_ = MakeNcclTransport(engine_, options_.device);
+  absl::StatusOr<std::string> key = transport_->DeviceKey();
+  if (!key.ok()) {
+    handoff_off_ = std::string(key.status().message());
+    transport_.reset();
+    return;
+  }
+  device_key_ = *key;
+  offers_ = std::make_unique<OfferServer>(&client_, transport_.get(), options_.name);
 }
 
 Worker::~Worker() = default;
 
 absl::Status Worker::EnsureRegistered() {
   if (!worker_id_.empty()) return absl::OkStatus();
-  QF_ASSIGN_OR_RETURN(proto::RegisterReply reg, client_.Register(options_.name, options_.device, incarnation_));
+  QF_ASSIGN_OR_RETURN(proto::RegisterReply reg,
+                      client_.Register(options_.name, options_.device, incarnation_, device_key_));
   worker_id_ = reg.worker_id();
   renew_interval_ms_ = std::max(20, reg.renew_interval_ms());
   QF_LOG(INFO) << "worker " << worker_id_ << " registered (incarnation " << incarnation_ << ", lease ttl "
@@ -192,13 +228,21 @@ absl::StatusOr<std::unique_ptr<Session>> Worker::PrepareSession(const proto::Tas
     ss.seqlen = spec.seqlen();
     QF_ASSIGN_OR_RETURN(ss.calib_tokens, options_.calibration(spec));
   }
+  // Parallel: say at once that this stage will offer its end's activations,
+  // so that the next stage's worker waits for them instead of replaying.
+  const bool offering = !sequential && AnnounceOffer(task);
   QF_ASSIGN_OR_RETURN(std::unique_ptr<Session> session, engine_->OpenSession(ss));
   const int replay_from = sequential ? 0 : task.first_layer();
-  for (int l = 0; l < replay_from; ++l) {
+  const bool received = !sequential && replay_from > 0 && ReceiveInput(task, session.get(), lost);
+  for (int l = received ? replay_from : 0; l < replay_from; ++l) {
     if (lost) return absl::AbortedError("lease lost while replaying");
     QF_RETURN_IF_ERROR(session->ForwardOriginalLayer(l));
     stats_.layers_replayed++;
   }
+  // The session holds the FP16 activations at first_layer: the next stage's
+  // input is a forward through this stage's original layers away. Computed
+  // before this stage quantizes, so that the next stage starts early.
+  if (offering) MakeOffer(task, session.get());
   for (int l = replay_from; l < task.start_layer(); ++l) {
     if (lost) return absl::AbortedError("lease lost while replaying");
     QF_ASSIGN_OR_RETURN(kernels::LayerResult r, client_.FetchLayer(task.job_id(), l));
@@ -206,6 +250,109 @@ absl::StatusOr<std::unique_ptr<Session>> Worker::PrepareSession(const proto::Tas
     stats_.layers_replayed++;
   }
   return session;
+}
+
+bool Worker::AnnounceOffer(const proto::TaskAssignment& task) {
+  if (!transport_ || task.spec().method() == "rtn" || task.end_layer() >= task.num_layers()) return false;
+  auto r = CallHandoff(&client_, proto::HANDOFF_OFFER, task, worker_id_, task.end_layer(), device_key_,
+                       transport_->name());
+  if (!r.ok()) {
+    QF_LOG(WARNING) << "job " << task.job_id() << " stage " << task.stage() << ": no hand-off offer: " << r.status();
+    return false;
+  }
+  if (r->state() == proto::HANDOFF_CLOSED) {
+    QF_LOG(INFO) << "job " << task.job_id() << " stage " << task.stage() << ": no hand-off of layer "
+                 << task.end_layer() << ": " << r->reason();
+    return false;
+  }
+  return true;
+}
+
+void Worker::MakeOffer(const proto::TaskAssignment& task, Session* session) {
+  const std::string what = absl::StrCat("job ", task.job_id(), " stage ", task.stage(), ": offer of layer ",
+                                        task.end_layer());
+  OfferServer::Offer o;
+  o.task = task;
+  o.boundary = task.end_layer();
+  o.device_key = device_key_;
+  auto withdraw = [&](const absl::Status& why) {
+    QF_LOG(WARNING) << what << ": withdrawn: " << why;
+    CallHandoff(&client_, proto::HANDOFF_WITHDRAW, task, worker_id_, o.boundary, device_key_, transport_->name())
+        .status()
+        .IgnoreError();
+  };
+  absl::StatusOr<std::unique_ptr<BoundaryActivations>> acts = session->ForwardOriginalCopy(o.boundary);
+  if (!acts.ok()) return withdraw(acts.status());
+  absl::StatusOr<std::string> id = transport_->NewLinkId();
+  if (!id.ok()) return withdraw(id.status());
+  auto r = CallHandoff(&client_, proto::HANDOFF_OFFER, task, worker_id_, o.boundary, device_key_, transport_->name(),
+                       *id);
+  if (!r.ok()) return withdraw(r.status());
+  if (r->state() == proto::HANDOFF_CLOSED) {
+    QF_LOG(INFO) << what << ": closed: " << r->reason();
+    return;
+  }
+  o.link_id = *id;
+  o.acts = *std::move(acts);
+  stats_.handoffs_offered++;
+  QF_LOG(INFO) << what << ": " << o.acts->bytes() / (1 << 20) << " MiB ready for the next stage's worker";
+  offers_->Serve(std::move(o));
+}
+
+bool Worker::ReceiveInput(const proto::TaskAssignment& task, Session* session, const std::atomic<bool>& lost) {
+  const int b = task.first_layer();
+  const std::string what = absl::StrCat("job ", task.job_id(), " stage ", task.stage());
+  auto replay = [&](const std::string& why) {
+    QF_LOG(INFO) << what << ": input at layer " << b << " by replay of layers 0.." << b - 1 << ": " << why;
+    return false;
+  };
+  if (task.spec().method() == "rtn") return false;  // no activations at all
+  if (!transport_) return replay(handoff_off_);
+  auto report = [&](bool ok, const std::string& message) {
+    proto::HandoffRequest req;
+    req.set_op(proto::HANDOFF_REPORT);
+    req.set_job_id(task.job_id());
+    req.set_attempt_id(task.attempt_id());
+    req.set_worker_id(worker_id_);
+    req.set_boundary_layer(b);
+    req.set_ok(ok);
+    req.set_message(message);
+    client_.Handoff(req).status().IgnoreError();  // informational: an event of the job
+  };
+  while (true) {
+    if (lost || (stop_ != nullptr && stop_->load())) return replay("the lease was lost or the worker is stopping");
+    auto r = CallHandoff(&client_, proto::HANDOFF_JOIN, task, worker_id_, b, device_key_, transport_->name());
+    if (!r.ok()) {
+      report(false, absl::StrCat("replay: ", r.status().message()));
+      return replay(std::string(r.status().message()));
+    }
+    if (r->state() == proto::HANDOFF_WAIT) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::max(10, r->retry_after_ms())));
+      continue;
+    }
+    if (r->state() != proto::HANDOFF_PAIRED) {
+      report(false, absl::StrCat("replay: ", r->reason()));
+      return replay(r->reason());
+    }
+    const auto start = std::chrono::steady_clock::now();
+    absl::Status s;
+    {
+      auto link = transport_->Connect(r->link_id(), 1, r->timeout_ms());
+      s = link.ok() ? session->ReceiveActivations(b, link->get()) : link.status();
+    }
+    const int64_t ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
+    if (!s.ok()) {
+      const std::string why = absl::StrCat("the transfer from ", r->peer(), " failed: ", s.message());
+      report(false, absl::StrCat("replay: ", why));
+      QF_LOG(WARNING) << what << ": " << why;
+      return replay(why);
+    }
+    stats_.handoffs_received++;
+    const std::string msg = absl::StrCat("received from ", r->peer(), " over ", transport_->name(), " in ", ms, " ms");
+    QF_LOG(INFO) << what << ": input at layer " << b << " " << msg;
+    report(true, msg);
+    return true;
+  }
 }
 
 absl::Status Worker::RunTask(const proto::TaskAssignment& task) {

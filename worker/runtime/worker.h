@@ -10,8 +10,13 @@
 //   sequential: the session it kept from the previous stage (affinity), if its
 //               activations sit at `start`; otherwise a fresh session replayed
 //               through committed layers 0..start-1 (Session::ApplyLayer);
-//   parallel:   a fresh session moved through the FP16 layers 0..first-1
-//               (ForwardOriginalLayer), then committed layers first..start-1.
+//   parallel:   a fresh session at the FP16 activations of layer `first`,
+//               received from the worker of the previous stage (handoff.h:
+//               NCCL, GPU to GPU) or else moved through the FP16 layers
+//               0..first-1 (ForwardOriginalLayer, the logged fallback); then
+//               committed layers first..start-1. A stage that is not the last
+//               offers the FP16 activations at its end to the next stage's
+//               worker before it quantizes (so that worker starts early).
 // ApplyLayer reproduces QuantizeLayer's activations bit for bit, so a stage
 // that moves between workers gives the same bytes as an uninterrupted run.
 //
@@ -34,6 +39,7 @@
 #include "grpcpp/channel.h"
 #include "proto/work.pb.h"
 #include "worker/engine/engine_host.h"
+#include "worker/runtime/handoff.h"
 #include "worker/runtime/work_client.h"
 
 namespace qf::worker {
@@ -45,6 +51,10 @@ absl::StatusOr<std::vector<int32_t>> TokenizeCalibration(const proto::JobSpec& s
 
 // The engine's parameters for a job spec, mirroring `qctl quantize`.
 QuantParams ToQuantParams(const proto::JobSpec& spec);
+
+// "cuda:0,1" / "cuda:0,cuda:1" / "cpu,cpu" -> one device string per worker
+// loop. InvalidArgument for an empty entry.
+absl::StatusOr<std::vector<std::string>> SplitDevices(const std::string& devices);
 
 struct WorkerOptions {
   std::string name;                 // registered name, [A-Za-z0-9._-]{1,64}
@@ -59,6 +69,12 @@ struct WorkerOptions {
   // Test hook: sleep this long before computing each layer (slows a run down
   // enough to kill a process mid-stage).
   int layer_delay_ms = 0;
+  // Parallel mode: hand activations to / take them from the workers of the
+  // neighbouring stages (handoff.h) instead of replaying. false: always replay.
+  bool handoff = true;
+  // The hand-off's transport; empty: NCCL through the engine (a CUDA device
+  // in a CUDA build; anything else replays, saying why). Tests: a loopback.
+  std::shared_ptr<HandoffTransport> handoff_transport;
 };
 
 struct WorkerStats {
@@ -68,6 +84,8 @@ struct WorkerStats {
   std::atomic<int> layers_committed{0};
   std::atomic<int> layers_replayed{0};   // ApplyLayer / ForwardOriginalLayer calls
   std::atomic<int> sessions_reused{0};   // stages started from the kept session
+  std::atomic<int> handoffs_received{0}; // parallel stages whose input arrived from a peer
+  std::atomic<int> handoffs_offered{0};  // boundary activations computed and offered
 };
 
 class Worker {
@@ -91,6 +109,12 @@ class Worker {
   absl::Status RunTask(const proto::TaskAssignment& task);
   absl::StatusOr<std::unique_ptr<Session>> PrepareSession(const proto::TaskAssignment& task,
                                                           const std::atomic<bool>& lost);
+  // Hand-off (handoff.h). Whether `session` received its input at
+  // task.first_layer(); false (replay) with the reason logged otherwise.
+  bool ReceiveInput(const proto::TaskAssignment& task, Session* session, const std::atomic<bool>& lost);
+  // Whether the stage announced an offer (the coordinator found a receiver possible).
+  bool AnnounceOffer(const proto::TaskAssignment& task);
+  void MakeOffer(const proto::TaskAssignment& task, Session* session);
 
   WorkClient client_;
   Engine* engine_;
@@ -99,6 +123,10 @@ class Worker {
   std::string worker_id_;
   int renew_interval_ms_ = 1000;
   std::unique_ptr<Held> held_;      // the session kept after a sequential stage
+  std::shared_ptr<HandoffTransport> transport_;   // null: no hand-off (handoff_off_ says why)
+  std::string handoff_off_;
+  std::string device_key_;
+  std::unique_ptr<OfferServer> offers_;           // after client_: withdraws through it
   WorkerStats stats_;
   const std::atomic<bool>* stop_ = nullptr;
 };
