@@ -17,6 +17,7 @@ struct CommandEntry {
 constexpr CommandEntry kCommands[] = {
     {"quantize", "Quantize an HF checkpoint (GPTQ, AWQ or RTN) into a GPTQ/AWQ artifact", qf::qctl::SetupQuantize},
     {"eval", "Perplexity of a checkpoint or artifact on a text file", qf::qctl::SetupEval},
+    {"verify", "Check an artifact's fused W4A16 GEMM, throughput and perplexity; writes verify.json", qf::qctl::SetupVerify},
 };
 
 }  // namespace

@@ -1,0 +1,47 @@
+// File: qctl/verify_report.h
+//
+// The verify stage as qctl runs it, for `qctl verify ARTIFACT` and for
+// `qctl quantize --verify` (the last stage of an embedded job): tokens for
+// the optional perplexity check, Engine::Verify with a progress bar, the
+// report written to ARTIFACT/verify.json (atomically; the file is a report
+// about the artifact, written after it, so it is outside qforge-manifest.json
+// and storage::ReadArtifact ignores it), and the printed table or JSON.
+//
+//   VerifyCliOptions v{.artifact = "out/tiny-gptq", .device = "cuda"};
+//   QF_RETURN_IF_ERROR(RunVerifyStage(*engine, v));   // FailedPrecondition naming the tensor when it fails
+#pragma once
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "nlohmann/json.hpp"
+#include "worker/engine/engine_host.h"
+
+namespace qf::qctl {
+
+inline constexpr const char* kVerifyReportName = "verify.json";
+
+struct VerifyCliOptions {
+  std::string artifact;
+  std::string device = "cpu";
+  std::string text;        // empty: no perplexity check
+  int seqlen = 512;
+  int max_chunks = 256;
+  int iters = 40;
+  bool json = false;       // print verify.json's object instead of the table
+  bool print = true;       // false: only verify.json (and the error, if it failed)
+};
+
+// verify.json's object.
+nlohmann::json VerifyReportJson(const worker::VerifyReport& r);
+// The printed table.
+std::string VerifyReportTable(const worker::VerifyReport& r);
+
+// Runs the stage. Errors: NotFound for a missing artifact directory, the
+// engine's (not an artifact, DataLoss from the manifest check, bad device);
+// after the report is written and printed, FailedPrecondition
+// "<artifact>: <tensor>: <what was expected>" when the verdict is "failed".
+// "unsupported" (no linear the kernel takes) is not an error.
+absl::Status RunVerifyStage(worker::Engine& engine, const VerifyCliOptions& o);
+
+}  // namespace qf::qctl
