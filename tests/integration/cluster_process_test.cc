@@ -167,6 +167,33 @@ TEST_F(ClusterProcessTest, ParallelOnThreeWorkersMatchesEmbeddedMode) {
             qf::testing::ReadTree(done.artifact_dir())["model.safetensors"]);
 }
 
+// One qworker process, two worker loops (--device cpu,cpu): both register and
+// take stages; CPU loops cannot hand activations off, so they replay (saying
+// why) and the bytes are embedded mode's.
+TEST_F(ClusterProcessTest, OneProcessWithTwoDeviceLoops) {
+  StartCoordinator();
+  Subprocess* w = StartWorker("pair", {"--device", "cpu,cpu", "--fault-layer-delay-ms", "300"});
+  proto::JobSpec spec = Spec(2, proto::MODE_PARALLEL);
+  proto::JobStatus done = WatchToEnd(Submit(spec));
+  ASSERT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason() << DebugLogs();
+  EXPECT_TRUE(SawEvent(proto::EVENT_STAGE_LEASED)) << DebugLogs();
+  bool by0 = false, by1 = false;
+  for (const auto& e : events_) {
+    if (e.kind() != proto::EVENT_STAGE_LEASED) continue;
+    by0 |= e.worker() == "pair-0";
+    by1 |= e.worker() == "pair-1";
+  }
+  EXPECT_TRUE(by0 && by1) << DebugLogs();
+  EXPECT_FALSE(w->WaitForLine("by replay of layers 0..1: the device is the CPU", 5000).empty()) << w->Log();
+  proto::JobSpec embedded_spec = spec;
+  embedded_spec.set_out_dir(tmp_.Sub("embedded-parallel"));
+  EmbeddedOptions eo;
+  eo.state_dir = tmp_.Sub("embedded-state");
+  auto embedded = RunEmbedded(embedded_spec, eo);
+  ASSERT_THAT(embedded, IsOk());
+  qf::testing::ExpectSameTree(embedded->artifact_dir(), done.artifact_dir());
+}
+
 TEST_F(ClusterProcessTest, KillNineOfAWorkerMidStage) {
   StartCoordinator();
   std::vector<Subprocess*> ws;

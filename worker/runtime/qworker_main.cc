@@ -25,8 +25,9 @@ int main(int argc, char** argv) {
   qf::worker::WorkerOptions o;
   CLI::App app{"qforge worker: leases stages from the coordinator and quantizes them"};
   app.add_option("--coordinator", coordinator, "Coordinator address, HOST:PORT or unix:/path")->capture_default_str();
-  app.add_option("--device", o.device, "cpu | cuda | cuda:N, or a comma-separated list (cuda:0,1): a worker loop per device")
-      ->capture_default_str();
+  std::vector<std::string> device_list;  // CLI11 splits a comma list itself
+  app.add_option("--device", device_list, "cpu | cuda | cuda:N, or a comma-separated list (cuda:0,1): a worker loop per device")
+      ->delimiter(',');
   bool no_handoff = false;
   app.add_flag("--no-handoff", no_handoff, "Parallel mode: always replay, never hand activations GPU to GPU");
   app.add_flag("--host-activations", o.host_activations,
@@ -48,6 +49,9 @@ int main(int argc, char** argv) {
   faults->add_option("--fault-layer-delay-ms", o.layer_delay_ms, "Sleep before computing each layer");
   CLI11_PARSE(app, argc, argv);
   o.handoff = !no_handoff;
+  o.device.clear();
+  for (const std::string& d : device_list) o.device += (o.device.empty() ? "" : ",") + d;
+  if (o.device.empty()) o.device = "cpu";
   auto devices = qf::worker::SplitDevices(o.device);
   if (!devices.ok()) {
     std::fprintf(stderr, "qworker: --device: %s\n", std::string(devices.status().message()).c_str());
