@@ -2,12 +2,14 @@
 #include "storage/synthetic_model.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <limits>
 #include <map>
 #include <set>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -128,12 +130,49 @@ absl::Status CheckLinearAgainstSpec(const QuantSpec& spec, const TensorSource& s
   return absl::OkStatus();
 }
 
+using PackResult = absl::StatusOr<kernels::PackedLinear>;
+
+PackResult PackLinear(const QuantSpec& spec, const QuantizedLinear& q) {
+  return spec.format == "awq" ? kernels::PackAwqGemm(q) : kernels::PackGptqV1(q);
+}
+
+// Packs every linear of every layer on up to 16 threads (the linears are
+// independent), largest first. packed[l][j] is linear j of by_layer[l].
+std::vector<std::vector<PackResult>> PackAllLinears(const QuantSpec& spec,
+                                                    const std::vector<const LayerResult*>& by_layer) {
+  std::vector<std::vector<PackResult>> packed(by_layer.size());
+  std::vector<std::pair<size_t, size_t>> items;
+  for (size_t l = 0; l < by_layer.size(); ++l) {
+    packed[l].resize(by_layer[l]->linears.size(), absl::UnknownError("not packed"));
+    for (size_t j = 0; j < by_layer[l]->linears.size(); ++j) items.emplace_back(l, j);
+  }
+  std::stable_sort(items.begin(), items.end(), [&](const auto& a, const auto& b) {
+    return by_layer[a.first]->linears[a.second].codes.size() > by_layer[b.first]->linears[b.second].codes.size();
+  });
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < items.size();) {
+      const auto [l, j] = items[i];
+      packed[l][j] = PackLinear(spec, by_layer[l]->linears[j]);
+    }
+  };
+  const size_t threads = std::min<size_t>({std::max(1u, std::thread::hardware_concurrency()), 16, items.size()});
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < threads; ++t) pool.emplace_back(work);
+  work();
+  for (std::thread& t : pool) t.join();
+  return packed;
+}
+
 // Packs one layer result into `out`; records the source tensors it replaces.
+// `packed`, when given, holds PackLinear of each of r.linears, computed ahead.
 absl::Status AddLayer(const QuantSpec& spec, const TensorSource& src, const LayerResult& r, TensorMap& out,
-                      std::set<std::string>& replaced, int64_t& wrapped_zeros) {
+                      std::set<std::string>& replaced, int64_t& wrapped_zeros,
+                      std::vector<PackResult>* packed = nullptr) {
   const std::string prefix = LayerPrefix(r.layer);
   std::set<std::string_view> seen;
-  for (const QuantizedLinear& q : r.linears) {
+  for (size_t j = 0; j < r.linears.size(); ++j) {
+    const QuantizedLinear& q = r.linears[j];
     if (std::find(kLinearNames.begin(), kLinearNames.end(), q.name) == kLinearNames.end()) {
       return absl::InvalidArgumentError(absl::StrCat("layer ", r.layer, ": linear '", q.name, "' is not one of ",
                                                      LinearNameList()));
@@ -142,8 +181,7 @@ absl::Status AddLayer(const QuantSpec& spec, const TensorSource& src, const Laye
       return absl::InvalidArgumentError(absl::StrCat("layer ", r.layer, ": linear '", q.name, "' appears twice"));
     }
     QF_RETURN_IF_ERROR(CheckLinearAgainstSpec(spec, src, r.layer, q));
-    absl::StatusOr<kernels::PackedLinear> p =
-        spec.format == "awq" ? kernels::PackAwqGemm(q) : kernels::PackGptqV1(q);
+    PackResult p = packed != nullptr ? std::move((*packed)[j]) : PackLinear(spec, q);
     if (!p.ok()) return absl::InvalidArgumentError(absl::StrCat("layer ", r.layer, ": ", p.status().message()));
     wrapped_zeros += p->wrapped_zeros;
     for (OwnedTensor& t : std::move(*p).Take(absl::StrCat(prefix, q.name, "."))) {
@@ -207,10 +245,20 @@ absl::StatusOr<nlohmann::json> FileTable(const std::string& dir) {
     if (e.is_regular_file() && n != kManifestName) names.push_back(n);
   }
   if (ec) return absl::InternalError(absl::StrCat(dir, ": list failed: ", ec.message()));
+  // One thread per file (shards are up to 4 GiB each); results in name order as before.
+  std::vector<absl::StatusOr<std::string>> shas(names.size(), absl::UnknownError("not hashed"));
+  {
+    std::vector<std::thread> pool;
+    for (size_t i = 1; i < names.size(); ++i)
+      pool.emplace_back([&, i] { shas[i] = Sha256FileHex(absl::StrCat(dir, "/", names[i])); });
+    if (!names.empty()) shas[0] = Sha256FileHex(absl::StrCat(dir, "/", names[0]));
+    for (std::thread& t : pool) t.join();
+  }
   nlohmann::json files = nlohmann::json::object();
-  for (const std::string& n : names) {
+  for (size_t i = 0; i < names.size(); ++i) {
+    const std::string& n = names[i];
     const std::string path = absl::StrCat(dir, "/", n);
-    QF_ASSIGN_OR_RETURN(std::string sha, Sha256FileHex(path));
+    QF_ASSIGN_OR_RETURN(std::string sha, std::move(shas[i]));
     files[n] = {{"bytes", std::filesystem::file_size(path, ec)}, {"sha256", sha}};
     if (ec) return absl::InternalError(absl::StrCat(path, ": stat failed: ", ec.message()));
   }
@@ -329,9 +377,11 @@ absl::Status WriteArtifact(const std::string& model_dir, const ModelConfig& cfg,
   TensorMap tensors;
   std::set<std::string> replaced;
   int64_t wrapped_zeros = 0;
-  for (const LayerResult* r : by_layer) {
-    QF_RETURN_IF_ERROR(AddLayer(spec, *src, *r, tensors, replaced, wrapped_zeros));
+  std::vector<std::vector<PackResult>> packed = PackAllLinears(spec, by_layer);
+  for (size_t l = 0; l < by_layer.size(); ++l) {
+    QF_RETURN_IF_ERROR(AddLayer(spec, *src, *by_layer[l], tensors, replaced, wrapped_zeros, &packed[l]));
   }
+  packed.clear();
   for (const std::string& name : src->names()) {
     if (replaced.count(name) || tensors.count(name)) continue;
     QF_ASSIGN_OR_RETURN(const TensorView* v, src->Get(name));

@@ -5,6 +5,11 @@
 #include <cstring>
 #include <map>
 #include <thread>
+#include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -63,17 +68,51 @@ inline float NormalFromBits(uint64_t r) {
 
 // rows x cols fp16 values, row r from counter stream SplitMix64(seed + r);
 // std > 0: N(0, std^2); std == 0: exp(kNormSigma * N(0, 1)).
+// SplitMix64 (below), inlined into FillRows' loop.
+inline uint64_t Mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+// FloatToHalf over an array. On x86 with F16C, VCVTPS2PH with round-to-nearest-
+// even gives the same bits as FloatToHalf for every float (checked exhaustively
+// over all 2^32 inputs when this was written; storage_test samples them).
+#if defined(__x86_64__)
+__attribute__((target("avx,f16c"))) void FloatsToHalfF16c(const float* in, int64_t n, uint16_t* out) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), h);
+  }
+  for (; i < n; ++i) out[i] = FloatToHalf(in[i]);
+}
+#endif
+
+}  // namespace
+
+void FloatsToHalf(const float* in, int64_t n, uint16_t* out) {
+#if defined(__x86_64__)
+  static const bool f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+  if (f16c) return FloatsToHalfF16c(in, n, out);
+#endif
+  for (int64_t i = 0; i < n; ++i) out[i] = FloatToHalf(in[i]);
+}
+
+namespace {
+
 void FillRows(uint64_t seed, int64_t rows, int64_t cols, double std, uint16_t* out) {
   auto work = [&](int64_t r0, int64_t r1) {
+    std::vector<float> buf(static_cast<size_t>(cols));
     for (int64_t r = r0; r < r1; ++r) {
-      uint64_t state = SplitMix64(seed + static_cast<uint64_t>(r));
-      uint16_t* row = out + r * cols;
+      uint64_t state = Mix64(seed + static_cast<uint64_t>(r));
       for (int64_t c = 0; c < cols; ++c) {
-        state = SplitMix64(state);
+        state = Mix64(state);
         const float z = NormalFromBits(state);
-        const float v = std > 0 ? static_cast<float>(std * z) : std::exp(static_cast<float>(kNormSigma) * z);
-        row[c] = FloatToHalf(v);
+        buf[c] = std > 0 ? static_cast<float>(std * z) : std::exp(static_cast<float>(kNormSigma) * z);
       }
+      FloatsToHalf(buf.data(), cols, out + r * cols);
     }
   };
   const int64_t threads =

@@ -63,6 +63,9 @@ std::vector<int32_t> SyntheticCalibrationTokens(int64_t vocab, uint64_t seed, in
 uint64_t SplitMix64(uint64_t x);
 uint64_t SyntheticTensorSeed(uint64_t seed, int64_t layer, int tensor);
 
+// out[i] = FloatToHalf(in[i]) for i < n, 8 at a time with F16C where the CPU has it.
+void FloatsToHalf(const float* in, int64_t n, uint16_t* out);
+
 // Names of the non-layer tensors and their ids for SyntheticTensorSeed(seed, -1, id).
 inline constexpr const char* kSyntheticEmbedding = "model.embed_tokens.weight";
 inline constexpr const char* kSyntheticFinalNorm = "model.norm.weight";

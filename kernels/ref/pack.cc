@@ -1,5 +1,6 @@
 #include "kernels/ref/pack.h"
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 #include <utility>
@@ -158,7 +159,20 @@ absl::Status ValidateQuantizedLinear(const QuantizedLinear& q) {
   if (!q.bias.empty() && q.bias.size() != static_cast<size_t>(n)) return size_err("bias", q.bias.size(), n);
 
   const uint32_t levels = 1u << q.bits;
-  for (size_t i = 0; i < q.codes.size(); ++i) {
+  // Fast pass: OR of every code (8 per step); the exact scan below only runs
+  // when some code has a bit at or above `bits` (it names the first one).
+  uint64_t any = 0;
+  size_t c8 = 0;
+  for (; c8 + 8 <= q.codes.size(); c8 += 8) {
+    uint64_t x;
+    std::memcpy(&x, q.codes.data() + c8, 8);
+    any |= x;
+  }
+  for (; c8 < q.codes.size(); ++c8) any |= q.codes[c8];
+  any |= any >> 32;
+  any |= any >> 16;
+  any |= any >> 8;
+  for (size_t i = 0; (any & 0xff) >= levels && i < q.codes.size(); ++i) {
     if (q.codes[i] >= levels) {
       return Invalid(nm, "codes", absl::StrCat("code ", int{q.codes[i]}, " at [", i / k, ", ", i % k,
                                                "] is not below 2^bits = ", levels));
@@ -237,9 +251,37 @@ absl::StatusOr<PackedLinear> PackGptqV1(const QuantizedLinear& q) {
 
   // qweight: column n is the bit stream over k; word r of column n at r*N + n.
   std::vector<uint32_t> qweight(static_cast<size_t>(qw_rows * n), 0u);
-  for (int64_t o = 0; o < n; ++o) {
-    const uint8_t* row = &q.codes[o * k];
-    for (int64_t i = 0; i < k; ++i) PutStream(&qweight[o], n, i, b, row[i]);
+  if (b == 3) {
+    for (int64_t o = 0; o < n; ++o) {
+      const uint8_t* row = &q.codes[o * k];
+      for (int64_t i = 0; i < k; ++i) PutStream(&qweight[o], n, i, b, row[i]);
+    }
+  } else {
+    // 32/b codes of a row make one word, LSB first (what PutStream builds).
+    // Tiles of 16 columns: each word row of the tile is one cache line of
+    // qweight, and the tile's 16 code rows are read sequentially.
+    const int per = 32 / b;
+    constexpr int64_t kTile = 16;
+    for (int64_t o0 = 0; o0 < n; o0 += kTile) {
+      const int64_t o1 = std::min(n, o0 + kTile);
+      for (int64_t r = 0; r < qw_rows; ++r) {
+        uint32_t* dst = &qweight[r * n];
+        for (int64_t o = o0; o < o1; ++o) {
+          const uint8_t* c = &q.codes[o * k + r * per];
+          uint32_t w = 0;
+          if (b == 4) {
+            uint64_t x;
+            std::memcpy(&x, c, 8);
+            x = (x | (x >> 4)) & 0x00ff00ff00ff00ffull;
+            x = (x | (x >> 8)) & 0x0000ffff0000ffffull;
+            w = static_cast<uint32_t>(x | (x >> 16));
+          } else {
+            for (int t = 0; t < per; ++t) w |= uint32_t{c[t]} << (t * b);
+          }
+          dst[o] = w;
+        }
+      }
+    }
   }
   // qzeros: row g is the bit stream over n of (z - 1) mod 2^b.
   PackedLinear p;
@@ -319,10 +361,22 @@ absl::StatusOr<PackedLinear> PackAwqGemm(const QuantizedLinear& q) {
   const int64_t cols = n / 8;
 
   std::vector<uint32_t> qweight(static_cast<size_t>(k * cols), 0u);
-  for (int64_t c = 0; c < cols; ++c) {
-    for (int nib = 0; nib < 8; ++nib) {
-      const uint8_t* row = &q.codes[(c * 8 + kAwqOrder[nib]) * k];
-      for (int64_t i = 0; i < k; ++i) qweight[i * cols + c] |= uint32_t{row[i]} << (4 * nib);
+  // Blocks of 16 words x 64 input channels: the 128 code rows x 64 bytes read
+  // stay in L1 and every word row of the block is one cache line of qweight.
+  constexpr int64_t kColTile = 16, kRowTile = 64;
+  for (int64_t c0 = 0; c0 < cols; c0 += kColTile) {
+    const int64_t c1 = std::min(cols, c0 + kColTile);
+    for (int64_t i0 = 0; i0 < k; i0 += kRowTile) {
+      const int64_t i1 = std::min(k, i0 + kRowTile);
+      for (int64_t i = i0; i < i1; ++i) {
+        uint32_t* dst = &qweight[i * cols];
+        for (int64_t c = c0; c < c1; ++c) {
+          const uint8_t* col = &q.codes[c * 8 * k + i];
+          uint32_t w = 0;
+          for (int nib = 0; nib < 8; ++nib) w |= uint32_t{col[kAwqOrder[nib] * k]} << (4 * nib);
+          dst[c] = w;
+        }
+      }
     }
   }
   std::vector<uint32_t> qzeros(static_cast<size_t>(g * cols), 0u);

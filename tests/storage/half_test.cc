@@ -5,9 +5,11 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "storage/safetensors.h"
+#include "storage/synthetic_model.h"
 
 namespace qf::storage {
 namespace {
@@ -147,6 +149,20 @@ TEST(BFloat16Test, MatchesNearestNeighbourReferenceOnAFloatSweep) {
     if (std::isnan(f) || std::isinf(f)) continue;
     ASSERT_EQ(FloatToBFloat16(f), NearestBFloat16(f)) << std::hex << "float bits 0x" << bits;
   }
+}
+
+// The array conversion (F16C where available) gives FloatToHalf's bits: every
+// 4099th float bit pattern (NaNs, infinities, subnormals, ties included) and
+// an array length that is not a multiple of 8.
+TEST(HalfTest, FloatsToHalfMatchesFloatToHalf) {
+  std::vector<float> in;
+  for (uint64_t b = 0; b < (uint64_t{1} << 32); b += 4099) in.push_back(std::bit_cast<float>(static_cast<uint32_t>(b)));
+  for (uint32_t b : {0x33000000u, 0x33000001u, 0x387fe000u, 0x38800000u, 0x477fefffu, 0x477ff000u, 0x7f800001u})
+    in.push_back(std::bit_cast<float>(b));
+  std::vector<uint16_t> out(in.size());
+  FloatsToHalf(in.data(), static_cast<int64_t>(in.size()), out.data());
+  for (size_t i = 0; i < in.size(); ++i)
+    ASSERT_EQ(out[i], FloatToHalf(in[i])) << "float bits " << std::bit_cast<uint32_t>(in[i]);
 }
 
 }  // namespace
