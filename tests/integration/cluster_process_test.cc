@@ -172,7 +172,11 @@ TEST_F(ClusterProcessTest, ParallelOnThreeWorkersMatchesEmbeddedMode) {
 // why) and the bytes are embedded mode's.
 TEST_F(ClusterProcessTest, OneProcessWithTwoDeviceLoops) {
   StartCoordinator();
-  Subprocess* w = StartWorker("pair", {"--device", "cpu,cpu", "--fault-layer-delay-ms", "300"});
+  workers_.push_back(std::make_unique<Subprocess>(
+      std::vector<std::string>{kBin + "/qworker", "--coordinator", "127.0.0.1:" + std::to_string(port_), "--name",
+                               "pair", "--device", "cpu,cpu", "--fault-layer-delay-ms", "300"},
+      tmp_.Sub("pair.log")));
+  Subprocess* w = workers_.back().get();
   proto::JobSpec spec = Spec(2, proto::MODE_PARALLEL);
   proto::JobStatus done = WatchToEnd(Submit(spec));
   ASSERT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason() << DebugLogs();
