@@ -188,11 +188,18 @@ TEST_F(HandoffRendezvousTest, StaleAttemptsAreFencedAndBadRequestsRefused) {
 
 class HandoffClusterTest : public qf::testing::ClusterFixture {
  protected:
+  // Idle workers poll every 10 ms (not the default 250) and every layer takes
+  // 100 ms: both workers hold stages, so hand-offs cross devices even when the
+  // machine is loaded and one worker thread starts late.
+  void StartCoordinator(coordinator::SchedulerOptions so = {}) {
+    so.idle_retry_ms = 10;
+    qf::testing::ClusterFixture::StartCoordinator(so);
+  }
   worker::Worker* StartGpuWorker(const std::string& name, const std::string& key, worker::LoopbackFaults faults = {},
                                  qf::testing::FakeEngineOptions eo = {}) {
     worker::WorkerOptions o;
     o.handoff_transport = worker::MakeLoopbackTransport(key, faults);
-    if (eo.layer_delay_ms == 0) eo.layer_delay_ms = 40;  // both workers get stages
+    if (eo.layer_delay_ms == 0) eo.layer_delay_ms = 100;  // both workers get stages
     return StartWorker(name, o, eo);
   }
   std::vector<std::string> HandoffMessages() const {

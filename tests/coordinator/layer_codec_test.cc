@@ -44,6 +44,38 @@ TEST(LayerCodecTest, PackBitsRoundTripsEveryWidth) {
   EXPECT_THAT(UnpackBits("abc", 4, 8), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("expected 4 bytes")));
 }
 
+// The stream format, bit by bit, as first written: value i occupies bits
+// [i*bits, (i+1)*bits) of the output, least significant bit first.
+std::string PackBitsByDefinition(const std::vector<uint8_t>& values, int bits) {
+  std::string out((values.size() * bits + 7) / 8, '\0');
+  uint64_t bitpos = 0;
+  for (uint8_t v : values) {
+    const uint32_t x = v & ((1u << bits) - 1);
+    for (int b = 0; b < bits; ++b, ++bitpos) {
+      if (x & (1u << b)) out[bitpos >> 3] = static_cast<char>(out[bitpos >> 3] | (1 << (bitpos & 7)));
+    }
+  }
+  return out;
+}
+
+TEST(LayerCodecTest, PackBitsMatchesTheBitByBitDefinition) {
+  uint64_t state = 0x9e3779b97f4a7c15ull;
+  for (int bits = 1; bits <= 8; ++bits) {
+    for (size_t count : {size_t{0}, size_t{1}, size_t{7}, size_t{8}, size_t{9}, size_t{15}, size_t{16}, size_t{4099}}) {
+      std::vector<uint8_t> v(count);
+      for (uint8_t& x : v) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        x = static_cast<uint8_t>(state >> 56);   // high bits above `bits` too: PackBits masks them
+      }
+      const std::string packed = PackBits(v, bits);
+      ASSERT_EQ(packed, PackBitsByDefinition(v, bits)) << bits << " bits, " << count << " values";
+      auto back = UnpackBits(packed, bits, static_cast<int64_t>(count));
+      ASSERT_THAT(back, IsOk());
+      for (size_t i = 0; i < count; ++i) ASSERT_EQ((*back)[i], v[i] & ((1u << bits) - 1)) << bits << " bits, value " << i;
+    }
+  }
+}
+
 TEST(LayerCodecTest, LayerRoundTripsThroughProto) {
   storage::ModelConfig cfg = TinyConfig();
   worker::QuantParams q;
