@@ -53,7 +53,7 @@ absl::Status AssembleArtifact(const AssemblyInput& input) {
   if (input.config == nullptr)
     return absl::FailedPreconditionError(absl::StrCat("job ", input.job.job_id(), ": no model config"));
   QF_ASSIGN_OR_RETURN(nlohmann::json provenance, ArtifactProvenance(spec, input.stage_layers));
-  return storage::WriteArtifact(spec.model_path(), *input.config, ToQuantSpec(spec), input.layers, spec.out_dir(),
+  return storage::WriteArtifact(spec.model_path(), *input.config, ToQuantSpec(spec), input.layer, spec.out_dir(),
                                 provenance);
 }
 

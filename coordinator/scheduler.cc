@@ -479,14 +479,13 @@ absl::StatusOr<AssemblyInput> Scheduler::LoadAssemblyInput(const std::string& jo
     in.config = job->config;
     if (!job->tasks.empty()) in.stage_layers = job->tasks[0].end_layer() - job->tasks[0].first_layer();
   }
-  for (int layer = 0; layer < in.job.num_layers(); ++layer) {
+  in.layer = [this, job_id](int layer) -> absl::StatusOr<kernels::LayerResult> {
     QF_ASSIGN_OR_RETURN(std::string bytes, FetchLayer(job_id, layer));
     proto::LayerResultProto p;
     if (!p.ParseFromString(bytes))
       return absl::DataLossError(absl::StrCat("job ", job_id, ": committed layer ", layer, " does not parse"));
-    QF_ASSIGN_OR_RETURN(kernels::LayerResult r, LayerFromProto(p));
-    in.layers.push_back(std::move(r));
-  }
+    return LayerFromProto(p);
+  };
   return in;
 }
 

@@ -67,7 +67,10 @@ struct SchedulerOptions {
 struct AssemblyInput {
   proto::JobRecord job;
   std::shared_ptr<const storage::ModelConfig> config;
-  std::vector<kernels::LayerResult> layers;   // layers[i].layer == i
+  // Layer i's committed result, read from the state store when asked: the
+  // assembler packs one layer at a time (storage::LayerSource). Valid while
+  // the scheduler lives.
+  std::function<absl::StatusOr<kernels::LayerResult>(int layer)> layer;
   int stage_layers = 0;                       // layers per stage as planned (the first stage's size)
 };
 

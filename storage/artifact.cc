@@ -362,10 +362,17 @@ absl::Status WriteArtifact(const std::string& model_dir, const ModelConfig& cfg,
                            const std::vector<LayerResult>& layers, const std::string& out_dir,
                            const nlohmann::json& provenance) {
   QF_RETURN_IF_ERROR(ValidateQuantSpec(spec));
+  QF_ASSIGN_OR_RETURN(std::vector<const LayerResult*> by_layer, OrderLayers(cfg, layers));
+  return WriteArtifact(model_dir, cfg, spec, [&](int layer) -> absl::StatusOr<LayerResult> { return *by_layer[layer]; },
+                       out_dir, provenance);
+}
+
+absl::Status WriteArtifact(const std::string& model_dir, const ModelConfig& cfg, const QuantSpec& spec,
+                           const LayerSource& layers, const std::string& out_dir, const nlohmann::json& provenance) {
+  QF_RETURN_IF_ERROR(ValidateQuantSpec(spec));
   if (!cfg.raw.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(model_dir, ": ModelConfig::raw is not the config.json object"));
   }
-  QF_ASSIGN_OR_RETURN(std::vector<const LayerResult*> by_layer, OrderLayers(cfg, layers));
   std::unique_ptr<TensorSource> src;
   if (IsSyntheticModel(model_dir)) {
     QF_ASSIGN_OR_RETURN(src, OpenSyntheticSource(model_dir));
@@ -373,15 +380,24 @@ absl::Status WriteArtifact(const std::string& model_dir, const ModelConfig& cfg,
     QF_ASSIGN_OR_RETURN(src, Checkpoint::Open(model_dir));
   }
 
-  // Everything is packed in memory before the first byte is written.
+  // Layers are fetched and packed one at a time: what stays in memory until
+  // the shards are written is the packed artifact (about a quarter of the
+  // fp16 model), never every layer's one-byte-per-code result at once.
   TensorMap tensors;
   std::set<std::string> replaced;
   int64_t wrapped_zeros = 0;
-  std::vector<std::vector<PackResult>> packed = PackAllLinears(spec, by_layer);
-  for (size_t l = 0; l < by_layer.size(); ++l) {
-    QF_RETURN_IF_ERROR(AddLayer(spec, *src, *by_layer[l], tensors, replaced, wrapped_zeros, &packed[l]));
+  nlohmann::json layer_errors = nlohmann::json::object();
+  for (int l = 0; l < cfg.num_hidden_layers; ++l) {
+    QF_ASSIGN_OR_RETURN(LayerResult r, layers(l));
+    if (r.layer != l) {
+      return absl::InvalidArgumentError(absl::StrCat("layer ", l, ": the layer source gave layer ", r.layer));
+    }
+    const std::vector<const LayerResult*> one = {&r};
+    std::vector<std::vector<PackResult>> packed = PackAllLinears(spec, one);
+    QF_RETURN_IF_ERROR(AddLayer(spec, *src, r, tensors, replaced, wrapped_zeros, &packed[0]));
+    nlohmann::json errors = ErrorsJson(one);   // a named object: items() refers into it
+    for (auto& [k, v] : errors.items()) layer_errors[k] = std::move(v);
   }
-  packed.clear();
   for (const std::string& name : src->names()) {
     if (replaced.count(name) || tensors.count(name)) continue;
     QF_ASSIGN_OR_RETURN(const TensorView* v, src->Get(name));
@@ -415,7 +431,7 @@ absl::Status WriteArtifact(const std::string& model_dir, const ModelConfig& cfg,
                              {"files", std::move(files)},
                              {"quantization", QuantSpecToJson(spec)},
                              {"provenance", provenance},
-                             {"layer_errors", ErrorsJson(by_layer)}};
+                             {"layer_errors", std::move(layer_errors)}};
   QF_RETURN_IF_ERROR(WriteJson(absl::StrCat(dir, "/", kManifestName), manifest));
   return staging.Commit();
 }

@@ -29,6 +29,7 @@
 #pragma once
 
 #include <array>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -102,6 +103,16 @@ inline constexpr const char* kManifestName = "qforge-manifest.json";
 absl::Status WriteArtifact(const std::string& model_dir, const ModelConfig& cfg, const QuantSpec& spec,
                            const std::vector<kernels::LayerResult>& layers, const std::string& out_dir,
                            const nlohmann::json& provenance);
+
+// The same artifact, with layer results fetched on demand: layers(l) is
+// called once for each l = 0 .. cfg.num_hidden_layers-1, in that order, and
+// each result is packed and dropped before the next is fetched (a 70B job's
+// results are ~70 GB at one byte per code; its packed artifact ~35 GB). Its
+// errors are returned as they are; a result for another layer is
+// InvalidArgument. Otherwise as above, and the same bytes.
+using LayerSource = std::function<absl::StatusOr<kernels::LayerResult>(int layer)>;
+absl::Status WriteArtifact(const std::string& model_dir, const ModelConfig& cfg, const QuantSpec& spec,
+                           const LayerSource& layers, const std::string& out_dir, const nlohmann::json& provenance);
 
 // An artifact opened for reading. Movable; the tensors stay mapped while it lives.
 struct LoadedArtifact {

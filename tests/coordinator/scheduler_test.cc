@@ -53,11 +53,13 @@ TEST_F(SchedulerTest, SequentialJobRunsToSuccessWithAffinity) {
   EXPECT_EQ(sched_->TakeJobsToAssemble(), std::vector<std::string>{job});
   EXPECT_TRUE(sched_->TakeJobsToAssemble().empty());  // taken once
   QF_ASSERT_OK_AND_ASSIGN(AssemblyInput in, sched_->LoadAssemblyInput(job));
-  ASSERT_EQ(in.layers.size(), 4u);
+  ASSERT_TRUE(in.layer);
   for (int i = 0; i < 4; ++i) {
-    EXPECT_EQ(in.layers[i].layer, i);
-    EXPECT_EQ(qf::testing::HashLayer(in.layers[i]), qf::testing::HashLayer(FakeLayer(s0.spec(), i)));
+    QF_ASSERT_OK_AND_ASSIGN(kernels::LayerResult r, in.layer(i));
+    EXPECT_EQ(r.layer, i);
+    EXPECT_EQ(qf::testing::HashLayer(r), qf::testing::HashLayer(FakeLayer(s0.spec(), i)));
   }
+  EXPECT_FALSE(in.layer(4).ok());   // past the last committed layer
   EXPECT_EQ(in.stage_layers, 2);
   QF_ASSERT_OK(sched_->FinishAssembly(job, absl::OkStatus()));
   QF_ASSERT_OK_AND_ASSIGN(st, sched_->GetJob(job));
