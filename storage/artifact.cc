@@ -136,25 +136,17 @@ PackResult PackLinear(const QuantSpec& spec, const QuantizedLinear& q) {
   return spec.format == "awq" ? kernels::PackAwqGemm(q) : kernels::PackGptqV1(q);
 }
 
-// Packs every linear of every layer on up to 16 threads (the linears are
-// independent), largest first. packed[l][j] is linear j of by_layer[l].
-std::vector<std::vector<PackResult>> PackAllLinears(const QuantSpec& spec,
-                                                    const std::vector<const LayerResult*>& by_layer) {
-  std::vector<std::vector<PackResult>> packed(by_layer.size());
-  std::vector<std::pair<size_t, size_t>> items;
-  for (size_t l = 0; l < by_layer.size(); ++l) {
-    packed[l].resize(by_layer[l]->linears.size(), absl::UnknownError("not packed"));
-    for (size_t j = 0; j < by_layer[l]->linears.size(); ++j) items.emplace_back(l, j);
-  }
-  std::stable_sort(items.begin(), items.end(), [&](const auto& a, const auto& b) {
-    return by_layer[a.first]->linears[a.second].codes.size() > by_layer[b.first]->linears[b.second].codes.size();
-  });
+// Packs the linears of one layer on up to 16 threads (they are independent),
+// largest first. packed[j] is r.linears[j].
+std::vector<PackResult> PackLayerLinears(const QuantSpec& spec, const LayerResult& r) {
+  std::vector<PackResult> packed(r.linears.size(), absl::UnknownError("not packed"));
+  std::vector<size_t> items(r.linears.size());
+  for (size_t j = 0; j < items.size(); ++j) items[j] = j;
+  std::stable_sort(items.begin(), items.end(),
+                   [&](size_t a, size_t b) { return r.linears[a].codes.size() > r.linears[b].codes.size(); });
   std::atomic<size_t> next{0};
   auto work = [&] {
-    for (size_t i; (i = next.fetch_add(1)) < items.size();) {
-      const auto [l, j] = items[i];
-      packed[l][j] = PackLinear(spec, by_layer[l]->linears[j]);
-    }
+    for (size_t i; (i = next.fetch_add(1)) < items.size();) packed[items[i]] = PackLinear(spec, r.linears[items[i]]);
   };
   const size_t threads = std::min<size_t>({std::max(1u, std::thread::hardware_concurrency()), 16, items.size()});
   std::vector<std::thread> pool;
@@ -165,11 +157,10 @@ std::vector<std::vector<PackResult>> PackAllLinears(const QuantSpec& spec,
 }
 
 // Packs one layer result into `out`; records the source tensors it replaces.
-// `packed`, when given, holds PackLinear of each of r.linears, computed ahead.
 absl::Status AddLayer(const QuantSpec& spec, const TensorSource& src, const LayerResult& r, TensorMap& out,
-                      std::set<std::string>& replaced, int64_t& wrapped_zeros,
-                      std::vector<PackResult>* packed = nullptr) {
+                      std::set<std::string>& replaced, int64_t& wrapped_zeros) {
   const std::string prefix = LayerPrefix(r.layer);
+  std::vector<PackResult> packed = PackLayerLinears(spec, r);
   std::set<std::string_view> seen;
   for (size_t j = 0; j < r.linears.size(); ++j) {
     const QuantizedLinear& q = r.linears[j];
@@ -181,7 +172,7 @@ absl::Status AddLayer(const QuantSpec& spec, const TensorSource& src, const Laye
       return absl::InvalidArgumentError(absl::StrCat("layer ", r.layer, ": linear '", q.name, "' appears twice"));
     }
     QF_RETURN_IF_ERROR(CheckLinearAgainstSpec(spec, src, r.layer, q));
-    PackResult p = packed != nullptr ? std::move((*packed)[j]) : PackLinear(spec, q);
+    PackResult& p = packed[j];
     if (!p.ok()) return absl::InvalidArgumentError(absl::StrCat("layer ", r.layer, ": ", p.status().message()));
     wrapped_zeros += p->wrapped_zeros;
     for (OwnedTensor& t : std::move(*p).Take(absl::StrCat(prefix, q.name, "."))) {
@@ -218,18 +209,16 @@ absl::Status AddLayer(const QuantSpec& spec, const TensorSource& src, const Laye
   return absl::OkStatus();
 }
 
-nlohmann::json ErrorsJson(const std::vector<const LayerResult*>& by_layer) {
-  nlohmann::json all = nlohmann::json::object();
-  for (const LayerResult* r : by_layer) {
-    if (r->errors.empty()) continue;
-    nlohmann::json per = nlohmann::json::object();
-    for (size_t j = 0; j < r->linears.size(); ++j) {
-      const double e = r->errors[j];
-      per[r->linears[j].name] = std::isfinite(e) ? nlohmann::json(e) : nlohmann::json(nullptr);
-    }
-    all[std::to_string(r->layer)] = std::move(per);
+// The manifest's "layer_errors" entry of one layer, added to `all` (none
+// when the result carries no errors).
+void AddLayerErrors(const LayerResult& r, nlohmann::json& all) {
+  if (r.errors.empty()) return;
+  nlohmann::json per = nlohmann::json::object();
+  for (size_t j = 0; j < r.linears.size(); ++j) {
+    const double e = r.errors[j];
+    per[r.linears[j].name] = std::isfinite(e) ? nlohmann::json(e) : nlohmann::json(nullptr);
   }
-  return all;
+  all[std::to_string(r.layer)] = std::move(per);
 }
 
 absl::Status WriteJson(const std::string& path, const nlohmann::json& j) {
@@ -392,11 +381,8 @@ absl::Status WriteArtifact(const std::string& model_dir, const ModelConfig& cfg,
     if (r.layer != l) {
       return absl::InvalidArgumentError(absl::StrCat("layer ", l, ": the layer source gave layer ", r.layer));
     }
-    const std::vector<const LayerResult*> one = {&r};
-    std::vector<std::vector<PackResult>> packed = PackAllLinears(spec, one);
-    QF_RETURN_IF_ERROR(AddLayer(spec, *src, r, tensors, replaced, wrapped_zeros, &packed[0]));
-    nlohmann::json errors = ErrorsJson(one);   // a named object: items() refers into it
-    for (auto& [k, v] : errors.items()) layer_errors[k] = std::move(v);
+    QF_RETURN_IF_ERROR(AddLayer(spec, *src, r, tensors, replaced, wrapped_zeros));
+    AddLayerErrors(r, layer_errors);
   }
   for (const std::string& name : src->names()) {
     if (replaced.count(name) || tensors.count(name)) continue;

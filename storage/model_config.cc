@@ -247,6 +247,12 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const json& j, const std::string& s
   return cfg;
 }
 
+std::array<LinearShape, 7> DecoderLinearShapes(const ModelConfig& cfg) {
+  const int64_t h = cfg.hidden_size, inter = cfg.intermediate_size;
+  const int64_t q = cfg.num_attention_heads * cfg.head_dim, kv = cfg.num_key_value_heads * cfg.head_dim;
+  return {{{q, h}, {kv, h}, {kv, h}, {h, q}, {inter, h}, {inter, h}, {h, inter}}};
+}
+
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir) {
   const std::string path = (std::filesystem::path(model_dir) / "config.json").string();
   QF_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));

@@ -17,6 +17,7 @@
 //   int64_t kv_dim = cfg.num_key_value_heads * cfg.head_dim;
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 
@@ -66,5 +67,12 @@ struct ModelConfig {
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir);
 // The same on an already parsed document; `source` names it in messages.
 absl::StatusOr<ModelConfig> ParseModelConfig(const nlohmann::json& j, const std::string& source);
+
+// [out_features, in_features] of a decoder layer's seven linears, in the
+// order q, k, v, o, gate, up, down (storage/artifact.h kLinearNames).
+struct LinearShape {
+  int64_t out = 0, in = 0;
+};
+std::array<LinearShape, 7> DecoderLinearShapes(const ModelConfig& cfg);
 
 }  // namespace qf::storage

@@ -17,6 +17,7 @@
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
+#include "storage/artifact.h"
 
 namespace qf::storage {
 namespace {
@@ -127,8 +128,8 @@ void FillRows(uint64_t seed, int64_t rows, int64_t cols, double std, uint16_t* o
   for (std::thread& t : pool) t.join();
 }
 
-std::string LinearWeightName(int64_t layer, const char* linear) {
-  return absl::StrCat("model.layers.", layer, ".", linear, ".weight");
+std::string LinearWeightName(int64_t layer, std::string_view linear) {
+  return absl::StrCat("model.layers.", layer, ".", absl::string_view(linear.data(), linear.size()), ".weight");
 }
 
 class SyntheticSource final : public TensorSource {
@@ -283,17 +284,12 @@ absl::StatusOr<std::unique_ptr<TensorSource>> OpenSyntheticSource(const std::str
                                                  : std::vector<int64_t>{cfg.hidden_size};
     src->views_[t.name] = TensorView{t.name, DType::kF16, std::move(shape), std::string_view(held)};
   }
-  const int64_t h = cfg.hidden_size, inter = cfg.intermediate_size;
-  const int64_t q = cfg.num_attention_heads * cfg.head_dim, kv = cfg.num_key_value_heads * cfg.head_dim;
-  const struct { const char* name; int64_t out, in; } linears[] = {
-      {"self_attn.q_proj", q, h},     {"self_attn.k_proj", kv, h},  {"self_attn.v_proj", kv, h},
-      {"self_attn.o_proj", h, q},     {"mlp.gate_proj", inter, h},  {"mlp.up_proj", inter, h},
-      {"mlp.down_proj", h, inter}};
+  const std::array<LinearShape, 7> shapes = DecoderLinearShapes(cfg);
   for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
-    for (const auto& lin : linears) {
-      const std::string n = LinearWeightName(l, lin.name);
+    for (size_t id = 0; id < shapes.size(); ++id) {
+      const std::string n = LinearWeightName(l, kLinearNames[id]);
       // Shape only: WriteArtifact replaces every linear weight by its quantized tensors.
-      src->views_[n] = TensorView{n, DType::kF16, {lin.out, lin.in}, std::string_view()};
+      src->views_[n] = TensorView{n, DType::kF16, {shapes[id].out, shapes[id].in}, std::string_view()};
     }
   }
   return std::unique_ptr<TensorSource>(std::move(src));

@@ -118,6 +118,17 @@ class ClusterProcessTest : public ::testing::Test {
     return false;
   }
 
+  // `spec` run in embedded mode (one process) gives the same artifact bytes as `done`.
+  void ExpectSameAsEmbedded(const proto::JobSpec& spec, const proto::JobStatus& done) {
+    proto::JobSpec embedded_spec = spec;
+    embedded_spec.set_out_dir(tmp_.Sub("embedded-parallel"));
+    EmbeddedOptions eo;
+    eo.state_dir = tmp_.Sub("embedded-state");
+    auto embedded = RunEmbedded(embedded_spec, eo);
+    ASSERT_THAT(embedded, IsOk());
+    qf::testing::ExpectSameTree(embedded->artifact_dir(), done.artifact_dir());
+  }
+
   std::string DebugLogs() const {
     std::string out = coordinator_ ? "--- coordinator\n" + coordinator_->Log() : "";
     for (const auto& w : workers_) out += "--- worker\n" + w->Log();
@@ -155,13 +166,7 @@ TEST_F(ClusterProcessTest, ParallelOnThreeWorkersMatchesEmbeddedMode) {
   proto::JobStatus done = WatchToEnd(Submit(spec));
   ASSERT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason() << DebugLogs();
 
-  proto::JobSpec embedded_spec = spec;
-  embedded_spec.set_out_dir(tmp_.Sub("embedded-parallel"));
-  EmbeddedOptions eo;
-  eo.state_dir = tmp_.Sub("embedded-state");
-  auto embedded = RunEmbedded(embedded_spec, eo);
-  ASSERT_THAT(embedded, IsOk());
-  qf::testing::ExpectSameTree(embedded->artifact_dir(), done.artifact_dir());
+  ExpectSameAsEmbedded(spec, done);
   // Parallel stages start from FP16 activations: not the sequential result.
   EXPECT_NE(qf::testing::ReadTree(reference_)["model.safetensors"],
             qf::testing::ReadTree(done.artifact_dir())["model.safetensors"]);
@@ -189,13 +194,7 @@ TEST_F(ClusterProcessTest, OneProcessWithTwoDeviceLoops) {
   }
   EXPECT_TRUE(by0 && by1) << DebugLogs();
   EXPECT_FALSE(w->WaitForLine("by replay of layers 0..1: the device is the CPU", 5000).empty()) << w->Log();
-  proto::JobSpec embedded_spec = spec;
-  embedded_spec.set_out_dir(tmp_.Sub("embedded-parallel"));
-  EmbeddedOptions eo;
-  eo.state_dir = tmp_.Sub("embedded-state");
-  auto embedded = RunEmbedded(embedded_spec, eo);
-  ASSERT_THAT(embedded, IsOk());
-  qf::testing::ExpectSameTree(embedded->artifact_dir(), done.artifact_dir());
+  ExpectSameAsEmbedded(spec, done);
 }
 
 TEST_F(ClusterProcessTest, KillNineOfAWorkerMidStage) {

@@ -22,8 +22,7 @@ constexpr double kNormSigma = 0.2;
 constexpr double kOutlierGain = 16.0;
 
 using storage::SplitMix64;
-
-uint64_t TensorSeed(uint64_t seed, int64_t layer, int tensor) { return storage::SyntheticTensorSeed(seed, layer, tensor); }
+using storage::SyntheticTensorSeed;
 
 at::Generator MakeGenerator(const at::Device& d, uint64_t seed) {
 #if defined(QF_WITH_CUDA)
@@ -51,7 +50,7 @@ absl::StatusOr<std::unique_ptr<SyntheticWeights>> SyntheticWeights::Open(const s
 at::Tensor SyntheticWeights::Norm(int layer, int which) const {
   const int64_t h = cfg_.hidden_size;
   auto opts = at::TensorOptions().dtype(at::kFloat).device(device_);
-  at::Tensor n = at::randn({h}, MakeGenerator(device_, TensorSeed(spec_.seed, layer, which)), opts)
+  at::Tensor n = at::randn({h}, MakeGenerator(device_, SyntheticTensorSeed(spec_.seed, layer, which)), opts)
                      .mul_(kNormSigma).exp_();
   // The same hidden channels are large in every layer, as in real models.
   const int64_t outliers = std::max<int64_t>(2, h / 2048);
@@ -70,17 +69,14 @@ absl::StatusOr<LayerWeights> SyntheticWeights::Layer(int layer) const {
                                               cfg_.num_hidden_layers, ")"));
   }
   return TorchCall([&] {
-    const int64_t h = cfg_.hidden_size, inter = cfg_.intermediate_size;
-    const int64_t q = cfg_.num_attention_heads * cfg_.head_dim, kv = cfg_.num_key_value_heads * cfg_.head_dim;
-    const std::pair<int64_t, int64_t> shapes[kNumLinears] = {{q, h}, {kv, h}, {kv, h}, {h, q},
-                                                             {inter, h}, {inter, h}, {h, inter}};
+    const std::array<storage::LinearShape, kNumLinears> shapes = storage::DecoderLinearShapes(cfg_);
     auto opts = at::TensorOptions().dtype(at::kFloat).device(device_);
     LayerWeights lw;
     lw.input_norm = Norm(layer, kInputNorm);
     lw.post_norm = Norm(layer, kPostNorm);
     for (int id = 0; id < kNumLinears; ++id) {
-      const auto [out, in] = shapes[id];
-      at::Generator gen = MakeGenerator(device_, TensorSeed(spec_.seed, layer, kFirstLinear + id));
+      const auto [out, in] = shapes[id];   // storage::LinearShape
+      at::Generator gen = MakeGenerator(device_, SyntheticTensorSeed(spec_.seed, layer, kFirstLinear + id));
       at::Tensor w = at::randn({out, in}, gen, opts);
       at::Tensor r = at::randn({out, 1}, gen, opts).mul_(kRowSigma).exp_();
       at::Tensor c = at::randn({1, in}, gen, opts).mul_(kColSigma).exp_();

@@ -20,12 +20,6 @@ absl::StatusOr<std::unique_ptr<CheckpointWeights>> CheckpointWeights::Open(const
   return w;
 }
 
-std::array<std::pair<int64_t, int64_t>, kNumLinears> CheckpointWeights::LinearShapes() const {
-  const int64_t h = cfg_.hidden_size, i = cfg_.intermediate_size;
-  const int64_t q = cfg_.num_attention_heads * cfg_.head_dim, kv = cfg_.num_key_value_heads * cfg_.head_dim;
-  return {{{q, h}, {kv, h}, {kv, h}, {h, q}, {i, h}, {i, h}, {h, i}}};
-}
-
 bool CheckpointWeights::HasBias(LinearId id) const {
   if (id == kQ || id == kK || id == kV) return cfg_.attention_bias;
   if (id == kO) return cfg_.o_proj_bias;
@@ -59,12 +53,12 @@ absl::StatusOr<LayerWeights> CheckpointWeights::Layer(int layer) const {
   const int64_t h = cfg_.hidden_size;
   QF_ASSIGN_OR_RETURN(lw.input_norm, Tensor(LayerTensorName(layer, "input_layernorm.weight"), {h}));
   QF_ASSIGN_OR_RETURN(lw.post_norm, Tensor(LayerTensorName(layer, "post_attention_layernorm.weight"), {h}));
-  auto shapes = LinearShapes();
+  const std::array<storage::LinearShape, kNumLinears> shapes = storage::DecoderLinearShapes(cfg_);
   for (int id = 0; id < kNumLinears; ++id) {
     std::string base = LayerTensorName(layer, kLinearNames[id]);
-    QF_ASSIGN_OR_RETURN(lw.lin[id].w, Tensor(base + ".weight", {shapes[id].first, shapes[id].second}));
+    QF_ASSIGN_OR_RETURN(lw.lin[id].w, Tensor(base + ".weight", {shapes[id].out, shapes[id].in}));
     if (HasBias(static_cast<LinearId>(id))) {
-      QF_ASSIGN_OR_RETURN(lw.lin[id].b, Tensor(base + ".bias", {shapes[id].first}));
+      QF_ASSIGN_OR_RETURN(lw.lin[id].b, Tensor(base + ".bias", {shapes[id].out}));
     }
   }
   return lw;

@@ -57,8 +57,6 @@ class CheckpointWeights final : public ModelWeights {
   absl::StatusOr<kernels::DenseTensor> Dense(const std::string& name, const std::string& short_name) const override;
   absl::StatusOr<std::string> NormDType(int layer) const override;
 
-  // Expected [out, in] of each canonical linear.
-  std::array<std::pair<int64_t, int64_t>, kNumLinears> LinearShapes() const;
   bool HasBias(LinearId id) const;
 
  private:
