@@ -65,7 +65,8 @@ struct W4A16GemmArgs {
 // (16-byte) pointers, or a small workspace; Unimplemented quoting them when
 // no kernel variant accepts the shape (supported: on sm_90, m <= 32 with any
 // n and k that pass the checks above, through the weight-streaming variants,
-// which need no workspace; otherwise n % 128 == 0 and k % 128 == 0, or
+// which need no workspace, and any m with n % 128 == 0 and k % 64 == 0
+// through the wgmma variants; otherwise n % 128 == 0 and k % 128 == 0, or
 // n % 256 == 0 and k % 64 == 0; group_size a multiple of 32 or -1); Internal
 // with the CUDA error when the launch fails.
 absl::Status W4A16Gemm(const W4A16GemmArgs& args);

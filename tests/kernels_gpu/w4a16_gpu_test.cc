@@ -492,11 +492,11 @@ TEST_F(W4A16GpuTest, RejectsBadArgumentsWithTheShape) {
   s = run(4, 512, 1536, 48);  // no variant takes group size 48
   EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(s.message(), HasSubstr("group_size=48"));
-  // m above the weight-streaming range goes to the tiled kernel, which needs
-  // k % 128 (or n % 256 and k % 64) and n % 128.
-  s = run(100, 384, 576, 64);
+  // m above the weight-streaming range goes to the wgmma kernel (k % 64,
+  // n % 128) or the tiled one (k % 128, or n % 256 and k % 64; n % 128).
+  s = run(100, 384, 608, 32);
   EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(s.message(), HasSubstr("k=576"));
+  EXPECT_THAT(s.message(), HasSubstr("k=608"));
   s = run(100, 192, 512, 128);
   EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
   EXPECT_TRUE(run(0, 512, 512, 128).ok());

@@ -31,7 +31,7 @@ struct Row {
   const Variant* v;
 };
 constexpr int64_t kAnyM = int64_t{1} << 40;
-const std::array<Row, 16> kTable = {{
+const std::array<Row, 19> kTable = {{
     {16, 0, 0, &w4a16::kW4A16Mb1Bn256},
     {16, 0, 0, &w4a16::kW4A16Mb1Bk512},
     {16, 0, 0, &w4a16::kW4A16Mb1TwoBlocks},
@@ -40,6 +40,9 @@ const std::array<Row, 16> kTable = {{
     {8, 0, 0, &w4a16::kW4A16StreamM8},
     {16, 0, 0, &w4a16::kW4A16StreamM16},
     {32, 0, 0, &w4a16::kW4A16StreamM32},
+    // Warpgroup MMA (sm_90a) from 33 rows up: mma.sync tops out near cuBLAS
+    // speed here (tensor-issue bound), wgmma does not.
+    {64, 0, 0, &w4a16::kW4A16WgT64},
     {48, 0, 0, &w4a16::kW4A16Mb3Bn128},
     {48, 0, 0, &w4a16::kW4A16Mb3Bn256},
     // Deep or wide weights: the 256-column, 256-row stages (down: 107 vs 113 us).
@@ -47,6 +50,8 @@ const std::array<Row, 16> kTable = {{
     {64, 0, 16384, &w4a16::kW4A16Mb4Bk256},
     {64, 0, 0, &w4a16::kW4A16Mb4Bn128},
     {64, 0, 0, &w4a16::kW4A16Mb4Bn256},
+    {kAnyM, 0, 0, &w4a16::kW4A16WgT128},
+    {kAnyM, 0, 0, &w4a16::kW4A16WgT128N128},
     {kAnyM, 0, 0, &w4a16::kW4A16Mb4Bk256},
     {kAnyM, 0, 0, &w4a16::kW4A16Mb4Bn256},
     {kAnyM, 0, 0, &w4a16::kW4A16Mb4Bn128},
@@ -148,7 +153,8 @@ absl::StatusOr<const Variant*> Select(absl::string_view who, int64_t m, int64_t 
   }
   return absl::UnimplementedError(absl::StrCat(
       who, "(", Shape(m, n, k, group_size),
-      "): no kernel variant fits; supported: on sm_90 m <= 32 with any n % 64 == 0 and k % 16 == 0, otherwise "
+      "): no kernel variant fits; supported: on sm_90 m <= 32 with any n % 64 == 0 and k % 16 == 0, and any m "
+      "with n % 128 == 0 and k % 64 == 0; otherwise "
       "n % 128 == 0 and k % 128 == 0, or n % 256 == 0 and k % 64 == 0; group_size -1 or a multiple of 32 that "
       "divides or is divided by the stage depth (32, 64, 128, 256, ...)"));
 }

@@ -201,13 +201,18 @@ __device__ __forceinline__ void LoadGroupConsts(GroupConsts& g, int4 scales, uin
   }
 }
 
-// One QF4 word -> the two B registers of fragments 2w and 2w+1.
-// OR-ing a nibble into the mantissa of 1024.0 (0x6400) gives 1024 + q exactly;
-// the nibble one position up gives 1024 + 16q. Subtracting 1024 + z (resp.
-// fma by 1/16 with -(64 + z)) is exact in fp16, so the only rounding is the
-// final multiply by the scale. See kernels/README.md for the bit diagram.
-template <int kW>
-__device__ __forceinline__ void DequantWord(uint32_t w, const GroupConsts& g, uint32_t (&out)[4]) {
+// One QF4 word of fragments fa = 2w and fb = 2w+1 (any lane) -> four fp16
+// pairs: rows (k, k+1) and (k+8, k+9) of each. OR-ing a nibble into the
+// mantissa of 1024.0 (0x6400) gives 1024 + q exactly; the nibble one position
+// up gives 1024 + 16q. Subtracting 1024 + z (resp. fma by 1/16 with
+// -(64 + z)) is exact in fp16, so the only rounding is the final multiply by
+// the scale. See kernels/README.md for the bit diagram. The tiled kernel feeds
+// the pairs to mma as B registers, the wgmma kernel as A registers.
+struct FragPairs {
+  uint32_t lo_a, hi_a, lo_b, hi_b;
+};
+__device__ __forceinline__ FragPairs DequantFragPair(uint32_t w, half2 s_a, half2 zlo_a, half2 zhi_a, half2 s_b,
+                                                     half2 zlo_b, half2 zhi_b) {
   constexpr uint32_t kLo = 0x000F000Fu, kHi = 0x00F000F0u, kMagic = 0x64006400u;
   const half2 kSixteenth = AsHalf2(0x2C002C00u);  // 1/16
   const uint32_t w8 = w >> 8;
@@ -215,11 +220,19 @@ __device__ __forceinline__ void DequantWord(uint32_t w, const GroupConsts& g, ui
   const half2 hi0 = AsHalf2(AndOr(w, kHi, kMagic));
   const half2 lo1 = AsHalf2(AndOr(w8, kLo, kMagic));
   const half2 hi1 = AsHalf2(AndOr(w8, kHi, kMagic));
+  return FragPairs{AsU32(__hmul2(__hsub2(lo0, zlo_a), s_a)), AsU32(__hmul2(__hfma2(hi0, kSixteenth, zhi_a), s_a)),
+                   AsU32(__hmul2(__hsub2(lo1, zlo_b), s_b)), AsU32(__hmul2(__hfma2(hi1, kSixteenth, zhi_b), s_b))};
+}
+
+// One QF4 word -> the two B registers of fragments 2w and 2w+1.
+template <int kW>
+__device__ __forceinline__ void DequantWord(uint32_t w, const GroupConsts& g, uint32_t (&out)[4]) {
   constexpr int f0 = 2 * kW, f1 = 2 * kW + 1;
-  out[0] = AsU32(__hmul2(__hsub2(lo0, g.zlo[f0]), g.scale[f0]));
-  out[1] = AsU32(__hmul2(__hfma2(hi0, kSixteenth, g.zhi[f0]), g.scale[f0]));
-  out[2] = AsU32(__hmul2(__hsub2(lo1, g.zlo[f1]), g.scale[f1]));
-  out[3] = AsU32(__hmul2(__hfma2(hi1, kSixteenth, g.zhi[f1]), g.scale[f1]));
+  const FragPairs q = DequantFragPair(w, g.scale[f0], g.zlo[f0], g.zhi[f0], g.scale[f1], g.zlo[f1], g.zhi[f1]);
+  out[0] = q.lo_a;
+  out[1] = q.hi_a;
+  out[2] = q.lo_b;
+  out[3] = q.hi_b;
 }
 
 // ---------------------------------------------------------------- configuration
@@ -263,6 +276,21 @@ struct Config {
   static_assert(kBStage % kThreads == 0, "every thread issues the same number of B copies");
   static_assert(!TMA || KS <= 32, "one lane per B slice row");
 };
+
+// ---------------------------------------------------------------- stream-K
+
+// Block owning unit u when block b of `grid` takes units [U*b/G, U*(b+1)/G):
+// the largest b whose range starts at or before u. floor(U*b/G) <= u  <=>
+// U*b < (u+1)*G, so only multiplications after a floating-point estimate
+// (64-bit integer division is a long subroutine).
+__device__ __forceinline__ int StreamKOwner(long long units, int grid, long long u) {
+  const long long lim = (u + 1) * grid;
+  int b = static_cast<int>(static_cast<double>(lim - 1) / static_cast<double>(units));
+  b = max(0, min(b, grid - 1));
+  while (b + 1 < grid && units * (b + 1) < lim) ++b;
+  while (b > 0 && units * b >= lim) --b;
+  return b;
+}
 
 // ---------------------------------------------------------------- the kernel
 
@@ -439,17 +467,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16GemmKerne
     }
   };
 
-  // Block owning unit u: the largest b whose range starts at or before u.
-  // floor(U*b/G) <= u  <=>  U*b < (u+1)*G, so only multiplications after a
-  // floating-point estimate (64-bit integer division is a long subroutine).
-  auto owner = [&](long long u) {
-    const long long lim = (u + 1) * grid;
-    int b = static_cast<int>(static_cast<double>(lim - 1) / static_cast<double>(p.units));
-    b = max(0, min(b, grid - 1));
-    while (b + 1 < grid && p.units * (b + 1) < lim) ++b;
-    while (b > 0 && p.units * b >= lim) --b;
-    return b;
-  };
+  auto owner = [&](long long u) { return StreamKOwner(p.units, grid, u); };
 
   // ---- finish_tile: sum the WK warps' accumulators into sh_tile (row-major
   // fp32), go through the split-K fixup when other blocks share the tile,

@@ -115,6 +115,12 @@ extern const Variant kW4A16StreamM16Reg;
 extern const Variant kW4A16StreamM8D16;
 extern const Variant kW4A16StreamM16Fold;
 
+// Warpgroup-MMA variants (w4a16_wgmma_kernel.cuh), sm_90a: 64 or 128 rows of
+// A per tile, 256 or 128 columns.
+extern const Variant kW4A16WgT64;
+extern const Variant kW4A16WgT128;
+extern const Variant kW4A16WgT128N128;
+
 extern const Variant kW4A16Mb1Bn256;
 extern const Variant kW4A16Mb1Bk512;
 extern const Variant kW4A16Mb1TwoBlocks;
