@@ -430,6 +430,64 @@ TEST_F(W4A16GpuTest, StreamingVariantsMatchCpuReference) {
   }
 }
 
+// The warpgroup-MMA variants (sm_90a) forced by name: group sizes that put
+// one, two or four groups in a stage, sym/asym, act-order, bias, m below,
+// at and above each variant's row count; and the plan that gives every block
+// one whole tile (no split-K fixup) when the tiles fill 90-100% of the SMs.
+TEST_F(W4A16GpuTest, WgmmaVariantsMatchCpuReference) {
+  if (!HasStreamingVariants()) GTEST_SKIP() << "wgmma variants need sm_90";
+  struct WgCase {
+    const char* name;
+    LinearSpec spec;
+  };
+  const WgCase cases[] = {
+      {"asym_g32_bias", {.n = 512, .k = 1024, .group_size = 32, .bias = true}},
+      {"sym_g64_act_order", {.n = 512, .k = 768, .group_size = 64, .sym = true, .desc_act = true}},
+      {"asym_channelwise", {.n = 256, .k = 1024, .group_size = -1}},
+  };
+  std::vector<std::string> wg;
+  for (const std::string& name : W4A16VariantNames()) {
+    if (name.rfind("wg_", 0) == 0) wg.push_back(name);
+  }
+  ASSERT_GE(wg.size(), 4u);
+  for (const WgCase& c : cases) {
+    const QuantizedLinear q = RandomLinear(c.spec, 73);
+    absl::StatusOr<W4A16Weights> w = RepackW4A16Ref(q);
+    ASSERT_TRUE(w.ok()) << w.status();
+    const DeviceLinear d(*w);
+    for (int64_t m : {33, 64, 200}) {
+      const std::vector<uint16_t> a = RandomActivations(m, q.in_features, 900 + m);
+      absl::StatusOr<std::vector<float>> want = GemmW4A16Ref(a, m, *w);
+      ASSERT_TRUE(want.ok());
+      for (const std::string& v : wg) {
+        absl::StatusOr<std::string> plan = W4A16LaunchDescription(m, w->n, w->k, w->group_size, v.c_str());
+        if (absl::IsUnimplemented(plan.status())) continue;  // n % 256 or k % 128 for this variant
+        ASSERT_TRUE(plan.ok()) << plan.status();
+        SCOPED_TRACE(std::string(c.name) + " m=" + std::to_string(m) + " " + *plan);
+        absl::StatusOr<std::vector<float>> got = Fused(d, a, m, v.c_str());
+        ASSERT_TRUE(got.ok()) << got.status();
+        EXPECT_LT(RelErr(*got, *want), Threshold(q, false));
+      }
+    }
+  }
+  int sms = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  const QuantizedLinear q = RandomLinear({.n = 128 * (sms - 4), .k = 256, .group_size = 128, .bias = true}, 79);
+  absl::StatusOr<W4A16Weights> w = RepackW4A16Ref(q);
+  ASSERT_TRUE(w.ok()) << w.status();
+  const DeviceLinear d(*w);
+  const int64_t m = 200;
+  absl::StatusOr<std::string> plan = W4A16LaunchDescription(m, w->n, w->k, w->group_size, "wg_t256_n128_s4");
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_THAT(*plan, HasSubstr("grid " + std::to_string(sms - 4) + ","));  // one block per tile
+  const std::vector<uint16_t> a = RandomActivations(m, q.in_features, 7);
+  absl::StatusOr<std::vector<float>> want = GemmW4A16Ref(a, m, *w);
+  ASSERT_TRUE(want.ok());
+  absl::StatusOr<std::vector<float>> got = Fused(d, a, m, "wg_t256_n128_s4");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_LT(RelErr(*got, *want), Threshold(q, false));
+}
+
 // Shapes only the weight-streaming variants take (n % 128 != 0, k % 64 !=
 // 0) run for m <= 32 on sm_90 by default, with no workspace (null is fine).
 TEST_F(W4A16GpuTest, StreamingRunsWithoutWorkspace) {

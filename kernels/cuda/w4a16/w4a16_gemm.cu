@@ -1,7 +1,7 @@
 // Host side of the W4A16 GEMM: validation, variant selection, grid and
 // workspace sizing, launch. The kernel is in w4a16_kernel.cuh.
 #include <algorithm>
-#include <array>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <utility>
@@ -31,7 +31,9 @@ struct Row {
   const Variant* v;
 };
 constexpr int64_t kAnyM = int64_t{1} << 40;
-const std::array<Row, 19> kTable = {{
+// C arrays whose sizes the initializers give: a std::array longer than its
+// list would hold null rows.
+const Row kTable[] = {
     {16, 0, 0, &w4a16::kW4A16Mb1Bn256},
     {16, 0, 0, &w4a16::kW4A16Mb1Bk512},
     {16, 0, 0, &w4a16::kW4A16Mb1TwoBlocks},
@@ -40,9 +42,10 @@ const std::array<Row, 19> kTable = {{
     {8, 0, 0, &w4a16::kW4A16StreamM8},
     {16, 0, 0, &w4a16::kW4A16StreamM16},
     {32, 0, 0, &w4a16::kW4A16StreamM32},
-    // Warpgroup MMA (sm_90a) from 33 rows up: mma.sync tops out near cuBLAS
-    // speed here (tensor-issue bound), wgmma does not.
-    {64, 0, 0, &w4a16::kW4A16WgT64},
+    // Warpgroup MMA (sm_90a) from 33 rows up, tuned on the H200 with
+    // w4a16_bench --sweep=wg_ (kernels/README.md): 64-row tiles, two blocks per
+    // SM up to 64 rows; 128-row tiles up to 128; 256-row tiles above.
+    {64, 0, 0, &w4a16::kW4A16WgT64N128TwoBlocks},
     {48, 0, 0, &w4a16::kW4A16Mb3Bn128},
     {48, 0, 0, &w4a16::kW4A16Mb3Bn256},
     // Deep or wide weights: the 256-column, 256-row stages (down: 107 vs 113 us).
@@ -50,18 +53,22 @@ const std::array<Row, 19> kTable = {{
     {64, 0, 16384, &w4a16::kW4A16Mb4Bk256},
     {64, 0, 0, &w4a16::kW4A16Mb4Bn128},
     {64, 0, 0, &w4a16::kW4A16Mb4Bn256},
-    {kAnyM, 0, 0, &w4a16::kW4A16WgT128},
-    {kAnyM, 0, 0, &w4a16::kW4A16WgT128N128},
+    {128, 0, 0, &w4a16::kW4A16WgT128},
+    {128, 0, 0, &w4a16::kW4A16WgT128N128},
+    {kAnyM, 0, 0, &w4a16::kW4A16WgT256N128},
     {kAnyM, 0, 0, &w4a16::kW4A16Mb4Bk256},
     {kAnyM, 0, 0, &w4a16::kW4A16Mb4Bn256},
     {kAnyM, 0, 0, &w4a16::kW4A16Mb4Bn128},
-}};
+};
 // Shallow stages for shapes the rows above reject (k % 256 != 0, ...); they
 // take any m by chunking it.
-const std::array<const Variant*, 2> kFallbackVariants = {&w4a16::kW4A16AnyBk128, &w4a16::kW4A16AnyBk64};
+const Variant* const kFallbackVariants[] = {&w4a16::kW4A16AnyBk128, &w4a16::kW4A16AnyBk64};
 // Reachable only by name (W4A16GemmArgs::variant): alternatives the bench
 // sweeps when retuning the tables above.
-const std::array<const Variant*, 13> kTuningVariants = {
+const Variant* const kTuningVariants[] = {
+    &w4a16::kW4A16WgT64,           &w4a16::kW4A16WgT64D2,       &w4a16::kW4A16WgT256N128D2,
+    &w4a16::kW4A16WgT128N128TwoBlocks, &w4a16::kW4A16WgT256N128K128, &w4a16::kW4A16WgT64K128,
+    &w4a16::kW4A16WgT64N128K128,
     &w4a16::kW4A16StreamM8Reg,      &w4a16::kW4A16StreamM16Reg,  &w4a16::kW4A16StreamM8D16,
     &w4a16::kW4A16StreamM16Fold,    &w4a16::kW4A16StreamM64,     &w4a16::kW4A16TuneMb1Bk128,
     &w4a16::kW4A16TuneMb2TwoBlocks, &w4a16::kW4A16TuneMb4Bk128,  &w4a16::kW4A16TmaMb1TwoBlocks,
@@ -74,8 +81,8 @@ std::vector<const Variant*> AllVariants() {
   for (const Row& r : kTable) {
     if (std::find(all.begin(), all.end(), r.v) == all.end()) all.push_back(r.v);
   }
-  all.insert(all.end(), kFallbackVariants.begin(), kFallbackVariants.end());
-  all.insert(all.end(), kTuningVariants.begin(), kTuningVariants.end());
+  all.insert(all.end(), std::begin(kFallbackVariants), std::end(kFallbackVariants));
+  all.insert(all.end(), std::begin(kTuningVariants), std::end(kTuningVariants));
   return all;
 }
 
@@ -221,9 +228,15 @@ Plan MakePlan(const Variant& v, const DeviceFacts& f, int64_t m, int64_t n, int6
   p.m_chunks = (std::max<int64_t>(m, 1) + v.bm - 1) / v.bm;
   p.k_tiles = k / v.bk;
   p.units = p.n_tiles * p.m_chunks * p.k_tiles;
-  p.grid = static_cast<int>(std::min<int64_t>(p.units, int64_t{f.sms} * f.blocks_per_sm));
+  const int64_t slots = int64_t{f.sms} * f.blocks_per_sm, tiles = p.n_tiles * p.m_chunks;
+  // One block per tile when the tiles nearly fill the device: no tile is
+  // shared, so no partial sums cross L2 and no block ends with a fixup, for
+  // at most a tenth of the slots left idle. Otherwise stream-K over every slot.
+  p.grid = static_cast<int>(tiles <= slots && tiles * 10 >= slots * 9 ? tiles : std::min<int64_t>(p.units, slots));
   p.counter_bytes = static_cast<size_t>(p.n_tiles * p.m_chunks) * sizeof(int);
-  p.partial_bytes = size_t{2} * p.grid * v.bm * v.bn * sizeof(float);
+  // Sized for the stream-K grid even when the plan takes whole tiles, so a
+  // workspace sized for some m serves every smaller m of the same variant.
+  p.partial_bytes = size_t{2} * std::min<int64_t>(p.units, slots) * v.bm * v.bn * sizeof(float);
   return p;
 }
 
@@ -320,7 +333,7 @@ absl::StatusOr<size_t> W4A16WorkspaceBytes(int64_t max_m, int64_t n, int64_t k, 
   // Within each block-row class the variant is fixed and the need grows with m,
   // so the class tops (and max_m itself) bound every m in [1, max_m]. A class
   // no variant accepts (e.g. m <= 32 with k % 128 != 0) needs nothing.
-  for (int64_t m : {int64_t{8}, int64_t{16}, int64_t{32}, int64_t{48}, int64_t{64}, max_m}) {
+  for (int64_t m : {int64_t{8}, int64_t{16}, int64_t{32}, int64_t{48}, int64_t{64}, int64_t{128}, max_m}) {
     const int64_t probe = std::min(std::max<int64_t>(m, 1), std::max<int64_t>(max_m, 1));
     absl::StatusOr<const Variant*> v = Select("W4A16WorkspaceBytes", probe, n, k, -1, nullptr, DeviceSm(device));
     if (absl::IsUnimplemented(v.status())) {

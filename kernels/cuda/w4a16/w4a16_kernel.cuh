@@ -292,6 +292,35 @@ __device__ __forceinline__ int StreamKOwner(long long units, int grid, long long
   return b;
 }
 
+// Partial slot of block b for the tile whose units start at t_begin: each
+// block owns two slots, 0 for the tile its range starts in (floor(U*b/G) >=
+// t_begin) and 1 for the tile its range ends in.
+__device__ __forceinline__ long long StreamKSlot(long long units, int grid, int b, long long t_begin) {
+  return 2LL * b + (units * b >= t_begin * grid ? 0 : 1);
+}
+
+// Called by every thread of a block after it stored its partial slot of a
+// shared tile; returns (the same for the whole block) whether the block
+// arrived last of `contributors`, in which case it resets the tile's counter
+// for the next launch and must sum the slots. The first barrier orders every
+// thread's slot stores before thread 0's release fence and count, which is
+// cumulative at gpu scope; the fence after the count acquires the other
+// blocks' slots for the whole block through the second barrier. Only thread
+// 0 fences: a fence waits for the thread's own outstanding memory operations.
+__device__ __forceinline__ bool StreamKArriveLast(int* counter, int contributors, int* sh_flag) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    const int arrived = atomicAdd(counter, 1) + 1;
+    const int last = arrived == contributors;
+    if (last) *counter = 0;
+    __threadfence();
+    *sh_flag = last;
+  }
+  __syncthreads();
+  return *sh_flag != 0;
+}
+
 // ---------------------------------------------------------------- the kernel
 
 template <class Cfg>
@@ -501,39 +530,21 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16GemmKerne
     const int tile = nt * m_chunks + mc;
     const long long t_begin = static_cast<long long>(tile) * k_tiles, t_end = t_begin + k_tiles;
     if (u_begin > t_begin || u_end < t_end) {  // shared with other blocks: split-K fixup
-      const bool first_tile = u_begin >= t_begin;
-      float* mine = p.partials + static_cast<long long>(2 * bid + (first_tile ? 0 : 1)) * Cfg::kTileFloats;
+      float* mine = p.partials + StreamKSlot(p.units, grid, bid, t_begin) * Cfg::kTileFloats;
       for (int idx = tid; idx < rows * (kBn / 4); idx += kThreads) {
         const int r = idx / (kBn / 4), c4 = idx % (kBn / 4);
         __stcg(reinterpret_cast<float4*>(mine) + idx,
                *reinterpret_cast<const float4*>(sh_tile + r * Cfg::kTileStride + c4 * 4));
       }
-      // The barrier orders every thread's slot stores before thread 0's
-      // release fence and count, which is cumulative at gpu scope; the fence
-      // after the count acquires the other blocks' slots for the whole block
-      // through the second barrier. Only thread 0 fences: a fence waits for
-      // the thread's own outstanding memory operations.
-      __syncthreads();
       const int b_first = owner(t_begin), b_last = owner(t_end - 1);
-      if (tid == 0) {
-        __threadfence();
-        const int arrived = atomicAdd(p.counters + tile, 1) + 1;
-        const int last = arrived == b_last - b_first + 1;
-        if (last) p.counters[tile] = 0;  // ready for the next launch
-        __threadfence();
-        *sh_flag = last;
-      }
-      __syncthreads();
-      if (!*sh_flag) return;
+      if (!StreamKArriveLast(p.counters + tile, b_last - b_first + 1, sh_flag)) return;
       // Last to arrive: sum every contributor's slot in block order.
       for (int idx = tid; idx < rows * (kBn / 4); idx += kThreads) {
         float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
         for (int b = b_first; b <= b_last; ++b) {
-          const bool b_first_tile = p.units * b >= t_begin * grid;  // floor(U*b/G) >= t_begin
-          const float4 v =
-              __ldcg(reinterpret_cast<const float4*>(
-                         p.partials + static_cast<long long>(2 * b + (b_first_tile ? 0 : 1)) * Cfg::kTileFloats) +
-                     idx);
+          const float4 v = __ldcg(
+              reinterpret_cast<const float4*>(p.partials + StreamKSlot(p.units, grid, b, t_begin) * Cfg::kTileFloats) +
+              idx);
           sum.x += v.x;
           sum.y += v.y;
           sum.z += v.z;

@@ -55,19 +55,18 @@ void LaunchW4A16(const Params& p, int grid, cudaStream_t stream) {
   W4A16GemmKernel<Cfg><<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
 }
 
+// A table row for a kernel instance whose Cfg has the tiled kernel's tile
+// fields (kBm, kBn, kBk, kThreads, kStages, kMinBlocks, kSmemBytes).
+template <class Cfg>
+Variant VariantOf(const char* name, int min_sm, const void* kernel, void (*launch)(const Params&, int, cudaStream_t)) {
+  return Variant{name,         Cfg::kBm, Cfg::kBn, Cfg::kBk, Cfg::kThreads, Cfg::kStages, Cfg::kMinBlocks, min_sm,
+                 Cfg::kSmemBytes, kernel,  launch};
+}
+
 template <class Cfg>
 Variant MakeVariant(const char* name) {
-  return Variant{name,
-                 Cfg::kBm,
-                 Cfg::kBn,
-                 Cfg::kBk,
-                 Cfg::kThreads,
-                 Cfg::kStages,
-                 Cfg::kMinBlocks,
-                 Cfg::kTma ? 90 : 80,
-                 Cfg::kSmemBytes,
-                 reinterpret_cast<const void*>(&W4A16GemmKernel<Cfg>),
-                 &LaunchW4A16<Cfg>};
+  return VariantOf<Cfg>(name, Cfg::kTma ? 90 : 80, reinterpret_cast<const void*>(&W4A16GemmKernel<Cfg>),
+                        &LaunchW4A16<Cfg>);
 }
 
 // Config<MB, WN, WK, KS, STAGES, MIN_BLOCKS[, TMA]>: see w4a16_kernel.cuh.
@@ -115,11 +114,21 @@ extern const Variant kW4A16StreamM16Reg;
 extern const Variant kW4A16StreamM8D16;
 extern const Variant kW4A16StreamM16Fold;
 
-// Warpgroup-MMA variants (w4a16_wgmma_kernel.cuh), sm_90a: 64 or 128 rows of
-// A per tile, 256 or 128 columns.
+// Warpgroup-MMA variants (w4a16_wgmma_kernel.cuh), sm_90a, named
+// wg_t<rows of A>_n<columns>_s<stages>[_2blk: two blocks per SM][_d2: two
+// stages of wgmma in flight][_k128: 128-row stages]. The table uses t64_n128
+// _2blk, t128_n256, t128_n128 and t256_n128; the rest are for tuning sweeps.
 extern const Variant kW4A16WgT64;
 extern const Variant kW4A16WgT128;
 extern const Variant kW4A16WgT128N128;
+extern const Variant kW4A16WgT256N128;
+extern const Variant kW4A16WgT256N128D2;
+extern const Variant kW4A16WgT64D2;
+extern const Variant kW4A16WgT64N128TwoBlocks;
+extern const Variant kW4A16WgT128N128TwoBlocks;
+extern const Variant kW4A16WgT256N128K128;
+extern const Variant kW4A16WgT64K128;
+extern const Variant kW4A16WgT64N128K128;
 
 extern const Variant kW4A16Mb1Bn256;
 extern const Variant kW4A16Mb1Bk512;

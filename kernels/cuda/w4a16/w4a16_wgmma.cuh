@@ -19,19 +19,10 @@ void LaunchW4A16Wgmma(const Params& p, int grid, cudaStream_t stream) {
   W4A16WgmmaKernel<Cfg><<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
 }
 
+// sm_90: wgmma (the kernel traps in builds without sm_90a code).
 template <class Cfg>
 Variant MakeWgmmaVariant(const char* name) {
-  return Variant{name,
-                 Cfg::kBm,
-                 Cfg::kBn,
-                 Cfg::kBk,
-                 Cfg::kThreads,
-                 Cfg::kStages,
-                 1,
-                 90,  // wgmma (sm_90a builds)
-                 Cfg::kSmemBytes,
-                 reinterpret_cast<const void*>(&W4A16WgmmaKernel<Cfg>),
-                 &LaunchW4A16Wgmma<Cfg>};
+  return VariantOf<Cfg>(name, 90, reinterpret_cast<const void*>(&W4A16WgmmaKernel<Cfg>), &LaunchW4A16Wgmma<Cfg>);
 }
 
 }  // namespace qf::kernels::w4a16

@@ -21,12 +21,13 @@
 // conflicts); cp.async writes it swizzled (chunk c of row r at c ^ (r % 8)).
 //
 // Pipeline (all 8 warps load and compute; no producer warp): a STAGES-deep
-// ring filled by cp.async, one barrier per stage. Iteration i: wait for stage
-// i, barrier, refill the slot of stage i-2 with stage i+STAGES-2, dequantize
-// stage i into registers, issue its wgmma and commit, then wait until stage
-// i-1's wgmma group is done (wait_group 1). So the tensor cores run stage i
-// while the warps dequantize stage i+1, and a slot is refilled only after
-// every warpgroup has passed the wait that retired the wgmma reading it.
+// ring filled by cp.async, one barrier per stage. Iteration i (D = DEPTH, 1
+// or 2): wait for stage i, barrier, refill the slot of stage i-1-D with stage
+// i+STAGES-1-D, dequantize stage i into registers, issue its wgmma as one
+// batch and commit, then wait until stage i-D's wgmma group is done
+// (wait_group D). So the tensor cores hold D stages while the warps prepare
+// the next, and a slot is refilled only after every warpgroup has passed the
+// wait that retired the wgmma reading it.
 //
 // Work split and fixup: the same stream-K units, block ranges, partial slots
 // and tile counters as the tiled kernel (w4a16_kernel.cuh, shared Params and
@@ -118,57 +119,93 @@ __device__ __forceinline__ void WgmmaM64N128K16(float (&d)[64], const uint32_t (
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b)));
 }
 
+// D[64 x 256] += A[64 x 16] (registers) * B[16 x 256] (shared memory, descriptor).
+__device__ __forceinline__ void WgmmaM64N256K16(float (&d)[128], const uint32_t (&a)[4], uint64_t desc_b) {
+  QF_SM90A(asm volatile(
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, "
+      "{%128, %129, %130, %131}, %132, 1, 1, 1, 0;\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+        "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+        "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+        "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
+        "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
+        "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
+        "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
+        "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b)));
+}
+
 template <int BT>
 __device__ __forceinline__ void WgmmaM64K16(float (&d)[BT / 2], const uint32_t (&a)[4], uint64_t desc_b) {
-  static_assert(BT == 64 || BT == 128, "compiled wgmma widths");
+  static_assert(BT == 64 || BT == 128 || BT == 256, "compiled wgmma widths");
   if constexpr (BT == 64) {
     WgmmaM64N64K16(d, a, desc_b);
-  } else {
+  } else if constexpr (BT == 128) {
     WgmmaM64N128K16(d, a, desc_b);
+  } else {
+    WgmmaM64N256K16(d, a, desc_b);
   }
 }
 
 // ---------------------------------------------------------------- configuration
 
-template <int BT, int MW, int STAGES>
+template <int BT, int MW, int STAGES, int MIN_BLOCKS = 1, int DEPTH = 1, int KS = 4>
 struct WgConfig {
   static constexpr int kBm = BT;          // rows of A per tile (the wgmma N)
   static constexpr int kMw = MW;          // 64-column blocks per warpgroup
   static constexpr int kBn = 128 * MW;    // columns of C per tile
-  static constexpr int kBk = 64;          // kernel rows per stage (4 k16 steps)
+  static constexpr int kKs = KS;          // k16 steps per stage (4 or 8)
+  static constexpr int kBk = 16 * KS;     // kernel rows per stage
+  static constexpr int kHalves = KS / 4;  // 64-row swizzle atoms per row of A and stage
   static constexpr int kStages = STAGES;  // cp.async ring depth
+  static constexpr int kMinBlocks = MIN_BLOCKS;  // launch bound: resident blocks per SM
+  static constexpr int kDepth = DEPTH;           // wgmma stages left in flight by each wait (1 or 2)
   static constexpr int kThreads = 256;    // 2 warpgroups
   static constexpr int kAccSet = BT / 2;  // fp32 per thread per 64-column block
   static constexpr int kAcc = MW * kAccSet;
   static constexpr int kColTiles = kBn / 64;  // QF4 tiles across the block's columns
-  static constexpr int kAStage = BT * 128;    // bytes: BT rows x 64 fp16, swizzled
-  static constexpr int kBStage = 4 * kColTiles * 512;  // bytes: 4 x kColTiles QF4 tiles
-  static constexpr int kSStage = 2 * kBn * 2;          // bytes: up to 2 group rows of fp16 scales
-  static constexpr int kZStage = 2 * kBn / 2;          // bytes: up to 2 group rows of 4-bit zeros
+  static constexpr int kAStage = kHalves * BT * 128;    // bytes: [kHalves][BT rows][64 fp16], swizzled
+  static constexpr int kBStage = KS * kColTiles * 512;  // bytes: KS x kColTiles QF4 tiles
+  static constexpr int kGroupRows = kBk / 32;           // group rows a stage can span (group size >= 32)
+  static constexpr int kSStage = kGroupRows * kBn * 2;  // bytes: fp16 scales
+  static constexpr int kZStage = kGroupRows * kBn / 2;  // bytes: 4-bit zeros
   static constexpr int kTileFloats = BT * kBn;         // one split-K slot = kAcc * kThreads
   // + 1024: the activation ring is aligned to the swizzle atom at run time.
   static constexpr size_t kSmemBytes = 1024 + size_t{STAGES} * (kAStage + kBStage + kSStage + kZStage);
   static_assert(kTileFloats == kAcc * kThreads, "a slot holds every thread's accumulators");
   static_assert(kAStage % 1024 == 0, "activation stages stay atom-aligned");
-  static_assert(BT * 8 % kThreads == 0 && (4 * kColTiles * 32) % kThreads == 0, "equal copy shares");
-  static_assert(STAGES >= 3, "slot i-2 is refilled at stage i");
+  static_assert(KS == 4 || KS == 8, "one or two swizzle atoms per row of a stage");
+  static_assert(BT * 8 * kHalves % kThreads == 0 && (KS * kColTiles * 32) % kThreads == 0, "equal copy shares");
+  static_assert(kGroupRows * kBn / 8 <= 128 && kGroupRows * kBn / 32 <= 128, "scale and zero copiers");
+  static_assert(DEPTH == 1 || DEPTH == 2, "two or three A register sets");
+  static_assert(STAGES >= DEPTH + 2, "slot i-1-DEPTH is refilled at stage i");
 };
 
 // ---------------------------------------------------------------- the kernel
 
 template <class Cfg>
-__global__ void __launch_bounds__(Cfg::kThreads, 1) W4A16WgmmaKernel(const Params p) {
+__global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16WgmmaKernel(const Params p) {
   constexpr int BT = Cfg::kBm, BN = Cfg::kBn, MW = Cfg::kMw, STAGES = Cfg::kStages;
   constexpr int kThreads = Cfg::kThreads, kAccSet = Cfg::kAccSet, kColTiles = Cfg::kColTiles;
-  constexpr int kPrefetch = STAGES - 2;  // stages in flight ahead of the one computed
+  constexpr int kDepth = Cfg::kDepth;
+  constexpr int kPrefetch = STAGES - 1 - kDepth;  // copies in flight ahead of the stage computed
 
   extern __shared__ int4 smem_raw[];
   __shared__ int sh_flag;
   char* base = reinterpret_cast<char*>(smem_raw) + ((1024 - (SmemAddr(smem_raw) & 1023)) & 1023);
   char* sh_a = base;                                                          // [STAGES][BT][128 B]
-  char* sh_b = sh_a + STAGES * Cfg::kAStage;                                  // [STAGES][4][kColTiles][32] int4
-  __half* sh_s = reinterpret_cast<__half*>(sh_b + STAGES * Cfg::kBStage);     // [STAGES][2][BN]
-  uint32_t* sh_z = reinterpret_cast<uint32_t*>(sh_s + STAGES * 2 * BN);       // [STAGES][2][BN/8]
+  char* sh_b = sh_a + STAGES * Cfg::kAStage;                               // [STAGES][KS][kColTiles][32] int4
+  __half* sh_s = reinterpret_cast<__half*>(sh_b + STAGES * Cfg::kBStage);  // [STAGES][kGroupRows][BN]
+  uint32_t* sh_z = reinterpret_cast<uint32_t*>(sh_s + STAGES * Cfg::kGroupRows * BN);  // [STAGES][kGroupRows][BN/8]
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int wg = warp / 4, wq = warp % 4;  // warpgroup, warp inside it (= QF4 word)
@@ -177,49 +214,73 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) W4A16WgmmaKernel(const Param
   const long long u_end = p.units * (bid + 1) / grid;
   const int count = static_cast<int>(u_end - u_begin);
   const int k_tiles = p.k_tiles, m_chunks = p.m_chunks;
-  // Group sizes: 32 (two groups per stage) or a multiple of 64 (one).
+  // Group sizes: a power of two below the stage depth (several groups per
+  // stage, each starting every gs/16 k16 steps) or a multiple of it (one).
   const int gs = p.group_size;
-  const bool two_groups = gs < Cfg::kBk;
+  const int group_rows = gs < Cfg::kBk ? Cfg::kBk / gs : 1;
+  const int group_step_mask = gs < Cfg::kBk ? gs / 16 - 1 : Cfg::kKs - 1;
   const int n64 = p.n / 64;
   const uint64_t b_policy = m_chunks == 1 ? EvictFirstPolicy() : EvictNormalPolicy();
 
   const int tile_begin = static_cast<int>(u_begin / k_tiles);
   int f_kt = static_cast<int>(u_begin % k_tiles), f_mc = tile_begin % m_chunks, f_nt = tile_begin / m_chunks;
 
+  // ---- Copy addressing. Every thread copies the same pieces of every stage:
+  // A chunk a_c of rows a_r + 32*it (one swizzled smem offset per thread, the
+  // swizzle row r % 8 = a_r % 8 for every it) and B chunk tid + it*kThreads of
+  // the stage's QF4 tiles. Their global addresses advance by one stage per
+  // fetch and are recomputed (seek) only when the tile changes.
+  constexpr int kAChunks = 8 * Cfg::kHalves;        // 16-byte chunks per row of A and stage
+  constexpr int kARowsPerIt = kThreads / kAChunks;  // 32 or 16: a multiple of 8, so r % 8 stays a_r % 8
+  const int a_r = tid / kAChunks, a_c = tid % kAChunks;
+  const int a_sh_off = (a_c / 8) * BT * 128 + a_r * 128 + (((a_c % 8) ^ (a_r % 8)) * 16);  // + it * kARowsPerIt rows
+  const long long a_it_stride = static_cast<long long>(kARowsPerIt) * p.k;
+  constexpr int kBRowsPerIt = kThreads / (kColTiles * 32);  // k16 rows per copy round
+  const long long b_thread_off = static_cast<long long>(tid / (kColTiles * 32)) * n64 * 32 + tid % (kColTiles * 32);
+  const long long b_it_stride = static_cast<long long>(kBRowsPerIt) * n64 * 32;
+  const long long b_stage_stride = static_cast<long long>(Cfg::kKs) * n64 * 32;
+  const __half* a_src = nullptr;  // row a_r of the fetch tile, at its k0
+  int a_left = 0;                 // rows of the fetch tile from a_r on that exist
+  const int4* b_src = nullptr;
+  auto seek = [&]() {
+    const int m0 = f_mc * BT;
+    a_left = p.m - m0 - a_r;
+    a_src = p.a + static_cast<long long>(a_left > 0 ? m0 + a_r : 0) * p.k + f_kt * Cfg::kBk + a_c * 8;
+    b_src = p.b + (static_cast<long long>(f_kt) * Cfg::kKs * n64 + f_nt * kColTiles) * 32 + b_thread_off;
+  };
+  seek();
+
   // ---- fetch_stage: copies of the next unit into ring slot `slot`.
   auto fetch_stage = [&](int slot) {
-    const int k0 = f_kt * Cfg::kBk, n0 = f_nt * BN, m0 = f_mc * BT;
-    // A: BT rows x 8 chunks of 16 bytes; rows past m read nothing (zeros).
-    char* a_sh = sh_a + slot * Cfg::kAStage;
+    // A: BT rows x kAChunks chunks of 16 bytes; rows past m read nothing (zeros).
+    char* a_sh = sh_a + slot * Cfg::kAStage + a_sh_off;
 #pragma unroll
-    for (int it = 0; it < BT * 8 / kThreads; ++it) {
-      const int idx = tid + it * kThreads, r = idx / 8, c = idx % 8;
-      const bool valid = m0 + r < p.m;
-      const __half* src = p.a + static_cast<long long>(valid ? m0 + r : 0) * p.k + k0 + c * 8;
-      CpAsync16Zfill(a_sh + r * 128 + ((c ^ (r % 8)) * 16), src, valid ? 16 : 0);
+    for (int it = 0; it < BT / kARowsPerIt; ++it) {
+      const bool valid = kARowsPerIt * it < a_left;
+      CpAsync16Zfill(a_sh + it * kARowsPerIt * 128, valid ? a_src + it * a_it_stride : p.a, valid ? 16 : 0);
     }
-    // B: the 4 k16 rows of QF4 tiles; the kColTiles tiles of one row are
+    // B: the KS k16 rows of QF4 tiles; the kColTiles tiles of one row are
     // contiguous in global memory (512 bytes each).
-    int4* b_sh = reinterpret_cast<int4*>(sh_b + slot * Cfg::kBStage);
+    int4* b_sh = reinterpret_cast<int4*>(sh_b + slot * Cfg::kBStage) + tid;
 #pragma unroll
-    for (int it = 0; it < 4 * kColTiles * 32 / kThreads; ++it) {
-      const int idx = tid + it * kThreads, j = idx / (kColTiles * 32), rem = idx % (kColTiles * 32);
-      const int4* src = p.b + (static_cast<long long>(f_kt * 4 + j) * n64 + n0 / 64) * 32 + rem;
-      CpAsync16Hint(b_sh + idx, src, b_policy);
+    for (int it = 0; it < Cfg::kKs * kColTiles * 32 / kThreads; ++it) {
+      CpAsync16Hint(b_sh + it * kThreads, b_src + it * b_it_stride, b_policy);
     }
     // Scales (BN/8 chunks per group row) and zeros (BN/32 chunks per row) of
-    // the stage's one or two groups, by the first threads.
-    const int g0 = p.group_log2 >= 0 ? k0 >> p.group_log2 : k0 / gs;
-    const int rows = two_groups ? 2 : 1;
+    // the stage's groups, by threads 0.. and 128.. .
+    const int rows = group_rows;
     if (tid < rows * (BN / 8)) {
+      const int k0 = f_kt * Cfg::kBk, g0 = p.group_log2 >= 0 ? k0 >> p.group_log2 : k0 / gs;
       const int gr = tid / (BN / 8), ch = tid % (BN / 8);
-      CpAsync16(reinterpret_cast<int4*>(sh_s + (slot * 2 + gr) * BN) + ch,
-                p.scales + static_cast<long long>(g0 + gr) * (p.n / 8) + n0 / 8 + ch);
+      CpAsync16(reinterpret_cast<int4*>(sh_s + (slot * Cfg::kGroupRows + gr) * BN) + ch,
+                p.scales + static_cast<long long>(g0 + gr) * (p.n / 8) + f_nt * (BN / 8) + ch);
     }
     if (p.zeros != nullptr && tid >= 128 && tid < 128 + rows * (BN / 32)) {
+      const int k0 = f_kt * Cfg::kBk, g0 = p.group_log2 >= 0 ? k0 >> p.group_log2 : k0 / gs;
       const int t = tid - 128, gr = t / (BN / 32), ch = t % (BN / 32);
-      CpAsync16(reinterpret_cast<int4*>(sh_z + (slot * 2 + gr) * (BN / 8)) + ch,
-                reinterpret_cast<const int4*>(p.zeros + static_cast<long long>(g0 + gr) * (p.n / 8) + n0 / 8) + ch);
+      CpAsync16(
+          reinterpret_cast<int4*>(sh_z + (slot * Cfg::kGroupRows + gr) * (BN / 8)) + ch,
+          reinterpret_cast<const int4*>(p.zeros + static_cast<long long>(g0 + gr) * (p.n / 8) + f_nt * (BN / 8)) + ch);
     }
     if (++f_kt == k_tiles) {
       f_kt = 0;
@@ -227,6 +288,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) W4A16WgmmaKernel(const Param
         f_mc = 0;
         ++f_nt;
       }
+      seek();
+    } else {
+      a_src += Cfg::kBk;
+      b_src += b_stage_stride;
     }
   };
 
@@ -246,10 +311,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) W4A16WgmmaKernel(const Param
   auto load_consts = [&](int slot, int gr, int q) {
     // Scales are permuted inside each 64-column chunk: the lane's two columns
     // 64q + 16wq + lane/4 (+8) sit side by side at 64q + 8*(lane/4) + 2wq.
-    const half2 s = *reinterpret_cast<const half2*>(sh_s + (slot * 2 + gr) * BN + 64 * q + 8 * (lane / 4) + 2 * wq);
+    const half2 s =
+        *reinterpret_cast<const half2*>(sh_s + (slot * Cfg::kGroupRows + gr) * BN + 64 * q + 8 * (lane / 4) + 2 * wq);
     // Zeros: byte (2wq) % 4 and the next of word 8q + lane/4, low nibbles for
     // fragments 0..3, high for 4..7 (symmetric: 8 everywhere).
-    const uint32_t zw = p.zeros != nullptr ? sh_z[(slot * 2 + gr) * (BN / 8) + 8 * q + lane / 4] : 0x88888888u;
+    const uint32_t zw =
+        p.zeros != nullptr ? sh_z[(slot * Cfg::kGroupRows + gr) * (BN / 8) + 8 * q + lane / 4] : 0x88888888u;
     const uint32_t zz = (wq >= 2 ? zw >> 4 : zw) & 0x0F0F0F0Fu;
     const uint32_t b_a = (2 * wq) % 4, b_b = b_a + 1;
     Consts c;
@@ -266,21 +333,26 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) W4A16WgmmaKernel(const Param
   // ---- compute_stage: dequantize the stage into the A registers `af`, then
   // issue its 4 * MW wgmma as one group. Returns with that group in flight:
   // `af` must not be written until a wait retires the group.
-  using AFrags = uint32_t[MW][4][4];
+  using AFrags = uint32_t[MW][Cfg::kKs][4];
   auto compute_stage = [&](int slot, AFrags& af) {
     const uint32_t* b_words = reinterpret_cast<const uint32_t*>(sh_b + slot * Cfg::kBStage);
     const uint32_t a_addr = SmemAddr(sh_a + slot * Cfg::kAStage);
+    Consts c[MW];
+    // Dequantize the whole stage, then one fence and one batch of wgmma (a
+    // fence and issue per k16 step measured the same on the H200).
 #pragma unroll
-    for (int mw = 0; mw < MW; ++mw) {
-      const int q = wg * MW + mw;
-      const Consts c0 = load_consts(slot, 0, q);
-      const Consts c1 = two_groups ? load_consts(slot, 1, q) : c0;
+    for (int j = 0; j < Cfg::kKs; ++j) {
+      if (j == 0 || (j & group_step_mask) == 0) {  // a group starts at this step
+        const int gr = j == 0 ? 0 : (16 * j) >> p.group_log2;
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const Consts& c = j >= 2 ? c1 : c0;
+        for (int mw = 0; mw < MW; ++mw) c[mw] = load_consts(slot, gr, wg * MW + mw);
+      }
+#pragma unroll
+      for (int mw = 0; mw < MW; ++mw) {
+        const int q = wg * MW + mw;
         // Word wq of this lane's 16 bytes in QF4 tile (k16 row j, column q).
         const uint32_t w = b_words[((j * kColTiles + q) * 32 + lane) * 4 + wq];
-        const FragPairs f = DequantFragPair(w, c.s_a, c.zlo_a, c.zhi_a, c.s_b, c.zlo_b, c.zhi_b);
+        const FragPairs f = DequantFragPair(w, c[mw].s_a, c[mw].zlo_a, c[mw].zhi_a, c[mw].s_b, c[mw].zlo_b, c[mw].zhi_b);
         // A fragment: a0 (row g, k), a1 (row g+8, k), a2 (row g, k+8), a3 (row g+8, k+8).
         af[mw][j][0] = f.lo_a;
         af[mw][j][1] = f.lo_b;
@@ -290,9 +362,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) W4A16WgmmaKernel(const Param
     }
     WgmmaFence();
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
+    for (int j = 0; j < Cfg::kKs; ++j) {
+      // Step j reads 32 bytes at (j % 4) * 32 of each 128-byte row of atom j / 4.
+      const uint64_t desc = SmemDescSw128(a_addr + (j / 4) * BT * 128 + 32 * (j % 4));
 #pragma unroll
-      for (int mw = 0; mw < MW; ++mw) WgmmaM64K16<BT>(acc[mw], af[mw][j], SmemDescSw128(a_addr + 32 * j));
+      for (int mw = 0; mw < MW; ++mw) WgmmaM64K16<BT>(acc[mw], af[mw][j], desc);
     }
     WgmmaCommit();
   };
@@ -307,31 +381,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) W4A16WgmmaKernel(const Param
     const int tile = nt * m_chunks + mc;
     const long long t_begin = static_cast<long long>(tile) * k_tiles, t_end = t_begin + k_tiles;
     if (u_begin > t_begin || u_end < t_end) {
-      const bool first_tile = u_begin >= t_begin;
-      float* mine = p.partials + static_cast<long long>(2 * bid + (first_tile ? 0 : 1)) * Cfg::kTileFloats;
+      float* mine = p.partials + StreamKSlot(p.units, grid, bid, t_begin) * Cfg::kTileFloats;
 #pragma unroll
       for (int mw = 0; mw < MW; ++mw)
 #pragma unroll
         for (int i = 0; i < kAccSet; ++i) __stcg(mine + (mw * kAccSet + i) * kThreads + tid, acc[mw][i]);
-      // Same protocol as the tiled kernel: barrier, one release fence and
-      // count by thread 0, acquire fence, barrier; the last to arrive sums
-      // every contributor's slot in block order.
-      __syncthreads();
       const int b_first = owner(t_begin), b_last = owner(t_end - 1);
-      if (tid == 0) {
-        __threadfence();
-        const int arrived = atomicAdd(p.counters + tile, 1) + 1;
-        const int last = arrived == b_last - b_first + 1;
-        if (last) p.counters[tile] = 0;
-        __threadfence();
-        sh_flag = last;
-      }
-      __syncthreads();
-      if (!sh_flag) return;
+      if (!StreamKArriveLast(p.counters + tile, b_last - b_first + 1, &sh_flag)) return;
       zero_acc();
       for (int b = b_first; b <= b_last; ++b) {
-        const bool b_first_tile = p.units * b >= t_begin * grid;
-        const float* slot = p.partials + static_cast<long long>(2 * b + (b_first_tile ? 0 : 1)) * Cfg::kTileFloats;
+        const float* slot = p.partials + StreamKSlot(p.units, grid, b, t_begin) * Cfg::kTileFloats;
 #pragma unroll
         for (int mw = 0; mw < MW; ++mw)
 #pragma unroll
@@ -357,32 +416,32 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) W4A16WgmmaKernel(const Param
   // ---- The A registers of a wgmma group in flight. ptxas before CUDA 13.3
   // may hand the input registers of an asynchronous wgmma to later
   // instructions before the wgmma has read them (fixed in 13.3's assembler),
-  // so the kernel keeps them live itself: stages alternate between two
-  // register sets (the loop below is unrolled by two, so neither set is ever
+  // so the kernel keeps them live itself: stages rotate through kDepth + 1
+  // register sets (the loop below is unrolled by that much, so no set is ever
   // copied), and after the wait that retires a group its set is folded into
   // `sink`, a real use that ends the set's live range there. The fold costs
   // 8 * MW three-input XORs per stage; `sink` is consumed by a store that
   // never happens (m is never negative) so that ptxas cannot drop it.
-  AFrags af_x = {}, af_y = {};
+  AFrags af_x = {}, af_y = {}, af_z = {};
   uint32_t sink = 0;
   auto retire = [&](const AFrags& af) {
 #pragma unroll
     for (int mw = 0; mw < MW; ++mw)
 #pragma unroll
-      for (int j = 0; j < 4; ++j) sink ^= af[mw][j][0] ^ af[mw][j][1] ^ af[mw][j][2] ^ af[mw][j][3];
+      for (int j = 0; j < Cfg::kKs; ++j) sink ^= af[mw][j][0] ^ af[mw][j][1] ^ af[mw][j][2] ^ af[mw][j][3];
   };
   int slot = 0;
-  // One stage: wait for its copies, refill the slot of stage i-2, compute
-  // into `af`, retire stage i-1's group (registers `prev`).
-  auto step = [&](int i, AFrags& af, const AFrags& prev) {
+  // One stage: wait for its copies, refill the slot of stage i-1-kDepth,
+  // compute into `af`, retire stage i-kDepth's group (registers `old`).
+  auto step = [&](int i, AFrags& af, const AFrags& old) {
     CpAsyncWait<kPrefetch - 1>();
     FenceProxyAsync();  // this thread's cp.async bytes, before wgmma reads them through the async proxy
-    __syncthreads();    // stage i landed everywhere; every warpgroup retired stage i-2's wgmma
+    __syncthreads();    // stage i landed everywhere; every warpgroup retired stage i-1-kDepth's wgmma
     if (i + kPrefetch < count) fetch_stage(slot + kPrefetch >= STAGES ? slot + kPrefetch - STAGES : slot + kPrefetch);
     CpAsyncCommit();
     compute_stage(slot, af);
-    WgmmaWait<1>();  // stage i-1's group: its A registers and ring slot are free
-    retire(prev);
+    WgmmaWait<kDepth>();  // stage i-kDepth's group: its A registers and ring slot are free
+    retire(old);
     slot = slot == STAGES - 1 ? 0 : slot + 1;
   };
 
@@ -400,11 +459,22 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) W4A16WgmmaKernel(const Param
   for (int i = 0; i < count;) {
     const int end = i + min(k_tiles - c_kt, count - i);
     zero_acc();
-    while (true) {
-      step(i, af_x, af_y);
-      if (++i == end) break;
-      step(i, af_y, af_x);
-      if (++i == end) break;
+    if constexpr (kDepth == 1) {
+      while (true) {
+        step(i, af_x, af_y);
+        if (++i == end) break;
+        step(i, af_y, af_x);
+        if (++i == end) break;
+      }
+    } else {  // x, y, z: stage i retires stage i-2's set, the next in the rotation
+      while (true) {
+        step(i, af_x, af_y);
+        if (++i == end) break;
+        step(i, af_y, af_z);
+        if (++i == end) break;
+        step(i, af_z, af_x);
+        if (++i == end) break;
+      }
     }
     WgmmaWait<0>();
 #pragma unroll
