@@ -145,13 +145,13 @@ absl::StatusOr<const Variant*> Select(absl::string_view who, int64_t m, int64_t 
     for (const Variant* v : AllVariants()) {
       if (absl::string_view(v->name) != forced) continue;
       // A forced variant may have fewer block rows than m: it then chunks m.
-      if (Fits(*v, n, k, gs) && (sm == 0 || sm >= v->min_sm)) return v;
+      if (Fits(*v, n, k, gs) && v->RunsOn(sm)) return v;
       return absl::UnimplementedError(
           absl::StrCat(who, "(", Shape(m, n, k, group_size), "): variant ", forced, " does not accept the shape"));
     }
     return absl::InvalidArgumentError(absl::StrCat(who, ": unknown variant '", forced, "'"));
   }
-  const auto runs_here = [&](const Variant* v) { return sm == 0 || sm >= v->min_sm; };
+  const auto runs_here = [&](const Variant* v) { return v->RunsOn(sm); };
   for (const Row& r : kTable) {
     if (m_eff <= r.max_m && n >= r.min_n && k >= r.min_k && Fits(*r.v, n, k, gs) && runs_here(r.v)) return r.v;
   }

@@ -48,6 +48,12 @@ struct Variant {
   absl::Status (*stream_run)(const StreamCall& call, int device) = nullptr;
   // "grid 16 x 8 (cluster 8), 8 warps, 64 slices per block, 40 KB shared"
   std::string (*stream_describe)(int64_t m, int64_t n, int64_t k, int device) = nullptr;
+  // Newest architecture it runs on: arch-specific code (sm_90a wgmma) runs on
+  // sm_90 only, and not at all when the build has no sm_90a code (0 then).
+  int max_sm = 1 << 30;
+
+  // sm 0: the device's architecture is unknown.
+  bool RunsOn(int sm) const { return max_sm >= min_sm && (sm == 0 || (sm >= min_sm && sm <= max_sm)); }
 };
 
 template <class Cfg>

@@ -19,10 +19,20 @@ void LaunchW4A16Wgmma(const Params& p, int grid, cudaStream_t stream) {
   W4A16WgmmaKernel<Cfg><<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
 }
 
-// sm_90: wgmma (the kernel traps in builds without sm_90a code).
+// sm_90 only, and only when the build has sm_90a code (CMake defines
+// QF_W4A16_SM90A then): the kernel is a trap in every other target, including
+// the sm_80 PTX that a newer device would JIT.
+#ifdef QF_W4A16_SM90A
+inline constexpr int kWgmmaMaxSm = 90;
+#else
+inline constexpr int kWgmmaMaxSm = 0;
+#endif
+
 template <class Cfg>
 Variant MakeWgmmaVariant(const char* name) {
-  return VariantOf<Cfg>(name, 90, reinterpret_cast<const void*>(&W4A16WgmmaKernel<Cfg>), &LaunchW4A16Wgmma<Cfg>);
+  Variant v = VariantOf<Cfg>(name, 90, reinterpret_cast<const void*>(&W4A16WgmmaKernel<Cfg>), &LaunchW4A16Wgmma<Cfg>);
+  v.max_sm = kWgmmaMaxSm;
+  return v;
 }
 
 }  // namespace qf::kernels::w4a16
