@@ -62,16 +62,22 @@ std::unique_ptr<HandoffTransport> MakeLoopbackTransport(const std::string& devic
   return std::make_unique<LoopbackTransport>(device_key, faults);
 }
 
-absl::StatusOr<proto::HandoffReply> CallHandoff(WorkClient* client, proto::HandoffOp op,
-                                                const proto::TaskAssignment& task, const std::string& worker_id,
-                                                int boundary, const std::string& device_key,
-                                                const std::string& transport, const std::string& link_id) {
+proto::HandoffRequest MakeHandoffRequest(proto::HandoffOp op, const proto::TaskAssignment& task,
+                                         const std::string& worker_id, int boundary) {
   proto::HandoffRequest req;
   req.set_op(op);
   req.set_job_id(task.job_id());
   req.set_attempt_id(task.attempt_id());
   req.set_worker_id(worker_id);
   req.set_boundary_layer(boundary);
+  return req;
+}
+
+absl::StatusOr<proto::HandoffReply> CallHandoff(WorkClient* client, proto::HandoffOp op,
+                                                const proto::TaskAssignment& task, const std::string& worker_id,
+                                                int boundary, const std::string& device_key,
+                                                const std::string& transport, const std::string& link_id) {
+  proto::HandoffRequest req = MakeHandoffRequest(op, task, worker_id, boundary);
   req.set_device_key(device_key);
   req.set_transport(transport);
   req.set_link_id(link_id);

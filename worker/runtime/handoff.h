@@ -54,6 +54,11 @@ std::unique_ptr<HandoffTransport> MakeNcclTransport(Engine* engine, const std::s
 // In-process, through host memory (tests): `device_key` stands for the GPU.
 std::unique_ptr<HandoffTransport> MakeLoopbackTransport(const std::string& device_key, LoopbackFaults faults = {});
 
+// The fields every Handoff request of a task carries: op, job, attempt,
+// worker and boundary layer.
+proto::HandoffRequest MakeHandoffRequest(proto::HandoffOp op, const proto::TaskAssignment& task,
+                                         const std::string& worker_id, int boundary);
+
 // One Handoff RPC (client side helper).
 absl::StatusOr<proto::HandoffReply> CallHandoff(WorkClient* client, proto::HandoffOp op,
                                                 const proto::TaskAssignment& task, const std::string& worker_id,

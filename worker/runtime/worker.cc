@@ -309,12 +309,7 @@ bool Worker::ReceiveInput(const proto::TaskAssignment& task, Session* session, c
   if (task.spec().method() == "rtn") return false;  // no activations at all
   if (!transport_) return replay(handoff_off_);
   auto report = [&](bool ok, const std::string& message) {
-    proto::HandoffRequest req;
-    req.set_op(proto::HANDOFF_REPORT);
-    req.set_job_id(task.job_id());
-    req.set_attempt_id(task.attempt_id());
-    req.set_worker_id(worker_id_);
-    req.set_boundary_layer(b);
+    proto::HandoffRequest req = MakeHandoffRequest(proto::HANDOFF_REPORT, task, worker_id_, b);
     req.set_ok(ok);
     req.set_message(message);
     client_.Handoff(req).status().IgnoreError();  // informational: an event of the job

@@ -16,9 +16,10 @@
 // Tile: BN = 128*MW columns x BM = BT rows of A, 2 warpgroups (256 threads);
 // warpgroup g owns the MW 64-column blocks g*MW .. g*MW+MW-1 and issues, per
 // 16-row k step, MW wgmma.m64nBTk16 into MW accumulator sets of BT/2 fp32.
-// A stage is BK = 64 kernel rows: one 128-byte row per token of A, which is
-// exactly one 128-byte swizzle atom (the layout wgmma reads without bank
-// conflicts); cp.async writes it swizzled (chunk c of row r at c ^ (r % 8)).
+// A stage is BK = 16*KS kernel rows (KS = 4 or 8): per token of A, KS/4 rows
+// of 128 bytes, each in a 128-byte swizzle atom (the layout wgmma reads
+// without bank conflicts); cp.async writes them swizzled (chunk c of row r
+// at c ^ (r % 8)).
 //
 // Pipeline (all 8 warps load and compute; no producer warp): a STAGES-deep
 // ring filled by cp.async, one barrier per stage. Iteration i (D = DEPTH, 1
