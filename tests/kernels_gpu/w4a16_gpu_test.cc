@@ -488,6 +488,34 @@ TEST_F(W4A16GpuTest, WgmmaVariantsMatchCpuReference) {
   EXPECT_LT(RelErr(*got, *want), Threshold(q, false));
 }
 
+// Every wgmma variant forced on a deep k (8192): each block runs tens of
+// stages, so the ring wraps many times and blocks share tiles through the
+// split-K fixup (the small shapes above give most blocks one stage).
+TEST_F(W4A16GpuTest, WgmmaVariantsMatchDeviceReferenceOnDeepRings) {
+  if (!HasStreamingVariants()) GTEST_SKIP() << "wgmma variants need sm_90";
+  const QuantizedLinear q = RandomLinear({.n = 2048, .k = 8192, .group_size = 128}, 83);
+  absl::StatusOr<W4A16Weights> w = RepackW4A16Ref(q);
+  ASSERT_TRUE(w.ok()) << w.status();
+  const DeviceLinear d(*w);
+  const DeviceNeutral dn(q);
+  for (int64_t m : {1, 64, 200}) {
+    const std::vector<uint16_t> a = RandomActivations(m, q.in_features, 500 + m);
+    DeviceArray<uint16_t> a_dev(a);
+    DeviceArray<float> ref(static_cast<size_t>(m * q.out_features));
+    CUDA_ASSERT(testing::ReferenceGemmF32(H(a_dev), m, dn.View(), ref.get(), nullptr));
+    const std::vector<float> want = ref.ToHost();
+    for (const std::string& v : W4A16VariantNames()) {
+      if (v.rfind("wg_", 0) != 0) continue;
+      absl::StatusOr<std::string> plan = W4A16LaunchDescription(m, w->n, w->k, w->group_size, v.c_str());
+      ASSERT_TRUE(plan.ok()) << plan.status();
+      SCOPED_TRACE("deep m=" + std::to_string(m) + " " + *plan);
+      absl::StatusOr<std::vector<float>> got = Fused(d, a, m, v.c_str());
+      ASSERT_TRUE(got.ok()) << got.status();
+      EXPECT_LT(RelErr(*got, want), Threshold(q, false));
+    }
+  }
+}
+
 // Shapes only the weight-streaming variants take (n % 128 != 0, k % 64 !=
 // 0) run for m <= 32 on sm_90 by default, with no workspace (null is fine).
 TEST_F(W4A16GpuTest, StreamingRunsWithoutWorkspace) {

@@ -68,7 +68,8 @@ const Variant* const kFallbackVariants[] = {&w4a16::kW4A16AnyBk128, &w4a16::kW4A
 const Variant* const kTuningVariants[] = {
     &w4a16::kW4A16WgT64,           &w4a16::kW4A16WgT64D2,       &w4a16::kW4A16WgT256N128D2,
     &w4a16::kW4A16WgT128N128TwoBlocks, &w4a16::kW4A16WgT256N128K128, &w4a16::kW4A16WgT64K128,
-    &w4a16::kW4A16WgT64N128K128,
+    &w4a16::kW4A16WgT64N128K128,    &w4a16::kW4A16WsT64N128TwoBlocks, &w4a16::kW4A16WsT64N128,
+    &w4a16::kW4A16WsT128N128,       &w4a16::kW4A16WsT64N256,         &w4a16::kW4A16WsT64N128K128,
     &w4a16::kW4A16StreamM8Reg,      &w4a16::kW4A16StreamM16Reg,  &w4a16::kW4A16StreamM8D16,
     &w4a16::kW4A16StreamM16Fold,    &w4a16::kW4A16StreamM64,     &w4a16::kW4A16TuneMb1Bk128,
     &w4a16::kW4A16TuneMb2TwoBlocks, &w4a16::kW4A16TuneMb4Bk128,  &w4a16::kW4A16TmaMb1TwoBlocks,

@@ -133,6 +133,24 @@ __device__ __forceinline__ void MbarWait(uint64_t* bar, uint32_t parity) {
   }
 }
 
+// Arrives once on `bar` (release at CTA scope) when `pred` holds; predicated
+// rather than branched, so the caller's wgmma pipeline sees no control flow.
+__device__ __forceinline__ void MbarArriveIf(uint64_t* bar, bool pred) {
+  QF_SM90(asm volatile("{\n"
+                       "  .reg .pred p;\n"
+                       "  setp.ne.u32 p, %1, 0;\n"
+                       "  @p mbarrier.arrive.shared::cta.b64 _, [%0];\n"
+                       "}\n" ::"r"(SmemAddr(bar)),
+                       "r"(static_cast<uint32_t>(pred))
+                       : "memory"));
+}
+
+// Arrives once on `bar` when every cp.async this thread issued so far has
+// landed; the arrival is counted in the barrier's initial count (.noinc).
+__device__ __forceinline__ void CpAsyncMbarArrive(uint64_t* bar) {
+  QF_SM90(asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(SmemAddr(bar)) : "memory"));
+}
+
 __device__ __forceinline__ void BulkCopy(void* smem, const void* gmem, uint32_t bytes, uint64_t* bar, uint64_t policy) {
   QF_SM90(asm volatile(
       "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;\n" ::
@@ -299,7 +317,7 @@ __device__ __forceinline__ long long StreamKSlot(long long units, int grid, int 
   return 2LL * b + (units * b >= t_begin * grid ? 0 : 1);
 }
 
-// Called by every thread of a block after it stored its partial slot of a
+// Called by every compute thread of a block after it stored its partial slot of a
 // shared tile; returns (the same for the whole block) whether the block
 // arrived last of `contributors`, in which case it resets the tile's counter
 // for the next launch and must sum the slots. The first barrier orders every
@@ -307,8 +325,20 @@ __device__ __forceinline__ long long StreamKSlot(long long units, int grid, int 
 // cumulative at gpu scope; the fence after the count acquires the other
 // blocks' slots for the whole block through the second barrier. Only thread
 // 0 fences: a fence waits for the thread's own outstanding memory operations.
+// kSyncThreads: 0 = the whole block; otherwise the first kSyncThreads threads
+// (named barrier 1), for kernels whose other warps have left (a producer warp).
+template <int kSyncThreads = 0>
+__device__ __forceinline__ void SyncComputeThreads() {
+  if constexpr (kSyncThreads == 0) {
+    __syncthreads();
+  } else {
+    asm volatile("bar.sync 1, %0;\n" ::"n"(kSyncThreads) : "memory");
+  }
+}
+
+template <int kSyncThreads = 0>
 __device__ __forceinline__ bool StreamKArriveLast(int* counter, int contributors, int* sh_flag) {
-  __syncthreads();
+  SyncComputeThreads<kSyncThreads>();
   if (threadIdx.x == 0) {
     __threadfence();
     const int arrived = atomicAdd(counter, 1) + 1;
@@ -317,7 +347,7 @@ __device__ __forceinline__ bool StreamKArriveLast(int* counter, int contributors
     __threadfence();
     *sh_flag = last;
   }
-  __syncthreads();
+  SyncComputeThreads<kSyncThreads>();
   return *sh_flag != 0;
 }
 

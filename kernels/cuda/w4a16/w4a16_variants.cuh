@@ -135,6 +135,13 @@ extern const Variant kW4A16WgT128N128TwoBlocks;
 extern const Variant kW4A16WgT256N128K128;
 extern const Variant kW4A16WgT64K128;
 extern const Variant kW4A16WgT64N128K128;
+// Warp-specialized (wg_ws_*): a producer warp fills the ring and the two
+// compute warpgroups hand stages back through mbarriers, no block barrier.
+extern const Variant kW4A16WsT64N128TwoBlocks;
+extern const Variant kW4A16WsT64N128;
+extern const Variant kW4A16WsT128N128;
+extern const Variant kW4A16WsT64N256;
+extern const Variant kW4A16WsT64N128K128;
 
 extern const Variant kW4A16Mb1Bn256;
 extern const Variant kW4A16Mb1Bk512;

@@ -159,7 +159,7 @@ __device__ __forceinline__ void WgmmaM64K16(float (&d)[BT / 2], const uint32_t (
 
 // ---------------------------------------------------------------- configuration
 
-template <int BT, int MW, int STAGES, int MIN_BLOCKS = 1, int DEPTH = 1, int KS = 4>
+template <int BT, int MW, int STAGES, int MIN_BLOCKS = 1, int DEPTH = 1, int KS = 4, bool WS = false>
 struct WgConfig {
   static constexpr int kBm = BT;          // rows of A per tile (the wgmma N)
   static constexpr int kMw = MW;          // 64-column blocks per warpgroup
@@ -170,7 +170,13 @@ struct WgConfig {
   static constexpr int kStages = STAGES;  // cp.async ring depth
   static constexpr int kMinBlocks = MIN_BLOCKS;  // launch bound: resident blocks per SM
   static constexpr int kDepth = DEPTH;           // wgmma stages left in flight by each wait (1 or 2)
-  static constexpr int kThreads = 256;    // 2 warpgroups
+  // Warp-specialized (WS): a producer warp (warp 8) fills the ring. Its
+  // third warp on one SM sub-partition caps registers at 168 per thread, so
+  // only tiles with BT*MW <= 128 keep their wgmma unserialized.
+  static constexpr bool kWs = WS;
+  static constexpr int kComputeThreads = 256;          // 2 warpgroups
+  static constexpr int kThreads = WS ? 256 + 32 : 256;  // + the producer warp
+  static constexpr int kCopyThreads = WS ? 32 : 256;    // threads that issue the copies
   static constexpr int kAccSet = BT / 2;  // fp32 per thread per 64-column block
   static constexpr int kAcc = MW * kAccSet;
   static constexpr int kColTiles = kBn / 64;  // QF4 tiles across the block's columns
@@ -182,12 +188,13 @@ struct WgConfig {
   static constexpr int kTileFloats = BT * kBn;         // one split-K slot = kAcc * kThreads
   // + 1024: the activation ring is aligned to the swizzle atom at run time.
   static constexpr size_t kSmemBytes = 1024 + size_t{STAGES} * (kAStage + kBStage + kSStage + kZStage);
-  static_assert(kTileFloats == kAcc * kThreads, "a slot holds every thread's accumulators");
+  static_assert(kTileFloats == kAcc * kComputeThreads, "a slot holds every compute thread's accumulators");
   static_assert(kAStage % 1024 == 0, "activation stages stay atom-aligned");
   static_assert(KS == 4 || KS == 8, "one or two swizzle atoms per row of a stage");
-  static_assert(BT * 8 * kHalves % kThreads == 0 && (KS * kColTiles * 32) % kThreads == 0, "equal copy shares");
-  static_assert(kGroupRows * kBn / 8 <= 128 && kGroupRows * kBn / 32 <= 128, "scale and zero copiers");
+  static_assert(BT * 8 * kHalves % kCopyThreads == 0 && (KS * kColTiles * 32) % kCopyThreads == 0,
+                "equal copy shares");
   static_assert(DEPTH == 1 || DEPTH == 2, "two or three A register sets");
+  static_assert(!WS || DEPTH == 1, "the producer hand-off releases one stage per wait");
   static_assert(STAGES >= DEPTH + 2, "slot i-1-DEPTH is refilled at stage i");
 };
 
@@ -196,12 +203,16 @@ struct WgConfig {
 template <class Cfg>
 __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16WgmmaKernel(const Params p) {
   constexpr int BT = Cfg::kBm, BN = Cfg::kBn, MW = Cfg::kMw, STAGES = Cfg::kStages;
-  constexpr int kThreads = Cfg::kThreads, kAccSet = Cfg::kAccSet, kColTiles = Cfg::kColTiles;
+  constexpr int kThreads = Cfg::kComputeThreads, kAccSet = Cfg::kAccSet, kColTiles = Cfg::kColTiles;
   constexpr int kDepth = Cfg::kDepth;
   constexpr int kPrefetch = STAGES - 1 - kDepth;  // copies in flight ahead of the stage computed
 
   extern __shared__ int4 smem_raw[];
   __shared__ int sh_flag;
+  // Warp-specialized ring hand-off: full[s] completes when the producer's 32
+  // lanes' copies into slot s have landed, empty[s] when the 256 compute
+  // threads have retired the wgmma that read it.
+  __shared__ uint64_t ring_bar[Cfg::kWs ? 2 * STAGES : 1];
   char* base = reinterpret_cast<char*>(smem_raw) + ((1024 - (SmemAddr(smem_raw) & 1023)) & 1023);
   char* sh_a = base;                                                          // [STAGES][BT][128 B]
   char* sh_b = sh_a + STAGES * Cfg::kAStage;                               // [STAGES][KS][kColTiles][32] int4
@@ -226,20 +237,25 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16WgmmaKern
   const int tile_begin = static_cast<int>(u_begin / k_tiles);
   int f_kt = static_cast<int>(u_begin % k_tiles), f_mc = tile_begin % m_chunks, f_nt = tile_begin / m_chunks;
 
-  // ---- Copy addressing. Every thread copies the same pieces of every stage:
-  // A chunk a_c of rows a_r + 32*it (one swizzled smem offset per thread, the
-  // swizzle row r % 8 = a_r % 8 for every it) and B chunk tid + it*kThreads of
-  // the stage's QF4 tiles. Their global addresses advance by one stage per
-  // fetch and are recomputed (seek) only when the tile changes.
-  constexpr int kAChunks = 8 * Cfg::kHalves;        // 16-byte chunks per row of A and stage
-  constexpr int kARowsPerIt = kThreads / kAChunks;  // 32 or 16: a multiple of 8, so r % 8 stays a_r % 8
-  const int a_r = tid / kAChunks, a_c = tid % kAChunks;
-  const int a_sh_off = (a_c / 8) * BT * 128 + a_r * 128 + (((a_c % 8) ^ (a_r % 8)) * 16);  // + it * kARowsPerIt rows
+  // ---- Copy addressing. Copy thread ct (every thread, or the producer
+  // warp's lanes) copies the same pieces of every stage: A chunk a_c of rows
+  // a_r + kARowsPerIt*it and B chunk ct + it*kCopyThreads of the stage's QF4
+  // tiles. Their global addresses advance by one stage per fetch and are
+  // recomputed (seek) only when the tile changes.
+  constexpr int kCT = Cfg::kCopyThreads;
+  const int ct = Cfg::kWs ? lane : tid;
+  constexpr int kAChunks = 8 * Cfg::kHalves;   // 16-byte chunks per row of A and stage
+  constexpr int kARowsPerIt = kCT / kAChunks;  // a power of two
+  const int a_r = ct / kAChunks, a_c = ct % kAChunks;
+  // Swizzled chunk of row r = a_r + kARowsPerIt*it: (a_c % 8) ^ (r % 8), and
+  // r % 8 = (a_r % 8) ^ (kARowsPerIt*it % 8) (a_r < kARowsPerIt or the step
+  // is a multiple of 8: no carry), a constant per unrolled it.
+  const int a_sh_off = (a_c / 8) * BT * 128 + a_r * 128, a_swz = (a_c % 8) ^ (a_r % 8);
   const long long a_it_stride = static_cast<long long>(kARowsPerIt) * p.k;
-  constexpr int kBRowsPerIt = kThreads / (kColTiles * 32);  // k16 rows per copy round
-  const long long b_thread_off = static_cast<long long>(tid / (kColTiles * 32)) * n64 * 32 + tid % (kColTiles * 32);
-  const long long b_it_stride = static_cast<long long>(kBRowsPerIt) * n64 * 32;
-  const long long b_stage_stride = static_cast<long long>(Cfg::kKs) * n64 * 32;
+  constexpr int kBRow = kColTiles * 32;  // 16-byte chunks per k16 row of a stage's QF4 tiles
+  const long long b_row = static_cast<long long>(n64) * 32;
+  const long long b_thread_off = (ct / kBRow) * b_row + ct % kBRow;
+  const long long b_stage_stride = Cfg::kKs * b_row;
   const __half* a_src = nullptr;  // row a_r of the fetch tile, at its k0
   int a_left = 0;                 // rows of the fetch tile from a_r on that exist
   const int4* b_src = nullptr;
@@ -258,30 +274,35 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16WgmmaKern
 #pragma unroll
     for (int it = 0; it < BT / kARowsPerIt; ++it) {
       const bool valid = kARowsPerIt * it < a_left;
-      CpAsync16Zfill(a_sh + it * kARowsPerIt * 128, valid ? a_src + it * a_it_stride : p.a, valid ? 16 : 0);
+      const int chunk = a_swz ^ ((kARowsPerIt * it) % 8);
+      CpAsync16Zfill(a_sh + it * kARowsPerIt * 128 + chunk * 16, valid ? a_src + it * a_it_stride : p.a,
+                     valid ? 16 : 0);
     }
     // B: the KS k16 rows of QF4 tiles; the kColTiles tiles of one row are
     // contiguous in global memory (512 bytes each).
-    int4* b_sh = reinterpret_cast<int4*>(sh_b + slot * Cfg::kBStage) + tid;
+    int4* b_sh = reinterpret_cast<int4*>(sh_b + slot * Cfg::kBStage) + ct;
 #pragma unroll
-    for (int it = 0; it < Cfg::kKs * kColTiles * 32 / kThreads; ++it) {
-      CpAsync16Hint(b_sh + it * kThreads, b_src + it * b_it_stride, b_policy);
+    for (int it = 0; it < Cfg::kKs * kBRow / kCT; ++it) {
+      const int q0 = it * kCT;  // first piece of round it: k16 row q0 / kBRow
+      CpAsync16Hint(b_sh + q0, b_src + (q0 / kBRow) * b_row + q0 % kBRow, b_policy);
     }
     // Scales (BN/8 chunks per group row) and zeros (BN/32 chunks per row) of
-    // the stage's groups, by threads 0.. and 128.. .
+    // the stage's groups; the zeros start at the other half of the copiers.
     const int rows = group_rows;
-    if (tid < rows * (BN / 8)) {
-      const int k0 = f_kt * Cfg::kBk, g0 = p.group_log2 >= 0 ? k0 >> p.group_log2 : k0 / gs;
-      const int gr = tid / (BN / 8), ch = tid % (BN / 8);
+    const int k0 = f_kt * Cfg::kBk, g0 = p.group_log2 >= 0 ? k0 >> p.group_log2 : k0 / gs;
+    for (int t = ct; t < rows * (BN / 8); t += kCT) {
+      const int gr = t / (BN / 8), ch = t % (BN / 8);
       CpAsync16(reinterpret_cast<int4*>(sh_s + (slot * Cfg::kGroupRows + gr) * BN) + ch,
                 p.scales + static_cast<long long>(g0 + gr) * (p.n / 8) + f_nt * (BN / 8) + ch);
     }
-    if (p.zeros != nullptr && tid >= 128 && tid < 128 + rows * (BN / 32)) {
-      const int k0 = f_kt * Cfg::kBk, g0 = p.group_log2 >= 0 ? k0 >> p.group_log2 : k0 / gs;
-      const int t = tid - 128, gr = t / (BN / 32), ch = t % (BN / 32);
-      CpAsync16(
-          reinterpret_cast<int4*>(sh_z + (slot * Cfg::kGroupRows + gr) * (BN / 8)) + ch,
-          reinterpret_cast<const int4*>(p.zeros + static_cast<long long>(g0 + gr) * (p.n / 8) + f_nt * (BN / 8)) + ch);
+    if (p.zeros != nullptr) {
+      for (int t = ct ^ (kCT / 2); t < rows * (BN / 32); t += kCT) {
+        const int gr = t / (BN / 32), ch = t % (BN / 32);
+        CpAsync16(reinterpret_cast<int4*>(sh_z + (slot * Cfg::kGroupRows + gr) * (BN / 8)) + ch,
+                  reinterpret_cast<const int4*>(p.zeros + static_cast<long long>(g0 + gr) * (p.n / 8) +
+                                                f_nt * (BN / 8)) +
+                      ch);
+      }
     }
     if (++f_kt == k_tiles) {
       f_kt = 0;
@@ -388,7 +409,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16WgmmaKern
 #pragma unroll
         for (int i = 0; i < kAccSet; ++i) __stcg(mine + (mw * kAccSet + i) * kThreads + tid, acc[mw][i]);
       const int b_first = owner(t_begin), b_last = owner(t_end - 1);
-      if (!StreamKArriveLast(p.counters + tile, b_last - b_first + 1, &sh_flag)) return;
+      if (!StreamKArriveLast<Cfg::kWs ? kThreads : 0>(p.counters + tile, b_last - b_first + 1, &sh_flag)) return;
       zero_acc();
       for (int b = b_first; b <= b_last; ++b) {
         const float* slot = p.partials + StreamKSlot(p.units, grid, b, t_begin) * Cfg::kTileFloats;
@@ -446,15 +467,76 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16WgmmaKern
     slot = slot == STAGES - 1 ? 0 : slot + 1;
   };
 
+  // ---- Warp-specialized stage (kWs): wait until the producer's copies of
+  // the stage have landed, compute it, retire the previous stage's group and
+  // hand that stage's slot back (`held`; none at a tile's first stage, whose
+  // predecessor the tile-end wait retired and released).
+  uint64_t* const full_bar = ring_bar;
+  uint64_t* const empty_bar = ring_bar + (Cfg::kWs ? STAGES : 0);
+  uint32_t phase = 0;  // parity of slot `slot`'s current fill
+  int held = 0;
+  bool holding = false;
+  auto step_ws = [&](AFrags& af, const AFrags& old) {
+    MbarWait(full_bar + slot, phase);
+    FenceProxyAsync();  // the producer's cp.async bytes, acquired above, before wgmma reads them
+    compute_stage(slot, af);
+    WgmmaWait<1>();
+    retire(old);
+    MbarArriveIf(empty_bar + held, holding);
+    held = slot;
+    holding = true;
+    if (++slot == STAGES) {
+      slot = 0;
+      phase ^= 1;
+    }
+  };
+  auto stage = [&](int i, AFrags& af, const AFrags& old) {
+    if constexpr (Cfg::kWs) {
+      step_ws(af, old);
+    } else {
+      step(i, af, old);
+    }
+  };
+
   // ---- main loop: tiles outside, their k-stages inside. The accumulators
   // are redefined (zeroed, fixed up) only between tiles: inside the k loop
   // only wgmma writes them, so ptxas keeps the wgmma pipeline across
   // iterations instead of waiting for it at the back edge.
-  if (count <= 0) return;
+  if constexpr (Cfg::kWs) {
+    if (tid == 0) {
+      for (int s = 0; s < STAGES; ++s) {
+        MbarInit(full_bar + s, kCT);
+        MbarInit(empty_bar + s, kThreads);
+      }
+      QF_SM90(asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"));
+    }
+    __syncthreads();
+    if (count <= 0) return;
+    if (warp == kThreads / 32) {
+      // The producer warp: the block's stages in order into the ring, each
+      // slot refilled once the compute threads have released its last use
+      // (the first round finds every slot free: parity 1 of a fresh barrier).
+      int ps = 0;
+      uint32_t pphase = 0;
+      for (int i = 0; i < count; ++i) {
+        MbarWait(empty_bar + ps, pphase ^ 1);
+        fetch_stage(ps);
+        CpAsyncMbarArrive(full_bar + ps);
+        if (++ps == STAGES) {
+          ps = 0;
+          pphase ^= 1;
+        }
+      }
+      asm volatile("cp.async.wait_all;\n" ::: "memory");
+      return;
+    }
+  } else {
+    if (count <= 0) return;
 #pragma unroll
-  for (int s = 0; s < kPrefetch; ++s) {
-    if (s < count) fetch_stage(s);
-    CpAsyncCommit();
+    for (int s = 0; s < kPrefetch; ++s) {
+      if (s < count) fetch_stage(s);
+      CpAsyncCommit();
+    }
   }
   int c_kt = static_cast<int>(u_begin % k_tiles), c_tile = tile_begin;
   for (int i = 0; i < count;) {
@@ -462,9 +544,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16WgmmaKern
     zero_acc();
     if constexpr (kDepth == 1) {
       while (true) {
-        step(i, af_x, af_y);
+        stage(i, af_x, af_y);
         if (++i == end) break;
-        step(i, af_y, af_x);
+        stage(i, af_y, af_x);
         if (++i == end) break;
       }
     } else {  // x, y, z: stage i retires stage i-2's set, the next in the rotation
@@ -478,13 +560,17 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16WgmmaKern
       }
     }
     WgmmaWait<0>();
+    if constexpr (Cfg::kWs) {
+      MbarArriveIf(empty_bar + held, true);
+      holding = false;
+    }
 #pragma unroll
     for (int mw = 0; mw < MW; ++mw) FenceRegs(acc[mw]);
     finish_tile(c_tile / m_chunks, c_tile % m_chunks);
     c_kt = 0;
     ++c_tile;
   }
-  CpAsyncWait<0>();
+  if constexpr (!Cfg::kWs) CpAsyncWait<0>();
   if (sink == 0x9E3779B9u && p.m < 0) p.counters[0] = 0;
 }
 
