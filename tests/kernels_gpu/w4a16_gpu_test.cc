@@ -480,6 +480,10 @@ TEST_F(W4A16GpuTest, WgmmaVariantsMatchCpuReference) {
   absl::StatusOr<std::string> plan = W4A16LaunchDescription(m, w->n, w->k, w->group_size, "wg_t256_n128_s4");
   ASSERT_TRUE(plan.ok()) << plan.status();
   EXPECT_THAT(*plan, HasSubstr("grid " + std::to_string(sms - 4) + ","));  // one block per tile
+  // A k of a few stages runs unsplit too, even with far fewer tiles than SMs.
+  absl::StatusOr<std::string> shallow = W4A16LaunchDescription(256, 128, 256, 128, "wg_t256_n128_s4");
+  ASSERT_TRUE(shallow.ok()) << shallow.status();
+  EXPECT_THAT(*shallow, HasSubstr("grid 1,"));
   const std::vector<uint16_t> a = RandomActivations(m, q.in_features, 7);
   absl::StatusOr<std::vector<float>> want = GemmW4A16Ref(a, m, *w);
   ASSERT_TRUE(want.ok());

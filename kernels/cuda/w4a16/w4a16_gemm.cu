@@ -68,8 +68,7 @@ const Variant* const kFallbackVariants[] = {&w4a16::kW4A16AnyBk128, &w4a16::kW4A
 const Variant* const kTuningVariants[] = {
     &w4a16::kW4A16WgT64,           &w4a16::kW4A16WgT64D2,       &w4a16::kW4A16WgT256N128D2,
     &w4a16::kW4A16WgT128N128TwoBlocks, &w4a16::kW4A16WgT256N128K128, &w4a16::kW4A16WgT64K128,
-    &w4a16::kW4A16WgT64N128K128,    &w4a16::kW4A16WsT64N128TwoBlocks, &w4a16::kW4A16WsT64N128,
-    &w4a16::kW4A16WsT128N128,       &w4a16::kW4A16WsT64N256,         &w4a16::kW4A16WsT64N128K128,
+    &w4a16::kW4A16WgT64N128K128,    &w4a16::kW4A16WsT64N128TwoBlocks, &w4a16::kW4A16WsT64N256,
     &w4a16::kW4A16StreamM8Reg,      &w4a16::kW4A16StreamM16Reg,  &w4a16::kW4A16StreamM8D16,
     &w4a16::kW4A16StreamM16Fold,    &w4a16::kW4A16StreamM64,     &w4a16::kW4A16TuneMb1Bk128,
     &w4a16::kW4A16TuneMb2TwoBlocks, &w4a16::kW4A16TuneMb4Bk128,  &w4a16::kW4A16TmaMb1TwoBlocks,
@@ -223,6 +222,9 @@ struct Plan {
   }
 };
 
+// Deepest k (in stages) that a full-tile-partial variant runs unsplit.
+constexpr int64_t kMaxUnsplitStages = 8;
+
 Plan MakePlan(const Variant& v, const DeviceFacts& f, int64_t m, int64_t n, int64_t k) {
   Plan p;
   p.n_tiles = n / v.bn;
@@ -232,8 +234,13 @@ Plan MakePlan(const Variant& v, const DeviceFacts& f, int64_t m, int64_t n, int6
   const int64_t slots = int64_t{f.sms} * f.blocks_per_sm, tiles = p.n_tiles * p.m_chunks;
   // One block per tile when the tiles nearly fill the device: no tile is
   // shared, so no partial sums cross L2 and no block ends with a fixup, for
-  // at most a tenth of the slots left idle. Otherwise stream-K over every slot.
-  p.grid = static_cast<int>(tiles <= slots && tiles * 10 >= slots * 9 ? tiles : std::min<int64_t>(p.units, slots));
+  // at most a tenth of the slots left idle. Also when k is only a few stages
+  // deep and a split would write and sum full-tile partials (wgmma: 64-256
+  // rows x 128-256 columns of fp32, whatever m is): one block summing them
+  // takes longer than the stages it saves. Otherwise stream-K over every slot.
+  const bool shallow = v.full_tile_partials && p.k_tiles <= kMaxUnsplitStages;
+  p.grid = static_cast<int>((tiles <= slots && tiles * 10 >= slots * 9) || shallow ? tiles
+                                                                                    : std::min<int64_t>(p.units, slots));
   p.counter_bytes = static_cast<size_t>(p.n_tiles * p.m_chunks) * sizeof(int);
   // Sized for the stream-K grid even when the plan takes whole tiles, so a
   // workspace sized for some m serves every smaller m of the same variant.

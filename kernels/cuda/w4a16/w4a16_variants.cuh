@@ -51,6 +51,9 @@ struct Variant {
   // Newest architecture it runs on: arch-specific code (sm_90a wgmma) runs on
   // sm_90 only, and not at all when the build has no sm_90a code (0 then).
   int max_sm = 1 << 30;
+  // A split-K partial holds all bm rows of the tile (the wgmma kernel), not
+  // only the rows below m: splitting a shallow k then costs more than it saves.
+  bool full_tile_partials = false;
 
   // sm 0: the device's architecture is unknown.
   bool RunsOn(int sm) const { return max_sm >= min_sm && (sm == 0 || (sm >= min_sm && sm <= max_sm)); }
@@ -138,10 +141,7 @@ extern const Variant kW4A16WgT64N128K128;
 // Warp-specialized (wg_ws_*): a producer warp fills the ring and the two
 // compute warpgroups hand stages back through mbarriers, no block barrier.
 extern const Variant kW4A16WsT64N128TwoBlocks;
-extern const Variant kW4A16WsT64N128;
-extern const Variant kW4A16WsT128N128;
 extern const Variant kW4A16WsT64N256;
-extern const Variant kW4A16WsT64N128K128;
 
 extern const Variant kW4A16Mb1Bn256;
 extern const Variant kW4A16Mb1Bk512;

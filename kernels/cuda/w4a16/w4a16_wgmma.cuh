@@ -32,6 +32,7 @@ template <class Cfg>
 Variant MakeWgmmaVariant(const char* name) {
   Variant v = VariantOf<Cfg>(name, 90, reinterpret_cast<const void*>(&W4A16WgmmaKernel<Cfg>), &LaunchW4A16Wgmma<Cfg>);
   v.max_sm = kWgmmaMaxSm;
+  v.full_tile_partials = true;
   return v;
 }
 
