@@ -30,6 +30,13 @@
 // the next, and a slot is refilled only after every warpgroup has passed the
 // wait that retired the wgmma reading it.
 //
+// Warp-specialized form (WgConfig WS, the wg_ws_* tuning variants; measured
+// slower, kernels/README.md): a ninth warp issues every copy into the ring
+// and arms full[slot] with cp.async.mbarrier.arrive; the compute warpgroups
+// wait on full[slot] and release each slot on empty[slot] after the wait
+// that retires its wgmma. No block barrier in the loop; the fixup syncs the
+// 256 compute threads on named barrier 1.
+//
 // Work split and fixup: the same stream-K units, block ranges, partial slots
 // and tile counters as the tiled kernel (w4a16_kernel.cuh, shared Params and
 // host plan); the partial slot of a tile is stored in accumulator order
