@@ -310,6 +310,23 @@ __device__ __forceinline__ int StreamKOwner(long long units, int grid, long long
   return b;
 }
 
+// This block's stream-K units [begin, end) (count of them) and where they
+// start: tile (n-tile * m_chunks + m-chunk) and k-stage inside it.
+struct StreamKRange {
+  long long begin, end;
+  int count, tile, kt;
+};
+__device__ __forceinline__ StreamKRange BlockUnits(const Params& p) {
+  const int grid = gridDim.x, bid = blockIdx.x;
+  StreamKRange r;
+  r.begin = p.units * bid / grid;
+  r.end = p.units * (bid + 1) / grid;
+  r.count = static_cast<int>(r.end - r.begin);
+  r.tile = static_cast<int>(r.begin / p.k_tiles);
+  r.kt = static_cast<int>(r.begin % p.k_tiles);
+  return r;
+}
+
 // Partial slot of block b for the tile whose units start at t_begin: each
 // block owns two slots, 0 for the tile its range starts in (floor(U*b/G) >=
 // t_begin) and 1 for the tile its range ends in.
@@ -370,9 +387,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16GemmKerne
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int wn = warp % WN, wk = warp / WN;
   const int grid = gridDim.x, bid = blockIdx.x;
-  const long long u_begin = p.units * bid / grid;
-  const long long u_end = p.units * (bid + 1) / grid;
-  const int count = static_cast<int>(u_end - u_begin);
+  const StreamKRange range = BlockUnits(p);
+  const long long u_begin = range.begin, u_end = range.end;
+  const int count = range.count;
   const int k_tiles = p.k_tiles, m_chunks = p.m_chunks;
   // Groups inside a stage. When a group is shorter than a stage it divides
   // the (power-of-two) stage depth, so it is a power of two itself and every
@@ -390,8 +407,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16GemmKerne
 
   // Position of the next unit to fetch, advanced one unit per fetch_stage
   // (k fastest, then m-chunk, then n-tile) so no division runs per stage.
-  const int tile_begin = static_cast<int>(u_begin / k_tiles);
-  int f_kt = static_cast<int>(u_begin % k_tiles), f_mc = tile_begin % m_chunks, f_nt = tile_begin / m_chunks;
+  const int tile_begin = range.tile;
+  int f_kt = range.kt, f_mc = tile_begin % m_chunks, f_nt = tile_begin / m_chunks;
 
   // Per-thread pieces of the B copies: thread tid copies 16-byte chunk
   // tid % (WN*32) of slice rows tid / (WN*32) + it * kBRowStep.
@@ -625,7 +642,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16GemmKerne
   }
   int fetch_slot = STAGES - 1, compute_slot = 0;
   uint32_t phase = 0;  // parity of the current use of compute_slot's barrier
-  int c_kt = static_cast<int>(u_begin % k_tiles), c_mc = tile_begin % m_chunks, c_nt = tile_begin / m_chunks;
+  int c_kt = range.kt, c_mc = tile_begin % m_chunks, c_nt = tile_begin / m_chunks;
   for (int i = 0; i < count; ++i) {
     if constexpr (!Cfg::kTma) CpAsyncWait<STAGES - 2>();
     __syncthreads();  // every warp is done with the slot refilled next

@@ -229,9 +229,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16WgmmaKern
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int wg = warp / 4, wq = warp % 4;  // warpgroup, warp inside it (= QF4 word)
   const int grid = gridDim.x, bid = blockIdx.x;
-  const long long u_begin = p.units * bid / grid;
-  const long long u_end = p.units * (bid + 1) / grid;
-  const int count = static_cast<int>(u_end - u_begin);
+  const StreamKRange range = BlockUnits(p);
+  const long long u_begin = range.begin, u_end = range.end;
+  const int count = range.count;
   const int k_tiles = p.k_tiles, m_chunks = p.m_chunks;
   // Group sizes: a power of two below the stage depth (several groups per
   // stage, each starting every gs/16 k16 steps) or a multiple of it (one).
@@ -241,8 +241,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16WgmmaKern
   const int n64 = p.n / 64;
   const uint64_t b_policy = m_chunks == 1 ? EvictFirstPolicy() : EvictNormalPolicy();
 
-  const int tile_begin = static_cast<int>(u_begin / k_tiles);
-  int f_kt = static_cast<int>(u_begin % k_tiles), f_mc = tile_begin % m_chunks, f_nt = tile_begin / m_chunks;
+  const int tile_begin = range.tile;
+  int f_kt = range.kt, f_mc = tile_begin % m_chunks, f_nt = tile_begin / m_chunks;
 
   // ---- Copy addressing. Copy thread ct (every thread, or the producer
   // warp's lanes) copies the same pieces of every stage: A chunk a_c of rows
@@ -553,7 +553,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16WgmmaKern
       CpAsyncCommit();
     }
   }
-  int c_kt = static_cast<int>(u_begin % k_tiles), c_tile = tile_begin;
+  int c_kt = range.kt, c_tile = tile_begin;
   for (int i = 0; i < count;) {
     const int end = i + min(k_tiles - c_kt, count - i);
     zero_acc();
