@@ -177,9 +177,9 @@ struct WgConfig {
   static constexpr int kStages = STAGES;  // cp.async ring depth
   static constexpr int kMinBlocks = MIN_BLOCKS;  // launch bound: resident blocks per SM
   static constexpr int kDepth = DEPTH;           // wgmma stages left in flight by each wait (1 or 2)
-  // Warp-specialized (WS): a producer warp (warp 8) fills the ring. Its
-  // third warp on one SM sub-partition caps registers at 168 per thread, so
-  // only tiles with BT*MW <= 128 keep their wgmma unserialized.
+  // Warp-specialized (WS): a producer warp (warp 8) fills the ring. Nine
+  // warps put three on one SM sub-partition, which caps registers at 168 per
+  // thread: only tiles with BT*MW <= 128 keep their wgmma unserialized.
   static constexpr bool kWs = WS;
   static constexpr int kComputeThreads = 256;          // 2 warpgroups
   static constexpr int kThreads = WS ? 256 + 32 : 256;  // + the producer warp
@@ -295,8 +295,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16WgmmaKern
     }
     // Scales (BN/8 chunks per group row) and zeros (BN/32 chunks per row) of
     // the stage's groups; the zeros start at the other half of the copiers.
-    // Unrolled ifs, not loops: one round for 256 copiers (the loops' code
-    // grew the kernel by a third and cost ~6% at M = 64 on the H200).
+    // Unrolled ifs, not loops: one round for 256 copiers (with loops the
+    // kernel's code grew by a third and M = 64/256 ran ~6% slower on the H200).
     const int rows = group_rows;
     const auto group0 = [&]() {
       const int k0 = f_kt * Cfg::kBk;
