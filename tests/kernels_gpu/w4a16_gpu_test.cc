@@ -430,6 +430,15 @@ TEST_F(W4A16GpuTest, StreamingVariantsMatchCpuReference) {
   }
 }
 
+// Names of every warpgroup-MMA variant (wg_*), in table order.
+std::vector<std::string> WgmmaVariantNames() {
+  std::vector<std::string> wg;
+  for (const std::string& name : W4A16VariantNames()) {
+    if (name.rfind("wg_", 0) == 0) wg.push_back(name);
+  }
+  return wg;
+}
+
 // The warpgroup-MMA variants (sm_90a) forced by name: group sizes that put
 // one, two or four groups in a stage, sym/asym, act-order, bias, m below,
 // at and above each variant's row count; and the plan that gives every block
@@ -445,10 +454,7 @@ TEST_F(W4A16GpuTest, WgmmaVariantsMatchCpuReference) {
       {"sym_g64_act_order", {.n = 512, .k = 768, .group_size = 64, .sym = true, .desc_act = true}},
       {"asym_channelwise", {.n = 256, .k = 1024, .group_size = -1}},
   };
-  std::vector<std::string> wg;
-  for (const std::string& name : W4A16VariantNames()) {
-    if (name.rfind("wg_", 0) == 0) wg.push_back(name);
-  }
+  const std::vector<std::string> wg = WgmmaVariantNames();
   ASSERT_GE(wg.size(), 4u);
   for (const WgCase& c : cases) {
     const QuantizedLinear q = RandomLinear(c.spec, 73);
@@ -508,8 +514,7 @@ TEST_F(W4A16GpuTest, WgmmaVariantsMatchDeviceReferenceOnDeepRings) {
     DeviceArray<float> ref(static_cast<size_t>(m * q.out_features));
     CUDA_ASSERT(testing::ReferenceGemmF32(H(a_dev), m, dn.View(), ref.get(), nullptr));
     const std::vector<float> want = ref.ToHost();
-    for (const std::string& v : W4A16VariantNames()) {
-      if (v.rfind("wg_", 0) != 0) continue;
+    for (const std::string& v : WgmmaVariantNames()) {
       absl::StatusOr<std::string> plan = W4A16LaunchDescription(m, w->n, w->k, w->group_size, v.c_str());
       ASSERT_TRUE(plan.ok()) << plan.status();
       SCOPED_TRACE("deep m=" + std::to_string(m) + " " + *plan);

@@ -334,16 +334,9 @@ __device__ __forceinline__ long long StreamKSlot(long long units, int grid, int 
   return 2LL * b + (units * b >= t_begin * grid ? 0 : 1);
 }
 
-// Called by every compute thread of a block after it stored its partial slot of a
-// shared tile; returns (the same for the whole block) whether the block
-// arrived last of `contributors`, in which case it resets the tile's counter
-// for the next launch and must sum the slots. The first barrier orders every
-// thread's slot stores before thread 0's release fence and count, which is
-// cumulative at gpu scope; the fence after the count acquires the other
-// blocks' slots for the whole block through the second barrier. Only thread
-// 0 fences: a fence waits for the thread's own outstanding memory operations.
-// kSyncThreads: 0 = the whole block; otherwise the first kSyncThreads threads
-// (named barrier 1), for kernels whose other warps have left (a producer warp).
+// The block's compute threads: kSyncThreads 0 = the whole block (barrier 0);
+// otherwise the first kSyncThreads threads on named barrier 1, for kernels
+// with warps that take no part (the warp-specialized kernel's producer warp).
 template <int kSyncThreads = 0>
 __device__ __forceinline__ void SyncComputeThreads() {
   if constexpr (kSyncThreads == 0) {
@@ -353,6 +346,14 @@ __device__ __forceinline__ void SyncComputeThreads() {
   }
 }
 
+// Called by every compute thread of a block after it stored its partial slot
+// of a shared tile; returns (the same for the whole block) whether the block
+// arrived last of `contributors`, in which case it resets the tile's counter
+// for the next launch and must sum the slots. The first barrier orders every
+// thread's slot stores before thread 0's release fence and count, which is
+// cumulative at gpu scope; the fence after the count acquires the other
+// blocks' slots for the whole block through the second barrier. Only thread
+// 0 fences: a fence waits for the thread's own outstanding memory operations.
 template <int kSyncThreads = 0>
 __device__ __forceinline__ bool StreamKArriveLast(int* counter, int contributors, int* sh_flag) {
   SyncComputeThreads<kSyncThreads>();
