@@ -101,15 +101,19 @@ absl::StatusOr<StreamPlan> PlanLocked(Caches& cache, const StreamKernel& sk, int
     if (n64 % wn != 0) continue;
     for (int wk = 1; wn * wk <= sk.max_warps; ++wk) {
       const int threads = 32 * wn * wk;
-      const size_t smem = StreamSmemBytes(m, wn, wk, sk.depth, sk.reg_ring);
-      if (smem > static_cast<size_t>(smem_optin)) continue;
-      int& bps = cache.blocks.try_emplace({fn, device, threads, smem}, -1).first->second;
-      if (bps < 0) {
-        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, fn, threads, smem);
-        if (e != cudaSuccess) return CudaError(e, "occupancy query");
-      }
-      if (bps <= 0) continue;
       for (int split = 1; split <= kMaxSplit && split * wk <= slices; ++split) {
+        const int64_t chunk = (slices + split - 1) / split;
+        const int part = static_cast<int>((chunk + wk - 1) / wk);
+        const int steps = (part + sk.depth - 1) / sk.depth * sk.depth;
+        const size_t smem = sk.whole_a ? DecodeSmemBytes(m, wn, wk, steps)
+                                       : StreamSmemBytes(m, wn, wk, sk.depth, sk.reg_ring);
+        if (smem > static_cast<size_t>(smem_optin)) continue;
+        int& bps = cache.blocks.try_emplace({fn, device, threads, smem}, -1).first->second;
+        if (bps < 0) {
+          e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, fn, threads, smem);
+          if (e != cudaSuccess) return CudaError(e, "occupancy query");
+        }
+        if (bps <= 0) continue;
         int resident = bps * sms;  // blocks the device holds at once
         if (split > 1) {
           int& clusters = cache.clusters.try_emplace({fn, device, threads, split, smem}, -1).first->second;
@@ -136,9 +140,6 @@ absl::StatusOr<StreamPlan> PlanLocked(Caches& cache, const StreamKernel& sk, int
         const int64_t blocks = n64 / wn * split;
         const int64_t waves = (blocks + resident - 1) / resident;
         const int per_sm = static_cast<int>((std::min<int64_t>(blocks, resident) + sms - 1) / sms);
-        const int64_t chunk = (slices + split - 1) / split;
-        const int part = static_cast<int>((chunk + wk - 1) / wk);
-        const int steps = (part + sk.depth - 1) / sk.depth * sk.depth;
         const double inflight = static_cast<double>(per_sm) * wn * wk * ahead * 512;
         const double sm_rate = std::min(kSmMaxBytesPerS, inflight / kLatencyS);
         const double block_bytes = static_cast<double>(wn) * wk * part * 512 + static_cast<double>(m) * wk * part * 32;

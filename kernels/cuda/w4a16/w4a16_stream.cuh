@@ -13,6 +13,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "kernels/cuda/w4a16/w4a16_decode_kernel.cuh"
 #include "kernels/cuda/w4a16/w4a16_stream_kernel.cuh"
 #include "kernels/cuda/w4a16/w4a16_variants.cuh"
 
@@ -25,6 +26,9 @@ struct StreamKernel {
   int depth;      // ring slots per warp
   bool reg_ring;  // B ring in registers
   int max_warps;  // per block (register budget of the launch bound)
+  // The decode kernel: every k-part of A staged whole (shared memory grows
+  // with k / split), no barrier in the main loop.
+  bool whole_a = false;
 };
 
 // Plans (cached per device, m, n, k) and launches one call; Internal with
@@ -49,6 +53,45 @@ absl::Status RunStream(const StreamCall& call, int device) {
 template <int MH, int DEPTH, bool FOLD, bool REG>
 std::string DescribeStream(int64_t m, int64_t n, int64_t k, int device) {
   return DescribeStreamKernel(StreamKernelOf<MH, DEPTH, FOLD, REG>(), m, n, k, device);
+}
+
+template <int MH, int DEPTH, bool ZFOLD>
+const StreamKernel& DecodeKernelOf() {
+  static const StreamKernel sk{&W4A16DecodeKernel<MH, DEPTH, ZFOLD>, MH, DEPTH, true,
+                               DecodeConfig<MH, DEPTH, ZFOLD>::kMaxWarps, true};
+  return sk;
+}
+
+template <int MH, int DEPTH, bool ZFOLD>
+absl::Status RunDecode(const StreamCall& call, int device) {
+  return RunStreamKernel(DecodeKernelOf<MH, DEPTH, ZFOLD>(), call, device);
+}
+
+template <int MH, int DEPTH, bool ZFOLD>
+std::string DescribeDecode(int64_t m, int64_t n, int64_t k, int device) {
+  return DescribeStreamKernel(DecodeKernelOf<MH, DEPTH, ZFOLD>(), m, n, k, device);
+}
+
+// The decode kernel (w4a16_decode_kernel.cuh): MH 8-row blocks of A, a
+// DEPTH-slice register ring per warp, ZFOLD: zero points and scales applied
+// per group in fp32.
+template <int MH, int DEPTH, bool ZFOLD>
+Variant MakeDecodeVariant(const char* name) {
+  using Cfg = DecodeConfig<MH, DEPTH, ZFOLD>;
+  Variant v{name,
+            Cfg::kRows,
+            64,
+            16,
+            Cfg::kMaxThreads,
+            DEPTH,
+            1,
+            90,  // thread-block clusters
+            0,   // dynamic shared memory is planned per call
+            reinterpret_cast<const void*>(&W4A16DecodeKernel<MH, DEPTH, ZFOLD>),
+            nullptr};
+  v.stream_run = &RunDecode<MH, DEPTH, ZFOLD>;
+  v.stream_describe = &DescribeDecode<MH, DEPTH, ZFOLD>;
+  return v;
 }
 
 // MH 8-row blocks of A, DEPTH-slot ring, FOLD: fp32 per-group scaling, REG:

@@ -209,6 +209,137 @@ __device__ __forceinline__ void DequantWordA(uint32_t x, const GroupConsts& g, u
   a[3] = AsU32(v3);
 }
 
+// The group constants of one warp's k-part [s0, s0 + len) of QF4 tile column
+// `col_tile`: the current group's in registers, the next group's raw scales
+// and zeros already loaded, so a switch waits on nothing.
+struct StreamGroups {
+  GroupConsts gc;
+  int4 sc;            // the current group's scales and zeros as stored (the folding kernels apply them in fp32)
+  uint32_t zw;
+  int4 sc_next;
+  uint32_t zw_next;
+  int g;              // current group
+  int cz;             // this lane's scale int4 / zero word in a group row
+  int switch_at;      // part step after which the current group ends (or the part does)
+
+  __device__ __forceinline__ int4 Scales(const StreamParams& p, int grp) const {
+    return __ldg(p.scales + static_cast<long long>(grp) * (p.n / 8) + cz);
+  }
+  __device__ __forceinline__ uint32_t Zeros(const StreamParams& p, int grp) const {
+    return p.zeros != nullptr ? __ldg(p.zeros + static_cast<long long>(grp) * (p.n / 8) + cz) : 0x88888888u;
+  }
+  // kConsts: build gc (the fp16 per-weight constants); the zero-folding
+  // decode kernel uses only sc and zw.
+  template <bool kConsts = true>
+  __device__ __forceinline__ void Init(const StreamParams& p, int col_tile, int s0, int len) {
+    const int spg = p.slices_per_group, last = p.groups - 1;
+    g = s0 / spg;
+    cz = 8 * col_tile + ((threadIdx.x & 31) >> 2);
+    sc = Scales(p, min(g, last));
+    zw = Zeros(p, min(g, last));
+    if constexpr (kConsts) LoadGroupConsts(gc, sc, zw);
+    sc_next = Scales(p, min(g + 1, last));
+    zw_next = Zeros(p, min(g + 1, last));
+    switch_at = min((g + 1) * spg - s0, len) - 1;
+  }
+  // After step switch_at: the next group's constants, prefetch the one after.
+  template <bool kConsts = true>
+  __device__ __forceinline__ void Advance(const StreamParams& p, int len) {
+    ++g;
+    sc = sc_next;
+    zw = zw_next;
+    if constexpr (kConsts) LoadGroupConsts(gc, sc, zw);
+    const int ahead = min(g + 1, p.groups - 1);
+    sc_next = Scales(p, ahead);
+    zw_next = Zeros(p, ahead);
+    switch_at = min(switch_at + p.slices_per_group, len - 1);
+  }
+};
+
+// ---------------------------------------------------------------- epilogue
+
+// The end of every weight-streaming kernel (this one and w4a16_decode_kernel.cuh):
+// each warp's fp32 accumulators (warp = wn_i + wn * wk_i, columns of tile
+// blockIdx.x * wn + wn_i) become the block's partial tiles [wk][m][64*wn] in
+// shared memory (reusing its operand buffers), then the cluster-wide
+// reduction. Block `rank` finishes items [items*rank/split,
+// items*(rank+1)/split) of the tile, an item being 8 consecutive columns of
+// one row, summing the partials of every block (rank order) and k-part (part
+// order): deterministic. Adds the bias and stores fp16.
+template <int MH>
+__device__ __forceinline__ void StreamReduceStore(const StreamParams& p, const float (&acc)[MH][4][4], int4* smem) {
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int nthreads = blockDim.x, wn = p.wn, wk = p.wk;
+  const int wn_i = warp % wn, wk_i = warp / wn;
+  const int split = gridDim.y, rank = blockIdx.y;
+  const int m = p.m;
+  __syncthreads();  // every warp is done with A and its ring
+  const int out_stride = 64 * wn + 4;  // +4 floats: the 32 lanes' stores hit 32 banks
+  const int out_part = m * out_stride;  // floats per k-part
+  float* sh_out = reinterpret_cast<float*>(smem);
+#pragma unroll
+  for (int h = 0; h < MH; ++h)
+#pragma unroll
+    for (int w = 0; w < 4; ++w)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        // d0,d1: column 16w + l/4, rows 2(l%4) + {0,1}; d2,d3: column + 8.
+        const int row = 8 * h + 2 * (lane & 3) + (e & 1);
+        const int col = 64 * wn_i + 16 * w + (lane >> 2) + 8 * (e >> 1);
+        if (row < m) sh_out[wk_i * out_part + row * out_stride + col] = acc[h][w][e];
+      }
+  if (split > 1) {
+    ClusterSync();
+  } else {
+    __syncthreads();
+  }
+  const int per_row = 8 * wn, items = m * per_row;
+  const int i_end = items * (rank + 1) / split;
+  const uint32_t out_base = SmemAddr(sh_out);
+  for (int it = items * rank / split + tid; it < i_end; it += nthreads) {
+    const int r = it / per_row, q = it - r * per_row;
+    float v[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    for (int src = 0; src < split; ++src) {
+      for (int part = 0; part < wk; ++part) {
+        const int off = part * out_part + r * out_stride + 8 * q;  // floats
+        float4 x, y;
+        if (split > 1) {
+          const uint32_t addr = MapShared(out_base + static_cast<uint32_t>(off) * 4, src);
+          x = LdCluster16(addr);
+          y = LdCluster16(addr + 16);
+        } else {
+          x = *reinterpret_cast<const float4*>(sh_out + off);
+          y = *reinterpret_cast<const float4*>(sh_out + off + 4);
+        }
+        v[0] += x.x;
+        v[1] += x.y;
+        v[2] += x.z;
+        v[3] += x.w;
+        v[4] += y.x;
+        v[5] += y.y;
+        v[6] += y.z;
+        v[7] += y.w;
+      }
+    }
+    const int col = blockIdx.x * 64 * wn + 8 * q;
+    if (p.bias != nullptr) {
+      const int4 braw = *reinterpret_cast<const int4*>(p.bias + col);
+      const half2* bh = reinterpret_cast<const half2*>(&braw);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float2 bf = __half22float2(bh[i]);
+        v[2 * i] += bf.x;
+        v[2 * i + 1] += bf.y;
+      }
+    }
+    __align__(16) half2 out[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) out[i] = __floats2half2_rn(v[2 * i], v[2 * i + 1]);
+    *reinterpret_cast<int4*>(p.c + static_cast<long long>(r) * p.n + col) = *reinterpret_cast<const int4*>(out);
+  }
+  if (split > 1) ClusterSync();  // no block leaves while others read its tiles
+}
+
 // ---------------------------------------------------------------- the kernel
 
 template <int MH, int DEPTH, bool FOLD, bool REG>
@@ -298,19 +429,8 @@ __global__ void __launch_bounds__(StreamConfig<MH, DEPTH, FOLD, REG>::kMaxThread
   }
 
   // ---- Group constants: current group and one group ahead in registers.
-  const int spg = p.slices_per_group;
-  int g = s0 / spg;
-  const int cz = 8 * col_tile + (lane >> 2);  // this lane's scale int4 / zero word in a group row
-  const long long group_row = p.n / 8;
-  auto load_scales = [&](int grp) { return __ldg(p.scales + grp * group_row + cz); };
-  auto load_zeros = [&](int grp) { return p.zeros != nullptr ? __ldg(p.zeros + grp * group_row + cz) : 0x88888888u; };
-  int4 sc = load_scales(min(g, p.groups - 1));
-  GroupConsts gc;
-  LoadGroupConsts(gc, sc, load_zeros(min(g, p.groups - 1)));
-  int4 sc_next = load_scales(min(g + 1, p.groups - 1));
-  uint32_t zw_next = load_zeros(min(g + 1, p.groups - 1));
-  // Part-local step after which the current group ends (or the part does).
-  int switch_at = min((g + 1) * spg - s0, len) - 1;
+  StreamGroups grp;
+  grp.Init(p, col_tile, s0, len);
 
   float acc[MH][4][4];
   float accg[kFold ? MH : 1][4][4];
@@ -334,7 +454,7 @@ __global__ void __launch_bounds__(StreamConfig<MH, DEPTH, FOLD, REG>::kMaxThread
   auto next_group = [&]() {
     if constexpr (kFold) {
       float s[8];
-      const half2* sh = reinterpret_cast<const half2*>(&sc);
+      const half2* sh = reinterpret_cast<const half2*>(&grp.sc);
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const float2 f = __half22float2(sh[i]);
@@ -351,13 +471,7 @@ __global__ void __launch_bounds__(StreamConfig<MH, DEPTH, FOLD, REG>::kMaxThread
             accg[h][w][e] = 0.f;
           }
     }
-    ++g;
-    sc = sc_next;
-    LoadGroupConsts(gc, sc, zw_next);
-    const int ahead = min(g + 1, p.groups - 1);
-    sc_next = load_scales(ahead);
-    zw_next = load_zeros(ahead);
-    switch_at = min(switch_at + spg, len - 1);
+    grp.Advance(p, len);
   };
 
   // ldmatrix row addresses: lane l feeds matrix l/8 = (8-row block 2*pair +
@@ -437,7 +551,7 @@ __global__ void __launch_bounds__(StreamConfig<MH, DEPTH, FOLD, REG>::kMaxThread
       StaticFor<4>([&](auto wc) {
         constexpr int w = decltype(wc)::value;
         uint32_t wa[4];
-        DequantWordA<w, !kFold>(words[w], gc, wa);
+        DequantWordA<w, !kFold>(words[w], grp.gc, wa);
 #pragma unroll
         for (int h = 0; h < MH; ++h) {
           if constexpr (kFold) {
@@ -447,7 +561,7 @@ __global__ void __launch_bounds__(StreamConfig<MH, DEPTH, FOLD, REG>::kMaxThread
           }
         }
       });
-      if (base + j == switch_at) next_group();
+      if (base + j == grp.switch_at) next_group();
       if constexpr (!kReg) bv = bv_next;
 #pragma unroll
       for (int h = 0; h < MH; ++h) {
@@ -458,76 +572,7 @@ __global__ void __launch_bounds__(StreamConfig<MH, DEPTH, FOLD, REG>::kMaxThread
   }
   CpAsyncWaitMem<0>();
 
-  // ---- epilogue: this block's fp32 partial tiles [wk][m][64*wn] in shared
-  // memory (reusing A and the rings), then the cluster-wide reduction.
-  __syncthreads();  // every warp is done with A and its ring
-  const int out_stride = 64 * wn + 4;  // +4 floats: the 32 lanes' stores hit 32 banks
-  const int out_part = m * out_stride;  // floats per k-part
-  float* sh_out = reinterpret_cast<float*>(smem);
-#pragma unroll
-  for (int h = 0; h < MH; ++h)
-#pragma unroll
-    for (int w = 0; w < 4; ++w)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        // d0,d1: column 16w + l/4, rows 2(l%4) + {0,1}; d2,d3: column + 8.
-        const int row = 8 * h + 2 * (lane & 3) + (e & 1);
-        const int col = 64 * wn_i + 16 * w + (lane >> 2) + 8 * (e >> 1);
-        if (row < m) sh_out[wk_i * out_part + row * out_stride + col] = acc[h][w][e];
-      }
-  if (split > 1) {
-    ClusterSync();
-  } else {
-    __syncthreads();
-  }
-  // Block `rank` finishes items [items*rank/split, items*(rank+1)/split) of
-  // the tile, an item being 8 consecutive columns of one row, summing the
-  // partials of every block (rank order) and k-part (part order): deterministic.
-  const int per_row = 8 * wn, items = m * per_row;
-  const int i_end = items * (rank + 1) / split;
-  const uint32_t out_base = SmemAddr(sh_out);
-  for (int it = items * rank / split + tid; it < i_end; it += nthreads) {
-    const int r = it / per_row, q = it - r * per_row;
-    float v[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-    for (int src = 0; src < split; ++src) {
-      for (int part = 0; part < wk; ++part) {
-        const int off = part * out_part + r * out_stride + 8 * q;  // floats
-        float4 x, y;
-        if (split > 1) {
-          const uint32_t addr = MapShared(out_base + static_cast<uint32_t>(off) * 4, src);
-          x = LdCluster16(addr);
-          y = LdCluster16(addr + 16);
-        } else {
-          x = *reinterpret_cast<const float4*>(sh_out + off);
-          y = *reinterpret_cast<const float4*>(sh_out + off + 4);
-        }
-        v[0] += x.x;
-        v[1] += x.y;
-        v[2] += x.z;
-        v[3] += x.w;
-        v[4] += y.x;
-        v[5] += y.y;
-        v[6] += y.z;
-        v[7] += y.w;
-      }
-    }
-    const int col = blockIdx.x * 64 * wn + 8 * q;
-    if (p.bias != nullptr) {
-      const int4 braw = *reinterpret_cast<const int4*>(p.bias + col);
-      const half2* bh = reinterpret_cast<const half2*>(&braw);
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const float2 bf = __half22float2(bh[i]);
-        v[2 * i] += bf.x;
-        v[2 * i + 1] += bf.y;
-      }
-    }
-    __align__(16) half2 out[4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) out[i] = __floats2half2_rn(v[2 * i], v[2 * i + 1]);
-    *reinterpret_cast<int4*>(p.c + static_cast<long long>(r) * p.n + col) = *reinterpret_cast<const int4*>(out);
-  }
-  if (split > 1) ClusterSync();  // no block leaves while others read its tiles
+  StreamReduceStore<MH>(p, acc, smem);
 }
 
 }  // namespace qf::kernels::w4a16

@@ -1,0 +1,267 @@
+// File: kernels/cuda/w4a16/w4a16_decode_kernel.cuh
+//
+// The barrier-free decode kernel: few rows of A (m <= 16), QF4 weights
+// streamed from DRAM into registers with nothing between them and the
+// tensor cores but the dequantization. Same grid, clusters, operand roles
+// and reduction as the weight-streaming kernel (w4a16_stream_kernel.cuh),
+// whose profile (kernels/README.md) showed its warps waiting mostly on the
+// block barrier that recycles the shared A buffer every DEPTH slices: 16
+// warps each wait for the slowest of 16 independent DRAM streams. Here A
+// never recycles, so the main loop has no barrier at all:
+//
+//   prologue: the warp's whole k-part of A -> shared memory (cp.async, once;
+//             the wn warps of a k-part share it), slices 0..DEPTH-1 of its
+//             weights -> a register ring (ld.global.nc, evict-first)
+//   step i:   take slice i from the ring, refill the slot with slice
+//             i + DEPTH, ldmatrix A of step i, 4 words -> 4 x MH mma
+//   end:      StreamReduceStore (DSMEM, fixed order, + bias, fp16)
+//
+// The cost: A's k-part lives in shared memory for the whole kernel, m x
+// (k / split) x 2 bytes per block; the planner (w4a16_stream.cu) raises the
+// cluster split until it fits.
+//
+// Issue rate. At the H200's 4.6 TB/s a multiprocessor must retire a 512-byte
+// slice every ~30 cycles, i.e. 120 issue slots for all its warps, and a
+// warp's 4 QF4 words per slice are the bulk of the work. Scaling each weight
+// in fp16 (ZFOLD = false, as the tiled kernel) costs 13 instructions per
+// word, 52 per slice, ~70 with the rest: the ~2.6 TB/s ceiling measured on
+// the H200. ZFOLD = true dequantizes with one lop3 per register:
+//
+//   rows k, k+1   (a0, a1): (w & 0x000F000F) | 0x64006400 = 1024 + q   (exact)
+//   rows k+8, k+9 (a2, a3): (w & 0x00F000F0) | 0x54005400 =   64 + q   (exact:
+//                            64's fp16 ulp is 1/16, so bits 4..7 count q)
+//
+// so the mma sums (q + o_k) * a_k with o_k = 1024 or 64 by row. One more mma
+// per slice, with the constant A operand (1024 | 64 on rows 0-7, 1 on rows
+// 8-15), gives per row of A and group C = sum o_k a_k and S = sum a_k, and
+// at each group's end, in fp32, per output: acc += s * (acc_g - C - z * S).
+// No weight is ever rounded; the offsets cancel in fp32 (relative error
+// ~2^-23 * 1024 / |q - z| per group). Per slice: 1 shift + 4 lop3 per word
+// = 20, 5 mma, ~50 fp32 instructions per group (amortized 6 at group 128,
+// 25 at group 32).
+#pragma once
+
+#include <cuda_fp16.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/cuda/w4a16/w4a16_stream_kernel.cuh"
+
+namespace qf::kernels::w4a16 {
+
+template <int MH, int DEPTH, bool ZFOLD>
+struct DecodeConfig {
+  static constexpr int kMh = MH;
+  static constexpr int kDepth = DEPTH;  // slices in flight per warp (4 registers each)
+  static constexpr bool kZFold = ZFOLD;
+  static constexpr int kRows = 8 * MH;
+  // The ring's 4 * DEPTH registers and, with ZFOLD, two accumulator sets: 12
+  // warps give 168 registers per thread. At 16 warps' 128, ptxas re-creates
+  // constants and shuffles registers in every step (decz_m8: 41 instructions
+  // per slice instead of 36) or spills (dec_m8). 12 warps x DEPTH slices in
+  // flight is 48 KB per multiprocessor at DEPTH 8.
+  static constexpr int kMaxWarps = 12;
+  static constexpr int kMaxThreads = 32 * kMaxWarps;
+  static_assert(MH == 1 || MH == 2, "8 or 16 rows of A");
+  static_assert(DEPTH == 8 || DEPTH == 16, "ring depth");
+};
+
+// Shared memory of one block: every k-part of A (padded to `steps` slices,
+// 2 * steps + 1 int4 per row: odd, so ldmatrix rows hit distinct banks), or
+// the fp32 partial tiles that reuse it after the main loop.
+__host__ __device__ constexpr size_t DecodeSmemBytes(int m, int wn, int wk, int steps) {
+  const size_t main = size_t{16} * wk * m * (2 * steps + 1);
+  const size_t out = size_t{4} * wk * m * (64 * wn + 4);
+  return main > out ? main : out;
+}
+
+// One QF4 word -> the A registers of columns 16w..16w+15 as (1024 + q) on
+// rows k, k+1 and (64 + q) on rows k+8, k+9.
+__device__ __forceinline__ void OffsetWordA(uint32_t x, uint32_t (&a)[4]) {
+  const uint32_t x8 = x >> 8;
+  a[0] = AndOr(x, 0x000F000Fu, 0x64006400u);
+  a[1] = AndOr(x8, 0x000F000Fu, 0x64006400u);
+  a[2] = AndOr(x, 0x00F000F0u, 0x54005400u);
+  a[3] = AndOr(x8, 0x00F000F0u, 0x54005400u);
+}
+
+template <int MH, int DEPTH, bool ZFOLD>
+__global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, ZFOLD>::kMaxThreads, 1)
+    W4A16DecodeKernel(const StreamParams p) {
+  constexpr int D = DEPTH;
+  extern __shared__ int4 smem[];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int wn = p.wn, wk = p.wk;
+  const int wn_i = warp % wn, wk_i = warp / wn;
+  const int split = gridDim.y, rank = blockIdx.y;
+  const int col_tile = blockIdx.x * wn + wn_i;
+  const int m = p.m;
+  // Chunk `rank` of `split`, part wk_i of wk: slices [s0, s0 + len).
+  const int c0 = static_cast<int>(static_cast<long long>(p.slices) * rank / split);
+  const int clen = static_cast<int>(static_cast<long long>(p.slices) * (rank + 1) / split) - c0;
+  const int s0 = c0 + clen * wk_i / wk, len = c0 + clen * (wk_i + 1) / wk - s0;
+  const int steps = ((clen + wk - 1) / wk + D - 1) / D * D;  // every warp's, A zero past its part
+  const int row_int4 = 2 * steps + 1;
+
+  // ---- A: rows [0, m) of the part, the wn warps of the part sharing the copies.
+  int4* sh_a = smem + wk_i * m * row_int4;
+  {
+    const __half* src = p.a + static_cast<long long>(s0) * 16;
+    for (int r = 0; r < m; ++r) {
+      for (int q = wn_i * 32 + lane; q < 2 * steps; q += 32 * wn) {
+        if (q < 2 * len) {
+          CpAsync16(sh_a + r * row_int4 + q, src + static_cast<long long>(r) * p.k + q * 8);
+        } else {
+          sh_a[r * row_int4 + q] = make_int4(0, 0, 0, 0);
+        }
+      }
+    }
+    CpAsyncCommit();
+  }
+
+  // ---- The weight ring: slices 0..D-1 (zero past the part: finite, and A is zero there).
+  const uint64_t policy = EvictFirstPolicy();
+  const long long b_stride = static_cast<long long>(p.n64) * 32;  // int4 per slice
+  const int4* b_next = p.b + (static_cast<long long>(s0) * p.n64 + col_tile) * 32 + lane;
+  int4 rr[D];
+#pragma unroll
+  for (int i = 0; i < D; ++i) {
+    rr[i] = i < len ? LdStream16(b_next, policy) : make_int4(0, 0, 0, 0);
+    b_next += b_stride;
+  }
+
+  StreamGroups grp;
+  grp.Init<!ZFOLD>(p, col_tile, s0, len);
+  // acc: the result; ZFOLD: accg the current group's (q + o) * a sums, cs its
+  // C (d0, d1) and S (d2, d3) for rows 8h + 2(lane % 4) + {0, 1}.
+  float acc[MH][4][4];
+  float accg[ZFOLD ? MH : 1][4][4];
+  float cs[ZFOLD ? MH : 1][4];
+#pragma unroll
+  for (int h = 0; h < MH; ++h)
+#pragma unroll
+    for (int w = 0; w < 4; ++w)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[h][w][e] = 0.f;
+  if constexpr (ZFOLD) {
+#pragma unroll
+    for (int h = 0; h < MH; ++h)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        cs[h][e] = 0.f;
+#pragma unroll
+        for (int w = 0; w < 4; ++w) accg[h][w][e] = 0.f;
+      }
+  }
+
+  // ZFOLD, after a group's last step: acc += s * (acc_g - C - z * S), then
+  // the next group. s and z of fragment f = 2w + (e >> 1) (QF4 scale and zero order).
+  auto fold_group = [&]() {
+    float s[8], z[8];
+    const half2* sh = reinterpret_cast<const half2*>(&grp.sc);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 f = __half22float2(sh[i]);
+      s[2 * i] = f.x;
+      s[2 * i + 1] = f.y;
+    }
+#pragma unroll
+    for (int f = 0; f < 8; ++f) z[f] = static_cast<float>((grp.zw >> (8 * (f % 4) + 4 * (f / 4))) & 0xFu);
+#pragma unroll
+    for (int h = 0; h < MH; ++h) {
+#pragma unroll
+      for (int w = 0; w < 4; ++w)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int f = 2 * w + (e >> 1), r = e & 1;
+          acc[h][w][e] = fmaf(s[f], accg[h][w][e] - fmaf(z[f], cs[h][2 + r], cs[h][r]), acc[h][w][e]);
+          accg[h][w][e] = 0.f;
+        }
+#pragma unroll
+      for (int e = 0; e < 4; ++e) cs[h][e] = 0.f;
+    }
+  };
+
+  // ldmatrix row addresses: lane l feeds matrix l/8 = (8-row block l/16,
+  // k half (l/8)%2); rows past m read row m-1 (their outputs are dropped).
+  const int mat = lane >> 3;
+  const uint32_t a_lane = SmemAddr(sh_a + min(8 * (mat >> 1) + (lane & 7), m - 1) * row_int4 + (mat & 1));
+  auto load_a = [&](auto jc, uint32_t step_off, uint32_t (&af)[MH][2]) {
+    constexpr int j = decltype(jc)::value;
+    if constexpr (MH == 1) {
+      LdMatrixX2At<j * 32>(af[0], a_lane + step_off);
+    } else {
+      uint32_t r4[4];
+      LdMatrixX4At<j * 32>(r4, a_lane + step_off);
+      af[0][0] = r4[0];
+      af[0][1] = r4[1];
+      af[1][0] = r4[2];
+      af[1][1] = r4[3];
+    }
+  };
+
+  CpAsyncWaitMem<0>();
+  __syncthreads();  // A complete for every warp: the only barrier before the epilogue
+
+  // ---- main loop. The A fragments of step i + 1 load during step i. While
+  // base + 2D <= len every refill is in the part (no predicate).
+  uint32_t af[MH][2];
+  load_a(std::integral_constant<int, 0>{}, 0u, af);
+  auto block_of_steps = [&](int base, auto all_refills) {
+    const uint32_t off = static_cast<uint32_t>(base) * 32;
+    StaticFor<D>([&](auto jc) {
+      constexpr int j = decltype(jc)::value;
+      const int4 bv = rr[j];
+      if (decltype(all_refills)::value || base + j + D < len) rr[j] = LdStream16(b_next, policy);
+      b_next += b_stride;
+      uint32_t af_next[MH][2];
+      if constexpr (j + 1 < D) {
+        load_a(std::integral_constant<int, j + 1>{}, off, af_next);
+      } else if (base + D < steps) {
+        load_a(std::integral_constant<int, 0>{}, off + D * 32, af_next);
+      }
+      const uint32_t words[4] = {static_cast<uint32_t>(bv.x), static_cast<uint32_t>(bv.y),
+                                 static_cast<uint32_t>(bv.z), static_cast<uint32_t>(bv.w)};
+      StaticFor<4>([&](auto wc) {
+        constexpr int w = decltype(wc)::value;
+        uint32_t wa[4];
+        if constexpr (ZFOLD) {
+          OffsetWordA(words[w], wa);
+        } else {
+          DequantWordA<w, true>(words[w], grp.gc, wa);
+        }
+#pragma unroll
+        for (int h = 0; h < MH; ++h) {
+          if constexpr (ZFOLD) {
+            Mma16816A(accg[h][w], wa, af[h][0], af[h][1]);
+          } else {
+            Mma16816A(acc[h][w], wa, af[h][0], af[h][1]);
+          }
+        }
+      });
+      if constexpr (ZFOLD) {
+        // C rows 0-7: 1024 on k, k+1 and 64 on k+8, k+9; S rows 8-15: ones.
+        constexpr uint32_t kConstA[4] = {0x64006400u, 0x3C003C00u, 0x54005400u, 0x3C003C00u};
+#pragma unroll
+        for (int h = 0; h < MH; ++h) Mma16816A(cs[h], kConstA, af[h][0], af[h][1]);
+      }
+      if (base + j == grp.switch_at) {
+        if constexpr (ZFOLD) fold_group();
+        grp.Advance<!ZFOLD>(p, len);
+      }
+#pragma unroll
+      for (int h = 0; h < MH; ++h) {
+        af[h][0] = af_next[h][0];
+        af[h][1] = af_next[h][1];
+      }
+    });
+  };
+  int base = 0;
+  for (; base + 2 * D <= len; base += D) block_of_steps(base, std::true_type{});
+  for (; base < steps; base += D) block_of_steps(base, std::false_type{});
+
+  StreamReduceStore<MH>(p, acc, smem);
+}
+
+}  // namespace qf::kernels::w4a16
