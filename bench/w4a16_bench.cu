@@ -12,12 +12,15 @@
 // that a plain streaming-read kernel reaches in the same run.
 //
 //   w4a16_bench [--iters=50] [--warmup=5] [--ms=1,4,16,64,256] [--shapes=qkv,o,gate_up,down]
-//               [--sweep[=SUBSTR,...]] [--variant=NAME]
+//               [--sweep[=SUBSTR,...]] [--variant=NAME] [--grids]
 //
 // --sweep also times every compiled variant (W4A16VariantNames; with
-// substrings, those whose name contains one) per row and prints them after
+// substrings, those whose name contains one, or =NAME exactly) per row and prints them after
 // the table: the data for retuning the selection table. The grid each row
-// ran with (W4A16LaunchDescription) is listed under the table.
+// ran with (W4A16LaunchDescription) is listed under the table. --grids adds,
+// for the swept weight-streaming and decode variants, every grid
+// (W4A16GemmArgs::stream_plan: wn x wk warps, cluster split) that fits: the
+// data for checking the planner's model.
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -187,6 +190,7 @@ int main(int argc, char** argv) {
   bool sweep = false;
   std::vector<std::string> sweep_filter;  // empty: every variant
   std::string forced_variant;
+  bool grids = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strncmp(argv[i], "--iters=", 8) == 0)
       iters = std::atoi(argv[i] + 8);
@@ -208,10 +212,12 @@ int main(int argc, char** argv) {
     }
     else if (std::strncmp(argv[i], "--variant=", 10) == 0)
       forced_variant = argv[i] + 10;
+    else if (std::strcmp(argv[i], "--grids") == 0)
+      grids = true;
     else {
       std::fprintf(stderr,
                    "usage: %s [--iters=N] [--warmup=N] [--ms=1,4,..] [--shapes=qkv,o,gate_up,down] [--sweep[=SUBSTR,..]] "
-                   "[--variant=NAME]\n",
+                   "[--variant=NAME] [--grids]\n",
                    argv[0]);
       return 2;
     }
@@ -258,7 +264,7 @@ int main(int argc, char** argv) {
   const auto swept = [&](const std::string& name) {
     if (sweep_filter.empty()) return true;
     for (const std::string& f : sweep_filter) {
-      if (name.find(f) != std::string::npos) return true;
+      if (f[0] == '=' ? name == f.substr(1) : name.find(f) != std::string::npos) return true;
     }
     return false;
   };
@@ -327,6 +333,25 @@ int main(int argc, char** argv) {
                 timer.MedianUs([&] { Check(qf::kernels::W4A16Gemm(forced), name.c_str()); }, flush, warmup, iters);
             std::printf("| %s | %lld | %s | %.1f | %.2fx | %.0f%% |\n", s.name, static_cast<long long>(m), name.c_str(),
                         t, t_cublas / t, 100 * bytes / peak_bw * 1e6 / t);
+            std::fflush(stdout);
+            // Streaming / decode variants: the planner's grid, then every grid that fits.
+            if (!grids || (name.rfind("stream_", 0) != 0 && name.rfind("dec_", 0) != 0)) continue;
+            const auto planned = qf::kernels::W4A16LaunchDescription(m, n, k, kGroupSize, name.c_str());
+            std::printf("|   planned: %s |\n", planned.ok() ? planned->c_str() : "?");
+            for (int wn : {1, 2, 4, 8}) {
+              for (int wk : {1, 2, 3, 4, 6, 8, 12, 16}) {
+                for (int split : {1, 2, 4, 8}) {
+                  qf::kernels::W4A16GemmArgs g = forced;
+                  g.stream_plan = {wn, wk, split};
+                  if (!qf::kernels::W4A16Gemm(g).ok()) continue;  // does not fit
+                  const double tg =
+                      timer.MedianUs([&] { Check(qf::kernels::W4A16Gemm(g), name.c_str()); }, flush, warmup, iters);
+                  std::printf("|   grid | %s | %lld | %s | wn %d wk %d split %d | %.1f | %.2fx | %.0f%% |\n", s.name,
+                              static_cast<long long>(m), name.c_str(), wn, wk, split, tg, t_cublas / tg,
+                              100 * bytes / peak_bw * 1e6 / tg);
+                }
+              }
+            }
             std::fflush(stdout);
           }
           continue;

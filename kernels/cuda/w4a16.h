@@ -57,6 +57,13 @@ struct W4A16GemmArgs {
   // Runs this variant (a name from W4A16VariantNames) instead of the table's
   // choice: for tests and tuning sweeps. Unimplemented if it cannot take the shape.
   const char* variant = nullptr;
+  // Weight-streaming and decode variants only, for tuning sweeps: this grid
+  // (wn column tiles x wk k-parts per block, split blocks per cluster) instead
+  // of the planner's; InvalidArgument when it does not fit the shape or the
+  // device. {0, 0, 0}: the planner's.
+  struct StreamPlan {
+    int wn = 0, wk = 0, split = 0;
+  } stream_plan;
 };
 
 // Launches the GEMM on args.stream (asynchronous). m == 0 is a no-op.

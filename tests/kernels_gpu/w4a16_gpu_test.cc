@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "kernels/cuda/w4a16.h"
 #include "kernels/ref/pack.h"
 #include "kernels/ref/w4a16_ref.h"
@@ -131,7 +132,8 @@ class W4A16GpuTest : public ::testing::Test {
   // Runs the fused GEMM on host activations in input-channel order (the
   // act-order gather included); returns C as floats, or an error status.
   absl::StatusOr<std::vector<float>> Fused(const DeviceLinear& d, const std::vector<uint16_t>& a, int64_t m,
-                                           const char* variant = nullptr) {
+                                           const char* variant = nullptr,
+                                           W4A16GemmArgs::StreamPlan stream_plan = {}) {
     const W4A16Weights& w = *d.host;
     DeviceArray<uint16_t> a_dev(a);
     DeviceArray<uint16_t> a_perm(d.perm.size() ? a.size() : 0);
@@ -157,6 +159,7 @@ class W4A16GpuTest : public ::testing::Test {
     args.workspace = ws_.data();
     args.workspace_bytes = ws_.size();
     args.variant = variant;
+    args.stream_plan = stream_plan;
     if (absl::Status s = W4A16Gemm(args); !s.ok()) return s;
     if (cudaError_t e = cudaDeviceSynchronize(); e != cudaSuccess) {
       return absl::InternalError(cudaGetErrorString(e));
@@ -407,7 +410,7 @@ TEST_F(W4A16GpuTest, StreamingVariantsMatchCpuReference) {
       {"stream_m8", {1, 2, 3, 7, 8, 20}},  {"stream_m16", {1, 9, 16, 33}},     {"stream_m32", {3, 17, 32, 40}},
       {"stream_m64", {1, 33, 64, 118}},    {"stream_m8_reg", {1, 5, 8, 9}},    {"stream_m16_reg", {2, 16}},
       {"stream_m8_d16", {1, 5, 8}},        {"stream_m16_fold", {11, 16}},   {"dec_m8", {1, 2, 7, 8, 20}},
-      {"decz_m8", {1, 3, 8, 9}},           {"decz_m8_d16", {1, 6, 8}},     {"decz_m16", {1, 9, 16, 33}},
+      {"dec_m16", {1, 9, 16, 33}},
   };
   for (const StreamCase& c : cases) {
     const QuantizedLinear q = RandomLinear(c.spec, 71);
@@ -523,6 +526,43 @@ TEST_F(W4A16GpuTest, WgmmaVariantsMatchDeviceReferenceOnDeepRings) {
       ASSERT_TRUE(got.ok()) << got.status();
       EXPECT_LT(RelErr(*got, want), Threshold(q, false));
     }
+  }
+}
+
+// Grids forced on the streaming and decode variants (the bench's --grids):
+// every one that fits computes the same product, within the same bound;
+// one that does not fit is refused with the grid and the shape, never run.
+TEST_F(W4A16GpuTest, ForcedStreamGridsMatchCpuReferenceOrAreRefused) {
+  if (!HasStreamingVariants()) GTEST_SKIP() << "weight-streaming variants need sm_90";
+  const QuantizedLinear q = RandomLinear({.n = 512, .k = 2048, .group_size = 128, .bias = true}, 91);
+  absl::StatusOr<W4A16Weights> w = RepackW4A16Ref(q);
+  ASSERT_TRUE(w.ok()) << w.status();
+  const DeviceLinear d(*w);
+  const W4A16GemmArgs::StreamPlan fit[] = {{1, 1, 1}, {2, 3, 2}, {1, 12, 1}, {8, 1, 8}, {4, 2, 4}, {1, 5, 3}};
+  for (const char* variant : {"dec_m8", "dec_m16", "stream_m8"}) {
+    for (int64_t m : {1, 7, 16}) {
+      const std::vector<uint16_t> a = RandomActivations(m, q.in_features, 900 + m);
+      absl::StatusOr<std::vector<float>> want = GemmW4A16Ref(a, m, *w);
+      ASSERT_TRUE(want.ok());
+      for (const W4A16GemmArgs::StreamPlan& g : fit) {
+        SCOPED_TRACE(absl::StrCat(variant, " m=", m, " wn=", g.wn, " wk=", g.wk, " split=", g.split));
+        absl::StatusOr<std::vector<float>> got = Fused(d, a, m, variant, g);
+        ASSERT_TRUE(got.ok()) << got.status();
+        EXPECT_LT(RelErr(*got, *want), Threshold(q, false));
+      }
+    }
+  }
+  const std::vector<uint16_t> a = RandomActivations(1, q.in_features, 99);
+  // wn must divide n/64 = 8; split at most 8; the decode kernel has at most 12 warps.
+  const std::pair<const char*, W4A16GemmArgs::StreamPlan> bad[] = {
+      {"dec_m8", {3, 1, 1}}, {"stream_m8", {1, 1, 9}}, {"dec_m8", {4, 4, 1}}, {"dec_m16", {1, 0, 1}}};
+  for (const auto& [variant, g] : bad) {
+    absl::StatusOr<std::vector<float>> got = Fused(d, a, 1, variant, g);
+    ASSERT_FALSE(got.ok()) << variant << " wn=" << g.wn << " wk=" << g.wk << " split=" << g.split;
+    EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument) << got.status();
+    EXPECT_THAT(std::string(got.status().message()),
+                HasSubstr(absl::StrCat("forced grid wn=", g.wn, ", wk=", g.wk, ", split=", g.split)));
+    EXPECT_THAT(std::string(got.status().message()), HasSubstr("n=512, k=2048"));
   }
 }
 

@@ -20,25 +20,13 @@
 // (k / split) x 2 bytes per block; the planner (w4a16_stream.cu) raises the
 // cluster split until it fits.
 //
-// Issue rate. At the H200's 4.6 TB/s a multiprocessor must retire a 512-byte
-// slice every ~30 cycles, i.e. 120 issue slots for all its warps, and a
-// warp's 4 QF4 words per slice are the bulk of the work. Scaling each weight
-// in fp16 (ZFOLD = false, as the tiled kernel) costs 13 instructions per
-// word, 52 per slice, ~70 with the rest: the ~2.6 TB/s ceiling measured on
-// the H200. ZFOLD = true dequantizes with one lop3 per register:
-//
-//   rows k, k+1   (a0, a1): (w & 0x000F000F) | 0x64006400 = 1024 + q   (exact)
-//   rows k+8, k+9 (a2, a3): (w & 0x00F000F0) | 0x54005400 =   64 + q   (exact:
-//                            64's fp16 ulp is 1/16, so bits 4..7 count q)
-//
-// so the mma sums (q + o_k) * a_k with o_k = 1024 or 64 by row. One more mma
-// per slice, with the constant A operand (1024 | 64 on rows 0-7, 1 on rows
-// 8-15), gives per row of A and group C = sum o_k a_k and S = sum a_k, and
-// at each group's end, in fp32, per output: acc += s * (acc_g - C - z * S).
-// No weight is ever rounded; the offsets cancel in fp32 (relative error
-// ~2^-23 * 1024 / |q - z| per group). Per slice: 1 shift + 4 lop3 per word
-// = 20, 5 mma, ~50 fp32 instructions per group (amortized 6 at group 128,
-// 25 at group 32).
+// Dequantization as the weight-streaming kernel without FOLD: exact (q - z)
+// in fp16, times the fp16 scale (DequantWordA). A zero-folding version (one
+// lop3 per register, 1024 + q / 64 + q, zeros and scales applied per group in
+// fp32 through a constant-operand mma: 36 instead of ~50 instructions per
+// slice) measured the same speed on the H200 and a 10x larger error against
+// cuBLAS (3.1e-4 vs 3-7e-5: the mma's fp32 accumulation does not keep the
+// 1024 offsets' cancellation exact), so it was dropped.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -50,17 +38,14 @@
 
 namespace qf::kernels::w4a16 {
 
-template <int MH, int DEPTH, bool ZFOLD>
+template <int MH, int DEPTH>
 struct DecodeConfig {
   static constexpr int kMh = MH;
   static constexpr int kDepth = DEPTH;  // slices in flight per warp (4 registers each)
-  static constexpr bool kZFold = ZFOLD;
   static constexpr int kRows = 8 * MH;
-  // The ring's 4 * DEPTH registers and, with ZFOLD, two accumulator sets: 12
-  // warps give 168 registers per thread. At 16 warps' 128, ptxas re-creates
-  // constants and shuffles registers in every step (decz_m8: 41 instructions
-  // per slice instead of 36) or spills (dec_m8). 12 warps x DEPTH slices in
-  // flight is 48 KB per multiprocessor at DEPTH 8.
+  // The ring's 4 * DEPTH registers: 12 warps give 168 registers per thread;
+  // at 16 warps' 128 dec_m8 spilled. 12 warps x DEPTH slices in flight is
+  // 48 KB per multiprocessor at DEPTH 8.
   static constexpr int kMaxWarps = 12;
   static constexpr int kMaxThreads = 32 * kMaxWarps;
   static_assert(MH == 1 || MH == 2, "8 or 16 rows of A");
@@ -76,19 +61,8 @@ __host__ __device__ constexpr size_t DecodeSmemBytes(int m, int wn, int wk, int 
   return main > out ? main : out;
 }
 
-// One QF4 word -> the A registers of columns 16w..16w+15 as (1024 + q) on
-// rows k, k+1 and (64 + q) on rows k+8, k+9.
-__device__ __forceinline__ void OffsetWordA(uint32_t x, uint32_t (&a)[4]) {
-  const uint32_t x8 = x >> 8;
-  a[0] = AndOr(x, 0x000F000Fu, 0x64006400u);
-  a[1] = AndOr(x8, 0x000F000Fu, 0x64006400u);
-  a[2] = AndOr(x, 0x00F000F0u, 0x54005400u);
-  a[3] = AndOr(x8, 0x00F000F0u, 0x54005400u);
-}
-
-template <int MH, int DEPTH, bool ZFOLD>
-__global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, ZFOLD>::kMaxThreads, 1)
-    W4A16DecodeKernel(const StreamParams p) {
+template <int MH, int DEPTH>
+__global__ void __launch_bounds__(DecodeConfig<MH, DEPTH>::kMaxThreads, 1) W4A16DecodeKernel(const StreamParams p) {
   constexpr int D = DEPTH;
   extern __shared__ int4 smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -132,56 +106,14 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, ZFOLD>::kMaxThreads, 1
   }
 
   StreamGroups grp;
-  grp.Init<!ZFOLD>(p, col_tile, s0, len);
-  // acc: the result; ZFOLD: accg the current group's (q + o) * a sums, cs its
-  // C (d0, d1) and S (d2, d3) for rows 8h + 2(lane % 4) + {0, 1}.
+  grp.Init(p, col_tile, s0, len);
   float acc[MH][4][4];
-  float accg[ZFOLD ? MH : 1][4][4];
-  float cs[ZFOLD ? MH : 1][4];
 #pragma unroll
   for (int h = 0; h < MH; ++h)
 #pragma unroll
     for (int w = 0; w < 4; ++w)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[h][w][e] = 0.f;
-  if constexpr (ZFOLD) {
-#pragma unroll
-    for (int h = 0; h < MH; ++h)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        cs[h][e] = 0.f;
-#pragma unroll
-        for (int w = 0; w < 4; ++w) accg[h][w][e] = 0.f;
-      }
-  }
-
-  // ZFOLD, after a group's last step: acc += s * (acc_g - C - z * S), then
-  // the next group. s and z of fragment f = 2w + (e >> 1) (QF4 scale and zero order).
-  auto fold_group = [&]() {
-    float s[8], z[8];
-    const half2* sh = reinterpret_cast<const half2*>(&grp.sc);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float2 f = __half22float2(sh[i]);
-      s[2 * i] = f.x;
-      s[2 * i + 1] = f.y;
-    }
-#pragma unroll
-    for (int f = 0; f < 8; ++f) z[f] = static_cast<float>((grp.zw >> (8 * (f % 4) + 4 * (f / 4))) & 0xFu);
-#pragma unroll
-    for (int h = 0; h < MH; ++h) {
-#pragma unroll
-      for (int w = 0; w < 4; ++w)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int f = 2 * w + (e >> 1), r = e & 1;
-          acc[h][w][e] = fmaf(s[f], accg[h][w][e] - fmaf(z[f], cs[h][2 + r], cs[h][r]), acc[h][w][e]);
-          accg[h][w][e] = 0.f;
-        }
-#pragma unroll
-      for (int e = 0; e < 4; ++e) cs[h][e] = 0.f;
-    }
-  };
 
   // ldmatrix row addresses: lane l feeds matrix l/8 = (8-row block l/16,
   // k half (l/8)%2); rows past m read row m-1 (their outputs are dropped).
@@ -226,30 +158,11 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, ZFOLD>::kMaxThreads, 1
       StaticFor<4>([&](auto wc) {
         constexpr int w = decltype(wc)::value;
         uint32_t wa[4];
-        if constexpr (ZFOLD) {
-          OffsetWordA(words[w], wa);
-        } else {
-          DequantWordA<w, true>(words[w], grp.gc, wa);
-        }
+        DequantWordA<w, true>(words[w], grp.gc, wa);
 #pragma unroll
-        for (int h = 0; h < MH; ++h) {
-          if constexpr (ZFOLD) {
-            Mma16816A(accg[h][w], wa, af[h][0], af[h][1]);
-          } else {
-            Mma16816A(acc[h][w], wa, af[h][0], af[h][1]);
-          }
-        }
+        for (int h = 0; h < MH; ++h) Mma16816A(acc[h][w], wa, af[h][0], af[h][1]);
       });
-      if constexpr (ZFOLD) {
-        // C rows 0-7: 1024 on k, k+1 and 64 on k+8, k+9; S rows 8-15: ones.
-        constexpr uint32_t kConstA[4] = {0x64006400u, 0x3C003C00u, 0x54005400u, 0x3C003C00u};
-#pragma unroll
-        for (int h = 0; h < MH; ++h) Mma16816A(cs[h], kConstA, af[h][0], af[h][1]);
-      }
-      if (base + j == grp.switch_at) {
-        if constexpr (ZFOLD) fold_group();
-        grp.Advance<!ZFOLD>(p, len);
-      }
+      if (base + j == grp.switch_at) grp.Advance(p, len);
 #pragma unroll
       for (int h = 0; h < MH; ++h) {
         af[h][0] = af_next[h][0];

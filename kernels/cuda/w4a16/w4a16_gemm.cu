@@ -74,7 +74,7 @@ const Variant* const kTuningVariants[] = {
     &w4a16::kW4A16WgT64N128K128,    &w4a16::kW4A16WsT64N128TwoBlocks, &w4a16::kW4A16WsT64N256,
     &w4a16::kW4A16StreamM8Reg,      &w4a16::kW4A16StreamM16Reg,  &w4a16::kW4A16StreamM8D16,
     &w4a16::kW4A16StreamM16Fold,    &w4a16::kW4A16StreamM64,     &w4a16::kW4A16DecodeM8,
-    &w4a16::kW4A16DecodeZM8,        &w4a16::kW4A16DecodeZM8D16,  &w4a16::kW4A16DecodeZM16,     &w4a16::kW4A16TuneMb1Bk128,
+    &w4a16::kW4A16DecodeM16,        &w4a16::kW4A16TuneMb1Bk128,
     &w4a16::kW4A16TuneMb2TwoBlocks, &w4a16::kW4A16TuneMb4Bk128,  &w4a16::kW4A16TmaMb1TwoBlocks,
     &w4a16::kW4A16TmaMb1Bk512,      &w4a16::kW4A16TmaMb2,        &w4a16::kW4A16TmaMb4Bn128,
     &w4a16::kW4A16TmaMb4Bn256,
@@ -294,7 +294,10 @@ absl::Status W4A16Gemm(const W4A16GemmArgs& args) {
                                    static_cast<int>(n),
                                    static_cast<int>(k),
                                    gs_eff,
-                                   args.stream};
+                                   args.stream,
+                                   args.stream_plan.wn,
+                                   args.stream_plan.wk,
+                                   args.stream_plan.split};
       if (absl::Status s = v->stream_run(call, device); !s.ok()) {
         return absl::Status(s.code(), absl::StrCat("W4A16Gemm(", Shape(m, n, k, gsz), "), variant ", v->name, ": ",
                                                    s.message()));

@@ -56,7 +56,8 @@ absl::Status CudaError(cudaError_t e, absl::string_view what) {
 
 struct Caches {
   std::mutex mu;
-  std::map<std::tuple<const void*, int, int64_t, int64_t, int64_t>, StreamPlan> plans;
+  // (kernel, device, m, n, k, forced wn, wk, split)
+  std::map<std::tuple<const void*, int, int64_t, int64_t, int64_t, int, int, int>, StreamPlan> plans;
   std::map<std::tuple<const void*, int, int, size_t>, int> blocks;          // (kernel, device, threads, smem)
   std::map<std::tuple<const void*, int, int, int, size_t>, int> clusters;   // (+ split)
   std::map<std::pair<const void*, int>, bool> attributes_set;              // (kernel, device)
@@ -67,10 +68,16 @@ Caches& GetCaches() {
   return *c;
 }
 
-absl::StatusOr<StreamPlan> PlanLocked(Caches& cache, const StreamKernel& sk, int device, int m, int64_t n,
-                                      int64_t k) {
+// A grid forced by the caller (tuning sweeps); all zero: the planner's.
+struct ForcedGrid {
+  int wn = 0, wk = 0, split = 0;
+  bool Any() const { return wn > 0 || wk > 0 || split > 0; }
+};
+
+absl::StatusOr<StreamPlan> PlanLocked(Caches& cache, const StreamKernel& sk, int device, int m, int64_t n, int64_t k,
+                                      ForcedGrid force) {
   const void* fn = reinterpret_cast<const void*>(sk.kernel);
-  const auto key = std::make_tuple(fn, device, int64_t{m}, n, k);
+  const auto key = std::make_tuple(fn, device, int64_t{m}, n, k, force.wn, force.wk, force.split);
   if (auto it = cache.plans.find(key); it != cache.plans.end()) return it->second;
 
   int sms = 0, smem_optin = 0;
@@ -98,10 +105,12 @@ absl::StatusOr<StreamPlan> PlanLocked(Caches& cache, const StreamKernel& sk, int
   const int ahead = sk.reg_ring ? sk.depth : sk.depth - 2;  // slices in flight per warp
   StreamPlan best;
   for (int wn = 1; wn <= sk.max_warps; ++wn) {
-    if (n64 % wn != 0) continue;
+    if (n64 % wn != 0 || (force.Any() && wn != force.wn)) continue;
     for (int wk = 1; wn * wk <= sk.max_warps; ++wk) {
+      if (force.Any() && wk != force.wk) continue;
       const int threads = 32 * wn * wk;
       for (int split = 1; split <= kMaxSplit && split * wk <= slices; ++split) {
+        if (force.Any() && split != force.split) continue;
         const int64_t chunk = (slices + split - 1) / split;
         const int part = static_cast<int>((chunk + wk - 1) / wk);
         const int steps = (part + sk.depth - 1) / sk.depth * sk.depth;
@@ -155,6 +164,12 @@ absl::StatusOr<StreamPlan> PlanLocked(Caches& cache, const StreamKernel& sk, int
       }
     }
   }
+  if (best.wn == 0 && force.Any()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "W4A16 stream: forced grid wn=", force.wn, ", wk=", force.wk, ", split=", force.split, " does not fit m=", m,
+        ", n=", n, ", k=", k, " on device ", device, " (expected wn | n/64, wn*wk <= ", sk.max_warps,
+        ", split <= ", kMaxSplit, ", split*wk <= k/16, and the shared memory to fit)"));
+  }
   if (best.wn == 0) {
     return absl::InternalError(absl::StrCat("W4A16 stream: no grid fits device ", device, " for m=", m, ", n=", n,
                                             ", k=", k, " (", smem_optin, " bytes of shared memory per block)"));
@@ -163,16 +178,18 @@ absl::StatusOr<StreamPlan> PlanLocked(Caches& cache, const StreamKernel& sk, int
   return best;
 }
 
-absl::StatusOr<StreamPlan> Plan(const StreamKernel& sk, int device, int m, int64_t n, int64_t k) {
+absl::StatusOr<StreamPlan> Plan(const StreamKernel& sk, int device, int m, int64_t n, int64_t k,
+                                ForcedGrid force = {}) {
   Caches& cache = GetCaches();
   std::lock_guard<std::mutex> lock(cache.mu);
-  return PlanLocked(cache, sk, device, m, n, k);
+  return PlanLocked(cache, sk, device, m, n, k, force);
 }
 
 }  // namespace
 
 absl::Status RunStreamKernel(const StreamKernel& sk, const StreamCall& call, int device) {
-  absl::StatusOr<StreamPlan> plan = Plan(sk, device, call.m, call.n, call.k);
+  absl::StatusOr<StreamPlan> plan =
+      Plan(sk, device, call.m, call.n, call.k, ForcedGrid{call.plan_wn, call.plan_wk, call.plan_split});
   if (!plan.ok()) return plan.status();
   StreamParams p;
   p.a = call.a;

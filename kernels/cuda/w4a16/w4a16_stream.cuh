@@ -55,29 +55,28 @@ std::string DescribeStream(int64_t m, int64_t n, int64_t k, int device) {
   return DescribeStreamKernel(StreamKernelOf<MH, DEPTH, FOLD, REG>(), m, n, k, device);
 }
 
-template <int MH, int DEPTH, bool ZFOLD>
+template <int MH, int DEPTH>
 const StreamKernel& DecodeKernelOf() {
-  static const StreamKernel sk{&W4A16DecodeKernel<MH, DEPTH, ZFOLD>, MH, DEPTH, true,
-                               DecodeConfig<MH, DEPTH, ZFOLD>::kMaxWarps, true};
+  static const StreamKernel sk{&W4A16DecodeKernel<MH, DEPTH>, MH, DEPTH, true,
+                               DecodeConfig<MH, DEPTH>::kMaxWarps, true};
   return sk;
 }
 
-template <int MH, int DEPTH, bool ZFOLD>
+template <int MH, int DEPTH>
 absl::Status RunDecode(const StreamCall& call, int device) {
-  return RunStreamKernel(DecodeKernelOf<MH, DEPTH, ZFOLD>(), call, device);
+  return RunStreamKernel(DecodeKernelOf<MH, DEPTH>(), call, device);
 }
 
-template <int MH, int DEPTH, bool ZFOLD>
+template <int MH, int DEPTH>
 std::string DescribeDecode(int64_t m, int64_t n, int64_t k, int device) {
-  return DescribeStreamKernel(DecodeKernelOf<MH, DEPTH, ZFOLD>(), m, n, k, device);
+  return DescribeStreamKernel(DecodeKernelOf<MH, DEPTH>(), m, n, k, device);
 }
 
 // The decode kernel (w4a16_decode_kernel.cuh): MH 8-row blocks of A, a
-// DEPTH-slice register ring per warp, ZFOLD: zero points and scales applied
-// per group in fp32.
-template <int MH, int DEPTH, bool ZFOLD>
+// DEPTH-slice register ring per warp.
+template <int MH, int DEPTH>
 Variant MakeDecodeVariant(const char* name) {
-  using Cfg = DecodeConfig<MH, DEPTH, ZFOLD>;
+  using Cfg = DecodeConfig<MH, DEPTH>;
   Variant v{name,
             Cfg::kRows,
             64,
@@ -87,10 +86,10 @@ Variant MakeDecodeVariant(const char* name) {
             1,
             90,  // thread-block clusters
             0,   // dynamic shared memory is planned per call
-            reinterpret_cast<const void*>(&W4A16DecodeKernel<MH, DEPTH, ZFOLD>),
+            reinterpret_cast<const void*>(&W4A16DecodeKernel<MH, DEPTH>),
             nullptr};
-  v.stream_run = &RunDecode<MH, DEPTH, ZFOLD>;
-  v.stream_describe = &DescribeDecode<MH, DEPTH, ZFOLD>;
+  v.stream_run = &RunDecode<MH, DEPTH>;
+  v.stream_describe = &DescribeDecode<MH, DEPTH>;
   return v;
 }
 

@@ -214,8 +214,7 @@ __device__ __forceinline__ void DequantWordA(uint32_t x, const GroupConsts& g, u
 // and zeros already loaded, so a switch waits on nothing.
 struct StreamGroups {
   GroupConsts gc;
-  int4 sc;            // the current group's scales and zeros as stored (the folding kernels apply them in fp32)
-  uint32_t zw;
+  int4 sc;            // the current group's scales as stored (FOLD applies them in fp32)
   int4 sc_next;
   uint32_t zw_next;
   int g;              // current group
@@ -228,27 +227,21 @@ struct StreamGroups {
   __device__ __forceinline__ uint32_t Zeros(const StreamParams& p, int grp) const {
     return p.zeros != nullptr ? __ldg(p.zeros + static_cast<long long>(grp) * (p.n / 8) + cz) : 0x88888888u;
   }
-  // kConsts: build gc (the fp16 per-weight constants); the zero-folding
-  // decode kernel uses only sc and zw.
-  template <bool kConsts = true>
   __device__ __forceinline__ void Init(const StreamParams& p, int col_tile, int s0, int len) {
     const int spg = p.slices_per_group, last = p.groups - 1;
     g = s0 / spg;
     cz = 8 * col_tile + ((threadIdx.x & 31) >> 2);
     sc = Scales(p, min(g, last));
-    zw = Zeros(p, min(g, last));
-    if constexpr (kConsts) LoadGroupConsts(gc, sc, zw);
+    LoadGroupConsts(gc, sc, Zeros(p, min(g, last)));
     sc_next = Scales(p, min(g + 1, last));
     zw_next = Zeros(p, min(g + 1, last));
     switch_at = min((g + 1) * spg - s0, len) - 1;
   }
   // After step switch_at: the next group's constants, prefetch the one after.
-  template <bool kConsts = true>
   __device__ __forceinline__ void Advance(const StreamParams& p, int len) {
     ++g;
     sc = sc_next;
-    zw = zw_next;
-    if constexpr (kConsts) LoadGroupConsts(gc, sc, zw);
+    LoadGroupConsts(gc, sc, zw_next);
     const int ahead = min(g + 1, p.groups - 1);
     sc_next = Scales(p, ahead);
     zw_next = Zeros(p, ahead);

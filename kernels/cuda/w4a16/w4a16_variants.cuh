@@ -31,6 +31,7 @@ struct StreamCall {
   int m, n, k;
   int group_size;  // effective (k for -1)
   cudaStream_t stream;
+  int plan_wn = 0, plan_wk = 0, plan_split = 0;  // forced grid (W4A16GemmArgs::stream_plan), 0: planned
 };
 
 struct Variant {
@@ -123,12 +124,9 @@ extern const Variant kW4A16StreamM16Reg;
 extern const Variant kW4A16StreamM8D16;
 extern const Variant kW4A16StreamM16Fold;
 // The barrier-free decode kernel (w4a16_decode_kernel.cuh), sm_90: A staged
-// whole per k-part, weights through a register ring of 8 (or _d16: 16)
-// slices; decz: zero points and scales folded in fp32 per group.
+// whole per k-part, weights through an 8-slice register ring; 8 or 16 rows.
 extern const Variant kW4A16DecodeM8;
-extern const Variant kW4A16DecodeZM8;
-extern const Variant kW4A16DecodeZM8D16;
-extern const Variant kW4A16DecodeZM16;
+extern const Variant kW4A16DecodeM16;
 
 // Warpgroup-MMA variants (w4a16_wgmma_kernel.cuh), sm_90a, named
 // wg_t<rows of A>_n<columns>_s<stages>[_2blk: two blocks per SM][_d2: two

@@ -2,5 +2,5 @@
 #include "kernels/cuda/w4a16/w4a16_stream.cuh"
 
 namespace qf::kernels::w4a16 {
-const Variant kW4A16DecodeM8 = MakeDecodeVariant<1, 8, false>("dec_m8");
+const Variant kW4A16DecodeM8 = MakeDecodeVariant<1, 8>("dec_m8");
 }  // namespace qf::kernels::w4a16

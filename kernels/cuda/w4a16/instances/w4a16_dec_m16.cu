@@ -2,5 +2,5 @@
 #include "kernels/cuda/w4a16/w4a16_stream.cuh"
 
 namespace qf::kernels::w4a16 {
-const Variant kW4A16DecodeZM8D16 = MakeDecodeVariant<1, 16, true>("decz_m8_d16");
+const Variant kW4A16DecodeM16 = MakeDecodeVariant<2, 8>("dec_m16");
 }  // namespace qf::kernels::w4a16
