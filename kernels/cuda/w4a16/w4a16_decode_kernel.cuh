@@ -35,6 +35,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/w4a16/w4a16_stream_kernel.cuh"
+#include "kernels/plan/stream_grid.h"  // DecodeSmemBytes
 
 namespace qf::kernels::w4a16 {
 
@@ -51,15 +52,6 @@ struct DecodeConfig {
   static_assert(MH == 1 || MH == 2, "8 or 16 rows of A");
   static_assert(DEPTH == 8 || DEPTH == 16, "ring depth");
 };
-
-// Shared memory of one block: every k-part of A (padded to `steps` slices,
-// 2 * steps + 1 int4 per row: odd, so ldmatrix rows hit distinct banks), or
-// the fp32 partial tiles that reuse it after the main loop.
-__host__ __device__ constexpr size_t DecodeSmemBytes(int m, int wn, int wk, int steps) {
-  const size_t main = size_t{16} * wk * m * (2 * steps + 1);
-  const size_t out = size_t{4} * wk * m * (64 * wn + 4);
-  return main > out ? main : out;
-}
 
 template <int MH, int DEPTH>
 __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH>::kMaxThreads, 1) W4A16DecodeKernel(const StreamParams p) {

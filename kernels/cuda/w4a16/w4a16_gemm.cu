@@ -20,10 +20,13 @@ using w4a16::Variant;
 
 // Selection table: the first row with m <= max_m, n >= min_n and k >= min_k
 // whose variant takes n, k and the group size runs (rows of one m range are
-// alternatives for shapes the first cannot take). Tuned on the H100 with
-// w4a16_bench --sweep (kernels/README.md): for m <= 16 the tiled kernel
-// measured as fast as or faster than the weight-streaming one on the
-// Llama-70B shapes, so streaming serves the shapes the tiled variants reject.
+// alternatives for shapes the first cannot take). Tuned with w4a16_bench
+// --sweep --grids (kernels/README.md): up to 8 rows of A the weight-streaming
+// kernel, on the grids kernels/plan/stream_grid.h picks, beat the tiled one on
+// the H200 (gate_up 78 vs 93 us, o 19 vs 21), and the barrier-free decode
+// kernel beats both on deep k (down: 44 vs 51); from 9 to 16 rows the tiled
+// kernel is faster (down m = 16: 55 vs 66), and streaming serves only the
+// shapes the tiled variants reject.
 struct Row {
   int64_t max_m;
   int64_t min_n;
@@ -32,15 +35,17 @@ struct Row {
 };
 constexpr int64_t kAnyM = int64_t{1} << 40;
 constexpr int64_t kWgMinN = 1024;
+constexpr int64_t kDeepK = 16384;  // a warp streams >= 100 slices: the decode kernel's barrier-free loop pays
 // C arrays whose sizes the initializers give: a std::array longer than its
 // list would hold null rows.
 const Row kTable[] = {
+    {8, 0, kDeepK, &w4a16::kW4A16DecodeM8},
+    {8, 0, 0, &w4a16::kW4A16StreamM8},
     {16, 0, 0, &w4a16::kW4A16Mb1Bn256},
     {16, 0, 0, &w4a16::kW4A16Mb1Bk512},
     {16, 0, 0, &w4a16::kW4A16Mb1TwoBlocks},
     {32, 0, 0, &w4a16::kW4A16Mb2Bn128},
     // Weight streaming (sm_90): any n % 64 and k % 16 for m <= 32.
-    {8, 0, 0, &w4a16::kW4A16StreamM8},
     {16, 0, 0, &w4a16::kW4A16StreamM16},
     {32, 0, 0, &w4a16::kW4A16StreamM32},
     // Warpgroup MMA (sm_90a) from 33 rows up, tuned on the H200 with
@@ -73,8 +78,8 @@ const Variant* const kTuningVariants[] = {
     &w4a16::kW4A16WgT128N128TwoBlocks, &w4a16::kW4A16WgT256N128K128, &w4a16::kW4A16WgT64K128,
     &w4a16::kW4A16WgT64N128K128,    &w4a16::kW4A16WsT64N128TwoBlocks, &w4a16::kW4A16WsT64N256,
     &w4a16::kW4A16StreamM8Reg,      &w4a16::kW4A16StreamM16Reg,  &w4a16::kW4A16StreamM8D16,
-    &w4a16::kW4A16StreamM16Fold,    &w4a16::kW4A16StreamM64,     &w4a16::kW4A16DecodeM8,
-    &w4a16::kW4A16DecodeM16,        &w4a16::kW4A16TuneMb1Bk128,
+    &w4a16::kW4A16StreamM16Fold,    &w4a16::kW4A16StreamM64,     &w4a16::kW4A16DecodeM16,
+    &w4a16::kW4A16TuneMb1Bk128,
     &w4a16::kW4A16TuneMb2TwoBlocks, &w4a16::kW4A16TuneMb4Bk128,  &w4a16::kW4A16TmaMb1TwoBlocks,
     &w4a16::kW4A16TmaMb1Bk512,      &w4a16::kW4A16TmaMb2,        &w4a16::kW4A16TmaMb4Bn128,
     &w4a16::kW4A16TmaMb4Bn256,

@@ -1,16 +1,9 @@
-// Host side of the weight-streaming W4A16 variants: the grid planner and the
-// cluster launch (w4a16_stream.cuh). The kernel is in w4a16_stream_kernel.cuh.
-//
-// Planning. A block is wn x wk warps: wn adjacent 64-column tiles, each
-// walked by wk warps over wk parts of the block's k-chunk; `split` blocks
-// (one thread-block cluster, split <= 8, the portable cluster size) share a
-// column group, each taking one of split equal k-chunks. The planner tries
-// every (wn | n/64, wk, split) whose shared memory fits and estimates the
-// time: the busiest multiprocessor streams its blocks' bytes at the rate its
-// tiles in flight sustain (Little's law with the loaded latency measured on
-// the H100), never faster than the whole device's bandwidth allows, plus the
-// cluster reduction. Ties go to fewer blocks. Plans are cached per (kernel,
-// device, m, n, k), so the occupancy queries run once per shape.
+// Host side of the weight-streaming and decode W4A16 variants: the device
+// queries behind the grid choice and the cluster launch (w4a16_stream.cuh).
+// The kernels are in w4a16_stream_kernel.cuh and w4a16_decode_kernel.cuh; the
+// grid model, plain C++ and unit-tested, in kernels/plan/stream_grid.h. Plans
+// are cached per (kernel, device, m, n, k, forced grid), so the occupancy
+// queries run once per shape.
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -22,32 +15,13 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 #include "kernels/cuda/w4a16/w4a16_stream.cuh"
+#include "kernels/plan/stream_grid.h"
 
 namespace qf::kernels::w4a16 {
 namespace {
 
+using StreamPlan = StreamGrid;
 constexpr int kMaxSplit = 8;  // portable cluster size
-// Model constants (H100 SXM, measured with w4a16_bench): loaded DRAM latency
-// seen by a warp, the most one multiprocessor streams, device bandwidth,
-// per-warp time of one slice when the data is there, distributed
-// shared-memory read rate of one block.
-constexpr double kLatencyS = 2.5e-6;
-constexpr double kSmMaxBytesPerS = 40e9;
-constexpr double kDeviceBytesPerS = 3.0e12;
-constexpr double kStepS = 0.1e-6;
-constexpr double kDsmemBytesPerS = 100e9;
-constexpr double kClusterSyncS = 0.5e-6;
-
-struct StreamPlan {
-  int wn = 0;
-  int wk = 0;
-  int split = 0;
-  int steps = 0;  // slices of the longest k-part, padded to the ring depth
-  size_t smem = 0;
-  int64_t blocks = 0;
-  int blocks_per_sm = 0;  // resident on the busiest multiprocessor
-  double seconds = 0;     // the model's estimate
-};
 
 absl::Status CudaError(cudaError_t e, absl::string_view what) {
   return absl::InternalError(
@@ -68,14 +42,8 @@ Caches& GetCaches() {
   return *c;
 }
 
-// A grid forced by the caller (tuning sweeps); all zero: the planner's.
-struct ForcedGrid {
-  int wn = 0, wk = 0, split = 0;
-  bool Any() const { return wn > 0 || wk > 0 || split > 0; }
-};
-
 absl::StatusOr<StreamPlan> PlanLocked(Caches& cache, const StreamKernel& sk, int device, int m, int64_t n, int64_t k,
-                                      ForcedGrid force) {
+                                      ForcedStreamGrid force) {
   const void* fn = reinterpret_cast<const void*>(sk.kernel);
   const auto key = std::make_tuple(fn, device, int64_t{m}, n, k, force.wn, force.wk, force.split);
   if (auto it = cache.plans.find(key); it != cache.plans.end()) return it->second;
@@ -100,86 +68,68 @@ absl::StatusOr<StreamPlan> PlanLocked(Caches& cache, const StreamKernel& sk, int
     cache.attributes_set[{fn, device}] = true;
   }
 
-  const int64_t n64 = n / 64, slices = k / 16;
-  const double total_bytes = static_cast<double>(n) * k / 2;
-  const int ahead = sk.reg_ring ? sk.depth : sk.depth - 2;  // slices in flight per warp
-  StreamPlan best;
-  for (int wn = 1; wn <= sk.max_warps; ++wn) {
-    if (n64 % wn != 0 || (force.Any() && wn != force.wn)) continue;
-    for (int wk = 1; wn * wk <= sk.max_warps; ++wk) {
-      if (force.Any() && wk != force.wk) continue;
-      const int threads = 32 * wn * wk;
-      for (int split = 1; split <= kMaxSplit && split * wk <= slices; ++split) {
-        if (force.Any() && split != force.split) continue;
-        const int64_t chunk = (slices + split - 1) / split;
-        const int part = static_cast<int>((chunk + wk - 1) / wk);
-        const int steps = (part + sk.depth - 1) / sk.depth * sk.depth;
-        const size_t smem = sk.whole_a ? DecodeSmemBytes(m, wn, wk, steps)
-                                       : StreamSmemBytes(m, wn, wk, sk.depth, sk.reg_ring);
-        if (smem > static_cast<size_t>(smem_optin)) continue;
-        int& bps = cache.blocks.try_emplace({fn, device, threads, smem}, -1).first->second;
-        if (bps < 0) {
-          e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, fn, threads, smem);
-          if (e != cudaSuccess) return CudaError(e, "occupancy query");
-        }
-        if (bps <= 0) continue;
-        int resident = bps * sms;  // blocks the device holds at once
-        if (split > 1) {
-          int& clusters = cache.clusters.try_emplace({fn, device, threads, split, smem}, -1).first->second;
-          if (clusters < 0) {
-            cudaLaunchConfig_t cfg = {};
-            cfg.gridDim = dim3(static_cast<unsigned>(n64 / wn), static_cast<unsigned>(split), 1);
-            cfg.blockDim = dim3(threads, 1, 1);
-            cfg.dynamicSmemBytes = smem;
-            cudaLaunchAttribute attr;
-            attr.id = cudaLaunchAttributeClusterDimension;
-            attr.val.clusterDim.x = 1;
-            attr.val.clusterDim.y = split;
-            attr.val.clusterDim.z = 1;
-            cfg.attrs = &attr;
-            cfg.numAttrs = 1;
-            if (cudaOccupancyMaxActiveClusters(&clusters, fn, &cfg) != cudaSuccess) {
-              cudaGetLastError();  // this cluster shape cannot run: skip it
-              clusters = 0;
-            }
-          }
-          resident = clusters * split;
-        }
-        if (resident <= 0) continue;
-        const int64_t blocks = n64 / wn * split;
-        const int64_t waves = (blocks + resident - 1) / resident;
-        const int per_sm = static_cast<int>((std::min<int64_t>(blocks, resident) + sms - 1) / sms);
-        const double inflight = static_cast<double>(per_sm) * wn * wk * ahead * 512;
-        const double sm_rate = std::min(kSmMaxBytesPerS, inflight / kLatencyS);
-        const double block_bytes = static_cast<double>(wn) * wk * part * 512 + static_cast<double>(m) * wk * part * 32;
-        const double t_stream = std::max({waves * per_sm * block_bytes / sm_rate, total_bytes / kDeviceBytesPerS,
-                                          waves * steps * kStepS});
-        const double t_reduce =
-            waves * (static_cast<double>(wk) * m * 256 * wn / kDsmemBytesPerS + (split > 1 ? kClusterSyncS : 0));
-        const double t = t_stream + t_reduce;
-        const bool better = best.wn == 0 || t < best.seconds * (1 - 1e-6) ||
-                            (t <= best.seconds * (1 + 1e-6) &&
-                             (blocks < best.blocks || (blocks == best.blocks && split < best.split)));
-        if (better) best = StreamPlan{wn, wk, split, steps, smem, blocks, per_sm, t};
+  // Attainable DRAM bandwidth: 90% of the peak the memory clock and bus width give.
+  int mem_khz = 0, bus_bits = 0;
+  double device_bw = 3.0e12;  // the H100's measured streaming read, when the device does not say
+  if (cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, device) == cudaSuccess &&
+      cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device) == cudaSuccess && mem_khz > 0 &&
+      bus_bits > 0) {
+    device_bw = 0.9 * 2.0 * mem_khz * 1e3 * bus_bits / 8;
+  } else {
+    cudaGetLastError();
+  }
+  StreamGridProblem problem;
+  problem.sms = sms;
+  problem.device_bytes_per_s = device_bw;
+  problem.smem_per_block = static_cast<size_t>(smem_optin);
+  problem.m = m;
+  problem.n64 = n / 64;
+  problem.slices = k / 16;
+  problem.max_warps = sk.max_warps;
+  problem.depth = sk.depth;
+  problem.reg_ring = sk.reg_ring;
+  problem.whole_a = sk.whole_a;
+  problem.max_split = kMaxSplit;
+  // Resident blocks of one candidate: the occupancy query, and for clusters
+  // the cluster-occupancy query (whole clusters, placed within one GPC).
+  const auto resident = [&](const StreamGridShape& g) -> absl::StatusOr<int64_t> {
+    int& bps = cache.blocks.try_emplace({fn, device, g.threads, g.smem}, -1).first->second;
+    if (bps < 0) {
+      const cudaError_t qe = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, fn, g.threads, g.smem);
+      if (qe != cudaSuccess) return CudaError(qe, "occupancy query");
+    }
+    if (bps <= 0 || g.split == 1) return int64_t{bps} * sms;
+    int& clusters = cache.clusters.try_emplace({fn, device, g.threads, g.split, g.smem}, -1).first->second;
+    if (clusters < 0) {
+      cudaLaunchConfig_t cfg = {};
+      cfg.gridDim = dim3(static_cast<unsigned>(n / 64 / g.wn), static_cast<unsigned>(g.split), 1);
+      cfg.blockDim = dim3(g.threads, 1, 1);
+      cfg.dynamicSmemBytes = g.smem;
+      cudaLaunchAttribute attr;
+      attr.id = cudaLaunchAttributeClusterDimension;
+      attr.val.clusterDim.x = 1;
+      attr.val.clusterDim.y = g.split;
+      attr.val.clusterDim.z = 1;
+      cfg.attrs = &attr;
+      cfg.numAttrs = 1;
+      if (cudaOccupancyMaxActiveClusters(&clusters, fn, &cfg) != cudaSuccess) {
+        cudaGetLastError();  // this cluster shape cannot run: skip it
+        clusters = 0;
       }
     }
+    return int64_t{clusters} * g.split;
+  };
+  absl::StatusOr<StreamGrid> picked = PickStreamGrid(problem, force, resident);
+  if (!picked.ok()) {
+    return absl::Status(picked.status().code(), absl::StrCat(picked.status().message(), " on device ", device));
   }
-  if (best.wn == 0 && force.Any()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "W4A16 stream: forced grid wn=", force.wn, ", wk=", force.wk, ", split=", force.split, " does not fit m=", m,
-        ", n=", n, ", k=", k, " on device ", device, " (expected wn | n/64, wn*wk <= ", sk.max_warps,
-        ", split <= ", kMaxSplit, ", split*wk <= k/16, and the shared memory to fit)"));
-  }
-  if (best.wn == 0) {
-    return absl::InternalError(absl::StrCat("W4A16 stream: no grid fits device ", device, " for m=", m, ", n=", n,
-                                            ", k=", k, " (", smem_optin, " bytes of shared memory per block)"));
-  }
+  const StreamPlan best = *picked;
   cache.plans.emplace(key, best);
   return best;
 }
 
 absl::StatusOr<StreamPlan> Plan(const StreamKernel& sk, int device, int m, int64_t n, int64_t k,
-                                ForcedGrid force = {}) {
+                                ForcedStreamGrid force = {}) {
   Caches& cache = GetCaches();
   std::lock_guard<std::mutex> lock(cache.mu);
   return PlanLocked(cache, sk, device, m, n, k, force);
@@ -189,7 +139,7 @@ absl::StatusOr<StreamPlan> Plan(const StreamKernel& sk, int device, int m, int64
 
 absl::Status RunStreamKernel(const StreamKernel& sk, const StreamCall& call, int device) {
   absl::StatusOr<StreamPlan> plan =
-      Plan(sk, device, call.m, call.n, call.k, ForcedGrid{call.plan_wn, call.plan_wk, call.plan_split});
+      Plan(sk, device, call.m, call.n, call.k, ForcedStreamGrid{call.plan_wn, call.plan_wk, call.plan_split});
   if (!plan.ok()) return plan.status();
   StreamParams p;
   p.a = call.a;

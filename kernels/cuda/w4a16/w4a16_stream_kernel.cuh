@@ -48,6 +48,7 @@
 #include <utility>
 
 #include "kernels/cuda/w4a16/w4a16_kernel.cuh"
+#include "kernels/plan/stream_grid.h"  // StreamSmemBytes
 
 namespace qf::kernels::w4a16 {
 
@@ -83,15 +84,6 @@ struct StreamConfig {
   static_assert(DEPTH == 4 || DEPTH == 8 || DEPTH == 16, "power-of-two ring");
   static_assert(!FOLD || MH <= 2, "the per-group accumulators fit registers for m <= 16 only");
 };
-
-// Dynamic shared memory of one block of wn x wk warps for m rows: two A
-// blocks per k-part and the rings, or the fp32 partial tiles (one per k-part)
-// that reuse them after the main loop.
-__host__ __device__ constexpr size_t StreamSmemBytes(int m, int wn, int wk, int depth, bool reg_ring) {
-  const size_t main = size_t{2} * wk * m * (2 * depth + 1) * 16 + (reg_ring ? 0 : size_t{512} * wn * wk * depth);
-  const size_t out = size_t{4} * wk * m * (64 * wn + 4);
-  return main > out ? main : out;
-}
 
 // Calls f(std::integral_constant<int, J>) for J = 0..N-1: a fully unrolled
 // loop whose index can feed template arguments (immediate offsets).

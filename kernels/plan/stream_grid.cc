@@ -1,0 +1,94 @@
+// File: kernels/plan/stream_grid.cc
+#include "kernels/plan/stream_grid.h"
+
+#include <algorithm>
+#include <initializer_list>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace qf::kernels {
+namespace {
+
+// Fitted on the H200 (stream_grid.h): the loaded DRAM latency a warp's ring
+// hides, the fill and drain of one wave of blocks, and the cost of clusters
+// larger than 2 (cluster placement and the distributed-shared-memory sum).
+constexpr double kLatencyS = 1.0e-6;
+constexpr double kWaveS = 3.0e-6;
+constexpr double kLargeClusterFactor = 1.2;
+constexpr int kMinWarps = 4;
+// The streaming kernel's block barrier (every ring turn) waits for the
+// slowest of its warps: 16-warp blocks measured 20-30% slower than two
+// 8-warp blocks with the same warps per multiprocessor.
+constexpr int kMaxStreamWarps = 8;
+
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+bool PowerOfTwo(int x) { return x > 0 && (x & (x - 1)) == 0; }
+
+}  // namespace
+
+absl::StatusOr<StreamGrid> PickStreamGrid(const StreamGridProblem& p, ForcedStreamGrid force,
+                                          ResidentBlocksFn resident) {
+  const int ahead = p.reg_ring ? p.depth : p.depth - 2;  // slices in flight per warp
+  const double sm_cap = p.device_bytes_per_s / p.sms;
+  StreamGrid best;
+  bool best_preferred = false;
+  // The model's choices: the values the H200 sweep measured (a forced grid may be any).
+  const auto candidate = [&](int v, int forced, std::initializer_list<int> measured) {
+    return force.Any() ? v == forced : std::find(measured.begin(), measured.end(), v) != measured.end();
+  };
+  for (int wn = 1; wn <= p.max_warps; ++wn) {
+    if (p.n64 % wn != 0 || !candidate(wn, force.wn, {1, 2, 4, 8, 16})) continue;
+    for (int wk = 1; wn * wk <= p.max_warps; ++wk) {
+      if (!candidate(wk, force.wk, {1, 2, 3, 4, 6, 8, 12, 16})) continue;
+      for (int split = 1; split <= p.max_split && split * wk <= p.slices; ++split) {
+        if (!candidate(split, force.split, {1, 2, 4, 8})) continue;
+        const int64_t chunk = CeilDiv(p.slices, split);
+        const int part = static_cast<int>(CeilDiv(chunk, wk));
+        const int steps = static_cast<int>(CeilDiv(part, p.depth) * p.depth);
+        const size_t smem = p.whole_a ? DecodeSmemBytes(p.m, wn, wk, steps)
+                                      : StreamSmemBytes(p.m, wn, wk, p.depth, p.reg_ring);
+        if (smem > p.smem_per_block) continue;
+        const int warps = wn * wk;
+        absl::StatusOr<int64_t> slots = resident({wn, wk, split, 32 * warps, smem});
+        if (!slots.ok()) return slots.status();
+        if (*slots <= 0) continue;
+        const int64_t blocks = p.n64 / wn * split;
+        const int64_t waves = CeilDiv(blocks, *slots);
+        const int64_t wave_blocks = std::min(blocks, *slots);
+        const int per_sm = static_cast<int>(CeilDiv(wave_blocks, p.sms));
+        const double warps_per_sm = static_cast<double>(wave_blocks) * warps / p.sms;
+        const double busiest_bytes = static_cast<double>(waves) * per_sm * warps * part * 512;
+        const double rate = std::min(warps_per_sm * ahead * 512 / kLatencyS, sm_cap);
+        double t = busiest_bytes / rate + waves * kWaveS;
+        if (split > 2) t *= kLargeClusterFactor;
+        const bool preferred = warps >= std::min(kMinWarps, p.max_warps) &&
+                               (p.whole_a || (PowerOfTwo(wk) && warps <= kMaxStreamWarps));
+        const bool better =
+            best.wn == 0 || (preferred && !best_preferred) ||
+            (preferred == best_preferred &&
+             (t < best.seconds * (1 - 1e-6) ||
+              (t <= best.seconds * (1 + 1e-6) &&
+               (blocks < best.blocks || (blocks == best.blocks && split < best.split)))));
+        if (better) {
+          best = StreamGrid{wn, wk, split, steps, smem, blocks, per_sm, t};
+          best_preferred = preferred;
+        }
+      }
+    }
+  }
+  if (best.wn == 0 && force.Any()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "W4A16 stream: forced grid wn=", force.wn, ", wk=", force.wk, ", split=", force.split, " does not fit m=", p.m,
+        ", n=", p.n64 * 64, ", k=", p.slices * 16, " (expected wn | n/64, wn*wk <= ", p.max_warps,
+        ", split <= ", p.max_split, ", split*wk <= k/16, and the shared memory and registers to fit)"));
+  }
+  if (best.wn == 0) {
+    return absl::InternalError(absl::StrCat("W4A16 stream: no grid fits m=", p.m, ", n=", p.n64 * 64,
+                                            ", k=", p.slices * 16, " (", p.smem_per_block,
+                                            " bytes of shared memory per block)"));
+  }
+  return best;
+}
+
+}  // namespace qf::kernels

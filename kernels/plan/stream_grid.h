@@ -1,0 +1,110 @@
+// File: kernels/plan/stream_grid.h
+//
+// Grid planning for the weight-streaming and decode W4A16 kernels
+// (kernels/cuda/w4a16/w4a16_stream.cu launches what this picks). Plain C++:
+// the device's answers (how many blocks of a shape stay resident) come in
+// through a callback, so the choice is unit-tested on the CPU against grids
+// measured on the H200 (tests/kernels_gpu/stream_grid_test.cc).
+//
+// A grid: `split` blocks per column group (one thread-block cluster), each
+// block wn x wk warps; warp (i, j) streams QF4 column tile i of the block's
+// group over k-part j of the block's k-chunk. The model, fitted to 1700
+// grids measured on the H200 (bench/results/w4a16_h200_grids.log; mean
+// regret 4%, worst 16% over 24 shape/kernel/m cases, where the previous
+// Little's-law model averaged over 60%):
+//
+//   waves    = ceil(blocks / resident blocks)
+//   busiest  = slices the busiest multiprocessor streams over all waves
+//   rate     = min(its warps x slices in flight x 512 B / kLatencyS,
+//                  the device's bandwidth / multiprocessors)
+//   seconds  = busiest x 512 B / rate + waves x kWaveS,  x 1.2 when split > 2
+//
+// over wn in {1, 2, 4, 8, 16}, wk in {1, 2, 3, 4, 6, 8, 12, 16} and split in
+// {1, 2, 4, 8} (what the sweep measured), preferring blocks of at least 4
+// warps and, for the streaming kernel, at most 8 warps (its block barrier
+// waits for the slowest warp) and a power-of-two wk (3, 6 or 12 k-parts per
+// block measured up to 70% slower there; the barrier-free decode kernel runs
+// best at 12). Ties go to fewer blocks, then the smaller split.
+//
+//   PickStreamGrid(problem, {}, [&](const StreamGridShape& g) { return Resident(g); });
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/statusor.h"
+
+#if defined(__CUDACC__)
+#define QF_HOST_DEVICE __host__ __device__
+#else
+#define QF_HOST_DEVICE
+#endif
+
+namespace qf::kernels {
+
+// Dynamic shared memory of one streaming-kernel block (w4a16_stream_kernel.cuh):
+// two A blocks per k-part and the per-warp rings (none for a register ring),
+// or the fp32 partial tiles that reuse them after the main loop.
+QF_HOST_DEVICE constexpr size_t StreamSmemBytes(int m, int wn, int wk, int depth, bool reg_ring) {
+  const size_t main = size_t{2} * wk * m * (2 * depth + 1) * 16 + (reg_ring ? 0 : size_t{512} * wn * wk * depth);
+  const size_t out = size_t{4} * wk * m * (64 * wn + 4);
+  return main > out ? main : out;
+}
+
+// Dynamic shared memory of one decode-kernel block (w4a16_decode_kernel.cuh):
+// every k-part of A (padded to `steps` slices, 2 * steps + 1 int4 per row:
+// odd, so ldmatrix rows hit distinct banks), or the partial tiles.
+QF_HOST_DEVICE constexpr size_t DecodeSmemBytes(int m, int wn, int wk, int steps) {
+  const size_t main = size_t{16} * wk * m * (2 * steps + 1);
+  const size_t out = size_t{4} * wk * m * (64 * wn + 4);
+  return main > out ? main : out;
+}
+
+struct StreamGridProblem {
+  int sms = 0;               // multiprocessors
+  double device_bytes_per_s = 0;  // attainable DRAM read bandwidth
+  size_t smem_per_block = 0;      // dynamic shared memory a block may use
+  int m = 0;                 // rows of A in one launch
+  int64_t n64 = 0;           // QF4 column tiles (n / 64)
+  int64_t slices = 0;        // k / 16
+  int max_warps = 0;         // per block (the kernel's launch bound)
+  int depth = 0;             // ring slots per warp
+  bool reg_ring = false;     // weights in registers: depth slices in flight (else depth - 2)
+  bool whole_a = false;      // the decode kernel: A's k-part staged whole
+  int max_split = 8;         // cluster size limit
+};
+
+// One candidate, as the residency callback sees it.
+struct StreamGridShape {
+  int wn = 0, wk = 0, split = 0;
+  int threads = 0;
+  size_t smem = 0;
+};
+
+struct StreamGrid {
+  int wn = 0, wk = 0, split = 0;
+  int steps = 0;        // slices of the longest k-part, padded to the ring depth
+  size_t smem = 0;
+  int64_t blocks = 0;
+  int blocks_per_sm = 0;  // resident on the busiest multiprocessor
+  double seconds = 0;     // the model's estimate
+};
+
+// A grid forced by the caller (tuning sweeps); all zero: the model's pick.
+struct ForcedStreamGrid {
+  int wn = 0, wk = 0, split = 0;
+  bool Any() const { return wn > 0 || wk > 0 || split > 0; }
+};
+
+// Blocks of this shape the device holds at once (0: it cannot run), or the
+// error of the query.
+using ResidentBlocksFn = absl::FunctionRef<absl::StatusOr<int64_t>(const StreamGridShape&)>;
+
+// The grid for `p` (or the forced one). InvalidArgument naming the forced grid
+// and the shape when that does not fit; Internal when nothing fits; the
+// callback's error as is.
+absl::StatusOr<StreamGrid> PickStreamGrid(const StreamGridProblem& p, ForcedStreamGrid force,
+                                          ResidentBlocksFn resident);
+
+}  // namespace qf::kernels

@@ -1,0 +1,161 @@
+// The grid model of the weight-streaming / decode kernels (kernels/plan/stream_grid.h)
+// against what the grids measured on an H200: for every shape, kernel and m
+// in bench/results/w4a16_h200_grids.log, the grid it picks must have run
+// within 20% of the fastest grid measured there (and within 8% on average).
+// The device is the H200's numbers: 132 multiprocessors, its attainable
+// bandwidth, 227 KB of shared memory per block, and residency from each
+// kernel's registers per thread (ptxas, nvcc 13.0, sm_90a).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <string>
+#include <tuple>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/plan/stream_grid.h"
+
+namespace qf::kernels {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr int kSms = 132;
+constexpr size_t kSmemPerSm = 233472;  // 228 KB, of which 1 KB per block is reserved
+
+struct Kernel {
+  int rows;        // m per launch
+  int regs;        // per thread
+  int max_warps;   // launch bound
+  int static_smem;
+  bool whole_a;    // decode kernel
+  int depth;
+  bool reg_ring;
+};
+const std::map<std::string, Kernel>& Kernels() {
+  static const auto* k = new std::map<std::string, Kernel>{
+      {"stream_m8", {8, 102, 16, 256, false, 8, false}},
+      {"stream_m16", {16, 108, 16, 256, false, 8, false}},
+      {"dec_m8", {8, 165, 12, 0, true, 8, true}},
+      {"dec_m16", {16, 167, 12, 0, true, 8, true}},
+  };
+  return *k;
+}
+
+// The occupancy calculator's arithmetic for sm_90: registers in 256-register
+// units per warp, 64K per multiprocessor; shared memory per block plus 1 KB.
+int64_t Resident(const Kernel& kern, const StreamGridShape& g) {
+  const int warps = g.threads / 32;
+  const int reg_warp = (kern.regs * 32 + 255) / 256 * 256;
+  const int by_regs = 65536 / (reg_warp * warps);
+  const int by_smem = static_cast<int>(kSmemPerSm / (g.smem + kern.static_smem + 1024));
+  const int bps = std::min({by_regs, by_smem, 32});
+  return int64_t{bps} * kSms / g.split * g.split;
+}
+
+StreamGridProblem Problem(const Kernel& kern, int m, int64_t n, int64_t k) {
+  StreamGridProblem p;
+  p.sms = kSms;
+  p.device_bytes_per_s = 0.9 * 2.0 * 3.2e9 * 6144 / 8;  // H200: 3.2 GHz x 6144-bit HBM3e
+  p.smem_per_block = 232448 - kern.static_smem;
+  p.m = m;
+  p.n64 = n / 64;
+  p.slices = k / 16;
+  p.max_warps = kern.max_warps;
+  p.depth = kern.depth;
+  p.reg_ring = kern.reg_ring;
+  p.whole_a = kern.whole_a;
+  return p;
+}
+
+const std::map<std::string, std::pair<int64_t, int64_t>> kShapes = {
+    {"qkv", {8192, 10240}}, {"o", {8192, 8192}}, {"gate_up", {8192, 57344}}, {"down", {28672, 8192}}};
+
+TEST(StreamGridTest, PicksAGridMeasuredNearTheFastestOnTheH200) {
+  const std::string path = std::string(QF_SOURCE_DIR) + "/bench/results/w4a16_h200_grids.log";
+  std::ifstream in(path);
+  ASSERT_TRUE(in) << path;
+  // (shape, m, variant) -> (wn, wk, split) -> microseconds
+  std::map<std::tuple<std::string, int, std::string>, std::map<std::tuple<int, int, int>, double>> measured;
+  const std::regex row(R"(\|   grid \| (\w+) \| (\d+) \| (\w+) \| wn (\d+) wk (\d+) split (\d+) \| ([\d.]+) \|)");
+  for (std::string line; std::getline(in, line);) {
+    std::smatch s;
+    if (!std::regex_search(line, s, row)) continue;
+    measured[{s[1], std::stoi(s[2]), s[3]}][{std::stoi(s[4]), std::stoi(s[5]), std::stoi(s[6])}] = std::stod(s[7]);
+  }
+  ASSERT_GE(measured.size(), 20u) << path;
+  double regret_sum = 0;
+  for (const auto& [key, grids] : measured) {
+    const auto& [shape, m, variant] = key;
+    SCOPED_TRACE(absl::StrCat(shape, " m=", m, " ", variant));
+    const Kernel& kern = Kernels().at(variant);
+    const auto [k, n] = kShapes.at(shape);
+    absl::StatusOr<StreamGrid> g =
+        PickStreamGrid(Problem(kern, std::min(m, kern.rows), n, k), {},
+                       [&](const StreamGridShape& s) -> absl::StatusOr<int64_t> { return Resident(kern, s); });
+    ASSERT_TRUE(g.ok()) << g.status();
+    const auto it = grids.find({g->wn, g->wk, g->split});
+    ASSERT_NE(it, grids.end()) << "picked wn=" << g->wn << " wk=" << g->wk << " split=" << g->split
+                               << ", which the sweep did not run";
+    double best = it->second;
+    for (const auto& [grid, us] : grids) best = std::min(best, us);
+    EXPECT_LE(it->second, 1.2 * best) << "picked wn=" << g->wn << " wk=" << g->wk << " split=" << g->split;
+    regret_sum += it->second / best - 1;
+  }
+  EXPECT_LE(regret_sum / measured.size(), 0.08);
+}
+
+TEST(StreamGridTest, ForcedGridIsTakenAsIsOrRefusedWithTheShape) {
+  const Kernel& kern = Kernels().at("dec_m8");
+  const auto resident = [&](const StreamGridShape& s) -> absl::StatusOr<int64_t> { return Resident(kern, s); };
+  absl::StatusOr<StreamGrid> g = PickStreamGrid(Problem(kern, 1, 8192, 8192), {2, 3, 4}, resident);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(std::make_tuple(g->wn, g->wk, g->split), std::make_tuple(2, 3, 4));
+  EXPECT_EQ(g->blocks, 8192 / 64 / 2 * 4);
+  for (const ForcedStreamGrid bad : {ForcedStreamGrid{3, 1, 1}, ForcedStreamGrid{4, 4, 1}, ForcedStreamGrid{1, 1, 9}}) {
+    absl::StatusOr<StreamGrid> r = PickStreamGrid(Problem(kern, 1, 8192, 8192), bad, resident);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(r.status().message(), HasSubstr(absl::StrCat("forced grid wn=", bad.wn, ", wk=", bad.wk)));
+    EXPECT_THAT(r.status().message(), HasSubstr("m=1, n=8192, k=8192"));
+  }
+}
+
+TEST(StreamGridTest, DeviceErrorsAndImpossibleShapesAreReported) {
+  const Kernel& kern = Kernels().at("stream_m8");
+  absl::StatusOr<StreamGrid> r =
+      PickStreamGrid(Problem(kern, 8, 8192, 8192), {}, [](const StreamGridShape&) -> absl::StatusOr<int64_t> {
+        return absl::InternalError("occupancy query: cudaErrorInvalidDevice");
+      });
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(r.status().message(), HasSubstr("cudaErrorInvalidDevice"));
+  // No candidate is resident anywhere: Internal naming the shape.
+  r = PickStreamGrid(Problem(kern, 8, 8192, 8192), {},
+                     [](const StreamGridShape&) -> absl::StatusOr<int64_t> { return int64_t{0}; });
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(r.status().message(), HasSubstr("no grid fits m=8, n=8192, k=8192"));
+}
+
+// Smaller problems keep every multiprocessor busy: a one-tile-wide linear
+// (n = 64) still spreads its k over clusters, and every pick respects the
+// shared-memory limit it was given.
+TEST(StreamGridTest, NarrowAndDeepShapesSpreadOverTheDevice) {
+  for (const auto& [name, kern] : Kernels()) {
+    SCOPED_TRACE(name);
+    const auto resident = [&](const StreamGridShape& s) -> absl::StatusOr<int64_t> { return Resident(kern, s); };
+    absl::StatusOr<StreamGrid> g = PickStreamGrid(Problem(kern, kern.rows, 64, 28672), {}, resident);
+    ASSERT_TRUE(g.ok()) << g.status();
+    EXPECT_EQ(g->wn, 1);
+    EXPECT_GE(g->wk * g->split, 8) << "one column tile must still use several warps' worth of k-parts";
+    EXPECT_LE(g->smem, size_t{232448});
+  }
+}
+
+}  // namespace
+}  // namespace qf::kernels
