@@ -261,6 +261,7 @@ int main(int argc, char** argv) {
   int met = 0, total = 0;
   std::map<std::pair<std::string, int64_t>, double> cublas_us;  // pass 0 -> pass 1
   std::vector<std::string> plans;                                // grid of each table row
+  std::vector<std::string> floors;                               // streaming read of each shape's weights
   const auto swept = [&](const std::string& name) {
     if (sweep_filter.empty()) return true;
     for (const std::string& f : sweep_filter) {
@@ -275,6 +276,8 @@ int main(int argc, char** argv) {
       std::printf("\ntargets (M<=16: >=3.5x and >=85%% roofline; M=64: >=2x; M=256: >=1x): %d of %d met\n", met, total);
       std::printf("\ngrids:\n");
       for (const std::string& pl : plans) std::printf("  %s\n", pl.c_str());
+      std::printf("\nread floor (streaming read of the packed weights alone, flushed, same timing):\n");
+      for (const std::string& f : floors) std::printf("  %s\n", f.c_str());
       std::printf(
           "\nsweep: every variant that takes the shape\n| shape | M | variant | us | vs cuBLAS | roofline |\n"
           "|---|---|---|---|---|---|\n");
@@ -299,6 +302,19 @@ int main(int argc, char** argv) {
       DequantQf4<<<Blocks(k * n), 256>>>(qweight, scales, zeros, w16, k, n, kGroupSize);
       CUDA_CHECK(cudaGetLastError());
       Check(ws.Reserve(qf::kernels::W4A16WorkspaceBytes(max_m, n, k, 0)), "workspace");
+      if (pass == 0) {
+        // The floor of this method for these bytes: a plain streaming read of
+        // the packed weights alone, flushed and timed like every call.
+        const size_t wbytes = static_cast<size_t>(k) * n / 2;
+        const double t_read = timer.MedianUs(
+            [&] { StreamRead<<<stream_blocks, 512>>>(reinterpret_cast<const int4*>(qweight), wbytes / 16, sink); },
+            flush, warmup, iters);
+        char line[160];
+        std::snprintf(line, sizeof line, "%s: %.1f MiB in %.1f us = %.2f TB/s (%.0f%% of the 2 GiB read)", s.name,
+                      wbytes / 1048576.0, t_read, wbytes / (t_read * 1e-6) / 1e12,
+                      100 * wbytes / (t_read * 1e-6) / peak_bw);
+        floors.push_back(line);
+      }
       if (sweep) {
         for (const std::string& name : qf::kernels::W4A16VariantNames()) {
           if (!swept(name)) continue;
@@ -340,7 +356,7 @@ int main(int argc, char** argv) {
             std::printf("|   planned: %s |\n", planned.ok() ? planned->c_str() : "?");
             for (int wn : {1, 2, 4, 8}) {
               for (int wk : {1, 2, 3, 4, 6, 8, 12, 16}) {
-                for (int split : {1, 2, 4, 8}) {
+                for (int split : {1, 2, 3, 4, 6, 8}) {
                   qf::kernels::W4A16GemmArgs g = forced;
                   g.stream_plan = {wn, wk, split};
                   if (!qf::kernels::W4A16Gemm(g).ok()) continue;  // does not fit
@@ -415,6 +431,8 @@ int main(int argc, char** argv) {
     std::printf("\ntargets (M<=16: >=3.5x and >=85%% roofline; M=64: >=2x; M=256: >=1x): %d of %d met\n", met, total);
     std::printf("\ngrids:\n");
     for (const std::string& pl : plans) std::printf("  %s\n", pl.c_str());
+    std::printf("\nread floor (streaming read of the packed weights alone, flushed, same timing):\n");
+    for (const std::string& f : floors) std::printf("  %s\n", f.c_str());
   }
   CUBLAS_CHECK(cublasDestroy(handle));
   CUDA_CHECK(cudaFree(bw_buf));
