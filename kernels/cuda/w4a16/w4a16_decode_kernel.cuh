@@ -57,17 +57,12 @@ template <int MH, int DEPTH>
 __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH>::kMaxThreads, 1) W4A16DecodeKernel(const StreamParams p) {
   constexpr int D = DEPTH;
   extern __shared__ int4 smem[];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int wn = p.wn, wk = p.wk;
-  const int wn_i = warp % wn, wk_i = warp / wn;
-  const int split = gridDim.y, rank = blockIdx.y;
-  const int col_tile = blockIdx.x * wn + wn_i;
+  const StreamWarp sw(p);
+  const int lane = sw.lane, wn = p.wn, wk = p.wk, wn_i = sw.wn_i, wk_i = sw.wk_i, col_tile = sw.col_tile;
   const int m = p.m;
-  // Chunk `rank` of `split`, part wk_i of wk: slices [s0, s0 + len).
-  const int c0 = static_cast<int>(static_cast<long long>(p.slices) * rank / split);
-  const int clen = static_cast<int>(static_cast<long long>(p.slices) * (rank + 1) / split) - c0;
-  const int s0 = c0 + clen * wk_i / wk, len = c0 + clen * (wk_i + 1) / wk - s0;
-  const int steps = ((clen + wk - 1) / wk + D - 1) / D * D;  // every warp's, A zero past its part
+  // This warp's part: slices [s0, s0 + len).
+  const int s0 = sw.PartBegin(wk_i, wk), len = sw.PartBegin(wk_i + 1, wk) - s0;
+  const int steps = sw.PaddedSteps(wk, D);  // every warp's, A zero past its part
   const int row_int4 = 2 * steps + 1;
 
   // ---- A: rows [0, m) of the part, the wn warps of the part sharing the copies.

@@ -72,25 +72,25 @@ std::string DescribeDecode(int64_t m, int64_t n, int64_t k, int device) {
   return DescribeStreamKernel(DecodeKernelOf<MH, DEPTH>(), m, n, k, device);
 }
 
+// A table row of the streaming family: rows of A per launch, threads of the
+// launch bound, ring depth; grid and shared memory are planned per call.
+inline Variant StreamFamilyVariant(const char* name, int rows, int max_threads, int depth, const void* kernel,
+                                   absl::Status (*run)(const StreamCall&, int),
+                                   std::string (*describe)(int64_t, int64_t, int64_t, int)) {
+  Variant v{name, rows, 64, 16, max_threads, depth, 1, /*min_sm: thread-block clusters*/ 90, 0, kernel, nullptr};
+  v.stream_run = run;
+  v.stream_describe = describe;
+  return v;
+}
+
 // The decode kernel (w4a16_decode_kernel.cuh): MH 8-row blocks of A, a
 // DEPTH-slice register ring per warp.
 template <int MH, int DEPTH>
 Variant MakeDecodeVariant(const char* name) {
   using Cfg = DecodeConfig<MH, DEPTH>;
-  Variant v{name,
-            Cfg::kRows,
-            64,
-            16,
-            Cfg::kMaxThreads,
-            DEPTH,
-            1,
-            90,  // thread-block clusters
-            0,   // dynamic shared memory is planned per call
-            reinterpret_cast<const void*>(&W4A16DecodeKernel<MH, DEPTH>),
-            nullptr};
-  v.stream_run = &RunDecode<MH, DEPTH>;
-  v.stream_describe = &DescribeDecode<MH, DEPTH>;
-  return v;
+  return StreamFamilyVariant(name, Cfg::kRows, Cfg::kMaxThreads, DEPTH,
+                             reinterpret_cast<const void*>(&W4A16DecodeKernel<MH, DEPTH>), &RunDecode<MH, DEPTH>,
+                             &DescribeDecode<MH, DEPTH>);
 }
 
 // MH 8-row blocks of A, DEPTH-slot ring, FOLD: fp32 per-group scaling, REG:
@@ -98,20 +98,9 @@ Variant MakeDecodeVariant(const char* name) {
 template <int MH, int DEPTH, bool FOLD, bool REG>
 Variant MakeStreamVariant(const char* name) {
   using Cfg = StreamConfig<MH, DEPTH, FOLD, REG>;
-  Variant v{name,
-            Cfg::kRows,
-            64,
-            16,
-            Cfg::kMaxThreads,
-            DEPTH,
-            1,
-            90,  // thread-block clusters
-            0,   // dynamic shared memory is planned per call
-            reinterpret_cast<const void*>(&W4A16StreamKernel<MH, DEPTH, FOLD, REG>),
-            nullptr};
-  v.stream_run = &RunStream<MH, DEPTH, FOLD, REG>;
-  v.stream_describe = &DescribeStream<MH, DEPTH, FOLD, REG>;
-  return v;
+  return StreamFamilyVariant(name, Cfg::kRows, Cfg::kMaxThreads, DEPTH,
+                             reinterpret_cast<const void*>(&W4A16StreamKernel<MH, DEPTH, FOLD, REG>),
+                             &RunStream<MH, DEPTH, FOLD, REG>, &DescribeStream<MH, DEPTH, FOLD, REG>);
 }
 
 }  // namespace qf::kernels::w4a16

@@ -201,6 +201,25 @@ __device__ __forceinline__ void DequantWordA(uint32_t x, const GroupConsts& g, u
   a[3] = AsU32(v3);
 }
 
+// Where a warp of a streaming-family block works: warp (wn_i, wk_i) of block
+// (x, rank) streams QF4 tile column x * wn + wn_i over part wk_i of the
+// block's k-chunk, chunk `rank` of gridDim.y equal chunks of the slices.
+struct StreamWarp {
+  int lane, warp, wn_i, wk_i, col_tile;
+  int c0, clen;  // the block's chunk: slices [c0, c0 + clen)
+  __device__ __forceinline__ explicit StreamWarp(const StreamParams& p)
+      : lane(threadIdx.x & 31), warp(threadIdx.x >> 5), wn_i(warp % p.wn), wk_i(warp / p.wn),
+        col_tile(blockIdx.x * p.wn + wn_i),
+        c0(static_cast<int>(static_cast<long long>(p.slices) * blockIdx.y / gridDim.y)),
+        clen(static_cast<int>(static_cast<long long>(p.slices) * (blockIdx.y + 1) / gridDim.y) - c0) {}
+  // First slice of part i of wk (part i ends where part i + 1 begins).
+  __device__ __forceinline__ int PartBegin(int i, int wk) const { return c0 + clen * i / wk; }
+  // Steps every warp of the block runs: the longest part, padded to the ring depth.
+  __device__ __forceinline__ int PaddedSteps(int wk, int depth) const {
+    return ((clen + wk - 1) / wk + depth - 1) / depth * depth;
+  }
+};
+
 // The group constants of one warp's k-part [s0, s0 + len) of QF4 tile column
 // `col_tile`: the current group's in registers, the next group's raw scales
 // and zeros already loaded, so a switch waits on nothing.
@@ -339,20 +358,13 @@ __global__ void __launch_bounds__(StreamConfig<MH, DEPTH, FOLD, REG>::kMaxThread
 
   extern __shared__ int4 smem[];
   __shared__ int2 sub_chunk[32];  // (first slice, slices) of each k-part of the block's chunk
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int nthreads = blockDim.x, wn = p.wn, wk = p.wk;
-  const int wn_i = warp % wn, wk_i = warp / wn;
-  const int split = gridDim.y, rank = blockIdx.y;
-  const int col_tile = blockIdx.x * wn + wn_i;
+  const StreamWarp sw(p);
+  const int tid = threadIdx.x, lane = sw.lane, warp = sw.warp;
+  const int nthreads = blockDim.x, wk = p.wk;
+  const int wk_i = sw.wk_i, col_tile = sw.col_tile;
   const int m = p.m;
-  // The block's k-chunk (rank of split) cut into wk parts, one per warp row.
-  const int c0 = static_cast<int>(static_cast<long long>(p.slices) * rank / split);
-  const int clen = static_cast<int>(static_cast<long long>(p.slices) * (rank + 1) / split) - c0;
-  if (tid < wk) {
-    const int a = clen * tid / wk, b = clen * (tid + 1) / wk;
-    sub_chunk[tid] = make_int2(c0 + a, b - a);
-  }
-  const int lpad = ((clen + wk - 1) / wk + D - 1) / D * D;  // steps of every warp; A is zero past a part's end
+  if (tid < wk) sub_chunk[tid] = make_int2(sw.PartBegin(tid, wk), sw.PartBegin(tid + 1, wk) - sw.PartBegin(tid, wk));
+  const int lpad = sw.PaddedSteps(wk, D);  // steps of every warp; A is zero past a part's end
   __syncthreads();
   const int s0 = sub_chunk[wk_i].x, len = sub_chunk[wk_i].y;
 
