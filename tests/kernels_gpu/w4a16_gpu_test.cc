@@ -410,7 +410,7 @@ TEST_F(W4A16GpuTest, StreamingVariantsMatchCpuReference) {
       {"stream_m8", {1, 2, 3, 7, 8, 20}},  {"stream_m16", {1, 9, 16, 33}},     {"stream_m32", {3, 17, 32, 40}},
       {"stream_m64", {1, 33, 64, 118}},    {"stream_m8_reg", {1, 5, 8, 9}},    {"stream_m16_reg", {2, 16}},
       {"stream_m8_d16", {1, 5, 8}},        {"stream_m16_fold", {11, 16}},   {"dec_m8", {1, 2, 7, 8, 20}},
-      {"dec_m16", {1, 9, 16, 33}},
+      {"dec_m16", {1, 9, 16, 33}},         {"dec_m8_d16", {1, 8, 11}},
   };
   for (const StreamCase& c : cases) {
     const QuantizedLinear q = RandomLinear(c.spec, 71);
@@ -563,6 +563,26 @@ TEST_F(W4A16GpuTest, ForcedStreamGridsMatchCpuReferenceOrAreRefused) {
     EXPECT_THAT(std::string(got.status().message()),
                 HasSubstr(absl::StrCat("forced grid wn=", g.wn, ", wk=", g.wk, ", split=", g.split)));
     EXPECT_THAT(std::string(got.status().message()), HasSubstr("n=512, k=2048"));
+  }
+}
+
+// The table's policy for few rows on sm_90 (kernels/README.md, measured on the
+// H200): streaming up to 8 rows for large weights, the decode kernel for deep
+// k, the tiled kernel for small weights and from 9 rows.
+TEST_F(W4A16GpuTest, FewRowsGoToStreamingOnlyForLargeWeights) {
+  if (!HasStreamingVariants()) GTEST_SKIP() << "weight-streaming variants need sm_90";
+  const struct {
+    int64_t m, n, k;
+    const char* want;
+  } cases[] = {
+      {1, 8192, 28672, "dec_m8"},        {8, 8192, 28672, "dec_m8"},   {1, 57344, 8192, "stream_m8"},
+      {4, 10240, 8192, "stream_m8"},     {1, 768, 256, "mb1_bn256_bk256_s3"},
+      {9, 8192, 28672, "mb1_bn256_bk256_s3"}, {16, 8192, 8192, "mb1_bn256_bk256_s3"},
+  };
+  for (const auto& c : cases) {
+    absl::StatusOr<std::string> v = W4A16VariantName(c.m, c.n, c.k, 128);
+    ASSERT_TRUE(v.ok()) << v.status();
+    EXPECT_EQ(*v, c.want) << "m=" << c.m << " n=" << c.n << " k=" << c.k;
   }
 }
 

@@ -44,10 +44,10 @@ struct DecodeConfig {
   static constexpr int kMh = MH;
   static constexpr int kDepth = DEPTH;  // slices in flight per warp (4 registers each)
   static constexpr int kRows = 8 * MH;
-  // The ring's 4 * DEPTH registers: 12 warps give 168 registers per thread;
-  // at 16 warps' 128 dec_m8 spilled. 12 warps x DEPTH slices in flight is
-  // 48 KB per multiprocessor at DEPTH 8.
-  static constexpr int kMaxWarps = 12;
+  // The ring's 4 * DEPTH registers: 12 warps give 168 registers per thread
+  // (at 16 warps' 128 dec_m8 spilled), 8 warps 255 for the 16-deep ring.
+  // In flight per multiprocessor: 12 x 8 or 8 x 16 slices, 48 or 64 KB.
+  static constexpr int kMaxWarps = DEPTH <= 8 ? 12 : 8;
   static constexpr int kMaxThreads = 32 * kMaxWarps;
   static_assert(MH == 1 || MH == 2, "8 or 16 rows of A");
   static_assert(DEPTH == 8 || DEPTH == 16, "ring depth");

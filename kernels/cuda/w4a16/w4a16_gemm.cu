@@ -23,8 +23,8 @@ using w4a16::Variant;
 // alternatives for shapes the first cannot take). Tuned with w4a16_bench
 // --sweep --grids (kernels/README.md): up to 8 rows of A the weight-streaming
 // kernel, on the grids kernels/plan/stream_grid.h picks, beat the tiled one on
-// the H200 (gate_up 78 vs 93 us, o 19 vs 21), and the barrier-free decode
-// kernel beats both on deep k (down: 44 vs 51); from 9 to 16 rows the tiled
+// the H200 (gate_up 78.6 vs 93.9 us, o 19.3 vs 20.9) for n >= kLargeN, and the
+// barrier-free decode kernel beats both on deep k (down: 45.0 vs 51.5); from 9 to 16 rows the tiled
 // kernel is faster (down m = 16: 55 vs 66), and streaming serves only the
 // shapes the tiled variants reject.
 struct Row {
@@ -36,11 +36,15 @@ struct Row {
 constexpr int64_t kAnyM = int64_t{1} << 40;
 constexpr int64_t kWgMinN = 1024;
 constexpr int64_t kDeepK = 16384;  // a warp streams >= 100 slices: the decode kernel's barrier-free loop pays
+// Below, the streaming kernels' fixed cost (cluster launch, staging A) loses
+// to the tiled kernel: tiny-llama's n <= 768 at m = 1 ran in 8.1-9.1 us
+// against 6.0-8.4 us tiled (verify on the H200).
+constexpr int64_t kLargeN = 1024;
 // C arrays whose sizes the initializers give: a std::array longer than its
 // list would hold null rows.
 const Row kTable[] = {
-    {8, 0, kDeepK, &w4a16::kW4A16DecodeM8},
-    {8, 0, 0, &w4a16::kW4A16StreamM8},
+    {8, kLargeN, kDeepK, &w4a16::kW4A16DecodeM8},
+    {8, kLargeN, 0, &w4a16::kW4A16StreamM8},
     {16, 0, 0, &w4a16::kW4A16Mb1Bn256},
     {16, 0, 0, &w4a16::kW4A16Mb1Bk512},
     {16, 0, 0, &w4a16::kW4A16Mb1TwoBlocks},
@@ -79,7 +83,7 @@ const Variant* const kTuningVariants[] = {
     &w4a16::kW4A16WgT64N128K128,    &w4a16::kW4A16WsT64N128TwoBlocks, &w4a16::kW4A16WsT64N256,
     &w4a16::kW4A16StreamM8Reg,      &w4a16::kW4A16StreamM16Reg,  &w4a16::kW4A16StreamM8D16,
     &w4a16::kW4A16StreamM16Fold,    &w4a16::kW4A16StreamM64,     &w4a16::kW4A16DecodeM16,
-    &w4a16::kW4A16TuneMb1Bk128,
+    &w4a16::kW4A16DecodeM8D16,      &w4a16::kW4A16TuneMb1Bk128,
     &w4a16::kW4A16TuneMb2TwoBlocks, &w4a16::kW4A16TuneMb4Bk128,  &w4a16::kW4A16TmaMb1TwoBlocks,
     &w4a16::kW4A16TmaMb1Bk512,      &w4a16::kW4A16TmaMb2,        &w4a16::kW4A16TmaMb4Bn128,
     &w4a16::kW4A16TmaMb4Bn256,
