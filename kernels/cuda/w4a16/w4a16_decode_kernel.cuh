@@ -45,7 +45,9 @@ struct DecodeConfig {
   static constexpr int kDepth = DEPTH;  // slices in flight per warp (4 registers each)
   static constexpr int kRows = 8 * MH;
   // The ring's 4 * DEPTH registers: 12 warps give 168 registers per thread
-  // (at 16 warps' 128 dec_m8 spilled), 8 warps 255 for the 16-deep ring.
+  // (at 16 warps' 128 dec_m8 spilled), 8 warps 255 for a 16-deep ring (212
+  // used; 9-17% slower than dec_m8 on the best grids of each on the H200,
+  // so not built).
   // In flight per multiprocessor: 12 x 8 or 8 x 16 slices, 48 or 64 KB.
   static constexpr int kMaxWarps = DEPTH <= 8 ? 12 : 8;
   static constexpr int kMaxThreads = 32 * kMaxWarps;

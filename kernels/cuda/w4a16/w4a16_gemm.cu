@@ -50,6 +50,7 @@ const Row kTable[] = {
     {16, 0, 0, &w4a16::kW4A16Mb1TwoBlocks},
     {32, 0, 0, &w4a16::kW4A16Mb2Bn128},
     // Weight streaming (sm_90): any n % 64 and k % 16 for m <= 32.
+    {8, 0, 0, &w4a16::kW4A16StreamM8},
     {16, 0, 0, &w4a16::kW4A16StreamM16},
     {32, 0, 0, &w4a16::kW4A16StreamM32},
     // Warpgroup MMA (sm_90a) from 33 rows up, tuned on the H200 with
@@ -83,7 +84,7 @@ const Variant* const kTuningVariants[] = {
     &w4a16::kW4A16WgT64N128K128,    &w4a16::kW4A16WsT64N128TwoBlocks, &w4a16::kW4A16WsT64N256,
     &w4a16::kW4A16StreamM8Reg,      &w4a16::kW4A16StreamM16Reg,  &w4a16::kW4A16StreamM8D16,
     &w4a16::kW4A16StreamM16Fold,    &w4a16::kW4A16StreamM64,     &w4a16::kW4A16DecodeM16,
-    &w4a16::kW4A16DecodeM8D16,      &w4a16::kW4A16TuneMb1Bk128,
+    &w4a16::kW4A16TuneMb1Bk128,
     &w4a16::kW4A16TuneMb2TwoBlocks, &w4a16::kW4A16TuneMb4Bk128,  &w4a16::kW4A16TmaMb1TwoBlocks,
     &w4a16::kW4A16TmaMb1Bk512,      &w4a16::kW4A16TmaMb2,        &w4a16::kW4A16TmaMb4Bn128,
     &w4a16::kW4A16TmaMb4Bn256,

@@ -124,10 +124,8 @@ extern const Variant kW4A16StreamM16Reg;
 extern const Variant kW4A16StreamM8D16;
 extern const Variant kW4A16StreamM16Fold;
 // The barrier-free decode kernel (w4a16_decode_kernel.cuh), sm_90: A staged
-// whole per k-part, weights through an 8-slice (_d16: 16-slice) register
-// ring; 8 or 16 rows.
+// whole per k-part, weights through an 8-slice register ring; 8 or 16 rows.
 extern const Variant kW4A16DecodeM8;
-extern const Variant kW4A16DecodeM8D16;
 extern const Variant kW4A16DecodeM16;
 
 // Warpgroup-MMA variants (w4a16_wgmma_kernel.cuh), sm_90a, named
