@@ -24,9 +24,8 @@
 // in fp16, times the fp16 scale (DequantWordA). A zero-folding version (one
 // lop3 per register, 1024 + q / 64 + q, zeros and scales applied per group in
 // fp32 through a constant-operand mma: 36 instead of ~50 instructions per
-// slice) measured the same speed on the H200 and a 10x larger error against
-// cuBLAS (3.1e-4 vs 3-7e-5: the mma's fp32 accumulation does not keep the
-// 1024 offsets' cancellation exact), so it was dropped.
+// slice) measured the same speed on the H200, so the issue rate is not what
+// limits this loop; it was dropped (kernels/README.md).
 #pragma once
 
 #include <cuda_fp16.h>
