@@ -41,6 +41,7 @@ struct Kernel {
 const std::map<std::string, Kernel>& Kernels() {
   static const auto* k = new std::map<std::string, Kernel>{
       {"stream_m8", {8, 102, 16, 256, false, 8, false}},
+      {"stream_m8_d16", {8, 101, 16, 256, false, 16, false}},
       {"stream_m16", {16, 108, 16, 256, false, 8, false}},
       {"dec_m8", {8, 165, 12, 0, true, 8, true}},
       {"dec_m16", {16, 167, 12, 0, true, 8, true}},

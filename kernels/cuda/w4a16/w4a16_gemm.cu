@@ -22,7 +22,7 @@ using w4a16::Variant;
 // whose variant takes n, k and the group size runs (rows of one m range are
 // alternatives for shapes the first cannot take). Tuned with w4a16_bench
 // --sweep --grids (kernels/README.md): up to 8 rows of A the weight-streaming
-// kernel, on the grids kernels/plan/stream_grid.h picks, beat the tiled one on
+// kernel (16-slice ring), on the grids kernels/plan/stream_grid.h picks, beat the tiled one on
 // the H200 (gate_up 78.6 vs 93.9 us, o 19.3 vs 20.9) for n >= kLargeN, and the
 // barrier-free decode kernel beats both on deep k (down: 45.0 vs 51.5); from 9 to 16 rows the tiled
 // kernel is faster (down m = 16: 55 vs 66), and streaming serves only the
@@ -44,7 +44,7 @@ constexpr int64_t kLargeN = 1024;
 // list would hold null rows.
 const Row kTable[] = {
     {8, kLargeN, kDeepK, &w4a16::kW4A16DecodeM8},
-    {8, kLargeN, 0, &w4a16::kW4A16StreamM8},
+    {8, kLargeN, 0, &w4a16::kW4A16StreamM8D16},
     {16, 0, 0, &w4a16::kW4A16Mb1Bn256},
     {16, 0, 0, &w4a16::kW4A16Mb1Bk512},
     {16, 0, 0, &w4a16::kW4A16Mb1TwoBlocks},
@@ -82,7 +82,7 @@ const Variant* const kTuningVariants[] = {
     &w4a16::kW4A16WgT64,           &w4a16::kW4A16WgT64D2,       &w4a16::kW4A16WgT256N128D2,
     &w4a16::kW4A16WgT128N128TwoBlocks, &w4a16::kW4A16WgT256N128K128, &w4a16::kW4A16WgT64K128,
     &w4a16::kW4A16WgT64N128K128,    &w4a16::kW4A16WsT64N128TwoBlocks, &w4a16::kW4A16WsT64N256,
-    &w4a16::kW4A16StreamM8Reg,      &w4a16::kW4A16StreamM16Reg,  &w4a16::kW4A16StreamM8D16,
+    &w4a16::kW4A16StreamM8Reg,      &w4a16::kW4A16StreamM16Reg,
     &w4a16::kW4A16StreamM16Fold,    &w4a16::kW4A16StreamM64,     &w4a16::kW4A16DecodeM16,
     &w4a16::kW4A16TuneMb1Bk128,
     &w4a16::kW4A16TuneMb2TwoBlocks, &w4a16::kW4A16TuneMb4Bk128,  &w4a16::kW4A16TmaMb1TwoBlocks,

@@ -113,8 +113,9 @@ using CfgTmaMb4Bn256 = Config<4, 4, 2, 8, 3, 1, true>;
 // Weight-streaming variants (w4a16_stream_kernel.cuh), sm_90: up to 8, 16,
 // 32, 64 rows of A per launch. _reg: weights through a register ring instead
 // of shared memory; _fold: fp32 per-group scaling for 16 rows; _d16: 16-deep
-// ring. The table uses m8, m16, m32 for the shapes the tiled variants reject;
-// the rest are for tuning sweeps.
+// ring. The table uses m8_d16 for m <= 8 with n >= 1024 (k < 16384), and m8,
+// m16, m32 for the shapes the tiled variants reject; the rest are for tuning
+// sweeps.
 extern const Variant kW4A16StreamM8;
 extern const Variant kW4A16StreamM16;
 extern const Variant kW4A16StreamM32;
