@@ -17,8 +17,8 @@
 //   end:      StreamReduceStore (DSMEM, fixed order, + bias, fp16)
 //
 // The cost: A's k-part lives in shared memory for the whole kernel, m x
-// (k / split) x 2 bytes per block; the planner (w4a16_stream.cu) raises the
-// cluster split until it fits.
+// (k / split) x 2 bytes per block; the grid model (kernels/plan/stream_grid.h)
+// only considers splits for which it fits.
 //
 // Dequantization as the weight-streaming kernel without FOLD: exact (q - z)
 // in fp16, times the fp16 scale (DequantWordA). A zero-folding version (one

@@ -1,8 +1,9 @@
 // File: kernels/cuda/w4a16/w4a16_stream.cuh
 //
-// Host side of the weight-streaming W4A16 variants (kernel:
-// w4a16_stream_kernel.cuh): the grid planner and the cluster launch, shared
-// by every instance; MakeStreamVariant turns one <MH, DEPTH> instance into a
+// Host side of the weight-streaming and decode W4A16 variants (kernels:
+// w4a16_stream_kernel.cuh, w4a16_decode_kernel.cuh): planning (through
+// kernels/plan/stream_grid.h) and the cluster launch, shared by every
+// instance; MakeStreamVariant / MakeDecodeVariant turn one instance into a
 // row of the variant table (w4a16_variants.cuh).
 //
 //   // instances/w4a16_stream_m8.cu

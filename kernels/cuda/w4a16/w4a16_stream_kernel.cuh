@@ -1,8 +1,8 @@
 // File: kernels/cuda/w4a16/w4a16_stream_kernel.cuh
 //
 // The weight-streaming W4A16 GEMM for few rows of A (decode), on the same
-// QF4 layout as the tiled kernel (w4a16_kernel.cuh). Host side and the grid
-// planner: w4a16_stream.cu; picture and measurements: kernels/README.md.
+// QF4 layout as the tiled kernel (w4a16_kernel.cuh). Host side: w4a16_stream.cu;
+// grid model: kernels/plan/stream_grid.h; picture and measurements: kernels/README.md.
 //
 // Roles are swapped with respect to the tiled kernel: the dequantized weights
 // are the A operand of mma.m16n8k16 (16 output columns x 16 kernel rows) and
