@@ -8,9 +8,9 @@
 //
 // A grid: `split` blocks per column group (one thread-block cluster), each
 // block wn x wk warps; warp (i, j) streams QF4 column tile i of the block's
-// group over k-part j of the block's k-chunk. The model, fitted to 1700
-// grids measured on the H200 (bench/results/w4a16_h200_grids.log; over 24
-// shape/kernel/m cases its picks run 4% slower than the best grid on average,
+// group over k-part j of the block's k-chunk. The model, fitted to 2000
+// grids measured on the H200 (bench/results/w4a16_h200_grids.log; over 27
+// shape/kernel/m cases its picks run 3% slower than the best grid on average,
 // 15% at worst; the previous Little's-law model's: 8%, and 77% at worst):
 //
 //   waves    = ceil(blocks / resident blocks)
