@@ -60,7 +60,8 @@ struct W4A16GemmArgs {
   // Weight-streaming and decode variants only, for tuning sweeps: this grid
   // (wn column tiles x wk k-parts per block, split blocks per cluster) instead
   // of the planner's; InvalidArgument when it does not fit the shape or the
-  // device. {0, 0, 0}: the planner's.
+  // device, or when the variant that runs is not a streaming one. {0, 0, 0}:
+  // the planner's.
   struct StreamPlan {
     int wn = 0, wk = 0, split = 0;
   } stream_plan;

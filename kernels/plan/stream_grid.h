@@ -92,9 +92,10 @@ struct StreamGrid {
 };
 
 // A grid forced by the caller (tuning sweeps); all zero: the model's pick.
+// Anything else must be a grid that fits (negative values never do).
 struct ForcedStreamGrid {
   int wn = 0, wk = 0, split = 0;
-  bool Any() const { return wn > 0 || wk > 0 || split > 0; }
+  bool Any() const { return wn != 0 || wk != 0 || split != 0; }
 };
 
 // Blocks of this shape the device holds at once (0: it cannot run), or the

@@ -119,7 +119,8 @@ TEST(StreamGridTest, ForcedGridIsTakenAsIsOrRefusedWithTheShape) {
   ASSERT_TRUE(g.ok()) << g.status();
   EXPECT_EQ(std::make_tuple(g->wn, g->wk, g->split), std::make_tuple(2, 3, 4));
   EXPECT_EQ(g->blocks, 8192 / 64 / 2 * 4);
-  for (const ForcedStreamGrid bad : {ForcedStreamGrid{3, 1, 1}, ForcedStreamGrid{4, 4, 1}, ForcedStreamGrid{1, 1, 9}}) {
+  for (const ForcedStreamGrid bad : {ForcedStreamGrid{3, 1, 1}, ForcedStreamGrid{4, 4, 1}, ForcedStreamGrid{1, 1, 9},
+                                     ForcedStreamGrid{-1, 0, 0}, ForcedStreamGrid{0, 0, -2}}) {
     absl::StatusOr<StreamGrid> r = PickStreamGrid(Problem(kern, 1, 8192, 8192), bad, resident);
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);

@@ -564,6 +564,11 @@ TEST_F(W4A16GpuTest, ForcedStreamGridsMatchCpuReferenceOrAreRefused) {
                 HasSubstr(absl::StrCat("forced grid wn=", g.wn, ", wk=", g.wk, ", split=", g.split)));
     EXPECT_THAT(std::string(got.status().message()), HasSubstr("n=512, k=2048"));
   }
+  // A grid for a variant that plans no grid is refused, not ignored.
+  absl::StatusOr<std::vector<float>> tiled = Fused(d, a, 1, "mb1_bn256_bk256_s3", {1, 1, 1});
+  ASSERT_FALSE(tiled.ok());
+  EXPECT_EQ(tiled.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(tiled.status().message()), HasSubstr("stream_plan (wn=1, wk=1, split=1)"));
 }
 
 // The table's policy for few rows on sm_90 (kernels/README.md, measured on the

@@ -291,6 +291,12 @@ absl::Status W4A16Gemm(const W4A16GemmArgs& args) {
     return bad("every pointer must be 16-byte aligned");
   }
   const int gs_eff = gsz == -1 ? static_cast<int>(k) : gsz;
+  const W4A16GemmArgs::StreamPlan& sp = args.stream_plan;
+  if ((sp.wn != 0 || sp.wk != 0 || sp.split != 0) && v->stream_run == nullptr) {
+    return bad(absl::StrCat("stream_plan (wn=", sp.wn, ", wk=", sp.wk, ", split=", sp.split,
+                            ") applies to the weight-streaming and decode variants only; variant ", v->name,
+                            " is not one"));
+  }
   if (v->stream_run != nullptr) {
     // Weight streaming: v->bm rows per launch, no workspace.
     for (int64_t m0 = 0; m0 < m; m0 += v->bm) {
