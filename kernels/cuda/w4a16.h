@@ -34,6 +34,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kernels/plan/stream_grid.h"  // ForcedStreamGrid
 
 namespace qf::kernels {
 
@@ -62,9 +63,8 @@ struct W4A16GemmArgs {
   // of the planner's; InvalidArgument when it does not fit the shape or the
   // device, or when the variant that runs is not a streaming one. {0, 0, 0}:
   // the planner's.
-  struct StreamPlan {
-    int wn = 0, wk = 0, split = 0;
-  } stream_plan;
+  using StreamPlan = ForcedStreamGrid;
+  StreamPlan stream_plan;
 };
 
 // Launches the GEMM on args.stream (asynchronous). m == 0 is a no-op.

@@ -95,13 +95,7 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH>::kMaxThreads, 1) W4A16
 
   StreamGroups grp;
   grp.Init(p, col_tile, s0, len);
-  float acc[MH][4][4];
-#pragma unroll
-  for (int h = 0; h < MH; ++h)
-#pragma unroll
-    for (int w = 0; w < 4; ++w)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[h][w][e] = 0.f;
+  float acc[MH][4][4] = {};
 
   // ldmatrix row addresses: lane l feeds matrix l/8 = (8-row block l/16,
   // k half (l/8)%2); rows past m read row m-1 (their outputs are dropped).

@@ -292,7 +292,7 @@ absl::Status W4A16Gemm(const W4A16GemmArgs& args) {
   }
   const int gs_eff = gsz == -1 ? static_cast<int>(k) : gsz;
   const W4A16GemmArgs::StreamPlan& sp = args.stream_plan;
-  if ((sp.wn != 0 || sp.wk != 0 || sp.split != 0) && v->stream_run == nullptr) {
+  if (sp.Any() && v->stream_run == nullptr) {
     return bad(absl::StrCat("stream_plan (wn=", sp.wn, ", wk=", sp.wk, ", split=", sp.split,
                             ") applies to the weight-streaming and decode variants only; variant ", v->name,
                             " is not one"));
@@ -311,9 +311,7 @@ absl::Status W4A16Gemm(const W4A16GemmArgs& args) {
                                    static_cast<int>(k),
                                    gs_eff,
                                    args.stream,
-                                   args.stream_plan.wn,
-                                   args.stream_plan.wk,
-                                   args.stream_plan.split};
+                                   args.stream_plan};
       if (absl::Status s = v->stream_run(call, device); !s.ok()) {
         return absl::Status(s.code(), absl::StrCat("W4A16Gemm(", Shape(m, n, k, gsz), "), variant ", v->name, ": ",
                                                    s.message()));

@@ -20,7 +20,6 @@
 namespace qf::kernels::w4a16 {
 namespace {
 
-using StreamPlan = StreamGrid;
 constexpr int kMaxSplit = 8;  // portable cluster size
 
 absl::Status CudaError(cudaError_t e, absl::string_view what) {
@@ -31,7 +30,7 @@ absl::Status CudaError(cudaError_t e, absl::string_view what) {
 struct Caches {
   std::mutex mu;
   // (kernel, device, m, n, k, forced wn, wk, split)
-  std::map<std::tuple<const void*, int, int64_t, int64_t, int64_t, int, int, int>, StreamPlan> plans;
+  std::map<std::tuple<const void*, int, int64_t, int64_t, int64_t, int, int, int>, StreamGrid> plans;
   std::map<std::tuple<const void*, int, int, size_t>, int> blocks;          // (kernel, device, threads, smem)
   std::map<std::tuple<const void*, int, int, int, size_t>, int> clusters;   // (+ split)
   std::map<std::pair<const void*, int>, bool> attributes_set;              // (kernel, device)
@@ -42,7 +41,7 @@ Caches& GetCaches() {
   return *c;
 }
 
-absl::StatusOr<StreamPlan> PlanLocked(Caches& cache, const StreamKernel& sk, int device, int m, int64_t n, int64_t k,
+absl::StatusOr<StreamGrid> PlanLocked(Caches& cache, const StreamKernel& sk, int device, int m, int64_t n, int64_t k,
                                       ForcedStreamGrid force) {
   const void* fn = reinterpret_cast<const void*>(sk.kernel);
   const auto key = std::make_tuple(fn, device, int64_t{m}, n, k, force.wn, force.wk, force.split);
@@ -123,12 +122,11 @@ absl::StatusOr<StreamPlan> PlanLocked(Caches& cache, const StreamKernel& sk, int
   if (!picked.ok()) {
     return absl::Status(picked.status().code(), absl::StrCat(picked.status().message(), " on device ", device));
   }
-  const StreamPlan best = *picked;
-  cache.plans.emplace(key, best);
-  return best;
+  cache.plans.emplace(key, *picked);
+  return picked;
 }
 
-absl::StatusOr<StreamPlan> Plan(const StreamKernel& sk, int device, int m, int64_t n, int64_t k,
+absl::StatusOr<StreamGrid> Plan(const StreamKernel& sk, int device, int m, int64_t n, int64_t k,
                                 ForcedStreamGrid force = {}) {
   Caches& cache = GetCaches();
   std::lock_guard<std::mutex> lock(cache.mu);
@@ -138,8 +136,7 @@ absl::StatusOr<StreamPlan> Plan(const StreamKernel& sk, int device, int m, int64
 }  // namespace
 
 absl::Status RunStreamKernel(const StreamKernel& sk, const StreamCall& call, int device) {
-  absl::StatusOr<StreamPlan> plan =
-      Plan(sk, device, call.m, call.n, call.k, ForcedStreamGrid{call.plan_wn, call.plan_wk, call.plan_split});
+  absl::StatusOr<StreamGrid> plan = Plan(sk, device, call.m, call.n, call.k, call.plan);
   if (!plan.ok()) return plan.status();
   StreamParams p;
   p.a = call.a;
@@ -180,7 +177,7 @@ absl::Status RunStreamKernel(const StreamKernel& sk, const StreamCall& call, int
 
 std::string DescribeStreamKernel(const StreamKernel& sk, int64_t m, int64_t n, int64_t k, int device) {
   const int rows = static_cast<int>(std::min<int64_t>(m, 8 * sk.mh));
-  absl::StatusOr<StreamPlan> plan = Plan(sk, device, rows, n, k);
+  absl::StatusOr<StreamGrid> plan = Plan(sk, device, rows, n, k);
   if (!plan.ok()) return std::string(plan.status().message());
   return absl::StrFormat("grid %dx%d (cluster %d), %dx%d warps, %d steps, %.0f KB smem, %d/SM, model %.1f us",
                          n / 64 / plan->wn, plan->split, plan->split, plan->wn, plan->wk, plan->steps,

@@ -272,9 +272,9 @@ struct StreamGroups {
 // order): deterministic. Adds the bias and stores fp16.
 template <int MH>
 __device__ __forceinline__ void StreamReduceStore(const StreamParams& p, const float (&acc)[MH][4][4], int4* smem) {
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const StreamWarp sw(p);
+  const int tid = threadIdx.x, lane = sw.lane, wn_i = sw.wn_i, wk_i = sw.wk_i;
   const int nthreads = blockDim.x, wn = p.wn, wk = p.wk;
-  const int wn_i = warp % wn, wk_i = warp / wn;
   const int split = gridDim.y, rank = blockIdx.y;
   const int m = p.m;
   __syncthreads();  // every warp is done with A and its ring
@@ -429,22 +429,8 @@ __global__ void __launch_bounds__(StreamConfig<MH, DEPTH, FOLD, REG>::kMaxThread
   StreamGroups grp;
   grp.Init(p, col_tile, s0, len);
 
-  float acc[MH][4][4];
-  float accg[kFold ? MH : 1][4][4];
-#pragma unroll
-  for (int h = 0; h < MH; ++h)
-#pragma unroll
-    for (int w = 0; w < 4; ++w)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[h][w][e] = 0.f;
-  if constexpr (kFold) {
-#pragma unroll
-    for (int h = 0; h < MH; ++h)
-#pragma unroll
-      for (int w = 0; w < 4; ++w)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) accg[h][w][e] = 0.f;
-  }
+  float acc[MH][4][4] = {};
+  float accg[kFold ? MH : 1][4][4] = {};
 
   // Group switch after part step `switch_at`: fold the group's sums with its
   // scales (FOLD), move to the next group's constants, prefetch the one after.

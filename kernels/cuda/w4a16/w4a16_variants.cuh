@@ -16,6 +16,7 @@
 
 #include "absl/status/status.h"
 #include "kernels/cuda/w4a16/w4a16_kernel.cuh"
+#include "kernels/plan/stream_grid.h"  // ForcedStreamGrid
 
 namespace qf::kernels::w4a16 {
 
@@ -31,7 +32,7 @@ struct StreamCall {
   int m, n, k;
   int group_size;  // effective (k for -1)
   cudaStream_t stream;
-  int plan_wn = 0, plan_wk = 0, plan_split = 0;  // forced grid (W4A16GemmArgs::stream_plan), 0: planned
+  ForcedStreamGrid plan;  // W4A16GemmArgs::stream_plan; all zero: planned
 };
 
 struct Variant {
