@@ -4,12 +4,21 @@
 //
 // Method: random weights (asymmetric, group 128, the common GPTQ setting) in
 // QF4; the fp16 weights cuBLAS reads are their exact dequantization, so the
-// outputs are compared too. Each timed call is preceded by a 256 MiB
-// streaming read that evicts L2 (50 MB on H100): every call starts cold, as
-// a decode step through 80 layers does. Times are CUDA-event medians over
-// --iters calls after --warmup calls. The roofline is the bytes a call must
-// move (packed weights + scales + zeros + A + C) over the peak read bandwidth
-// that a plain streaming-read kernel reaches in the same run.
+// outputs are compared too. Two timings of every row:
+//   cold call:   each timed call is preceded by a 256 MiB streaming read
+//                that evicts L2 (50 MB on H100), with CUDA events around the
+//                one call: its launch and ramp-up are in the time.
+//   decode loop: what a decode step through 80 layers does: one CUDA graph
+//                of >= 24 back-to-back calls rotating over copies of the
+//                weights that together exceed L2 four times (each call finds
+//                its weights cold), replayed; time per call. Ours with
+//                W4A16GemmArgs::pdl (each call streams its first weights
+//                during the previous one's tail) and without; cuBLAS as
+//                torch calls it. The targets are checked on this timing.
+// Medians over --iters calls (replays) after --warmup. The roofline is the
+// bytes a call must move (packed weights + scales + zeros + A + C) over the
+// peak read bandwidth that a plain streaming-read kernel reaches in the same
+// run; the read floor is that kernel on the packed weights alone, timed both ways.
 //
 //   w4a16_bench [--iters=50] [--warmup=5] [--ms=1,4,16,64,256] [--shapes=qkv,o,gate_up,down]
 //               [--sweep[=SUBSTR,...]] [--variant=NAME] [--grids]
@@ -159,7 +168,59 @@ struct Timer {
     std::sort(ms.begin(), ms.end());
     return 1000.0 * ms[ms.size() / 2];
   }
+  // Median microseconds per call of a decode loop: launch(i) for i in [0,
+  // calls) issued on `stream`, captured into one CUDA graph and replayed
+  // back to back (no flush: the calls rotate over weight copies that
+  // together exceed L2 several times, so each finds its weights cold).
+  template <class F>
+  double GraphUs(cudaStream_t stream, F launch, int calls, int warmup, int iters) {
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    for (int i = 0; i < calls; ++i) launch(i);
+    CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+    CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    for (int i = 0; i < warmup; ++i) CUDA_CHECK(cudaGraphLaunch(exec, stream));
+    std::vector<float> ms;
+    for (int i = 0; i < iters; ++i) {
+      CUDA_CHECK(cudaEventRecord(e0, stream));
+      CUDA_CHECK(cudaGraphLaunch(exec, stream));
+      CUDA_CHECK(cudaEventRecord(e1, stream));
+      CUDA_CHECK(cudaEventSynchronize(e1));
+      float t = 0;
+      CUDA_CHECK(cudaEventElapsedTime(&t, e0, e1));
+      ms.push_back(t);
+    }
+    CUDA_CHECK(cudaGraphExecDestroy(exec));
+    CUDA_CHECK(cudaGraphDestroy(graph));
+    std::sort(ms.begin(), ms.end());
+    return 1000.0 * ms[ms.size() / 2] / calls;
+  }
 };
+
+// Device copies of one buffer, copy 0 the original: what the decode-loop
+// timing rotates over.
+template <class T>
+struct Copies {
+  std::vector<T*> p;
+  Copies(T* original, size_t bytes, int count) : p{original} {
+    for (int i = 1; i < count; ++i) {
+      T* c = nullptr;
+      CUDA_CHECK(cudaMalloc(&c, bytes));
+      CUDA_CHECK(cudaMemcpy(c, original, bytes, cudaMemcpyDeviceToDevice));
+      p.push_back(c);
+    }
+  }
+  ~Copies() {
+    for (size_t i = 1; i < p.size(); ++i) cudaFree(p[i]);
+  }
+  T* operator[](int i) const { return p[i % p.size()]; }
+};
+
+// Copies of `bytes` whose sum exceeds L2 four times (at least two), and the
+// calls of one graph: a multiple of the copies, at least 24.
+int CopiesFor(double bytes, size_t l2) { return std::max(2, static_cast<int>(std::ceil(4.0 * l2 / bytes))); }
+int CallsFor(int copies) { return copies * ((24 + copies - 1) / copies); }
 
 double RelErrHalf(const std::vector<__half>& got, const std::vector<__half>& want) {
   double num = 0, den = 0;
@@ -243,7 +304,15 @@ int main(int argc, char** argv) {
   CUDA_CHECK(cudaGetLastError());
   const double peak_bw = bw_bytes / (bw_us * 1e-6);  // bytes/s
   std::printf("peak read bandwidth (streaming read of 2 GiB): %.0f GB/s\n", peak_bw / 1e9);
-  std::printf("L2 flushed before every timed call (256 MiB read); median of %d calls after %d warmup\n", iters, warmup);
+  std::printf(
+      "cold call: L2 flushed before every timed call (256 MiB read), events around the one call; median of %d calls "
+      "after %d warmup\n",
+      iters, warmup);
+  std::printf(
+      "decode loop: one CUDA graph of back-to-back calls rotating over weight copies (> 4x L2 together), replayed "
+      "%d times after %d; median per call. Ours launched with pdl (programmatic dependent launch) and without; "
+      "cuBLAS as torch calls it. The targets are checked on this one.\n",
+      iters, warmup);
   std::printf(
       "weights: asymmetric 4-bit, group %d, fp16 activations; cuBLAS: cublasGemmEx fp16 in/out, fp32 "
       "compute\n\n",
@@ -251,15 +320,21 @@ int main(int argc, char** argv) {
 
   cublasHandle_t handle;
   CUBLAS_CHECK(cublasCreate(&handle));
+  cudaStream_t gs;  // the decode-loop graphs are captured on it
+  CUDA_CHECK(cudaStreamCreateWithFlags(&gs, cudaStreamNonBlocking));
+  const size_t l2 = static_cast<size_t>(prop.l2CacheSize);
+  constexpr size_t kCublasWorkspace = size_t{32} << 20;
+  void* cublas_ws = nullptr;
+  CUDA_CHECK(cudaMalloc(&cublas_ws, kCublasWorkspace));
   const int64_t max_m = *std::max_element(ms.begin(), ms.end());
   qf::kernels::W4A16Workspace ws;
 
   std::printf(
-      "| shape | K x N | M | variant | ours us | cuBLAS us | speedup | ours TB/s | roofline | cuBLAS roofline "
-      "| rel.err vs cuBLAS | target |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+      "| shape | K x N | M | variant | cold: ours us | cuBLAS us | speedup | loop: ours us (pdl) | ours no pdl | "
+      "cuBLAS us | speedup | ours TB/s | roofline | cuBLAS roofline | rel.err vs cuBLAS | target |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   int met = 0, total = 0;
-  std::map<std::pair<std::string, int64_t>, double> cublas_us;  // pass 0 -> pass 1
+  std::map<std::pair<std::string, int64_t>, double> cublas_us, cublas_loop_us;  // pass 0 -> pass 1
   std::vector<std::string> plans;                                // grid of each table row
   std::vector<std::string> floors;                               // streaming read of each shape's weights
   const auto swept = [&](const std::string& name) {
@@ -274,7 +349,7 @@ int main(int argc, char** argv) {
     std::printf("\ntargets (M<=16: >=3.5x and >=85%% roofline; M=64: >=2x; M=256: >=1x): %d of %d met\n", met, total);
     std::printf("\ngrids:\n");
     for (const std::string& pl : plans) std::printf("  %s\n", pl.c_str());
-    std::printf("\nread floor (streaming read of the packed weights alone, flushed, same timing):\n");
+    std::printf("\nread floor (streaming read of the packed weights alone, timed as the calls: cold call | decode loop):\n");
     for (const std::string& f : floors) std::printf("  %s\n", f.c_str());
   };
   // Pass 0: the table (the selected variant, or --variant). Pass 1 (--sweep):
@@ -283,8 +358,8 @@ int main(int argc, char** argv) {
     if (pass == 1) {
       print_summary();
       std::printf(
-          "\nsweep: every variant that takes the shape\n| shape | M | variant | us | vs cuBLAS | roofline |\n"
-          "|---|---|---|---|---|---|\n");
+          "\nsweep: every variant that takes the shape (cold call, then decode loop with pdl)\n"
+          "| shape | M | variant | cold us | vs cuBLAS | loop us | vs cuBLAS | roofline |\n|---|---|---|---|---|---|---|---|\n");
       std::fflush(stdout);
     }
     for (const Shape& s : kShapes) {
@@ -306,17 +381,29 @@ int main(int argc, char** argv) {
       DequantQf4<<<Blocks(k * n), 256>>>(qweight, scales, zeros, w16, k, n, kGroupSize);
       CUDA_CHECK(cudaGetLastError());
       Check(ws.Reserve(qf::kernels::W4A16WorkspaceBytes(max_m, n, k, 0)), "workspace");
+      // The decode loop's weight copies (cuBLAS's: table pass only).
+      const size_t wbytes = static_cast<size_t>(k) * n / 2;
+      const int nq = CopiesFor(wbytes + groups * n * 2.5, l2);
+      const int n16 = pass == 0 ? CopiesFor(k * n * 2.0, l2) : 1;
+      const Copies<uint32_t> qw_c(qweight, wbytes, nq), zeros_c(zeros, groups * n / 2, nq);
+      const Copies<__half> scales_c(scales, groups * n * 2, nq), w16_c(w16, k * n * 2, n16);
       if (pass == 0) {
-        // The floor of this method for these bytes: a plain streaming read of
-        // the packed weights alone, flushed and timed like every call.
-        const size_t wbytes = static_cast<size_t>(k) * n / 2;
+        // The floor of each method for these bytes: a plain streaming read of
+        // the packed weights alone, timed like every call.
         const double t_read = timer.MedianUs(
             [&] { StreamRead<<<stream_blocks, 512>>>(reinterpret_cast<const int4*>(qweight), wbytes / 16, sink); },
             flush, warmup, iters);
-        char line[160];
-        std::snprintf(line, sizeof line, "%s: %.1f MiB in %.1f us = %.2f TB/s (%.0f%% of the 2 GiB read)", s.name,
-                      wbytes / 1048576.0, t_read, wbytes / (t_read * 1e-6) / 1e12,
-                      100 * wbytes / (t_read * 1e-6) / peak_bw);
+        const double g_read = timer.GraphUs(
+            gs,
+            [&](int i) {
+              StreamRead<<<stream_blocks, 512, 0, gs>>>(reinterpret_cast<const int4*>(qw_c[i]), wbytes / 16, sink);
+            },
+            CallsFor(nq), warmup, iters);
+        char line[200];
+        std::snprintf(line, sizeof line, "%s: %.1f MiB in %.1f us | %.1f us = %.2f | %.2f TB/s (%.0f%% | %.0f%% of the 2 GiB read)",
+                      s.name, wbytes / 1048576.0, t_read, g_read, wbytes / (t_read * 1e-6) / 1e12,
+                      wbytes / (g_read * 1e-6) / 1e12, 100 * wbytes / (t_read * 1e-6) / peak_bw,
+                      100 * wbytes / (g_read * 1e-6) / peak_bw);
         floors.push_back(line);
       }
       if (sweep) {
@@ -342,6 +429,21 @@ int main(int argc, char** argv) {
         args.workspace_bytes = ws.size();
         args.variant = forced_variant.empty() ? nullptr : forced_variant.c_str();
         const double bytes = k * n / 2.0 + groups * n * 2.0 + groups * n / 2.0 + m * k * 2.0 + m * n * 2.0;
+        // The decode loop: copy i % copies of the weights in call i.
+        const auto loop_ours = [&](const qf::kernels::W4A16GemmArgs& base, bool pdl) {
+          return timer.GraphUs(
+              gs,
+              [&](int i) {
+                qf::kernels::W4A16GemmArgs li = base;
+                li.qweight = qw_c[i];
+                li.scales = scales_c[i];
+                li.zeros = zeros_c[i];
+                li.stream = gs;
+                li.pdl = pdl;
+                Check(qf::kernels::W4A16Gemm(li), "W4A16Gemm (graph)");
+              },
+              CallsFor(nq), warmup, iters);
+        };
         if (pass == 1) {
           const double t_cublas = cublas_us[{s.name, m}];
           for (const std::string& name : qf::kernels::W4A16VariantNames()) {
@@ -351,8 +453,10 @@ int main(int argc, char** argv) {
             if (!qf::kernels::W4A16Gemm(forced).ok()) continue;  // the variant does not take this shape
             const double t =
                 timer.MedianUs([&] { Check(qf::kernels::W4A16Gemm(forced), name.c_str()); }, flush, warmup, iters);
-            std::printf("| %s | %lld | %s | %.1f | %.2fx | %.0f%% |\n", s.name, static_cast<long long>(m), name.c_str(),
-                        t, t_cublas / t, 100 * bytes / peak_bw * 1e6 / t);
+            const double tl = loop_ours(forced, true);
+            std::printf("| %s | %lld | %s | %.1f | %.2fx | %.1f | %.2fx | %.0f%% |\n", s.name, static_cast<long long>(m),
+                        name.c_str(), t, t_cublas / t, tl, cublas_loop_us[{s.name, m}] / tl,
+                        100 * bytes / peak_bw * 1e6 / tl);
             std::fflush(stdout);
             // Streaming / decode variants: the planner's grid, then every grid
             // that fits (W4A16Gemm refuses a grid for the other variants and
@@ -404,9 +508,23 @@ int main(int argc, char** argv) {
         const double t_ours = timer.MedianUs(ours, flush, warmup, iters);
         const double t_cublas = timer.MedianUs(cublas, flush, warmup, iters);
         cublas_us[{s.name, m}] = t_cublas;
+        const double g_ours = loop_ours(args, true), g_ours_plain = loop_ours(args, false);
+        CUBLAS_CHECK(cublasSetStream(handle, gs));
+        CUBLAS_CHECK(cublasSetWorkspace(handle, cublas_ws, kCublasWorkspace));  // nothing to allocate in capture
+        const double g_cublas = timer.GraphUs(
+            gs,
+            [&](int i) {
+              CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
+                                        static_cast<int>(k), &alpha, w16_c[i], CUDA_R_16F, static_cast<int>(k), a,
+                                        CUDA_R_16F, static_cast<int>(k), &beta, c_ref, CUDA_R_16F,
+                                        static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+            },
+            CallsFor(n16), warmup, iters);
+        CUBLAS_CHECK(cublasSetStream(handle, nullptr));
         const double bytes16 = k * n * 2.0 + m * k * 2.0 + m * n * 2.0;
-        const double roof = bytes / peak_bw * 1e6 / t_ours, roof16 = bytes16 / peak_bw * 1e6 / t_cublas;
-        const double speedup = t_cublas / t_ours;
+        const double roof = bytes / peak_bw * 1e6 / g_ours, roof16 = bytes16 / peak_bw * 1e6 / g_cublas;
+        const double speedup = g_cublas / g_ours;
+        cublas_loop_us[{s.name, m}] = g_cublas;
         bool ok;
         if (m <= 16)
           ok = speedup >= 3.5 && roof >= 0.85;
@@ -418,10 +536,12 @@ int main(int argc, char** argv) {
         ++total;
         const auto variant = forced_variant.empty() ? qf::kernels::W4A16VariantName(m, n, k, kGroupSize)
                                                     : absl::StatusOr<std::string>(forced_variant);
-        std::printf("| %s | %lld x %lld | %lld | %s | %.1f | %.1f | %.2fx | %.2f | %.0f%% | %.0f%% | %.1e | %s |\n",
-                    s.name, static_cast<long long>(k), static_cast<long long>(n), static_cast<long long>(m),
-                    variant.ok() ? variant->c_str() : "?", t_ours, t_cublas, speedup, bytes / (t_ours * 1e-6) / 1e12,
-                    100 * roof, 100 * roof16, err, ok ? "met" : "MISSED");
+        std::printf(
+            "| %s | %lld x %lld | %lld | %s | %.1f | %.1f | %.2fx | %.1f | %.1f | %.1f | %.2fx | %.2f | %.0f%% | %.0f%% | "
+            "%.1e | %s |\n",
+            s.name, static_cast<long long>(k), static_cast<long long>(n), static_cast<long long>(m),
+            variant.ok() ? variant->c_str() : "?", t_ours, t_cublas, t_cublas / t_ours, g_ours, g_ours_plain,
+            g_cublas, speedup, bytes / (g_ours * 1e-6) / 1e12, 100 * roof, 100 * roof16, err, ok ? "met" : "MISSED");
         std::fflush(stdout);
         const auto plan = qf::kernels::W4A16LaunchDescription(
             m, n, k, kGroupSize, forced_variant.empty() ? nullptr : forced_variant.c_str());
@@ -439,6 +559,8 @@ int main(int argc, char** argv) {
   }
   if (!sweep) print_summary();
   CUBLAS_CHECK(cublasDestroy(handle));
+  CUDA_CHECK(cudaStreamDestroy(gs));
+  CUDA_CHECK(cudaFree(cublas_ws));
   CUDA_CHECK(cudaFree(bw_buf));
   CUDA_CHECK(cudaFree(sink));
   return 0;

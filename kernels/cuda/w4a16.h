@@ -65,6 +65,15 @@ struct W4A16GemmArgs {
   // the planner's.
   using StreamPlan = ForcedStreamGrid;
   StreamPlan stream_plan;
+  // Programmatic dependent launch (sm_90), for decode loops of back-to-back
+  // layers (a stream or a CUDA graph): the weight-streaming and decode
+  // variants then start while the previous kernel on the stream is still
+  // running, stream the first 16 KB of each warp's weights during its tail,
+  // and read a and bias and write c only once it has completed and its
+  // writes are visible. The previous kernel must not write qweight, scales
+  // or zeros. They also let the next kernel start early the same way (it
+  // does only if launched so). Other variants launch as usual.
+  bool pdl = false;
 };
 
 // Launches the GEMM on args.stream (asynchronous). m == 0 is a no-op.

@@ -9,9 +9,10 @@
 // warps each wait for the slowest of 16 independent DRAM streams. Here A
 // never recycles, so the main loop has no barrier at all:
 //
-//   prologue: the warp's whole k-part of A -> shared memory (cp.async, once;
-//             the wn warps of a k-part share it), slices 0..DEPTH-1 of its
-//             weights -> a register ring (ld.global.nc, evict-first)
+//   prologue: slices 0..DEPTH-1 of the warp's weights -> a register ring
+//             (ld.global.nc, evict-first); then (after the previous kernel,
+//             GridDependencyWait) its whole k-part of A -> shared memory
+//             (cp.async, once; the wn warps of a k-part share it)
 //   step i:   take slice i from the ring, refill the slot with slice
 //             i + DEPTH, ldmatrix A of step i, 4 words -> 4 x MH mma
 //   end:      StreamReduceStore (DSMEM, fixed order, + bias, fp16)
@@ -58,6 +59,7 @@ template <int MH, int DEPTH>
 __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH>::kMaxThreads, 1) W4A16DecodeKernel(const StreamParams p) {
   constexpr int D = DEPTH;
   extern __shared__ int4 smem[];
+  AllowDependents();
   const StreamWarp sw(p);
   const int lane = sw.lane, wn = p.wn, wk = p.wk, wn_i = sw.wn_i, wk_i = sw.wk_i, col_tile = sw.col_tile;
   const int m = p.m;
@@ -65,6 +67,21 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH>::kMaxThreads, 1) W4A16
   const int s0 = sw.PartBegin(wk_i, wk), len = sw.PartBegin(wk_i + 1, wk) - s0;
   const int steps = sw.PaddedSteps(wk, D);  // every warp's, A zero past its part
   const int row_int4 = 2 * steps + 1;
+
+  // ---- The weight ring: slices 0..D-1 (zero past the part: finite, and A is zero there).
+  const uint64_t policy = EvictFirstPolicy();
+  const long long b_stride = static_cast<long long>(p.n64) * 32;  // int4 per slice
+  const int4* b_next = p.b + (static_cast<long long>(s0) * p.n64 + col_tile) * 32 + lane;
+  int4 rr[D];
+#pragma unroll
+  for (int i = 0; i < D; ++i) {
+    rr[i] = i < len ? LdStream16(b_next, policy) : make_int4(0, 0, 0, 0);
+    b_next += b_stride;
+  }
+  // Up to here the kernel may overlap the previous one (programmatic launch):
+  // weights only. Then A, which that kernel may have written.
+  if (p.pdl) PrefetchSlicesL2(b_next - D * b_stride - lane, b_stride, D, min(len, kPdlPrefetchSlices), lane);
+  GridDependencyWait();
 
   // ---- A: rows [0, m) of the part, the wn warps of the part sharing the copies.
   int4* sh_a = smem + wk_i * m * row_int4;
@@ -80,17 +97,6 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH>::kMaxThreads, 1) W4A16
       }
     }
     CpAsyncCommit();
-  }
-
-  // ---- The weight ring: slices 0..D-1 (zero past the part: finite, and A is zero there).
-  const uint64_t policy = EvictFirstPolicy();
-  const long long b_stride = static_cast<long long>(p.n64) * 32;  // int4 per slice
-  const int4* b_next = p.b + (static_cast<long long>(s0) * p.n64 + col_tile) * 32 + lane;
-  int4 rr[D];
-#pragma unroll
-  for (int i = 0; i < D; ++i) {
-    rr[i] = i < len ? LdStream16(b_next, policy) : make_int4(0, 0, 0, 0);
-    b_next += b_stride;
   }
 
   StreamGroups grp;

@@ -311,7 +311,8 @@ absl::Status W4A16Gemm(const W4A16GemmArgs& args) {
                                    static_cast<int>(k),
                                    gs_eff,
                                    args.stream,
-                                   args.stream_plan};
+                                   args.stream_plan,
+                                   args.pdl};
       if (absl::Status s = v->stream_run(call, device); !s.ok()) {
         return absl::Status(s.code(), absl::StrCat("W4A16Gemm(", Shape(m, n, k, gsz), "), variant ", v->name, ": ",
                                                    s.message()));

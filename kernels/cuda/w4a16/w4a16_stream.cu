@@ -154,19 +154,31 @@ absl::Status RunStreamKernel(const StreamKernel& sk, const StreamCall& call, int
   p.groups = call.k / call.group_size;
   p.wn = plan->wn;
   p.wk = plan->wk;
+  p.pdl = call.pdl ? 1 : 0;
 
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(static_cast<unsigned>(p.n64 / plan->wn), static_cast<unsigned>(plan->split), 1);
   cfg.blockDim = dim3(32 * plan->wn * plan->wk, 1, 1);
   cfg.dynamicSmemBytes = plan->smem;
   cfg.stream = call.stream;
-  cudaLaunchAttribute attr;
-  attr.id = cudaLaunchAttributeClusterDimension;
-  attr.val.clusterDim.x = 1;
-  attr.val.clusterDim.y = plan->split;
-  attr.val.clusterDim.z = 1;
-  cfg.attrs = &attr;
-  cfg.numAttrs = plan->split > 1 ? 1 : 0;
+  cudaLaunchAttribute attrs[2];
+  unsigned num_attrs = 0;
+  if (plan->split > 1) {
+    attrs[num_attrs].id = cudaLaunchAttributeClusterDimension;
+    attrs[num_attrs].val.clusterDim.x = 1;
+    attrs[num_attrs].val.clusterDim.y = plan->split;
+    attrs[num_attrs].val.clusterDim.z = 1;
+    ++num_attrs;
+  }
+  if (call.pdl) {
+    // May start before the previous kernel on the stream ends: the kernel
+    // waits for it (griddepcontrol.wait) before it reads A.
+    attrs[num_attrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attrs[num_attrs].val.programmaticStreamSerializationAllowed = 1;
+    ++num_attrs;
+  }
+  cfg.attrs = attrs;
+  cfg.numAttrs = num_attrs;
   const cudaError_t e = cudaLaunchKernelEx(&cfg, sk.kernel, p);
   if (e != cudaSuccess) {
     return CudaError(e, absl::StrCat("launch (m=", call.m, ", n=", call.n, ", k=", call.k, ", grid ",

@@ -66,6 +66,7 @@ struct StreamParams {
   int groups;            // k / group size
   int wn;                // warps across n per block (one 64-column tile each)
   int wk;                // warps per column tile: the block's k-chunk in wk parts
+  int pdl;               // launched as a programmatic dependent (W4A16GemmArgs::pdl)
 };
 
 template <int MH, int DEPTH, bool FOLD, bool REG>
@@ -130,6 +131,35 @@ __device__ __forceinline__ int4 LdStream16(const int4* p, uint64_t policy) {
                : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
                : "l"(p), "l"(policy));
   return v;
+}
+
+// Programmatic dependent launch (sm_90). Everything a kernel does before
+// GridDependencyWait may overlap the previous kernel on the stream, so the
+// streaming kernels read only weights there (no kernel writes them) and
+// touch A, the bias and C after it. It returns once that kernel has
+// completed and its writes are visible; at once when the launch was not
+// programmatic.
+__device__ __forceinline__ void GridDependencyWait() { QF_SM90(asm volatile("griddepcontrol.wait;\n" ::: "memory")); }
+
+// Lets the next kernel on the stream launch (if it was launched as a
+// programmatic dependent) once every block of this grid has run this: its
+// blocks then take multiprocessors as ours retire and stream their weights
+// during our tail. Issued first thing: every block of ours is resident by
+// then, so the early blocks of the next kernel never hold back ours.
+__device__ __forceinline__ void AllowDependents() { QF_SM90(asm volatile("griddepcontrol.launch_dependents;\n" :::)); }
+
+// Slices of a warp's k-part that a programmatic launch prefetches into L2
+// before the dependency wait: 16 KB per warp, the whole part of the o and
+// qkv shapes at M = 1, a fifth of L2 over a full grid.
+constexpr int kPdlPrefetchSlices = 32;
+
+// Slices [from, to) of a warp's column tile (512 contiguous bytes each,
+// `stride` int4 apart from `first`) into L2 by the bulk-copy engine, one
+// slice per lane: the loads that follow find them there.
+__device__ __forceinline__ void PrefetchSlicesL2(const int4* first, long long stride, int from, int to, int lane) {
+  for (int s = from + lane; s < to; s += 32) {
+    QF_SM90(asm volatile("cp.async.bulk.prefetch.L2.global [%0], 512;\n" ::"l"(first + s * stride) : "memory"));
+  }
 }
 
 template <int kOff>
@@ -358,6 +388,7 @@ __global__ void __launch_bounds__(StreamConfig<MH, DEPTH, FOLD, REG>::kMaxThread
 
   extern __shared__ int4 smem[];
   __shared__ int2 sub_chunk[32];  // (first slice, slices) of each k-part of the block's chunk
+  AllowDependents();
   const StreamWarp sw(p);
   const int tid = threadIdx.x, lane = sw.lane, warp = sw.warp;
   const int nthreads = blockDim.x, wk = p.wk;
@@ -405,6 +436,9 @@ __global__ void __launch_bounds__(StreamConfig<MH, DEPTH, FOLD, REG>::kMaxThread
   const int4* b_last =
       p.b + (static_cast<long long>(min(s0 + max(len, 1), p.slices) - 1) * p.n64 + col_tile) * 32 + lane;
   int4 rr[kReg ? D : 1];
+  // Before the previous kernel's end (programmatic launch): weights only.
+  if (p.pdl) PrefetchSlicesL2(b_next - lane, b_stride, 0, min(len, kPdlPrefetchSlices), lane);
+  GridDependencyWait();
   issue_a_block(0);
   if constexpr (kReg) {
     CpAsyncCommit();

@@ -33,6 +33,7 @@ struct StreamCall {
   int group_size;  // effective (k for -1)
   cudaStream_t stream;
   ForcedStreamGrid plan;  // W4A16GemmArgs::stream_plan; all zero: planned
+  bool pdl;               // W4A16GemmArgs::pdl
 };
 
 struct Variant {
