@@ -3,8 +3,10 @@
 // Llama-70B projection shapes, in one run on one GPU.
 //
 // Method: random weights (asymmetric, group 128, the common GPTQ setting) in
-// QF4; the fp16 weights cuBLAS reads are their exact dequantization, so the
-// outputs are compared too. Two timings of every row:
+// QF4; the fp16 weights cuBLAS reads are their dequantization rounded to
+// fp16. Both outputs are compared with an fp32 reference (fp32 weights and
+// activations, fp32 cuBLAS): "rel.err" = ||C - C32|| / ||C32||, where
+// cuBLAS's includes its weights' rounding. Two timings of every row:
 //   cold call:   each timed call is preceded by a 256 MiB streaming read
 //                that evicts L2 (50 MB on H100), with CUDA events around the
 //                one call: its launch and ramp-up are in the time.
@@ -92,6 +94,12 @@ __global__ void FillWords(uint32_t* p, size_t n, uint64_t seed) {
   }
 }
 
+__global__ void HalfToFloat(const __half* in, float* out, size_t n) {
+  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n; i += size_t{gridDim.x} * blockDim.x) {
+    out[i] = __half2float(in[i]);
+  }
+}
+
 __global__ void FillHalf(__half* p, size_t n, float lo, float hi, uint64_t seed) {
   for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n; i += size_t{gridDim.x} * blockDim.x) {
     const float u = static_cast<float>(Mix(seed * 0x9E3779B97F4A7C15ull + i) >> 40) * 0x1.0p-24f;
@@ -100,8 +108,10 @@ __global__ void FillHalf(__half* p, size_t n, float lo, float hi, uint64_t seed)
 }
 
 // w[o][j] = scale * (code - zero) read through the QF4 index formulas
-// (kernels/ref/w4a16_ref.h); one thread per weight, j fastest.
-__global__ void DequantQf4(const uint32_t* qweight, const __half* scales, const uint32_t* zeros, __half* w, int64_t k,
+// (kernels/ref/w4a16_ref.h); one thread per weight, j fastest. T = __half
+// for cuBLAS FP16 (one rounding per weight), float for the fp32 reference.
+template <class T>
+__global__ void DequantQf4(const uint32_t* qweight, const __half* scales, const uint32_t* zeros, T* w, int64_t k,
                            int64_t n, int gs) {
   const int64_t total = k * n;
   for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
@@ -117,7 +127,7 @@ __global__ void DequantQf4(const uint32_t* qweight, const __half* scales, const 
     const int f = nr / 8, zshift = f < 4 ? 8 * f : 8 * (f - 4) + 4;
     const int zero = static_cast<int>((zeros[g * (n / 8) + c * 8 + nr % 8] >> zshift) & 15u);
     const float scale = __half2float(scales[g * n + c * 64 + (nr % 8) * 8 + nr / 8]);
-    w[idx] = __float2half(scale * static_cast<float>(code - zero));
+    w[idx] = static_cast<T>(scale * static_cast<float>(code - zero));
   }
 }
 
@@ -222,10 +232,11 @@ struct Copies {
 int CopiesFor(double bytes, size_t l2) { return std::max(2, static_cast<int>(std::ceil(4.0 * l2 / bytes))); }
 int CallsFor(int copies) { return copies * ((24 + copies - 1) / copies); }
 
-double RelErrHalf(const std::vector<__half>& got, const std::vector<__half>& want) {
+// ||got - want|| / ||want|| of fp16 results against the fp32 reference.
+double RelErrHalf(const std::vector<__half>& got, const std::vector<float>& want) {
   double num = 0, den = 0;
   for (size_t i = 0; i < got.size(); ++i) {
-    const double g = __half2float(got[i]), w = __half2float(want[i]);
+    const double g = __half2float(got[i]), w = want[i];
     if (!std::isfinite(g)) return INFINITY;
     num += (g - w) * (g - w);
     den += w * w;
@@ -331,8 +342,8 @@ int main(int argc, char** argv) {
 
   std::printf(
       "| shape | K x N | M | variant | cold: ours us | cuBLAS us | speedup | loop: ours us (pdl) | ours no pdl | "
-      "cuBLAS us | speedup | ours TB/s | roofline | cuBLAS roofline | rel.err vs cuBLAS | target |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+      "cuBLAS us | speedup | ours TB/s | roofline | cuBLAS roofline | rel.err ours | cuBLAS | target |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   int met = 0, total = 0;
   std::map<std::pair<std::string, int64_t>, double> cublas_us, cublas_loop_us;  // pass 0 -> pass 1
   std::vector<std::string> plans;                                // grid of each table row
@@ -379,6 +390,14 @@ int main(int argc, char** argv) {
       FillHalf<<<Blocks(groups * n), 256>>>(scales, groups * n, 1.0f / 256, 1.0f / 64, 3);
       FillHalf<<<Blocks(max_m * k), 256>>>(a, max_m * k, -1.0f, 1.0f, 4);
       DequantQf4<<<Blocks(k * n), 256>>>(qweight, scales, zeros, w16, k, n, kGroupSize);
+      // The fp32 reference: exact weights and activations, fp32 cuBLAS (no
+      // TF32 in the default math mode); both results are checked against it.
+      float *w32, *a32, *c32;
+      CUDA_CHECK(cudaMalloc(&w32, k * n * 4));
+      CUDA_CHECK(cudaMalloc(&a32, max_m * k * 4));
+      CUDA_CHECK(cudaMalloc(&c32, max_m * n * 4));
+      DequantQf4<<<Blocks(k * n), 256>>>(qweight, scales, zeros, w32, k, n, kGroupSize);
+      HalfToFloat<<<Blocks(max_m * k), 256>>>(a, a32, max_m * k);
       CUDA_CHECK(cudaGetLastError());
       Check(ws.Reserve(qf::kernels::W4A16WorkspaceBytes(max_m, n, k, 0)), "workspace");
       // The decode loop's weight copies (cuBLAS's: table pass only).
@@ -500,10 +519,15 @@ int main(int argc, char** argv) {
         ours();
         cublas();
         CUDA_CHECK(cudaDeviceSynchronize());
+        CUBLAS_CHECK(cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
+                                 static_cast<int>(k), &alpha, w32, static_cast<int>(k), a32, static_cast<int>(k), &beta,
+                                 c32, static_cast<int>(n)));
         std::vector<__half> h_ours(m * n), h_ref(m * n);
+        std::vector<float> h32(m * n);
+        CUDA_CHECK(cudaMemcpy(h32.data(), c32, m * n * 4, cudaMemcpyDeviceToHost));
         CUDA_CHECK(cudaMemcpy(h_ours.data(), c_ours, m * n * 2, cudaMemcpyDeviceToHost));
         CUDA_CHECK(cudaMemcpy(h_ref.data(), c_ref, m * n * 2, cudaMemcpyDeviceToHost));
-        const double err = RelErrHalf(h_ours, h_ref);
+        const double err = RelErrHalf(h_ours, h32), err16 = RelErrHalf(h_ref, h32);
 
         const double t_ours = timer.MedianUs(ours, flush, warmup, iters);
         const double t_cublas = timer.MedianUs(cublas, flush, warmup, iters);
@@ -538,10 +562,10 @@ int main(int argc, char** argv) {
                                                     : absl::StatusOr<std::string>(forced_variant);
         std::printf(
             "| %s | %lld x %lld | %lld | %s | %.1f | %.1f | %.2fx | %.1f | %.1f | %.1f | %.2fx | %.2f | %.0f%% | %.0f%% | "
-            "%.1e | %s |\n",
+            "%.1e | %.1e | %s |\n",
             s.name, static_cast<long long>(k), static_cast<long long>(n), static_cast<long long>(m),
             variant.ok() ? variant->c_str() : "?", t_ours, t_cublas, t_cublas / t_ours, g_ours, g_ours_plain,
-            g_cublas, speedup, bytes / (g_ours * 1e-6) / 1e12, 100 * roof, 100 * roof16, err, ok ? "met" : "MISSED");
+            g_cublas, speedup, bytes / (g_ours * 1e-6) / 1e12, 100 * roof, 100 * roof16, err, err16, ok ? "met" : "MISSED");
         std::fflush(stdout);
         const auto plan = qf::kernels::W4A16LaunchDescription(
             m, n, k, kGroupSize, forced_variant.empty() ? nullptr : forced_variant.c_str());
@@ -552,6 +576,9 @@ int main(int argc, char** argv) {
       CUDA_CHECK(cudaFree(zeros));
       CUDA_CHECK(cudaFree(scales));
       CUDA_CHECK(cudaFree(w16));
+      CUDA_CHECK(cudaFree(w32));
+      CUDA_CHECK(cudaFree(a32));
+      CUDA_CHECK(cudaFree(c32));
       CUDA_CHECK(cudaFree(a));
       CUDA_CHECK(cudaFree(c_ours));
       CUDA_CHECK(cudaFree(c_ref));
