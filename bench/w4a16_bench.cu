@@ -14,9 +14,9 @@
 //                of >= 24 back-to-back calls rotating over copies of the
 //                weights that together exceed L2 four times (each call finds
 //                its weights cold), replayed; time per call. Ours with
-//                W4A16GemmArgs::pdl (each call streams its first weights
-//                during the previous one's tail) and without; cuBLAS as
-//                torch calls it. The targets are checked on this timing.
+//                W4A16GemmArgs::pdl (each call launches during the previous
+//                one's epilogue) and without; cuBLAS as torch calls it.
+//                The targets are checked on this timing.
 // Medians over --iters calls (replays) after --warmup. The roofline is the
 // bytes a call must move (packed weights + scales + zeros + A + C) over the
 // peak read bandwidth that a plain streaming-read kernel reaches in the same

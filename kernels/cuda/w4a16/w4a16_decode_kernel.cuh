@@ -59,7 +59,6 @@ template <int MH, int DEPTH>
 __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH>::kMaxThreads, 1) W4A16DecodeKernel(const StreamParams p) {
   constexpr int D = DEPTH;
   extern __shared__ int4 smem[];
-  AllowDependents();
   const StreamWarp sw(p);
   const int lane = sw.lane, wn = p.wn, wk = p.wk, wn_i = sw.wn_i, wk_i = sw.wk_i, col_tile = sw.col_tile;
   const int m = p.m;
@@ -80,7 +79,6 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH>::kMaxThreads, 1) W4A16
   }
   // Up to here the kernel may overlap the previous one (programmatic launch):
   // weights only. Then A, which that kernel may have written.
-  if (p.pdl) PrefetchSlicesL2(b_next - D * b_stride - lane, b_stride, D, min(len, kPdlPrefetchSlices), lane);
   GridDependencyWait();
 
   // ---- A: rows [0, m) of the part, the wn warps of the part sharing the copies.
@@ -162,6 +160,7 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH>::kMaxThreads, 1) W4A16
   for (; base + 2 * D <= len; base += D) block_of_steps(base, std::true_type{});
   for (; base < steps; base += D) block_of_steps(base, std::false_type{});
 
+  AllowDependents();
   StreamReduceStore<MH>(p, acc, smem);
 }
 

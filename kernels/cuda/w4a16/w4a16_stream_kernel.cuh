@@ -142,25 +142,12 @@ __device__ __forceinline__ int4 LdStream16(const int4* p, uint64_t policy) {
 __device__ __forceinline__ void GridDependencyWait() { QF_SM90(asm volatile("griddepcontrol.wait;\n" ::: "memory")); }
 
 // Lets the next kernel on the stream launch (if it was launched as a
-// programmatic dependent) once every block of this grid has run this: its
-// blocks then take multiprocessors as ours retire and stream their weights
-// during our tail. Issued first thing: every block of ours is resident by
-// then, so the early blocks of the next kernel never hold back ours.
+// programmatic dependent) once every block of this grid has run this.
+// Issued after the main loop: the next grid then launches during our
+// epilogue and its blocks take multiprocessors as ours retire. Issued at
+// the start, its blocks took the free slots during our main loop and
+// competed with it: slower on the H200 (kernels/README.md).
 __device__ __forceinline__ void AllowDependents() { QF_SM90(asm volatile("griddepcontrol.launch_dependents;\n" :::)); }
-
-// Slices of a warp's k-part that a programmatic launch prefetches into L2
-// before the dependency wait: 16 KB per warp, the whole part of the o and
-// qkv shapes at M = 1, a fifth of L2 over a full grid.
-constexpr int kPdlPrefetchSlices = 32;
-
-// Slices [from, to) of a warp's column tile (512 contiguous bytes each,
-// `stride` int4 apart from `first`) into L2 by the bulk-copy engine, one
-// slice per lane: the loads that follow find them there.
-__device__ __forceinline__ void PrefetchSlicesL2(const int4* first, long long stride, int from, int to, int lane) {
-  for (int s = from + lane; s < to; s += 32) {
-    QF_SM90(asm volatile("cp.async.bulk.prefetch.L2.global [%0], 512;\n" ::"l"(first + s * stride) : "memory"));
-  }
-}
 
 template <int kOff>
 __device__ __forceinline__ void LdMatrixX2At(uint32_t (&r)[2], uint32_t smem) {
@@ -388,7 +375,6 @@ __global__ void __launch_bounds__(StreamConfig<MH, DEPTH, FOLD, REG>::kMaxThread
 
   extern __shared__ int4 smem[];
   __shared__ int2 sub_chunk[32];  // (first slice, slices) of each k-part of the block's chunk
-  AllowDependents();
   const StreamWarp sw(p);
   const int tid = threadIdx.x, lane = sw.lane, warp = sw.warp;
   const int nthreads = blockDim.x, wk = p.wk;
@@ -436,8 +422,8 @@ __global__ void __launch_bounds__(StreamConfig<MH, DEPTH, FOLD, REG>::kMaxThread
   const int4* b_last =
       p.b + (static_cast<long long>(min(s0 + max(len, 1), p.slices) - 1) * p.n64 + col_tile) * 32 + lane;
   int4 rr[kReg ? D : 1];
-  // Before the previous kernel's end (programmatic launch): weights only.
-  if (p.pdl) PrefetchSlicesL2(b_next - lane, b_stride, 0, min(len, kPdlPrefetchSlices), lane);
+  // Everything above may overlap the previous kernel (programmatic launch);
+  // A is that kernel's output.
   GridDependencyWait();
   issue_a_block(0);
   if constexpr (kReg) {
@@ -589,6 +575,7 @@ __global__ void __launch_bounds__(StreamConfig<MH, DEPTH, FOLD, REG>::kMaxThread
   }
   CpAsyncWaitMem<0>();
 
+  AllowDependents();
   StreamReduceStore<MH>(p, acc, smem);
 }
 
