@@ -412,7 +412,7 @@ TEST_F(W4A16GpuTest, StreamingVariantsMatchCpuReference) {
       {"stream_m8", {1, 2, 3, 7, 8, 20}},  {"stream_m16", {1, 9, 16, 33}},     {"stream_m32", {3, 17, 32, 40}},
       {"stream_m64", {1, 33, 64, 118}},    {"stream_m8_reg", {1, 5, 8, 9}},    {"stream_m16_reg", {2, 16}},
       {"stream_m8_d16", {1, 5, 8}},        {"stream_m16_fold", {11, 16}},   {"dec_m8", {1, 2, 7, 8, 20}},
-      {"dec_m16", {1, 9, 16, 33}},
+      {"dec_m16", {1, 9, 16, 33}},        {"bal_m8", {1, 2, 7, 8, 20}},
   };
   for (const StreamCase& c : cases) {
     const QuantizedLinear q = RandomLinear(c.spec, 71);
@@ -594,9 +594,10 @@ TEST_F(W4A16GpuTest, ProgrammaticLaunchChainsMatchPlainLaunches) {
   const DeviceLinear* layer[2] = {&d0, &d1};
   cudaStream_t stream;
   CUDA_ASSERT(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  for (const char* variant : {static_cast<const char*>(nullptr), "dec_m8", "stream_m8", "dec_m16"}) {
+  for (const char* variant : {static_cast<const char*>(nullptr), "dec_m8", "stream_m8", "dec_m16", "bal_m8"}) {
     for (int64_t m : {1, 5}) {
       SCOPED_TRACE(absl::StrCat(variant ? variant : "table", " m=", m));
+      ASSERT_TRUE(ws_.Reserve(W4A16WorkspaceBytes(m, kDim, kDim, 0, variant)).ok());
       const std::vector<uint16_t> x0 = RandomActivations(m, kDim, 130 + m);
       DeviceArray<uint16_t> x(static_cast<size_t>((kLayers + 1) * m * kDim));
       CUDA_ASSERT(cudaMemcpy(x.get(), x0.data(), x0.size() * 2, cudaMemcpyHostToDevice));
@@ -625,6 +626,8 @@ TEST_F(W4A16GpuTest, ProgrammaticLaunchChainsMatchPlainLaunches) {
           args.stream = stream;
           args.variant = variant;
           args.pdl = pdl;
+          args.workspace = ws_.data();
+          args.workspace_bytes = ws_.size();
           if (absl::Status s = W4A16Gemm(args); !s.ok()) return s;
         }
         if (graph) {

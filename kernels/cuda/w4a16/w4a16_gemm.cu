@@ -84,6 +84,7 @@ const Variant* const kTuningVariants[] = {
     &w4a16::kW4A16WgT64N128K128,    &w4a16::kW4A16WsT64N128TwoBlocks, &w4a16::kW4A16WsT64N256,
     &w4a16::kW4A16StreamM8Reg,      &w4a16::kW4A16StreamM16Reg,
     &w4a16::kW4A16StreamM16Fold,    &w4a16::kW4A16StreamM64,     &w4a16::kW4A16DecodeM16,
+    &w4a16::kW4A16BalancedM8,
     &w4a16::kW4A16TuneMb1Bk128,
     &w4a16::kW4A16TuneMb2TwoBlocks, &w4a16::kW4A16TuneMb4Bk128,  &w4a16::kW4A16TmaMb1TwoBlocks,
     &w4a16::kW4A16TmaMb1Bk512,      &w4a16::kW4A16TmaMb2,        &w4a16::kW4A16TmaMb4Bn128,
@@ -262,6 +263,19 @@ Plan MakePlan(const Variant& v, const DeviceFacts& f, int64_t m, int64_t n, int6
   return p;
 }
 
+// Workspace of a streaming-family variant: none, or the counters and
+// partial slots it declares, in the same layout as Plan's.
+absl::StatusOr<Plan> StreamWorkspacePlan(const Variant& v, int64_t n, int64_t k, int device) {
+  Plan plan = {};
+  if (v.stream_workspace == nullptr) return plan;
+  QF_ASSIGN_OR_RETURN(const w4a16::StreamWorkspace need, v.stream_workspace(n, k, device));
+  plan.counter_bytes = need.counter_bytes;
+  plan.partial_bytes = need.partial_bytes;
+  return plan;
+}
+
+size_t StreamMinWorkspace(const Plan& plan) { return plan.partial_bytes == 0 ? 0 : plan.MinWorkspace(); }
+
 bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 absl::StatusOr<int> CurrentDevice() {
@@ -298,7 +312,20 @@ absl::Status W4A16Gemm(const W4A16GemmArgs& args) {
                             " is not one"));
   }
   if (v->stream_run != nullptr) {
-    // Weight streaming: v->bm rows per launch, no workspace.
+    // Weight streaming: v->bm rows per launch; a workspace only for the
+    // balanced kernel (tile counters, partial slots).
+    QF_ASSIGN_OR_RETURN(const Plan wplan, StreamWorkspacePlan(*v, n, k, device));
+    int* counters = nullptr;
+    float* partials = nullptr;
+    if (wplan.partial_bytes > 0) {
+      if (args.workspace == nullptr || !wplan.Fits(args.workspace_bytes)) {
+        return bad(absl::StrCat("workspace of ", args.workspace_bytes, " bytes (null: ", args.workspace == nullptr,
+                                "), variant ", v->name, " needs ", wplan.MinWorkspace(), " (W4A16WorkspaceBytes)"));
+      }
+      counters = static_cast<int*>(args.workspace);
+      partials =
+          reinterpret_cast<float*>(static_cast<char*>(args.workspace) + CounterRegion(args.workspace_bytes));
+    }
     for (int64_t m0 = 0; m0 < m; m0 += v->bm) {
       const w4a16::StreamCall call{args.a + m0 * k,
                                    args.qweight,
@@ -312,7 +339,9 @@ absl::Status W4A16Gemm(const W4A16GemmArgs& args) {
                                    gs_eff,
                                    args.stream,
                                    args.stream_plan,
-                                   args.pdl};
+                                   args.pdl,
+                                   counters,
+                                   partials};
       if (absl::Status s = v->stream_run(call, device); !s.ok()) {
         return absl::Status(s.code(), absl::StrCat("W4A16Gemm(", Shape(m, n, k, gsz), "), variant ", v->name, ": ",
                                                    s.message()));
@@ -353,7 +382,10 @@ absl::Status W4A16Gemm(const W4A16GemmArgs& args) {
 absl::StatusOr<size_t> W4A16WorkspaceBytes(int64_t max_m, int64_t n, int64_t k, int device, const char* variant) {
   if (variant != nullptr) {
     QF_ASSIGN_OR_RETURN(const Variant* v, Select("W4A16WorkspaceBytes", max_m, n, k, -1, variant, DeviceSm(device)));
-    if (v->stream_run != nullptr) return size_t{0};  // no split-K workspace
+    if (v->stream_run != nullptr) {
+      QF_ASSIGN_OR_RETURN(const Plan wplan, StreamWorkspacePlan(*v, n, k, device));
+      return StreamMinWorkspace(wplan);
+    }
     QF_ASSIGN_OR_RETURN(const DeviceFacts facts, Facts(*v, device));
     return MakePlan(*v, facts, max_m, n, k).MinWorkspace();
   }
@@ -372,7 +404,11 @@ absl::StatusOr<size_t> W4A16WorkspaceBytes(int64_t max_m, int64_t n, int64_t k, 
     }
     if (!v.ok()) return v.status();
     any = true;
-    if ((*v)->stream_run != nullptr) continue;  // no split-K workspace
+    if ((*v)->stream_run != nullptr) {
+      QF_ASSIGN_OR_RETURN(const Plan wplan, StreamWorkspacePlan(**v, n, k, device));
+      bytes = std::max(bytes, StreamMinWorkspace(wplan));
+      continue;
+    }
     QF_ASSIGN_OR_RETURN(const DeviceFacts facts, Facts(**v, device));
     bytes = std::max(bytes, MakePlan(**v, facts, probe, n, k).MinWorkspace());
   }

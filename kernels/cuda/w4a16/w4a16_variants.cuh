@@ -15,6 +15,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "kernels/cuda/w4a16/w4a16_kernel.cuh"
 #include "kernels/plan/stream_grid.h"  // ForcedStreamGrid
 
@@ -34,6 +35,17 @@ struct StreamCall {
   cudaStream_t stream;
   ForcedStreamGrid plan;  // W4A16GemmArgs::stream_plan; all zero: planned
   bool pdl;               // W4A16GemmArgs::pdl
+  // The caller's workspace, for variants with Variant::stream_workspace:
+  // tile counters (zero at rest) and fp32 partial slots. Null otherwise.
+  int* counters = nullptr;
+  float* partials = nullptr;
+};
+
+// Workspace bytes a streaming-family variant needs for one (n, k) and every
+// m it takes per launch.
+struct StreamWorkspace {
+  size_t counter_bytes = 0;
+  size_t partial_bytes = 0;
 };
 
 struct Variant {
@@ -51,6 +63,9 @@ struct Variant {
   absl::Status (*stream_run)(const StreamCall& call, int device) = nullptr;
   // "grid 16 x 8 (cluster 8), 8 warps, 64 slices per block, 40 KB shared"
   std::string (*stream_describe)(int64_t m, int64_t n, int64_t k, int device) = nullptr;
+  // Streaming variants that sum partials across blocks (the balanced kernel):
+  // the workspace they need; null = none.
+  absl::StatusOr<StreamWorkspace> (*stream_workspace)(int64_t n, int64_t k, int device) = nullptr;
   // Newest architecture it runs on: arch-specific code (sm_90a wgmma) runs on
   // sm_90 only, and not at all when the build has no sm_90a code (0 then).
   int max_sm = 1 << 30;
@@ -130,6 +145,9 @@ extern const Variant kW4A16StreamM16Fold;
 // whole per k-part, weights through an 8-slice register ring; 8 or 16 rows.
 extern const Variant kW4A16DecodeM8;
 extern const Variant kW4A16DecodeM16;
+// The balanced decode kernel (w4a16_balanced_kernel.cuh), sm_90: every warp
+// of a one-wave grid streams the same number of slices; 8 rows per launch.
+extern const Variant kW4A16BalancedM8;
 
 // Warpgroup-MMA variants (w4a16_wgmma_kernel.cuh), sm_90a, named
 // wg_t<rows of A>_n<columns>_s<stages>[_2blk: two blocks per SM][_d2: two

@@ -1,0 +1,139 @@
+// Host side of the balanced decode kernel (w4a16_balanced.cuh): one wave of
+// blocks (multiprocessors x resident blocks, cached per kernel and device),
+// the workspace it needs, and the launch.
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
+#include "kernels/cuda/w4a16/w4a16_balanced.cuh"
+
+namespace qf::kernels::w4a16 {
+namespace {
+
+absl::Status CudaError(cudaError_t e, absl::string_view what) {
+  return absl::InternalError(
+      absl::StrCat("W4A16 balanced: ", what, ": ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ")"));
+}
+
+// Resident blocks of the kernel on the device, with its shared memory allowed.
+struct Wave {
+  int sms = 0;
+  int blocks_per_sm = 0;
+  int Blocks() const { return sms * blocks_per_sm; }
+};
+
+absl::StatusOr<Wave> WaveOf(const BalancedKernel& bk, int device) {
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, Wave>* cache = new std::map<std::pair<const void*, int>, Wave>;
+  const void* fn = reinterpret_cast<const void*>(bk.kernel);
+  std::lock_guard<std::mutex> lock(mu);
+  if (auto it = cache->find({fn, device}); it != cache->end()) return it->second;
+  Wave w;
+  cudaError_t e = cudaDeviceGetAttribute(&w.sms, cudaDevAttrMultiProcessorCount, device);
+  if (e != cudaSuccess) return CudaError(e, absl::StrCat("query device ", device));
+  e = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, bk.smem);
+  if (e != cudaSuccess) return CudaError(e, absl::StrCat("allow ", bk.smem, " bytes of shared memory"));
+  e = cudaFuncSetAttribute(fn, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
+  if (e != cudaSuccess) return CudaError(e, "set the shared-memory carveout");
+  e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&w.blocks_per_sm, fn, 32 * bk.warps, bk.smem);
+  if (e != cudaSuccess) return CudaError(e, "occupancy query");
+  if (w.blocks_per_sm < 1) return absl::InternalError(absl::StrCat("W4A16 balanced: no block fits device ", device));
+  cache->emplace(std::make_pair(fn, device), w);
+  return w;
+}
+
+// Warps that take units and the blocks that hold them: one wave, fewer
+// when the shape has fewer slices than the wave has warps.
+struct BalancedGrid {
+  int warps;
+  int blocks;
+};
+
+BalancedGrid GridOf(const BalancedKernel& bk, const Wave& wave, int64_t n, int64_t k) {
+  const int64_t units = (n / 64) * (k / 16);
+  const int warps = static_cast<int>(std::min<int64_t>(int64_t{wave.Blocks()} * bk.warps, units));
+  return {warps, (warps + bk.warps - 1) / bk.warps};
+}
+
+}  // namespace
+
+absl::StatusOr<StreamWorkspace> BalancedWorkspace(const BalancedKernel& bk, int64_t n, int64_t k, int device) {
+  absl::StatusOr<Wave> wave = WaveOf(bk, device);
+  if (!wave.ok()) return wave.status();
+  const int64_t tiles = n / 64;
+  StreamWorkspace ws;
+  ws.counter_bytes = static_cast<size_t>(tiles) * sizeof(int);
+  // One slot of 8 rows x 64 fp32 per (warp, tile) segment: at most W + tiles.
+  const int64_t slots = int64_t{wave->Blocks()} * bk.warps + tiles;
+  ws.partial_bytes = static_cast<size_t>(slots) * 8 * 64 * sizeof(float);
+  (void)k;
+  return ws;
+}
+
+absl::Status RunBalancedKernel(const BalancedKernel& bk, const StreamCall& call, int device) {
+  if (call.plan.Any()) {
+    return absl::InvalidArgumentError(absl::StrCat("forced grid wn=", call.plan.wn, ", wk=", call.plan.wk,
+                                                   ", split=", call.plan.split,
+                                                   ": the balanced kernel plans one wave of equal warps, no grid"));
+  }
+  if (call.counters == nullptr || call.partials == nullptr) {
+    return absl::InternalError("W4A16 balanced: launched without its workspace");
+  }
+  absl::StatusOr<Wave> wave = WaveOf(bk, device);
+  if (!wave.ok()) return wave.status();
+  const BalancedGrid grid = GridOf(bk, *wave, call.n, call.k);
+  BalancedParams bp = {};
+  StreamParams& p = bp.s;
+  p.a = call.a;
+  p.b = reinterpret_cast<const int4*>(call.qweight);
+  p.scales = reinterpret_cast<const int4*>(call.scales);
+  p.zeros = call.zeros;
+  p.bias = call.bias;
+  p.c = call.c;
+  p.m = call.m;
+  p.n = call.n;
+  p.k = call.k;
+  p.n64 = call.n / 64;
+  p.slices = call.k / 16;
+  p.slices_per_group = call.group_size / 16;
+  p.groups = call.k / call.group_size;
+  p.wn = 1;
+  p.wk = 1;
+  p.pdl = call.pdl ? 1 : 0;
+  bp.partials = call.partials;
+  bp.counters = call.counters;
+  bp.warps = grid.warps;
+
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(grid.blocks), 1, 1);
+  cfg.blockDim = dim3(static_cast<unsigned>(32 * bk.warps), 1, 1);
+  cfg.dynamicSmemBytes = static_cast<size_t>(bk.smem);
+  cfg.stream = call.stream;
+  cudaLaunchAttribute attr;
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = &attr;
+  cfg.numAttrs = call.pdl ? 1 : 0;
+  const cudaError_t e = cudaLaunchKernelEx(&cfg, bk.kernel, bp);
+  if (e != cudaSuccess) {
+    return CudaError(e, absl::StrCat("launch (m=", call.m, ", n=", call.n, ", k=", call.k, ", ", grid.blocks,
+                                     " blocks)"));
+  }
+  return absl::OkStatus();
+}
+
+std::string DescribeBalancedKernel(const BalancedKernel& bk, int64_t m, int64_t n, int64_t k, int device) {
+  absl::StatusOr<Wave> wave = WaveOf(bk, device);
+  if (!wave.ok()) return std::string(wave.status().message());
+  const BalancedGrid grid = GridOf(bk, *wave, n, k);
+  const double per_warp = static_cast<double>((n / 64) * (k / 16)) / grid.warps;
+  (void)m;
+  return absl::StrFormat("grid %d, %d warps, %d/SM, %.1f slices per warp, %.0f KB smem", grid.blocks, grid.warps,
+                         wave->blocks_per_sm, per_warp, bk.smem / 1024.0);
+}
+
+}  // namespace qf::kernels::w4a16

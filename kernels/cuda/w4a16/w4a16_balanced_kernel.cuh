@@ -1,0 +1,212 @@
+// File: kernels/cuda/w4a16/w4a16_balanced_kernel.cuh
+//
+// The balanced decode kernel (`bal_m8`): up to 8 rows of A, every warp of a
+// one-wave grid streaming the same number of weight slices. The other
+// streaming kernels give each block whole 64-column tiles (times a k-part),
+// so a shape's tiles rarely divide evenly over the multiprocessors: qkv's
+// 320 blocks on 132 SMs put 3 blocks on some and 2 on others, gate_up's 224
+// blocks put 2 and 1, and the busiest multiprocessor sets the time
+// (kernels/plan/stream_grid.h models exactly that). Here the work is the
+// flat sequence of units u = tile * slices + slice (tile-major), and warp w
+// of W streams units [U*w/W, U*(w+1)/W): equal to one slice, across tile
+// boundaries.
+//
+//   grid: one wave (SMs x resident blocks), WARPS warps per block, W = warps
+//   that take units (<= U)
+//   warp: DEPTH-slot ring in shared memory (cp.async, evict-first), its own
+//         cp.async groups, no block barrier anywhere; A fragments straight
+//         from global memory (L1: A is a few KB, read by every warp)
+//   segment = the units of one tile a warp streams; at its end:
+//     the tile's only warp  -> C (+ bias) from the registers
+//     else                  -> fp32 partial to slot (w + tile) of the
+//                              workspace, then a tile counter; the last of
+//                              the tile's warps sums the slots in warp order
+//                              (deterministic), stores C and resets the
+//                              counter to zero
+//
+// Slot w + tile is unique: along the segments in warp order, each next
+// segment increases the warp or the tile or both, so w + tile grows strictly.
+// There are at most W + tiles slots of m x 64 floats.
+//
+// Dequantization and mma as the weight-streaming kernel without FOLD
+// (DequantWordA, mma.m16n8k16 with the weights as the A operand).
+#pragma once
+
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/w4a16/w4a16_stream_kernel.cuh"
+
+namespace qf::kernels::w4a16 {
+
+template <int DEPTH, int WARPS>
+struct BalancedConfig {
+  static constexpr int kDepth = DEPTH;  // ring slots per warp
+  static constexpr int kWarps = WARPS;
+  static constexpr int kThreads = 32 * WARPS;
+  static constexpr int kRows = 8;     // rows of A per launch
+  static constexpr int kMinBlocks = 2;  // launch bound: 128 registers, 16 warps per SM
+  static constexpr int kSmemBytes = WARPS * DEPTH * 512;
+  static_assert((DEPTH & (DEPTH - 1)) == 0 && DEPTH >= 4, "power-of-two ring");
+};
+
+struct BalancedParams {
+  StreamParams s;   // shapes and operands (wn, wk unused)
+  float* partials;  // [W + tiles][m][64] fp32 slots
+  int* counters;    // [tiles], zero on entry and on exit
+  int warps;        // W: warps that take units, <= units
+};
+
+// The warp that streams unit x: the largest w with U*w/W <= x.
+__device__ __forceinline__ int BalancedWarpOf(long long x, long long units, int warps) {
+  return static_cast<int>(((x + 1) * warps - 1) / units);
+}
+
+template <int DEPTH, int WARPS>
+__global__ void __launch_bounds__(32 * WARPS, 2) W4A16BalancedKernel(const BalancedParams bp) {
+  constexpr int D = DEPTH;
+  const StreamParams& p = bp.s;
+  extern __shared__ int4 smem[];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int gw = blockIdx.x * WARPS + warp;
+  if (gw >= bp.warps) return;  // no barrier below: a warp without units just leaves
+  const int S = p.slices, m = p.m;
+  const long long units = static_cast<long long>(p.n64) * S;
+  const long long u0 = units * gw / bp.warps;
+  const int len = static_cast<int>(units * (gw + 1) / bp.warps - u0);
+
+  // ---- The ring: units u0 .. u0 + D - 2 in flight before the dependency
+  // wait (weights only), one cp.async group each.
+  const uint64_t policy = EvictFirstPolicy();
+  const uint32_t ring = SmemAddr(smem + warp * D * 32 + lane);
+  int ld_tile = static_cast<int>(u0 / S), ld_s = static_cast<int>(u0 % S);
+  auto issue = [&](int slot) {
+    CpAsyncAt<0>(ring + slot * 512, p.b + (static_cast<long long>(ld_s) * p.n64 + ld_tile) * 32 + lane, policy);
+    if (++ld_s == S) {
+      ld_s = 0;
+      ++ld_tile;
+    }
+  };
+#pragma unroll
+  for (int j = 0; j < D - 1; ++j) {
+    if (j < len) issue(j);
+    CpAsyncCommit();
+  }
+  GridDependencyWait();  // A, the bias, C and the workspace belong to the previous kernel until here
+
+  // ---- A fragments (mma B operand): lane l holds row l/4 (rows past m read
+  // row m-1; their outputs are dropped), kernel rows 2(l%4), +1 and +8, +9
+  // of the slice: two 4-byte words.
+  const uint32_t* a_lane =
+      reinterpret_cast<const uint32_t*>(p.a + static_cast<long long>(min(lane >> 2, m - 1)) * p.k) + (lane & 3);
+  int tile = static_cast<int>(u0 / S), s = static_cast<int>(u0 % S);
+  int seg_len = min(S - s, len), seg_step = 0;  // the current segment: tile's slices [s0, s0 + seg_len)
+  StreamGroups grp;
+  grp.Init(p, tile, s, seg_len);
+  uint32_t a0 = __ldg(a_lane + 8 * s), a1 = __ldg(a_lane + 8 * s + 4);
+  float acc[4][4] = {};
+
+  // End of a segment of `tile`: to C, or through the workspace.
+  auto flush = [&]() {
+    const long long first = static_cast<long long>(tile) * S;
+    const int w_first = BalancedWarpOf(first, units, bp.warps);
+    const int w_last = BalancedWarpOf(first + S - 1, units, bp.warps);
+    const int col0 = tile * 64;
+    if (w_first == w_last) {
+#pragma unroll
+      for (int w = 0; w < 4; ++w)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          // d0,d1: column 16w + l/4, rows 2(l%4) + {0,1}; d2,d3: column + 8.
+          const int row = 2 * (lane & 3) + (e & 1), col = col0 + 16 * w + (lane >> 2) + 8 * (e >> 1);
+          if (row < m) {
+            const float b = p.bias != nullptr ? __half2float(p.bias[col]) : 0.f;
+            p.c[static_cast<long long>(row) * p.n + col] = __float2half_rn(acc[w][e] + b);
+          }
+        }
+      return;
+    }
+    const int slot_floats = m * 64;
+    float* slot = bp.partials + static_cast<long long>(gw + tile) * slot_floats;
+#pragma unroll
+    for (int w = 0; w < 4; ++w)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int row = 2 * (lane & 3) + (e & 1), col = 16 * w + (lane >> 2) + 8 * (e >> 1);
+        if (row < m) slot[row * 64 + col] = acc[w][e];
+      }
+    __threadfence();  // the slot before the counter
+    __syncwarp();
+    int arrived = 0;
+    if (lane == 0) arrived = atomicAdd(bp.counters + tile, 1);
+    arrived = __shfl_sync(0xFFFFFFFFu, arrived, 0);
+    if (arrived != w_last - w_first) return;
+    // The tile's last warp: every slot is written and visible.
+    __threadfence();
+    float2 sum[8];
+#pragma unroll
+    for (int r = 0; r < 8; ++r) sum[r] = make_float2(0.f, 0.f);
+#pragma unroll 2
+    for (int w = w_first; w <= w_last; ++w) {
+      const float* src = bp.partials + static_cast<long long>(w + tile) * slot_floats + 2 * lane;
+#pragma unroll
+      for (int r = 0; r < 8; ++r) {
+        if (r < m) {
+          const float2 v = __ldcg(reinterpret_cast<const float2*>(src + r * 64));
+          sum[r].x += v.x;
+          sum[r].y += v.y;
+        }
+      }
+    }
+    const int col = col0 + 2 * lane;
+    const float2 b = p.bias != nullptr ? __half22float2(*reinterpret_cast<const half2*>(p.bias + col))
+                                       : make_float2(0.f, 0.f);
+#pragma unroll
+    for (int r = 0; r < 8; ++r) {
+      if (r < m) {
+        *reinterpret_cast<half2*>(p.c + static_cast<long long>(r) * p.n + col) =
+            __floats2half2_rn(sum[r].x + b.x, sum[r].y + b.y);
+      }
+    }
+    if (lane == 0) bp.counters[tile] = 0;  // at rest again for the next call
+  };
+
+  CpAsyncWaitMem<D - 2>();  // unit 0 has landed
+  for (int i = 0; i < len; ++i) {
+    const int4 bv = LdShared16<0>(ring + (i & (D - 1)) * 512);
+    if (i + D - 1 < len) issue((i + D - 1) & (D - 1));  // the slot of unit i - 1
+    CpAsyncCommit();
+    // A of the next unit (the next slice, or slice 0 of the next tile).
+    const int s_next = s + 1 == S ? 0 : s + 1;
+    const uint32_t a0_next = __ldg(a_lane + 8 * s_next), a1_next = __ldg(a_lane + 8 * s_next + 4);
+    const uint32_t words[4] = {static_cast<uint32_t>(bv.x), static_cast<uint32_t>(bv.y),
+                               static_cast<uint32_t>(bv.z), static_cast<uint32_t>(bv.w)};
+    StaticFor<4>([&](auto wc) {
+      constexpr int w = decltype(wc)::value;
+      uint32_t wa[4];
+      DequantWordA<w, true>(words[w], grp.gc, wa);
+      Mma16816A(acc[w], wa, a0, a1);
+    });
+    if (seg_step == grp.switch_at) grp.Advance(p, seg_len);
+    a0 = a0_next;
+    a1 = a1_next;
+    s = s_next;
+    if (++seg_step == seg_len) {
+      flush();
+#pragma unroll
+      for (int w = 0; w < 4; ++w)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[w][e] = 0.f;
+      ++tile;
+      seg_step = 0;
+      seg_len = min(S, len - (i + 1));
+      if (seg_len > 0) grp.Init(p, tile, 0, seg_len);
+    }
+    CpAsyncWaitMem<D - 2>();  // unit i + 1 has landed
+  }
+  CpAsyncWaitMem<0>();
+  AllowDependents();
+}
+
+}  // namespace qf::kernels::w4a16
