@@ -104,8 +104,8 @@ __global__ void __launch_bounds__(32 * WARPS, 2) W4A16BalancedKernel(const Balan
   int seg_len = min(S - s, len), seg_step = 0;  // the current segment: tile's slices [s0, s0 + seg_len)
   StreamGroups grp;
   grp.Init(p, tile, s, seg_len);
-  uint32_t a0 = __ldg(a_lane + 8 * s), a1 = __ldg(a_lane + 8 * s + 4);
-  float acc[4][4] = {};
+  uint32_t af[1][2] = {{__ldg(a_lane + 8 * s), __ldg(a_lane + 8 * s + 4)}};
+  float acc[1][4][4] = {};
 
   // End of a segment of `tile`: to C, or through the workspace.
   auto flush = [&]() {
@@ -122,7 +122,7 @@ __global__ void __launch_bounds__(32 * WARPS, 2) W4A16BalancedKernel(const Balan
           const int row = 2 * (lane & 3) + (e & 1), col = col0 + 16 * w + (lane >> 2) + 8 * (e >> 1);
           if (row < m) {
             const float b = p.bias != nullptr ? __half2float(p.bias[col]) : 0.f;
-            p.c[static_cast<long long>(row) * p.n + col] = __float2half_rn(acc[w][e] + b);
+            p.c[static_cast<long long>(row) * p.n + col] = __float2half_rn(acc[0][w][e] + b);
           }
         }
       return;
@@ -134,7 +134,7 @@ __global__ void __launch_bounds__(32 * WARPS, 2) W4A16BalancedKernel(const Balan
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int row = 2 * (lane & 3) + (e & 1), col = 16 * w + (lane >> 2) + 8 * (e >> 1);
-        if (row < m) slot[row * 64 + col] = acc[w][e];
+        if (row < m) slot[row * 64 + col] = acc[0][w][e];
       }
     __threadfence();  // the slot before the counter
     __syncwarp();
@@ -180,24 +180,17 @@ __global__ void __launch_bounds__(32 * WARPS, 2) W4A16BalancedKernel(const Balan
     // A of the next unit (the next slice, or slice 0 of the next tile).
     const int s_next = s + 1 == S ? 0 : s + 1;
     const uint32_t a0_next = __ldg(a_lane + 8 * s_next), a1_next = __ldg(a_lane + 8 * s_next + 4);
-    const uint32_t words[4] = {static_cast<uint32_t>(bv.x), static_cast<uint32_t>(bv.y),
-                               static_cast<uint32_t>(bv.z), static_cast<uint32_t>(bv.w)};
-    StaticFor<4>([&](auto wc) {
-      constexpr int w = decltype(wc)::value;
-      uint32_t wa[4];
-      DequantWordA<w, true>(words[w], grp.gc, wa);
-      Mma16816A(acc[w], wa, a0, a1);
-    });
+    DequantMmaSlice<1>(bv, grp.gc, af, acc);
     if (seg_step == grp.switch_at) grp.Advance(p, seg_len);
-    a0 = a0_next;
-    a1 = a1_next;
+    af[0][0] = a0_next;
+    af[0][1] = a1_next;
     s = s_next;
     if (++seg_step == seg_len) {
       flush();
 #pragma unroll
       for (int w = 0; w < 4; ++w)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) acc[w][e] = 0.f;
+        for (int e = 0; e < 4; ++e) acc[0][w][e] = 0.f;
       ++tile;
       seg_step = 0;
       seg_len = min(S, len - (i + 1));

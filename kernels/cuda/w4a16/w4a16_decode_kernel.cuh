@@ -139,15 +139,7 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH>::kMaxThreads, 1) W4A16
       } else if (base + D < steps) {
         load_a(std::integral_constant<int, 0>{}, off + D * 32, af_next);
       }
-      const uint32_t words[4] = {static_cast<uint32_t>(bv.x), static_cast<uint32_t>(bv.y),
-                                 static_cast<uint32_t>(bv.z), static_cast<uint32_t>(bv.w)};
-      StaticFor<4>([&](auto wc) {
-        constexpr int w = decltype(wc)::value;
-        uint32_t wa[4];
-        DequantWordA<w, true>(words[w], grp.gc, wa);
-#pragma unroll
-        for (int h = 0; h < MH; ++h) Mma16816A(acc[h][w], wa, af[h][0], af[h][1]);
-      });
+      DequantMmaSlice<MH>(bv, grp.gc, af, acc);
       if (base + j == grp.switch_at) grp.Advance(p, len);
 #pragma unroll
       for (int h = 0; h < MH; ++h) {

@@ -135,10 +135,8 @@ absl::StatusOr<StreamGrid> Plan(const StreamKernel& sk, int device, int m, int64
 
 }  // namespace
 
-absl::Status RunStreamKernel(const StreamKernel& sk, const StreamCall& call, int device) {
-  absl::StatusOr<StreamGrid> plan = Plan(sk, device, call.m, call.n, call.k, call.plan);
-  if (!plan.ok()) return plan.status();
-  StreamParams p;
+StreamParams StreamParamsOf(const StreamCall& call) {
+  StreamParams p = {};
   p.a = call.a;
   p.b = reinterpret_cast<const int4*>(call.qweight);
   p.scales = reinterpret_cast<const int4*>(call.scales);
@@ -152,9 +150,18 @@ absl::Status RunStreamKernel(const StreamKernel& sk, const StreamCall& call, int
   p.slices = call.k / 16;
   p.slices_per_group = call.group_size / 16;
   p.groups = call.k / call.group_size;
+  p.wn = 1;
+  p.wk = 1;
+  p.pdl = call.pdl ? 1 : 0;
+  return p;
+}
+
+absl::Status RunStreamKernel(const StreamKernel& sk, const StreamCall& call, int device) {
+  absl::StatusOr<StreamGrid> plan = Plan(sk, device, call.m, call.n, call.k, call.plan);
+  if (!plan.ok()) return plan.status();
+  StreamParams p = StreamParamsOf(call);
   p.wn = plan->wn;
   p.wk = plan->wk;
-  p.pdl = call.pdl ? 1 : 0;
 
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(static_cast<unsigned>(p.n64 / plan->wn), static_cast<unsigned>(plan->split), 1);

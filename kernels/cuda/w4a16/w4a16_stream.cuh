@@ -32,6 +32,9 @@ struct StreamKernel {
   bool whole_a = false;
 };
 
+// The kernel parameters of one call (one 64-column tile per warp, one k-part).
+StreamParams StreamParamsOf(const StreamCall& call);
+
 // Plans (cached per device, m, n, k) and launches one call; Internal with
 // the CUDA error when the launch fails or no grid fits the device.
 absl::Status RunStreamKernel(const StreamKernel& sk, const StreamCall& call, int device);

@@ -218,6 +218,23 @@ __device__ __forceinline__ void DequantWordA(uint32_t x, const GroupConsts& g, u
   a[3] = AsU32(v3);
 }
 
+// One slice of the barrier-free kernels (decode, balanced): the lane's 16
+// bytes of QF4 words dequantized with the fp16 scale and multiplied into MH
+// 8-row blocks of A (fragments af, one slice ahead) for its 64 columns.
+template <int MH>
+__device__ __forceinline__ void DequantMmaSlice(const int4 bv, const GroupConsts& gc, const uint32_t (&af)[MH][2],
+                                                float (&acc)[MH][4][4]) {
+  const uint32_t words[4] = {static_cast<uint32_t>(bv.x), static_cast<uint32_t>(bv.y), static_cast<uint32_t>(bv.z),
+                             static_cast<uint32_t>(bv.w)};
+  StaticFor<4>([&](auto wc) {
+    constexpr int w = decltype(wc)::value;
+    uint32_t wa[4];
+    DequantWordA<w, true>(words[w], gc, wa);
+#pragma unroll
+    for (int h = 0; h < MH; ++h) Mma16816A(acc[h][w], wa, af[h][0], af[h][1]);
+  });
+}
+
 // Where a warp of a streaming-family block works: warp (wn_i, wk_i) of block
 // (x, rank) streams QF4 tile column x * wn + wn_i over part wk_i of the
 // block's k-chunk, chunk `rank` of gridDim.y equal chunks of the slices.
