@@ -67,10 +67,9 @@ absl::StatusOr<StreamWorkspace> BalancedWorkspace(const BalancedKernel& bk, int6
   const int64_t tiles = n / 64;
   StreamWorkspace ws;
   ws.counter_bytes = static_cast<size_t>(tiles) * sizeof(int);
-  // One slot of 8 rows x 64 fp32 per (warp, tile) segment: at most W + tiles.
-  const int64_t slots = int64_t{wave->Blocks()} * bk.warps + tiles;
+  // One slot of 8 rows x 64 fp32 per (warp, tile) segment, for the largest W.
+  const int64_t slots = BalancedSplit{tiles * (k / 16), wave->Blocks() * bk.warps}.Slots(static_cast<int>(tiles));
   ws.partial_bytes = static_cast<size_t>(slots) * 8 * 64 * sizeof(float);
-  (void)k;
   return ws;
 }
 

@@ -24,9 +24,8 @@
 //                              (deterministic), stores C and resets the
 //                              counter to zero
 //
-// Slot w + tile is unique: along the segments in warp order, each next
-// segment increases the warp or the tile or both, so w + tile grows strictly.
-// There are at most W + tiles slots of m x 64 floats.
+// The split, the owner of a unit and the slots: kernels/plan/balanced_split.h
+// (tested on the CPU); at most W + tiles slots of m x 64 floats.
 //
 // Dequantization and mma as the weight-streaming kernel without FOLD
 // (DequantWordA, mma.m16n8k16 with the weights as the A operand).
@@ -37,6 +36,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/w4a16/w4a16_stream_kernel.cuh"
+#include "kernels/plan/balanced_split.h"
 
 namespace qf::kernels::w4a16 {
 
@@ -58,11 +58,6 @@ struct BalancedParams {
   int warps;        // W: warps that take units, <= units
 };
 
-// The warp that streams unit x: the largest w with U*w/W <= x.
-__device__ __forceinline__ int BalancedWarpOf(long long x, long long units, int warps) {
-  return static_cast<int>(((x + 1) * warps - 1) / units);
-}
-
 template <int DEPTH, int WARPS>
 __global__ void __launch_bounds__(32 * WARPS, 2) W4A16BalancedKernel(const BalancedParams bp) {
   constexpr int D = DEPTH;
@@ -72,9 +67,9 @@ __global__ void __launch_bounds__(32 * WARPS, 2) W4A16BalancedKernel(const Balan
   const int gw = blockIdx.x * WARPS + warp;
   if (gw >= bp.warps) return;  // no barrier below: a warp without units just leaves
   const int S = p.slices, m = p.m;
-  const long long units = static_cast<long long>(p.n64) * S;
-  const long long u0 = units * gw / bp.warps;
-  const int len = static_cast<int>(units * (gw + 1) / bp.warps - u0);
+  const BalancedSplit split{static_cast<long long>(p.n64) * S, bp.warps};
+  const long long u0 = split.Begin(gw);
+  const int len = static_cast<int>(split.Begin(gw + 1) - u0);
 
   // ---- The ring: units u0 .. u0 + D - 2 in flight before the dependency
   // wait (weights only), one cp.async group each.
@@ -110,8 +105,7 @@ __global__ void __launch_bounds__(32 * WARPS, 2) W4A16BalancedKernel(const Balan
   // End of a segment of `tile`: to C, or through the workspace.
   auto flush = [&]() {
     const long long first = static_cast<long long>(tile) * S;
-    const int w_first = BalancedWarpOf(first, units, bp.warps);
-    const int w_last = BalancedWarpOf(first + S - 1, units, bp.warps);
+    const int w_first = split.WarpOf(first), w_last = split.WarpOf(first + S - 1);
     const int col0 = tile * 64;
     if (w_first == w_last) {
 #pragma unroll
@@ -128,7 +122,7 @@ __global__ void __launch_bounds__(32 * WARPS, 2) W4A16BalancedKernel(const Balan
       return;
     }
     const int slot_floats = m * 64;
-    float* slot = bp.partials + static_cast<long long>(gw + tile) * slot_floats;
+    float* slot = bp.partials + BalancedSplit::Slot(gw, tile) * slot_floats;
 #pragma unroll
     for (int w = 0; w < 4; ++w)
 #pragma unroll
@@ -149,7 +143,7 @@ __global__ void __launch_bounds__(32 * WARPS, 2) W4A16BalancedKernel(const Balan
     for (int r = 0; r < 8; ++r) sum[r] = make_float2(0.f, 0.f);
 #pragma unroll 2
     for (int w = w_first; w <= w_last; ++w) {
-      const float* src = bp.partials + static_cast<long long>(w + tile) * slot_floats + 2 * lane;
+      const float* src = bp.partials + BalancedSplit::Slot(w, tile) * slot_floats + 2 * lane;
 #pragma unroll
       for (int r = 0; r < 8; ++r) {
         if (r < m) {
