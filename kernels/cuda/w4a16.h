@@ -92,7 +92,8 @@ absl::Status W4A16Gemm(const W4A16GemmArgs& args);
 
 // Workspace bytes that W4A16Gemm needs for every m in [1, max_m] with this
 // n and k on `device` (for the forced `variant` only, when given); 0 when
-// only weight-streaming variants serve those m (a null workspace is fine then).
+// only the table's weight-streaming variants serve those m (a null workspace
+// is fine then; the tuning variant bal_m8 needs one).
 // InvalidArgument/Unimplemented as W4A16Gemm for the shape; Internal when the
 // device cannot be queried.
 absl::StatusOr<size_t> W4A16WorkspaceBytes(int64_t max_m, int64_t n, int64_t k, int device,

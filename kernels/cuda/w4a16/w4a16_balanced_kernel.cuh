@@ -13,9 +13,9 @@
 //
 //   grid: one wave (SMs x resident blocks), WARPS warps per block, W = warps
 //   that take units (<= U)
-//   warp: DEPTH-slot ring in shared memory (cp.async, evict-first), its own
-//         cp.async groups, no block barrier anywhere; A fragments straight
-//         from global memory (L1: A is a few KB, read by every warp)
+//   warp: DEPTH-slot ring in shared memory, each slot one unit's weights
+//         (cp.async, evict-first) and its 16 kernel rows of A, its own
+//         cp.async groups, no block barrier anywhere
 //   segment = the units of one tile a warp streams; at its end:
 //     the tile's only warp  -> C (+ bias) from the registers
 //     else                  -> fp32 partial to slot (w + tile) of the
@@ -47,7 +47,7 @@ struct BalancedConfig {
   static constexpr int kThreads = 32 * WARPS;
   static constexpr int kRows = 8;     // rows of A per launch
   static constexpr int kMinBlocks = 2;  // launch bound: 128 registers, 16 warps per SM
-  static constexpr int kSmemBytes = WARPS * DEPTH * 512;
+  static constexpr int kSmemBytes = WARPS * DEPTH * 768;  // per slot: 512 B of weights, 256 B of A
   static_assert((DEPTH & (DEPTH - 1)) == 0 && DEPTH >= 4, "power-of-two ring");
 };
 
@@ -57,6 +57,12 @@ struct BalancedParams {
   int* counters;    // [tiles], zero on entry and on exit
   int warps;        // W: warps that take units, <= units
 };
+
+__device__ __forceinline__ uint32_t LdShared32(uint32_t smem) {
+  uint32_t v;
+  asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(smem) : "memory");
+  return v;
+}
 
 template <int DEPTH, int WARPS>
 __global__ void __launch_bounds__(32 * WARPS, 2) W4A16BalancedKernel(const BalancedParams bp) {
@@ -71,13 +77,19 @@ __global__ void __launch_bounds__(32 * WARPS, 2) W4A16BalancedKernel(const Balan
   const long long u0 = split.Begin(gw);
   const int len = static_cast<int>(split.Begin(gw + 1) - u0);
 
-  // ---- The ring: units u0 .. u0 + D - 2 in flight before the dependency
-  // wait (weights only), one cp.async group each.
+  GridDependencyWait();  // A, the bias, C and the workspace belong to the previous kernel until here
+
+  // ---- The ring: per slot the unit's 512 bytes of weights (one 16-byte
+  // copy per lane, evict-first) and its 16 kernel rows of A (m rows of 32
+  // bytes, lanes < 2m), one cp.async group per unit, D - 1 units ahead.
   const uint64_t policy = EvictFirstPolicy();
-  const uint32_t ring = SmemAddr(smem + warp * D * 32 + lane);
+  const uint32_t ring_b = SmemAddr(smem + warp * D * 48) + 16 * lane;  // [D][512 B weights | 256 B A]
+  const uint32_t ring_a = SmemAddr(smem + warp * D * 48 + 32);
+  const __half* a_copy = p.a + static_cast<long long>(lane >> 1) * p.k + 8 * (lane & 1);  // row l/2, half l%2
   int ld_tile = static_cast<int>(u0 / S), ld_s = static_cast<int>(u0 % S);
   auto issue = [&](int slot) {
-    CpAsyncAt<0>(ring + slot * 512, p.b + (static_cast<long long>(ld_s) * p.n64 + ld_tile) * 32 + lane, policy);
+    CpAsyncAt<0>(ring_b + slot * 768, p.b + (static_cast<long long>(ld_s) * p.n64 + ld_tile) * 32 + lane, policy);
+    if (lane < 2 * m) CpAsync16(smem + warp * D * 48 + slot * 48 + 32 + lane, a_copy + 16 * ld_s);
     if (++ld_s == S) {
       ld_s = 0;
       ++ld_tile;
@@ -88,18 +100,16 @@ __global__ void __launch_bounds__(32 * WARPS, 2) W4A16BalancedKernel(const Balan
     if (j < len) issue(j);
     CpAsyncCommit();
   }
-  GridDependencyWait();  // A, the bias, C and the workspace belong to the previous kernel until here
 
-  // ---- A fragments (mma B operand): lane l holds row l/4 (rows past m read
-  // row m-1; their outputs are dropped), kernel rows 2(l%4), +1 and +8, +9
-  // of the slice: two 4-byte words.
-  const uint32_t* a_lane =
-      reinterpret_cast<const uint32_t*>(p.a + static_cast<long long>(min(lane >> 2, m - 1)) * p.k) + (lane & 3);
+  // ---- A fragments (mma B operand) from the slot: lane l reads row l/4
+  // (rows past m read row m-1; their outputs are dropped), kernel rows
+  // 2(l%4), +1 and +8, +9: two 4-byte words.
+  const uint32_t a_lane = ring_a + static_cast<uint32_t>(min(lane >> 2, m - 1)) * 32 + 4 * (lane & 3);
   int tile = static_cast<int>(u0 / S), s = static_cast<int>(u0 % S);
   int seg_len = min(S - s, len), seg_step = 0;  // the current segment: tile's slices [s0, s0 + seg_len)
   StreamGroups grp;
   grp.Init(p, tile, s, seg_len);
-  uint32_t af[1][2] = {{__ldg(a_lane + 8 * s), __ldg(a_lane + 8 * s + 4)}};
+  uint32_t af[1][2];
   float acc[1][4][4] = {};
 
   // End of a segment of `tile`: to C, or through the workspace.
@@ -168,16 +178,15 @@ __global__ void __launch_bounds__(32 * WARPS, 2) W4A16BalancedKernel(const Balan
 
   CpAsyncWaitMem<D - 2>();  // unit 0 has landed
   for (int i = 0; i < len; ++i) {
-    const int4 bv = LdShared16<0>(ring + (i & (D - 1)) * 512);
+    const uint32_t slot = static_cast<uint32_t>(i & (D - 1)) * 768;
+    const int4 bv = LdShared16<0>(ring_b + slot);
+    af[0][0] = LdShared32(a_lane + slot);
+    af[0][1] = LdShared32(a_lane + slot + 16);
     if (i + D - 1 < len) issue((i + D - 1) & (D - 1));  // the slot of unit i - 1
     CpAsyncCommit();
-    // A of the next unit (the next slice, or slice 0 of the next tile).
-    const int s_next = s + 1 == S ? 0 : s + 1;
-    const uint32_t a0_next = __ldg(a_lane + 8 * s_next), a1_next = __ldg(a_lane + 8 * s_next + 4);
+    const int s_next = s + 1 == S ? 0 : s + 1;  // the next slice, or slice 0 of the next tile
     DequantMmaSlice<1>(bv, grp.gc, af, acc);
     if (seg_step == grp.switch_at) grp.Advance(p, seg_len);
-    af[0][0] = a0_next;
-    af[0][1] = a1_next;
     s = s_next;
     if (++seg_step == seg_len) {
       flush();
