@@ -412,7 +412,7 @@ TEST_F(W4A16GpuTest, StreamingVariantsMatchCpuReference) {
       {"stream_m8", {1, 2, 3, 7, 8, 20}},  {"stream_m16", {1, 9, 16, 33}},     {"stream_m32", {3, 17, 32, 40}},
       {"stream_m64", {1, 33, 64, 118}},    {"stream_m8_reg", {1, 5, 8, 9}},    {"stream_m16_reg", {2, 16}},
       {"stream_m8_d16", {1, 5, 8}},        {"stream_m16_fold", {11, 16}},   {"dec_m8", {1, 2, 7, 8, 20}},
-      {"dec_m16", {1, 9, 16, 33}},
+      {"dec_m16", {1, 9, 16, 33}},        {"bal_m8", {1, 2, 7, 8, 20}},
   };
   for (const StreamCase& c : cases) {
     const QuantizedLinear q = RandomLinear(c.spec, 71);
@@ -434,47 +434,6 @@ TEST_F(W4A16GpuTest, StreamingVariantsMatchCpuReference) {
       }
     }
   }
-}
-
-// The balanced decode kernel (bal_m8, whole groups of 8 column tiles): one
-// group and several, ragged slice rows per block (k not a multiple of the
-// ring or the split), every group size, sym/asym, act-order, bias, m up to
-// 8 and above (several launches sharing the workspace).
-TEST_F(W4A16GpuTest, BalancedVariantMatchesCpuReference) {
-  if (!HasStreamingVariants()) GTEST_SKIP() << "the balanced kernel needs sm_90";
-  struct BalancedCase {
-    const char* name;
-    LinearSpec spec;
-  };
-  const BalancedCase cases[] = {
-      {"asym_g128_bias_one_group", {.n = 512, .k = 1024, .group_size = 128, .bias = true}},
-      {"sym_g32_k352", {.n = 1024, .k = 352, .group_size = 32, .sym = true}},
-      {"asym_g64_act_order", {.n = 1536, .k = 640, .group_size = 64, .desc_act = true}},
-      {"asym_channelwise_deep", {.n = 512, .k = 4096, .group_size = -1, .bias = true}},
-  };
-  for (const BalancedCase& c : cases) {
-    const QuantizedLinear q = RandomLinear(c.spec, 73);
-    absl::StatusOr<W4A16Weights> w = RepackW4A16Ref(q);
-    ASSERT_TRUE(w.ok()) << w.status();
-    const DeviceLinear d(*w);
-    for (int64_t m : {1, 2, 7, 8, 20}) {
-      absl::StatusOr<std::string> plan = W4A16LaunchDescription(m, w->n, w->k, w->group_size, "bal_m8");
-      ASSERT_TRUE(plan.ok()) << plan.status();
-      SCOPED_TRACE(std::string(c.name) + " m=" + std::to_string(m) + " " + *plan);
-      const std::vector<uint16_t> a = RandomActivations(m, q.in_features, 700 + m);
-      absl::StatusOr<std::vector<float>> want = GemmW4A16Ref(a, m, *w);
-      ASSERT_TRUE(want.ok());
-      absl::StatusOr<std::vector<float>> got = Fused(d, a, m, "bal_m8");
-      ASSERT_TRUE(got.ok()) << got.status();
-      EXPECT_LT(RelErr(*got, *want), Threshold(q, false));
-      absl::StatusOr<std::vector<float>> again = Fused(d, a, m, "bal_m8");
-      ASSERT_TRUE(again.ok()) << again.status();
-      EXPECT_EQ(*again, *got) << "not bit-identical from call to call";
-    }
-  }
-  // Not whole groups of 8 tiles: refused, not run.
-  absl::StatusOr<std::string> odd = W4A16LaunchDescription(1, 448, 1024, 128, "bal_m8");
-  EXPECT_EQ(odd.status().code(), absl::StatusCode::kUnimplemented) << odd.status();
 }
 
 // Names of every warpgroup-MMA variant (wg_*), in table order.

@@ -46,11 +46,17 @@ absl::StatusOr<Wave> WaveOf(const BalancedKernel& bk, int device) {
   return w;
 }
 
-// Blocks: one wave, fewer when the shape has fewer slice rows of column
-// groups than the wave has blocks.
-int BlocksOf(const BalancedKernel& bk, const Wave& wave, int64_t n, int64_t k) {
-  const int64_t units = n / (64 * bk.warps) * (k / 16);
-  return static_cast<int>(std::min<int64_t>(wave.Blocks(), units));
+// Warps that take units and the blocks that hold them: one wave, fewer
+// when the shape has fewer slices than the wave has warps.
+struct BalancedGrid {
+  int warps;
+  int blocks;
+};
+
+BalancedGrid GridOf(const BalancedKernel& bk, const Wave& wave, int64_t n, int64_t k) {
+  const int64_t units = (n / 64) * (k / 16);
+  const int warps = static_cast<int>(std::min<int64_t>(int64_t{wave.Blocks()} * bk.warps, units));
+  return {warps, (warps + bk.warps - 1) / bk.warps};
 }
 
 }  // namespace
@@ -58,11 +64,11 @@ int BlocksOf(const BalancedKernel& bk, const Wave& wave, int64_t n, int64_t k) {
 absl::StatusOr<StreamWorkspace> BalancedWorkspace(const BalancedKernel& bk, int64_t n, int64_t k, int device) {
   absl::StatusOr<Wave> wave = WaveOf(bk, device);
   if (!wave.ok()) return wave.status();
-  const int64_t groups = n / (64 * bk.warps);
+  const int64_t tiles = n / 64;
   StreamWorkspace ws;
-  ws.counter_bytes = static_cast<size_t>(n / 64) * sizeof(int);
-  // Per (block, group) segment one slot of 8 rows x 64 fp32 per warp, for the largest grid.
-  const int64_t slots = BalancedSplit{groups * (k / 16), wave->Blocks()}.Slots(static_cast<int>(groups)) * bk.warps;
+  ws.counter_bytes = static_cast<size_t>(tiles) * sizeof(int);
+  // One slot of 8 rows x 64 fp32 per (warp, tile) segment, for the largest W.
+  const int64_t slots = BalancedSplit{tiles * (k / 16), wave->Blocks() * bk.warps}.Slots(static_cast<int>(tiles));
   ws.partial_bytes = static_cast<size_t>(slots) * 8 * 64 * sizeof(float);
   return ws;
 }
@@ -78,15 +84,15 @@ absl::Status RunBalancedKernel(const BalancedKernel& bk, const StreamCall& call,
   }
   absl::StatusOr<Wave> wave = WaveOf(bk, device);
   if (!wave.ok()) return wave.status();
-  const int blocks = BlocksOf(bk, *wave, call.n, call.k);
+  const BalancedGrid grid = GridOf(bk, *wave, call.n, call.k);
   BalancedParams bp = {};
   bp.s = StreamParamsOf(call);
   bp.partials = call.partials;
   bp.counters = call.counters;
-  bp.parts = blocks;
+  bp.warps = grid.warps;
 
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(blocks), 1, 1);
+  cfg.gridDim = dim3(static_cast<unsigned>(grid.blocks), 1, 1);
   cfg.blockDim = dim3(static_cast<unsigned>(32 * bk.warps), 1, 1);
   cfg.dynamicSmemBytes = static_cast<size_t>(bk.smem);
   cfg.stream = call.stream;
@@ -97,7 +103,8 @@ absl::Status RunBalancedKernel(const BalancedKernel& bk, const StreamCall& call,
   cfg.numAttrs = call.pdl ? 1 : 0;
   const cudaError_t e = cudaLaunchKernelEx(&cfg, bk.kernel, bp);
   if (e != cudaSuccess) {
-    return CudaError(e, absl::StrCat("launch (m=", call.m, ", n=", call.n, ", k=", call.k, ", ", blocks, " blocks)"));
+    return CudaError(e, absl::StrCat("launch (m=", call.m, ", n=", call.n, ", k=", call.k, ", ", grid.blocks,
+                                     " blocks)"));
   }
   return absl::OkStatus();
 }
@@ -105,11 +112,11 @@ absl::Status RunBalancedKernel(const BalancedKernel& bk, const StreamCall& call,
 std::string DescribeBalancedKernel(const BalancedKernel& bk, int64_t m, int64_t n, int64_t k, int device) {
   absl::StatusOr<Wave> wave = WaveOf(bk, device);
   if (!wave.ok()) return std::string(wave.status().message());
-  const int blocks = BlocksOf(bk, *wave, n, k);
-  const double per_block = static_cast<double>(n / (64 * bk.warps) * (k / 16)) / blocks;
+  const BalancedGrid grid = GridOf(bk, *wave, n, k);
+  const double per_warp = static_cast<double>((n / 64) * (k / 16)) / grid.warps;
   (void)m;
-  return absl::StrFormat("grid %d, %d warps (tiles) per block, %d/SM, %.1f slice rows per block, %.0f KB smem",
-                         blocks, bk.warps, wave->blocks_per_sm, per_block, bk.smem / 1024.0);
+  return absl::StrFormat("grid %d, %d warps, %d/SM, %.1f slices per warp, %.0f KB smem", grid.blocks, grid.warps,
+                         wave->blocks_per_sm, per_warp, bk.smem / 1024.0);
 }
 
 }  // namespace qf::kernels::w4a16

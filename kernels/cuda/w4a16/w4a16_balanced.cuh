@@ -60,7 +60,6 @@ Variant MakeBalancedVariant(const char* name) {
                                   reinterpret_cast<const void*>(&W4A16BalancedKernel<DEPTH, WARPS>),
                                   &RunBalanced<DEPTH, WARPS>, &DescribeBalanced<DEPTH, WARPS>);
   v.stream_workspace = &BalancedWorkspaceOf<DEPTH, WARPS>;
-  v.bn = 64 * WARPS;  // whole column groups: n % (64 * WARPS) == 0
   return v;
 }
 

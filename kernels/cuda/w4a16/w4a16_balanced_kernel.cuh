@@ -1,33 +1,31 @@
 // File: kernels/cuda/w4a16/w4a16_balanced_kernel.cuh
 //
-// The balanced decode kernel (`bal_m8`): up to 8 rows of A, every block of a
-// one-wave grid streaming the same number of weight slice rows. The other
+// The balanced decode kernel (`bal_m8`): up to 8 rows of A, every warp of a
+// one-wave grid streaming the same number of weight slices. The other
 // streaming kernels give each block whole 64-column tiles (times a k-part),
 // so a shape's tiles rarely divide evenly over the multiprocessors: qkv's
 // 320 blocks on 132 SMs put 3 blocks on some and 2 on others, gate_up's 224
 // blocks put 2 and 1, and the busiest multiprocessor sets the time
 // (kernels/plan/stream_grid.h models exactly that). Here the work is the
-// flat sequence of units u = group * slices + slice, a group being WARPS
-// adjacent 64-column tiles (one per warp of a block, so a block reads
-// WARPS x 512 contiguous bytes per slice row), and block b of the one-wave
-// grid streams units [U*b/G, U*(b+1)/G): equal to one slice row, across
-// group boundaries.
+// flat sequence of units u = tile * slices + slice (tile-major), and warp w
+// of W streams units [U*w/W, U*(w+1)/W): equal to one slice, across tile
+// boundaries.
 //
-//   grid: G = SMs x resident blocks (<= U), WARPS warps per block; warp i
-//         of a block streams tile group * WARPS + i of the block's units
+//   grid: one wave (SMs x resident blocks), WARPS warps per block, W = warps
+//   that take units (<= U)
 //   warp: DEPTH-slot ring in shared memory, each slot one unit's weights
 //         (cp.async, evict-first) and its 16 kernel rows of A, its own
 //         cp.async groups, no block barrier anywhere
-//   segment = the units of one group a block streams; at its end each warp:
-//     the group's only block -> C (+ bias) from the registers
-//     else                   -> fp32 partial to its slot, then the tile's
-//                               counter; the last block's warp sums the
-//                               tile's slots in block order
-//                               (deterministic), stores C and resets the
-//                               counter to zero
+//   segment = the units of one tile a warp streams; at its end:
+//     the tile's only warp  -> C (+ bias) from the registers
+//     else                  -> fp32 partial to slot (w + tile) of the
+//                              workspace, then a tile counter; the last of
+//                              the tile's warps sums the slots in warp order
+//                              (deterministic), stores C and resets the
+//                              counter to zero
 //
 // The split, the owner of a unit and the slots: kernels/plan/balanced_split.h
-// (tested on the CPU); at most (G + groups) x WARPS slots of m x 64 floats.
+// (tested on the CPU); at most W + tiles slots of m x 64 floats.
 //
 // Dequantization and mma as the weight-streaming kernel without FOLD
 // (DequantWordA, mma.m16n8k16 with the weights as the A operand).
@@ -45,9 +43,9 @@ namespace qf::kernels::w4a16 {
 template <int DEPTH, int WARPS>
 struct BalancedConfig {
   static constexpr int kDepth = DEPTH;  // ring slots per warp
-  static constexpr int kWarps = WARPS;  // = tiles per column group
+  static constexpr int kWarps = WARPS;
   static constexpr int kThreads = 32 * WARPS;
-  static constexpr int kRows = 8;       // rows of A per launch
+  static constexpr int kRows = 8;     // rows of A per launch
   static constexpr int kMinBlocks = 2;  // launch bound: 128 registers, 16 warps per SM
   static constexpr int kSmemBytes = WARPS * DEPTH * 768;  // per slot: 512 B of weights, 256 B of A
   static_assert((DEPTH & (DEPTH - 1)) == 0 && DEPTH >= 4, "power-of-two ring");
@@ -55,9 +53,9 @@ struct BalancedConfig {
 
 struct BalancedParams {
   StreamParams s;   // shapes and operands (wn, wk unused)
-  float* partials;  // [(parts + groups) * WARPS][m][64] fp32 slots
+  float* partials;  // [W + tiles][m][64] fp32 slots
   int* counters;    // [tiles], zero on entry and on exit
-  int parts;        // blocks that take units (the grid), <= units
+  int warps;        // W: warps that take units, <= units
 };
 
 __device__ __forceinline__ uint32_t LdShared32(uint32_t smem) {
@@ -72,30 +70,29 @@ __global__ void __launch_bounds__(32 * WARPS, 2) W4A16BalancedKernel(const Balan
   const StreamParams& p = bp.s;
   extern __shared__ int4 smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int part = blockIdx.x;
+  const int gw = blockIdx.x * WARPS + warp;
+  if (gw >= bp.warps) return;  // no barrier below: a warp without units just leaves
   const int S = p.slices, m = p.m;
-  const BalancedSplit split{static_cast<long long>(p.n64 / WARPS) * S, bp.parts};
-  const long long u0 = split.Begin(part);
-  const int len = static_cast<int>(split.Begin(part + 1) - u0);
+  const BalancedSplit split{static_cast<long long>(p.n64) * S, bp.warps};
+  const long long u0 = split.Begin(gw);
+  const int len = static_cast<int>(split.Begin(gw + 1) - u0);
 
   GridDependencyWait();  // A, the bias, C and the workspace belong to the previous kernel until here
 
-  // ---- The ring: per slot the unit's 512 bytes of this warp's tile (one
-  // 16-byte copy per lane, evict-first) and its 16 kernel rows of A (m rows
-  // of 32 bytes, lanes < 2m), one cp.async group per unit, D - 1 units ahead.
+  // ---- The ring: per slot the unit's 512 bytes of weights (one 16-byte
+  // copy per lane, evict-first) and its 16 kernel rows of A (m rows of 32
+  // bytes, lanes < 2m), one cp.async group per unit, D - 1 units ahead.
   const uint64_t policy = EvictFirstPolicy();
-  int4* const warp_ring = smem + warp * D * 48;  // [D][512 B weights | 256 B A]
-  const uint32_t ring_b = SmemAddr(warp_ring) + 16 * lane;
-  const uint32_t ring_a = SmemAddr(warp_ring + 32);
+  const uint32_t ring_b = SmemAddr(smem + warp * D * 48) + 16 * lane;  // [D][512 B weights | 256 B A]
+  const uint32_t ring_a = SmemAddr(smem + warp * D * 48 + 32);
   const __half* a_copy = p.a + static_cast<long long>(lane >> 1) * p.k + 8 * (lane & 1);  // row l/2, half l%2
-  int ld_group = static_cast<int>(u0 / S), ld_s = static_cast<int>(u0 % S);
+  int ld_tile = static_cast<int>(u0 / S), ld_s = static_cast<int>(u0 % S);
   auto issue = [&](int slot) {
-    const int ld_tile = ld_group * WARPS + warp;
     CpAsyncAt<0>(ring_b + slot * 768, p.b + (static_cast<long long>(ld_s) * p.n64 + ld_tile) * 32 + lane, policy);
-    if (lane < 2 * m) CpAsync16(warp_ring + slot * 48 + 32 + lane, a_copy + 16 * ld_s);
+    if (lane < 2 * m) CpAsync16(smem + warp * D * 48 + slot * 48 + 32 + lane, a_copy + 16 * ld_s);
     if (++ld_s == S) {
       ld_s = 0;
-      ++ld_group;
+      ++ld_tile;
     }
   };
 #pragma unroll
@@ -108,21 +105,19 @@ __global__ void __launch_bounds__(32 * WARPS, 2) W4A16BalancedKernel(const Balan
   // (rows past m read row m-1; their outputs are dropped), kernel rows
   // 2(l%4), +1 and +8, +9: two 4-byte words.
   const uint32_t a_lane = ring_a + static_cast<uint32_t>(min(lane >> 2, m - 1)) * 32 + 4 * (lane & 3);
-  int group = static_cast<int>(u0 / S), s = static_cast<int>(u0 % S);
-  int seg_len = min(S - s, len), seg_step = 0;  // the current segment: slices [s0, s0 + seg_len) of the group
+  int tile = static_cast<int>(u0 / S), s = static_cast<int>(u0 % S);
+  int seg_len = min(S - s, len), seg_step = 0;  // the current segment: tile's slices [s0, s0 + seg_len)
   StreamGroups grp;
-  grp.Init(p, group * WARPS + warp, s, seg_len);
+  grp.Init(p, tile, s, seg_len);
   uint32_t af[1][2];
   float acc[1][4][4] = {};
-  const int slot_floats = m * 64;
 
-  // End of a segment of column group `group`: this warp's tile to C, or
-  // through the workspace.
+  // End of a segment of `tile`: to C, or through the workspace.
   auto flush = [&]() {
-    const int tile = group * WARPS + warp, col0 = tile * 64;
-    const long long first = static_cast<long long>(group) * S;
-    const int p_first = split.PartOf(first), p_last = split.PartOf(first + S - 1);
-    if (p_first == p_last) {
+    const long long first = static_cast<long long>(tile) * S;
+    const int w_first = split.WarpOf(first), w_last = split.WarpOf(first + S - 1);
+    const int col0 = tile * 64;
+    if (w_first == w_last) {
 #pragma unroll
       for (int w = 0; w < 4; ++w)
 #pragma unroll
@@ -136,7 +131,8 @@ __global__ void __launch_bounds__(32 * WARPS, 2) W4A16BalancedKernel(const Balan
         }
       return;
     }
-    float* slot = bp.partials + (BalancedSplit::Slot(part, group) * WARPS + warp) * slot_floats;
+    const int slot_floats = m * 64;
+    float* slot = bp.partials + BalancedSplit::Slot(gw, tile) * slot_floats;
 #pragma unroll
     for (int w = 0; w < 4; ++w)
 #pragma unroll
@@ -149,31 +145,23 @@ __global__ void __launch_bounds__(32 * WARPS, 2) W4A16BalancedKernel(const Balan
     int arrived = 0;
     if (lane == 0) arrived = atomicAdd(bp.counters + tile, 1);
     arrived = __shfl_sync(0xFFFFFFFFu, arrived, 0);
-    if (arrived != p_last - p_first) return;
-    // The tile's last part: every slot is written and visible. The parts'
-    // slots are summed in part order, four loads per row in flight.
+    if (arrived != w_last - w_first) return;
+    // The tile's last warp: every slot is written and visible.
     __threadfence();
     float2 sum[8];
 #pragma unroll
     for (int r = 0; r < 8; ++r) sum[r] = make_float2(0.f, 0.f);
-    for (int q0 = p_first; q0 <= p_last; q0 += 4) {
-      float2 v[4][8];
+#pragma unroll 2
+    for (int w = w_first; w <= w_last; ++w) {
+      const float* src = bp.partials + BalancedSplit::Slot(w, tile) * slot_floats + 2 * lane;
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const float* src = bp.partials + (BalancedSplit::Slot(q0 + j, group) * WARPS + warp) * slot_floats + 2 * lane;
-#pragma unroll
-        for (int r = 0; r < 8; ++r) {
-          v[j][r] = q0 + j <= p_last && r < m ? __ldcg(reinterpret_cast<const float2*>(src + r * 64))
-                                              : make_float2(0.f, 0.f);
+      for (int r = 0; r < 8; ++r) {
+        if (r < m) {
+          const float2 v = __ldcg(reinterpret_cast<const float2*>(src + r * 64));
+          sum[r].x += v.x;
+          sum[r].y += v.y;
         }
       }
-#pragma unroll
-      for (int j = 0; j < 4; ++j)
-#pragma unroll
-        for (int r = 0; r < 8; ++r) {
-          sum[r].x += v[j][r].x;
-          sum[r].y += v[j][r].y;
-        }
     }
     const int col = col0 + 2 * lane;
     const float2 b = p.bias != nullptr ? __half22float2(*reinterpret_cast<const half2*>(p.bias + col))
@@ -196,19 +184,20 @@ __global__ void __launch_bounds__(32 * WARPS, 2) W4A16BalancedKernel(const Balan
     af[0][1] = LdShared32(a_lane + slot + 16);
     if (i + D - 1 < len) issue((i + D - 1) & (D - 1));  // the slot of unit i - 1
     CpAsyncCommit();
+    const int s_next = s + 1 == S ? 0 : s + 1;  // the next slice, or slice 0 of the next tile
     DequantMmaSlice<1>(bv, grp.gc, af, acc);
     if (seg_step == grp.switch_at) grp.Advance(p, seg_len);
-    s = s + 1 == S ? 0 : s + 1;  // the next slice, or slice 0 of the next group
+    s = s_next;
     if (++seg_step == seg_len) {
       flush();
 #pragma unroll
       for (int w = 0; w < 4; ++w)
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc[0][w][e] = 0.f;
-      ++group;
+      ++tile;
       seg_step = 0;
       seg_len = min(S, len - (i + 1));
-      if (seg_len > 0) grp.Init(p, group * WARPS + warp, 0, seg_len);
+      if (seg_len > 0) grp.Init(p, tile, 0, seg_len);
     }
     CpAsyncWaitMem<D - 2>();  // unit i + 1 has landed
   }
