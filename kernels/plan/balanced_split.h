@@ -19,11 +19,7 @@
 //   // warps first..last each hold one segment of `tile`
 #pragma once
 
-#if defined(__CUDACC__)
-#define QF_HOST_DEVICE __host__ __device__
-#else
-#define QF_HOST_DEVICE
-#endif
+#include "kernels/plan/host_device.h"
 
 namespace qf::kernels {
 

@@ -34,12 +34,7 @@
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
-
-#if defined(__CUDACC__)
-#define QF_HOST_DEVICE __host__ __device__
-#else
-#define QF_HOST_DEVICE
-#endif
+#include "kernels/plan/host_device.h"
 
 namespace qf::kernels {
 
