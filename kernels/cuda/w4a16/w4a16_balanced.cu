@@ -96,11 +96,9 @@ absl::Status RunBalancedKernel(const BalancedKernel& bk, const StreamCall& call,
   cfg.blockDim = dim3(static_cast<unsigned>(32 * bk.warps), 1, 1);
   cfg.dynamicSmemBytes = static_cast<size_t>(bk.smem);
   cfg.stream = call.stream;
-  cudaLaunchAttribute attr;
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = &attr;
-  cfg.numAttrs = call.pdl ? 1 : 0;
+  cudaLaunchAttribute attrs[2];
+  cfg.attrs = attrs;
+  cfg.numAttrs = StreamLaunchAttributes(/*split=*/1, call.pdl, attrs);
   const cudaError_t e = cudaLaunchKernelEx(&cfg, bk.kernel, bp);
   if (e != cudaSuccess) {
     return CudaError(e, absl::StrCat("launch (m=", call.m, ", n=", call.n, ", k=", call.k, ", ", grid.blocks,

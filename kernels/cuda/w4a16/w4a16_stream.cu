@@ -152,8 +152,26 @@ StreamParams StreamParamsOf(const StreamCall& call) {
   p.groups = call.k / call.group_size;
   p.wn = 1;
   p.wk = 1;
-  p.pdl = call.pdl ? 1 : 0;
   return p;
+}
+
+unsigned StreamLaunchAttributes(int split, bool pdl, cudaLaunchAttribute (&attrs)[2]) {
+  unsigned n = 0;
+  if (split > 1) {
+    attrs[n].id = cudaLaunchAttributeClusterDimension;
+    attrs[n].val.clusterDim.x = 1;
+    attrs[n].val.clusterDim.y = split;
+    attrs[n].val.clusterDim.z = 1;
+    ++n;
+  }
+  if (pdl) {
+    // May start before the previous kernel on the stream ends: the kernel
+    // waits for it (griddepcontrol.wait) before it reads A.
+    attrs[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attrs[n].val.programmaticStreamSerializationAllowed = 1;
+    ++n;
+  }
+  return n;
 }
 
 absl::Status RunStreamKernel(const StreamKernel& sk, const StreamCall& call, int device) {
@@ -169,23 +187,8 @@ absl::Status RunStreamKernel(const StreamKernel& sk, const StreamCall& call, int
   cfg.dynamicSmemBytes = plan->smem;
   cfg.stream = call.stream;
   cudaLaunchAttribute attrs[2];
-  unsigned num_attrs = 0;
-  if (plan->split > 1) {
-    attrs[num_attrs].id = cudaLaunchAttributeClusterDimension;
-    attrs[num_attrs].val.clusterDim.x = 1;
-    attrs[num_attrs].val.clusterDim.y = plan->split;
-    attrs[num_attrs].val.clusterDim.z = 1;
-    ++num_attrs;
-  }
-  if (call.pdl) {
-    // May start before the previous kernel on the stream ends: the kernel
-    // waits for it (griddepcontrol.wait) before it reads A.
-    attrs[num_attrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attrs[num_attrs].val.programmaticStreamSerializationAllowed = 1;
-    ++num_attrs;
-  }
   cfg.attrs = attrs;
-  cfg.numAttrs = num_attrs;
+  cfg.numAttrs = StreamLaunchAttributes(plan->split, call.pdl, attrs);
   const cudaError_t e = cudaLaunchKernelEx(&cfg, sk.kernel, p);
   if (e != cudaSuccess) {
     return CudaError(e, absl::StrCat("launch (m=", call.m, ", n=", call.n, ", k=", call.k, ", grid ",

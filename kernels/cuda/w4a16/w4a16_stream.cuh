@@ -35,6 +35,11 @@ struct StreamKernel {
 // The kernel parameters of one call (one 64-column tile per warp, one k-part).
 StreamParams StreamParamsOf(const StreamCall& call);
 
+// The launch attributes of a streaming-family launch: a (1, split, 1)
+// cluster when split > 1, programmatic stream serialization when pdl.
+// Fills attrs from the front; returns how many.
+unsigned StreamLaunchAttributes(int split, bool pdl, cudaLaunchAttribute (&attrs)[2]);
+
 // Plans (cached per device, m, n, k) and launches one call; Internal with
 // the CUDA error when the launch fails or no grid fits the device.
 absl::Status RunStreamKernel(const StreamKernel& sk, const StreamCall& call, int device);

@@ -66,7 +66,6 @@ struct StreamParams {
   int groups;            // k / group size
   int wn;                // warps across n per block (one 64-column tile each)
   int wk;                // warps per column tile: the block's k-chunk in wk parts
-  int pdl;               // launched as a programmatic dependent (W4A16GemmArgs::pdl)
 };
 
 template <int MH, int DEPTH, bool FOLD, bool REG>
