@@ -148,6 +148,34 @@ __global__ void StreamRead(const int4* p, size_t n, int* sink) {
   if (acc == 0x7A3B1C2D) *sink = acc;  // keeps the loads alive
 }
 
+// The packed weights read in a weight-streaming kernel's order, nothing
+// else: block (x, y) holds `wn` warps, warp i streams QF4 tile column
+// x * wn + i over k-part y of gridDim.y, 16 slices (512 bytes each) in
+// flight. `runs` = 1: QF4 as it is (slice-major: a tile column's slices lie
+// n/64 x 512 bytes apart); 16: as if every 16 slices of a tile column were
+// one contiguous 8 KB run. Separates what the DRAM access pattern costs from
+// what the kernels' own work costs.
+__global__ void TileOrderRead(const int4* b, int n64, int slices, int runs, int* sink) {
+  const int lane = threadIdx.x & 31;
+  const int tile = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5);
+  const int s0 = static_cast<int>(static_cast<long long>(slices) * blockIdx.y / gridDim.y);
+  const int s1 = static_cast<int>(static_cast<long long>(slices) * (blockIdx.y + 1) / gridDim.y);
+  const auto at = [&](int t) {
+    const long long unit = runs == 1 ? static_cast<long long>(t) * n64 + tile
+                                     : (static_cast<long long>(t / runs) * n64 + tile) * runs + t % runs;
+    return b + unit * 32 + lane;
+  };
+  int acc = 0;
+  for (int s = s0; s < s1; s += 16) {
+    int4 v[16];
+#pragma unroll
+    for (int i = 0; i < 16; ++i) v[i] = s + i < s1 ? __ldcs(at(s + i)) : make_int4(0, 0, 0, 0);
+#pragma unroll
+    for (int i = 0; i < 16; ++i) acc ^= v[i].x ^ v[i].y ^ v[i].z ^ v[i].w;
+  }
+  if (acc == 0x7A3B1C2D) *sink = acc;
+}
+
 int Blocks(size_t n) { return static_cast<int>(std::min<size_t>((n + 255) / 256, 65535 * 8)); }
 
 struct Timer {
@@ -424,6 +452,28 @@ int main(int argc, char** argv) {
                       wbytes / (g_read * 1e-6) / 1e12, 100 * wbytes / (t_read * 1e-6) / peak_bw,
                       100 * wbytes / (g_read * 1e-6) / peak_bw);
         floors.push_back(line);
+        // The same bytes in tile order (TileOrderRead), about 16 warps per SM.
+        const int n64 = static_cast<int>(n / 64), slices = static_cast<int>(k / 16);
+        int parts = 1;
+        while (static_cast<int64_t>(n64) * parts * 2 <= 16 * prop.multiProcessorCount) parts *= 2;
+        for (const std::pair<int, int>& pattern : {std::pair{1, 1}, std::pair{8, 1}, std::pair{1, 16}, std::pair{8, 16}}) {
+          const int wn = pattern.first, runs = pattern.second;  // tiles per block, slices per run
+          const dim3 grid(n64 / wn, parts);
+          const double tc = timer.MedianUs(
+              [&] { TileOrderRead<<<grid, 32 * wn>>>(reinterpret_cast<const int4*>(qweight), n64, slices, runs, sink); },
+              flush, warmup, iters);
+          const double tg = timer.GraphUs(
+              gs,
+              [&](int i) {
+                TileOrderRead<<<grid, 32 * wn, 0, gs>>>(reinterpret_cast<const int4*>(qw_c[i]), n64, slices, runs,
+                                                       sink);
+              },
+              CallsFor(nq), warmup, iters);
+          std::snprintf(line, sizeof line,
+                        "  tile order, %d-tile blocks, %2d-slice runs, %d k-parts: %.1f us | %.1f us = %.2f | %.2f TB/s",
+                        wn, runs, parts, tc, tg, wbytes / (tc * 1e-6) / 1e12, wbytes / (tg * 1e-6) / 1e12);
+          floors.push_back(line);
+        }
       }
       if (sweep) {
         for (const std::string& name : qf::kernels::W4A16VariantNames()) {
