@@ -428,9 +428,12 @@ __global__ void __launch_bounds__(StreamConfig<MH, DEPTH, FOLD, REG>::kMaxThread
     }
   };
 
-  // ---- Prologue. Shared-memory ring: A blocks 0 and 1, B slices 0..D-2,
-  // one cp.async group each (the A blocks join groups 0 and D-2). Register
-  // ring: B slices 0..D-1 into registers, A blocks 0 and 1 as two groups.
+  // ---- Prologue: the weights first, then A. Shared-memory ring: B slices
+  // 0..D-2, one cp.async group each, then A blocks 0 and 1 as group D-1.
+  // Register ring: B slices 0..D-1 into registers, then A blocks 0 and 1 as
+  // two groups. Everything before GridDependencyWait may overlap the previous
+  // kernel (programmatic launch): it reads only weights, which no kernel
+  // writes; A is that kernel's output.
   const uint64_t policy = EvictFirstPolicy();
   const long long b_stride = static_cast<long long>(p.n64) * 32;  // int4 per slice
   const int4* b_next = p.b + (static_cast<long long>(s0) * p.n64 + col_tile) * 32 + lane;
@@ -438,27 +441,28 @@ __global__ void __launch_bounds__(StreamConfig<MH, DEPTH, FOLD, REG>::kMaxThread
   const int4* b_last =
       p.b + (static_cast<long long>(min(s0 + max(len, 1), p.slices) - 1) * p.n64 + col_tile) * 32 + lane;
   int4 rr[kReg ? D : 1];
-  // Everything above may overlap the previous kernel (programmatic launch);
-  // A is that kernel's output.
-  GridDependencyWait();
-  issue_a_block(0);
   if constexpr (kReg) {
-    CpAsyncCommit();
-    if (D < lpad) issue_a_block(1);
-    CpAsyncCommit();
 #pragma unroll
     for (int i = 0; i < D; ++i) {
       rr[i] = LdStream16(i < len ? b_next : b_last, policy);
       b_next += b_stride;
     }
+    GridDependencyWait();
+    issue_a_block(0);
+    CpAsyncCommit();
+    if (D < lpad) issue_a_block(1);
+    CpAsyncCommit();
   } else {
 #pragma unroll
     for (int i = 0; i < D - 1; ++i) {
-      if (i == D - 2 && D < lpad) issue_a_block(1);
       if (i < len) CpAsyncAt<0>(ring + i * 512, b_next, policy);
       b_next += b_stride;
       CpAsyncCommit();
     }
+    GridDependencyWait();
+    issue_a_block(0);
+    if (D < lpad) issue_a_block(1);
+    CpAsyncCommit();
   }
 
   // ---- Group constants: current group and one group ahead in registers.
@@ -524,7 +528,9 @@ __global__ void __launch_bounds__(StreamConfig<MH, DEPTH, FOLD, REG>::kMaxThread
   if constexpr (kReg) {
     CpAsyncWaitMem<1>();  // A block 0
   } else {
-    CpAsyncWaitMem<D - 2>();  // group 0: A block 0 and B slice 0
+    // A blocks 0 and 1 are the newest group, so every slice in the ring has
+    // landed too; they were requested together, ahead of A.
+    CpAsyncWaitMem<0>();
   }
   __syncthreads();  // A block 0 visible to every warp
   int4 bv = make_int4(0, 0, 0, 0);
