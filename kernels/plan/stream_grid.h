@@ -49,9 +49,10 @@ QF_HOST_DEVICE constexpr size_t StreamSmemBytes(int m, int wn, int wk, int depth
 
 // Dynamic shared memory of one decode-kernel block (w4a16_decode_kernel.cuh):
 // every k-part of A (padded to `steps` slices, 2 * steps + 1 int4 per row:
-// odd, so ldmatrix rows hit distinct banks), or the partial tiles.
-QF_HOST_DEVICE constexpr size_t DecodeSmemBytes(int m, int wn, int wk, int steps) {
-  const size_t main = size_t{16} * wk * m * (2 * steps + 1);
+// odd, so ldmatrix rows hit distinct banks) and, for a shared-memory weight
+// ring, `ring_depth` 512-byte slots per warp; or the partial tiles.
+QF_HOST_DEVICE constexpr size_t DecodeSmemBytes(int m, int wn, int wk, int steps, int ring_depth = 0) {
+  const size_t main = size_t{16} * wk * m * (2 * steps + 1) + size_t{512} * wn * wk * ring_depth;
   const size_t out = size_t{4} * wk * m * (64 * wn + 4);
   return main > out ? main : out;
 }

@@ -1,15 +1,14 @@
 // Host side of the balanced decode kernel (w4a16_balanced.cuh): one wave of
-// blocks (multiprocessors x resident blocks, cached per kernel and device),
+// blocks (multiprocessors x resident blocks, w4a16_residency.h),
 // the workspace it needs, and the launch.
 #include <algorithm>
-#include <map>
-#include <mutex>
-#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
+#include "common/status_macros.h"
 #include "kernels/cuda/w4a16/w4a16_balanced.cuh"
+#include "kernels/cuda/w4a16/w4a16_residency.h"
 
 namespace qf::kernels::w4a16 {
 namespace {
@@ -27,22 +26,12 @@ struct Wave {
 };
 
 absl::StatusOr<Wave> WaveOf(const BalancedKernel& bk, int device) {
-  static std::mutex mu;
-  static std::map<std::pair<const void*, int>, Wave>* cache = new std::map<std::pair<const void*, int>, Wave>;
   const void* fn = reinterpret_cast<const void*>(bk.kernel);
-  std::lock_guard<std::mutex> lock(mu);
-  if (auto it = cache->find({fn, device}); it != cache->end()) return it->second;
   Wave w;
-  cudaError_t e = cudaDeviceGetAttribute(&w.sms, cudaDevAttrMultiProcessorCount, device);
-  if (e != cudaSuccess) return CudaError(e, absl::StrCat("query device ", device));
-  e = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, bk.smem);
-  if (e != cudaSuccess) return CudaError(e, absl::StrCat("allow ", bk.smem, " bytes of shared memory"));
-  e = cudaFuncSetAttribute(fn, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
-  if (e != cudaSuccess) return CudaError(e, "set the shared-memory carveout");
-  e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&w.blocks_per_sm, fn, 32 * bk.warps, bk.smem);
-  if (e != cudaSuccess) return CudaError(e, "occupancy query");
+  QF_ASSIGN_OR_RETURN(w.sms, MultiprocessorCount(device));
+  QF_RETURN_IF_ERROR(AllowSharedMemory(fn, device, bk.smem, "balanced"));
+  QF_ASSIGN_OR_RETURN(w.blocks_per_sm, ResidentBlocksPerSm(fn, device, 32 * bk.warps, bk.smem, "balanced"));
   if (w.blocks_per_sm < 1) return absl::InternalError(absl::StrCat("W4A16 balanced: no block fits device ", device));
-  cache->emplace(std::make_pair(fn, device), w);
   return w;
 }
 

@@ -39,24 +39,28 @@
 
 namespace qf::kernels::w4a16 {
 
-template <int MH, int DEPTH>
+template <int MH, int DEPTH, bool SRING = false>
 struct DecodeConfig {
   static constexpr int kMh = MH;
-  static constexpr int kDepth = DEPTH;  // slices in flight per warp (4 registers each)
+  static constexpr int kDepth = DEPTH;  // ring slots per warp
+  static constexpr bool kSharedRing = SRING;
   static constexpr int kRows = 8 * MH;
-  // The ring's 4 * DEPTH registers: 12 warps give 168 registers per thread
-  // (at 16 warps' 128 dec_m8 spilled), 8 warps 255 for a 16-deep ring (212
-  // used; 9-17% slower than dec_m8 on the best grids of each on the H200,
-  // so not built).
-  // In flight per multiprocessor: 12 x 8 or 8 x 16 slices, 48 or 64 KB.
-  static constexpr int kMaxWarps = DEPTH <= 8 ? 12 : 8;
+  // Register ring: 4 * DEPTH registers; 12 warps give 168 registers per
+  // thread (at 16 warps' 128 dec_m8 spilled), 8 warps 255 for a 16-deep ring
+  // (212 used; 9-17% slower than dec_m8 on the best grids of each on the
+  // H200, so not built). In flight per multiprocessor: 12 x 8 slices, 48 KB.
+  // Shared-memory ring (cp.async, DEPTH - 2 slices ahead): no ring registers,
+  // so 16 warps fit 128 registers; 16 x 14 slices, 112 KB in flight, as the
+  // streaming kernel's ring but with no block barrier in the loop.
+  static constexpr int kMaxWarps = SRING ? 16 : DEPTH <= 8 ? 12 : 8;
   static constexpr int kMaxThreads = 32 * kMaxWarps;
   static_assert(MH == 1 || MH == 2, "8 or 16 rows of A");
   static_assert(DEPTH == 8 || DEPTH == 16, "ring depth");
 };
 
-template <int MH, int DEPTH>
-__global__ void __launch_bounds__(DecodeConfig<MH, DEPTH>::kMaxThreads, 1) W4A16DecodeKernel(const StreamParams p) {
+template <int MH, int DEPTH, bool SRING>
+__global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING>::kMaxThreads, 1)
+    W4A16DecodeKernel(const StreamParams p) {
   constexpr int D = DEPTH;
   extern __shared__ int4 smem[];
   const StreamWarp sw(p);
@@ -67,15 +71,29 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH>::kMaxThreads, 1) W4A16
   const int steps = sw.PaddedSteps(wk, D);  // every warp's, A zero past its part
   const int row_int4 = 2 * steps + 1;
 
-  // ---- The weight ring: slices 0..D-1 (zero past the part: finite, and A is zero there).
+  // ---- The weight ring. Registers: slices 0..D-1 (zero past the part:
+  // finite, and A is zero there). Shared memory (after every part's A):
+  // slices 0..D-2, one cp.async group each; slots past the part keep
+  // whatever they held, which dequantizes to finite values that meet zeros
+  // of A.
   const uint64_t policy = EvictFirstPolicy();
   const long long b_stride = static_cast<long long>(p.n64) * 32;  // int4 per slice
   const int4* b_next = p.b + (static_cast<long long>(s0) * p.n64 + col_tile) * 32 + lane;
-  int4 rr[D];
+  int4 rr[SRING ? 1 : D];
+  const uint32_t ring = SmemAddr(smem + wk * m * row_int4 + sw.warp * D * 32 + lane);
+  if constexpr (SRING) {
 #pragma unroll
-  for (int i = 0; i < D; ++i) {
-    rr[i] = i < len ? LdStream16(b_next, policy) : make_int4(0, 0, 0, 0);
-    b_next += b_stride;
+    for (int i = 0; i < D - 1; ++i) {
+      if (i < len) CpAsyncAt<0>(ring + i * 512, b_next, policy);
+      b_next += b_stride;
+      CpAsyncCommit();
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < D; ++i) {
+      rr[i] = i < len ? LdStream16(b_next, policy) : make_int4(0, 0, 0, 0);
+      b_next += b_stride;
+    }
   }
   // Up to here the kernel may overlap the previous one (programmatic launch):
   // weights only. Then A, which that kernel may have written.
@@ -119,20 +137,37 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH>::kMaxThreads, 1) W4A16
     }
   };
 
-  CpAsyncWaitMem<0>();
+  CpAsyncWaitMem<0>();  // A, and with a shared ring its first D - 1 slices (requested before A)
   __syncthreads();  // A complete for every warp: the only barrier before the epilogue
 
-  // ---- main loop. The A fragments of step i + 1 load during step i. While
-  // base + 2D <= len every refill is in the part (no predicate).
+  // ---- main loop. The A fragments of step i + 1 load during step i, and
+  // from a shared ring its weights too. While base + 2D <= len every refill
+  // is in the part (no predicate).
   uint32_t af[MH][2];
   load_a(std::integral_constant<int, 0>{}, 0u, af);
+  int4 bv_ring = make_int4(0, 0, 0, 0);
+  if constexpr (SRING) bv_ring = LdShared16<0>(ring);
   auto block_of_steps = [&](int base, auto all_refills) {
     const uint32_t off = static_cast<uint32_t>(base) * 32;
     StaticFor<D>([&](auto jc) {
       constexpr int j = decltype(jc)::value;
-      const int4 bv = rr[j];
-      if (decltype(all_refills)::value || base + j + D < len) rr[j] = LdStream16(b_next, policy);
-      b_next += b_stride;
+      int4 bv;
+      if constexpr (SRING) {
+        // Refill the slot of slice base + j - 1 with slice base + j + D - 1,
+        // wait for slice base + j + 1 (this lane's own 16 bytes) and load it.
+        bv = bv_ring;
+        if (decltype(all_refills)::value || base + j + D - 1 < len) {
+          CpAsyncAt<((j + D - 1) % D) * 512>(ring, b_next, policy);
+        }
+        b_next += b_stride;
+        CpAsyncCommit();
+        CpAsyncWaitMem<D - 2>();
+        bv_ring = LdShared16<((j + 1) % D) * 512>(ring);
+      } else {
+        bv = rr[j];
+        if (decltype(all_refills)::value || base + j + D < len) rr[j] = LdStream16(b_next, policy);
+        b_next += b_stride;
+      }
       uint32_t af_next[MH][2];
       if constexpr (j + 1 < D) {
         load_a(std::integral_constant<int, j + 1>{}, off, af_next);
@@ -152,6 +187,7 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH>::kMaxThreads, 1) W4A16
   for (; base + 2 * D <= len; base += D) block_of_steps(base, std::true_type{});
   for (; base < steps; base += D) block_of_steps(base, std::false_type{});
 
+  if constexpr (SRING) CpAsyncWaitMem<0>();  // no copy lands in the partial tiles
   AllowDependents();
   StreamReduceStore<MH>(p, acc, smem);
 }

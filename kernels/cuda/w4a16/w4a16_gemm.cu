@@ -2,8 +2,6 @@
 // workspace sizing, launch. The kernel is in w4a16_kernel.cuh.
 #include <algorithm>
 #include <iterator>
-#include <map>
-#include <mutex>
 #include <utility>
 #include <vector>
 
@@ -11,6 +9,7 @@
 #include "absl/strings/string_view.h"
 #include "common/status_macros.h"
 #include "kernels/cuda/w4a16.h"
+#include "kernels/cuda/w4a16/w4a16_residency.h"
 #include "kernels/cuda/w4a16/w4a16_variants.cuh"
 
 namespace qf::kernels {
@@ -84,7 +83,7 @@ const Variant* const kTuningVariants[] = {
     &w4a16::kW4A16WgT64N128K128,    &w4a16::kW4A16WsT64N128TwoBlocks, &w4a16::kW4A16WsT64N256,
     &w4a16::kW4A16StreamM8Reg,      &w4a16::kW4A16StreamM16Reg,
     &w4a16::kW4A16StreamM16Fold,    &w4a16::kW4A16StreamM64,     &w4a16::kW4A16DecodeM16,
-    &w4a16::kW4A16BalancedM8,
+    &w4a16::kW4A16BalancedM8,      &w4a16::kW4A16DecodeM8S16,
     &w4a16::kW4A16TuneMb1Bk128,
     &w4a16::kW4A16TuneMb2TwoBlocks, &w4a16::kW4A16TuneMb4Bk128,  &w4a16::kW4A16TmaMb1TwoBlocks,
     &w4a16::kW4A16TmaMb1Bk512,      &w4a16::kW4A16TmaMb2,        &w4a16::kW4A16TmaMb4Bn128,
@@ -186,30 +185,17 @@ struct DeviceFacts {
   int blocks_per_sm = 0;
 };
 
-// Multiprocessor count and resident blocks of `v` on `device`; also raises the
-// kernel's dynamic shared-memory limit (needed above 48 KB). Cached.
+// Multiprocessor count and resident blocks of `v` on `device`, with its
+// dynamic shared-memory allowance raised (w4a16_residency.h: cached).
 absl::StatusOr<DeviceFacts> Facts(const Variant& v, int device) {
-  static std::mutex mu;
-  static std::map<std::pair<int, const Variant*>, DeviceFacts> cache;
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = cache.find({device, &v});
-  if (it != cache.end()) return it->second;
   DeviceFacts f;
-  cudaError_t e = cudaDeviceGetAttribute(&f.sms, cudaDevAttrMultiProcessorCount, device);
-  if (e != cudaSuccess) return CudaError(e, absl::StrCat("query device ", device));
-  e = cudaFuncSetAttribute(v.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(v.smem_bytes));
-  if (e != cudaSuccess) return CudaError(e, absl::StrCat("set shared memory of ", v.name, " to ", v.smem_bytes));
-  // All of the unified L1/shared array as shared memory: the kernel reads
-  // global memory through cp.async.cg / ld.cg, which bypass L1 anyway.
-  e = cudaFuncSetAttribute(v.kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
-  if (e != cudaSuccess) return CudaError(e, absl::StrCat("set the shared-memory carveout of ", v.name));
-  e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&f.blocks_per_sm, v.kernel, v.threads, v.smem_bytes);
-  if (e != cudaSuccess) return CudaError(e, absl::StrCat("occupancy of ", v.name));
+  QF_ASSIGN_OR_RETURN(f.sms, w4a16::MultiprocessorCount(device));
+  QF_RETURN_IF_ERROR(w4a16::AllowSharedMemory(v.kernel, device, v.smem_bytes, v.name));
+  QF_ASSIGN_OR_RETURN(f.blocks_per_sm, w4a16::ResidentBlocksPerSm(v.kernel, device, v.threads, v.smem_bytes, v.name));
   if (f.blocks_per_sm < 1) {
     return absl::InternalError(absl::StrCat("W4A16: variant ", v.name, " cannot run on device ", device, " (",
                                             v.smem_bytes, " bytes of shared memory)"));
   }
-  cache.emplace(std::make_pair(device, &v), f);
   return f;
 }
 

@@ -1,5 +1,6 @@
-// Host side of the weight-streaming and decode W4A16 variants: the device
-// queries behind the grid choice and the cluster launch (w4a16_stream.cuh).
+// Host side of the weight-streaming and decode W4A16 variants: the grid
+// choice (device queries: w4a16_residency.h; cluster occupancy here) and the
+// cluster launch (w4a16_stream.cuh).
 // The kernels are in w4a16_stream_kernel.cuh and w4a16_decode_kernel.cuh; the
 // grid model, plain C++ and unit-tested, in kernels/plan/stream_grid.h. Plans
 // are cached per (kernel, device, m, n, k, forced grid), so the occupancy
@@ -14,6 +15,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
+#include "common/status_macros.h"
+#include "kernels/cuda/w4a16/w4a16_residency.h"
 #include "kernels/cuda/w4a16/w4a16_stream.cuh"
 #include "kernels/plan/stream_grid.h"
 
@@ -31,9 +34,8 @@ struct Caches {
   std::mutex mu;
   // (kernel, device, m, n, k, forced wn, wk, split)
   std::map<std::tuple<const void*, int, int64_t, int64_t, int64_t, int, int, int>, StreamGrid> plans;
-  std::map<std::tuple<const void*, int, int, size_t>, int> blocks;          // (kernel, device, threads, smem)
-  std::map<std::tuple<const void*, int, int, int, size_t>, int> clusters;   // (+ split)
-  std::map<std::pair<const void*, int>, bool> attributes_set;              // (kernel, device)
+  // (kernel, device, threads, split, smem); resident blocks: w4a16_residency.h
+  std::map<std::tuple<const void*, int, int, int, size_t>, int> clusters;
 };
 
 Caches& GetCaches() {
@@ -47,25 +49,16 @@ absl::StatusOr<StreamGrid> PlanLocked(Caches& cache, const StreamKernel& sk, int
   const auto key = std::make_tuple(fn, device, int64_t{m}, n, k, force.wn, force.wk, force.split);
   if (auto it = cache.plans.find(key); it != cache.plans.end()) return it->second;
 
-  int sms = 0, smem_optin = 0;
-  cudaError_t e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  if (e != cudaSuccess) return CudaError(e, absl::StrCat("query device ", device));
-  e = cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  QF_ASSIGN_OR_RETURN(const int sms, MultiprocessorCount(device));
+  int smem_optin = 0;
+  cudaError_t e = cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
   if (e != cudaSuccess) return CudaError(e, absl::StrCat("query device ", device));
   // The kernel's static shared memory counts against the same per-block limit.
   cudaFuncAttributes fa;
   e = cudaFuncGetAttributes(&fa, fn);
   if (e != cudaSuccess) return CudaError(e, "query the kernel's attributes");
   smem_optin -= static_cast<int>(fa.sharedSizeBytes);
-  if (!cache.attributes_set[{fn, device}]) {
-    e = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_optin);
-    if (e != cudaSuccess) {
-      return CudaError(e, absl::StrCat("raise the dynamic shared-memory limit to ", smem_optin, " bytes"));
-    }
-    e = cudaFuncSetAttribute(fn, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
-    if (e != cudaSuccess) return CudaError(e, "set the shared-memory carveout");
-    cache.attributes_set[{fn, device}] = true;
-  }
+  QF_RETURN_IF_ERROR(AllowSharedMemory(fn, device, static_cast<size_t>(smem_optin), "stream"));
 
   // Attainable DRAM bandwidth: 90% of the peak the memory clock and bus width give.
   int mem_khz = 0, bus_bits = 0;
@@ -92,11 +85,7 @@ absl::StatusOr<StreamGrid> PlanLocked(Caches& cache, const StreamKernel& sk, int
   // Resident blocks of one candidate: the occupancy query, and for clusters
   // the cluster-occupancy query (whole clusters, placed within one GPC).
   const auto resident = [&](const StreamGridShape& g) -> absl::StatusOr<int64_t> {
-    int& bps = cache.blocks.try_emplace({fn, device, g.threads, g.smem}, -1).first->second;
-    if (bps < 0) {
-      const cudaError_t qe = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, fn, g.threads, g.smem);
-      if (qe != cudaSuccess) return CudaError(qe, "occupancy query");
-    }
+    QF_ASSIGN_OR_RETURN(const int bps, ResidentBlocksPerSm(fn, device, g.threads, g.smem, "stream"));
     if (bps <= 0 || g.split == 1) return int64_t{bps} * sms;
     int& clusters = cache.clusters.try_emplace({fn, device, g.threads, g.split, g.smem}, -1).first->second;
     if (clusters < 0) {

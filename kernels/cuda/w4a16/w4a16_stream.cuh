@@ -64,21 +64,21 @@ std::string DescribeStream(int64_t m, int64_t n, int64_t k, int device) {
   return DescribeStreamKernel(StreamKernelOf<MH, DEPTH, FOLD, REG>(), m, n, k, device);
 }
 
-template <int MH, int DEPTH>
+template <int MH, int DEPTH, bool SRING>
 const StreamKernel& DecodeKernelOf() {
-  static const StreamKernel sk{&W4A16DecodeKernel<MH, DEPTH>, MH, DEPTH, true,
-                               DecodeConfig<MH, DEPTH>::kMaxWarps, true};
+  static const StreamKernel sk{&W4A16DecodeKernel<MH, DEPTH, SRING>, MH, DEPTH, !SRING,
+                               DecodeConfig<MH, DEPTH, SRING>::kMaxWarps, true};
   return sk;
 }
 
-template <int MH, int DEPTH>
+template <int MH, int DEPTH, bool SRING>
 absl::Status RunDecode(const StreamCall& call, int device) {
-  return RunStreamKernel(DecodeKernelOf<MH, DEPTH>(), call, device);
+  return RunStreamKernel(DecodeKernelOf<MH, DEPTH, SRING>(), call, device);
 }
 
-template <int MH, int DEPTH>
+template <int MH, int DEPTH, bool SRING>
 std::string DescribeDecode(int64_t m, int64_t n, int64_t k, int device) {
-  return DescribeStreamKernel(DecodeKernelOf<MH, DEPTH>(), m, n, k, device);
+  return DescribeStreamKernel(DecodeKernelOf<MH, DEPTH, SRING>(), m, n, k, device);
 }
 
 // A table row of the streaming family: rows of A per launch, threads of the
@@ -93,13 +93,13 @@ inline Variant StreamFamilyVariant(const char* name, int rows, int max_threads, 
 }
 
 // The decode kernel (w4a16_decode_kernel.cuh): MH 8-row blocks of A, a
-// DEPTH-slice register ring per warp.
-template <int MH, int DEPTH>
+// DEPTH-slice weight ring per warp, in registers or (SRING) shared memory.
+template <int MH, int DEPTH, bool SRING = false>
 Variant MakeDecodeVariant(const char* name) {
-  using Cfg = DecodeConfig<MH, DEPTH>;
+  using Cfg = DecodeConfig<MH, DEPTH, SRING>;
   return StreamFamilyVariant(name, Cfg::kRows, Cfg::kMaxThreads, DEPTH,
-                             reinterpret_cast<const void*>(&W4A16DecodeKernel<MH, DEPTH>), &RunDecode<MH, DEPTH>,
-                             &DescribeDecode<MH, DEPTH>);
+                             reinterpret_cast<const void*>(&W4A16DecodeKernel<MH, DEPTH, SRING>),
+                             &RunDecode<MH, DEPTH, SRING>, &DescribeDecode<MH, DEPTH, SRING>);
 }
 
 // MH 8-row blocks of A, DEPTH-slot ring, FOLD: fp32 per-group scaling, REG:

@@ -142,9 +142,11 @@ extern const Variant kW4A16StreamM16Reg;
 extern const Variant kW4A16StreamM8D16;
 extern const Variant kW4A16StreamM16Fold;
 // The barrier-free decode kernel (w4a16_decode_kernel.cuh), sm_90: A staged
-// whole per k-part, weights through an 8-slice register ring; 8 or 16 rows.
+// whole per k-part, weights through an 8-slice register ring; 8 or 16 rows;
+// dec_m8_s16: a 16-slot shared-memory ring (cp.async) instead.
 extern const Variant kW4A16DecodeM8;
 extern const Variant kW4A16DecodeM16;
+extern const Variant kW4A16DecodeM8S16;
 // The balanced decode kernel (w4a16_balanced_kernel.cuh), sm_90: every warp
 // of a one-wave grid streams the same number of slices; 8 rows per launch.
 extern const Variant kW4A16BalancedM8;
