@@ -678,8 +678,8 @@ TEST_F(W4A16GpuTest, FewRowsGoToStreamingOnlyForLargeWeights) {
     int64_t m, n, k;
     const char* want;
   } cases[] = {
-      {1, 8192, 28672, "dec_m8"},        {8, 8192, 28672, "dec_m8"},   {1, 57344, 8192, "stream_m8_d16"},
-      {4, 10240, 8192, "stream_m8_d16"}, {1, 768, 256, "mb1_bn256_bk256_s3"}, {5, 192, 640, "stream_m8"},
+      {1, 8192, 28672, "dec_m8_s16"},    {8, 8192, 28672, "dec_m8_s16"}, {1, 57344, 8192, "dec_m8_s16"},
+      {4, 10240, 8192, "dec_m8_s16"},    {1, 768, 256, "mb1_bn256_bk256_s3"}, {5, 192, 640, "stream_m8"},
       {9, 8192, 28672, "mb1_bn256_bk256_s3"}, {16, 8192, 8192, "mb1_bn256_bk256_s3"},
   };
   for (const auto& c : cases) {

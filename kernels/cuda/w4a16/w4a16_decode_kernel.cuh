@@ -49,9 +49,12 @@ struct DecodeConfig {
   // thread (at 16 warps' 128 dec_m8 spilled), 8 warps 255 for a 16-deep ring
   // (212 used; 9-17% slower than dec_m8 on the best grids of each on the
   // H200, so not built). In flight per multiprocessor: 12 x 8 slices, 48 KB.
-  // Shared-memory ring (cp.async, DEPTH - 2 slices ahead): no ring registers,
-  // so 16 warps fit 128 registers; 16 x 14 slices, 112 KB in flight, as the
-  // streaming kernel's ring but with no block barrier in the loop.
+  // Shared-memory ring (cp.async, DEPTH - 2 slices ahead): no ring
+  // registers, 16 warps (94 registers for 8 rows); 16 x 14 slices, 112 KB in
+  // flight per multiprocessor, with no block barrier in the loop. 24 warps
+  // (80 registers, no spills) measured 1-4% slower on the H200 on three of
+  // the four 70B shapes at M = 1 and 4; 16 rows (110 registers) lost to the
+  // tiled kernel at M = 16 (bench/results/w4a16_h200_tileorder.log, run 4).
   static constexpr int kMaxWarps = SRING ? 16 : DEPTH <= 8 ? 12 : 8;
   static constexpr int kMaxThreads = 32 * kMaxWarps;
   static_assert(MH == 1 || MH == 2, "8 or 16 rows of A");

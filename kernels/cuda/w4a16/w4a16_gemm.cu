@@ -20,10 +20,14 @@ using w4a16::Variant;
 // Selection table: the first row with m <= max_m, n >= min_n and k >= min_k
 // whose variant takes n, k and the group size runs (rows of one m range are
 // alternatives for shapes the first cannot take). Tuned with w4a16_bench
-// --sweep --grids (kernels/README.md): up to 8 rows of A the weight-streaming
-// kernel (16-slice ring), on the grids kernels/plan/stream_grid.h picks, beat the tiled one on
-// the H200 (gate_up 78.6 vs 93.9 us, o 19.3 vs 20.9) for n >= kLargeN, and the
-// barrier-free decode kernel beats both on deep k (down: 45.0 vs 51.5); from 9 to 16 rows the tiled
+// --sweep --grids (kernels/README.md): up to 8 rows of A and n >= kLargeN the
+// barrier-free decode kernel with its shared-memory weight ring (dec_m8_s16),
+// on the grids kernels/plan/stream_grid.h picks, beats the streaming kernel
+// with its per-block A barrier and the register-ring decode kernel on the
+// H200 (decode loop, M = 1: down 34.6 vs 40.8 / 39.8 us, o 14.2 vs 15.1 /
+// 15.9) and ties the streaming kernel on qkv and gate_up (20.4 vs 20.5, 71.9
+// vs 70.9); all of them beat the tiled kernel there (gate_up 93.9 us, cold
+// call), which keeps n < kLargeN (see there). From 9 to 16 rows the tiled
 // kernel is faster (down m = 16: 55 vs 66), and streaming serves only the
 // shapes the tiled variants reject.
 struct Row {
@@ -34,7 +38,6 @@ struct Row {
 };
 constexpr int64_t kAnyM = int64_t{1} << 40;
 constexpr int64_t kWgMinN = 1024;
-constexpr int64_t kDeepK = 16384;  // a warp streams >= 100 slices: the decode kernel's barrier-free loop pays
 // Below, the streaming kernels' fixed cost (cluster launch, staging A) loses
 // to the tiled kernel: tiny-llama's n <= 768 at m = 1 ran in 8.1-9.1 us
 // against 6.0-8.4 us tiled (verify on the H200).
@@ -42,8 +45,7 @@ constexpr int64_t kLargeN = 1024;
 // C arrays whose sizes the initializers give: a std::array longer than its
 // list would hold null rows.
 const Row kTable[] = {
-    {8, kLargeN, kDeepK, &w4a16::kW4A16DecodeM8},
-    {8, kLargeN, 0, &w4a16::kW4A16StreamM8D16},
+    {8, kLargeN, 0, &w4a16::kW4A16DecodeM8S16},
     {16, 0, 0, &w4a16::kW4A16Mb1Bn256},
     {16, 0, 0, &w4a16::kW4A16Mb1Bk512},
     {16, 0, 0, &w4a16::kW4A16Mb1TwoBlocks},
@@ -83,7 +85,7 @@ const Variant* const kTuningVariants[] = {
     &w4a16::kW4A16WgT64N128K128,    &w4a16::kW4A16WsT64N128TwoBlocks, &w4a16::kW4A16WsT64N256,
     &w4a16::kW4A16StreamM8Reg,      &w4a16::kW4A16StreamM16Reg,
     &w4a16::kW4A16StreamM16Fold,    &w4a16::kW4A16StreamM64,     &w4a16::kW4A16DecodeM16,
-    &w4a16::kW4A16BalancedM8,      &w4a16::kW4A16DecodeM8S16,
+    &w4a16::kW4A16BalancedM8,       &w4a16::kW4A16DecodeM8,      &w4a16::kW4A16StreamM8D16,
     &w4a16::kW4A16TuneMb1Bk128,
     &w4a16::kW4A16TuneMb2TwoBlocks, &w4a16::kW4A16TuneMb4Bk128,  &w4a16::kW4A16TmaMb1TwoBlocks,
     &w4a16::kW4A16TmaMb1Bk512,      &w4a16::kW4A16TmaMb2,        &w4a16::kW4A16TmaMb4Bn128,
