@@ -6,7 +6,7 @@
 // MakeBalancedVariant turns one instance into a row of the variant table.
 //
 //   // instances/w4a16_bal_m8.cu
-//   const Variant kW4A16BalancedM8 = MakeBalancedVariant<16, 8>("bal_m8");
+//   const Variant kW4A16BalancedM8 = MakeBalancedVariant<16, 16>("bal_m8");
 #pragma once
 
 #include <cstdint>
@@ -24,7 +24,7 @@ namespace qf::kernels::w4a16 {
 struct BalancedKernel {
   void (*kernel)(const BalancedParams);
   int warps;  // per block
-  int smem;   // dynamic shared memory per block
+  int depth;  // ring slots per warp
 };
 
 absl::Status RunBalancedKernel(const BalancedKernel& bk, const StreamCall& call, int device);
@@ -34,7 +34,7 @@ absl::StatusOr<StreamWorkspace> BalancedWorkspace(const BalancedKernel& bk, int6
 template <int DEPTH, int WARPS>
 const BalancedKernel& BalancedKernelOf() {
   using Cfg = BalancedConfig<DEPTH, WARPS>;
-  static const BalancedKernel bk{&W4A16BalancedKernel<DEPTH, WARPS>, WARPS, Cfg::kSmemBytes};
+  static const BalancedKernel bk{&W4A16BalancedKernel<DEPTH, WARPS>, WARPS, Cfg::kDepth};
   return bk;
 }
 
