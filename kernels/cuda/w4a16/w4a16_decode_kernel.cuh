@@ -121,6 +121,12 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING>::kMaxThreads, 1
   StreamGroups grp;
   grp.Init(p, col_tile, s0, len);
   float acc[MH][4][4] = {};
+  // Shared ring: FOLD, as the streaming kernel's (w4a16_stream_kernel.cuh):
+  // exact integers into the mma, per-group sums scaled in fp32 at the
+  // group's end (16 fewer hmul2 per slice; the register ring has no
+  // registers to spare for the second set of accumulators).
+  constexpr bool kFold = SRING;
+  float accg[MH][4][4] = {};
 
   // ldmatrix row addresses: lane l feeds matrix l/8 = (8-row block l/16,
   // k half (l/8)%2); rows past m read row m-1 (their outputs are dropped).
@@ -177,8 +183,15 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING>::kMaxThreads, 1
       } else if (base + D < steps) {
         load_a(std::integral_constant<int, 0>{}, off + D * 32, af_next);
       }
-      DequantMmaSlice<MH>(bv, grp.gc, af, acc);
-      if (base + j == grp.switch_at) grp.Advance(p, len);
+      if constexpr (kFold) {
+        DequantMmaSlice<MH, false>(bv, grp.gc, af, accg);
+      } else {
+        DequantMmaSlice<MH>(bv, grp.gc, af, acc);
+      }
+      if (base + j == grp.switch_at) {
+        if constexpr (kFold) FoldGroup<MH>(grp.sc, accg, acc);
+        grp.Advance(p, len);
+      }
 #pragma unroll
       for (int h = 0; h < MH; ++h) {
         af[h][0] = af_next[h][0];

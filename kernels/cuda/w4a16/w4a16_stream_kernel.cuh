@@ -220,7 +220,9 @@ __device__ __forceinline__ void DequantWordA(uint32_t x, const GroupConsts& g, u
 // One slice of the barrier-free kernels (decode, balanced): the lane's 16
 // bytes of QF4 words dequantized with the fp16 scale and multiplied into MH
 // 8-row blocks of A (fragments af, one slice ahead) for its 64 columns.
-template <int MH>
+// SCALE = false: the exact integers (q - z) go into the mma and the group's
+// scales are applied later (FoldGroup).
+template <int MH, bool SCALE = true>
 __device__ __forceinline__ void DequantMmaSlice(const int4 bv, const GroupConsts& gc, const uint32_t (&af)[MH][2],
                                                 float (&acc)[MH][4][4]) {
   const uint32_t words[4] = {static_cast<uint32_t>(bv.x), static_cast<uint32_t>(bv.y), static_cast<uint32_t>(bv.z),
@@ -228,10 +230,34 @@ __device__ __forceinline__ void DequantMmaSlice(const int4 bv, const GroupConsts
   StaticFor<4>([&](auto wc) {
     constexpr int w = decltype(wc)::value;
     uint32_t wa[4];
-    DequantWordA<w, true>(words[w], gc, wa);
+    DequantWordA<w, SCALE>(words[w], gc, wa);
 #pragma unroll
     for (int h = 0; h < MH; ++h) Mma16816A(acc[h][w], wa, af[h][0], af[h][1]);
   });
+}
+
+// End of a group with FOLD: acc += scale * accg in fp32 (the group's fp16
+// scales as stored: fragment f of this lane's column in half f), accg = 0.
+// acc[h][w][e] is column 16w + l/4 + 8(e/2), i.e. fragment 2w + e/2.
+template <int MH>
+__device__ __forceinline__ void FoldGroup(const int4 sc, float (&accg)[MH][4][4], float (&acc)[MH][4][4]) {
+  float s[8];
+  const half2* sh = reinterpret_cast<const half2*>(&sc);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = __half22float2(sh[i]);
+    s[2 * i] = f.x;
+    s[2 * i + 1] = f.y;
+  }
+#pragma unroll
+  for (int h = 0; h < MH; ++h)
+#pragma unroll
+    for (int w = 0; w < 4; ++w)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        acc[h][w][e] = fmaf(s[2 * w + (e >> 1)], accg[h][w][e], acc[h][w][e]);
+        accg[h][w][e] = 0.f;
+      }
 }
 
 // Where a warp of a streaming-family block works: warp (wn_i, wk_i) of block
@@ -475,25 +501,7 @@ __global__ void __launch_bounds__(StreamConfig<MH, DEPTH, FOLD, REG>::kMaxThread
   // Group switch after part step `switch_at`: fold the group's sums with its
   // scales (FOLD), move to the next group's constants, prefetch the one after.
   auto next_group = [&]() {
-    if constexpr (kFold) {
-      float s[8];
-      const half2* sh = reinterpret_cast<const half2*>(&grp.sc);
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const float2 f = __half22float2(sh[i]);
-        s[2 * i] = f.x;
-        s[2 * i + 1] = f.y;
-      }
-#pragma unroll
-      for (int h = 0; h < MH; ++h)
-#pragma unroll
-        for (int w = 0; w < 4; ++w)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            acc[h][w][e] = fmaf(s[2 * w + (e >> 1)], accg[h][w][e], acc[h][w][e]);
-            accg[h][w][e] = 0.f;
-          }
-    }
+    if constexpr (kFold) FoldGroup<MH>(grp.sc, accg, acc);
     grp.Advance(p, len);
   };
 
