@@ -136,8 +136,7 @@ __global__ void __launch_bounds__(32 * WARPS, 1) W4A16BalancedKernel(const Balan
       for (int w = 0; w < 4; ++w)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          // d0,d1: column 16w + l/4, rows 2(l%4) + {0,1}; d2,d3: column + 8.
-          const int row = 2 * (lane & 3) + (e & 1), col = col0 + 16 * w + (lane >> 2) + 8 * (e >> 1);
+          const int row = AccRow(lane, 0, e), col = col0 + AccCol(lane, w, e);
           if (row < m) {
             const float b = p.bias != nullptr ? __half2float(p.bias[col]) : 0.f;
             p.c[static_cast<long long>(row) * p.n + col] = __float2half_rn(acc[0][w][e] + b);
@@ -151,7 +150,7 @@ __global__ void __launch_bounds__(32 * WARPS, 1) W4A16BalancedKernel(const Balan
     for (int w = 0; w < 4; ++w)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int row = 2 * (lane & 3) + (e & 1), col = 16 * w + (lane >> 2) + 8 * (e >> 1);
+        const int row = AccRow(lane, 0, e), col = AccCol(lane, w, e);
         if (row < m) slot[row * 64 + col] = acc[0][w][e];
       }
     __threadfence();  // the slot before the counter

@@ -217,9 +217,9 @@ __device__ __forceinline__ void DequantWordA(uint32_t x, const GroupConsts& g, u
   a[3] = AsU32(v3);
 }
 
-// One slice of the barrier-free kernels (decode, balanced): the lane's 16
-// bytes of QF4 words dequantized with the fp16 scale and multiplied into MH
-// 8-row blocks of A (fragments af, one slice ahead) for its 64 columns.
+// One slice of the weight-streaming family (streaming, decode, balanced): the
+// lane's 16 bytes of QF4 words dequantized with the fp16 scale and
+// multiplied into MH 8-row blocks of A (fragments af) for its 64 columns.
 // SCALE = false: the exact integers (q - z) go into the mma and the group's
 // scales are applied later (FoldGroup).
 template <int MH, bool SCALE = true>
@@ -235,6 +235,12 @@ __device__ __forceinline__ void DequantMmaSlice(const int4 bv, const GroupConsts
     for (int h = 0; h < MH; ++h) Mma16816A(acc[h][w], wa, af[h][0], af[h][1]);
   });
 }
+
+// Where accumulator element e of QF4 word w and 8-row block h lies in the
+// warp's 64-column tile (mma.m16n8k16 D layout, weights as the A operand):
+// d0, d1 at column 16w + l/4, rows 2(l%4) + {0, 1}; d2, d3 at column + 8.
+__device__ __forceinline__ int AccRow(int lane, int h, int e) { return 8 * h + 2 * (lane & 3) + (e & 1); }
+__device__ __forceinline__ int AccCol(int lane, int w, int e) { return 16 * w + (lane >> 2) + 8 * (e >> 1); }
 
 // End of a group with FOLD: acc += scale * accg in fp32 (the group's fp16
 // scales as stored: fragment f of this lane's column in half f), accg = 0.
@@ -346,9 +352,8 @@ __device__ __forceinline__ void StreamReduceStore(const StreamParams& p, const f
     for (int w = 0; w < 4; ++w)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        // d0,d1: column 16w + l/4, rows 2(l%4) + {0,1}; d2,d3: column + 8.
-        const int row = 8 * h + 2 * (lane & 3) + (e & 1);
-        const int col = 64 * wn_i + 16 * w + (lane >> 2) + 8 * (e >> 1);
+        const int row = AccRow(lane, h, e);
+        const int col = 64 * wn_i + AccCol(lane, w, e);
         if (row < m) sh_out[wk_i * out_part + row * out_stride + col] = acc[h][w][e];
       }
   if (split > 1) {
@@ -579,21 +584,11 @@ __global__ void __launch_bounds__(StreamConfig<MH, DEPTH, FOLD, REG>::kMaxThread
       } else {
         load_operands(std::integral_constant<int, j + 1>{}, a_off, bv_next, af_next);
       }
-      const uint32_t words[4] = {static_cast<uint32_t>(bv.x), static_cast<uint32_t>(bv.y),
-                                 static_cast<uint32_t>(bv.z), static_cast<uint32_t>(bv.w)};
-      StaticFor<4>([&](auto wc) {
-        constexpr int w = decltype(wc)::value;
-        uint32_t wa[4];
-        DequantWordA<w, !kFold>(words[w], grp.gc, wa);
-#pragma unroll
-        for (int h = 0; h < MH; ++h) {
-          if constexpr (kFold) {
-            Mma16816A(accg[h][w], wa, af[h][0], af[h][1]);
-          } else {
-            Mma16816A(acc[h][w], wa, af[h][0], af[h][1]);
-          }
-        }
-      });
+      if constexpr (kFold) {
+        DequantMmaSlice<MH, false>(bv, grp.gc, af, accg);
+      } else {
+        DequantMmaSlice<MH>(bv, grp.gc, af, acc);
+      }
       if (base + j == grp.switch_at) next_group();
       if constexpr (!kReg) bv = bv_next;
 #pragma unroll
