@@ -50,8 +50,9 @@ absl::StatusOr<StreamGrid> PickStreamGrid(const StreamGridProblem& p, ForcedStre
         const int64_t chunk = CeilDiv(p.slices, split);
         const int part = static_cast<int>(CeilDiv(chunk, wk));
         const int steps = static_cast<int>(CeilDiv(part, p.depth) * p.depth);
-        const size_t smem = p.whole_a ? DecodeSmemBytes(p.m, wn, wk, steps, p.reg_ring ? 0 : p.depth)
-                                      : StreamSmemBytes(p.m, wn, wk, p.depth, p.reg_ring);
+        const size_t smem = p.a_slot > 0 ? DecodeARingSmemBytes(p.m, wn, wk, p.depth, p.a_slot)
+                            : p.whole_a  ? DecodeSmemBytes(p.m, wn, wk, steps, p.reg_ring ? 0 : p.depth)
+                                         : StreamSmemBytes(p.m, wn, wk, p.depth, p.reg_ring);
         if (smem > p.smem_per_block) continue;
         const int warps = wn * wk;
         absl::StatusOr<int64_t> slots = resident({wn, wk, split, 32 * warps, smem});
@@ -67,7 +68,7 @@ absl::StatusOr<StreamGrid> PickStreamGrid(const StreamGridProblem& p, ForcedStre
         double t = busiest_bytes / rate + waves * kWaveS;
         if (split > 2) t *= kLargeClusterFactor;
         const bool preferred = warps >= std::min(kMinWarps, p.max_warps) &&
-                               (p.whole_a || (PowerOfTwo(wk) && warps <= kMaxStreamWarps));
+                               (p.whole_a || p.a_slot > 0 || (PowerOfTwo(wk) && warps <= kMaxStreamWarps));
         const bool better =
             best.wn == 0 || (preferred && !best_preferred) ||
             (preferred == best_preferred &&

@@ -57,6 +57,16 @@ QF_HOST_DEVICE constexpr size_t DecodeSmemBytes(int m, int wn, int wk, int steps
   return main > out ? main : out;
 }
 
+// Dynamic shared memory of one block of the decode kernel with A in its ring
+// (w4a16_decode_kernel.cuh, ARING): per warp `depth` slots of 512 bytes of
+// weights and `a_slot` bytes of A (32 bytes per row of A, 8 * MH rows); or
+// the partial tiles.
+QF_HOST_DEVICE constexpr size_t DecodeARingSmemBytes(int m, int wn, int wk, int depth, int a_slot) {
+  const size_t main = size_t{512 + static_cast<size_t>(a_slot)} * wn * wk * depth;
+  const size_t out = size_t{4} * wk * m * (64 * wn + 4);
+  return main > out ? main : out;
+}
+
 struct StreamGridProblem {
   int sms = 0;               // multiprocessors
   double device_bytes_per_s = 0;  // attainable DRAM read bandwidth
@@ -68,6 +78,7 @@ struct StreamGridProblem {
   int depth = 0;             // ring slots per warp
   bool reg_ring = false;     // weights in registers: depth slices in flight (else depth - 2)
   bool whole_a = false;      // the decode kernel: A's k-part staged whole
+  int a_slot = 0;            // the decode kernel with A in its ring: A bytes per slot (else 0)
   int max_split = 8;         // cluster size limit
 };
 

@@ -37,6 +37,7 @@ struct Kernel {
   bool whole_a;    // decode kernel
   int depth;
   bool reg_ring;
+  int a_slot = 0;  // decode kernel with A in its ring: A bytes per slot
 };
 const std::map<std::string, Kernel>& Kernels() {
   static const auto* k = new std::map<std::string, Kernel>{
@@ -45,6 +46,7 @@ const std::map<std::string, Kernel>& Kernels() {
       {"stream_m16", {16, 108, 16, 256, false, 8, false}},
       {"dec_m8", {8, 165, 12, 0, true, 8, true}},
       {"dec_m16", {16, 167, 12, 0, true, 8, true}},
+      {"dec_m16_a12", {16, 128, 16, 0, false, 12, false, 512}},
   };
   return *k;
 }
@@ -72,6 +74,7 @@ StreamGridProblem Problem(const Kernel& kern, int m, int64_t n, int64_t k) {
   p.depth = kern.depth;
   p.reg_ring = kern.reg_ring;
   p.whole_a = kern.whole_a;
+  p.a_slot = kern.a_slot;
   return p;
 }
 
@@ -157,6 +160,33 @@ TEST(StreamGridTest, NarrowAndDeepShapesSpreadOverTheDevice) {
     EXPECT_GE(g->wk * g->split, 8) << "one column tile must still use several warps' worth of k-parts";
     EXPECT_LE(g->smem, size_t{232448});
   }
+}
+
+// With A in the ring a block's shared memory is its rings, whatever k is:
+// at 16 rows every 70B shape gets a one-wave grid of at least 12 warps per
+// multiprocessor, where staging A's k-part whole leaves down (k = 28672)
+// fewer warps or more waves.
+TEST(StreamGridTest, ARingGridsDoNotGrowWithK) {
+  const Kernel& ring = Kernels().at("dec_m16_a12");
+  const Kernel& whole = Kernels().at("dec_m16");
+  for (const auto& [shape, kn] : kShapes) {
+    SCOPED_TRACE(shape);
+    const auto [k, n] = kn;
+    const auto resident = [&](const StreamGridShape& s) -> absl::StatusOr<int64_t> { return Resident(ring, s); };
+    absl::StatusOr<StreamGrid> g = PickStreamGrid(Problem(ring, 16, n, k), {}, resident);
+    ASSERT_TRUE(g.ok()) << g.status();
+    EXPECT_EQ(g->smem, DecodeARingSmemBytes(16, g->wn, g->wk, 12, 512));
+    EXPECT_LE(g->smem, size_t{232448});
+    const int64_t slots = *resident({g->wn, g->wk, g->split, 32 * g->wn * g->wk, g->smem});
+    EXPECT_LE(g->blocks, slots) << "one wave";
+    EXPECT_GE(g->blocks_per_sm * g->wn * g->wk, 12);
+  }
+  const auto resident = [&](const StreamGridShape& s) -> absl::StatusOr<int64_t> { return Resident(whole, s); };
+  absl::StatusOr<StreamGrid> g = PickStreamGrid(Problem(whole, 16, 8192, 28672), {}, resident);
+  ASSERT_TRUE(g.ok()) << g.status();
+  const int64_t slots = *resident({g->wn, g->wk, g->split, 32 * g->wn * g->wk, g->smem});
+  EXPECT_TRUE(g->blocks > slots || g->blocks_per_sm * g->wn * g->wk < 12)
+      << "whole A at m = 16, k = 28672: wn=" << g->wn << " wk=" << g->wk << " split=" << g->split;
 }
 
 }  // namespace

@@ -21,6 +21,15 @@
 // (k / split) x 2 bytes per block; the grid model (kernels/plan/stream_grid.h)
 // only considers splits for which it fits.
 //
+// ARING (A in the ring): no whole-A staging. Each ring slot holds a slice's
+// 512 bytes of weights and the same 16 k of A (8 * MH rows x 32 bytes), both
+// copied by cp.async into the warp's own slot, so neither the k-part's A nor
+// a barrier limits the grid: at 16 rows, A's k-part is as large as the
+// warp's weights and the whole-A form could not keep its rings beside it
+// (dec_m16_s16 ran down m = 16 at 98.9 us against the tiled kernel's 51.4).
+// A comes from L2 (it is read by every column tile); the warp's lanes read
+// each other's A chunks (ldmatrix), so each step's wait ends in __syncwarp.
+//
 // Dequantization as the weight-streaming kernel without FOLD: exact (q - z)
 // in fp16, times the fp16 scale (DequantWordA). A zero-folding version (one
 // lop3 per register, 1024 + q / 64 + q, zeros and scales applied per group in
@@ -39,12 +48,16 @@
 
 namespace qf::kernels::w4a16 {
 
-template <int MH, int DEPTH, bool SRING = false>
+template <int MH, int DEPTH, bool SRING = false, bool ARING = false>
 struct DecodeConfig {
   static constexpr int kMh = MH;
   static constexpr int kDepth = DEPTH;  // ring slots per warp
   static constexpr bool kSharedRing = SRING;
+  static constexpr bool kARing = ARING;
   static constexpr int kRows = 8 * MH;
+  // Bytes of A per ring slot (ARING): 16 k of 8 * MH rows.
+  static constexpr int kASlot = ARING ? 256 * MH : 0;
+  static constexpr int kSlot = 512 + kASlot;
   // Register ring: 4 * DEPTH registers; 12 warps give 168 registers per
   // thread (at 16 warps' 128 dec_m8 spilled), 8 warps 255 for a 16-deep ring
   // (212 used; 9-17% slower than dec_m8 on the best grids of each on the
@@ -55,23 +68,38 @@ struct DecodeConfig {
   // (80 registers, no spills) measured 1-4% slower on the H200 on three of
   // the four 70B shapes at M = 1 and 4; 16 rows (110 registers) lost to the
   // tiled kernel at M = 16 (bench/results/w4a16_h200_tileorder.log, run 4).
-  static constexpr int kMaxWarps = SRING ? 16 : DEPTH <= 8 ? 12 : 8;
+  // A in the ring: 16 warps where their rings fit in 224 KB (dec_m16_a16:
+  // 16 KB per warp, 14 warps).
+  static constexpr int kMaxWarps = ARING ? (224 * 1024 / (DEPTH * kSlot) < 16 ? 224 * 1024 / (DEPTH * kSlot) : 16)
+                                   : SRING ? 16
+                                   : DEPTH <= 8 ? 12
+                                                : 8;
   static constexpr int kMaxThreads = 32 * kMaxWarps;
   static_assert(MH == 1 || MH == 2, "8 or 16 rows of A");
-  static_assert(DEPTH == 8 || DEPTH == 16, "ring depth");
+  static_assert(DEPTH == 8 || DEPTH == 12 || DEPTH == 16, "ring depth");
+  static_assert(!ARING || SRING, "A rides in a shared-memory ring");
 };
 
-template <int MH, int DEPTH, bool SRING>
-__global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING>::kMaxThreads, 1)
+// ARING: where 16-byte chunk h (k 8h .. 8h+7) of row r of a slot's A lies,
+// in chunks: rows 4..7 of each 8 swap their halves, so the 8 rows an
+// ldmatrix phase reads hit 32 distinct banks.
+__device__ __forceinline__ int ARingChunk(int r, int h) { return 2 * r + (h ^ ((r >> 2) & 1)); }
+
+template <int MH, int DEPTH, bool SRING, bool ARING = false>
+__global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING, ARING>::kMaxThreads, 1)
     W4A16DecodeKernel(const StreamParams p) {
+  using Cfg = DecodeConfig<MH, DEPTH, SRING, ARING>;
   constexpr int D = DEPTH;
+  constexpr int kSlot = Cfg::kSlot;
   extern __shared__ int4 smem[];
   const StreamWarp sw(p);
   const int lane = sw.lane, wn = p.wn, wk = p.wk, wn_i = sw.wn_i, wk_i = sw.wk_i, col_tile = sw.col_tile;
   const int m = p.m;
   // This warp's part: slices [s0, s0 + len).
   const int s0 = sw.PartBegin(wk_i, wk), len = sw.PartBegin(wk_i + 1, wk) - s0;
-  const int steps = sw.PaddedSteps(wk, D);  // every warp's, A zero past its part
+  // Steps of the loop: with whole A every warp's (A zero past its part),
+  // with A in the ring the warp's own part (A zero-filled past it).
+  const int steps = ARING ? (len + D - 1) / D * D : sw.PaddedSteps(wk, D);
   const int row_int4 = 2 * steps + 1;
 
   // ---- The weight ring. Registers: slices 0..D-1 (zero past the part:
@@ -83,14 +111,16 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING>::kMaxThreads, 1
   const long long b_stride = static_cast<long long>(p.n64) * 32;  // int4 per slice
   const int4* b_next = p.b + (static_cast<long long>(s0) * p.n64 + col_tile) * 32 + lane;
   int4 rr[SRING ? 1 : D];
-  const uint32_t ring = SmemAddr(smem + wk * m * row_int4 + sw.warp * D * 32 + lane);
+  const uint32_t warp_ring = ARING ? SmemAddr(smem) + sw.warp * D * kSlot
+                                   : SmemAddr(smem + wk * m * row_int4 + sw.warp * D * 32);
+  const uint32_t ring = warp_ring + lane * 16;
   if constexpr (SRING) {
-#pragma unroll
-    for (int i = 0; i < D - 1; ++i) {
-      if (i < len) CpAsyncAt<0>(ring + i * 512, b_next, policy);
+    StaticFor<D - 1>([&](auto ic) {
+      constexpr int i = decltype(ic)::value;
+      if (i < len) CpAsyncAt<i * kSlot>(ring, b_next, policy);
       b_next += b_stride;
       CpAsyncCommit();
-    }
+    });
   } else {
 #pragma unroll
     for (int i = 0; i < D; ++i) {
@@ -102,9 +132,24 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING>::kMaxThreads, 1
   // weights only. Then A, which that kernel may have written.
   GridDependencyWait();
 
-  // ---- A: rows [0, m) of the part, the wn warps of the part sharing the copies.
+  // ---- A. In the ring: lane l copies row l / 2 (rows past m repeat row
+  // m - 1; their outputs are dropped), k half l % 2, of every slice; slices
+  // past the part are zero-filled. Else rows [0, m) of the part, whole, the
+  // wn warps of the part sharing the copies.
+  const int a_row = lane >> 1;
+  const bool a_copier = lane < 16 * MH;
+  const uint32_t a_dst = warp_ring + 512 + ARingChunk(a_row, lane & 1) * 16;
+  const __half* a_next =
+      p.a + static_cast<long long>(min(a_row, m - 1)) * p.k + static_cast<long long>(s0) * 16 + 8 * (lane & 1);
   int4* sh_a = smem + wk_i * m * row_int4;
-  {
+  if constexpr (ARING) {
+    StaticFor<D - 1>([&](auto ic) {
+      constexpr int i = decltype(ic)::value;
+      if (a_copier) CpAsyncZfillAt<i * kSlot>(a_dst, a_next, i < len ? 16u : 0u);
+      a_next += 16;
+    });
+    CpAsyncCommit();
+  } else {
     const __half* src = p.a + static_cast<long long>(s0) * 16;
     for (int r = 0; r < m; ++r) {
       for (int q = wn_i * 32 + lane; q < 2 * steps; q += 32 * wn) {
@@ -131,14 +176,17 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING>::kMaxThreads, 1
   // ldmatrix row addresses: lane l feeds matrix l/8 = (8-row block l/16,
   // k half (l/8)%2); rows past m read row m-1 (their outputs are dropped).
   const int mat = lane >> 3;
-  const uint32_t a_lane = SmemAddr(sh_a + min(8 * (mat >> 1) + (lane & 7), m - 1) * row_int4 + (mat & 1));
-  auto load_a = [&](auto jc, uint32_t step_off, uint32_t (&af)[MH][2]) {
-    constexpr int j = decltype(jc)::value;
+  const uint32_t a_lane =
+      ARING ? warp_ring + 512 + ARingChunk(8 * (mat >> 1) + (lane & 7), mat & 1) * 16
+            : SmemAddr(sh_a + min(8 * (mat >> 1) + (lane & 7), m - 1) * row_int4 + (mat & 1));
+  // The A fragments at a_lane + addr_off + OFF (OFF a compile-time byte offset).
+  auto load_a = [&](auto offc, uint32_t addr_off, uint32_t (&af)[MH][2]) {
+    constexpr int kOff = decltype(offc)::value;
     if constexpr (MH == 1) {
-      LdMatrixX2At<j * 32>(af[0], a_lane + step_off);
+      LdMatrixX2At<kOff>(af[0], a_lane + addr_off);
     } else {
       uint32_t r4[4];
-      LdMatrixX4At<j * 32>(r4, a_lane + step_off);
+      LdMatrixX4At<kOff>(r4, a_lane + addr_off);
       af[0][0] = r4[0];
       af[0][1] = r4[1];
       af[1][0] = r4[2];
@@ -147,7 +195,11 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING>::kMaxThreads, 1
   };
 
   CpAsyncWaitMem<0>();  // A, and with a shared ring its first D - 1 slices (requested before A)
-  __syncthreads();  // A complete for every warp: the only barrier before the epilogue
+  if constexpr (ARING) {
+    __syncwarp();  // the warp's own A chunks, copied by its lanes
+  } else {
+    __syncthreads();  // A complete for every warp: the only barrier before the epilogue
+  }
 
   // ---- main loop. The A fragments of step i + 1 load during step i, and
   // from a shared ring its weights too. While base + 2D <= len every refill
@@ -157,29 +209,36 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING>::kMaxThreads, 1
   int4 bv_ring = make_int4(0, 0, 0, 0);
   if constexpr (SRING) bv_ring = LdShared16<0>(ring);
   auto block_of_steps = [&](int base, auto all_refills) {
-    const uint32_t off = static_cast<uint32_t>(base) * 32;
+    [[maybe_unused]] const uint32_t off = static_cast<uint32_t>(base) * 32;
     StaticFor<D>([&](auto jc) {
       constexpr int j = decltype(jc)::value;
       int4 bv;
       if constexpr (SRING) {
         // Refill the slot of slice base + j - 1 with slice base + j + D - 1,
         // wait for slice base + j + 1 (this lane's own 16 bytes) and load it.
+        constexpr int kRefill = ((j + D - 1) % D) * kSlot;
         bv = bv_ring;
-        if (decltype(all_refills)::value || base + j + D - 1 < len) {
-          CpAsyncAt<((j + D - 1) % D) * 512>(ring, b_next, policy);
-        }
+        const bool in_part = decltype(all_refills)::value || base + j + D - 1 < len;
+        if (in_part) CpAsyncAt<kRefill>(ring, b_next, policy);
         b_next += b_stride;
+        if constexpr (ARING) {
+          if (a_copier) CpAsyncZfillAt<kRefill>(a_dst, a_next, in_part ? 16u : 0u);
+          a_next += 16;
+        }
         CpAsyncCommit();
         CpAsyncWaitMem<D - 2>();
-        bv_ring = LdShared16<((j + 1) % D) * 512>(ring);
+        if constexpr (ARING) __syncwarp();  // slice base + j + 1's A chunks, from every lane
+        bv_ring = LdShared16<((j + 1) % D) * kSlot>(ring);
       } else {
         bv = rr[j];
         if (decltype(all_refills)::value || base + j + D < len) rr[j] = LdStream16(b_next, policy);
         b_next += b_stride;
       }
       uint32_t af_next[MH][2];
-      if constexpr (j + 1 < D) {
-        load_a(std::integral_constant<int, j + 1>{}, off, af_next);
+      if constexpr (ARING) {
+        if (j + 1 < D || base + D < steps) load_a(std::integral_constant<int, ((j + 1) % D) * kSlot>{}, 0u, af_next);
+      } else if constexpr (j + 1 < D) {
+        load_a(std::integral_constant<int, (j + 1) * 32>{}, off, af_next);
       } else if (base + D < steps) {
         load_a(std::integral_constant<int, 0>{}, off + D * 32, af_next);
       }

@@ -81,6 +81,7 @@ absl::StatusOr<StreamGrid> PlanLocked(Caches& cache, const StreamKernel& sk, int
   problem.depth = sk.depth;
   problem.reg_ring = sk.reg_ring;
   problem.whole_a = sk.whole_a;
+  problem.a_slot = sk.a_slot;
   problem.max_split = kMaxSplit;
   // Resident blocks of one candidate: the occupancy query, and for clusters
   // the cluster-occupancy query (whole clusters, placed within one GPC).

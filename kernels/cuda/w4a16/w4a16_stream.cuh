@@ -30,6 +30,8 @@ struct StreamKernel {
   // The decode kernel: every k-part of A staged whole (shared memory grows
   // with k / split), no barrier in the main loop.
   bool whole_a = false;
+  // The decode kernel with A in its ring: A bytes per ring slot (else 0).
+  int a_slot = 0;
 };
 
 // The kernel parameters of one call (one 64-column tile per warp, one k-part).
@@ -64,21 +66,22 @@ std::string DescribeStream(int64_t m, int64_t n, int64_t k, int device) {
   return DescribeStreamKernel(StreamKernelOf<MH, DEPTH, FOLD, REG>(), m, n, k, device);
 }
 
-template <int MH, int DEPTH, bool SRING>
+template <int MH, int DEPTH, bool SRING, bool ARING>
 const StreamKernel& DecodeKernelOf() {
-  static const StreamKernel sk{&W4A16DecodeKernel<MH, DEPTH, SRING>, MH, DEPTH, !SRING,
-                               DecodeConfig<MH, DEPTH, SRING>::kMaxWarps, true};
+  using Cfg = DecodeConfig<MH, DEPTH, SRING, ARING>;
+  static const StreamKernel sk{&W4A16DecodeKernel<MH, DEPTH, SRING, ARING>, MH, DEPTH, !SRING, Cfg::kMaxWarps,
+                               !ARING, Cfg::kASlot};
   return sk;
 }
 
-template <int MH, int DEPTH, bool SRING>
+template <int MH, int DEPTH, bool SRING, bool ARING>
 absl::Status RunDecode(const StreamCall& call, int device) {
-  return RunStreamKernel(DecodeKernelOf<MH, DEPTH, SRING>(), call, device);
+  return RunStreamKernel(DecodeKernelOf<MH, DEPTH, SRING, ARING>(), call, device);
 }
 
-template <int MH, int DEPTH, bool SRING>
+template <int MH, int DEPTH, bool SRING, bool ARING>
 std::string DescribeDecode(int64_t m, int64_t n, int64_t k, int device) {
-  return DescribeStreamKernel(DecodeKernelOf<MH, DEPTH, SRING>(), m, n, k, device);
+  return DescribeStreamKernel(DecodeKernelOf<MH, DEPTH, SRING, ARING>(), m, n, k, device);
 }
 
 // A table row of the streaming family: rows of A per launch, threads of the
@@ -93,13 +96,14 @@ inline Variant StreamFamilyVariant(const char* name, int rows, int max_threads, 
 }
 
 // The decode kernel (w4a16_decode_kernel.cuh): MH 8-row blocks of A, a
-// DEPTH-slice weight ring per warp, in registers or (SRING) shared memory.
-template <int MH, int DEPTH, bool SRING = false>
+// DEPTH-slice weight ring per warp, in registers or (SRING) shared memory,
+// and with ARING A's slices in the same ring instead of staged whole.
+template <int MH, int DEPTH, bool SRING = false, bool ARING = false>
 Variant MakeDecodeVariant(const char* name) {
-  using Cfg = DecodeConfig<MH, DEPTH, SRING>;
+  using Cfg = DecodeConfig<MH, DEPTH, SRING, ARING>;
   return StreamFamilyVariant(name, Cfg::kRows, Cfg::kMaxThreads, DEPTH,
-                             reinterpret_cast<const void*>(&W4A16DecodeKernel<MH, DEPTH, SRING>),
-                             &RunDecode<MH, DEPTH, SRING>, &DescribeDecode<MH, DEPTH, SRING>);
+                             reinterpret_cast<const void*>(&W4A16DecodeKernel<MH, DEPTH, SRING, ARING>),
+                             &RunDecode<MH, DEPTH, SRING, ARING>, &DescribeDecode<MH, DEPTH, SRING, ARING>);
 }
 
 // MH 8-row blocks of A, DEPTH-slot ring, FOLD: fp32 per-group scaling, REG:

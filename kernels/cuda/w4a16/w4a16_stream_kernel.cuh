@@ -105,6 +105,15 @@ __device__ __forceinline__ void CpAsyncAt(uint32_t smem, const void* gmem, uint6
                : "memory");
 }
 
+// 16 bytes, of which the first src_bytes (16 or 0) come from gmem and the
+// rest are zero (cp.async's zero fill); default L2 policy.
+template <int kOff>
+__device__ __forceinline__ void CpAsyncZfillAt(uint32_t smem, const void* gmem, uint32_t src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0+%3], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(src_bytes),
+               "n"(kOff)
+               : "memory");
+}
+
 // Waits for all but the kPending most recent cp.async groups of this thread;
 // the clobber keeps the compiler from moving shared loads above it.
 template <int kPending>
