@@ -68,9 +68,9 @@ struct DecodeConfig {
   // (80 registers, no spills) measured 1-4% slower on the H200 on three of
   // the four 70B shapes at M = 1 and 4; 16 rows (110 registers) lost to the
   // tiled kernel at M = 16 (bench/results/w4a16_h200_tileorder.log, run 4).
-  // A in the ring: 16 warps where their rings fit in 224 KB (dec_m16_a16:
-  // 16 KB per warp, 14 warps).
-  static constexpr int kMaxWarps = ARING ? (224 * 1024 / (DEPTH * kSlot) < 16 ? 224 * 1024 / (DEPTH * kSlot) : 16)
+  // A in the ring: 16 warps for 8 rows; 12 for 16 rows (at 16 warps' 128
+  // registers they spilled).
+  static constexpr int kMaxWarps = ARING ? (MH == 1 ? 16 : 12)
                                    : SRING ? 16
                                    : DEPTH <= 8 ? 12
                                                 : 8;

@@ -27,9 +27,11 @@ using w4a16::Variant;
 // H200 (decode loop, M = 1: down 34.6 vs 40.8 / 39.8 us, o 14.2 vs 15.1 /
 // 15.9) and ties the streaming kernel on qkv and gate_up (20.4 vs 20.5, 71.9
 // vs 70.9); all of them beat the tiled kernel there (gate_up 93.9 us, cold
-// call), which keeps n < kLargeN (see there). From 9 to 16 rows the tiled
-// kernel is faster (down m = 16: 55 vs 66), and streaming serves only the
-// shapes the tiled variants reject.
+// call), which keeps n < kLargeN (see there). For deep k it carries A in
+// its ring instead (dec_m8_a16, kDeepK). From 9 to 16 rows the tiled kernel
+// is faster or level (down m = 16: 51.8 us against 62.3 for dec_m16_a12 on
+// its planned grid, 50.2 on its best), and streaming serves only the shapes
+// the tiled variants reject.
 struct Row {
   int64_t max_m;
   int64_t min_n;
@@ -42,9 +44,15 @@ constexpr int64_t kWgMinN = 1024;
 // to the tiled kernel: tiny-llama's n <= 768 at m = 1 ran in 8.1-9.1 us
 // against 6.0-8.4 us tiled (verify on the H200).
 constexpr int64_t kLargeN = 1024;
+// From here the decode kernel carries A in its ring (dec_m8_a16): staged
+// whole, A's k-part crowds the weight rings out of shared memory (down,
+// k = 28672, H200 decode loop: m = 4 33.8 vs 39.6 us, m = 8 41.6 vs 100.5;
+// at k = 8192 the whole-A form keeps the lead, gate_up m = 4 63.2 vs 70.7).
+constexpr int64_t kDeepK = 16384;
 // C arrays whose sizes the initializers give: a std::array longer than its
 // list would hold null rows.
 const Row kTable[] = {
+    {8, kLargeN, kDeepK, &w4a16::kW4A16DecodeM8A16},
     {8, kLargeN, 0, &w4a16::kW4A16DecodeM8S16},
     {16, 0, 0, &w4a16::kW4A16Mb1Bn256},
     {16, 0, 0, &w4a16::kW4A16Mb1Bk512},
@@ -86,7 +94,7 @@ const Variant* const kTuningVariants[] = {
     &w4a16::kW4A16StreamM8Reg,      &w4a16::kW4A16StreamM16Reg,
     &w4a16::kW4A16StreamM16Fold,    &w4a16::kW4A16StreamM64,     &w4a16::kW4A16DecodeM16,
     &w4a16::kW4A16BalancedM8,       &w4a16::kW4A16DecodeM8,      &w4a16::kW4A16StreamM8D16,
-    &w4a16::kW4A16DecodeM8A16,      &w4a16::kW4A16DecodeM16A12,  &w4a16::kW4A16DecodeM16A16,
+    &w4a16::kW4A16DecodeM16A12,
     &w4a16::kW4A16TuneMb1Bk128,
     &w4a16::kW4A16TuneMb2TwoBlocks, &w4a16::kW4A16TuneMb4Bk128,  &w4a16::kW4A16TmaMb1TwoBlocks,
     &w4a16::kW4A16TmaMb1Bk512,      &w4a16::kW4A16TmaMb2,        &w4a16::kW4A16TmaMb4Bn128,

@@ -106,10 +106,11 @@ __device__ __forceinline__ void CpAsyncAt(uint32_t smem, const void* gmem, uint6
 }
 
 // 16 bytes, of which the first src_bytes (16 or 0) come from gmem and the
-// rest are zero (cp.async's zero fill); default L2 policy.
+// rest are zero (cp.async's zero fill). Through L1 (.ca): for data that
+// several warps of the block read, such as A.
 template <int kOff>
 __device__ __forceinline__ void CpAsyncZfillAt(uint32_t smem, const void* gmem, uint32_t src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0+%3], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(src_bytes),
+  asm volatile("cp.async.ca.shared.global [%0+%3], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(src_bytes),
                "n"(kOff)
                : "memory");
 }

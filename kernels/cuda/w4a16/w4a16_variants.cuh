@@ -144,14 +144,13 @@ extern const Variant kW4A16StreamM16Fold;
 // The barrier-free decode kernel (w4a16_decode_kernel.cuh), sm_90: A staged
 // whole per k-part, weights through an 8-slice register ring; 8 or 16 rows;
 // dec_m8_s16: a 16-slot shared-memory ring (cp.async) instead; dec_m8_a16,
-// dec_m16_a12, dec_m16_a16: A's slices ride in that ring with the weights
-// (nothing staged whole), 16, 12 or 16 slots.
+// dec_m16_a12: A's slices ride in that ring with the weights (nothing staged
+// whole), 16 or 12 slots.
 extern const Variant kW4A16DecodeM8;
 extern const Variant kW4A16DecodeM16;
 extern const Variant kW4A16DecodeM8S16;
 extern const Variant kW4A16DecodeM8A16;
 extern const Variant kW4A16DecodeM16A12;
-extern const Variant kW4A16DecodeM16A16;
 // The balanced decode kernel (w4a16_balanced_kernel.cuh), sm_90: every warp
 // of a one-wave grid streams the same number of slices; 8 rows per launch.
 extern const Variant kW4A16BalancedM8;
