@@ -91,6 +91,8 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING, ARING>::kMaxThr
   using Cfg = DecodeConfig<MH, DEPTH, SRING, ARING>;
   constexpr int D = DEPTH;
   constexpr int kSlot = Cfg::kSlot;
+  constexpr int kStaticSpg = 8;  // slices per 128-row group
+  constexpr bool kCanStatic = SRING && D % kStaticSpg == 0;
   extern __shared__ int4 smem[];
   const StreamWarp sw(p);
   const int lane = sw.lane, wn = p.wn, wk = p.wk, wn_i = sw.wn_i, wk_i = sw.wk_i, col_tile = sw.col_tile;
@@ -208,7 +210,11 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING, ARING>::kMaxThr
   load_a(std::integral_constant<int, 0>{}, 0u, af);
   int4 bv_ring = make_int4(0, 0, 0, 0);
   if constexpr (SRING) bv_ring = LdShared16<0>(ring);
-  auto block_of_steps = [&](int base, auto all_refills) {
+  // STATIC groups: 128-row groups (8 slices) whose boundaries fall on the
+  // same steps of every block of D steps (the part starts on a group and
+  // runs whole blocks), so the group switch needs no compare and branch
+  // and a block's 8 steps between switches are one basic block.
+  auto block_of_steps = [&](int base, auto all_refills, auto static_groups) {
     [[maybe_unused]] const uint32_t off = static_cast<uint32_t>(base) * 32;
     StaticFor<D>([&](auto jc) {
       constexpr int j = decltype(jc)::value;
@@ -247,7 +253,12 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING, ARING>::kMaxThr
       } else {
         DequantMmaSlice<MH>(bv, grp.gc, af, acc);
       }
-      if (base + j == grp.switch_at) {
+      if constexpr (decltype(static_groups)::value) {
+        if constexpr (j % kStaticSpg == kStaticSpg - 1) {
+          if constexpr (kFold) FoldGroup<MH>(grp.sc, accg, acc);
+          grp.Advance(p, len);
+        }
+      } else if (base + j == grp.switch_at) {
         if constexpr (kFold) FoldGroup<MH>(grp.sc, accg, acc);
         grp.Advance(p, len);
       }
@@ -259,8 +270,15 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING, ARING>::kMaxThr
     });
   };
   int base = 0;
-  for (; base + 2 * D <= len; base += D) block_of_steps(base, std::true_type{});
-  for (; base < steps; base += D) block_of_steps(base, std::false_type{});
+  const bool static_groups =
+      kCanStatic && p.slices_per_group == kStaticSpg && s0 % kStaticSpg == 0 && len % D == 0 && steps == len;
+  if (static_groups) {
+    for (; base + 2 * D <= len; base += D) block_of_steps(base, std::true_type{}, std::bool_constant<kCanStatic>{});
+    for (; base < steps; base += D) block_of_steps(base, std::false_type{}, std::bool_constant<kCanStatic>{});
+  } else {
+    for (; base + 2 * D <= len; base += D) block_of_steps(base, std::true_type{}, std::false_type{});
+    for (; base < steps; base += D) block_of_steps(base, std::false_type{}, std::false_type{});
+  }
 
   if constexpr (SRING) CpAsyncWaitMem<0>();  // no copy lands in the partial tiles
   AllowDependents();
