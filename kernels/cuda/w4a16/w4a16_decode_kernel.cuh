@@ -23,12 +23,14 @@
 //
 // ARING (A in the ring): no whole-A staging. Each ring slot holds a slice's
 // 512 bytes of weights and the same 16 k of A (8 * MH rows x 32 bytes), both
-// copied by cp.async into the warp's own slot, so neither the k-part's A nor
-// a barrier limits the grid: at 16 rows, A's k-part is as large as the
-// warp's weights and the whole-A form could not keep its rings beside it
-// (dec_m16_s16 ran down m = 16 at 98.9 us against the tiled kernel's 51.4).
-// A comes from L2 (it is read by every column tile); the warp's lanes read
-// each other's A chunks (ldmatrix), so each step's wait ends in __syncwarp.
+// copied by cp.async into the warp's own slot, so shared memory is the rings
+// alone, whatever k is. Staged whole, A crowded the rings out as m grew (down,
+// m = 8, H200 decode loop: 100.5 us whole against 41.6 in the ring). A's
+// copies go through L1 (cp.async.ca): the warps of a block that share a
+// k-part fetch each line once; through L2 only, every warp of the grid asked
+// for the same A lines at once and gate_up ran 2.5x slower. The warp's lanes
+// read each other's A chunks (ldmatrix), so each step's wait ends in
+// __syncwarp.
 //
 // Dequantization as the weight-streaming kernel without FOLD: exact (q - z)
 // in fp16, times the fp16 scale (DequantWordA). A zero-folding version (one
