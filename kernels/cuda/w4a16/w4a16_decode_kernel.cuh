@@ -55,7 +55,6 @@ struct DecodeConfig {
   static constexpr int kMh = MH;
   static constexpr int kDepth = DEPTH;  // ring slots per warp
   static constexpr bool kSharedRing = SRING;
-  static constexpr bool kARing = ARING;
   static constexpr int kRows = 8 * MH;
   // Bytes of A per ring slot (ARING): 16 k of 8 * MH rows.
   static constexpr int kASlot = ARING ? 256 * MH : 0;
@@ -256,13 +255,9 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING, ARING>::kMaxThr
         DequantMmaSlice<MH>(bv, grp.gc, af, acc);
       }
       if constexpr (decltype(static_groups)::value) {
-        if constexpr (j % kStaticSpg == kStaticSpg - 1) {
-          if constexpr (kFold) FoldGroup<MH>(grp.sc, accg, acc);
-          grp.Advance(p, len);
-        }
+        if constexpr (j % kStaticSpg == kStaticSpg - 1) EndGroup<kFold>(grp, p, len, accg, acc);
       } else if (base + j == grp.switch_at) {
-        if constexpr (kFold) FoldGroup<MH>(grp.sc, accg, acc);
-        grp.Advance(p, len);
+        EndGroup<kFold>(grp, p, len, accg, acc);
       }
 #pragma unroll
       for (int h = 0; h < MH; ++h) {
@@ -274,12 +269,14 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING, ARING>::kMaxThr
   int base = 0;
   const bool static_groups =
       kCanStatic && p.slices_per_group == kStaticSpg && s0 % kStaticSpg == 0 && len % D == 0 && steps == len;
+  const auto all_blocks = [&](auto static_c) {
+    for (; base + 2 * D <= len; base += D) block_of_steps(base, std::true_type{}, static_c);
+    for (; base < steps; base += D) block_of_steps(base, std::false_type{}, static_c);
+  };
   if (static_groups) {
-    for (; base + 2 * D <= len; base += D) block_of_steps(base, std::true_type{}, std::bool_constant<kCanStatic>{});
-    for (; base < steps; base += D) block_of_steps(base, std::false_type{}, std::bool_constant<kCanStatic>{});
+    all_blocks(std::bool_constant<kCanStatic>{});
   } else {
-    for (; base + 2 * D <= len; base += D) block_of_steps(base, std::true_type{}, std::false_type{});
-    for (; base < steps; base += D) block_of_steps(base, std::false_type{}, std::false_type{});
+    all_blocks(std::false_type{});
   }
 
   if constexpr (SRING) CpAsyncWaitMem<0>();  // no copy lands in the partial tiles

@@ -335,6 +335,15 @@ struct StreamGroups {
   }
 };
 
+// The end of a group in the weight-streaming loops: with FOLD its sums scaled
+// into acc (FoldGroup), then the next group's constants (Advance).
+template <bool FOLD, int MH, class AccG>
+__device__ __forceinline__ void EndGroup(StreamGroups& grp, const StreamParams& p, int len, AccG& accg,
+                                         float (&acc)[MH][4][4]) {
+  if constexpr (FOLD) FoldGroup<MH>(grp.sc, accg, acc);
+  grp.Advance(p, len);
+}
+
 // ---------------------------------------------------------------- epilogue
 
 // The end of every weight-streaming kernel (this one and w4a16_decode_kernel.cuh):
@@ -513,12 +522,6 @@ __global__ void __launch_bounds__(StreamConfig<MH, DEPTH, FOLD, REG>::kMaxThread
   float acc[MH][4][4] = {};
   float accg[kFold ? MH : 1][4][4] = {};
 
-  // Group switch after part step `switch_at`: fold the group's sums with its
-  // scales (FOLD), move to the next group's constants, prefetch the one after.
-  auto next_group = [&]() {
-    if constexpr (kFold) FoldGroup<MH>(grp.sc, accg, acc);
-    grp.Advance(p, len);
-  };
 
   // ldmatrix row addresses: lane l feeds matrix l/8 = (8-row block 2*pair +
   // (l/16), k half (l/8)%2); rows past m read row m-1 (their outputs are dropped).
@@ -599,7 +602,9 @@ __global__ void __launch_bounds__(StreamConfig<MH, DEPTH, FOLD, REG>::kMaxThread
       } else {
         DequantMmaSlice<MH>(bv, grp.gc, af, acc);
       }
-      if (base + j == grp.switch_at) next_group();
+      // Group switch after part step `switch_at` (EndGroup: fold the group's
+      // sums with its scales, the next group's constants).
+      if (base + j == grp.switch_at) EndGroup<kFold>(grp, p, len, accg, acc);
       if constexpr (!kReg) bv = bv_next;
 #pragma unroll
       for (int h = 0; h < MH; ++h) {
