@@ -265,10 +265,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16WgmmaKern
   const long long b_stage_stride = Cfg::kKs * b_row;
   const __half* a_src = nullptr;  // row a_r of the fetch tile, at its k0
   int a_left = 0;                 // rows of the fetch tile from a_r on that exist
+  bool a_full = false;            // every row this thread copies exists (all but a last, partial tile)
   const int4* b_src = nullptr;
   auto seek = [&]() {
     const int m0 = f_mc * BT;
     a_left = p.m - m0 - a_r;
+    a_full = a_left > BT - kARowsPerIt;
     a_src = p.a + static_cast<long long>(a_left > 0 ? m0 + a_r : 0) * p.k + f_kt * Cfg::kBk + a_c * 8;
     b_src = p.b + (static_cast<long long>(f_kt) * Cfg::kKs * n64 + f_nt * kColTiles) * 32 + b_thread_off;
   };
@@ -277,13 +279,22 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16WgmmaKern
   // ---- fetch_stage: copies of the next unit into ring slot `slot`.
   auto fetch_stage = [&](int slot) {
     // A: BT rows x kAChunks chunks of 16 bytes; rows past m read nothing (zeros).
+    // A full tile takes the path without a predicate and select per copy
+    // (those were ~20% of the instructions per stage of wg_t256 at m = 256).
     char* a_sh = sh_a + slot * Cfg::kAStage + a_sh_off;
+    if (a_full) {
+      const __half* src = a_src;
 #pragma unroll
-    for (int it = 0; it < BT / kARowsPerIt; ++it) {
-      const bool valid = kARowsPerIt * it < a_left;
-      const int chunk = a_swz ^ ((kARowsPerIt * it) % 8);
-      CpAsync16Zfill(a_sh + it * kARowsPerIt * 128 + chunk * 16, valid ? a_src + it * a_it_stride : p.a,
-                     valid ? 16 : 0);
+      for (int it = 0; it < BT / kARowsPerIt; ++it, src += a_it_stride)
+        CpAsync16(a_sh + it * kARowsPerIt * 128 + (a_swz ^ ((kARowsPerIt * it) % 8)) * 16, src);
+    } else {
+#pragma unroll
+      for (int it = 0; it < BT / kARowsPerIt; ++it) {
+        const bool valid = kARowsPerIt * it < a_left;
+        const int chunk = a_swz ^ ((kARowsPerIt * it) % 8);
+        CpAsync16Zfill(a_sh + it * kARowsPerIt * 128 + chunk * 16, valid ? a_src + it * a_it_stride : p.a,
+                       valid ? 16 : 0);
+      }
     }
     // B: the KS k16 rows of QF4 tiles; the kColTiles tiles of one row are
     // contiguous in global memory (512 bytes each).
@@ -470,13 +481,24 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16WgmmaKern
   int slot = 0;
   // One stage: wait for its copies, refill the slot of stage i-1-kDepth,
   // compute into `af`, retire stage i-kDepth's group (registers `old`).
+  // Where the refill's copies go (H200, A/B in one run, kernels/README.md):
+  // with one stage of wgmma in flight, before the compute, so that they have
+  // the most time to land (after it: 2-9% slower at m = 64 and 256, 21-27%
+  // for the 3-stage ring); with two stages in flight, after the stage's
+  // wgmma are issued, which takes them off the path from the barrier to the
+  // tensor cores (m = 256: 2-5% faster in the loop, 5-12% cold).
+  constexpr bool kFetchLate = kDepth == 2;
+  auto refill = [&](int i) {
+    if (i + kPrefetch < count) fetch_stage(slot + kPrefetch >= STAGES ? slot + kPrefetch - STAGES : slot + kPrefetch);
+    CpAsyncCommit();
+  };
   auto step = [&](int i, AFrags& af, const AFrags& old) {
     CpAsyncWait<kPrefetch - 1>();
     FenceProxyAsync();  // this thread's cp.async bytes, before wgmma reads them through the async proxy
     __syncthreads();    // stage i landed everywhere; every warpgroup retired stage i-1-kDepth's wgmma
-    if (i + kPrefetch < count) fetch_stage(slot + kPrefetch >= STAGES ? slot + kPrefetch - STAGES : slot + kPrefetch);
-    CpAsyncCommit();
+    if constexpr (!kFetchLate) refill(i);
     compute_stage(slot, af);
+    if constexpr (kFetchLate) refill(i);
     WgmmaWait<kDepth>();  // stage i-kDepth's group: its A registers and ring slot are free
     retire(old);
     slot = slot == STAGES - 1 ? 0 : slot + 1;
