@@ -64,11 +64,11 @@ const Row kTable[] = {
     {32, 0, 0, &w4a16::kW4A16StreamM32},
     // Warpgroup MMA (sm_90a) from 33 rows up, tuned on the H200 with
     // w4a16_bench --sweep=wg_ (kernels/README.md): 64 x 256 tiles with
-    // 128-row stages up to 64 rows; 128-row tiles up to 128; 256-row tiles
+    // six 128-row stages up to 64 rows; 128-row tiles up to 128; 256-row tiles
     // with two stages of wgmma in flight above. Only from kWgMinN columns:
     // below, its few large tiles leave most SMs idle (tiny-llama's n <= 768:
     // 10.8-28 us in verify against 8.7-19 us tiled).
-    {64, kWgMinN, 0, &w4a16::kW4A16WgT64K128},
+    {64, kWgMinN, 0, &w4a16::kW4A16WgT64S6K128},
     {48, 0, 0, &w4a16::kW4A16Mb3Bn128},
     {48, 0, 0, &w4a16::kW4A16Mb3Bn256},
     // Deep or wide weights: the 256-column, 256-row stages (down: 107 vs 113 us).
@@ -91,7 +91,8 @@ const Variant* const kFallbackVariants[] = {&w4a16::kW4A16AnyBk128, &w4a16::kW4A
 const Variant* const kTuningVariants[] = {
     &w4a16::kW4A16WgT64,           &w4a16::kW4A16WgT64D2,       &w4a16::kW4A16WgT256N128,
     &w4a16::kW4A16WgT128N128TwoBlocks, &w4a16::kW4A16WgT256N128K128, &w4a16::kW4A16WgT64N128TwoBlocks,
-    &w4a16::kW4A16WgT64N128K128,    &w4a16::kW4A16WsT64N128TwoBlocks, &w4a16::kW4A16WsT64N256,
+    &w4a16::kW4A16WgT64N128K128,    &w4a16::kW4A16WgT64K128,
+    &w4a16::kW4A16WsT64N128TwoBlocks, &w4a16::kW4A16WsT64N256,
     &w4a16::kW4A16StreamM8Reg,      &w4a16::kW4A16StreamM16Reg,
     &w4a16::kW4A16StreamM16Fold,    &w4a16::kW4A16StreamM64,     &w4a16::kW4A16DecodeM16,
     &w4a16::kW4A16BalancedM8,       &w4a16::kW4A16DecodeM8,      &w4a16::kW4A16StreamM8D16,
