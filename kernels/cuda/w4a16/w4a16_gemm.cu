@@ -63,12 +63,16 @@ const Row kTable[] = {
     {16, 0, 0, &w4a16::kW4A16StreamM16},
     {32, 0, 0, &w4a16::kW4A16StreamM32},
     // Warpgroup MMA (sm_90a) from 33 rows up, tuned on the H200 with
-    // w4a16_bench --sweep=wg_ (kernels/README.md): 64 x 256 tiles with
-    // six 128-row stages up to 64 rows; 128-row tiles up to 128; 256-row tiles
-    // with two stages of wgmma in flight above. Only from kWgMinN columns:
-    // below, its few large tiles leave most SMs idle (tiny-llama's n <= 768:
-    // 10.8-28 us in verify against 8.7-19 us tiled).
-    {64, kWgMinN, 0, &w4a16::kW4A16WgT64S6K128},
+    // w4a16_bench --sweep=wg_ (kernels/README.md): up to 64 rows, 128-row
+    // stages, 64 x 256 tiles for wide or deep weights and 64 x 128 tiles two
+    // blocks per SM otherwise (o m = 64: 32.5-33.1 against 34.7-35.2 us);
+    // 128-row tiles up to 128; 256-row tiles with two stages of wgmma in
+    // flight above. Only from kWgMinN columns: below, its few large tiles
+    // leave most SMs idle (tiny-llama's n <= 768: 10.8-28 us in verify
+    // against 8.7-19 us tiled).
+    {64, 16384, 0, &w4a16::kW4A16WgT64S6K128},
+    {64, kWgMinN, kDeepK, &w4a16::kW4A16WgT64S6K128},
+    {64, kWgMinN, 0, &w4a16::kW4A16WgT64N128K128TwoBlocks},
     {48, 0, 0, &w4a16::kW4A16Mb3Bn128},
     {48, 0, 0, &w4a16::kW4A16Mb3Bn256},
     // Deep or wide weights: the 256-column, 256-row stages (down: 107 vs 113 us).

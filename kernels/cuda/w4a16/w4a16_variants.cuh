@@ -158,8 +158,8 @@ extern const Variant kW4A16BalancedM8;
 // Warpgroup-MMA variants (w4a16_wgmma_kernel.cuh), sm_90a, named
 // wg_t<rows of A>_n<columns>_s<stages>[_2blk: two blocks per SM][_d2: two
 // stages of wgmma in flight][_k128: 128-row stages]. The table uses
-// t64_n256_s6_k128, t128_n256, t128_n128 and t256_n128_s5_d2; the rest are
-// for tuning sweeps.
+// t64_n256_s6_k128, t64_n128_s4_k128_2blk, t128_n256, t128_n128 and
+// t256_n128_s5_d2; the rest are for tuning sweeps.
 extern const Variant kW4A16WgT64;
 extern const Variant kW4A16WgT128;
 extern const Variant kW4A16WgT128N128;
@@ -172,6 +172,7 @@ extern const Variant kW4A16WgT256N128K128;
 extern const Variant kW4A16WgT64K128;
 extern const Variant kW4A16WgT64S6K128;
 extern const Variant kW4A16WgT64N128K128;
+extern const Variant kW4A16WgT64N128K128TwoBlocks;
 // Warp-specialized (wg_ws_*): a producer warp fills the ring and the two
 // compute warpgroups hand stages back through mbarriers, no block barrier.
 extern const Variant kW4A16WsT64N128TwoBlocks;
