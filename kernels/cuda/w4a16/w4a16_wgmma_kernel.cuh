@@ -280,7 +280,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16WgmmaKern
   auto fetch_stage = [&](int slot) {
     // A: BT rows x kAChunks chunks of 16 bytes; rows past m read nothing (zeros).
     // A full tile takes the path without a predicate and select per copy
-    // (those were ~20% of the instructions per stage of wg_t256 at m = 256).
+    // (ISETP and SEL were 12% of wg_t256_n128_s4's instructions at m = 256,
+    // issued right after the stage barrier).
     char* a_sh = sh_a + slot * Cfg::kAStage + a_sh_off;
     if (a_full) {
       const __half* src = a_src;
@@ -486,7 +487,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16WgmmaKern
   // the most time to land (after it: 2-9% slower at m = 64 and 256, 21-27%
   // for the 3-stage ring); with two stages in flight, after the stage's
   // wgmma are issued, which takes them off the path from the barrier to the
-  // tensor cores (m = 256: 2-5% faster in the loop, 5-12% cold).
+  // tensor cores (wg_t256_n128_s5_d2, m = 256: 4-5% faster in the loop,
+  // 5-9% cold).
   constexpr bool kFetchLate = kDepth == 2;
   auto refill = [&](int i) {
     if (i + kPrefetch < count) fetch_stage(slot + kPrefetch >= STAGES ? slot + kPrefetch - STAGES : slot + kPrefetch);
