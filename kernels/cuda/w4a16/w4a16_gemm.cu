@@ -257,7 +257,14 @@ Plan MakePlan(const Variant& v, const DeviceFacts& f, int64_t m, int64_t n, int6
   // rows x 128-256 columns of fp32, whatever m is): one block summing them
   // takes longer than the stages it saves. Otherwise stream-K over every slot.
   const bool shallow = v.full_tile_partials && p.k_tiles <= kMaxUnsplitStages;
+  // wgmma, fewer tiles than slots: every tile split the same number of
+  // ways when that still fills nine tenths of the slots. No block's range
+  // then spans two tiles, so each ends with one partial and at most one
+  // fixup (stream-K's equal shares left the SMs' busy times 20-25% apart).
+  const int64_t ways = tiles > 0 ? slots / tiles : 0;
+  const bool even = v.full_tile_partials && ways >= 2 && ways <= p.k_tiles && tiles * ways * 10 >= slots * 9;
   p.grid = static_cast<int>((tiles <= slots && tiles * 10 >= slots * 9) || shallow ? tiles
+                            : even                                                  ? tiles * ways
                                                                                     : std::min<int64_t>(p.units, slots));
   p.counter_bytes = static_cast<size_t>(p.n_tiles * p.m_chunks) * sizeof(int);
   // Sized for the stream-K grid even when the plan takes whole tiles, so a
