@@ -11,6 +11,7 @@
 #include "kernels/cuda/w4a16.h"
 #include "kernels/cuda/w4a16/w4a16_residency.h"
 #include "kernels/cuda/w4a16/w4a16_variants.cuh"
+#include "kernels/plan/tile_grid.h"
 
 namespace qf::kernels {
 namespace {
@@ -250,22 +251,14 @@ Plan MakePlan(const Variant& v, const DeviceFacts& f, int64_t m, int64_t n, int6
   p.k_tiles = k / v.bk;
   p.units = p.n_tiles * p.m_chunks * p.k_tiles;
   const int64_t slots = int64_t{f.sms} * f.blocks_per_sm, tiles = p.n_tiles * p.m_chunks;
-  // One block per tile when the tiles nearly fill the device: no tile is
-  // shared, so no partial sums cross L2 and no block ends with a fixup, for
-  // at most a tenth of the slots left idle. Also when k is only a few stages
-  // deep and a split would write and sum full-tile partials (wgmma: 64-256
-  // rows x 128-256 columns of fp32, whatever m is): one block summing them
-  // takes longer than the stages it saves. Otherwise stream-K over every slot.
-  const bool shallow = v.full_tile_partials && p.k_tiles <= kMaxUnsplitStages;
-  // wgmma, fewer tiles than slots: every tile split the same number of
-  // ways when that still fills nine tenths of the slots. No block's range
-  // then spans two tiles, so each ends with one partial and at most one
-  // fixup (stream-K's equal shares left the SMs' busy times 20-25% apart).
-  const int64_t ways = tiles > 0 ? slots / tiles : 0;
-  const bool even = v.full_tile_partials && ways >= 2 && ways <= p.k_tiles && tiles * ways * 10 >= slots * 9;
-  p.grid = static_cast<int>((tiles <= slots && tiles * 10 >= slots * 9) || shallow ? tiles
-                            : even                                                  ? tiles * ways
-                                                                                    : std::min<int64_t>(p.units, slots));
+  // Whole tiles, an even split of each tile, or stream-K (kernels/plan/tile_grid.h).
+  TileGridProblem g;
+  g.tiles = tiles;
+  g.k_tiles = p.k_tiles;
+  g.slots = slots;
+  g.full_tile_partials = v.full_tile_partials;
+  g.max_unsplit_stages = kMaxUnsplitStages;
+  p.grid = static_cast<int>(PickTileGrid(g).grid);
   p.counter_bytes = static_cast<size_t>(p.n_tiles * p.m_chunks) * sizeof(int);
   // Sized for the stream-K grid even when the plan takes whole tiles, so a
   // workspace sized for some m serves every smaller m of the same variant.
