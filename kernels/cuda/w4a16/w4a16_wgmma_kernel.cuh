@@ -487,8 +487,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16WgmmaKern
   // the most time to land (after it: 2-9% slower at m = 64 and 256, 21-27%
   // for the 3-stage ring); with two stages in flight, after the stage's
   // wgmma are issued, which takes them off the path from the barrier to the
-  // tensor cores (wg_t256_n128_s5_d2, m = 256: 4-5% faster in the loop,
-  // 5-9% cold).
+  // tensor cores (wg_t256_n128_s5_d2 at m = 256, together with the A copies
+  // without predicate: 2-14% faster in the loop, 5-16% cold).
   constexpr bool kFetchLate = kDepth == 2;
   auto refill = [&](int i) {
     if (i + kPrefetch < count) fetch_stage(slot + kPrefetch >= STAGES ? slot + kPrefetch - STAGES : slot + kPrefetch);
