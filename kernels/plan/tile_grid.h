@@ -33,7 +33,7 @@ struct TileGridProblem {
   int64_t k_tiles = 0;  // units per tile (k / BK)
   int64_t slots = 0;    // resident blocks on the device (SMs x blocks per SM)
   bool full_tile_partials = false;  // the wgmma kernel: a split writes whole fp32 tiles
-  int64_t max_unsplit_stages = 8;   // k depth that a full-tile-partial kernel never splits
+  int64_t max_unsplit_stages = 8;   // deepest k (in units) a full-tile-partial kernel runs unsplit
 };
 
 enum class TileSplit { kWholeTiles, kEven, kStreamK };

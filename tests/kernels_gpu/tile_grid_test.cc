@@ -24,8 +24,8 @@ TileGridProblem Wgmma(int64_t n, int64_t bn, int64_t k, int64_t bk, int64_t slot
   return p;
 }
 
-// The tile that unit u belongs to, and block b's units as the kernels take
-// them (w4a16_kernel.cuh, BlockUnits).
+// Block b's first unit as the kernels compute it (w4a16_kernel.cuh,
+// BlockUnits); its units run up to block b + 1's first.
 int64_t FirstUnit(int64_t units, int64_t grid, int64_t b) { return units * b / grid; }
 
 TEST(TileGridTest, SplitsFewTilesEvenlyForTheWgmmaKernel) {

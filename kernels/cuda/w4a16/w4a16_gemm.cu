@@ -72,7 +72,7 @@ const Row kTable[] = {
     // leave most SMs idle (tiny-llama's n <= 768: 10.8-28 us in verify
     // against 8.7-19 us tiled).
     {64, 16384, 0, &w4a16::kW4A16WgT64S6K128},
-    {64, kWgMinN, kDeepK, &w4a16::kW4A16WgT64S6K128},
+    {64, kWgMinN, 16384, &w4a16::kW4A16WgT64S6K128},
     {64, kWgMinN, 0, &w4a16::kW4A16WgT64N128K128TwoBlocks},
     {48, 0, 0, &w4a16::kW4A16Mb3Bn128},
     {48, 0, 0, &w4a16::kW4A16Mb3Bn256},
@@ -241,9 +241,6 @@ struct Plan {
   }
 };
 
-// Deepest k (in stages) that a full-tile-partial variant runs unsplit.
-constexpr int64_t kMaxUnsplitStages = 8;
-
 Plan MakePlan(const Variant& v, const DeviceFacts& f, int64_t m, int64_t n, int64_t k) {
   Plan p;
   p.n_tiles = n / v.bn;
@@ -257,7 +254,6 @@ Plan MakePlan(const Variant& v, const DeviceFacts& f, int64_t m, int64_t n, int6
   g.k_tiles = p.k_tiles;
   g.slots = slots;
   g.full_tile_partials = v.full_tile_partials;
-  g.max_unsplit_stages = kMaxUnsplitStages;
   p.grid = static_cast<int>(PickTileGrid(g).grid);
   p.counter_bytes = static_cast<size_t>(p.n_tiles * p.m_chunks) * sizeof(int);
   // Sized for the stream-K grid even when the plan takes whole tiles, so a

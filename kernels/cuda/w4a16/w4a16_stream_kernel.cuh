@@ -522,7 +522,6 @@ __global__ void __launch_bounds__(StreamConfig<MH, DEPTH, FOLD, REG>::kMaxThread
   float acc[MH][4][4] = {};
   float accg[kFold ? MH : 1][4][4] = {};
 
-
   // ldmatrix row addresses: lane l feeds matrix l/8 = (8-row block 2*pair +
   // (l/16), k half (l/8)%2); rows past m read row m-1 (their outputs are dropped).
   uint32_t a_lane[kPairs];
