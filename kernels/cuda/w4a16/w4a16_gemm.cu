@@ -98,6 +98,8 @@ const Variant* const kTuningVariants[] = {
     &w4a16::kW4A16WgT128N128TwoBlocks, &w4a16::kW4A16WgT256N128K128, &w4a16::kW4A16WgT64N128TwoBlocks,
     &w4a16::kW4A16WgT64N128K128,    &w4a16::kW4A16WgT64K128,
     &w4a16::kW4A16WsT64N128TwoBlocks, &w4a16::kW4A16WsT64N256,
+    &w4a16::kW4A16WgT256N128D2Tma,  &w4a16::kW4A16WgT256N128Tma, &w4a16::kW4A16WgT64S6K128Tma,
+    &w4a16::kW4A16WgT64N128K128TwoBlocksTma,
     &w4a16::kW4A16StreamM8Reg,      &w4a16::kW4A16StreamM16Reg,
     &w4a16::kW4A16StreamM16Fold,    &w4a16::kW4A16StreamM64,     &w4a16::kW4A16DecodeM16,
     &w4a16::kW4A16BalancedM8,       &w4a16::kW4A16DecodeM8,      &w4a16::kW4A16StreamM8D16,
@@ -372,8 +374,8 @@ absl::Status W4A16Gemm(const W4A16GemmArgs& args) {
   p.m_chunks = static_cast<int>(plan.m_chunks);
   p.k_tiles = static_cast<int>(plan.k_tiles);
   p.units = plan.units;
-  v->launch(p, plan.grid, args.stream);
-  const cudaError_t e = cudaGetLastError();
+  cudaError_t e = v->launch(p, plan.grid, args.stream);
+  if (e == cudaSuccess) e = cudaGetLastError();
   if (e != cudaSuccess) return CudaError(e, absl::StrCat("launch of ", v->name, " (", Shape(m, n, k, gsz), ")"));
   return absl::OkStatus();
 }

@@ -57,7 +57,9 @@ struct Variant {
   int min_sm;          // oldest architecture it runs on (90: bulk copies; 80: cp.async + mma.sync)
   size_t smem_bytes;   // dynamic shared memory
   const void* kernel;  // for cudaFuncSetAttribute / occupancy queries
-  void (*launch)(const Params& p, int grid, cudaStream_t stream);
+  // Enqueues the kernel; an error here is one found before the launch (the
+  // caller reads the launch's own with cudaGetLastError).
+  cudaError_t (*launch)(const Params& p, int grid, cudaStream_t stream);
   // Weight-streaming family (w4a16_stream.cu) instead of `launch`: plans its
   // own grid per (m, n, k), needs no workspace, takes bm rows per launch.
   absl::Status (*stream_run)(const StreamCall& call, int device) = nullptr;
@@ -78,14 +80,16 @@ struct Variant {
 };
 
 template <class Cfg>
-void LaunchW4A16(const Params& p, int grid, cudaStream_t stream) {
+cudaError_t LaunchW4A16(const Params& p, int grid, cudaStream_t stream) {
   W4A16GemmKernel<Cfg><<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
+  return cudaSuccess;
 }
 
 // A table row for a kernel instance whose Cfg has the tiled kernel's tile
 // fields (kBm, kBn, kBk, kThreads, kStages, kMinBlocks, kSmemBytes).
 template <class Cfg>
-Variant VariantOf(const char* name, int min_sm, const void* kernel, void (*launch)(const Params&, int, cudaStream_t)) {
+Variant VariantOf(const char* name, int min_sm, const void* kernel,
+                  cudaError_t (*launch)(const Params&, int, cudaStream_t)) {
   return Variant{name,         Cfg::kBm, Cfg::kBn, Cfg::kBk, Cfg::kThreads, Cfg::kStages, Cfg::kMinBlocks, min_sm,
                  Cfg::kSmemBytes, kernel,  launch};
 }
@@ -173,6 +177,12 @@ extern const Variant kW4A16WgT64K128;
 extern const Variant kW4A16WgT64S6K128;
 extern const Variant kW4A16WgT64N128K128;
 extern const Variant kW4A16WgT64N128K128TwoBlocks;
+// _tma: the same tiles staged by TMA tensor and bulk copies from warp 0
+// onto one mbarrier per ring slot (WgConfig TMA).
+extern const Variant kW4A16WgT256N128D2Tma;
+extern const Variant kW4A16WgT256N128Tma;
+extern const Variant kW4A16WgT64S6K128Tma;
+extern const Variant kW4A16WgT64N128K128TwoBlocksTma;
 // Warp-specialized (wg_ws_*): a producer warp fills the ring and the two
 // compute warpgroups hand stages back through mbarriers, no block barrier.
 extern const Variant kW4A16WsT64N128TwoBlocks;

@@ -14,9 +14,19 @@
 
 namespace qf::kernels::w4a16 {
 
+// The TMA map of A (m x k fp16, row-major) for the _tma variants: boxes of
+// `box_rows` rows x 64 k (128 bytes), 128-byte swizzle, rows past m read as
+// zeros. cudaErrorInvalidValue when the driver rejects it (w4a16_tensor_map.cu).
+cudaError_t EncodeActivationMap(CUtensorMap* map, const __half* a, int m, int k, int box_rows);
+
 template <class Cfg>
-void LaunchW4A16Wgmma(const Params& p, int grid, cudaStream_t stream) {
-  W4A16WgmmaKernel<Cfg><<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
+cudaError_t LaunchW4A16Wgmma(const Params& p, int grid, cudaStream_t stream) {
+  CUtensorMap a_map{};  // unused without TMA
+  if constexpr (Cfg::kTma) {
+    if (const cudaError_t e = EncodeActivationMap(&a_map, p.a, p.m, p.k, Cfg::kBm); e != cudaSuccess) return e;
+  }
+  W4A16WgmmaKernel<Cfg><<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p, a_map);
+  return cudaSuccess;
 }
 
 // sm_90 only, and only when the build has sm_90a code (CMake defines

@@ -43,6 +43,7 @@
 // (index r * 256 + thread), so its stores and the fixup's loads coalesce.
 #pragma once
 
+#include <cuda.h>  // CUtensorMap
 #include <cuda_fp16.h>
 
 #include <cstdint>
@@ -95,6 +96,39 @@ __device__ __forceinline__ uint64_t SmemDescSw128(uint32_t smem_addr) {
 // 16-byte async copy that reads `src_bytes` (16 or 0) and zero-fills the rest.
 __device__ __forceinline__ void CpAsync16Zfill(void* smem, const void* gmem, uint32_t src_bytes) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SmemAddr(smem)), "l"(gmem), "r"(src_bytes));
+}
+
+// TMA tensor copy of one box of A (2-D map: k inner, rows outer) into shared
+// memory, completing on `bar`. Rows past the map's m arrive as zeros.
+__device__ __forceinline__ void TmaLoad2d(void* smem, const CUtensorMap* map, int k0, int row0, uint64_t* bar) {
+  QF_SM90(asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::
+          "r"(SmemAddr(smem)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(k0), "r"(row0), "r"(SmemAddr(bar))
+      : "memory"));
+}
+
+// Waits for phase `parity` of `bar` with the retry loop inside one asm block:
+// a C++ loop around try_wait is control flow that ptxas answers by draining
+// the wgmma in flight (C7517); this form keeps them in flight. A phase that
+// never completes traps after 2^26 tries instead of hanging the GPU.
+__device__ __forceinline__ void MbarWaitInFlight(uint64_t* bar, uint32_t parity) {
+  QF_SM90(asm volatile(
+      "{\n"
+      "  .reg .pred p;\n"
+      "  .reg .u32 n;\n"
+      "  mov.u32 n, 0;\n"
+      "WAIT:\n"
+      "  mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+      "  @p bra.uni DONE;\n"
+      "  add.u32 n, n, 1;\n"
+      "  setp.gt.u32 p, n, 0x4000000;\n"
+      "  @p trap;\n"
+      "  bra.uni WAIT;\n"
+      "DONE:\n"
+      "}\n" ::"r"(SmemAddr(bar)),
+      "r"(parity)
+      : "memory"));
 }
 
 // D[64 x 64] += A[64 x 16] (registers) * B[16 x 64] (shared memory, descriptor).
@@ -166,7 +200,8 @@ __device__ __forceinline__ void WgmmaM64K16(float (&d)[BT / 2], const uint32_t (
 
 // ---------------------------------------------------------------- configuration
 
-template <int BT, int MW, int STAGES, int MIN_BLOCKS = 1, int DEPTH = 1, int KS = 4, bool WS = false>
+template <int BT, int MW, int STAGES, int MIN_BLOCKS = 1, int DEPTH = 1, int KS = 4, bool WS = false,
+          bool TMA = false>
 struct WgConfig {
   static constexpr int kBm = BT;          // rows of A per tile (the wgmma N)
   static constexpr int kMw = MW;          // 64-column blocks per warpgroup
@@ -181,6 +216,11 @@ struct WgConfig {
   // warps put three on one SM sub-partition, which caps registers at 168 per
   // thread: only tiles with BT*MW <= 128 keep their wgmma unserialized.
   static constexpr bool kWs = WS;
+  // TMA: warp 0 stages each slot with one tensor copy of A per 64-row half
+  // (the hardware writes the 128-byte swizzle and zero-fills rows past m)
+  // and one bulk copy per row of QF4 tiles, scales and zeros, all completing
+  // on the slot's mbarrier; the other 255 threads issue no copies.
+  static constexpr bool kTma = TMA;
   static constexpr int kComputeThreads = 256;          // 2 warpgroups
   static constexpr int kThreads = WS ? 256 + 32 : 256;  // + the producer warp
   static constexpr int kCopyThreads = WS ? 32 : 256;    // threads that issue the copies
@@ -202,13 +242,14 @@ struct WgConfig {
                 "equal copy shares");
   static_assert(DEPTH == 1 || DEPTH == 2, "two or three A register sets");
   static_assert(!WS || DEPTH == 1, "the producer hand-off releases one stage per wait");
+  static_assert(!(WS && TMA), "one copy scheme");
   static_assert(STAGES >= DEPTH + 2, "slot i-1-DEPTH is refilled at stage i");
 };
 
 // ---------------------------------------------------------------- the kernel
 
 template <class Cfg>
-__global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16WgmmaKernel(const Params p) {
+__global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16WgmmaKernel(const Params p, const __grid_constant__ CUtensorMap a_map) {
   constexpr int BT = Cfg::kBm, BN = Cfg::kBn, MW = Cfg::kMw, STAGES = Cfg::kStages;
   constexpr int kThreads = Cfg::kComputeThreads, kAccSet = Cfg::kAccSet, kColTiles = Cfg::kColTiles;
   constexpr int kDepth = Cfg::kDepth;
@@ -219,7 +260,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16WgmmaKern
   // Warp-specialized ring hand-off: full[s] completes when the producer's 32
   // lanes' copies into slot s have landed, empty[s] when the 256 compute
   // threads have retired the wgmma that read it.
-  __shared__ uint64_t ring_bar[Cfg::kWs ? 2 * STAGES : 1];
+  // TMA: full[s] completes when the bulk and tensor copies into slot s have
+  // landed (warp 0 arms it with the stage's byte count).
+  __shared__ uint64_t ring_bar[Cfg::kWs ? 2 * STAGES : Cfg::kTma ? STAGES : 1];
   char* base = reinterpret_cast<char*>(smem_raw) + ((1024 - (SmemAddr(smem_raw) & 1023)) & 1023);
   char* sh_a = base;                                                          // [STAGES][BT][128 B]
   char* sh_b = sh_a + STAGES * Cfg::kAStage;                               // [STAGES][KS][kColTiles][32] int4
@@ -277,7 +320,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16WgmmaKern
   seek();
 
   // ---- fetch_stage: copies of the next unit into ring slot `slot`.
-  auto fetch_stage = [&](int slot) {
+  auto fetch_stage_cp = [&](int slot) {
     // A: BT rows x kAChunks chunks of 16 bytes; rows past m read nothing (zeros).
     // A full tile takes the path without a predicate and select per copy
     // (ISETP and SEL were 12% of wg_t256_n128_s4's instructions at m = 256,
@@ -330,6 +373,52 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16WgmmaKern
                 reinterpret_cast<const int4*>(p.zeros + static_cast<long long>(group0() + gr) * (p.n / 8) +
                                               f_nt * (BN / 8)) +
                     ch);
+    }
+  };
+  // TMA: the stage's copies are numbered (the kHalves tensor boxes of A, the
+  // KS rows of QF4 tiles, the scale rows, the zero rows) and lane 0 of warp
+  // w issues copies w, w + 8, ...: one or two per warp, so no warpgroup's
+  // wgmma waits on a warp busy issuing the whole stage. Warp 0 also arms the
+  // slot's barrier with the stage's bytes (a box counts whole, its
+  // zero-filled rows included); a copy that completes before the arming only
+  // drives the barrier's byte count below zero, the phase still needs the
+  // arrival.
+  [[maybe_unused]] const uint64_t s_policy = Cfg::kTma ? EvictNormalPolicy() : 0;
+  [[maybe_unused]] const uint32_t stage_bytes =
+      Cfg::kAStage + Cfg::kBStage + group_rows * (BN * 2 + (p.zeros != nullptr ? BN / 2 : 0));
+  [[maybe_unused]] const int stage_copies = Cfg::kHalves + Cfg::kKs + group_rows * (p.zeros != nullptr ? 2 : 1);
+  auto fetch_stage_tma = [&](int slot) {
+    if (lane != 0) return;
+    uint64_t* bar = ring_bar + slot;
+    if (warp == 0) MbarArriveExpectTx(bar, stage_bytes);
+    const int k0 = f_kt * Cfg::kBk;
+    const int g0 = p.group_log2 >= 0 ? k0 >> p.group_log2 : k0 / gs;
+    constexpr int kBFirst = Cfg::kHalves, kSFirst = kBFirst + Cfg::kKs;
+    const int z_first = kSFirst + group_rows;
+    for (int c = warp; c < stage_copies; c += kThreads / 32) {
+      if (c < kBFirst) {
+        TmaLoad2d(sh_a + slot * Cfg::kAStage + c * BT * 128, &a_map, k0 + 64 * c, f_mc * BT, bar);
+      } else if (c < kSFirst) {
+        const int j = c - kBFirst;
+        BulkCopy(sh_b + slot * Cfg::kBStage + j * kColTiles * 512,
+                 p.b + ((static_cast<long long>(f_kt) * Cfg::kKs + j) * n64 + f_nt * kColTiles) * 32,
+                 kColTiles * 512, bar, b_policy);
+      } else if (c < z_first) {
+        const int gr = c - kSFirst;
+        BulkCopy(sh_s + (slot * Cfg::kGroupRows + gr) * BN,
+                 p.scales + static_cast<long long>(g0 + gr) * (p.n / 8) + f_nt * (BN / 8), BN * 2, bar, s_policy);
+      } else {
+        const int gr = c - z_first;
+        BulkCopy(sh_z + (slot * Cfg::kGroupRows + gr) * (BN / 8),
+                 p.zeros + static_cast<long long>(g0 + gr) * (p.n / 8) + f_nt * (BN / 8), BN / 2, bar, s_policy);
+      }
+    }
+  };
+  auto fetch_stage = [&](int slot) {
+    if constexpr (Cfg::kTma) {
+      fetch_stage_tma(slot);
+    } else {
+      fetch_stage_cp(slot);
     }
     if (++f_kt == k_tiles) {
       f_kt = 0;
@@ -494,16 +583,28 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16WgmmaKern
     if (i + kPrefetch < count) fetch_stage(slot + kPrefetch >= STAGES ? slot + kPrefetch - STAGES : slot + kPrefetch);
     CpAsyncCommit();
   };
+  uint32_t phase = 0;  // parity of slot `slot`'s current fill (mbarrier hand-offs)
   auto step = [&](int i, AFrags& af, const AFrags& old) {
-    CpAsyncWait<kPrefetch - 1>();
-    FenceProxyAsync();  // this thread's cp.async bytes, before wgmma reads them through the async proxy
-    __syncthreads();    // stage i landed everywhere; every warpgroup retired stage i-1-kDepth's wgmma
-    if constexpr (!kFetchLate) refill(i);
+    if constexpr (Cfg::kTma) {
+      __syncthreads();  // every warpgroup retired stage i-1-kDepth's wgmma: its slot may be refilled
+      if constexpr (!kFetchLate) refill(i);
+      MbarWaitInFlight(ring_bar + slot, phase);  // stage i landed (the async proxy wrote it, wgmma reads it there)
+    } else {
+      CpAsyncWait<kPrefetch - 1>();
+      FenceProxyAsync();  // this thread's cp.async bytes, before wgmma reads them through the async proxy
+      __syncthreads();    // stage i landed everywhere; every warpgroup retired stage i-1-kDepth's wgmma
+      if constexpr (!kFetchLate) refill(i);
+    }
     compute_stage(slot, af);
     if constexpr (kFetchLate) refill(i);
     WgmmaWait<kDepth>();  // stage i-kDepth's group: its A registers and ring slot are free
     retire(old);
-    slot = slot == STAGES - 1 ? 0 : slot + 1;
+    if (slot == STAGES - 1) {
+      slot = 0;
+      phase ^= 1;
+    } else {
+      ++slot;
+    }
   };
 
   // ---- Warp-specialized stage (kWs): wait until the producer's copies of
@@ -512,7 +613,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16WgmmaKern
   // predecessor the tile-end wait retired and released).
   uint64_t* const full_bar = ring_bar;
   uint64_t* const empty_bar = ring_bar + (Cfg::kWs ? STAGES : 0);
-  uint32_t phase = 0;  // parity of slot `slot`'s current fill
   int held = 0;
   bool holding = false;
   auto step_ws = [&](AFrags& af, const AFrags& old) {
@@ -570,6 +670,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16WgmmaKern
       return;
     }
   } else {
+    if constexpr (Cfg::kTma) {
+      if (tid == 0) {
+        for (int s = 0; s < STAGES; ++s) MbarInit(ring_bar + s, 1);
+        QF_SM90(asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"));
+      }
+      __syncthreads();
+    }
     if (count <= 0) return;
 #pragma unroll
     for (int s = 0; s < kPrefetch; ++s) {

@@ -1,0 +1,6 @@
+// One W4A16 GEMM variant per file, so the instances compile in parallel.
+#include "kernels/cuda/w4a16/w4a16_wgmma.cuh"
+
+namespace qf::kernels::w4a16 {
+const Variant kW4A16WgT256N128Tma = MakeWgmmaVariant<WgConfig<256, 1, 4, 1, 1, 4, false, true>>("wg_t256_n128_s4_tma");
+}  // namespace qf::kernels::w4a16
