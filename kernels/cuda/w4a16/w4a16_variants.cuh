@@ -177,8 +177,8 @@ extern const Variant kW4A16WgT64K128;
 extern const Variant kW4A16WgT64S6K128;
 extern const Variant kW4A16WgT64N128K128;
 extern const Variant kW4A16WgT64N128K128TwoBlocks;
-// _tma: the same tiles staged by TMA tensor and bulk copies from warp 0
-// onto one mbarrier per ring slot (WgConfig TMA).
+// _tma (tuning only): the same tiles staged by TMA tensor and bulk copies,
+// one or two issued per warp, onto one mbarrier per ring slot (WgConfig TMA).
 extern const Variant kW4A16WgT256N128D2Tma;
 extern const Variant kW4A16WgT256N128Tma;
 extern const Variant kW4A16WgT64S6K128Tma;

@@ -30,6 +30,12 @@
 // the next, and a slot is refilled only after every warpgroup has passed the
 // wait that retired the wgmma reading it.
 //
+// TMA form (WgConfig TMA, the wg_*_tma tuning variants; measured level or
+// slower, kernels/README.md): the same ring and block barrier, but a slot is
+// filled by TMA tensor copies of A and bulk copies of the weights, scales and
+// zeros, issued by lane 0 of each warp and completing on one mbarrier per
+// slot, which every thread waits on instead of cp.async.wait_group.
+//
 // Warp-specialized form (WgConfig WS, the wg_ws_* tuning variants; measured
 // slower, kernels/README.md): a ninth warp issues every copy into the ring
 // and arms full[slot] with cp.async.mbarrier.arrive; the compute warpgroups
@@ -216,10 +222,10 @@ struct WgConfig {
   // warps put three on one SM sub-partition, which caps registers at 168 per
   // thread: only tiles with BT*MW <= 128 keep their wgmma unserialized.
   static constexpr bool kWs = WS;
-  // TMA: warp 0 stages each slot with one tensor copy of A per 64-row half
-  // (the hardware writes the 128-byte swizzle and zero-fills rows past m)
-  // and one bulk copy per row of QF4 tiles, scales and zeros, all completing
-  // on the slot's mbarrier; the other 255 threads issue no copies.
+  // TMA: each slot is staged by one tensor copy of A per 64-row half (the
+  // hardware writes the 128-byte swizzle and zero-fills rows past m) and one
+  // bulk copy per row of QF4 tiles, scales and zeros, all completing on the
+  // slot's mbarrier; lane 0 of each warp issues one or two of them.
   static constexpr bool kTma = TMA;
   static constexpr int kComputeThreads = 256;          // 2 warpgroups
   static constexpr int kThreads = WS ? 256 + 32 : 256;  // + the producer warp
@@ -261,7 +267,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16WgmmaKern
   // lanes' copies into slot s have landed, empty[s] when the 256 compute
   // threads have retired the wgmma that read it.
   // TMA: full[s] completes when the bulk and tensor copies into slot s have
-  // landed (warp 0 arms it with the stage's byte count).
+  // landed (lane 0 of warp 0 arms it with the stage's byte count).
   __shared__ uint64_t ring_bar[Cfg::kWs ? 2 * STAGES : Cfg::kTma ? STAGES : 1];
   char* base = reinterpret_cast<char*>(smem_raw) + ((1024 - (SmemAddr(smem_raw) & 1023)) & 1023);
   char* sh_a = base;                                                          // [STAGES][BT][128 B]
