@@ -183,7 +183,7 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING, ARING>::kMaxThr
       ARING ? warp_ring + 512 + ARingChunk(8 * (mat >> 1) + (lane & 7), mat & 1) * 16
             : SmemAddr(sh_a + min(8 * (mat >> 1) + (lane & 7), m - 1) * row_int4 + (mat & 1));
   // The A fragments at a_lane + addr_off + OFF (OFF a compile-time byte offset).
-  auto load_a = [&](auto offc, uint32_t addr_off, uint32_t (&af)[MH][2]) {
+  auto load_a = [&](auto offc, uint32_t addr_off, uint32_t (&af)[MH][2]) QF_INLINE {
     constexpr int kOff = decltype(offc)::value;
     if constexpr (MH == 1) {
       LdMatrixX2At<kOff>(af[0], a_lane + addr_off);
@@ -215,9 +215,9 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING, ARING>::kMaxThr
   // same steps of every block of D steps (the part starts on a group and
   // runs whole blocks), so the group switch needs no compare and branch
   // and a block's 8 steps between switches are one basic block.
-  auto block_of_steps = [&](int base, auto all_refills, auto static_groups) {
+  auto block_of_steps = [&](int base, auto all_refills, auto static_groups) QF_INLINE {
     [[maybe_unused]] const uint32_t off = static_cast<uint32_t>(base) * 32;
-    StaticFor<D>([&](auto jc) {
+    StaticFor<D>([&](auto jc) QF_INLINE {
       constexpr int j = decltype(jc)::value;
       int4 bv;
       if constexpr (SRING) {
@@ -269,7 +269,7 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING, ARING>::kMaxThr
   int base = 0;
   const bool static_groups =
       kCanStatic && p.slices_per_group == kStaticSpg && s0 % kStaticSpg == 0 && len % D == 0 && steps == len;
-  const auto all_blocks = [&](auto static_c) {
+  const auto all_blocks = [&](auto static_c) QF_INLINE {
     for (; base + 2 * D <= len; base += D) block_of_steps(base, std::true_type{}, static_c);
     for (; base < steps; base += D) block_of_steps(base, std::false_type{}, static_c);
   };

@@ -91,6 +91,12 @@ template <class F, int... Js>
 __device__ __forceinline__ void StaticForImpl(F&& f, std::integer_sequence<int, Js...>) {
   (f(std::integral_constant<int, Js>{}), ...);
 }
+// For lambdas in the kernels' main loops: inlined whatever their size. A
+// lambda the inliner leaves out of line takes the accumulators it captures by
+// reference with it into local memory (dec_m16_s16: a 688-byte stack frame,
+// the 16 rows' accumulators stored and reloaded around every slice's mma).
+#define QF_INLINE __attribute__((always_inline))
+
 template <int N, class F>
 __device__ __forceinline__ void StaticFor(F&& f) {
   StaticForImpl(f, std::make_integer_sequence<int, N>{});
