@@ -542,7 +542,8 @@ TEST_F(W4A16GpuTest, ForcedStreamGridsMatchCpuReferenceOrAreRefused) {
   ASSERT_TRUE(w.ok()) << w.status();
   const DeviceLinear d(*w);
   const W4A16GemmArgs::StreamPlan fit[] = {{1, 1, 1}, {2, 3, 2}, {1, 12, 1}, {8, 1, 8}, {4, 2, 4}, {1, 5, 3}};
-  for (const char* variant : {"dec_m8", "dec_m16", "stream_m8", "dec_m8_s16", "dec_m8_a16", "dec_m16_a12", "dec_m16_s16"}) {
+  for (const char* variant :
+       {"dec_m8", "dec_m16", "stream_m8", "dec_m8_s16", "dec_m8_a16", "dec_m16_a12", "dec_m16_s16"}) {
     for (int64_t m : {1, 7, 16}) {
       const std::vector<uint16_t> a = RandomActivations(m, q.in_features, 900 + m);
       absl::StatusOr<std::vector<float>> want = GemmW4A16Ref(a, m, *w);

@@ -255,7 +255,8 @@ struct WgConfig {
 // ---------------------------------------------------------------- the kernel
 
 template <class Cfg>
-__global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16WgmmaKernel(const Params p, const __grid_constant__ CUtensorMap a_map) {
+__global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
+    W4A16WgmmaKernel(const Params p, const __grid_constant__ CUtensorMap a_map) {
   constexpr int BT = Cfg::kBm, BN = Cfg::kBn, MW = Cfg::kMw, STAGES = Cfg::kStages;
   constexpr int kThreads = Cfg::kComputeThreads, kAccSet = Cfg::kAccSet, kColTiles = Cfg::kColTiles;
   constexpr int kDepth = Cfg::kDepth;

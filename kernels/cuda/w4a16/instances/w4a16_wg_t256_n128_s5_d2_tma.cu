@@ -2,5 +2,6 @@
 #include "kernels/cuda/w4a16/w4a16_wgmma.cuh"
 
 namespace qf::kernels::w4a16 {
-const Variant kW4A16WgT256N128D2Tma = MakeWgmmaVariant<WgConfig<256, 1, 5, 1, 2, 4, false, true>>("wg_t256_n128_s5_d2_tma");
+const Variant kW4A16WgT256N128D2Tma =
+    MakeWgmmaVariant<WgConfig<256, 1, 5, 1, 2, 4, false, true>>("wg_t256_n128_s5_d2_tma");
 }  // namespace qf::kernels::w4a16

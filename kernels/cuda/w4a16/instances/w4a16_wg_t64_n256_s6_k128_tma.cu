@@ -2,5 +2,6 @@
 #include "kernels/cuda/w4a16/w4a16_wgmma.cuh"
 
 namespace qf::kernels::w4a16 {
-const Variant kW4A16WgT64S6K128Tma = MakeWgmmaVariant<WgConfig<64, 2, 6, 1, 1, 8, false, true>>("wg_t64_n256_s6_k128_tma");
+const Variant kW4A16WgT64S6K128Tma =
+    MakeWgmmaVariant<WgConfig<64, 2, 6, 1, 1, 8, false, true>>("wg_t64_n256_s6_k128_tma");
 }  // namespace qf::kernels::w4a16
