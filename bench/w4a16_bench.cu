@@ -532,7 +532,7 @@ int main(int argc, char** argv) {
             // for grids that do not fit, without launching).
             if (!grids) continue;
             bool planned_shown = false;
-            for (int wn : {1, 2, 4, 8}) {
+            for (int wn : {1, 2, 4, 5, 7, 8, 10, 14, 16}) {
               for (int wk : {1, 2, 3, 4, 6, 8, 12, 16}) {
                 for (int split : {1, 2, 3, 4, 6, 8}) {
                   qf::kernels::W4A16GemmArgs g = forced;
@@ -545,9 +545,10 @@ int main(int argc, char** argv) {
                   }
                   const double tg =
                       timer.MedianUs([&] { Check(qf::kernels::W4A16Gemm(g), name.c_str()); }, flush, warmup, iters);
-                  std::printf("|   grid | %s | %lld | %s | wn %d wk %d split %d | %.1f | %.2fx | %.0f%% |\n", s.name,
-                              static_cast<long long>(m), name.c_str(), wn, wk, split, tg, t_cublas / tg,
-                              100 * bytes / peak_bw * 1e6 / tg);
+                  const double tgl = loop_ours(g, true);
+                  std::printf("|   grid | %s | %lld | %s | wn %d wk %d split %d | %.1f | %.2fx | %.1f | %.2fx | %.0f%% |\n",
+                              s.name, static_cast<long long>(m), name.c_str(), wn, wk, split, tg, t_cublas / tg, tgl,
+                              cublas_loop_us[{s.name, m}] / tgl, 100 * bytes / peak_bw * 1e6 / tgl);
                 }
               }
             }

@@ -414,6 +414,7 @@ TEST_F(W4A16GpuTest, StreamingVariantsMatchCpuReference) {
       {"stream_m8_d16", {1, 5, 8}},        {"stream_m16_fold", {11, 16}},   {"dec_m8", {1, 2, 7, 8, 20}},
       {"dec_m16", {1, 9, 16, 33}},        {"bal_m8", {1, 2, 7, 8, 20}},    {"dec_m8_s16", {1, 2, 7, 8, 20}},
       {"dec_m8_a16", {1, 3, 8, 20}},      {"dec_m16_a12", {1, 9, 16, 33}}, {"dec_m16_s16", {1, 9, 16, 33}},
+      {"dec_m16_s8", {1, 9, 16, 33}},     {"dec_m16_s12", {1, 9, 16, 33}},
   };
   for (const StreamCase& c : cases) {
     const QuantizedLinear q = RandomLinear(c.spec, 71);
@@ -543,7 +544,8 @@ TEST_F(W4A16GpuTest, ForcedStreamGridsMatchCpuReferenceOrAreRefused) {
   const DeviceLinear d(*w);
   const W4A16GemmArgs::StreamPlan fit[] = {{1, 1, 1}, {2, 3, 2}, {1, 12, 1}, {8, 1, 8}, {4, 2, 4}, {1, 5, 3}};
   for (const char* variant :
-       {"dec_m8", "dec_m16", "stream_m8", "dec_m8_s16", "dec_m8_a16", "dec_m16_a12", "dec_m16_s16"}) {
+       {"dec_m8", "dec_m16", "stream_m8", "dec_m8_s16", "dec_m8_a16", "dec_m16_a12", "dec_m16_s16",
+        "dec_m16_s8", "dec_m16_s12"}) {
     for (int64_t m : {1, 7, 16}) {
       const std::vector<uint16_t> a = RandomActivations(m, q.in_features, 900 + m);
       absl::StatusOr<std::vector<float>> want = GemmW4A16Ref(a, m, *w);
@@ -597,7 +599,7 @@ TEST_F(W4A16GpuTest, ProgrammaticLaunchChainsMatchPlainLaunches) {
   cudaStream_t stream;
   CUDA_ASSERT(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   for (const char* variant : {static_cast<const char*>(nullptr), "dec_m8", "stream_m8", "dec_m16", "bal_m8", "dec_m8_s16",
-                              "dec_m8_a16", "dec_m16_a12"}) {
+                              "dec_m8_a16", "dec_m16_a12", "dec_m16_s16", "dec_m16_s8"}) {
     for (int64_t m : {1, 5}) {
       SCOPED_TRACE(absl::StrCat(variant ? variant : "table", " m=", m));
       ASSERT_TRUE(ws_.Reserve(W4A16WorkspaceBytes(m, kDim, kDim, 0, variant)).ok());
@@ -673,8 +675,9 @@ TEST_F(W4A16GpuTest, ProgrammaticLaunchChainsMatchPlainLaunches) {
 }
 
 // The table's policy for few rows on sm_90 (kernels/README.md, measured on the
-// H200): streaming up to 8 rows for large weights, the decode kernel for deep
-// k, the tiled kernel for small weights and from 9 rows.
+// H200): the decode kernel up to 16 rows for large weights (A in its ring
+// for deep k up to 8 rows, an 8-slot ring for 16 rows of wide weights), the
+// tiled kernel for small weights and for 9 to 16 rows of deep ones.
 TEST_F(W4A16GpuTest, FewRowsGoToStreamingOnlyForLargeWeights) {
   if (!HasStreamingVariants()) GTEST_SKIP() << "weight-streaming variants need sm_90";
   const struct {
@@ -683,7 +686,9 @@ TEST_F(W4A16GpuTest, FewRowsGoToStreamingOnlyForLargeWeights) {
   } cases[] = {
       {1, 8192, 28672, "dec_m8_a16"},    {8, 8192, 28672, "dec_m8_a16"}, {1, 57344, 8192, "dec_m8_s16"},
       {4, 10240, 8192, "dec_m8_s16"},    {1, 768, 256, "mb1_bn256_bk256_s3"}, {5, 192, 640, "stream_m8"},
-      {9, 8192, 28672, "mb1_bn256_bk256_s3"}, {16, 8192, 8192, "mb1_bn256_bk256_s3"},
+      {9, 8192, 28672, "mb1_bn256_bk256_s3"}, {16, 8192, 8192, "dec_m16_s16"},
+      {12, 10240, 8192, "dec_m16_s16"},       {16, 57344, 8192, "dec_m16_s8"},
+      {16, 57344, 16384, "mb1_bn256_bk256_s3"}, {16, 768, 256, "mb1_bn256_bk256_s3"},
   };
   for (const auto& c : cases) {
     absl::StatusOr<std::string> v = W4A16VariantName(c.m, c.n, c.k, 128);

@@ -18,28 +18,35 @@ namespace {
 
 using w4a16::Variant;
 
-// Selection table: the first row with m <= max_m, n >= min_n and k >= min_k
-// whose variant takes n, k and the group size runs (rows of one m range are
-// alternatives for shapes the first cannot take). Tuned with w4a16_bench
-// --sweep --grids (kernels/README.md): up to 8 rows of A and n >= kLargeN the
-// barrier-free decode kernel with its shared-memory weight ring (dec_m8_s16),
-// on the grids kernels/plan/stream_grid.h picks, beats the streaming kernel
-// with its per-block A barrier and the register-ring decode kernel on the
-// H200 (decode loop, M = 1: down 34.6 vs 40.8 / 39.8 us, o 14.2 vs 15.1 /
-// 15.9) and ties the streaming kernel on qkv and gate_up (20.4 vs 20.5, 71.9
-// vs 70.9); all of them beat the tiled kernel there (gate_up 93.9 us, cold
-// call), which keeps n < kLargeN (see there). For deep k it carries A in
-// its ring instead (dec_m8_a16, kDeepK). From 9 to 16 rows the tiled kernel
-// is faster or level (down m = 16: 51.8 us against 62.3 for dec_m16_a12 on
-// its planned grid, 50.2 on its best), and streaming serves only the shapes
-// the tiled variants reject.
+// Selection table: the first row with m <= max_m, n >= min_n and
+// min_k <= k < max_k whose variant takes n, k and the group size runs (rows
+// of one m range are alternatives for shapes the first cannot take). Tuned
+// with w4a16_bench --sweep --grids (kernels/README.md): up to 8 rows of A and
+// n >= kLargeN the barrier-free decode kernel with its shared-memory weight
+// ring (dec_m8_s16), on the grids kernels/plan/stream_grid.h picks, beats the
+// streaming kernel with its per-block A barrier and the register-ring decode
+// kernel on the H200 (decode loop, M = 1: down 34.6 vs 40.8 / 39.8 us, o 14.2
+// vs 15.1 / 15.9) and ties the streaming kernel on qkv and gate_up (20.4 vs
+// 20.5, 71.9 vs 70.9); all of them beat the tiled kernel there (gate_up 93.9
+// us, cold call), which keeps n < kLargeN (see there). For deep k it carries
+// A in its ring instead (dec_m8_a16, kDeepK). From 9 to 16 rows the 16-row
+// decode kernel takes n >= kLargeN below kDeepK: staged whole, 16 rows of A
+// fill most of a block's shared memory, so for wide weights (kWideN) an
+// 8-slot ring lets 16 warps share one k-part (gate_up m = 16, decode loop:
+// 79.2-83.2 us against 93.6-94.0 with 16 slots and 95.2-100.1 tiled), and
+// otherwise the 16-slot ring (o 18.3 against 20.8 tiled; qkv 23.4 against
+// 23.3, where 8 slots took 27.2). With deep k the tiled kernel stays (down
+// m = 16: 51.9 us against 99.4 for dec_m16_s16 and 61.9 for dec_m16_a12);
+// streaming serves only the shapes the tiled variants reject.
+constexpr int64_t kAnyM = int64_t{1} << 40;
+constexpr int64_t kAnyK = int64_t{1} << 40;
 struct Row {
   int64_t max_m;
   int64_t min_n;
   int64_t min_k;
   const Variant* v;
+  int64_t max_k = kAnyK;  // exclusive
 };
-constexpr int64_t kAnyM = int64_t{1} << 40;
 constexpr int64_t kWgMinN = 1024;
 // Below, the streaming kernels' fixed cost (cluster launch, staging A) loses
 // to the tiled kernel: tiny-llama's n <= 768 at m = 1 ran in 8.1-9.1 us
@@ -50,11 +57,15 @@ constexpr int64_t kLargeN = 1024;
 // k = 28672, H200 decode loop: m = 4 33.8 vs 39.6 us, m = 8 41.6 vs 100.5;
 // at k = 8192 the whole-A form keeps the lead, gate_up m = 4 63.2 vs 70.7).
 constexpr int64_t kDeepK = 16384;
+// From here 16 rows of A take the 8-slot ring (see above).
+constexpr int64_t kWideN = 16384;
 // C arrays whose sizes the initializers give: a std::array longer than its
 // list would hold null rows.
 const Row kTable[] = {
     {8, kLargeN, kDeepK, &w4a16::kW4A16DecodeM8A16},
     {8, kLargeN, 0, &w4a16::kW4A16DecodeM8S16},
+    {16, kWideN, 0, &w4a16::kW4A16DecodeM16S8, kDeepK},
+    {16, kLargeN, 0, &w4a16::kW4A16DecodeM16S16, kDeepK},
     {16, 0, 0, &w4a16::kW4A16Mb1Bn256},
     {16, 0, 0, &w4a16::kW4A16Mb1Bk512},
     {16, 0, 0, &w4a16::kW4A16Mb1TwoBlocks},
@@ -103,7 +114,7 @@ const Variant* const kTuningVariants[] = {
     &w4a16::kW4A16StreamM8Reg,      &w4a16::kW4A16StreamM16Reg,
     &w4a16::kW4A16StreamM16Fold,    &w4a16::kW4A16StreamM64,     &w4a16::kW4A16DecodeM16,
     &w4a16::kW4A16BalancedM8,       &w4a16::kW4A16DecodeM8,      &w4a16::kW4A16StreamM8D16,
-    &w4a16::kW4A16DecodeM16A12,     &w4a16::kW4A16DecodeM16S16,
+    &w4a16::kW4A16DecodeM16A12,     &w4a16::kW4A16DecodeM16S12,
     &w4a16::kW4A16TuneMb1Bk128,
     &w4a16::kW4A16TuneMb2TwoBlocks, &w4a16::kW4A16TuneMb4Bk128,  &w4a16::kW4A16TmaMb1TwoBlocks,
     &w4a16::kW4A16TmaMb1Bk512,      &w4a16::kW4A16TmaMb2,        &w4a16::kW4A16TmaMb4Bn128,
@@ -187,7 +198,8 @@ absl::StatusOr<const Variant*> Select(absl::string_view who, int64_t m, int64_t 
   }
   const auto runs_here = [&](const Variant* v) { return v->RunsOn(sm); };
   for (const Row& r : kTable) {
-    if (m_eff <= r.max_m && n >= r.min_n && k >= r.min_k && Fits(*r.v, n, k, gs) && runs_here(r.v)) return r.v;
+    const bool in_range = m_eff <= r.max_m && n >= r.min_n && k >= r.min_k && k < r.max_k;
+    if (in_range && Fits(*r.v, n, k, gs) && runs_here(r.v)) return r.v;
   }
   for (const Variant* v : kFallbackVariants) {
     if (Fits(*v, n, k, gs) && runs_here(v)) return v;

@@ -156,6 +156,8 @@ extern const Variant kW4A16DecodeM8S16;
 extern const Variant kW4A16DecodeM8A16;
 extern const Variant kW4A16DecodeM16A12;
 extern const Variant kW4A16DecodeM16S16;
+extern const Variant kW4A16DecodeM16S8;
+extern const Variant kW4A16DecodeM16S12;
 // The balanced decode kernel (w4a16_balanced_kernel.cuh), sm_90: every warp
 // of a one-wave grid streams the same number of slices; 8 rows per launch.
 extern const Variant kW4A16BalancedM8;
