@@ -70,8 +70,10 @@ struct DecodeConfig {
   // the four 70B shapes at M = 1 and 4; 16 rows (110 registers) lost to the
   // tiled kernel at M = 16 (bench/results/w4a16_h200_tileorder.log, run 4).
   // A in the ring: 16 warps for 8 rows; 12 for 16 rows (at 16 warps' 128
-  // registers they spilled).
-  static constexpr int kMaxWarps = ARING ? (MH == 1 ? 16 : 12)
+  // registers they spilled), except the 8-slot form (dec_m16_a8, a tuning
+  // row): 16 warps with a 32-byte spill, so that grids of up to 16 warps
+  // can be swept.
+  static constexpr int kMaxWarps = ARING ? (MH == 1 || DEPTH == 8 ? 16 : 12)
                                    : SRING ? 16
                                    : DEPTH <= 8 ? 12
                                                 : 8;

@@ -114,7 +114,7 @@ const Variant* const kTuningVariants[] = {
     &w4a16::kW4A16StreamM8Reg,      &w4a16::kW4A16StreamM16Reg,
     &w4a16::kW4A16StreamM16Fold,    &w4a16::kW4A16StreamM64,     &w4a16::kW4A16DecodeM16,
     &w4a16::kW4A16BalancedM8,       &w4a16::kW4A16DecodeM8,      &w4a16::kW4A16StreamM8D16,
-    &w4a16::kW4A16DecodeM16A12,     &w4a16::kW4A16DecodeM16S12,
+    &w4a16::kW4A16DecodeM16A12,     &w4a16::kW4A16DecodeM16S12,     &w4a16::kW4A16DecodeM16A8,
     &w4a16::kW4A16TuneMb1Bk128,
     &w4a16::kW4A16TuneMb2TwoBlocks, &w4a16::kW4A16TuneMb4Bk128,  &w4a16::kW4A16TmaMb1TwoBlocks,
     &w4a16::kW4A16TmaMb1Bk512,      &w4a16::kW4A16TmaMb2,        &w4a16::kW4A16TmaMb4Bn128,

@@ -147,9 +147,12 @@ extern const Variant kW4A16StreamM8D16;
 extern const Variant kW4A16StreamM16Fold;
 // The barrier-free decode kernel (w4a16_decode_kernel.cuh), sm_90: A staged
 // whole per k-part, weights through an 8-slice register ring; 8 or 16 rows;
-// dec_m8_s16: a 16-slot shared-memory ring (cp.async) instead; dec_m8_a16,
-// dec_m16_a12: A's slices ride in that ring with the weights (nothing staged
-// whole), 16 or 12 slots.
+// dec_m8_s16: a 16-slot shared-memory ring (cp.async) instead, and for 16
+// rows dec_m16_s16 / _s12 / _s8 (16, 12, 8 slots: shallower rings leave
+// room for more warps beside whole A); dec_m8_a16, dec_m16_a12, dec_m16_a8:
+// A's slices ride in that ring with the weights (nothing staged whole), 16,
+// 12 or 8 slots. The table uses dec_m8_s16, dec_m8_a16, dec_m16_s16 and
+// dec_m16_s8.
 extern const Variant kW4A16DecodeM8;
 extern const Variant kW4A16DecodeM16;
 extern const Variant kW4A16DecodeM8S16;
@@ -158,6 +161,7 @@ extern const Variant kW4A16DecodeM16A12;
 extern const Variant kW4A16DecodeM16S16;
 extern const Variant kW4A16DecodeM16S8;
 extern const Variant kW4A16DecodeM16S12;
+extern const Variant kW4A16DecodeM16A8;
 // The balanced decode kernel (w4a16_balanced_kernel.cuh), sm_90: every warp
 // of a one-wave grid streams the same number of slices; 8 rows per launch.
 extern const Variant kW4A16BalancedM8;
