@@ -546,7 +546,8 @@ int main(int argc, char** argv) {
                   const double tg =
                       timer.MedianUs([&] { Check(qf::kernels::W4A16Gemm(g), name.c_str()); }, flush, warmup, iters);
                   const double tgl = loop_ours(g, true);
-                  std::printf("|   grid | %s | %lld | %s | wn %d wk %d split %d | %.1f | %.2fx | %.1f | %.2fx | %.0f%% |\n",
+                  std::printf("|   grid | %s | %lld | %s | wn %d wk %d split %d | %.1f | %.2fx | %.1f | %.2fx | "
+                              "%.0f%% |\n",
                               s.name, static_cast<long long>(m), name.c_str(), wn, wk, split, tg, t_cublas / tg, tgl,
                               cublas_loop_us[{s.name, m}] / tgl, 100 * bytes / peak_bw * 1e6 / tgl);
                 }
