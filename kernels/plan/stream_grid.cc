@@ -22,6 +22,18 @@ constexpr int kMaxAhead = 8;
 // slowest of its warps: 16-warp blocks measured 20-30% slower than two
 // 8-warp blocks with the same warps per multiprocessor.
 constexpr int kMaxStreamWarps = 8;
+// With A in the ring and 16 rows (A bytes per slot >= the weights' 512), a
+// warp reads as many bytes of A as of weights, through L1: warps of one
+// k-part share them, and 8-way clusters measured twice as slow. down at
+// m = 16 on the H200 (dec_m16_a12, decode loop): 2 x 6 warps in clusters of
+// 2 45.3 us, the model's earlier pick 1 x 12 warps unsplit 61.7, 8 x 1 x 8
+// 95.8 (bench/results/w4a16_h200_m16.log, run 6). The model has no term for
+// this traffic (one that charged A / wn picked the 8-way clusters), so it is
+// a preference: at least kMinARingWn warps per k-part, at most
+// kMaxARingSplit blocks per cluster.
+constexpr int kHeavyASlot = 512;
+constexpr int kMinARingWn = 2;
+constexpr int kMaxARingSplit = 2;
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 bool PowerOfTwo(int x) { return x > 0 && (x & (x - 1)) == 0; }
@@ -67,7 +79,8 @@ absl::StatusOr<StreamGrid> PickStreamGrid(const StreamGridProblem& p, ForcedStre
         const double rate = std::min(warps_per_sm * ahead * 512 / kLatencyS, sm_cap);
         double t = busiest_bytes / rate + waves * kWaveS;
         if (split > 2) t *= kLargeClusterFactor;
-        const bool preferred = warps >= std::min(kMinWarps, p.max_warps) &&
+        const bool a_shared = p.a_slot < kHeavyASlot || (wn >= kMinARingWn && split <= kMaxARingSplit);
+        const bool preferred = warps >= std::min(kMinWarps, p.max_warps) && a_shared &&
                                (p.whole_a || p.a_slot > 0 || (PowerOfTwo(wk) && warps <= kMaxStreamWarps));
         const bool better =
             best.wn == 0 || (preferred && !best_preferred) ||

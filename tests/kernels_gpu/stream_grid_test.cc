@@ -46,7 +46,7 @@ const std::map<std::string, Kernel>& Kernels() {
       {"stream_m16", {16, 108, 16, 256, false, 8, false}},
       {"dec_m8", {8, 165, 12, 0, true, 8, true}},
       {"dec_m16", {16, 167, 12, 0, true, 8, true}},
-      {"dec_m16_a12", {16, 128, 16, 0, false, 12, false, 512}},
+      {"dec_m16_a12", {16, 145, 12, 0, false, 12, false, 512}},
   };
   return *k;
 }
@@ -162,10 +162,11 @@ TEST(StreamGridTest, NarrowAndDeepShapesSpreadOverTheDevice) {
   }
 }
 
-// With A in the ring a block's shared memory is its rings, whatever k is:
-// at 16 rows every 70B shape gets a one-wave grid of at least 12 warps per
-// multiprocessor, where staging A's k-part whole leaves down (k = 28672)
-// fewer warps or more waves.
+// With A in the ring a block's shared memory is its rings, whatever k is,
+// and 16 rows of A are shared between at least two warps in clusters of at
+// most two (stream_grid.cc); on down (k = 28672) that is the measured best
+// grid, one wave of 2 x 6 warps, where staging A's k-part whole leaves fewer
+// warps or more waves.
 TEST(StreamGridTest, ARingGridsDoNotGrowWithK) {
   const Kernel& ring = Kernels().at("dec_m16_a12");
   const Kernel& whole = Kernels().at("dec_m16");
@@ -177,6 +178,10 @@ TEST(StreamGridTest, ARingGridsDoNotGrowWithK) {
     ASSERT_TRUE(g.ok()) << g.status();
     EXPECT_EQ(g->smem, DecodeARingSmemBytes(16, g->wn, g->wk, 12, 512));
     EXPECT_LE(g->smem, size_t{232448});
+    EXPECT_GE(g->wn, 2) << "A's slices shared by two warps";
+    EXPECT_LE(g->split, 2);
+    if (shape != "down") continue;
+    EXPECT_EQ(std::make_tuple(g->wn, g->wk, g->split), std::make_tuple(2, 6, 2));
     const int64_t slots = *resident({g->wn, g->wk, g->split, 32 * g->wn * g->wk, g->smem});
     EXPECT_LE(g->blocks, slots) << "one wave";
     EXPECT_GE(g->blocks_per_sm * g->wn * g->wk, 12);

@@ -676,8 +676,8 @@ TEST_F(W4A16GpuTest, ProgrammaticLaunchChainsMatchPlainLaunches) {
 
 // The table's policy for few rows on sm_90 (kernels/README.md, measured on the
 // H200): the decode kernel up to 16 rows for large weights (A in its ring
-// for deep k up to 8 rows, an 8-slot ring for 16 rows of wide weights), the
-// tiled kernel for small weights and for 9 to 16 rows of deep ones.
+// for deep k, an 8-slot ring for 16 rows of wide weights), the tiled kernel
+// for small weights.
 TEST_F(W4A16GpuTest, FewRowsGoToStreamingOnlyForLargeWeights) {
   if (!HasStreamingVariants()) GTEST_SKIP() << "weight-streaming variants need sm_90";
   const struct {
@@ -686,9 +686,9 @@ TEST_F(W4A16GpuTest, FewRowsGoToStreamingOnlyForLargeWeights) {
   } cases[] = {
       {1, 8192, 28672, "dec_m8_a16"},    {8, 8192, 28672, "dec_m8_a16"}, {1, 57344, 8192, "dec_m8_s16"},
       {4, 10240, 8192, "dec_m8_s16"},    {1, 768, 256, "mb1_bn256_bk256_s3"}, {5, 192, 640, "stream_m8"},
-      {9, 8192, 28672, "mb1_bn256_bk256_s3"}, {16, 8192, 8192, "dec_m16_s16"},
+      {9, 8192, 28672, "dec_m16_a12"}, {16, 8192, 8192, "dec_m16_s16"},
       {12, 10240, 8192, "dec_m16_s16"},       {16, 57344, 8192, "dec_m16_s8"},
-      {16, 57344, 16384, "mb1_bn256_bk256_s3"}, {16, 768, 256, "mb1_bn256_bk256_s3"},
+      {16, 57344, 16384, "dec_m16_a12"}, {16, 768, 256, "mb1_bn256_bk256_s3"},
   };
   for (const auto& c : cases) {
     absl::StatusOr<std::string> v = W4A16VariantName(c.m, c.n, c.k, 128);

@@ -35,9 +35,10 @@ using w4a16::Variant;
 // 8-slot ring lets 16 warps share one k-part (gate_up m = 16, decode loop:
 // 79.2-83.2 us against 93.6-94.0 with 16 slots and 95.2-100.1 tiled), and
 // otherwise the 16-slot ring (o 18.3 against 20.8 tiled; qkv 23.4 against
-// 23.3, where 8 slots took 27.2). With deep k the tiled kernel stays (down
-// m = 16: 51.9 us against 99.4 for dec_m16_s16 and 61.9 for dec_m16_a12);
-// streaming serves only the shapes the tiled variants reject.
+// 23.3, where 8 slots took 27.2). With deep k, A in a 12-slot ring
+// (dec_m16_a12) on grids that share A's slices between two warps (down m =
+// 16: 45.3 us against 51.9 tiled and 99.4 for dec_m16_s16). Streaming serves
+// only the shapes the tiled variants reject.
 constexpr int64_t kAnyM = int64_t{1} << 40;
 constexpr int64_t kAnyK = int64_t{1} << 40;
 struct Row {
@@ -66,6 +67,7 @@ const Row kTable[] = {
     {8, kLargeN, 0, &w4a16::kW4A16DecodeM8S16},
     {16, kWideN, 0, &w4a16::kW4A16DecodeM16S8, kDeepK},
     {16, kLargeN, 0, &w4a16::kW4A16DecodeM16S16, kDeepK},
+    {16, kLargeN, kDeepK, &w4a16::kW4A16DecodeM16A12},
     {16, 0, 0, &w4a16::kW4A16Mb1Bn256},
     {16, 0, 0, &w4a16::kW4A16Mb1Bk512},
     {16, 0, 0, &w4a16::kW4A16Mb1TwoBlocks},
@@ -114,7 +116,7 @@ const Variant* const kTuningVariants[] = {
     &w4a16::kW4A16StreamM8Reg,      &w4a16::kW4A16StreamM16Reg,
     &w4a16::kW4A16StreamM16Fold,    &w4a16::kW4A16StreamM64,     &w4a16::kW4A16DecodeM16,
     &w4a16::kW4A16BalancedM8,       &w4a16::kW4A16DecodeM8,      &w4a16::kW4A16StreamM8D16,
-    &w4a16::kW4A16DecodeM16A12,     &w4a16::kW4A16DecodeM16S12,     &w4a16::kW4A16DecodeM16A8,
+    &w4a16::kW4A16DecodeM16S12,     &w4a16::kW4A16DecodeM16A8,
     &w4a16::kW4A16TuneMb1Bk128,
     &w4a16::kW4A16TuneMb2TwoBlocks, &w4a16::kW4A16TuneMb4Bk128,  &w4a16::kW4A16TmaMb1TwoBlocks,
     &w4a16::kW4A16TmaMb1Bk512,      &w4a16::kW4A16TmaMb2,        &w4a16::kW4A16TmaMb4Bn128,
