@@ -53,8 +53,17 @@ absl::StatusOr<StreamGrid> PickStreamGrid(const StreamGridProblem& p, ForcedStre
   const auto candidate = [&](int v, int forced, std::initializer_list<int> measured) {
     return force.Any() ? v == forced : std::find(measured.begin(), measured.end(), v) != measured.end();
   };
+  // The shared-ring decode kernel also takes 7 or 14 tiles per block: gate_up's
+  // 896 column tiles then make 128 blocks of 7 x 2 (or 14 x 1) warps instead
+  // of 112 of 8 x 2, and the decode loop ran 2-4% faster (H200, three
+  // processes, bench/results/w4a16_h200_m16.log run 13: M = 1 60.0-60.5 us
+  // against 61.2-61.3, M = 4 59.7-59.8 against 62.3-62.4; M = 16 with
+  // dec_m16_s8 level, 74.9 against 74.1, run 6).
+  const bool shared_ring_decode = p.whole_a && !p.reg_ring;
   for (int wn = 1; wn <= p.max_warps; ++wn) {
-    if (p.n64 % wn != 0 || !candidate(wn, force.wn, {1, 2, 4, 8, 16})) continue;
+    const bool measured_wn = wn == 1 || wn == 2 || wn == 4 || wn == 8 || wn == 16 ||
+                             (shared_ring_decode && (wn == 7 || wn == 14));
+    if (p.n64 % wn != 0 || (force.Any() ? wn != force.wn : !measured_wn)) continue;
     for (int wk = 1; wn * wk <= p.max_warps; ++wk) {
       if (!candidate(wk, force.wk, {1, 2, 3, 4, 6, 8, 12, 16})) continue;
       for (int split = 1; split <= p.max_split && split * wk <= p.slices; ++split) {

@@ -47,6 +47,7 @@ const std::map<std::string, Kernel>& Kernels() {
       {"dec_m8", {8, 165, 12, 0, true, 8, true}},
       {"dec_m16", {16, 167, 12, 0, true, 8, true}},
       {"dec_m16_a12", {16, 145, 12, 0, false, 12, false, 512}},
+      {"dec_m8_s16", {8, 128, 16, 0, true, 16, false}},
   };
   return *k;
 }
@@ -192,6 +193,24 @@ TEST(StreamGridTest, ARingGridsDoNotGrowWithK) {
   const int64_t slots = *resident({g->wn, g->wk, g->split, 32 * g->wn * g->wk, g->smem});
   EXPECT_TRUE(g->blocks > slots || g->blocks_per_sm * g->wn * g->wk < 12)
       << "whole A at m = 16, k = 28672: wn=" << g->wn << " wk=" << g->wk << " split=" << g->split;
+}
+
+// gate_up's 896 column tiles on the shared-ring decode kernel: 128 blocks of
+// 7 x 2 warps (the decode loop's fastest grid in three processes on the
+// H200), not 112 of 8 x 2; kernels with other rings keep power-of-two wn.
+TEST(StreamGridTest, SharedRingDecodeSpreadsGateUpOver128Blocks) {
+  for (const char* name : {"dec_m8_s16", "stream_m8"}) {
+    SCOPED_TRACE(name);
+    const Kernel& kern = Kernels().at(name);
+    const auto resident = [&](const StreamGridShape& s) -> absl::StatusOr<int64_t> { return Resident(kern, s); };
+    absl::StatusOr<StreamGrid> g = PickStreamGrid(Problem(kern, 1, 57344, 8192), {}, resident);
+    ASSERT_TRUE(g.ok()) << g.status();
+    if (kern.whole_a && !kern.reg_ring) {
+      EXPECT_EQ(std::make_tuple(g->wn, g->wk, g->split, g->blocks), std::make_tuple(7, 2, 1, int64_t{128}));
+    } else {
+      EXPECT_EQ(g->wn & (g->wn - 1), 0) << "wn=" << g->wn;
+    }
+  }
 }
 
 }  // namespace
