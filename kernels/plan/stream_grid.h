@@ -19,7 +19,8 @@
 //                  the device's bandwidth / multiprocessors)
 //   seconds  = busiest x 512 B / rate + waves x kWaveS,  x 1.2 when split > 2
 //
-// over wn in {1, 2, 4, 8, 16}, wk in {1, 2, 3, 4, 6, 8, 12, 16} and split in
+// over wn in {1, 2, 4, 8, 16} (and 7, 14 for the shared-ring decode kernel:
+// gate_up's 896 column tiles in 128 blocks), wk in {1, 2, 3, 4, 6, 8, 12, 16} and split in
 // {1, 2, 4, 8} (what the sweep measured), preferring blocks of at least 4
 // warps and, for the streaming kernel, at most 8 warps (its block barrier
 // waits for the slowest warp) and a power-of-two wk (3, 6 or 12 k-parts per
