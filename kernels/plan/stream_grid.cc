@@ -59,11 +59,11 @@ absl::StatusOr<StreamGrid> PickStreamGrid(const StreamGridProblem& p, ForcedStre
   // processes, bench/results/w4a16_h200_m16.log run 13: M = 1 60.0-60.5 us
   // against 61.2-61.3, M = 4 59.7-59.8 against 62.3-62.4; M = 16 with
   // dec_m16_s8 level, 74.9 against 74.1, run 6).
+  const std::initializer_list<int> kWn = {1, 2, 4, 8, 16};
+  const std::initializer_list<int> kWnSharedRingDecode = {1, 2, 4, 7, 8, 14, 16};
   const bool shared_ring_decode = p.whole_a && !p.reg_ring;
   for (int wn = 1; wn <= p.max_warps; ++wn) {
-    const bool measured_wn = wn == 1 || wn == 2 || wn == 4 || wn == 8 || wn == 16 ||
-                             (shared_ring_decode && (wn == 7 || wn == 14));
-    if (p.n64 % wn != 0 || (force.Any() ? wn != force.wn : !measured_wn)) continue;
+    if (p.n64 % wn != 0 || !candidate(wn, force.wn, shared_ring_decode ? kWnSharedRingDecode : kWn)) continue;
     for (int wk = 1; wn * wk <= p.max_warps; ++wk) {
       if (!candidate(wk, force.wk, {1, 2, 3, 4, 6, 8, 12, 16})) continue;
       for (int split = 1; split <= p.max_split && split * wk <= p.slices; ++split) {
