@@ -194,6 +194,13 @@ extern const Variant kW4A16WgT64N128K128TwoBlocksTma;
 // compute warpgroups hand stages back through mbarriers, no block barrier.
 extern const Variant kW4A16WsT64N128TwoBlocks;
 extern const Variant kW4A16WsT64N256;
+// Dequantize-to-shared (w4a16_wgss_kernel.cuh, tuning only; wg_ss_t<rows>_n<columns>
+// _o<B slots>_w<raw weight slots>_a<A slots>[_x2: two transform warpgroups]):
+// transform warps dequantize each stage into shared memory, consumer
+// warpgroups run wgmma with both operands there.
+extern const Variant kW4A16WgSsT128N256;
+extern const Variant kW4A16WgSsT64N256;
+extern const Variant kW4A16WgSsT64N256O4;
 
 extern const Variant kW4A16Mb1Bn256;
 extern const Variant kW4A16Mb1Bk512;

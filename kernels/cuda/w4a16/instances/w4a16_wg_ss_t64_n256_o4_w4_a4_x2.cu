@@ -1,0 +1,6 @@
+// One W4A16 GEMM variant per file, so the instances compile in parallel.
+#include "kernels/cuda/w4a16/w4a16_wgss.cuh"
+
+namespace qf::kernels::w4a16 {
+const Variant kW4A16WgSsT64N256O4 = MakeWgssVariant<WgssConfig<64, 256, 4, 4, 4, 2>>("wg_ss_t64_n256_o4_w4_a4_x2");
+}  // namespace qf::kernels::w4a16
