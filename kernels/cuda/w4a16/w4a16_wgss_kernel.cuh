@@ -37,9 +37,15 @@
 // OSTAGES slots) and, per consumer warpgroup, A (its 64 rows; ASTAGES slots,
 // each refilled by the warpgroup itself as soon as its wgmma retired it, so
 // A is fetched ASTAGES-1 stages ahead and no warpgroup waits on another's
-// A). The transform warps run ahead of the consumers by up to OSTAGES-2
-// stages; OSTAGES >= 3, because a consumer releases a slot only after it
-// committed the next stage (one wgmma group stays in flight).
+// A). A B slot is written again once the consumers retired the stage
+// OSTAGES before, which they do after committing the stage after it (one
+// wgmma group stays in flight), so OSTAGES >= 3 lets the transform warps
+// write up to OSTAGES-1 stages ahead of the consumers' last commit.
+//
+// Measured on the H200 (kernels/README.md): level with the register-A kernel
+// at m = 64 and 15-30% behind it at m = 256, so the table does not select it;
+// what holds it is instruction issue in the transform warps and the
+// dequantized tile's round trip through shared memory.
 //
 // Slot layout of the dequantized weights (the wgmma N operand, K-major):
 // row n (a column of C) holds the stage's 64 kernel rows as 128 bytes,
