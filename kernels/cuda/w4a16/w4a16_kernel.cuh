@@ -105,13 +105,19 @@ __device__ __forceinline__ void MbarInit(uint64_t* bar, uint32_t count) {
   QF_SM90(asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(SmemAddr(bar)), "r"(count) : "memory"));
 }
 
+// The mbarrier and bulk-copy wrappers take shared-memory addresses (32-bit,
+// SmemAddr) or pointers: a kernel that computes the addresses once saves the
+// generic-to-shared conversion (S2UR of the CTA id and a LEA) per call.
+//
 // Arrives once and announces `bytes` of bulk-copy traffic for this phase.
+__device__ __forceinline__ void MbarArriveExpectTx(uint32_t bar, uint32_t bytes) {
+  QF_SM90(asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory"));
+}
 __device__ __forceinline__ void MbarArriveExpectTx(uint64_t* bar, uint32_t bytes) {
-  QF_SM90(asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(SmemAddr(bar)), "r"(bytes)
-                       : "memory"));
+  MbarArriveExpectTx(SmemAddr(bar), bytes);
 }
 
-__device__ __forceinline__ bool MbarTryWait(uint64_t* bar, uint32_t parity) {
+__device__ __forceinline__ bool MbarTryWait(uint32_t bar, uint32_t parity) {
   uint32_t done = 0;
   QF_SM90(
       asm volatile("{\n"
@@ -120,30 +126,32 @@ __device__ __forceinline__ bool MbarTryWait(uint64_t* bar, uint32_t parity) {
                    "  selp.u32 %0, 1, 0, p;\n"
                    "}\n"
                    : "=r"(done)
-                   : "r"(SmemAddr(bar)), "r"(parity)
+                   : "r"(bar), "r"(parity)
                    : "memory"));
   return done != 0;
 }
 
 // Waits for phase `parity` of `bar`. A phase that never completes (a byte
 // count that does not match the copies) traps instead of hanging the GPU.
-__device__ __forceinline__ void MbarWait(uint64_t* bar, uint32_t parity) {
+__device__ __forceinline__ void MbarWait(uint32_t bar, uint32_t parity) {
   for (uint32_t tries = 0; !MbarTryWait(bar, parity); ++tries) {
     if (tries > (1u << 24)) __trap();
   }
 }
+__device__ __forceinline__ void MbarWait(uint64_t* bar, uint32_t parity) { MbarWait(SmemAddr(bar), parity); }
 
 // Arrives once on `bar` (release at CTA scope) when `pred` holds; predicated
 // rather than branched, so the caller's wgmma pipeline sees no control flow.
-__device__ __forceinline__ void MbarArriveIf(uint64_t* bar, bool pred) {
+__device__ __forceinline__ void MbarArriveIf(uint32_t bar, bool pred) {
   QF_SM90(asm volatile("{\n"
                        "  .reg .pred p;\n"
                        "  setp.ne.u32 p, %1, 0;\n"
                        "  @p mbarrier.arrive.shared::cta.b64 _, [%0];\n"
-                       "}\n" ::"r"(SmemAddr(bar)),
+                       "}\n" ::"r"(bar),
                        "r"(static_cast<uint32_t>(pred))
                        : "memory"));
 }
+__device__ __forceinline__ void MbarArriveIf(uint64_t* bar, bool pred) { MbarArriveIf(SmemAddr(bar), pred); }
 
 // Arrives once on `bar` when every cp.async this thread issued so far has
 // landed; the arrival is counted in the barrier's initial count (.noinc).
@@ -151,12 +159,15 @@ __device__ __forceinline__ void CpAsyncMbarArrive(uint64_t* bar) {
   QF_SM90(asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(SmemAddr(bar)) : "memory"));
 }
 
-__device__ __forceinline__ void BulkCopy(void* smem, const void* gmem, uint32_t bytes, uint64_t* bar, uint64_t policy) {
+__device__ __forceinline__ void BulkCopy(uint32_t smem, const void* gmem, uint32_t bytes, uint32_t bar, uint64_t policy) {
   QF_SM90(asm volatile(
       "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;\n" ::
-          "r"(SmemAddr(smem)),
-      "l"(gmem), "r"(bytes), "r"(SmemAddr(bar)), "l"(policy)
+          "r"(smem),
+      "l"(gmem), "r"(bytes), "r"(bar), "l"(policy)
       : "memory"));
+}
+__device__ __forceinline__ void BulkCopy(void* smem, const void* gmem, uint32_t bytes, uint64_t* bar, uint64_t policy) {
+  BulkCopy(SmemAddr(smem), gmem, bytes, SmemAddr(bar), policy);
 }
 
 // Orders this thread's generic-proxy shared-memory writes before later

@@ -118,7 +118,7 @@ __device__ __forceinline__ void TmaLoad2d(void* smem, const CUtensorMap* map, in
 // a C++ loop around try_wait is control flow that ptxas answers by draining
 // the wgmma in flight (C7517); this form keeps them in flight. A phase that
 // never completes traps after 2^26 tries instead of hanging the GPU.
-__device__ __forceinline__ void MbarWaitInFlight(uint64_t* bar, uint32_t parity) {
+__device__ __forceinline__ void MbarWaitInFlight(uint32_t bar, uint32_t parity) {
   QF_SM90(asm volatile(
       "{\n"
       "  .reg .pred p;\n"
@@ -132,10 +132,11 @@ __device__ __forceinline__ void MbarWaitInFlight(uint64_t* bar, uint32_t parity)
       "  @p trap;\n"
       "  bra.uni WAIT;\n"
       "DONE:\n"
-      "}\n" ::"r"(SmemAddr(bar)),
+      "}\n" ::"r"(bar),
       "r"(parity)
       : "memory"));
 }
+__device__ __forceinline__ void MbarWaitInFlight(uint64_t* bar, uint32_t parity) { MbarWaitInFlight(SmemAddr(bar), parity); }
 
 // The accumulator operands of one wgmma: QF_WG_D<n> is the PTX list
 // "{%0, ..., %n-1}", QF_WG_ACC<n>(d) the matching read-write constraints, so

@@ -75,14 +75,15 @@ __device__ __forceinline__ void StMatrixX4(uint32_t addr, uint32_t r0, uint32_t 
                        : "memory"));
 }
 
-__device__ __forceinline__ void MbarArrive(uint64_t* bar) {
-  QF_SM90(asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(SmemAddr(bar)) : "memory"));
+__device__ __forceinline__ void MbarArrive(uint32_t bar) {
+  QF_SM90(asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory"));
 }
 
-// TMA copy of one 64-row box of A and the arming of its barrier, issued only
-// where `pred` holds: predicated, not branched, so the consumer warpgroup's
-// wgmma pipeline sees no divergent path (ptxas would serialize it, C7518).
-__device__ __forceinline__ void TmaLoadAIf(void* smem, const CUtensorMap* map, int k0, int row0, uint64_t* bar,
+// TMA copy of one 64-row box of A into shared address `smem` and the arming
+// of its barrier, issued only where `pred` holds: predicated, not branched,
+// so the consumer warpgroup's wgmma pipeline sees no divergent path (ptxas
+// would serialize it, C7518).
+__device__ __forceinline__ void TmaLoadAIf(uint32_t smem, const CUtensorMap* map, int k0, int row0, uint32_t bar,
                                            uint32_t bytes, bool pred) {
   QF_SM90(asm volatile(
       "{\n"
@@ -90,34 +91,8 @@ __device__ __forceinline__ void TmaLoadAIf(void* smem, const CUtensorMap* map, i
       "  setp.ne.u32 p, %5, 0;\n"
       "  @p mbarrier.arrive.expect_tx.shared::cta.b64 _, [%4], %6;\n"
       "  @p cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n"
-      "}\n" ::"r"(SmemAddr(smem)),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(k0), "r"(row0), "r"(SmemAddr(bar)), "r"(static_cast<uint32_t>(pred)),
-      "r"(bytes)
-      : "memory"));
-}
-
-// Bulk copy of `bytes` contiguous bytes to shared memory completing on
-// `bar`, issued only where `pred` holds (predicated, like TmaLoadAIf).
-__device__ __forceinline__ void BulkCopyIf(void* smem, const void* gmem, uint32_t bytes, uint64_t* bar, uint64_t policy,
-                                           bool pred) {
-  QF_SM90(asm volatile(
-      "{\n"
-      "  .reg .pred p;\n"
-      "  setp.ne.u32 p, %5, 0;\n"
-      "  @p cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;\n"
-      "}\n" ::"r"(SmemAddr(smem)),
-      "l"(gmem), "r"(bytes), "r"(SmemAddr(bar)), "l"(policy), "r"(static_cast<uint32_t>(pred))
-      : "memory"));
-}
-
-__device__ __forceinline__ void MbarArriveExpectTxIf(uint64_t* bar, uint32_t bytes, bool pred) {
-  QF_SM90(asm volatile(
-      "{\n"
-      "  .reg .pred p;\n"
-      "  setp.ne.u32 p, %2, 0;\n"
-      "  @p mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n"
-      "}\n" ::"r"(SmemAddr(bar)),
-      "r"(bytes), "r"(static_cast<uint32_t>(pred))
+      "}\n" ::"r"(smem),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(k0), "r"(row0), "r"(bar), "r"(static_cast<uint32_t>(pred)), "r"(bytes)
       : "memory"));
 }
 
@@ -228,8 +203,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     const int mj = lane / 8, mr = lane % 8;
     const uint32_t st_lane = static_cast<uint32_t>((8 * (mj & 1) + mr) * 128 + (((2 * t + (mj >> 1)) ^ mr) * 16));
     const bool sym = p.zeros == nullptr;
-    uint64_t* const my_full_w = full_w[t];
+    const uint32_t my_full_w = SmemAddr(full_w[t]);  // + 8 * slot
     char* const my_w = sh_w + t * Cfg::kWarpW;
+    const uint32_t my_w_addr = SmemAddr(my_w);
+    const uint32_t full_o_addr = SmemAddr(full_o), empty_o_addr = SmemAddr(empty_o);
     const WgssCursor first{range.kt, range.tile % m_chunks, range.tile / m_chunks};
     // This warpgroup's next stage after i, and the cursor moved there.
     auto next_stage = [&](int i) { return (i + 1) % kRun != 0 ? i + 1 : i + 1 + (kT - 1) * kRun; };
@@ -259,8 +236,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
       w_nt = wc.nt;
       if (lane == 0 && w_next < count) {
         const int slot = w_next % W;
-        char* dst = my_w + slot * Cfg::kWStage;
-        uint64_t* bar = my_full_w + slot;
+        const uint32_t dst = my_w_addr + slot * Cfg::kWStage, bar = my_full_w + 8 * slot;
         MbarArriveExpectTx(bar, Cfg::kWarpQ + (new_consts ? s_bytes : 0));
         const int col64 = wc.nt * kCols;  // first 64-column tile, over all of n
         BulkCopy(dst, p.b + ((static_cast<long long>(wc.kt) * Cfg::kKs + t) * n64 + col64) * 32, Cfg::kWarpQ, bar,
@@ -286,7 +262,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
       const uint32_t wphase = (i / W) & 1, ophase = (i / O) & 1;  // parity of their current fill
       const char* src = my_w + ws * Cfg::kWStage;              // this warp's part of W slot ws
       const uint32_t b_slot = b_lane + os * Cfg::kBStage;     // B slot os, at this lane's stmatrix row
-      MbarWait(my_full_w + ws, wphase);
+      MbarWait(my_full_w + 8 * ws, wphase);
       // Everything this warp needs from its raw slot, into registers.
       int4 words[kTiles];
 #pragma unroll
@@ -304,7 +280,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
         }
       }
       // B slot os is free once the consumers retired stage i - O.
-      if (i >= O) MbarWait(empty_o + os, ophase ^ 1);
+      if (i >= O) MbarWait(empty_o_addr + 8 * os, ophase ^ 1);
 #pragma unroll
       for (int j = 0; j < kTiles; ++j) {
         const GroupConsts& g = consts[j];
@@ -320,7 +296,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
         StMatrixX4(col_tile + 3 * 16 * 128, q[0], q[2], q[1], q[3]);
       }
       FenceProxyAsync();  // the generic-proxy stores, before the wgmma read them
-      MbarArrive(full_o + os);
+      MbarArrive(full_o_addr + 8 * os);
       fetch_w();  // stage i + W into the part of the slot this warp has used up
       step(dc, i);
     }
@@ -331,9 +307,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   const int wg = role, warp = (tid % 128) / 32, lane = tid % 32;
   const int grid = gridDim.x, bid = blockIdx.x;
   const long long u_begin = range.begin, u_end = range.end;
-  char* const my_a = sh_a + wg * AS * Cfg::kAStage;
-  const uint32_t a_base = SmemAddr(my_a), b_base = SmemAddr(sh_b);
-  uint64_t* const my_full_a = full_a[wg];
+  const uint32_t a_base = SmemAddr(sh_a + wg * AS * Cfg::kAStage);
+  const uint32_t my_full_a = SmemAddr(full_a[wg]), full_o_addr = SmemAddr(full_o), empty_o_addr = SmemAddr(empty_o);
+  // wgmma descriptors of slot 0's first k16 step; a slot or step further on
+  // only adds its byte offset / 16 to the start-address field (no carry: the
+  // field holds every shared-memory address / 16).
+  const uint64_t desc_a0 = SmemDescSw128(a_base), desc_b0 = SmemDescSw128(SmemAddr(sh_b));
   // This warpgroup's A: one TMA box of its 64 rows per stage, stage j into
   // slot j % AS, issued by its first thread (predicated) in stage order.
   const bool a_issuer = tid % 128 == 0;
@@ -341,7 +320,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   int a_next = 0;  // next stage whose A is fetched
   auto fetch_a = [&]() {
     const int slot = a_next % AS;
-    TmaLoadAIf(my_a + slot * Cfg::kAStage, &a_map, ac.kt * Cfg::kBk, ac.mc * BM + wg * 64, my_full_a + slot,
+    TmaLoadAIf(a_base + slot * Cfg::kAStage, &a_map, ac.kt * Cfg::kBk, ac.mc * BM + wg * 64, my_full_a + 8 * slot,
                Cfg::kAStage, a_issuer && a_next < count);
     ac.Next(k_tiles, m_chunks);
     ++a_next;
@@ -403,13 +382,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     zero_acc();
     int held = -1;
     for (int s = 0; s < stages; ++s) {
-      MbarWaitInFlight(my_full_a + as, aphase);  // keeps the previous stage's wgmma in flight
-      MbarWaitInFlight(full_o + os, ophase);
+      MbarWaitInFlight(my_full_a + 8 * as, aphase);  // keeps the previous stage's wgmma in flight
+      MbarWaitInFlight(full_o_addr + 8 * os, ophase);
       WgmmaFence();
 #pragma unroll
       for (int j = 0; j < Cfg::kKs; ++j) {
-        const uint64_t da = SmemDescSw128(a_base + as * Cfg::kAStage + 32 * j);
-        const uint64_t db = SmemDescSw128(b_base + os * Cfg::kBStage + 32 * j);
+        const uint64_t da = desc_a0 + static_cast<uint32_t>((as * Cfg::kAStage + 32 * j) >> 4);
+        const uint64_t db = desc_b0 + static_cast<uint32_t>((os * Cfg::kBStage + 32 * j) >> 4);
         if constexpr (BN == 256) {
           WgmmaSsM64N256K16(acc, da, db);
         } else {
@@ -418,7 +397,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
       }
       WgmmaCommit();
       WgmmaWait<1>();  // the previous stage's group: its slots may be refilled
-      MbarArriveIf(empty_o + (held < 0 ? 0 : held), held >= 0);
+      MbarArriveIf(empty_o_addr + 8 * (held < 0 ? 0 : held), held >= 0);
       if (held >= 0) fetch_a();
       held = os;
       if (++os == O) {
@@ -432,7 +411,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     }
     WgmmaWait<0>();
     FenceRegs(acc);
-    MbarArriveIf(empty_o + held, true);
+    MbarArriveIf(empty_o_addr + 8 * held, true);
     fetch_a();  // the tile's last stage; the one before it was refilled in the loop
     finish_tile(nt, mc);
     done += stages;
