@@ -201,6 +201,37 @@ __device__ __forceinline__ void WgmmaM64K16(float (&d)[BT / 2], const uint32_t (
   }
 }
 
+// ---------------------------------------------------------------- split-K fixup
+
+// The fixup of a kernel whose split-K partial is the whole tile (both wgmma
+// kernels): when other blocks share `tile`, each thread stores its N
+// accumulators in the block's partial slot in accumulator order (index
+// i * kThreads + tid: the stores and the loads below coalesce), and the block
+// that arrives last sums every contributor's slot into `acc` in block order.
+// Returns false when another block finishes the tile. kSync as in
+// StreamKArriveLast: 0 = every thread of the block takes part.
+template <int N, int kThreads, int kSync>
+__device__ __forceinline__ bool FullTileFixup(const Params& p, float (&acc)[N], int tile, long long u_begin,
+                                              long long u_end, int* sh_flag) {
+  const int grid = gridDim.x, tid = threadIdx.x;
+  const long long t_begin = static_cast<long long>(tile) * p.k_tiles, t_end = t_begin + p.k_tiles;
+  if (u_begin <= t_begin && u_end >= t_end) return true;  // this block holds the whole tile
+  constexpr long long kSlotFloats = static_cast<long long>(N) * kThreads;
+  float* mine = p.partials + StreamKSlot(p.units, grid, blockIdx.x, t_begin) * kSlotFloats;
+#pragma unroll
+  for (int i = 0; i < N; ++i) __stcg(mine + i * kThreads + tid, acc[i]);
+  const int b_first = StreamKOwner(p.units, grid, t_begin), b_last = StreamKOwner(p.units, grid, t_end - 1);
+  if (!StreamKArriveLast<kSync>(p.counters + tile, b_last - b_first + 1, sh_flag)) return false;
+#pragma unroll
+  for (int i = 0; i < N; ++i) acc[i] = 0.f;
+  for (int b = b_first; b <= b_last; ++b) {
+    const float* slot = p.partials + StreamKSlot(p.units, grid, b, t_begin) * kSlotFloats;
+#pragma unroll
+    for (int i = 0; i < N; ++i) acc[i] += __ldcg(slot + i * kThreads + tid);
+  }
+  return true;
+}
+
 // ---------------------------------------------------------------- configuration
 
 template <int BT, int MW, int STAGES, int MIN_BLOCKS = 1, int DEPTH = 1, int KS = 4, bool WS = false,
@@ -275,7 +306,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int wg = warp / 4, wq = warp % 4;  // warpgroup, warp inside it (= QF4 word)
-  const int grid = gridDim.x, bid = blockIdx.x;
   const StreamKRange range = BlockUnits(p);
   const long long u_begin = range.begin, u_end = range.end;
   const int count = range.count;
@@ -513,32 +543,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     WgmmaCommit();
   };
 
-  auto owner = [&](long long u) { return StreamKOwner(p.units, grid, u); };
-
   // ---- finish_tile: split-K fixup when other blocks share the tile, then
   // C (+ bias) straight from the accumulators. Accumulator i of block mw holds
   // column 64q + 16wq + lane/4 (+8 for i % 4 >= 2) and row 8(i/4) + 2(lane%4)
   // (+1 for odd i) of the tile.
   auto finish_tile = [&](int nt, int mc) {
-    const int tile = nt * m_chunks + mc;
-    const long long t_begin = static_cast<long long>(tile) * k_tiles, t_end = t_begin + k_tiles;
-    if (u_begin > t_begin || u_end < t_end) {
-      float* mine = p.partials + StreamKSlot(p.units, grid, bid, t_begin) * Cfg::kTileFloats;
-#pragma unroll
-      for (int mw = 0; mw < MW; ++mw)
-#pragma unroll
-        for (int i = 0; i < kAccSet; ++i) __stcg(mine + (mw * kAccSet + i) * kThreads + tid, acc[mw][i]);
-      const int b_first = owner(t_begin), b_last = owner(t_end - 1);
-      if (!StreamKArriveLast<Cfg::kWs ? kThreads : 0>(p.counters + tile, b_last - b_first + 1, &sh_flag)) return;
-      zero_acc();
-      for (int b = b_first; b <= b_last; ++b) {
-        const float* slot = p.partials + StreamKSlot(p.units, grid, b, t_begin) * Cfg::kTileFloats;
-#pragma unroll
-        for (int mw = 0; mw < MW; ++mw)
-#pragma unroll
-          for (int i = 0; i < kAccSet; ++i) acc[mw][i] += __ldcg(slot + (mw * kAccSet + i) * kThreads + tid);
-      }
-    }
+    // acc[mw][i] is accumulator mw * kAccSet + i of the slot.
+    float(&flat)[MW * kAccSet] = reinterpret_cast<float(&)[MW * kAccSet]>(acc);
+    if (!FullTileFixup<MW * kAccSet, kThreads, Cfg::kWs ? kThreads : 0>(p, flat, nt * m_chunks + mc, u_begin, u_end,
+                                                                         &sh_flag))
+      return;
 #pragma unroll
     for (int mw = 0; mw < MW; ++mw) {
       const int col_a = nt * BN + 64 * (wg * MW + mw) + 16 * wq + lane / 4;

@@ -305,7 +305,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
 
   // =================================================== consumer warpgroups
   const int wg = role, warp = (tid % 128) / 32, lane = tid % 32;
-  const int grid = gridDim.x, bid = blockIdx.x;
   const long long u_begin = range.begin, u_end = range.end;
   const uint32_t a_base = SmemAddr(sh_a + wg * AS * Cfg::kAStage);
   const uint32_t my_full_a = SmemAddr(full_a[wg]), full_o_addr = SmemAddr(full_o), empty_o_addr = SmemAddr(empty_o);
@@ -327,34 +326,18 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   };
   for (int s = 0; s < AS; ++s) fetch_a();
 
-
   float acc[kAcc];
   auto zero_acc = [&]() {
 #pragma unroll
     for (int i = 0; i < kAcc; ++i) acc[i] = 0.f;
   };
-  auto owner = [&](long long u) { return StreamKOwner(p.units, grid, u); };
 
   // Split-K fixup when other blocks share the tile, then C (+ bias) from the
   // accumulators: register 4j + h of thread (warp, lane) is row 16 warp +
   // lane / 4 (+8 for h >= 2) of this warpgroup's 64 and column 8j + 2 (lane %
   // 4) (+1 for odd h) of the tile.
   auto finish_tile = [&](int nt, int mc) {
-    const int tile = nt * m_chunks + mc;
-    const long long t_begin = static_cast<long long>(tile) * k_tiles, t_end = t_begin + k_tiles;
-    if (u_begin > t_begin || u_end < t_end) {
-      float* mine = p.partials + StreamKSlot(p.units, grid, bid, t_begin) * Cfg::kTileFloats;
-#pragma unroll
-      for (int i = 0; i < kAcc; ++i) __stcg(mine + i * kCompute + tid, acc[i]);
-      const int b_first = owner(t_begin), b_last = owner(t_end - 1);
-      if (!StreamKArriveLast<kCompute>(p.counters + tile, b_last - b_first + 1, &sh_flag)) return;
-      zero_acc();
-      for (int b = b_first; b <= b_last; ++b) {
-        const float* slot = p.partials + StreamKSlot(p.units, grid, b, t_begin) * Cfg::kTileFloats;
-#pragma unroll
-        for (int i = 0; i < kAcc; ++i) acc[i] += __ldcg(slot + i * kCompute + tid);
-      }
-    }
+    if (!FullTileFixup<kAcc, kCompute, kCompute>(p, acc, nt * m_chunks + mc, u_begin, u_end, &sh_flag)) return;
     const int row0 = mc * BM + wg * 64 + 16 * warp + lane / 4;
 #pragma unroll
     for (int j = 0; j < BN / 8; ++j) {
