@@ -38,12 +38,20 @@ inline constexpr int kWgmmaMaxSm = 90;
 inline constexpr int kWgmmaMaxSm = 0;
 #endif
 
+// A table row of a wgmma-family kernel (this one or w4a16_wgss.cuh's): sm_90a
+// only, split-K partials of whole tiles.
 template <class Cfg>
-Variant MakeWgmmaVariant(const char* name) {
-  Variant v = VariantOf<Cfg>(name, 90, reinterpret_cast<const void*>(&W4A16WgmmaKernel<Cfg>), &LaunchW4A16Wgmma<Cfg>);
+Variant WgmmaFamilyVariant(const char* name, const void* kernel,
+                           cudaError_t (*launch)(const Params&, int, cudaStream_t)) {
+  Variant v = VariantOf<Cfg>(name, 90, kernel, launch);
   v.max_sm = kWgmmaMaxSm;
   v.full_tile_partials = true;
   return v;
+}
+
+template <class Cfg>
+Variant MakeWgmmaVariant(const char* name) {
+  return WgmmaFamilyVariant<Cfg>(name, reinterpret_cast<const void*>(&W4A16WgmmaKernel<Cfg>), &LaunchW4A16Wgmma<Cfg>);
 }
 
 }  // namespace qf::kernels::w4a16

@@ -9,7 +9,7 @@
 //   const Variant kW4A16WgSsT128N256 = MakeWgssVariant<WgssConfig<128, 256, 3, 4, 4, 1>>("wg_ss_t128_n256_o3_w4_a4");
 #pragma once
 
-#include "kernels/cuda/w4a16/w4a16_wgmma.cuh"  // EncodeActivationMap, kWgmmaMaxSm
+#include "kernels/cuda/w4a16/w4a16_wgmma.cuh"  // EncodeActivationMap, WgmmaFamilyVariant
 #include "kernels/cuda/w4a16/w4a16_wgss_kernel.cuh"
 
 namespace qf::kernels::w4a16 {
@@ -24,10 +24,7 @@ cudaError_t LaunchW4A16Wgss(const Params& p, int grid, cudaStream_t stream) {
 
 template <class Cfg>
 Variant MakeWgssVariant(const char* name) {
-  Variant v = VariantOf<Cfg>(name, 90, reinterpret_cast<const void*>(&W4A16WgssKernel<Cfg>), &LaunchW4A16Wgss<Cfg>);
-  v.max_sm = kWgmmaMaxSm;
-  v.full_tile_partials = true;
-  return v;
+  return WgmmaFamilyVariant<Cfg>(name, reinterpret_cast<const void*>(&W4A16WgssKernel<Cfg>), &LaunchW4A16Wgss<Cfg>);
 }
 
 }  // namespace qf::kernels::w4a16
