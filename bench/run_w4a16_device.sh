@@ -5,6 +5,7 @@
 # w4a16_ref_test, w4a16_bench), else configures and builds them into /tmp/b.
 #
 #   source .devdeps/activate && bash bench/run_w4a16_device.sh [w4a16_bench args]
+#   QF_PTXAS=path/to/ptxas bash bench/run_w4a16_device.sh ...   # build with a newer ptxas
 set -u -o pipefail
 OUT=${OUT:-/tmp/w4a16_out}
 mkdir -p "$OUT"
@@ -14,6 +15,9 @@ if [ ! -x $BIN/w4a16_gpu_test ] || ldd $BIN/w4a16_gpu_test $BIN/w4a16_bench | gr
   echo "building on this machine"
   BIN=/tmp/b/bin
   flags=(-G Ninja -DQF_PYTHON=/opt/torch/.venv/bin/python -DQF_CUDA=ON -DQF_TESTS=ON -DCMAKE_CUDA_ARCHITECTURES=90a)
+  # QF_PTXAS=<ptxas binary>: assemble with it (cmake/QfPtxas.cmake; the machine
+  # has no network, so bring the one scripts/fetch-ptxas.sh fetched).
+  [ -n "${QF_PTXAS:-}" ] && flags+=(-DQF_PTXAS="$QF_PTXAS")
   cmake -S . -B /tmp/b "${flags[@]}" -DQF_SERVICES=OFF >"$OUT/configure.log" 2>&1 ||
     cmake -S . -B /tmp/b "${flags[@]}" -DQF_SERVICES=ON >>"$OUT/configure.log" 2>&1 ||
     { tail -40 "$OUT/configure.log"; exit 1; }
