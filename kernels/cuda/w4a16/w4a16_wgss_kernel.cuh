@@ -154,7 +154,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     W4A16WgssKernel(const Params p, const __grid_constant__ CUtensorMap a_map) {
   constexpr int BM = Cfg::kBm, BN = Cfg::kBn, O = Cfg::kStages, W = Cfg::kWStages, AS = Cfg::kAStages;
   constexpr int kCols = Cfg::kColTiles, kAcc = Cfg::kAcc, kCompute = Cfg::kComputeThreads;
-  constexpr int kT = Cfg::kTransforms, kRun = Cfg::kRun, kTiles = Cfg::kColTiles;
+  constexpr int kT = Cfg::kTransforms, kRun = Cfg::kRun;
 
   extern __shared__ int4 smem_raw[];
   __shared__ int sh_flag;
@@ -255,7 +255,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     WgssCursor dc = first;  // the stage dequantized
     for (int r = 0; r < u * kRun; ++r) dc.Next(k_tiles, m_chunks);
     int d_group = -1, d_nt = -1;
-    GroupConsts consts[kTiles];
+    GroupConsts consts[kCols];
     const uint32_t b_lane = SmemAddr(sh_b) + st_lane;
     for (int i = u * kRun; i < count; i = next_stage(i)) {
       const int ws = i % W, os = i % O;  // ring slots of stage i
@@ -264,14 +264,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
       const uint32_t b_slot = b_lane + os * Cfg::kBStage;     // B slot os, at this lane's stmatrix row
       MbarWait(my_full_w + 8 * ws, wphase);
       // Everything this warp needs from its raw slot, into registers.
-      int4 words[kTiles];
+      int4 words[kCols];
 #pragma unroll
-      for (int j = 0; j < kTiles; ++j) words[j] = reinterpret_cast<const int4*>(src + j * 512)[lane];
+      for (int j = 0; j < kCols; ++j) words[j] = reinterpret_cast<const int4*>(src + j * 512)[lane];
       if (const int g = group_of(dc); g != d_group || dc.nt != d_nt) {
         d_group = g;
         d_nt = dc.nt;
 #pragma unroll
-        for (int j = 0; j < kTiles; ++j) {
+        for (int j = 0; j < kCols; ++j) {
           // Scales of the lane's 8 fragments: 8 halves at 64j + 8 * (lane / 4).
           const int4 sc = *reinterpret_cast<const int4*>(src + Cfg::kWarpQ + (64 * j + 8 * (lane / 4)) * 2);
           const uint32_t zw =
@@ -282,7 +282,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
       // B slot os is free once the consumers retired stage i - O.
       if (i >= O) MbarWait(empty_o_addr + 8 * os, ophase ^ 1);
 #pragma unroll
-      for (int j = 0; j < kTiles; ++j) {
+      for (int j = 0; j < kCols; ++j) {
         const GroupConsts& g = consts[j];
         uint32_t q[4];
         const uint32_t col_tile = b_slot + j * 64 * 128;
