@@ -13,7 +13,8 @@
 // 2w and 2w+1, see DequantFragPair), so warp q of a warpgroup takes word q
 // and the warpgroup's 64 wgmma rows are the tile's 64 columns in order.
 //
-// Tile: BN = 128*MW columns x BM = BT rows of A, 2 warpgroups (256 threads);
+// Tile: BN = 64*WGS*MW columns x BM = BT rows of A, WGS warpgroups (2, or 1
+// for the _w1 variants);
 // warpgroup g owns the MW 64-column blocks g*MW .. g*MW+MW-1 and issues, per
 // 16-row k step, MW wgmma.m64nBTk16 into MW accumulator sets of BT/2 fp32.
 // A stage is BK = 16*KS kernel rows (KS = 4 or 8): per token of A, KS/4 rows
@@ -235,11 +236,12 @@ __device__ __forceinline__ bool FullTileFixup(const Params& p, float (&acc)[N], 
 // ---------------------------------------------------------------- configuration
 
 template <int BT, int MW, int STAGES, int MIN_BLOCKS = 1, int DEPTH = 1, int KS = 4, bool WS = false,
-          bool TMA = false>
+          bool TMA = false, int WGS = 2>
 struct WgConfig {
   static constexpr int kBm = BT;          // rows of A per tile (the wgmma N)
   static constexpr int kMw = MW;          // 64-column blocks per warpgroup
-  static constexpr int kBn = 128 * MW;    // columns of C per tile
+  static constexpr int kWgs = WGS;        // compute warpgroups per block (1 or 2)
+  static constexpr int kBn = 64 * WGS * MW;  // columns of C per tile
   static constexpr int kKs = KS;          // k16 steps per stage (4 or 8)
   static constexpr int kBk = 16 * KS;     // kernel rows per stage
   static constexpr int kHalves = KS / 4;  // 64-row swizzle atoms per row of A and stage
@@ -255,9 +257,12 @@ struct WgConfig {
   // bulk copy per row of QF4 tiles, scales and zeros, all completing on the
   // slot's mbarrier; lane 0 of each warp issues one or two of them.
   static constexpr bool kTma = TMA;
-  static constexpr int kComputeThreads = 256;          // 2 warpgroups
-  static constexpr int kThreads = WS ? 256 + 32 : 256;  // + the producer warp
-  static constexpr int kCopyThreads = WS ? 32 : 256;    // threads that issue the copies
+  // One warpgroup per block (_w1): a block's barrier then holds only its own
+  // 4 warps, and the two blocks an SM runs drift apart, so one can dequantize
+  // while the other's wgmma run.
+  static constexpr int kComputeThreads = 128 * WGS;
+  static constexpr int kThreads = WS ? kComputeThreads + 32 : kComputeThreads;  // + the producer warp
+  static constexpr int kCopyThreads = WS ? 32 : kComputeThreads;               // threads that issue the copies
   static constexpr int kAccSet = BT / 2;  // fp32 per thread per 64-column block
   static constexpr int kAcc = MW * kAccSet;
   static constexpr int kColTiles = kBn / 64;  // QF4 tiles across the block's columns
@@ -277,6 +282,7 @@ struct WgConfig {
   static_assert(DEPTH == 1 || DEPTH == 2, "two or three A register sets");
   static_assert(!WS || DEPTH == 1, "the producer hand-off releases one stage per wait");
   static_assert(!(WS && TMA), "one copy scheme");
+  static_assert(WGS == 1 || WGS == 2, "one or two compute warpgroups");
   static_assert(STAGES >= DEPTH + 2, "slot i-1-DEPTH is refilled at stage i");
 };
 
