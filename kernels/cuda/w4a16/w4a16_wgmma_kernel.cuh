@@ -54,6 +54,7 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/cuda/w4a16/w4a16_kernel.cuh"
 
@@ -510,9 +511,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
 
   // ---- compute_stage: dequantize the stage into the A registers `af`, then
   // issue its 4 * MW wgmma as one group. Returns with that group in flight:
-  // `af` must not be written until a wait retires the group.
+  // `af` must not be written until a wait retires the group. `one_group`
+  // (std::true_type: the group size is at least the stage's depth, e.g. 128)
+  // loads the group constants once, at step 0; otherwise a runtime test per
+  // step finds where groups start. That test is a branch per step, and a
+  // branch ends a basic block, so ptxas cannot move the shared-memory loads of
+  // later steps' words above it: each step waited for its own loads.
   using AFrags = uint32_t[MW][Cfg::kKs][4];
-  auto compute_stage = [&](int slot, AFrags& af) {
+  auto compute_stage = [&](int slot, AFrags& af, auto one_group) {
     const uint32_t* b_words = reinterpret_cast<const uint32_t*>(sh_b + slot * Cfg::kBStage);
     const uint32_t a_addr = SmemAddr(sh_a + slot * Cfg::kAStage);
     Consts c[MW];
@@ -520,7 +526,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     // fence and issue per k16 step measured the same on the H200).
 #pragma unroll
     for (int j = 0; j < Cfg::kKs; ++j) {
-      if (j == 0 || (j & group_step_mask) == 0) {  // a group starts at this step
+      if (j == 0 || (!decltype(one_group)::value && (j & group_step_mask) == 0)) {  // a group starts here
         const int gr = j == 0 ? 0 : (16 * j) >> p.group_log2;
 #pragma unroll
         for (int mw = 0; mw < MW; ++mw) c[mw] = load_consts(slot, gr, wg * MW + mw);
@@ -608,7 +614,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     CpAsyncCommit();
   };
   uint32_t phase = 0;  // parity of slot `slot`'s current fill (mbarrier hand-offs)
-  auto step = [&](int i, AFrags& af, const AFrags& old) {
+  auto step = [&](int i, AFrags& af, const AFrags& old, auto one_group) {
     if constexpr (Cfg::kTma) {
       __syncthreads();  // every warpgroup retired stage i-1-kDepth's wgmma: its slot may be refilled
       if constexpr (!kFetchLate) refill(i);
@@ -619,7 +625,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
       __syncthreads();    // stage i landed everywhere; every warpgroup retired stage i-1-kDepth's wgmma
       if constexpr (!kFetchLate) refill(i);
     }
-    compute_stage(slot, af);
+    compute_stage(slot, af, one_group);
     if constexpr (kFetchLate) refill(i);
     WgmmaWait<kDepth>();  // stage i-kDepth's group: its A registers and ring slot are free
     retire(old);
@@ -639,10 +645,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   uint64_t* const empty_bar = ring_bar + (Cfg::kWs ? STAGES : 0);
   int held = 0;
   bool holding = false;
-  auto step_ws = [&](AFrags& af, const AFrags& old) {
+  auto step_ws = [&](AFrags& af, const AFrags& old, auto one_group) {
     MbarWait(full_bar + slot, phase);
     FenceProxyAsync();  // the producer's cp.async bytes, acquired above, before wgmma reads them
-    compute_stage(slot, af);
+    compute_stage(slot, af, one_group);
     WgmmaWait<1>();
     retire(old);
     MbarArriveIf(empty_bar + held, holding);
@@ -653,11 +659,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
       phase ^= 1;
     }
   };
-  auto stage = [&](int i, AFrags& af, const AFrags& old) {
+  auto stage = [&](int i, AFrags& af, const AFrags& old, auto one_group) {
     if constexpr (Cfg::kWs) {
-      step_ws(af, old);
+      step_ws(af, old, one_group);
     } else {
-      step(i, af, old);
+      step(i, af, old, one_group);
     }
   };
 
@@ -708,37 +714,54 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
       CpAsyncCommit();
     }
   }
-  int c_kt = range.kt, c_tile = tile_begin;
-  for (int i = 0; i < count;) {
-    const int end = i + min(k_tiles - c_kt, count - i);
-    zero_acc();
-    if constexpr (kDepth == 1) {
-      while (true) {
-        stage(i, af_x, af_y);
-        if (++i == end) break;
-        stage(i, af_y, af_x);
-        if (++i == end) break;
+  // With 128-row stages the loop is compiled twice: for group sizes of at
+  // least a stage (one group per stage: the common 128, or per-column) and for
+  // smaller ones. On the H200 (bench/results/w4a16_h200_ceiling.log, runs
+  // 34-36) the one-group loop took M = 64 2-5% faster; with 64-row stages
+  // (256-row tiles, M = 256) it changed nothing beyond the spread, so those
+  // keep the runtime test and half the code.
+  auto run = [&](auto one_group) {
+    int c_kt = range.kt, c_tile = tile_begin;
+    for (int i = 0; i < count;) {
+      const int end = i + min(k_tiles - c_kt, count - i);
+      zero_acc();
+      if constexpr (kDepth == 1) {
+        while (true) {
+          stage(i, af_x, af_y, one_group);
+          if (++i == end) break;
+          stage(i, af_y, af_x, one_group);
+          if (++i == end) break;
+        }
+      } else {  // x, y, z: stage i retires stage i-2's set, the next in the rotation
+        while (true) {
+          step(i, af_x, af_y, one_group);
+          if (++i == end) break;
+          step(i, af_y, af_z, one_group);
+          if (++i == end) break;
+          step(i, af_z, af_x, one_group);
+          if (++i == end) break;
+        }
       }
-    } else {  // x, y, z: stage i retires stage i-2's set, the next in the rotation
-      while (true) {
-        step(i, af_x, af_y);
-        if (++i == end) break;
-        step(i, af_y, af_z);
-        if (++i == end) break;
-        step(i, af_z, af_x);
-        if (++i == end) break;
+      WgmmaWait<0>();
+      if constexpr (Cfg::kWs) {
+        MbarArriveIf(empty_bar + held, true);
+        holding = false;
       }
-    }
-    WgmmaWait<0>();
-    if constexpr (Cfg::kWs) {
-      MbarArriveIf(empty_bar + held, true);
-      holding = false;
-    }
 #pragma unroll
-    for (int mw = 0; mw < MW; ++mw) FenceRegs(acc[mw]);
-    finish_tile(c_tile / m_chunks, c_tile % m_chunks);
-    c_kt = 0;
-    ++c_tile;
+      for (int mw = 0; mw < MW; ++mw) FenceRegs(acc[mw]);
+      finish_tile(c_tile / m_chunks, c_tile % m_chunks);
+      c_kt = 0;
+      ++c_tile;
+    }
+  };
+  if constexpr (Cfg::kKs == 8) {
+    if (gs >= Cfg::kBk) {
+      run(std::true_type{});
+    } else {
+      run(std::false_type{});
+    }
+  } else {
+    run(std::false_type{});
   }
   if constexpr (!Cfg::kWs) CpAsyncWait<0>();
   if (sink == 0x9E3779B9u && p.m < 0) p.counters[0] = 0;
