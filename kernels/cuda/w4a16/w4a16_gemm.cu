@@ -78,15 +78,13 @@ const Row kTable[] = {
     {32, 0, 0, &w4a16::kW4A16StreamM32},
     // Warpgroup MMA (sm_90a) from 33 rows up, tuned on the H200 with
     // w4a16_bench --sweep=wg_ (kernels/README.md): up to 64 rows, 128-row
-    // stages, 64 x 256 tiles for wide or deep weights and 64 x 128 tiles two
-    // blocks per SM otherwise (o m = 64: 32.5-33.1 against 34.7-35.2 us);
-    // 128-row tiles up to 128; 256-row tiles with two stages of wgmma in
-    // flight above. Only from kWgMinN columns: below, its few large tiles
-    // leave most SMs idle (tiny-llama's n <= 768: 10.8-28 us in verify
-    // against 8.7-19 us tiled).
-    {64, 16384, 0, &w4a16::kW4A16WgT64S6K128},
-    {64, kWgMinN, 16384, &w4a16::kW4A16WgT64S6K128},
-    {64, kWgMinN, 0, &w4a16::kW4A16WgT64N128K128TwoBlocks},
+    // stages on 64 x 128 tiles of one warpgroup, two blocks per SM (run 38:
+    // qkv 34.8-36.1 us against 36.9-38.1 for two warpgroups per block, down
+    // 83.0-83.9 against 91.0-92.8 for 64 x 256 tiles); 128-row tiles up to
+    // 128; 256-row tiles with two stages of wgmma in flight above. Only from
+    // kWgMinN columns: below, its few large tiles leave most SMs idle
+    // (tiny-llama's n <= 768: 10.8-28 us in verify against 8.7-19 us tiled).
+    {64, kWgMinN, 0, &w4a16::kW4A16WgT64W1K128TwoBlocks},
     {48, 0, 0, &w4a16::kW4A16Mb3Bn128},
     {48, 0, 0, &w4a16::kW4A16Mb3Bn256},
     // Deep or wide weights: the 256-column, 256-row stages (down: 107 vs 113 us).
@@ -110,7 +108,7 @@ const Variant* const kTuningVariants[] = {
     &w4a16::kW4A16WgT64,           &w4a16::kW4A16WgT64D2,       &w4a16::kW4A16WgT256N128,
     &w4a16::kW4A16WgT128N128TwoBlocks, &w4a16::kW4A16WgT256N128K128, &w4a16::kW4A16WgT64N128TwoBlocks,
     &w4a16::kW4A16WgT64N128K128,    &w4a16::kW4A16WgT64K128,
-    &w4a16::kW4A16WgT64W1K128TwoBlocks,
+    &w4a16::kW4A16WgT64S6K128,      &w4a16::kW4A16WgT64N128K128TwoBlocks,
     &w4a16::kW4A16WsT64N128TwoBlocks, &w4a16::kW4A16WsT64N256,
     &w4a16::kW4A16WgSsT128N256,     &w4a16::kW4A16WgSsT64N256,   &w4a16::kW4A16WgSsT64N256O4,
     &w4a16::kW4A16WgT256N128D2Tma,  &w4a16::kW4A16WgT256N128Tma, &w4a16::kW4A16WgT64S6K128Tma,

@@ -170,8 +170,8 @@ extern const Variant kW4A16BalancedM8;
 // wg_t<rows of A>_n<columns>[_w1: one warpgroup per block]_s<stages>[_2blk:
 // two blocks per SM][_d2: two stages of wgmma in flight][_k128: 128-row
 // stages]. The table uses
-// t64_n256_s6_k128, t64_n128_s4_k128_2blk, t128_n256, t128_n128 and
-// t256_n128_s5_d2; the rest are for tuning sweeps.
+// t64_n128_w1_s4_k128_2blk, t128_n256, t128_n128 and t256_n128_s5_d2; the
+// rest are for tuning sweeps.
 extern const Variant kW4A16WgT64;
 extern const Variant kW4A16WgT128;
 extern const Variant kW4A16WgT128N128;
@@ -185,7 +185,7 @@ extern const Variant kW4A16WgT64K128;
 extern const Variant kW4A16WgT64S6K128;
 extern const Variant kW4A16WgT64N128K128;
 extern const Variant kW4A16WgT64N128K128TwoBlocks;
-// _w1 (tuning only): one warpgroup per block, two blocks per SM.
+// _w1: one warpgroup per block, two blocks per SM (the table's m <= 64).
 extern const Variant kW4A16WgT64W1K128TwoBlocks;
 // _tma (tuning only): the same tiles staged by TMA tensor and bulk copies,
 // one or two issued per warp, onto one mbarrier per ring slot (WgConfig TMA).
