@@ -66,15 +66,16 @@ struct W4A16GemmArgs {
   using StreamPlan = ForcedStreamGrid;
   StreamPlan stream_plan;
   // Programmatic dependent launch (sm_90), for decode loops of back-to-back
-  // layers (a stream or a CUDA graph): the weight-streaming and decode
-  // variants then launch while the previous kernel on the stream is still
-  // in its epilogue, set up (the decode kernel loads its first weights) and
-  // read a and bias and write c only once that kernel has completed and its
-  // writes are visible. The previous kernel must not write qweight, scales
-  // or zeros. After their main loop they let the next kernel launch early
-  // the same way (it does only if launched so). Other variants launch as
-  // usual. Measured on the H200: 2-6% less time per call in a graph of
-  // back-to-back calls (kernels/README.md).
+  // layers (a stream or a CUDA graph): the weight-streaming, decode and
+  // wgmma variants then launch while the previous kernel on the stream is
+  // still in its epilogue, set up (the decode kernel loads its first
+  // weights) and read a and bias, write c and use the workspace only once
+  // that kernel has completed and its writes are visible. The previous
+  // kernel must not write qweight, scales or zeros. After their main loop
+  // they let the next kernel launch early the same way (it does only if
+  // launched so). The tiled variants launch as usual. Measured on the H200:
+  // 2-6% less time per call in a graph of back-to-back calls for the decode
+  // kernels (kernels/README.md).
   bool pdl = false;
 };
 

@@ -581,7 +581,8 @@ TEST_F(W4A16GpuTest, ForcedStreamGridsMatchCpuReferenceOrAreRefused) {
 // each reading the previous one's output, launched back to back on a stream
 // and replayed from a CUDA graph. Each kernel starts before its predecessor
 // ends; if one read A before the dependency wait it would see the NaN the
-// outputs are poisoned with, or stale values. Every output must equal, bit
+// outputs are poisoned with, or stale values, and a wgmma kernel that touched
+// the split-K counters early would corrupt its predecessor's fixup. Every output must equal, bit
 // for bit, the same chain launched plainly, and layer 1 the CPU reference.
 TEST_F(W4A16GpuTest, ProgrammaticLaunchChainsMatchPlainLaunches) {
   if (!HasStreamingVariants()) GTEST_SKIP() << "programmatic launch needs sm_90";
@@ -598,9 +599,25 @@ TEST_F(W4A16GpuTest, ProgrammaticLaunchChainsMatchPlainLaunches) {
   const DeviceLinear* layer[2] = {&d0, &d1};
   cudaStream_t stream;
   CUDA_ASSERT(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  for (const char* variant : {static_cast<const char*>(nullptr), "dec_m8", "stream_m8", "dec_m16", "bal_m8", "dec_m8_s16",
-                              "dec_m8_a16", "dec_m16_a12", "dec_m16_s16", "dec_m16_s8"}) {
-    for (int64_t m : {1, 5}) {
+  // The decode-family variants at a few rows; the wgmma ones (sm_90a builds)
+  // at the rows the table gives them, where blocks share tiles through the
+  // split-K workspace that consecutive layers reuse.
+  struct ChainCase {
+    const char* variant;  // nullptr: the table's
+    std::vector<int64_t> ms;
+  };
+  std::vector<ChainCase> cases;
+  for (const char* v : {static_cast<const char*>(nullptr), "dec_m8", "stream_m8", "dec_m16", "bal_m8", "dec_m8_s16",
+                        "dec_m8_a16", "dec_m16_a12", "dec_m16_s16", "dec_m16_s8"}) {
+    cases.push_back({v, {1, 5}});
+  }
+  if (W4A16VariantName(64, kDim, kDim, 128).value_or("").rfind("wg_", 0) == 0) {
+    cases.push_back({nullptr, {64, 200}});
+    cases.push_back({"wg_t256_n128_s5_d2", {64}});
+  }
+  for (const ChainCase& cc : cases) {
+    const char* variant = cc.variant;
+    for (int64_t m : cc.ms) {
       SCOPED_TRACE(absl::StrCat(variant ? variant : "table", " m=", m));
       ASSERT_TRUE(ws_.Reserve(W4A16WorkspaceBytes(m, kDim, kDim, 0, variant)).ok());
       const std::vector<uint16_t> x0 = RandomActivations(m, kDim, 130 + m);

@@ -388,6 +388,7 @@ absl::Status W4A16Gemm(const W4A16GemmArgs& args) {
   p.m_chunks = static_cast<int>(plan.m_chunks);
   p.k_tiles = static_cast<int>(plan.k_tiles);
   p.units = plan.units;
+  p.pdl = args.pdl;
   cudaError_t e = v->launch(p, plan.grid, args.stream);
   if (e == cudaSuccess) e = cudaGetLastError();
   if (e != cudaSuccess) return CudaError(e, absl::StrCat("launch of ", v->name, " (", Shape(m, n, k, gsz), ")"));

@@ -48,6 +48,9 @@ struct Params {
   int group_log2;  // log2(group_size) when it is a power of two, else -1
   int n_tiles, m_chunks, k_tiles;
   long long units;  // n_tiles * m_chunks * k_tiles
+  // Host side: launch as a programmatic dependent (W4A16GemmArgs::pdl; the
+  // wgmma variants read it, the tiled kernel launches as usual).
+  bool pdl;
 };
 
 // ---------------------------------------------------------------- PTX wrappers
@@ -172,6 +175,23 @@ __device__ __forceinline__ void BulkCopy(void* smem, const void* gmem, uint32_t 
 
 // Orders this thread's generic-proxy shared-memory writes before later
 // async-proxy (bulk copy) writes to the same bytes.
+// Programmatic dependent launch (sm_90). Everything a kernel does before
+// GridDependencyWait may overlap the previous kernel on the stream, so the
+// streaming and decode kernels read only weights there (no kernel writes
+// them), the wgmma kernel nothing at all, and each touches A, the bias, C
+// and the split-K workspace after it. It returns once that kernel has
+// completed and its writes are visible; at once when the launch was not
+// programmatic.
+__device__ __forceinline__ void GridDependencyWait() { QF_SM90(asm volatile("griddepcontrol.wait;\n" ::: "memory")); }
+
+// Lets the next kernel on the stream launch (if it was launched as a
+// programmatic dependent) once every block of this grid has run this.
+// Issued after the main loop: the next grid then launches during our
+// epilogue and its blocks take multiprocessors as ours retire. Issued at
+// the start, its blocks took the free slots during our main loop and
+// competed with it: slower on the H200 (kernels/README.md).
+__device__ __forceinline__ void AllowDependents() { QF_SM90(asm volatile("griddepcontrol.launch_dependents;\n" :::)); }
+
 __device__ __forceinline__ void FenceProxyAsync() {
   QF_SM90(asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"));
 }

@@ -148,22 +148,6 @@ __device__ __forceinline__ int4 LdStream16(const int4* p, uint64_t policy) {
   return v;
 }
 
-// Programmatic dependent launch (sm_90). Everything a kernel does before
-// GridDependencyWait may overlap the previous kernel on the stream, so the
-// streaming kernels read only weights there (no kernel writes them) and
-// touch A, the bias and C after it. It returns once that kernel has
-// completed and its writes are visible; at once when the launch was not
-// programmatic.
-__device__ __forceinline__ void GridDependencyWait() { QF_SM90(asm volatile("griddepcontrol.wait;\n" ::: "memory")); }
-
-// Lets the next kernel on the stream launch (if it was launched as a
-// programmatic dependent) once every block of this grid has run this.
-// Issued after the main loop: the next grid then launches during our
-// epilogue and its blocks take multiprocessors as ours retire. Issued at
-// the start, its blocks took the free slots during our main loop and
-// competed with it: slower on the H200 (kernels/README.md).
-__device__ __forceinline__ void AllowDependents() { QF_SM90(asm volatile("griddepcontrol.launch_dependents;\n" :::)); }
-
 template <int kOff>
 __device__ __forceinline__ void LdMatrixX2At(uint32_t (&r)[2], uint32_t smem) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2+%3];\n"

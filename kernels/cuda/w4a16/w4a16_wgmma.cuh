@@ -19,14 +19,25 @@ namespace qf::kernels::w4a16 {
 // zeros. cudaErrorInvalidValue when the driver rejects it (w4a16_tensor_map.cu).
 cudaError_t EncodeActivationMap(CUtensorMap* map, const __half* a, int m, int k, int box_rows);
 
+// p.pdl: as a programmatic dependent of the previous kernel on the stream
+// (the kernel waits for it before its first copy; W4A16GemmArgs::pdl).
 template <class Cfg>
 cudaError_t LaunchW4A16Wgmma(const Params& p, int grid, cudaStream_t stream) {
   CUtensorMap a_map{};  // unused without TMA
   if constexpr (Cfg::kTma) {
     if (const cudaError_t e = EncodeActivationMap(&a_map, p.a, p.m, p.k, Cfg::kBm); e != cudaSuccess) return e;
   }
-  W4A16WgmmaKernel<Cfg><<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p, a_map);
-  return cudaSuccess;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(grid), 1, 1);
+  cfg.blockDim = dim3(Cfg::kThreads, 1, 1);
+  cfg.dynamicSmemBytes = Cfg::kSmemBytes;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr = {};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = &attr;
+  cfg.numAttrs = p.pdl ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, &W4A16WgmmaKernel<Cfg>, p, a_map);
 }
 
 // sm_90 only, and only when the build has sm_90a code (CMake defines

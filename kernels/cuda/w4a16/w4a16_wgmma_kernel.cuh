@@ -671,6 +671,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   // are redefined (zeroed, fixed up) only between tiles: inside the k loop
   // only wgmma writes them, so ptxas keeps the wgmma pipeline across
   // iterations instead of waiting for it at the back edge.
+  //
+  // Launched as a programmatic dependent (Params::pdl), everything above
+  // overlapped the previous kernel: it touched no memory but registers.
+  // A, C, the bias and the workspace's counters and partials are that
+  // kernel's until it completes.
+  GridDependencyWait();
   if constexpr (Cfg::kWs) {
     if (tid == 0) {
       for (int s = 0; s < STAGES; ++s) {
@@ -743,6 +749,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
         }
       }
       WgmmaWait<0>();
+      if (i == count) AllowDependents();  // the last tile's fixup and epilogue overlap the next launch
       if constexpr (Cfg::kWs) {
         MbarArriveIf(empty_bar + held, true);
         holding = false;
