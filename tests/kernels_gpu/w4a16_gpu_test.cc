@@ -582,8 +582,9 @@ TEST_F(W4A16GpuTest, ForcedStreamGridsMatchCpuReferenceOrAreRefused) {
 // and replayed from a CUDA graph. Each kernel starts before its predecessor
 // ends; if one read A before the dependency wait it would see the NaN the
 // outputs are poisoned with, or stale values, and a wgmma kernel that touched
-// the split-K counters early would corrupt its predecessor's fixup. Every output must equal, bit
-// for bit, the same chain launched plainly, and layer 1 the CPU reference.
+// the split-K counters early would corrupt its predecessor's fixup. Every
+// output must equal, bit for bit, the same chain launched plainly, and layer
+// 1 the CPU reference.
 TEST_F(W4A16GpuTest, ProgrammaticLaunchChainsMatchPlainLaunches) {
   if (!HasStreamingVariants()) GTEST_SKIP() << "programmatic launch needs sm_90";
   constexpr int kLayers = 6;

@@ -723,7 +723,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   // With 128-row stages the loop is compiled twice: for group sizes of at
   // least a stage (one group per stage: the common 128, or per-column) and for
   // smaller ones. On the H200 (bench/results/w4a16_h200_ceiling.log, runs
-  // 34-36) the one-group loop took M = 64 2-5% faster; with 64-row stages
+  // 34-36) the one-group loop took M = 64 2-8% faster; with 64-row stages
   // (256-row tiles, M = 256) it changed nothing beyond the spread, so those
   // keep the runtime test and half the code.
   auto run = [&](auto one_group) {
