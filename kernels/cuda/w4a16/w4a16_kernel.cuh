@@ -173,8 +173,6 @@ __device__ __forceinline__ void BulkCopy(void* smem, const void* gmem, uint32_t 
   BulkCopy(SmemAddr(smem), gmem, bytes, SmemAddr(bar), policy);
 }
 
-// Orders this thread's generic-proxy shared-memory writes before later
-// async-proxy (bulk copy) writes to the same bytes.
 // Programmatic dependent launch (sm_90). Everything a kernel does before
 // GridDependencyWait may overlap the previous kernel on the stream, so the
 // streaming and decode kernels read only weights there (no kernel writes
@@ -192,6 +190,8 @@ __device__ __forceinline__ void GridDependencyWait() { QF_SM90(asm volatile("gri
 // competed with it: slower on the H200 (kernels/README.md).
 __device__ __forceinline__ void AllowDependents() { QF_SM90(asm volatile("griddepcontrol.launch_dependents;\n" :::)); }
 
+// Orders this thread's generic-proxy shared-memory writes before later
+// async-proxy (bulk copy) writes to the same bytes.
 __device__ __forceinline__ void FenceProxyAsync() {
   QF_SM90(asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"));
 }
