@@ -143,6 +143,11 @@ __device__ __forceinline__ void MbarWait(uint32_t bar, uint32_t parity) {
 }
 __device__ __forceinline__ void MbarWait(uint64_t* bar, uint32_t parity) { MbarWait(SmemAddr(bar), parity); }
 
+// Arrives once on `bar` (release at CTA scope).
+__device__ __forceinline__ void MbarArrive(uint32_t bar) {
+  QF_SM90(asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory"));
+}
+
 // Arrives once on `bar` (release at CTA scope) when `pred` holds; predicated
 // rather than branched, so the caller's wgmma pipeline sees no control flow.
 __device__ __forceinline__ void MbarArriveIf(uint32_t bar, bool pred) {

@@ -75,10 +75,6 @@ __device__ __forceinline__ void StMatrixX4(uint32_t addr, uint32_t r0, uint32_t 
                        : "memory"));
 }
 
-__device__ __forceinline__ void MbarArrive(uint32_t bar) {
-  QF_SM90(asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory"));
-}
-
 // TMA copy of one 64-row box of A into shared address `smem` and the arming
 // of its barrier, issued only where `pred` holds: predicated, not branched,
 // so the consumer warpgroup's wgmma pipeline sees no divergent path (ptxas
