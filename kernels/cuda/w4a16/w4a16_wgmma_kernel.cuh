@@ -331,8 +331,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   // ---- Copy addressing. Copy thread ct (every thread, or the producer
   // warp's lanes) copies the same pieces of every stage: A chunk a_c of rows
   // a_r + kARowsPerIt*it and B chunk ct + it*kCopyThreads of the stage's QF4
-  // tiles. Their global addresses advance by one stage per fetch and are
-  // recomputed (seek) only when the tile changes.
+  // tiles. Their global addresses are byte pointers that advance by one stage
+  // per fetch and are recomputed (seek) only when the tile changes; a copy's
+  // address is its pointer plus a compile-time multiple of a 32-bit stride
+  // (one IMAD.WIDE), and the stage's group row is an offset that steps when
+  // a group ends. (Recomputing 64-bit offsets and the group row, a shift or a
+  // division behind a branch, per copy and stage had put ~130 instructions
+  // between the stage barrier and the dequantization of the M = 64 kernel.)
   constexpr int kCT = Cfg::kCopyThreads;
   const int ct = Cfg::kWs ? lane : tid;
   constexpr int kAChunks = 8 * Cfg::kHalves;   // 16-byte chunks per row of A and stage
@@ -342,21 +347,33 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   // r % 8 = (a_r % 8) ^ (kARowsPerIt*it % 8) (a_r < kARowsPerIt or the step
   // is a multiple of 8: no carry), a constant per unrolled it.
   const int a_sh_off = (a_c / 8) * BT * 128 + a_r * 128, a_swz = (a_c % 8) ^ (a_r % 8);
-  const long long a_it_stride = static_cast<long long>(kARowsPerIt) * p.k;
+  // Every byte offset below is < 2^32: A's m x k and B's k x n / 2 bytes are
+  // bounded by W4A16Gemm's shape checks (int element counts).
+  const uint32_t a_it_bytes = static_cast<uint32_t>(kARowsPerIt) * p.k * 2;  // between a thread's rows
   constexpr int kBRow = kColTiles * 32;  // 16-byte chunks per k16 row of a stage's QF4 tiles
-  const long long b_row = static_cast<long long>(n64) * 32;
-  const long long b_thread_off = (ct / kBRow) * b_row + ct % kBRow;
-  const long long b_stage_stride = Cfg::kKs * b_row;
-  const __half* a_src = nullptr;  // row a_r of the fetch tile, at its k0
-  int a_left = 0;                 // rows of the fetch tile from a_r on that exist
-  bool a_full = false;            // every row this thread copies exists (all but a last, partial tile)
-  const int4* b_src = nullptr;
+  const uint32_t b_row_bytes = static_cast<uint32_t>(n64) * 512;
+  const char* a_src = nullptr;  // row a_r of the fetch tile, at its k0
+  int a_left = 0;               // rows of the fetch tile from a_r on that exist
+  bool a_full = false;          // every row this thread copies exists (all but a last, partial tile)
+  const char* b_src = nullptr;  // this thread's first chunk of the fetch stage's QF4 tiles
+  // The fetch stage's first group row, at the fetch tile's columns: an offset
+  // in 16-byte units of the scales and in words of the zeros (both n / 8 per
+  // row). g_k is the stage's k inside its group; a stage of several groups
+  // (gs < kBk) always starts one.
+  int g_off = 0, g_k = 0;
+  const int g_step = (gs < Cfg::kBk ? Cfg::kBk / gs : 1) * (p.n / 8);  // when a group ends
   auto seek = [&]() {
     const int m0 = f_mc * BT;
     a_left = p.m - m0 - a_r;
     a_full = a_left > BT - kARowsPerIt;
-    a_src = p.a + static_cast<long long>(a_left > 0 ? m0 + a_r : 0) * p.k + f_kt * Cfg::kBk + a_c * 8;
-    b_src = p.b + (static_cast<long long>(f_kt) * Cfg::kKs * n64 + f_nt * kColTiles) * 32 + b_thread_off;
+    a_src = reinterpret_cast<const char*>(p.a + static_cast<long long>(a_left > 0 ? m0 + a_r : 0) * p.k +
+                                          f_kt * Cfg::kBk + a_c * 8);
+    b_src = reinterpret_cast<const char*>(p.b + (static_cast<long long>(f_kt) * Cfg::kKs * n64 + f_nt * kColTiles) * 32) +
+            (ct / kBRow) * b_row_bytes + (ct % kBRow) * 16;
+    const int k0 = f_kt * Cfg::kBk;
+    const int g0 = p.group_log2 >= 0 ? k0 >> p.group_log2 : k0 / gs;
+    g_k = k0 - g0 * gs;
+    g_off = g0 * (p.n / 8) + f_nt * (BN / 8);
   };
   seek();
 
@@ -368,16 +385,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     // issued right after the stage barrier).
     char* a_sh = sh_a + slot * Cfg::kAStage + a_sh_off;
     if (a_full) {
-      const __half* src = a_src;
 #pragma unroll
-      for (int it = 0; it < BT / kARowsPerIt; ++it, src += a_it_stride)
-        CpAsync16(a_sh + it * kARowsPerIt * 128 + (a_swz ^ ((kARowsPerIt * it) % 8)) * 16, src);
+      for (int it = 0; it < BT / kARowsPerIt; ++it)
+        CpAsync16(a_sh + it * kARowsPerIt * 128 + (a_swz ^ ((kARowsPerIt * it) % 8)) * 16, a_src + it * a_it_bytes);
     } else {
 #pragma unroll
       for (int it = 0; it < BT / kARowsPerIt; ++it) {
         const bool valid = kARowsPerIt * it < a_left;
         const int chunk = a_swz ^ ((kARowsPerIt * it) % 8);
-        CpAsync16Zfill(a_sh + it * kARowsPerIt * 128 + chunk * 16, valid ? a_src + it * a_it_stride : p.a,
+        CpAsync16Zfill(a_sh + it * kARowsPerIt * 128 + chunk * 16,
+                       valid ? a_src + it * a_it_bytes : reinterpret_cast<const char*>(p.a),
                        valid ? 16 : 0);
       }
     }
@@ -387,33 +404,27 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
 #pragma unroll
     for (int it = 0; it < Cfg::kKs * kBRow / kCT; ++it) {
       const int q0 = it * kCT;  // first piece of round it: k16 row q0 / kBRow
-      CpAsync16Hint(b_sh + q0, b_src + (q0 / kBRow) * b_row + q0 % kBRow, b_policy);
+      CpAsync16Hint(b_sh + q0, b_src + (q0 / kBRow) * b_row_bytes + (q0 % kBRow) * 16, b_policy);
     }
     // Scales (BN/8 chunks per group row) and zeros (BN/32 chunks per row) of
     // the stage's groups; the zeros start at the other half of the copiers.
     // Unrolled ifs, not loops: one round for 256 copiers (with loops the
     // kernel's code grew by a third and M = 64/256 ran ~6% slower on the H200).
     const int rows = group_rows;
-    const auto group0 = [&]() {
-      const int k0 = f_kt * Cfg::kBk;
-      return p.group_log2 >= 0 ? k0 >> p.group_log2 : k0 / gs;
-    };
 #pragma unroll
     for (int r = 0; r < (Cfg::kGroupRows * (BN / 8) + kCT - 1) / kCT; ++r) {
       const int t = ct + r * kCT;
       if (t < rows * (BN / 8)) {
         const int gr = t / (BN / 8), ch = t % (BN / 8);
         CpAsync16(reinterpret_cast<int4*>(sh_s + (slot * Cfg::kGroupRows + gr) * BN) + ch,
-                  p.scales + static_cast<long long>(group0() + gr) * (p.n / 8) + f_nt * (BN / 8) + ch);
+                  p.scales + (g_off + gr * (p.n / 8) + ch));
       }
     }
     static_assert(Cfg::kGroupRows * (BN / 32) <= kCT / 2, "one round of zero copies");
     if (const int t = ct ^ (kCT / 2); p.zeros != nullptr && t < rows * (BN / 32)) {
       const int gr = t / (BN / 32), ch = t % (BN / 32);
       CpAsync16(reinterpret_cast<int4*>(sh_z + (slot * Cfg::kGroupRows + gr) * (BN / 8)) + ch,
-                reinterpret_cast<const int4*>(p.zeros + static_cast<long long>(group0() + gr) * (p.n / 8) +
-                                              f_nt * (BN / 8)) +
-                    ch);
+                p.zeros + (g_off + gr * (p.n / 8) + 4 * ch));
     }
   };
   // TMA: the stage's copies are numbered (the kHalves tensor boxes of A, the
@@ -433,7 +444,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     uint64_t* bar = ring_bar + slot;
     if (warp == 0) MbarArriveExpectTx(bar, stage_bytes);
     const int k0 = f_kt * Cfg::kBk;
-    const int g0 = p.group_log2 >= 0 ? k0 >> p.group_log2 : k0 / gs;
     constexpr int kBFirst = Cfg::kHalves, kSFirst = kBFirst + Cfg::kKs;
     const int z_first = kSFirst + group_rows;
     for (int c = warp; c < stage_copies; c += kThreads / 32) {
@@ -446,12 +456,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
                  kColTiles * 512, bar, b_policy);
       } else if (c < z_first) {
         const int gr = c - kSFirst;
-        BulkCopy(sh_s + (slot * Cfg::kGroupRows + gr) * BN,
-                 p.scales + static_cast<long long>(g0 + gr) * (p.n / 8) + f_nt * (BN / 8), BN * 2, bar, s_policy);
+        BulkCopy(sh_s + (slot * Cfg::kGroupRows + gr) * BN, p.scales + (g_off + gr * (p.n / 8)), BN * 2, bar,
+                 s_policy);
       } else {
         const int gr = c - z_first;
-        BulkCopy(sh_z + (slot * Cfg::kGroupRows + gr) * (BN / 8),
-                 p.zeros + static_cast<long long>(g0 + gr) * (p.n / 8) + f_nt * (BN / 8), BN / 2, bar, s_policy);
+        BulkCopy(sh_z + (slot * Cfg::kGroupRows + gr) * (BN / 8), p.zeros + (g_off + gr * (p.n / 8)), BN / 2, bar,
+                 s_policy);
       }
     }
   };
@@ -469,8 +479,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
       }
       seek();
     } else {
-      a_src += Cfg::kBk;
-      b_src += b_stage_stride;
+      a_src += Cfg::kBk * 2;
+      b_src += Cfg::kKs * b_row_bytes;
+      if ((g_k += Cfg::kBk) >= gs) {
+        g_k = 0;
+        g_off += g_step;
+      }
     }
   };
 
