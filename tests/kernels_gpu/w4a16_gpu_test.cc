@@ -784,6 +784,17 @@ TEST_F(W4A16GpuTest, RejectsBadArgumentsWithTheShape) {
   EXPECT_THAT(s.message(), HasSubstr("k=608"));
   s = run(100, 192, 512, 128);
   EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
+  // The wgmma kernel's copy offsets are 32-bit: k (or n) above 2^23 is not
+  // its shape, whatever the table would pick.
+  W4A16GemmArgs deep = args;
+  deep.m = 100;
+  deep.n = 512;
+  deep.k = (int64_t{1} << 23) + 128;
+  deep.group_size = 128;
+  deep.variant = "wg_t256_n128_s5_d2";
+  s = W4A16Gemm(deep);
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(s.message(), HasSubstr("does not accept the shape"));
   EXPECT_TRUE(run(0, 512, 512, 128).ok());
   W4A16GemmArgs small = args;
   small.m = 100;  // the tiled kernel's split-K workspace

@@ -159,7 +159,8 @@ absl::Status CheckShape(absl::string_view who, int64_t m, int64_t n, int64_t k, 
 
 // Shape constraints of a variant, m aside (any variant can chunk m).
 bool Fits(const Variant& v, int64_t n, int64_t k, int64_t gs) {
-  return n % v.bn == 0 && k % v.bk == 0 && gs % 32 == 0 && (gs % v.bk == 0 || v.bk % gs == 0);
+  return n % v.bn == 0 && k % v.bk == 0 && gs % 32 == 0 && (gs % v.bk == 0 || v.bk % gs == 0) && n <= v.max_kn &&
+         k <= v.max_kn;
 }
 
 // Compute capability of `device` as 10*major + minor; 0 when unknown (then

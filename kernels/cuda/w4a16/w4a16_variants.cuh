@@ -74,6 +74,9 @@ struct Variant {
   // A split-K partial holds all bm rows of the tile (the wgmma kernel), not
   // only the rows below m: splitting a shallow k then costs more than it saves.
   bool full_tile_partials = false;
+  // Largest k and n it takes: the wgmma kernel's copy offsets are 32-bit
+  // (w4a16_wgmma_kernel.cuh); the others take every size CheckShape does.
+  int64_t max_kn = int64_t{1} << 30;
 
   // sm 0: the device's architecture is unknown.
   bool RunsOn(int sm) const { return max_sm >= min_sm && (sm == 0 || (sm >= min_sm && sm <= max_sm)); }

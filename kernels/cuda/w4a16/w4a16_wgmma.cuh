@@ -49,6 +49,10 @@ inline constexpr int kWgmmaMaxSm = 90;
 inline constexpr int kWgmmaMaxSm = 0;
 #endif
 
+// k and n up to 2^23: a tile's rows of A then span below 2^32 bytes
+// (256 * k * 2), and so does a stage's weights (8 * n * 8).
+inline constexpr int64_t kWgmmaMaxKn = int64_t{1} << 23;
+
 // A table row of a wgmma-family kernel (this one or w4a16_wgss.cuh's): sm_90a
 // only, split-K partials of whole tiles.
 template <class Cfg>
@@ -57,6 +61,7 @@ Variant WgmmaFamilyVariant(const char* name, const void* kernel,
   Variant v = VariantOf<Cfg>(name, 90, kernel, launch);
   v.max_sm = kWgmmaMaxSm;
   v.full_tile_partials = true;
+  v.max_kn = kWgmmaMaxKn;
   return v;
 }
 

@@ -347,8 +347,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   // r % 8 = (a_r % 8) ^ (kARowsPerIt*it % 8) (a_r < kARowsPerIt or the step
   // is a multiple of 8: no carry), a constant per unrolled it.
   const int a_sh_off = (a_c / 8) * BT * 128 + a_r * 128, a_swz = (a_c % 8) ^ (a_r % 8);
-  // Every byte offset below is < 2^32: A's m x k and B's k x n / 2 bytes are
-  // bounded by W4A16Gemm's shape checks (int element counts).
+  // Every byte offset below is < 2^32: the variants take k, n <= 2^23
+  // (kWgmmaMaxKn), and an offset spans at most a tile's rows of A or a
+  // stage's rows of weights.
   const uint32_t a_it_bytes = static_cast<uint32_t>(kARowsPerIt) * p.k * 2;  // between a thread's rows
   constexpr int kBRow = kColTiles * 32;  // 16-byte chunks per k16 row of a stage's QF4 tiles
   const uint32_t b_row_bytes = static_cast<uint32_t>(n64) * 512;
@@ -360,7 +361,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   // in 16-byte units of the scales and in words of the zeros (both n / 8 per
   // row). g_k is the stage's k inside its group; a stage of several groups
   // (gs < kBk) always starts one.
-  int g_off = 0, g_k = 0;
+  long long g_off = 0;
+  int g_k = 0;
   const int g_step = (gs < Cfg::kBk ? Cfg::kBk / gs : 1) * (p.n / 8);  // when a group ends
   auto seek = [&]() {
     const int m0 = f_mc * BT;
@@ -373,7 +375,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     const int k0 = f_kt * Cfg::kBk;
     const int g0 = p.group_log2 >= 0 ? k0 >> p.group_log2 : k0 / gs;
     g_k = k0 - g0 * gs;
-    g_off = g0 * (p.n / 8) + f_nt * (BN / 8);
+    g_off = static_cast<long long>(g0) * (p.n / 8) + f_nt * (BN / 8);
   };
   seek();
 
