@@ -10,8 +10,10 @@
 // the weights must pass through registers to be dequantized. A lane's QF4
 // word of a 16 x 64 tile (kernel rows x columns) already holds the four
 // A-operand registers of 16 columns x 16 kernel rows (the pairs of fragments
-// 2w and 2w+1, see DequantFragPair), so warp q of a warpgroup takes word q
-// and the warpgroup's 64 wgmma rows are the tile's 64 columns in order.
+// 2w and 2w+1, see DequantFragPair), so each warp of a warpgroup takes one
+// word per wgmma, and the wgmma's 64 rows are 4 such 16-column subgroups:
+// with MW wgmma per k16 step, warp q takes the MW adjacent words q*MW ..
+// q*MW+MW-1 of the warpgroup's 4*MW subgroups (one load; see w_tile).
 //
 // Tile: BN = 64*WGS*MW columns x BM = BT rows of A, WGS warpgroups (2, or 1
 // for the _w1 variants);
@@ -203,6 +205,25 @@ __device__ __forceinline__ void WgmmaM64K16(float (&d)[BT / 2], const uint32_t (
   }
 }
 
+// N adjacent 32-bit words from shared memory in one load (N * 4-byte aligned).
+template <int N>
+__device__ __forceinline__ void LoadWords(const uint32_t* src, uint32_t (&w)[N]) {
+  if constexpr (N == 1) {
+    w[0] = *src;
+  } else if constexpr (N == 2) {
+    const uint2 v = *reinterpret_cast<const uint2*>(src);
+    w[0] = v.x;
+    w[1] = v.y;
+  } else {
+    static_assert(N == 4, "one 4-, 8- or 16-byte load");
+    const uint4 v = *reinterpret_cast<const uint4*>(src);
+    w[0] = v.x;
+    w[1] = v.y;
+    w[2] = v.z;
+    w[3] = v.w;
+  }
+}
+
 // ---------------------------------------------------------------- split-K fixup
 
 // The fixup of a kernel whose split-K partial is the whole tile (both wgmma
@@ -312,7 +333,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   uint32_t* sh_z = reinterpret_cast<uint32_t*>(sh_s + STAGES * Cfg::kGroupRows * BN);  // [STAGES][kGroupRows][BN/8]
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const int wg = warp / 4, wq = warp % 4;  // warpgroup, warp inside it (= QF4 word)
+  const int wg = warp / 4, wq = warp % 4;  // warpgroup, warp inside it
   const StreamKRange range = BlockUnits(p);
   const long long u_begin = range.begin, u_end = range.end;
   const int count = range.count;
@@ -498,22 +519,32 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
       for (int i = 0; i < kAccSet; ++i) acc[mw][i] = 0.f;
   };
 
-  // Dequantization constants of this lane's two columns (fragments 2*wq and
-  // 2*wq+1 of 64-column block q) for one group row of a stage.
+  // Which 16 columns warp wq feeds into wgmma mw: column subgroup
+  // s = wq * MW + mw of the warpgroup's 4 * MW, i.e. word s % 4 of QF4 tile
+  // s / 4. So a warp's MW words of one k16 row are adjacent in each lane's
+  // 16 bytes and come in one LDS.32/64/128. (The order mw * 4 + wq, one word
+  // per load, had the lanes 16 bytes apart: 4-way bank conflicts, 512 of
+  // the 1317 shared-memory wavefronts of an M = 64 stage.)
+  static_assert(MW == 1 || MW == 2 || MW == 4, "a warp's words are one 4-, 8- or 16-byte load");
+  const int w_tile = wg * MW + (wq * MW) / 4;  // the warp's QF4 tile among the block's kColTiles
+  const int w_word = (wq * MW) % 4;            // its first word in each lane's 16 bytes
+
+  // Dequantization constants of this lane's two columns (fragments 2*word
+  // and 2*word+1 of QF4 tile q) for one group row of a stage.
   struct Consts {
     half2 s_a, zlo_a, zhi_a, s_b, zlo_b, zhi_b;
   };
-  auto load_consts = [&](int slot, int gr, int q) {
+  auto load_consts = [&](int slot, int gr, int q, int word) {
     // Scales are permuted inside each 64-column chunk: the lane's two columns
-    // 64q + 16wq + lane/4 (+8) sit side by side at 64q + 8*(lane/4) + 2wq.
-    const half2 s =
-        *reinterpret_cast<const half2*>(sh_s + (slot * Cfg::kGroupRows + gr) * BN + 64 * q + 8 * (lane / 4) + 2 * wq);
-    // Zeros: byte (2wq) % 4 and the next of word 8q + lane/4, low nibbles for
-    // fragments 0..3, high for 4..7 (symmetric: 8 everywhere).
+    // 64q + 16word + lane/4 (+8) sit side by side at 64q + 8*(lane/4) + 2word.
+    const half2 s = *reinterpret_cast<const half2*>(sh_s + (slot * Cfg::kGroupRows + gr) * BN + 64 * q +
+                                                    8 * (lane / 4) + 2 * word);
+    // Zeros: byte (2word) % 4 and the next of word 8q + lane/4, low nibbles
+    // for fragments 0..3, high for 4..7 (symmetric: 8 everywhere).
     const uint32_t zw =
         p.zeros != nullptr ? sh_z[(slot * Cfg::kGroupRows + gr) * (BN / 8) + 8 * q + lane / 4] : 0x88888888u;
-    const uint32_t zz = (wq >= 2 ? zw >> 4 : zw) & 0x0F0F0F0Fu;
-    const uint32_t b_a = (2 * wq) % 4, b_b = b_a + 1;
+    const uint32_t zz = (word >= 2 ? zw >> 4 : zw) & 0x0F0F0F0Fu;
+    const uint32_t b_a = (2 * word) % 4, b_b = b_a + 1;
     Consts c;
     c.s_a = __low2half2(s);
     c.s_b = __high2half2(s);
@@ -545,14 +576,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
       if (j == 0 || (!decltype(one_group)::value && (j & group_step_mask) == 0)) {  // a group starts here
         const int gr = j == 0 ? 0 : (16 * j) >> p.group_log2;
 #pragma unroll
-        for (int mw = 0; mw < MW; ++mw) c[mw] = load_consts(slot, gr, wg * MW + mw);
+        for (int mw = 0; mw < MW; ++mw) c[mw] = load_consts(slot, gr, w_tile, w_word + mw);
       }
+      // Words w_word .. w_word + MW - 1 of this lane's 16 bytes in QF4 tile
+      // (k16 row j, column w_tile).
+      uint32_t words[MW];
+      LoadWords<MW>(b_words + ((j * kColTiles + w_tile) * 32 + lane) * 4 + w_word, words);
 #pragma unroll
       for (int mw = 0; mw < MW; ++mw) {
-        const int q = wg * MW + mw;
-        // Word wq of this lane's 16 bytes in QF4 tile (k16 row j, column q).
-        const uint32_t w = b_words[((j * kColTiles + q) * 32 + lane) * 4 + wq];
-        const FragPairs f = DequantFragPair(w, c[mw].s_a, c[mw].zlo_a, c[mw].zhi_a, c[mw].s_b, c[mw].zlo_b, c[mw].zhi_b);
+        const FragPairs f =
+            DequantFragPair(words[mw], c[mw].s_a, c[mw].zlo_a, c[mw].zhi_a, c[mw].s_b, c[mw].zlo_b, c[mw].zhi_b);
         // A fragment: a0 (row g, k), a1 (row g+8, k), a2 (row g, k+8), a3 (row g+8, k+8).
         af[mw][j][0] = f.lo_a;
         af[mw][j][1] = f.lo_b;
@@ -573,8 +606,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
 
   // ---- finish_tile: split-K fixup when other blocks share the tile, then
   // C (+ bias) straight from the accumulators. Accumulator i of block mw holds
-  // column 64q + 16wq + lane/4 (+8 for i % 4 >= 2) and row 8(i/4) + 2(lane%4)
-  // (+1 for odd i) of the tile.
+  // column 64 w_tile + 16 (w_word + mw) + lane/4 (+8 for i % 4 >= 2) and row
+  // 8(i/4) + 2(lane%4) (+1 for odd i) of the tile.
   auto finish_tile = [&](int nt, int mc) {
     // acc[mw][i] is accumulator mw * kAccSet + i of the slot.
     float(&flat)[MW * kAccSet] = reinterpret_cast<float(&)[MW * kAccSet]>(acc);
@@ -583,7 +616,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
       return;
 #pragma unroll
     for (int mw = 0; mw < MW; ++mw) {
-      const int col_a = nt * BN + 64 * (wg * MW + mw) + 16 * wq + lane / 4;
+      const int col_a = nt * BN + 64 * w_tile + 16 * (w_word + mw) + lane / 4;
       const float bias_a = p.bias != nullptr ? __half2float(p.bias[col_a]) : 0.f;
       const float bias_b = p.bias != nullptr ? __half2float(p.bias[col_a + 8]) : 0.f;
 #pragma unroll
