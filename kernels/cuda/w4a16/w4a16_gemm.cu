@@ -58,7 +58,8 @@ constexpr int64_t kLargeN = 1024;
 // k = 28672, H200 decode loop: m = 4 33.8 vs 39.6 us, m = 8 41.6 vs 100.5;
 // at k = 8192 the whole-A form keeps the lead, gate_up m = 4 63.2 vs 70.7).
 constexpr int64_t kDeepK = 16384;
-// From here 16 rows of A take the 8-slot ring (see above).
+// From here 16 rows of A take the 8-slot ring (see above), and more than 128
+// rows the 5-slot wgmma ring.
 constexpr int64_t kWideN = 16384;
 // C arrays whose sizes the initializers give: a std::array longer than its
 // list would hold null rows.
@@ -94,7 +95,11 @@ const Row kTable[] = {
     {64, 0, 0, &w4a16::kW4A16Mb4Bn256},
     {128, kWgMinN, 0, &w4a16::kW4A16WgT128},
     {128, kWgMinN, 0, &w4a16::kW4A16WgT128N128},
-    {kAnyM, kWgMinN, 0, &w4a16::kW4A16WgT256N128D2},
+    // Above 128 rows: a 6-slot ring below 16384 columns (H200, run 54, decode
+    // loop: qkv M = 256 86-87 us against 93-95, down 217 against 218-223, o
+    // level) and the 5-slot ring from there (gate_up 435-439 against 445-448).
+    {kAnyM, kWideN, 0, &w4a16::kW4A16WgT256N128D2},
+    {kAnyM, kWgMinN, 0, &w4a16::kW4A16WgT256N128S6D2},
     {kAnyM, 0, 0, &w4a16::kW4A16Mb4Bk256},
     {kAnyM, 0, 0, &w4a16::kW4A16Mb4Bn256},
     {kAnyM, 0, 0, &w4a16::kW4A16Mb4Bn128},

@@ -173,13 +173,14 @@ extern const Variant kW4A16BalancedM8;
 // wg_t<rows of A>_n<columns>[_w1: one warpgroup per block]_s<stages>[_2blk:
 // two blocks per SM][_d2: two stages of wgmma in flight][_k128: 128-row
 // stages]. The table uses
-// t64_n128_w1_s4_k128_2blk, t128_n256, t128_n128 and t256_n128_s5_d2; the
-// rest are for tuning sweeps.
+// t64_n128_w1_s4_k128_2blk, t128_n256, t128_n128, t256_n128_s5_d2 and
+// t256_n128_s6_d2; the rest are for tuning sweeps.
 extern const Variant kW4A16WgT64;
 extern const Variant kW4A16WgT128;
 extern const Variant kW4A16WgT128N128;
 extern const Variant kW4A16WgT256N128;
 extern const Variant kW4A16WgT256N128D2;
+extern const Variant kW4A16WgT256N128S6D2;  // a 6-slot ring (226 KB)
 extern const Variant kW4A16WgT64D2;
 extern const Variant kW4A16WgT64N128TwoBlocks;
 extern const Variant kW4A16WgT128N128TwoBlocks;
