@@ -208,19 +208,13 @@ __device__ __forceinline__ void WgmmaM64K16(float (&d)[BT / 2], const uint32_t (
 // N adjacent 32-bit words from shared memory in one load (N * 4-byte aligned).
 template <int N>
 __device__ __forceinline__ void LoadWords(const uint32_t* src, uint32_t (&w)[N]) {
+  static_assert(N == 1 || N == 2, "one 4- or 8-byte load");
   if constexpr (N == 1) {
     w[0] = *src;
-  } else if constexpr (N == 2) {
+  } else {
     const uint2 v = *reinterpret_cast<const uint2*>(src);
     w[0] = v.x;
     w[1] = v.y;
-  } else {
-    static_assert(N == 4, "one 4-, 8- or 16-byte load");
-    const uint4 v = *reinterpret_cast<const uint4*>(src);
-    w[0] = v.x;
-    w[1] = v.y;
-    w[2] = v.z;
-    w[3] = v.w;
   }
 }
 
@@ -522,10 +516,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   // Which 16 columns warp wq feeds into wgmma mw: column subgroup
   // s = wq * MW + mw of the warpgroup's 4 * MW, i.e. word s % 4 of QF4 tile
   // s / 4. So a warp's MW words of one k16 row are adjacent in each lane's
-  // 16 bytes and come in one LDS.32/64/128. (The order mw * 4 + wq, one word
+  // 16 bytes and come in one LDS.32/64. (The order mw * 4 + wq, one word
   // per load, had the lanes 16 bytes apart: 4-way bank conflicts, 512 of
   // the 1317 shared-memory wavefronts of an M = 64 stage.)
-  static_assert(MW == 1 || MW == 2 || MW == 4, "a warp's words are one 4-, 8- or 16-byte load");
+  static_assert(MW == 1 || MW == 2, "a warp's words are one 4- or 8-byte load");
   const int w_tile = wg * MW + (wq * MW) / 4;  // the warp's QF4 tile among the block's kColTiles
   const int w_word = (wq * MW) % 4;            // its first word in each lane's 16 bytes
 
