@@ -118,6 +118,7 @@ const Variant* const kTuningVariants[] = {
     &w4a16::kW4A16WgSsT128N256,     &w4a16::kW4A16WgSsT64N256,   &w4a16::kW4A16WgSsT64N256O4,
     &w4a16::kW4A16WgT256N128D2Tma,  &w4a16::kW4A16WgT256N128Tma, &w4a16::kW4A16WgT64S6K128Tma,
     &w4a16::kW4A16WgT64N128K128TwoBlocksTma,
+    &w4a16::kW4A16WgT256N128S6D2Mc2, &w4a16::kW4A16WgT256N128D2Mc2, &w4a16::kW4A16WgT64W1K128TwoBlocksMc2,
     &w4a16::kW4A16StreamM8Reg,      &w4a16::kW4A16StreamM16Reg,
     &w4a16::kW4A16StreamM16Fold,    &w4a16::kW4A16StreamM64,     &w4a16::kW4A16DecodeM16,
     &w4a16::kW4A16BalancedM8,       &w4a16::kW4A16DecodeM8,      &w4a16::kW4A16StreamM8D16,
@@ -248,7 +249,7 @@ size_t CounterRegion(size_t workspace_bytes) { return workspace_bytes / 16 / 256
 struct Plan {
   int64_t n_tiles, m_chunks, k_tiles, units;
   int grid;
-  size_t counter_bytes;  // tiles * 4
+  size_t counter_bytes;  // tiles * cluster * 4
   size_t partial_bytes;  // 2 * grid * bm * bn * 4
 
   bool Fits(size_t workspace_bytes) const {
@@ -269,7 +270,9 @@ Plan MakePlan(const Variant& v, const DeviceFacts& f, int64_t m, int64_t n, int6
   p.m_chunks = (std::max<int64_t>(m, 1) + v.bm - 1) / v.bm;
   p.k_tiles = k / v.bk;
   p.units = p.n_tiles * p.m_chunks * p.k_tiles;
-  const int64_t slots = int64_t{f.sms} * f.blocks_per_sm, tiles = p.n_tiles * p.m_chunks;
+  // A cluster of v.cluster CTAs is one block of the plan (the H100/H200 pair
+  // their SMs in TPCs, so every GPC holds an even number).
+  const int64_t slots = int64_t{f.sms} * f.blocks_per_sm / v.cluster, tiles = p.n_tiles * p.m_chunks;
   // Whole tiles, an even split of each tile, or stream-K (kernels/plan/tile_grid.h).
   TileGridProblem g;
   g.tiles = tiles;
@@ -277,7 +280,7 @@ Plan MakePlan(const Variant& v, const DeviceFacts& f, int64_t m, int64_t n, int6
   g.slots = slots;
   g.full_tile_partials = v.full_tile_partials;
   p.grid = static_cast<int>(PickTileGrid(g).grid);
-  p.counter_bytes = static_cast<size_t>(p.n_tiles * p.m_chunks) * sizeof(int);
+  p.counter_bytes = static_cast<size_t>(p.n_tiles * p.m_chunks * v.cluster) * sizeof(int);
   // Sized for the stream-K grid even when the plan takes whole tiles, so a
   // workspace sized for some m serves every smaller m of the same variant.
   p.partial_bytes = size_t{2} * std::min<int64_t>(p.units, slots) * v.bm * v.bn * sizeof(float);
@@ -455,7 +458,8 @@ absl::StatusOr<std::string> W4A16LaunchDescription(int64_t m, int64_t n, int64_t
   }
   QF_ASSIGN_OR_RETURN(const DeviceFacts facts, Facts(*v, device));
   const Plan plan = MakePlan(*v, facts, m, n, k);
-  return absl::StrCat(v->name, ": grid ", plan.grid, ", ", plan.units, " units of ", v->bk, " rows");
+  return absl::StrCat(v->name, ": grid ", plan.grid, v->cluster > 1 ? absl::StrCat(" clusters of ", v->cluster) : "",
+                      ", ", plan.units, " units of ", v->bk, " rows");
 }
 
 std::vector<std::string> W4A16VariantNames() {

@@ -53,6 +53,12 @@ struct Params {
   bool pdl;
 };
 
+// Group row of kernel row k: a shift for power-of-two group sizes, the
+// division (a long subroutine on the GPU) only for the others.
+__device__ __forceinline__ int GroupRow(const Params& p, int k) {
+  return p.group_log2 >= 0 ? k >> p.group_log2 : k / p.group_size;
+}
+
 // ---------------------------------------------------------------- PTX wrappers
 
 __device__ __forceinline__ uint32_t SmemAddr(const void* p) {
@@ -352,8 +358,8 @@ struct StreamKRange {
   long long begin, end;
   int count, tile, kt;
 };
-__device__ __forceinline__ StreamKRange BlockUnits(const Params& p) {
-  const int grid = gridDim.x, bid = blockIdx.x;
+// Block `bid` of `grid` (a cluster of CTAs that share A counts as one).
+__device__ __forceinline__ StreamKRange BlockUnits(const Params& p, int bid, int grid) {
   StreamKRange r;
   r.begin = p.units * bid / grid;
   r.end = p.units * (bid + 1) / grid;
@@ -361,6 +367,9 @@ __device__ __forceinline__ StreamKRange BlockUnits(const Params& p) {
   r.tile = static_cast<int>(r.begin / p.k_tiles);
   r.kt = static_cast<int>(r.begin % p.k_tiles);
   return r;
+}
+__device__ __forceinline__ StreamKRange BlockUnits(const Params& p) {
+  return BlockUnits(p, blockIdx.x, gridDim.x);
 }
 
 // Partial slot of block b for the tile whose units start at t_begin: each
@@ -469,7 +478,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16GemmKerne
   auto fetch_stage = [&](int slot) {
     const int k0 = f_kt * kBk, n0 = f_nt * kBn, m0 = f_mc * kBm;
     const int a_rows = min(kBm, p.m - m0);
-    const int g0 = group_log2 >= 0 ? k0 >> group_log2 : k0 / gs;  // the division only for odd gs >= BK
+    const int g0 = GroupRow(p, k0);
     const __half* a_gl = p.a + static_cast<long long>(m0) * p.k + k0;
     int4* a_sh = sh_a + slot * Cfg::kAStage;
     if constexpr (Cfg::kTma) {

@@ -77,6 +77,10 @@ struct Variant {
   // Largest k and n it takes: the wgmma kernel's copy offsets are 32-bit
   // (w4a16_wgmma_kernel.cuh); the others take every size CheckShape does.
   int64_t max_kn = int64_t{1} << 30;
+  // CTAs per cluster (launch attribute): a cluster is one stream-K block
+  // whose CTAs split the bn columns of each tile and keep one tile counter
+  // each (w4a16_wgmma_kernel.cuh, WgConfig CLUSTER).
+  int cluster = 1;
 
   // sm 0: the device's architecture is unknown.
   bool RunsOn(int sm) const { return max_sm >= min_sm && (sm == 0 || (sm >= min_sm && sm <= max_sm)); }
@@ -197,6 +201,11 @@ extern const Variant kW4A16WgT256N128D2Tma;
 extern const Variant kW4A16WgT256N128Tma;
 extern const Variant kW4A16WgT64S6K128Tma;
 extern const Variant kW4A16WgT64N128K128TwoBlocksTma;
+// _mc2 (tuning only): TMA pairs, a cluster of two CTAs on neighbouring column
+// tiles that multicast each A stage, half each (WgConfig CLUSTER).
+extern const Variant kW4A16WgT256N128S6D2Mc2;
+extern const Variant kW4A16WgT256N128D2Mc2;
+extern const Variant kW4A16WgT64W1K128TwoBlocksMc2;
 // Warp-specialized (wg_ws_*): a producer warp fills the ring and the two
 // compute warpgroups hand stages back through mbarriers, no block barrier.
 extern const Variant kW4A16WsT64N128TwoBlocks;

@@ -21,22 +21,32 @@ cudaError_t EncodeActivationMap(CUtensorMap* map, const __half* a, int m, int k,
 
 // p.pdl: as a programmatic dependent of the previous kernel on the stream
 // (the kernel waits for it before its first copy; W4A16GemmArgs::pdl).
+// `grid` counts stream-K blocks: clusters of Cfg::kCluster CTAs.
 template <class Cfg>
 cudaError_t LaunchW4A16Wgmma(const Params& p, int grid, cudaStream_t stream) {
   CUtensorMap a_map{};  // unused without TMA
   if constexpr (Cfg::kTma) {
-    if (const cudaError_t e = EncodeActivationMap(&a_map, p.a, p.m, p.k, Cfg::kBm); e != cudaSuccess) return e;
+    // One box per CTA of a cluster: its share of the tile's rows.
+    const int box_rows = Cfg::kBm / Cfg::kCluster;
+    if (const cudaError_t e = EncodeActivationMap(&a_map, p.a, p.m, p.k, box_rows); e != cudaSuccess) return e;
   }
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(grid), 1, 1);
+  cfg.gridDim = dim3(static_cast<unsigned>(grid * Cfg::kCluster), 1, 1);
   cfg.blockDim = dim3(Cfg::kThreads, 1, 1);
   cfg.dynamicSmemBytes = Cfg::kSmemBytes;
   cfg.stream = stream;
-  cudaLaunchAttribute attr = {};
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = &attr;
-  cfg.numAttrs = p.pdl ? 1 : 0;
+  cudaLaunchAttribute attrs[2] = {};
+  int n_attrs = 0;
+  if (p.pdl) {
+    attrs[n_attrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attrs[n_attrs++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if constexpr (Cfg::kCluster > 1) {
+    attrs[n_attrs].id = cudaLaunchAttributeClusterDimension;
+    attrs[n_attrs++].val.clusterDim = {static_cast<unsigned>(Cfg::kCluster), 1, 1};
+  }
+  cfg.attrs = attrs;
+  cfg.numAttrs = n_attrs;
   return cudaLaunchKernelEx(&cfg, &W4A16WgmmaKernel<Cfg>, p, a_map);
 }
 
@@ -65,9 +75,14 @@ Variant WgmmaFamilyVariant(const char* name, const void* kernel,
   return v;
 }
 
+// A cluster variant's tile is its cluster's: Cfg::kCluster CTAs side by side.
 template <class Cfg>
 Variant MakeWgmmaVariant(const char* name) {
-  return WgmmaFamilyVariant<Cfg>(name, reinterpret_cast<const void*>(&W4A16WgmmaKernel<Cfg>), &LaunchW4A16Wgmma<Cfg>);
+  Variant v =
+      WgmmaFamilyVariant<Cfg>(name, reinterpret_cast<const void*>(&W4A16WgmmaKernel<Cfg>), &LaunchW4A16Wgmma<Cfg>);
+  v.bn *= Cfg::kCluster;
+  v.cluster = Cfg::kCluster;
+  return v;
 }
 
 }  // namespace qf::kernels::w4a16

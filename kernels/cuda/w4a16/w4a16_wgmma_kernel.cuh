@@ -39,6 +39,11 @@
 // zeros, issued by lane 0 of each warp and completing on one mbarrier per
 // slot, which every thread waits on instead of cp.async.wait_group.
 //
+// Cluster form (WgConfig CLUSTER = 2, the wg_*_mc2 tuning variants; measured
+// slower, kernels/README.md): the TMA form on a pair of CTAs that take
+// neighbouring column tiles of the same rows and units, each multicasting
+// half of every A stage into both; a cluster barrier replaces the block's.
+//
 // Warp-specialized form (WgConfig WS, the wg_ws_* tuning variants; measured
 // slower, kernels/README.md): a ninth warp issues every copy into the ring
 // and arms full[slot] with cp.async.mbarrier.arrive; the compute warpgroups
@@ -116,6 +121,28 @@ __device__ __forceinline__ void TmaLoad2d(void* smem, const CUtensorMap* map, in
           "r"(SmemAddr(smem)),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(k0), "r"(row0), "r"(SmemAddr(bar))
       : "memory"));
+}
+
+// The same copy multicast to the CTAs of `cta_mask` in the cluster: the box
+// lands at the same shared-memory offset in each of them and completes on the
+// mbarrier at `bar`'s offset there.
+__device__ __forceinline__ void TmaLoad2dMulticast(void* smem, const CUtensorMap* map, int k0, int row0, uint64_t* bar,
+                                                   uint16_t cta_mask) {
+  QF_SM90(asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
+      " [%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(SmemAddr(smem)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(k0), "r"(row0), "r"(SmemAddr(bar)), "h"(cta_mask)
+      : "memory"));
+}
+
+// The cluster barrier, split: every thread of every CTA of the cluster
+// arrives (release: its earlier accesses, including the wgmma reads a wait
+// retired, happen before) and later waits (acquire) for all the arrivals.
+__device__ __forceinline__ void ClusterArrive() {
+  QF_SM90(asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory"));
+}
+__device__ __forceinline__ void ClusterWait() {
+  QF_SM90(asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory"));
 }
 
 // Waits for phase `parity` of `bar` with the retry loop inside one asm block:
@@ -227,22 +254,26 @@ __device__ __forceinline__ void LoadWords(const uint32_t* src, uint32_t (&w)[N])
 // that arrives last sums every contributor's slot into `acc` in block order.
 // Returns false when another block finishes the tile. kSync as in
 // StreamKArriveLast: 0 = every thread of the block takes part.
-template <int N, int kThreads, int kSync>
+// kCluster CTAs that share A (WgConfig CLUSTER) are one stream-K block
+// (`bid` of `grid`) and split each tile's columns: CTA `part` stores and
+// sums its part of every slot, and counts on its own counter.
+template <int N, int kThreads, int kSync, int kCluster = 1>
 __device__ __forceinline__ bool FullTileFixup(const Params& p, float (&acc)[N], int tile, long long u_begin,
-                                              long long u_end, int* sh_flag) {
-  const int grid = gridDim.x, tid = threadIdx.x;
+                                              long long u_end, int* sh_flag, int bid, int grid, int part) {
+  const int tid = threadIdx.x;
   const long long t_begin = static_cast<long long>(tile) * p.k_tiles, t_end = t_begin + p.k_tiles;
   if (u_begin <= t_begin && u_end >= t_end) return true;  // this block holds the whole tile
   constexpr long long kSlotFloats = static_cast<long long>(N) * kThreads;
-  float* mine = p.partials + StreamKSlot(p.units, grid, blockIdx.x, t_begin) * kSlotFloats;
+  constexpr long long kPitch = kSlotFloats * kCluster;
+  float* mine = p.partials + StreamKSlot(p.units, grid, bid, t_begin) * kPitch + part * kSlotFloats;
 #pragma unroll
   for (int i = 0; i < N; ++i) __stcg(mine + i * kThreads + tid, acc[i]);
   const int b_first = StreamKOwner(p.units, grid, t_begin), b_last = StreamKOwner(p.units, grid, t_end - 1);
-  if (!StreamKArriveLast<kSync>(p.counters + tile, b_last - b_first + 1, sh_flag)) return false;
+  if (!StreamKArriveLast<kSync>(p.counters + tile * kCluster + part, b_last - b_first + 1, sh_flag)) return false;
 #pragma unroll
   for (int i = 0; i < N; ++i) acc[i] = 0.f;
   for (int b = b_first; b <= b_last; ++b) {
-    const float* slot = p.partials + StreamKSlot(p.units, grid, b, t_begin) * kSlotFloats;
+    const float* slot = p.partials + StreamKSlot(p.units, grid, b, t_begin) * kPitch + part * kSlotFloats;
 #pragma unroll
     for (int i = 0; i < N; ++i) acc[i] += __ldcg(slot + i * kThreads + tid);
   }
@@ -252,7 +283,7 @@ __device__ __forceinline__ bool FullTileFixup(const Params& p, float (&acc)[N], 
 // ---------------------------------------------------------------- configuration
 
 template <int BT, int MW, int STAGES, int MIN_BLOCKS = 1, int DEPTH = 1, int KS = 4, bool WS = false,
-          bool TMA = false, int WGS = 2>
+          bool TMA = false, int WGS = 2, int CLUSTER = 1>
 struct WgConfig {
   static constexpr int kBm = BT;          // rows of A per tile (the wgmma N)
   static constexpr int kMw = MW;          // 64-column blocks per warpgroup
@@ -279,6 +310,16 @@ struct WgConfig {
   static constexpr int kComputeThreads = 128 * WGS;
   static constexpr int kThreads = WS ? kComputeThreads + 32 : kComputeThreads;  // + the producer warp
   static constexpr int kCopyThreads = WS ? 32 : kComputeThreads;               // threads that issue the copies
+  // Pairs of CTAs that share A (CLUSTER = 2, the _mc2 variants; TMA only):
+  // the two CTAs of a cluster work on the same rows of A and stream-K units,
+  // each on its own BN columns of a 2*BN-column tile (the host's bn), and
+  // each loads half of every A stage by TMA multicast into both, so A
+  // crosses from L2 once per two column tiles. (At M = 256, dropping the A
+  // copies altogether took 18-29% off the time; as built, the pairs ran
+  // 30-40% slower: kernels/README.md.) A slot is refilled once both CTAs
+  // have retired its wgmma: the cluster barrier, arrived at the end of each
+  // stage and waited on just before the next refill.
+  static constexpr int kCluster = CLUSTER;
   static constexpr int kAccSet = BT / 2;  // fp32 per thread per 64-column block
   static constexpr int kAcc = MW * kAccSet;
   static constexpr int kColTiles = kBn / 64;  // QF4 tiles across the block's columns
@@ -300,6 +341,8 @@ struct WgConfig {
   static_assert(!(WS && TMA), "one copy scheme");
   static_assert(WGS == 1 || WGS == 2, "one or two compute warpgroups");
   static_assert(STAGES >= DEPTH + 2, "slot i-1-DEPTH is refilled at stage i");
+  static_assert(CLUSTER == 1 || (CLUSTER == 2 && TMA && !WS), "A is multicast by TMA");
+  static_assert(BT % (8 * CLUSTER) == 0, "each CTA's share of A is whole 8-row swizzle atoms");
 };
 
 // ---------------------------------------------------------------- the kernel
@@ -328,7 +371,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int wg = warp / 4, wq = warp % 4;  // warpgroup, warp inside it
-  const StreamKRange range = BlockUnits(p);
+  constexpr int kCluster = Cfg::kCluster;
+  // The stream-K block is the cluster; `part` picks this CTA's columns.
+  const int part = kCluster > 1 ? static_cast<int>(blockIdx.x) % kCluster : 0;
+  const int sk_bid = static_cast<int>(blockIdx.x) / kCluster, sk_grid = static_cast<int>(gridDim.x) / kCluster;
+  const StreamKRange range = BlockUnits(p, sk_bid, sk_grid);
   const long long u_begin = range.begin, u_end = range.end;
   const int count = range.count;
   const int k_tiles = p.k_tiles, m_chunks = p.m_chunks;
@@ -385,12 +432,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     a_full = a_left > BT - kARowsPerIt;
     a_src = reinterpret_cast<const char*>(p.a + static_cast<long long>(a_left > 0 ? m0 + a_r : 0) * p.k +
                                           f_kt * Cfg::kBk + a_c * 8);
-    b_src = reinterpret_cast<const char*>(p.b + (static_cast<long long>(f_kt) * Cfg::kKs * n64 + f_nt * kColTiles) * 32) +
+    const int f_ct = f_nt * kCluster + part;  // this CTA's BN-column tile
+    b_src = reinterpret_cast<const char*>(p.b + (static_cast<long long>(f_kt) * Cfg::kKs * n64 + f_ct * kColTiles) * 32) +
             (ct / kBRow) * b_row_bytes + (ct % kBRow) * 16;
     const int k0 = f_kt * Cfg::kBk;
-    const int g0 = p.group_log2 >= 0 ? k0 >> p.group_log2 : k0 / gs;
+    const int g0 = GroupRow(p, k0);
     g_k = k0 - g0 * gs;
-    g_off = static_cast<long long>(g0) * (p.n / 8) + f_nt * (BN / 8);
+    g_off = static_cast<long long>(g0) * (p.n / 8) + f_ct * (BN / 8);
   };
   seek();
 
@@ -460,16 +508,22 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     if (lane != 0) return;
     uint64_t* bar = ring_bar + slot;
     if (warp == 0) MbarArriveExpectTx(bar, stage_bytes);
-    const int k0 = f_kt * Cfg::kBk;
+    const int k0 = f_kt * Cfg::kBk, f_ct = f_nt * kCluster + part;  // f_ct: this CTA's BN-column tile
     constexpr int kBFirst = Cfg::kHalves, kSFirst = kBFirst + Cfg::kKs;
     const int z_first = kSFirst + group_rows;
     for (int c = warp; c < stage_copies; c += kThreads / 32) {
       if (c < kBFirst) {
-        TmaLoad2d(sh_a + slot * Cfg::kAStage + c * BT * 128, &a_map, k0 + 64 * c, f_mc * BT, bar);
+        if constexpr (kCluster > 1) {  // this CTA's share of the rows, into every CTA of the cluster
+          constexpr int kRows = BT / kCluster;
+          TmaLoad2dMulticast(sh_a + slot * Cfg::kAStage + c * BT * 128 + part * kRows * 128, &a_map, k0 + 64 * c,
+                             f_mc * BT + part * kRows, bar, static_cast<uint16_t>((1u << kCluster) - 1));
+        } else {
+          TmaLoad2d(sh_a + slot * Cfg::kAStage + c * BT * 128, &a_map, k0 + 64 * c, f_mc * BT, bar);
+        }
       } else if (c < kSFirst) {
         const int j = c - kBFirst;
         BulkCopy(sh_b + slot * Cfg::kBStage + j * kColTiles * 512,
-                 p.b + ((static_cast<long long>(f_kt) * Cfg::kKs + j) * n64 + f_nt * kColTiles) * 32,
+                 p.b + ((static_cast<long long>(f_kt) * Cfg::kKs + j) * n64 + f_ct * kColTiles) * 32,
                  kColTiles * 512, bar, b_policy);
       } else if (c < z_first) {
         const int gr = c - kSFirst;
@@ -605,12 +659,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   auto finish_tile = [&](int nt, int mc) {
     // acc[mw][i] is accumulator mw * kAccSet + i of the slot.
     float(&flat)[MW * kAccSet] = reinterpret_cast<float(&)[MW * kAccSet]>(acc);
-    if (!FullTileFixup<MW * kAccSet, kThreads, Cfg::kWs ? kThreads : 0>(p, flat, nt * m_chunks + mc, u_begin, u_end,
-                                                                         &sh_flag))
+    if (!FullTileFixup<MW * kAccSet, kThreads, Cfg::kWs ? kThreads : 0, kCluster>(
+            p, flat, nt * m_chunks + mc, u_begin, u_end, &sh_flag, sk_bid, sk_grid, part))
       return;
 #pragma unroll
     for (int mw = 0; mw < MW; ++mw) {
-      const int col_a = nt * BN + 64 * w_tile + 16 * (w_word + mw) + lane / 4;
+      const int col_a = (nt * kCluster + part) * BN + 64 * w_tile + 16 * (w_word + mw) + lane / 4;
       const float bias_a = p.bias != nullptr ? __half2float(p.bias[col_a]) : 0.f;
       const float bias_b = p.bias != nullptr ? __half2float(p.bias[col_a + 8]) : 0.f;
 #pragma unroll
@@ -658,7 +712,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   };
   uint32_t phase = 0;  // parity of slot `slot`'s current fill (mbarrier hand-offs)
   auto step = [&](int i, AFrags& af, const AFrags& old, auto one_group) {
-    if constexpr (Cfg::kTma) {
+    if constexpr (kCluster > 1) {
+      // Both CTAs retired stage i-1-kDepth's wgmma (arrived at the end of the
+      // last step): its slot may be refilled in both.
+      if constexpr (!kFetchLate) {
+        ClusterWait();
+        refill(i);
+      }
+      MbarWaitInFlight(ring_bar + slot, phase);
+    } else if constexpr (Cfg::kTma) {
       __syncthreads();  // every warpgroup retired stage i-1-kDepth's wgmma: its slot may be refilled
       if constexpr (!kFetchLate) refill(i);
       MbarWaitInFlight(ring_bar + slot, phase);  // stage i landed (the async proxy wrote it, wgmma reads it there)
@@ -669,9 +731,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
       if constexpr (!kFetchLate) refill(i);
     }
     compute_stage(slot, af, one_group);
-    if constexpr (kFetchLate) refill(i);
+    if constexpr (kFetchLate) {
+      if constexpr (kCluster > 1) ClusterWait();
+      refill(i);
+    }
     WgmmaWait<kDepth>();  // stage i-kDepth's group: its A registers and ring slot are free
     retire(old);
+    if constexpr (kCluster > 1) ClusterArrive();
     if (slot == STAGES - 1) {
       slot = 0;
       phase ^= 1;
@@ -754,14 +820,20 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
         for (int s = 0; s < STAGES; ++s) MbarInit(ring_bar + s, 1);
         QF_SM90(asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"));
       }
-      __syncthreads();
+      if constexpr (kCluster > 1) {  // the peer's first copies signal our barriers
+        ClusterArrive();
+        ClusterWait();
+      } else {
+        __syncthreads();
+      }
     }
-    if (count <= 0) return;
+    if (count <= 0) return;  // the same for every CTA of a cluster
 #pragma unroll
     for (int s = 0; s < kPrefetch; ++s) {
       if (s < count) fetch_stage(s);
       CpAsyncCommit();
     }
+    if constexpr (kCluster > 1) ClusterArrive();  // for the first step's wait
   }
   // With 128-row stages the loop is compiled twice: for group sizes of at
   // least a stage (one group per stage: the common 128, or per-column) and for
@@ -814,6 +886,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     run(std::false_type{});
   }
   if constexpr (!Cfg::kWs) CpAsyncWait<0>();
+  // The last step's arrival: no CTA leaves while its peer may still multicast
+  // into it (every copy into a CTA completes on its own barriers, which it
+  // waited on; this also pairs the barrier's last phase).
+  if constexpr (kCluster > 1) ClusterWait();
   if (sink == 0x9E3779B9u && p.m < 0) p.counters[0] = 0;
 }
 

@@ -185,7 +185,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   const StreamKRange range = BlockUnits(p);
   const int count = range.count;
   const int k_tiles = p.k_tiles, m_chunks = p.m_chunks;
-  const int gs = p.group_size;
 
   if (role >= Cfg::kConsumers) {
     // ================================================== transform warps
@@ -219,8 +218,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     const int n64 = p.n / 64;
     const uint32_t s_bytes = Cfg::kWarpS + (sym ? 0 : Cfg::kWarpZ);
     auto group_of = [&](const WgssCursor& c) {
-      const int k = c.kt * Cfg::kBk + 16 * t;
-      return p.group_log2 >= 0 ? k >> p.group_log2 : k / gs;
+      return GroupRow(p, c.kt * Cfg::kBk + 16 * t);
     };
     WgssCursor wc = first;
     for (int r = 0; r < u * kRun; ++r) wc.Next(k_tiles, m_chunks);
@@ -333,7 +331,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   // lane / 4 (+8 for h >= 2) of this warpgroup's 64 and column 8j + 2 (lane %
   // 4) (+1 for odd h) of the tile.
   auto finish_tile = [&](int nt, int mc) {
-    if (!FullTileFixup<kAcc, kCompute, kCompute>(p, acc, nt * m_chunks + mc, u_begin, u_end, &sh_flag)) return;
+    if (!FullTileFixup<kAcc, kCompute, kCompute>(p, acc, nt * m_chunks + mc, u_begin, u_end, &sh_flag, blockIdx.x,
+                                                  gridDim.x, 0))
+      return;
     const int row0 = mc * BM + wg * 64 + 16 * warp + lane / 4;
 #pragma unroll
     for (int j = 0; j < BN / 8; ++j) {
