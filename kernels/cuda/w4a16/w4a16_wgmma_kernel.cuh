@@ -374,6 +374,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   constexpr int kCluster = Cfg::kCluster;
   // The stream-K block is the cluster; `part` picks this CTA's columns.
   const int part = kCluster > 1 ? static_cast<int>(blockIdx.x) % kCluster : 0;
+  // This CTA's BN-column tile of the plan's tile nt (kCluster * BN columns).
+  const auto cta_tile = [&](int nt) { return nt * kCluster + part; };
   const int sk_bid = static_cast<int>(blockIdx.x) / kCluster, sk_grid = static_cast<int>(gridDim.x) / kCluster;
   const StreamKRange range = BlockUnits(p, sk_bid, sk_grid);
   const long long u_begin = range.begin, u_end = range.end;
@@ -432,7 +434,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     a_full = a_left > BT - kARowsPerIt;
     a_src = reinterpret_cast<const char*>(p.a + static_cast<long long>(a_left > 0 ? m0 + a_r : 0) * p.k +
                                           f_kt * Cfg::kBk + a_c * 8);
-    const int f_ct = f_nt * kCluster + part;  // this CTA's BN-column tile
+    const int f_ct = cta_tile(f_nt);
     b_src = reinterpret_cast<const char*>(p.b + (static_cast<long long>(f_kt) * Cfg::kKs * n64 + f_ct * kColTiles) * 32) +
             (ct / kBRow) * b_row_bytes + (ct % kBRow) * 16;
     const int k0 = f_kt * Cfg::kBk;
@@ -508,7 +510,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     if (lane != 0) return;
     uint64_t* bar = ring_bar + slot;
     if (warp == 0) MbarArriveExpectTx(bar, stage_bytes);
-    const int k0 = f_kt * Cfg::kBk, f_ct = f_nt * kCluster + part;  // f_ct: this CTA's BN-column tile
+    const int k0 = f_kt * Cfg::kBk, f_ct = cta_tile(f_nt);
     constexpr int kBFirst = Cfg::kHalves, kSFirst = kBFirst + Cfg::kKs;
     const int z_first = kSFirst + group_rows;
     for (int c = warp; c < stage_copies; c += kThreads / 32) {
@@ -664,7 +666,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
       return;
 #pragma unroll
     for (int mw = 0; mw < MW; ++mw) {
-      const int col_a = (nt * kCluster + part) * BN + 64 * w_tile + 16 * (w_word + mw) + lane / 4;
+      const int col_a = cta_tile(nt) * BN + 64 * w_tile + 16 * (w_word + mw) + lane / 4;
       const float bias_a = p.bias != nullptr ? __half2float(p.bias[col_a]) : 0.f;
       const float bias_b = p.bias != nullptr ? __half2float(p.bias[col_a + 8]) : 0.f;
 #pragma unroll
