@@ -1,7 +1,7 @@
 // File: kernels/cuda/w4a16.h
 //
-// Fused INT4 x FP16 GEMM: C[m x n] = A[m x k] * dequant(B)^T (+ bias), with B
-// the 4-bit codes of one linear (per-group fp16 scales, optional 4-bit zero
+// Fused INT4 x FP16/BF16 GEMM: C[m x n] = A[m x k] * dequant(B)^T (+ bias),
+// with B the 4-bit codes of one linear (per-group scales, optional 4-bit zero
 // points) in the kernel layout QF4 (kernels/ref/w4a16_ref.h, drawn in
 // kernels/README.md). The weights are dequantized in registers inside the
 // GEMM; no fp16 copy of them ever exists. Torch-free: plain CUDA pointers and
@@ -38,13 +38,20 @@
 
 namespace qf::kernels {
 
+// Element type of a GEMM's activations, scales, bias and output. fp16 runs
+// every kernel family; bf16 runs the tiled kernel (sm_80 and newer) only,
+// with the scales converted to bf16 once at load (W4A16RepackArgs::out_dtype).
+enum class W4A16DType { kF16, kBF16 };
+
 struct W4A16GemmArgs {
-  const __half* a = nullptr;          // [m x k] row-major; columns in kernel-row order (see perm)
+  // a, scales, bias and c are arrays of `dtype` (2-byte elements).
+  const void* a = nullptr;            // [m x k] row-major; columns in kernel-row order (see perm)
   const uint32_t* qweight = nullptr;  // QF4 codes, k*n/8 words
-  const __half* scales = nullptr;     // [G x n] QF4-permuted
+  const void* scales = nullptr;       // [G x n] QF4-permuted
   const uint32_t* zeros = nullptr;    // [G x n/8] QF4 words; nullptr = symmetric (zero 8)
-  const __half* bias = nullptr;       // [n] natural order, or nullptr
-  __half* c = nullptr;                // [m x n] row-major
+  const void* bias = nullptr;         // [n] natural order, or nullptr
+  void* c = nullptr;                  // [m x n] row-major
+  W4A16DType dtype = W4A16DType::kF16;
   int64_t m = 0, n = 0, k = 0;
   int group_size = 128;  // 32, 64, 128, ... or -1 (one group of k)
   // Scratch for the split-K fixup: at least W4A16WorkspaceBytes(m, n, k, device)
@@ -88,7 +95,10 @@ struct W4A16GemmArgs {
 // which need no workspace, and any m with n % 128 == 0 and k % 64 == 0
 // through the wgmma variants; otherwise n % 128 == 0 and k % 128 == 0, or
 // n % 256 == 0 and k % 64 == 0; group_size a multiple of 32 or -1); Internal
-// with the CUDA error when the launch fails.
+// with the CUDA error when the launch fails. bf16 takes the tiled kernel's
+// shapes (n % 128 == 0 and k % 128 == 0, or n % 256 == 0 and k % 64 == 0)
+// on every architecture; a forced variant of the other element type is
+// InvalidArgument.
 absl::Status W4A16Gemm(const W4A16GemmArgs& args);
 
 // Workspace bytes that W4A16Gemm needs for every m in [1, max_m] with this
@@ -98,25 +108,29 @@ absl::Status W4A16Gemm(const W4A16GemmArgs& args);
 // InvalidArgument/Unimplemented as W4A16Gemm for the shape; Internal when the
 // device cannot be queried.
 absl::StatusOr<size_t> W4A16WorkspaceBytes(int64_t max_m, int64_t n, int64_t k, int device,
-                                           const char* variant = nullptr);
+                                           const char* variant = nullptr, W4A16DType dtype = W4A16DType::kF16);
 
 // Name of the variant W4A16Gemm would run, e.g. "mb1_bn128_bk128_s6"; errors
 // as W4A16Gemm.
-absl::StatusOr<std::string> W4A16VariantName(int64_t m, int64_t n, int64_t k, int group_size);
+absl::StatusOr<std::string> W4A16VariantName(int64_t m, int64_t n, int64_t k, int group_size,
+                                             W4A16DType dtype = W4A16DType::kF16);
 
 // The variant W4A16Gemm would run (or `variant`) and its grid, in words, e.g.
 // "stream_m8: grid 16x8 cluster 8, 8 warps, 64 slices/block, 33 KB smem, 1/SM";
 // for benchmarks and logs. Errors as W4A16Gemm; Internal without a device.
 absl::StatusOr<std::string> W4A16LaunchDescription(int64_t m, int64_t n, int64_t k, int group_size,
-                                                   const char* variant = nullptr);
+                                                   const char* variant = nullptr,
+                                                   W4A16DType dtype = W4A16DType::kF16);
 
-// Every compiled variant: the selection table's, then the tuning-only ones.
-std::vector<std::string> W4A16VariantNames();
+// Every compiled variant of `dtype`: the selection table's, then the
+// tuning-only ones.
+std::vector<std::string> W4A16VariantNames(W4A16DType dtype = W4A16DType::kF16);
 
-// out[r][j] = a[r][perm[j]]: puts activations into kernel-row order for
-// act-order weights. perm is a device array of k entries (ActOrderPerm).
-// InvalidArgument for null pointers or negative sizes.
-absl::Status W4A16PermuteColumns(const __half* a, const int32_t* perm, __half* out, int64_t m, int64_t k,
+// out[r][j] = a[r][perm[j]]: puts activations (2-byte elements, fp16 or
+// bf16) into kernel-row order for act-order weights. perm is a device array
+// of k entries (ActOrderPerm). InvalidArgument for null pointers or negative
+// sizes.
+absl::Status W4A16PermuteColumns(const void* a, const int32_t* perm, void* out, int64_t m, int64_t k,
                                  cudaStream_t stream = nullptr);
 
 // Checkpoint layouts W4A16Repack reads (kernels/ref/pack.h documents them).
@@ -129,17 +143,20 @@ struct W4A16RepackArgs {
   W4A16Source source = W4A16Source::kGptqV1;
   const uint32_t* qweight = nullptr;  // device, in `source` layout
   const uint32_t* qzeros = nullptr;   // device, or nullptr for symmetric weights
-  const __half* scales = nullptr;     // device [G x n], natural order
+  const __half* scales = nullptr;     // device [G x n] fp16, natural order
   const int32_t* perm = nullptr;      // device [k] (ActOrderPerm), GPTQ only; nullptr = identity
   uint32_t* out_qweight = nullptr;    // device, k*n/8 words
   uint32_t* out_zeros = nullptr;      // device, G*n/8 words; nullptr iff qzeros is
-  __half* out_scales = nullptr;       // device, G*n
+  void* out_scales = nullptr;         // device, G*n of out_dtype
+  // The GEMM's element type: bf16 rounds each scale to nearest even once here.
+  W4A16DType out_dtype = W4A16DType::kF16;
   int64_t k = 0, n = 0, num_groups = 0;
   cudaStream_t stream = nullptr;
 };
 
 // Converts one linear's checkpoint tensors into QF4 on the device; the
-// result equals RepackW4A16Ref of the unpacked linear bit for bit.
+// result equals RepackW4A16Ref of the unpacked linear bit for bit (with
+// out_dtype bf16: its scales, each rounded to bf16).
 // InvalidArgument for k % 16, n % 64, num_groups not dividing k, a perm with
 // AWQ, or null/inconsistent pointers; Internal on a launch failure.
 absl::Status W4A16Repack(const W4A16RepackArgs& args);

@@ -16,17 +16,21 @@
 #include "kernels/cuda/w4a16.h"
 #include "kernels/ref/pack.h"
 #include "kernels/ref/w4a16_ref.h"
+#include "tests/kernels_gpu/device_array.h"
 #include "tests/kernels_gpu/gpu_ref.h"
 #include "tests/kernels_gpu/w4a16_test_util.h"
 
 namespace qf::kernels {
 namespace {
 
+using ::qf::kernels::testing::DeviceArray;
+using ::qf::kernels::testing::H;
 using ::qf::kernels::testing::HalfsToFloats;
 using ::qf::kernels::testing::LinearSpec;
 using ::qf::kernels::testing::RandomActivations;
 using ::qf::kernels::testing::RandomLinear;
 using ::qf::kernels::testing::RelErr;
+using ::qf::kernels::testing::Words;
 using ::testing::HasSubstr;
 
 // Thresholds on ||C - C_ref||_2 / ||C_ref||_2 against the double / fp32
@@ -40,53 +44,6 @@ constexpr double kMaxRelErrAwq = 2e-3;
 constexpr double kMaxRelErrGpuReference = 1e-5;
 
 constexpr int64_t kSweepM[] = {1, 2, 3, 7, 16, 33, 64, 118, 256};
-
-#define CUDA_ASSERT(expr)                                                  \
-  do {                                                                     \
-    const cudaError_t e_ = (expr);                                         \
-    ASSERT_EQ(e_, cudaSuccess) << #expr << ": " << cudaGetErrorString(e_); \
-  } while (0)
-
-template <class T>
-class DeviceArray {
- public:
-  DeviceArray() = default;
-  explicit DeviceArray(size_t n) : n_(n) {
-    if (n > 0 && cudaMalloc(&p_, n * sizeof(T)) != cudaSuccess) p_ = nullptr;
-  }
-  explicit DeviceArray(const std::vector<T>& v) : DeviceArray(v.size()) {
-    if (p_ != nullptr) cudaMemcpy(p_, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice);
-  }
-  ~DeviceArray() {
-    if (p_ != nullptr) cudaFree(p_);
-  }
-  DeviceArray(DeviceArray&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
-  DeviceArray& operator=(DeviceArray&& o) noexcept {
-    std::swap(p_, o.p_);
-    std::swap(n_, o.n_);
-    return *this;
-  }
-  T* get() const { return p_; }
-  size_t size() const { return n_; }
-  std::vector<T> ToHost() const {
-    std::vector<T> v(n_);
-    if (n_ > 0) cudaMemcpy(v.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost);
-    return v;
-  }
-
- private:
-  T* p_ = nullptr;
-  size_t n_ = 0;
-};
-
-template <class T>
-std::vector<T> Words(const storage::OwnedTensor& t) {
-  std::vector<T> v(t.data.size() / sizeof(T));
-  std::memcpy(v.data(), t.data.data(), v.size() * sizeof(T));
-  return v;
-}
-
-__half* H(const DeviceArray<uint16_t>& d) { return reinterpret_cast<__half*>(d.get()); }
 
 // QF4 weights on the device.
 struct DeviceLinear {

@@ -94,6 +94,43 @@ TEST(W4A16Layout, MagicNumberExtractionYieldsMmaFragments) {
   }
 }
 
+// The bf16 twin of the test above. bf16 has 7 mantissa bits, so the kernel
+// shifts each nibble to bits 0..3 of its half first (by 0, 4, 8 and 12) and
+// ORs the exponent of 128.0 (0x4300): the four registers must be 128 + code
+// of the B fragments b0, b1 of fragment 2w and then of 2w+1.
+TEST(W4A16Layout, Bf16MagicNumberExtractionYieldsMmaFragments) {
+  QuantizedLinear q = RandomLinear({.n = 128, .k = 64, .group_size = 32}, 13);
+  absl::StatusOr<W4A16Weights> w = RepackW4A16Ref(q);
+  ASSERT_TRUE(w.ok()) << w.status();
+  const auto bf16_of = [](uint32_t reg, int hi) {
+    return storage::BFloat16ToFloat(static_cast<uint16_t>(reg >> (16 * hi)));
+  };
+  const auto and_or = [](uint32_t x) { return (x & 0x000F000Fu) | 0x43004300u; };
+  for (int64_t t = 0; t < q.in_features / 16; ++t) {
+    for (int64_t c = 0; c < q.out_features / 64; ++c) {
+      for (int lane = 0; lane < 32; ++lane) {
+        for (int wi = 0; wi < 4; ++wi) {
+          const uint32_t word = w->qweight[(t * (q.out_features / 64) + c) * 128 + lane * 4 + wi];
+          const uint32_t regs[4] = {and_or(word), and_or(word >> 4), and_or(word >> 8), and_or(word >> 12)};
+          for (int r = 0; r < 4; ++r) {
+            const int frag = 2 * wi + r / 2;
+            const bool upper = r % 2 == 1;  // b1: rows k0 + 8, k0 + 9
+            const int64_t col = 64 * c + 8 * frag + lane / 4;
+            for (int hi = 0; hi < 2; ++hi) {
+              const int64_t row = 16 * t + 2 * (lane % 4) + (upper ? 8 : 0) + hi;
+              const float v = bf16_of(regs[r], hi);
+              const int code = q.codes[col * q.in_features + row];
+              ASSERT_EQ(v, 128.0f + code) << "lane " << lane << " word " << wi;
+            }
+          }
+        }
+      }
+    }
+  }
+  // The zero constant: bytes (z, 0x43) are bf16 128 + z for every 4-bit z.
+  for (uint32_t z = 0; z < 16; ++z) EXPECT_EQ(storage::BFloat16ToFloat(static_cast<uint16_t>(0x4300u | z)), 128.0f + z);
+}
+
 // The kernel's zero extraction: masking a zeros word with 0x0F0F0F0F (and
 // the word shifted right by 4) puts fragment f's zero in byte f % 4.
 TEST(W4A16Layout, ZeroBytesFeedTheBytePermute) {

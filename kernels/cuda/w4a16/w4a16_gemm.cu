@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "common/status_macros.h"
 #include "kernels/cuda/w4a16.h"
 #include "kernels/cuda/w4a16/w4a16_residency.h"
@@ -129,13 +130,51 @@ const Variant* const kTuningVariants[] = {
     &w4a16::kW4A16TmaMb4Bn256,
 };
 
-std::vector<const Variant*> AllVariants() {
+// bf16 activations: the tiled kernel's rows of the table above, with the
+// 64-row tiles from 33 rows on (no 48-row tile). Not tuned for bf16 yet: the
+// fp16 tables' measurements chose these tiles.
+const Row kTableBf16[] = {
+    {16, 0, 0, &w4a16::kW4A16Bf16Mb1Bn256},
+    {16, 0, 0, &w4a16::kW4A16Bf16Mb1Bk512},
+    {16, 0, 0, &w4a16::kW4A16Bf16Mb1TwoBlocks},
+    {32, 0, 0, &w4a16::kW4A16Bf16Mb2Bn128},
+    {64, 16384, 0, &w4a16::kW4A16Bf16Mb4Bk256},
+    {64, 0, 16384, &w4a16::kW4A16Bf16Mb4Bk256},
+    {64, 0, 0, &w4a16::kW4A16Bf16Mb4Bn128},
+    {64, 0, 0, &w4a16::kW4A16Bf16Mb4Bn256},
+    {kAnyM, 0, 0, &w4a16::kW4A16Bf16Mb4Bk256},
+    {kAnyM, 0, 0, &w4a16::kW4A16Bf16Mb4Bn256},
+    {kAnyM, 0, 0, &w4a16::kW4A16Bf16Mb4Bn128},
+};
+const Variant* const kFallbackBf16[] = {&w4a16::kW4A16Bf16AnyBk128, &w4a16::kW4A16Bf16AnyBk64};
+
+// The selection table, fallbacks and tuning variants of one element type,
+// indexed by W4A16DType.
+struct DTypeTable {
+  const char* name;  // for messages
+  absl::Span<const Row> rows;
+  absl::Span<const Variant* const> fallbacks;
+  absl::Span<const Variant* const> tuning;
+  const char* supported;  // the shapes it takes, for the Unimplemented message
+};
+const DTypeTable kDTypeTables[] = {
+    {"fp16", kTable, kFallbackVariants, kTuningVariants,
+     "on sm_90 m <= 32 with any n % 64 == 0 and k % 16 == 0, and any m with n % 128 == 0 and k % 64 == 0; "
+     "otherwise n % 128 == 0 and k % 128 == 0, or n % 256 == 0 and k % 64 == 0"},
+    {"bf16", kTableBf16, kFallbackBf16, {},
+     "n % 128 == 0 and k % 128 == 0, or n % 256 == 0 and k % 64 == 0 (the tiled kernel; bf16 has no "
+     "weight-streaming or wgmma variants yet)"},
+};
+const DTypeTable& TableOf(W4A16DType dtype) { return kDTypeTables[static_cast<int>(dtype)]; }
+
+std::vector<const Variant*> AllVariants(W4A16DType dtype) {
+  const DTypeTable& t = TableOf(dtype);
   std::vector<const Variant*> all;
-  for (const Row& r : kTable) {
+  for (const Row& r : t.rows) {
     if (std::find(all.begin(), all.end(), r.v) == all.end()) all.push_back(r.v);
   }
-  all.insert(all.end(), std::begin(kFallbackVariants), std::end(kFallbackVariants));
-  all.insert(all.end(), std::begin(kTuningVariants), std::end(kTuningVariants));
+  all.insert(all.end(), t.fallbacks.begin(), t.fallbacks.end());
+  all.insert(all.end(), t.tuning.begin(), t.tuning.end());
   return all;
 }
 
@@ -191,12 +230,22 @@ int CurrentSm() {
 }
 
 absl::StatusOr<const Variant*> Select(absl::string_view who, int64_t m, int64_t n, int64_t k, int group_size,
-                                      const char* forced, int sm) {
+                                      const char* forced, int sm, W4A16DType dtype) {
   QF_RETURN_IF_ERROR(CheckShape(who, m, n, k, group_size));
   const int64_t gs = group_size == -1 ? k : group_size;
   const int64_t m_eff = std::max<int64_t>(m, 1);
+  const DTypeTable& table = TableOf(dtype);
   if (forced != nullptr) {
-    for (const Variant* v : AllVariants()) {
+    for (W4A16DType other : {W4A16DType::kF16, W4A16DType::kBF16}) {
+      if (other == dtype) continue;
+      for (const Variant* v : AllVariants(other)) {
+        if (absl::string_view(v->name) != forced) continue;
+        return absl::InvalidArgumentError(absl::StrCat(who, "(", Shape(m, n, k, group_size), "): variant ", forced,
+                                                       " runs ", TableOf(other).name, " activations, the call passes ",
+                                                       table.name, " (W4A16GemmArgs::dtype)"));
+      }
+    }
+    for (const Variant* v : AllVariants(dtype)) {
       if (absl::string_view(v->name) != forced) continue;
       // A forced variant may have fewer block rows than m: it then chunks m.
       if (Fits(*v, n, k, gs) && v->RunsOn(sm)) return v;
@@ -206,19 +255,18 @@ absl::StatusOr<const Variant*> Select(absl::string_view who, int64_t m, int64_t 
     return absl::InvalidArgumentError(absl::StrCat(who, ": unknown variant '", forced, "'"));
   }
   const auto runs_here = [&](const Variant* v) { return v->RunsOn(sm); };
-  for (const Row& r : kTable) {
+  for (const Row& r : table.rows) {
     const bool in_range = m_eff <= r.max_m && n >= r.min_n && k >= r.min_k && k < r.max_k;
     if (in_range && Fits(*r.v, n, k, gs) && runs_here(r.v)) return r.v;
   }
-  for (const Variant* v : kFallbackVariants) {
+  for (const Variant* v : table.fallbacks) {
     if (Fits(*v, n, k, gs) && runs_here(v)) return v;
   }
-  return absl::UnimplementedError(absl::StrCat(
-      who, "(", Shape(m, n, k, group_size),
-      "): no kernel variant fits; supported: on sm_90 m <= 32 with any n % 64 == 0 and k % 16 == 0, and any m "
-      "with n % 128 == 0 and k % 64 == 0; otherwise "
-      "n % 128 == 0 and k % 128 == 0, or n % 256 == 0 and k % 64 == 0; group_size -1 or a multiple of 32 that "
-      "divides or is divided by the stage depth (32, 64, 128, 256, ...)"));
+  return absl::UnimplementedError(
+      absl::StrCat(who, "(", Shape(m, n, k, group_size), "): no ", table.name, " kernel variant fits; supported: ",
+                   table.supported,
+                   "; group_size -1 or a multiple of 32 that divides or is divided by the stage depth (32, 64, 128, "
+                   "256, ...)"));
 }
 
 struct DeviceFacts {
@@ -317,7 +365,8 @@ absl::Status W4A16Gemm(const W4A16GemmArgs& args) {
   QF_RETURN_IF_ERROR(CheckShape("W4A16Gemm", m, n, k, gsz));  // bad sizes fail before any CUDA call
   if (m == 0) return absl::OkStatus();
   QF_ASSIGN_OR_RETURN(const int device, CurrentDevice());
-  QF_ASSIGN_OR_RETURN(const Variant* v, Select("W4A16Gemm", m, n, k, gsz, args.variant, DeviceSm(device)));
+  QF_ASSIGN_OR_RETURN(const Variant* v,
+                      Select("W4A16Gemm", m, n, k, gsz, args.variant, DeviceSm(device), args.dtype));
   const auto bad = [&](absl::string_view what) {
     return absl::InvalidArgumentError(absl::StrCat("W4A16Gemm(", Shape(m, n, k, gsz), "): ", what));
   };
@@ -350,13 +399,16 @@ absl::Status W4A16Gemm(const W4A16GemmArgs& args) {
       partials =
           reinterpret_cast<float*>(static_cast<char*>(args.workspace) + CounterRegion(args.workspace_bytes));
     }
+    // The streaming family is fp16 only (its variants sit in the fp16 table).
+    const __half* a = static_cast<const __half*>(args.a);
+    __half* c = static_cast<__half*>(args.c);
     for (int64_t m0 = 0; m0 < m; m0 += v->bm) {
-      const w4a16::StreamCall call{args.a + m0 * k,
+      const w4a16::StreamCall call{a + m0 * k,
                                    args.qweight,
-                                   args.scales,
+                                   static_cast<const __half*>(args.scales),
                                    args.zeros,
-                                   args.bias,
-                                   args.c + m0 * n,
+                                   static_cast<const __half*>(args.bias),
+                                   c + m0 * n,
                                    static_cast<int>(std::min<int64_t>(v->bm, m - m0)),
                                    static_cast<int>(n),
                                    static_cast<int>(k),
@@ -380,12 +432,13 @@ absl::Status W4A16Gemm(const W4A16GemmArgs& args) {
                             "), variant ", v->name, " needs ", plan.MinWorkspace(), " (W4A16WorkspaceBytes)"));
   }
   w4a16::Params p;
-  p.a = args.a;
+  // 2-byte elements of the variant's type (w4a16::Params).
+  p.a = static_cast<const __half*>(args.a);
   p.b = reinterpret_cast<const int4*>(args.qweight);
-  p.scales = reinterpret_cast<const int4*>(args.scales);
+  p.scales = static_cast<const int4*>(args.scales);
   p.zeros = args.zeros;
-  p.bias = args.bias;
-  p.c = args.c;
+  p.bias = static_cast<const __half*>(args.bias);
+  p.c = static_cast<__half*>(args.c);
   p.counters = static_cast<int*>(args.workspace);
   p.partials = reinterpret_cast<float*>(static_cast<char*>(args.workspace) + CounterRegion(args.workspace_bytes));
   p.m = static_cast<int>(m);
@@ -404,9 +457,11 @@ absl::Status W4A16Gemm(const W4A16GemmArgs& args) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<size_t> W4A16WorkspaceBytes(int64_t max_m, int64_t n, int64_t k, int device, const char* variant) {
+absl::StatusOr<size_t> W4A16WorkspaceBytes(int64_t max_m, int64_t n, int64_t k, int device, const char* variant,
+                                           W4A16DType dtype) {
   if (variant != nullptr) {
-    QF_ASSIGN_OR_RETURN(const Variant* v, Select("W4A16WorkspaceBytes", max_m, n, k, -1, variant, DeviceSm(device)));
+    QF_ASSIGN_OR_RETURN(const Variant* v,
+                        Select("W4A16WorkspaceBytes", max_m, n, k, -1, variant, DeviceSm(device), dtype));
     if (v->stream_run != nullptr) {
       QF_ASSIGN_OR_RETURN(const Plan wplan, StreamWorkspacePlan(*v, n, k, device));
       return StreamMinWorkspace(wplan);
@@ -422,7 +477,8 @@ absl::StatusOr<size_t> W4A16WorkspaceBytes(int64_t max_m, int64_t n, int64_t k, 
   // no variant accepts (e.g. m <= 32 with k % 128 != 0) needs nothing.
   for (int64_t m : {int64_t{8}, int64_t{16}, int64_t{32}, int64_t{48}, int64_t{64}, int64_t{128}, max_m}) {
     const int64_t probe = std::min(std::max<int64_t>(m, 1), std::max<int64_t>(max_m, 1));
-    absl::StatusOr<const Variant*> v = Select("W4A16WorkspaceBytes", probe, n, k, -1, nullptr, DeviceSm(device));
+    absl::StatusOr<const Variant*> v =
+        Select("W4A16WorkspaceBytes", probe, n, k, -1, nullptr, DeviceSm(device), dtype);
     if (absl::IsUnimplemented(v.status())) {
       unimplemented = v.status();
       continue;
@@ -441,16 +497,17 @@ absl::StatusOr<size_t> W4A16WorkspaceBytes(int64_t max_m, int64_t n, int64_t k, 
   return bytes;
 }
 
-absl::StatusOr<std::string> W4A16VariantName(int64_t m, int64_t n, int64_t k, int group_size) {
-  QF_ASSIGN_OR_RETURN(const Variant* v, Select("W4A16VariantName", m, n, k, group_size, nullptr, CurrentSm()));
+absl::StatusOr<std::string> W4A16VariantName(int64_t m, int64_t n, int64_t k, int group_size, W4A16DType dtype) {
+  QF_ASSIGN_OR_RETURN(const Variant* v,
+                      Select("W4A16VariantName", m, n, k, group_size, nullptr, CurrentSm(), dtype));
   return std::string(v->name);
 }
 
 absl::StatusOr<std::string> W4A16LaunchDescription(int64_t m, int64_t n, int64_t k, int group_size,
-                                                   const char* variant) {
+                                                   const char* variant, W4A16DType dtype) {
   QF_ASSIGN_OR_RETURN(const int device, CurrentDevice());
   QF_ASSIGN_OR_RETURN(const Variant* v,
-                      Select("W4A16LaunchDescription", m, n, k, group_size, variant, DeviceSm(device)));
+                      Select("W4A16LaunchDescription", m, n, k, group_size, variant, DeviceSm(device), dtype));
   if (v->stream_describe != nullptr) {
     const int64_t launches = (std::max<int64_t>(m, 1) + v->bm - 1) / v->bm;
     return absl::StrCat(v->name, ": ", launches > 1 ? absl::StrCat(launches, " launches, ") : "",
@@ -462,9 +519,9 @@ absl::StatusOr<std::string> W4A16LaunchDescription(int64_t m, int64_t n, int64_t
                       ", ", plan.units, " units of ", v->bk, " rows");
 }
 
-std::vector<std::string> W4A16VariantNames() {
+std::vector<std::string> W4A16VariantNames(W4A16DType dtype) {
   std::vector<std::string> names;
-  for (const Variant* v : AllVariants()) names.emplace_back(v->name);
+  for (const Variant* v : AllVariants(dtype)) names.emplace_back(v->name);
   return names;
 }
 

@@ -28,16 +28,20 @@
 // kr = 16-row slice inside a stage, mt = 16-row m fragment, f = n8 fragment.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <cstdint>
 
 namespace qf::kernels::w4a16 {
 
+// a, scales, bias and c hold 2-byte elements of the variant's element type
+// (Config's ELEM: fp16, or bf16 for the bf16 variants, which read them as
+// __nv_bfloat16); the __half type only gives the address arithmetic.
 struct Params {
   const __half* a;        // [m x k] row-major
   const int4* b;          // QF4 qweight, 16-byte units
-  const int4* scales;     // [G x n] permuted fp16, 16-byte units
+  const int4* scales;     // [G x n] permuted, 16-byte units
   const uint32_t* zeros;  // [G x n/8], nullptr = symmetric
   const __half* bias;     // [n] or nullptr
   __half* c;              // [m x n] row-major
@@ -215,14 +219,24 @@ __device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const void* smem) {
                : "r"(SmemAddr(smem)));
 }
 
-// D = A * B + D, 16x8x16, fp16 inputs, fp32 accumulators. Fragment layouts:
+// D = A * B + D, 16x8x16, fp16 (or, kBf16, bf16) inputs, fp32 accumulators;
+// the two input types share every fragment layout:
 // https://docs.nvidia.com/cuda/parallel-thread-execution/#warp-level-matrix-fragment-mma-16816-float
+template <bool kBf16 = false>
 __device__ __forceinline__ void Mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  if constexpr (kBf16) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
 }
 
 // (a & b) | c in one instruction (LUT 0xEA = (0xF0 & 0xCC) | 0xAA).
@@ -295,10 +309,78 @@ __device__ __forceinline__ void DequantWord(uint32_t w, const GroupConsts& g, ui
   out[3] = q.hi_b;
 }
 
+// ---- bf16. Its 7 mantissa bits hold a nibble under the exponent of 128.0
+// (0x4300) only at bits 0..3 of each half, so every nibble is shifted down
+// first: 3 shifts and 4 lop3 give 128 + q; subtracting 128 + z leaves the
+// integer q - z exactly (bf16 holds every integer up to 256), and the scale
+// multiply is again the only rounding. The scales are bf16 already (converted
+// once at load, W4A16RepackArgs::out_dtype), so the constants are built the
+// same way as fp16's, with 0x43 for the exponent byte.
+struct GroupConstsBf16 {
+  __nv_bfloat162 scale[8];  // (s, s)
+  __nv_bfloat162 zero[8];   // (128 + z, 128 + z)
+};
+
+__device__ __forceinline__ __nv_bfloat162 AsBf162(uint32_t u) { return *reinterpret_cast<__nv_bfloat162*>(&u); }
+__device__ __forceinline__ uint32_t AsU32(__nv_bfloat162 h) { return *reinterpret_cast<uint32_t*>(&h); }
+
+// scales: 8 bf16 (one per fragment); zero_word as LoadGroupConsts above.
+__device__ __forceinline__ void LoadGroupConsts(GroupConstsBf16& g, int4 scales, uint32_t zero_word) {
+  const __nv_bfloat16* s = reinterpret_cast<const __nv_bfloat16*>(&scales);
+  const uint32_t z_lo = zero_word & 0x0F0F0F0Fu;
+  const uint32_t z_hi = (zero_word >> 4) & 0x0F0F0F0Fu;
+#pragma unroll
+  for (int f = 0; f < 8; ++f) {
+    g.scale[f] = __bfloat162bfloat162(s[f]);
+    // Bytes (z, 0x43, z, 0x43): bf16 0x43zz = 128 + z in both halves.
+    const uint32_t b = f % 4;
+    g.zero[f] = AsBf162(__byte_perm(f < 4 ? z_lo : z_hi, 0x43434343u, b | 0x4040u | (b << 8)));
+  }
+}
+
+// One QF4 word -> the two B registers of fragments 2w and 2w+1, in the order
+// of the fp16 DequantWord (nibbles 0/4, 1/5, 2/6, 3/7 of the word).
+template <int kW>
+__device__ __forceinline__ void DequantWord(uint32_t w, const GroupConstsBf16& g, uint32_t (&out)[4]) {
+  constexpr uint32_t kLo = 0x000F000Fu, kMagic = 0x43004300u;
+  constexpr int f0 = 2 * kW, f1 = 2 * kW + 1;
+  const uint32_t x[4] = {AndOr(w, kLo, kMagic), AndOr(w >> 4, kLo, kMagic), AndOr(w >> 8, kLo, kMagic),
+                         AndOr(w >> 12, kLo, kMagic)};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int f = i < 2 ? f0 : f1;
+    out[i] = AsU32(__hmul2(__hsub2(AsBf162(x[i]), g.zero[f]), g.scale[f]));
+  }
+}
+
+// ---------------------------------------------------------------- element types
+
+// What a variant's element type changes: the mma input type, the group
+// constants and how the epilogue converts (a, scales, bias and c are all of
+// this type; the accumulators and split-K partials are fp32 either way).
+struct F16 {
+  static constexpr bool kBf16 = false;
+  using Consts = GroupConsts;
+  // Two elements at p (4-byte aligned) as floats; two floats rounded to one word.
+  __device__ __forceinline__ static float2 Load2(const __half* p) {
+    return __half22float2(*reinterpret_cast<const half2*>(p));
+  }
+  __device__ __forceinline__ static uint32_t Pack2(float x, float y) { return AsU32(__floats2half2_rn(x, y)); }
+};
+struct BF16 {
+  static constexpr bool kBf16 = true;
+  using Consts = GroupConstsBf16;
+  __device__ __forceinline__ static float2 Load2(const __half* p) {
+    return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
+  }
+  __device__ __forceinline__ static uint32_t Pack2(float x, float y) { return AsU32(__floats2bfloat162_rn(x, y)); }
+};
+
 // ---------------------------------------------------------------- configuration
 
-template <int MB, int WN, int WK, int KS, int STAGES, int MIN_BLOCKS, bool TMA = false>
+template <int MB, int WN, int WK, int KS, int STAGES, int MIN_BLOCKS, bool TMA = false, class ELEM = F16>
 struct Config {
+  using Elem = ELEM;                             // F16 or BF16: a, scales, bias and c
   static constexpr int kMb = MB;                 // 16-row m fragments per block tile
   static constexpr int kWn = WN;                 // warps across n, 64 columns each
   static constexpr int kWk = WK;                 // warps across k inside a stage
@@ -420,6 +502,7 @@ template <class Cfg>
 __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16GemmKernel(const Params p) {
   constexpr int MB = Cfg::kMb, WN = Cfg::kWn, WK = Cfg::kWk, STAGES = Cfg::kStages;
   constexpr int kThreads = Cfg::kThreads, kBm = Cfg::kBm, kBn = Cfg::kBn, kBk = Cfg::kBk;
+  using Elem = typename Cfg::Elem;
 
   extern __shared__ int4 smem[];
   int4* sh_a = smem;                                                           // [STAGES][BM][kARowInt4]
@@ -554,7 +637,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16GemmKerne
   auto compute_stage = [&](int slot) {
     const int4* a_sh = sh_a + slot * Cfg::kAStage;
     const int4* b_sh = sh_b + slot * Cfg::kBStage;
-    GroupConsts gc;
+    typename Elem::Consts gc;
 #pragma unroll
     for (int j = 0; j < Cfg::kSlicesPerWarp; ++j) {
       const int kr = wk * Cfg::kSlicesPerWarp + j;
@@ -582,8 +665,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16GemmKerne
       for (int w = 0; w < 4; ++w) {
 #pragma unroll
         for (int mt = 0; mt < MB; ++mt) {
-          Mma16816(acc[mt][2 * w], a_frag[mt], bf[w][0], bf[w][1]);
-          Mma16816(acc[mt][2 * w + 1], a_frag[mt], bf[w][2], bf[w][3]);
+          Mma16816<Elem::kBf16>(acc[mt][2 * w], a_frag[mt], bf[w][0], bf[w][1]);
+          Mma16816<Elem::kBf16>(acc[mt][2 * w + 1], a_frag[mt], bf[w][2], bf[w][3]);
         }
       }
     }
@@ -593,7 +676,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16GemmKerne
 
   // ---- finish_tile: sum the WK warps' accumulators into sh_tile (row-major
   // fp32), go through the split-K fixup when other blocks share the tile,
-  // and write C (+ bias) as fp16 with 16-byte stores.
+  // and write C (+ bias) in the element type with 16-byte stores.
   auto finish_tile = [&](int nt, int mc) {
   // Warps of one column add in wk order, so the sum is deterministic.
 #pragma unroll
@@ -652,16 +735,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) W4A16GemmKerne
       const int r = idx / (kBn / 8), c8 = idx % (kBn / 8);
       const int col = nt * kBn + c8 * 8;
       const float* src = sh_tile + r * Cfg::kTileStride + c8 * 8;
-      __align__(16) half2 out[4];
+      __align__(16) uint32_t out[4];
 #pragma unroll
       for (int q = 0; q < 4; ++q) {
         float2 v = make_float2(src[2 * q], src[2 * q + 1]);
         if (p.bias != nullptr) {
-          const float2 b = __half22float2(reinterpret_cast<const half2*>(p.bias + col)[q]);
+          const float2 b = Elem::Load2(p.bias + col + 2 * q);
           v.x += b.x;
           v.y += b.y;
         }
-        out[q] = __floats2half2_rn(v.x, v.y);
+        out[q] = Elem::Pack2(v.x, v.y);
       }
       *reinterpret_cast<int4*>(p.c + static_cast<long long>(mc * kBm + r) * p.n + col) =
           *reinterpret_cast<const int4*>(out);

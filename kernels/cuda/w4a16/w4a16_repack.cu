@@ -2,6 +2,8 @@
 // layout (kernels/ref/w4a16_ref.h), and the per-call activation gather for
 // act-order weights. One thread per output element: these run once per
 // linear (repack) or move m*k halves (gather), so simplicity wins.
+#include <cuda_bf16.h>
+
 #include <algorithm>
 #include <cstdint>
 
@@ -62,11 +64,24 @@ __global__ void RepackCodesKernel(Src src, const int32_t* perm, uint32_t* out, i
   }
 }
 
+// The scale in the GEMM's element type: fp16 as is, bf16 rounded to nearest
+// even (the one rounding a bf16 GEMM adds to the checkpoint's scales).
+template <class Out>
+__device__ __forceinline__ Out ToScale(__half s);
+template <>
+__device__ __forceinline__ __half ToScale<__half>(__half s) {
+  return s;
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 ToScale<__nv_bfloat16>(__half s) {
+  return __float2bfloat16_rn(__half2float(s));
+}
+
 // Scales: position 64c + 8r + f <- column 64c + 8f + r. Zeros: word 8c + r
 // holds column 64c + 8f + r at bit 8f (f < 4) or 8(f-4) + 4 (f >= 4). One
 // thread per QF4 zero word (8 scales).
-template <class Src>
-__global__ void RepackGroupsKernel(Src src, const __half* scales, __half* out_scales, uint32_t* out_zeros,
+template <class Src, class Out>
+__global__ void RepackGroupsKernel(Src src, const __half* scales, Out* out_scales, uint32_t* out_zeros,
                                    int64_t groups, int64_t n) {
   const int64_t words = groups * n / 8;
   for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < words;
@@ -78,14 +93,15 @@ __global__ void RepackGroupsKernel(Src src, const __half* scales, __half* out_sc
 #pragma unroll
     for (int f = 0; f < 8; ++f) {
       const int64_t col = 64 * c + 8 * f + r;
-      out_scales[g * n + 64 * c + 8 * r + f] = scales[g * n + col];
+      out_scales[g * n + 64 * c + 8 * r + f] = ToScale<Out>(scales[g * n + col]);
       if (out_zeros != nullptr) zw |= src.Zero(g, col) << (f < 4 ? 8 * f : 8 * (f - 4) + 4);
     }
     if (out_zeros != nullptr) out_zeros[idx] = zw;
   }
 }
 
-__global__ void PermuteColumnsKernel(const __half* a, const int32_t* perm, __half* out, int64_t m, int64_t k) {
+// 2-byte elements, moved as bits (fp16 or bf16 alike).
+__global__ void PermuteColumnsKernel(const uint16_t* a, const int32_t* perm, uint16_t* out, int64_t m, int64_t k) {
   const int64_t total = m * k;
   for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
        idx += int64_t{gridDim.x} * blockDim.x) {
@@ -96,6 +112,17 @@ __global__ void PermuteColumnsKernel(const __half* a, const int32_t* perm, __hal
 
 int Blocks(int64_t items) {
   return static_cast<int>(std::min<int64_t>((items + kThreads - 1) / kThreads, int64_t{1} << 16));
+}
+
+template <class Src>
+void LaunchRepackGroups(const Src& src, const W4A16RepackArgs& a, int64_t zero_words) {
+  if (a.out_dtype == W4A16DType::kBF16) {
+    RepackGroupsKernel<<<Blocks(zero_words), kThreads, 0, a.stream>>>(
+        src, a.scales, static_cast<__nv_bfloat16*>(a.out_scales), a.out_zeros, a.num_groups, a.n);
+  } else {
+    RepackGroupsKernel<<<Blocks(zero_words), kThreads, 0, a.stream>>>(src, a.scales, static_cast<__half*>(a.out_scales),
+                                                                      a.out_zeros, a.num_groups, a.n);
+  }
 }
 
 absl::Status LaunchStatus(absl::string_view what) {
@@ -128,26 +155,25 @@ absl::Status W4A16Repack(const W4A16RepackArgs& a) {
     const GptqV1Source src{a.qweight, a.qzeros, a.n};
     RepackCodesKernel<<<Blocks(code_words), kThreads, 0, a.stream>>>(src, a.perm, a.out_qweight, a.k, a.n);
     if (absl::Status s = LaunchStatus(what); !s.ok()) return s;
-    RepackGroupsKernel<<<Blocks(zero_words), kThreads, 0, a.stream>>>(src, a.scales, a.out_scales, a.out_zeros,
-                                                                      a.num_groups, a.n);
+    LaunchRepackGroups(src, a, zero_words);
   } else {
     const AwqGemmSource src{a.qweight, a.qzeros, a.n};
     RepackCodesKernel<<<Blocks(code_words), kThreads, 0, a.stream>>>(src, nullptr, a.out_qweight, a.k, a.n);
     if (absl::Status s = LaunchStatus(what); !s.ok()) return s;
-    RepackGroupsKernel<<<Blocks(zero_words), kThreads, 0, a.stream>>>(src, a.scales, a.out_scales, a.out_zeros,
-                                                                      a.num_groups, a.n);
+    LaunchRepackGroups(src, a, zero_words);
   }
   return LaunchStatus(what);
 }
 
-absl::Status W4A16PermuteColumns(const __half* a, const int32_t* perm, __half* out, int64_t m, int64_t k,
+absl::Status W4A16PermuteColumns(const void* a, const int32_t* perm, void* out, int64_t m, int64_t k,
                                  cudaStream_t stream) {
   if (m < 0 || k <= 0 || a == nullptr || perm == nullptr || out == nullptr || a == out) {
     return absl::InvalidArgumentError(absl::StrCat("W4A16PermuteColumns(m=", m, ", k=", k,
                                                    "): need m >= 0, k > 0 and distinct non-null a, perm, out"));
   }
   if (m == 0) return absl::OkStatus();
-  PermuteColumnsKernel<<<Blocks(m * k), kThreads, 0, stream>>>(a, perm, out, m, k);
+  PermuteColumnsKernel<<<Blocks(m * k), kThreads, 0, stream>>>(static_cast<const uint16_t*>(a), perm,
+                                                                static_cast<uint16_t*>(out), m, k);
   return LaunchStatus("W4A16PermuteColumns");
 }
 

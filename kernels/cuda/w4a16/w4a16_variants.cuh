@@ -81,6 +81,9 @@ struct Variant {
   // whose CTAs split the bn columns of each tile and keep one tile counter
   // each (w4a16_wgmma_kernel.cuh, WgConfig CLUSTER).
   int cluster = 1;
+  // Element type of a, scales, bias and c: bf16 (Config's BF16) or fp16.
+  // The table runs a variant only for calls of its type.
+  bool bf16 = false;
 
   // sm 0: the device's architecture is unknown.
   bool RunsOn(int sm) const { return max_sm >= min_sm && (sm == 0 || (sm >= min_sm && sm <= max_sm)); }
@@ -103,8 +106,10 @@ Variant VariantOf(const char* name, int min_sm, const void* kernel,
 
 template <class Cfg>
 Variant MakeVariant(const char* name) {
-  return VariantOf<Cfg>(name, Cfg::kTma ? 90 : 80, reinterpret_cast<const void*>(&W4A16GemmKernel<Cfg>),
-                        &LaunchW4A16<Cfg>);
+  Variant v = VariantOf<Cfg>(name, Cfg::kTma ? 90 : 80, reinterpret_cast<const void*>(&W4A16GemmKernel<Cfg>),
+                             &LaunchW4A16<Cfg>);
+  v.bf16 = Cfg::Elem::kBf16;
+  return v;
 }
 
 // Config<MB, WN, WK, KS, STAGES, MIN_BLOCKS[, TMA]>: see w4a16_kernel.cuh.
@@ -137,6 +142,19 @@ using CfgTmaMb1Bk512 = Config<1, 2, 4, 32, 4, 1, true>;
 using CfgTmaMb2 = Config<2, 2, 4, 16, 4, 1, true>;
 using CfgTmaMb4Bn128 = Config<4, 2, 4, 16, 3, 1, true>;
 using CfgTmaMb4Bn256 = Config<4, 4, 2, 8, 3, 1, true>;
+
+// bf16 activations (Config's BF16): the tiled kernel, every architecture
+// from sm_80, the tiles of the fp16 table's tiled rows (not yet tuned for
+// bf16; the weight-streaming, decode and wgmma kernels are fp16 only).
+using CfgBf16Mb1Bn256 = Config<1, 4, 2, 16, 3, 1, false, BF16>;
+using CfgBf16Mb1Bk512 = Config<1, 2, 4, 32, 3, 1, false, BF16>;
+using CfgBf16Mb1TwoBlocks = Config<1, 2, 4, 16, 3, 2, false, BF16>;
+using CfgBf16Mb2Bn128 = Config<2, 2, 4, 16, 4, 1, false, BF16>;
+using CfgBf16Mb4Bk256 = Config<4, 4, 2, 16, 2, 1, false, BF16>;
+using CfgBf16Mb4Bn128 = Config<4, 2, 4, 16, 3, 1, false, BF16>;
+using CfgBf16Mb4Bn256 = Config<4, 4, 2, 8, 3, 1, false, BF16>;
+using CfgBf16AnyBk128 = Config<1, 2, 4, 8, 6, 2, false, BF16>;
+using CfgBf16AnyBk64 = Config<4, 4, 2, 4, 4, 1, false, BF16>;
 
 // Weight-streaming variants (w4a16_stream_kernel.cuh), sm_90: up to 8, 16,
 // 32, 64 rows of A per launch. _reg: weights through a register ring instead
@@ -217,6 +235,16 @@ extern const Variant kW4A16WsT64N256;
 extern const Variant kW4A16WgSsT128N256;
 extern const Variant kW4A16WgSsT64N256;
 extern const Variant kW4A16WgSsT64N256O4;
+
+extern const Variant kW4A16Bf16Mb1Bn256;
+extern const Variant kW4A16Bf16Mb1Bk512;
+extern const Variant kW4A16Bf16Mb1TwoBlocks;
+extern const Variant kW4A16Bf16Mb2Bn128;
+extern const Variant kW4A16Bf16Mb4Bk256;
+extern const Variant kW4A16Bf16Mb4Bn128;
+extern const Variant kW4A16Bf16Mb4Bn256;
+extern const Variant kW4A16Bf16AnyBk128;
+extern const Variant kW4A16Bf16AnyBk64;
 
 extern const Variant kW4A16Mb1Bn256;
 extern const Variant kW4A16Mb1Bk512;

@@ -1,0 +1,6 @@
+// One W4A16 GEMM variant per file, so the instances compile in parallel.
+#include "kernels/cuda/w4a16/w4a16_variants.cuh"
+
+namespace qf::kernels::w4a16 {
+const Variant kW4A16Bf16Mb2Bn128 = MakeVariant<CfgBf16Mb2Bn128>("bf16_mb2_bn128_bk256_s4");
+}  // namespace qf::kernels::w4a16
