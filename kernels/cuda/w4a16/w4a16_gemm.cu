@@ -130,18 +130,23 @@ const Variant* const kTuningVariants[] = {
     &w4a16::kW4A16TmaMb4Bn256,
 };
 
-// bf16 activations: the tiled kernel's rows of the table above, with the
-// 64-row tiles from 33 rows on (no 48-row tile). Not tuned for bf16 yet: the
-// fp16 tables' measurements chose these tiles.
+// bf16 activations: the fp16 table's tiled and wgmma rows, with the tiled
+// kernel's 64-row tiles from 33 rows on where the wgmma kernel does not run
+// (no 48-row tile). Not tuned for bf16 yet: the fp16 measurements chose them.
 const Row kTableBf16[] = {
     {16, 0, 0, &w4a16::kW4A16Bf16Mb1Bn256},
     {16, 0, 0, &w4a16::kW4A16Bf16Mb1Bk512},
     {16, 0, 0, &w4a16::kW4A16Bf16Mb1TwoBlocks},
     {32, 0, 0, &w4a16::kW4A16Bf16Mb2Bn128},
+    {64, kWgMinN, 0, &w4a16::kW4A16Bf16WgT64W1K128TwoBlocks},
     {64, 16384, 0, &w4a16::kW4A16Bf16Mb4Bk256},
     {64, 0, 16384, &w4a16::kW4A16Bf16Mb4Bk256},
     {64, 0, 0, &w4a16::kW4A16Bf16Mb4Bn128},
     {64, 0, 0, &w4a16::kW4A16Bf16Mb4Bn256},
+    {128, kWgMinN, 0, &w4a16::kW4A16Bf16WgT128},
+    {128, kWgMinN, 0, &w4a16::kW4A16Bf16WgT128N128},
+    {kAnyM, kWideN, 0, &w4a16::kW4A16Bf16WgT256N128D2},
+    {kAnyM, kWgMinN, 0, &w4a16::kW4A16Bf16WgT256N128S6D2},
     {kAnyM, 0, 0, &w4a16::kW4A16Bf16Mb4Bk256},
     {kAnyM, 0, 0, &w4a16::kW4A16Bf16Mb4Bn256},
     {kAnyM, 0, 0, &w4a16::kW4A16Bf16Mb4Bn128},
@@ -162,8 +167,8 @@ const DTypeTable kDTypeTables[] = {
      "on sm_90 m <= 32 with any n % 64 == 0 and k % 16 == 0, and any m with n % 128 == 0 and k % 64 == 0; "
      "otherwise n % 128 == 0 and k % 128 == 0, or n % 256 == 0 and k % 64 == 0"},
     {"bf16", kTableBf16, kFallbackBf16, {},
-     "n % 128 == 0 and k % 128 == 0, or n % 256 == 0 and k % 64 == 0 (the tiled kernel; bf16 has no "
-     "weight-streaming or wgmma variants yet)"},
+     "n % 128 == 0 and k % 128 == 0, or n % 256 == 0 and k % 64 == 0 (the tiled and wgmma kernels; bf16 has no "
+     "weight-streaming variants yet)"},
 };
 const DTypeTable& TableOf(W4A16DType dtype) { return kDTypeTables[static_cast<int>(dtype)]; }
 

@@ -338,19 +338,27 @@ __device__ __forceinline__ void LoadGroupConsts(GroupConstsBf16& g, int4 scales,
   }
 }
 
-// One QF4 word -> the two B registers of fragments 2w and 2w+1, in the order
-// of the fp16 DequantWord (nibbles 0/4, 1/5, 2/6, 3/7 of the word).
+// One QF4 word of fragments fa = 2w and fb = 2w+1 -> the same four pairs as
+// the fp16 DequantFragPair (nibbles 0/4: lo_a, 1/5: hi_a, 2/6: lo_b, 3/7:
+// hi_b), with s the scale and z = (128 + zero, 128 + zero) of each fragment.
+__device__ __forceinline__ FragPairs DequantFragPair(uint32_t w, __nv_bfloat162 s_a, __nv_bfloat162 z_a,
+                                                     __nv_bfloat162 s_b, __nv_bfloat162 z_b) {
+  constexpr uint32_t kLo = 0x000F000Fu, kMagic = 0x43004300u;
+  const auto pair = [](uint32_t x, __nv_bfloat162 s, __nv_bfloat162 z) {
+    return AsU32(__hmul2(__hsub2(AsBf162(AndOr(x, kLo, kMagic)), z), s));
+  };
+  return FragPairs{pair(w, s_a, z_a), pair(w >> 4, s_a, z_a), pair(w >> 8, s_b, z_b), pair(w >> 12, s_b, z_b)};
+}
+
+// One QF4 word -> the two B registers of fragments 2w and 2w+1 (bf16).
 template <int kW>
 __device__ __forceinline__ void DequantWord(uint32_t w, const GroupConstsBf16& g, uint32_t (&out)[4]) {
-  constexpr uint32_t kLo = 0x000F000Fu, kMagic = 0x43004300u;
   constexpr int f0 = 2 * kW, f1 = 2 * kW + 1;
-  const uint32_t x[4] = {AndOr(w, kLo, kMagic), AndOr(w >> 4, kLo, kMagic), AndOr(w >> 8, kLo, kMagic),
-                         AndOr(w >> 12, kLo, kMagic)};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int f = i < 2 ? f0 : f1;
-    out[i] = AsU32(__hmul2(__hsub2(AsBf162(x[i]), g.zero[f]), g.scale[f]));
-  }
+  const FragPairs q = DequantFragPair(w, g.scale[f0], g.zero[f0], g.scale[f1], g.zero[f1]);
+  out[0] = q.lo_a;
+  out[1] = q.hi_a;
+  out[2] = q.lo_b;
+  out[3] = q.hi_b;
 }
 
 // ---------------------------------------------------------------- element types
@@ -366,6 +374,9 @@ struct F16 {
     return __half22float2(*reinterpret_cast<const half2*>(p));
   }
   __device__ __forceinline__ static uint32_t Pack2(float x, float y) { return AsU32(__floats2half2_rn(x, y)); }
+  // One element as a float; one float rounded into *p.
+  __device__ __forceinline__ static float Load1(const __half* p) { return __half2float(*p); }
+  __device__ __forceinline__ static void Store1(__half* p, float x) { *p = __float2half_rn(x); }
 };
 struct BF16 {
   static constexpr bool kBf16 = true;
@@ -374,6 +385,12 @@ struct BF16 {
     return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
   }
   __device__ __forceinline__ static uint32_t Pack2(float x, float y) { return AsU32(__floats2bfloat162_rn(x, y)); }
+  __device__ __forceinline__ static float Load1(const __half* p) {
+    return __bfloat162float(*reinterpret_cast<const __nv_bfloat16*>(p));
+  }
+  __device__ __forceinline__ static void Store1(__half* p, float x) {
+    *reinterpret_cast<__nv_bfloat16*>(p) = __float2bfloat16_rn(x);
+  }
 };
 
 // ---------------------------------------------------------------- configuration

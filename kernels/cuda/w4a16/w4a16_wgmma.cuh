@@ -82,6 +82,7 @@ Variant MakeWgmmaVariant(const char* name) {
       WgmmaFamilyVariant<Cfg>(name, reinterpret_cast<const void*>(&W4A16WgmmaKernel<Cfg>), &LaunchW4A16Wgmma<Cfg>);
   v.bn *= Cfg::kCluster;
   v.cluster = Cfg::kCluster;
+  v.bf16 = Cfg::Elem::kBf16;
   return v;
 }
 

@@ -181,29 +181,53 @@ __device__ __forceinline__ void MbarWaitInFlight(uint64_t* bar, uint32_t parity)
 #define QF_WG_D64 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
 #define QF_WG_D128 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}"
 
-// D[64 x 64] += A[64 x 16] (registers) * B[16 x 64] (shared memory, descriptor).
+// D[64 x N] += A[64 x 16] (registers) * B[16 x N] (shared memory,
+// descriptor), fp16 or (kBf16) bf16 inputs; QF_WG_RS(shape, type, D-list,
+// first A operand) spells one such instruction.
+#define QF_WG_RS(shape, ty, dlist, a0, a1, a2, a3, b) \
+  "wgmma.mma_async.sync.aligned." shape ".f32." ty "." ty " " dlist ", {" a0 ", " a1 ", " a2 ", " a3 "}, " b ", 1, 1, 1, 0;\n"
+template <bool kBf16 = false>
 __device__ __forceinline__ void WgmmaM64N64K16(float (&d)[32], const uint32_t (&a)[4], uint64_t desc_b) {
-  QF_SM90A(asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " QF_WG_D32
-                        ", {%32, %33, %34, %35}, %36, 1, 1, 1, 0;\n"
-                        : QF_WG_ACC32(d, 0)
-                        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b)));
+#define QF_WG_ASM(ty)                                                                               \
+  QF_SM90A(asm volatile(QF_WG_RS("m64n64k16", ty, QF_WG_D32, "%32", "%33", "%34", "%35", "%36") \
+                        : QF_WG_ACC32(d, 0)                                                         \
+                        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b)))
+  if constexpr (kBf16) {
+    QF_WG_ASM("bf16");
+  } else {
+    QF_WG_ASM("f16");
+  }
+#undef QF_WG_ASM
 }
 
-// D[64 x 128] += A[64 x 16] (registers) * B[16 x 128] (shared memory, descriptor).
+template <bool kBf16 = false>
 __device__ __forceinline__ void WgmmaM64N128K16(float (&d)[64], const uint32_t (&a)[4], uint64_t desc_b) {
-  QF_SM90A(asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " QF_WG_D64
-                        ", {%64, %65, %66, %67}, %68, 1, 1, 1, 0;\n"
-                        : QF_WG_ACC64(d)
-                        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b)));
+#define QF_WG_ASM(ty)                                                                                \
+  QF_SM90A(asm volatile(QF_WG_RS("m64n128k16", ty, QF_WG_D64, "%64", "%65", "%66", "%67", "%68") \
+                        : QF_WG_ACC64(d)                                                             \
+                        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b)))
+  if constexpr (kBf16) {
+    QF_WG_ASM("bf16");
+  } else {
+    QF_WG_ASM("f16");
+  }
+#undef QF_WG_ASM
 }
 
-// D[64 x 256] += A[64 x 16] (registers) * B[16 x 256] (shared memory, descriptor).
+template <bool kBf16 = false>
 __device__ __forceinline__ void WgmmaM64N256K16(float (&d)[128], const uint32_t (&a)[4], uint64_t desc_b) {
-  QF_SM90A(asm volatile("wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 " QF_WG_D128
-                        ", {%128, %129, %130, %131}, %132, 1, 1, 1, 0;\n"
-                        : QF_WG_ACC128(d)
-                        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b)));
+#define QF_WG_ASM(ty)                                                                                     \
+  QF_SM90A(asm volatile(QF_WG_RS("m64n256k16", ty, QF_WG_D128, "%128", "%129", "%130", "%131", "%132") \
+                        : QF_WG_ACC128(d)                                                                 \
+                        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b)))
+  if constexpr (kBf16) {
+    QF_WG_ASM("bf16");
+  } else {
+    QF_WG_ASM("f16");
+  }
+#undef QF_WG_ASM
 }
+#undef QF_WG_RS
 
 // D[64 x N] += A[64 x 16] * B[16 x N], both operands in shared memory
 // (descriptors, K-major, no transpose): the dequantize-to-shared kernel.
@@ -220,15 +244,15 @@ __device__ __forceinline__ void WgmmaSsM64N256K16(float (&d)[128], uint64_t desc
                         : "l"(desc_a), "l"(desc_b)));
 }
 
-template <int BT>
+template <int BT, bool kBf16 = false>
 __device__ __forceinline__ void WgmmaM64K16(float (&d)[BT / 2], const uint32_t (&a)[4], uint64_t desc_b) {
   static_assert(BT == 64 || BT == 128 || BT == 256, "compiled wgmma widths");
   if constexpr (BT == 64) {
-    WgmmaM64N64K16(d, a, desc_b);
+    WgmmaM64N64K16<kBf16>(d, a, desc_b);
   } else if constexpr (BT == 128) {
-    WgmmaM64N128K16(d, a, desc_b);
+    WgmmaM64N128K16<kBf16>(d, a, desc_b);
   } else {
-    WgmmaM64N256K16(d, a, desc_b);
+    WgmmaM64N256K16<kBf16>(d, a, desc_b);
   }
 }
 
@@ -283,8 +307,9 @@ __device__ __forceinline__ bool FullTileFixup(const Params& p, float (&acc)[N], 
 // ---------------------------------------------------------------- configuration
 
 template <int BT, int MW, int STAGES, int MIN_BLOCKS = 1, int DEPTH = 1, int KS = 4, bool WS = false,
-          bool TMA = false, int WGS = 2, int CLUSTER = 1>
+          bool TMA = false, int WGS = 2, int CLUSTER = 1, class ELEM = F16>
 struct WgConfig {
+  using Elem = ELEM;                      // F16 or BF16: a, scales, bias and c (w4a16_kernel.cuh)
   static constexpr int kBm = BT;          // rows of A per tile (the wgmma N)
   static constexpr int kMw = MW;          // 64-column blocks per warpgroup
   static constexpr int kWgs = WGS;        // compute warpgroups per block (1 or 2)
@@ -343,6 +368,7 @@ struct WgConfig {
   static_assert(STAGES >= DEPTH + 2, "slot i-1-DEPTH is refilled at stage i");
   static_assert(CLUSTER == 1 || (CLUSTER == 2 && TMA && !WS), "A is multicast by TMA");
   static_assert(BT % (8 * CLUSTER) == 0, "each CTA's share of A is whole 8-row swizzle atoms");
+  static_assert(!(TMA && ELEM::kBf16), "the TMA map of A is an fp16 map");
 };
 
 // ---------------------------------------------------------------- the kernel
@@ -354,6 +380,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   constexpr int kThreads = Cfg::kComputeThreads, kAccSet = Cfg::kAccSet, kColTiles = Cfg::kColTiles;
   constexpr int kDepth = Cfg::kDepth;
   constexpr int kPrefetch = STAGES - 1 - kDepth;  // copies in flight ahead of the stage computed
+  using Elem = typename Cfg::Elem;
+  constexpr bool kBf16 = Elem::kBf16;
 
   extern __shared__ int4 smem_raw[];
   __shared__ int sh_flag;
@@ -581,14 +609,18 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
 
   // Dequantization constants of this lane's two columns (fragments 2*word
   // and 2*word+1 of QF4 tile q) for one group row of a stage.
-  struct Consts {
+  struct ConstsF16 {
     half2 s_a, zlo_a, zhi_a, s_b, zlo_b, zhi_b;
   };
+  struct ConstsBf16 {
+    __nv_bfloat162 s_a, z_a, s_b, z_b;  // z: (128 + zero, 128 + zero)
+  };
+  using Consts = std::conditional_t<kBf16, ConstsBf16, ConstsF16>;
   auto load_consts = [&](int slot, int gr, int q, int word) {
     // Scales are permuted inside each 64-column chunk: the lane's two columns
     // 64q + 16word + lane/4 (+8) sit side by side at 64q + 8*(lane/4) + 2word.
-    const half2 s = *reinterpret_cast<const half2*>(sh_s + (slot * Cfg::kGroupRows + gr) * BN + 64 * q +
-                                                    8 * (lane / 4) + 2 * word);
+    const uint32_t s = *reinterpret_cast<const uint32_t*>(sh_s + (slot * Cfg::kGroupRows + gr) * BN + 64 * q +
+                                                          8 * (lane / 4) + 2 * word);
     // Zeros: byte (2word) % 4 and the next of word 8q + lane/4, low nibbles
     // for fragments 0..3, high for 4..7 (symmetric: 8 everywhere).
     const uint32_t zw =
@@ -596,13 +628,21 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     const uint32_t zz = (word >= 2 ? zw >> 4 : zw) & 0x0F0F0F0Fu;
     const uint32_t b_a = (2 * word) % 4, b_b = b_a + 1;
     Consts c;
-    c.s_a = __low2half2(s);
-    c.s_b = __high2half2(s);
-    // Bytes (z, 0x64, z, 0x64): fp16 0x64zz = 1024 + z in both halves.
-    c.zlo_a = AsHalf2(__byte_perm(zz, 0x64646464u, b_a | 0x4040u | (b_a << 8)));
-    c.zlo_b = AsHalf2(__byte_perm(zz, 0x64646464u, b_b | 0x4040u | (b_b << 8)));
-    c.zhi_a = __hsub2(AsHalf2(0x63806380u), c.zlo_a);  // 960 - (1024 + z) = -(64 + z)
-    c.zhi_b = __hsub2(AsHalf2(0x63806380u), c.zlo_b);
+    if constexpr (kBf16) {
+      c.s_a = __low2bfloat162(AsBf162(s));
+      c.s_b = __high2bfloat162(AsBf162(s));
+      // Bytes (z, 0x43, z, 0x43): bf16 0x43zz = 128 + z in both halves.
+      c.z_a = AsBf162(__byte_perm(zz, 0x43434343u, b_a | 0x4040u | (b_a << 8)));
+      c.z_b = AsBf162(__byte_perm(zz, 0x43434343u, b_b | 0x4040u | (b_b << 8)));
+    } else {
+      c.s_a = __low2half2(AsHalf2(s));
+      c.s_b = __high2half2(AsHalf2(s));
+      // Bytes (z, 0x64, z, 0x64): fp16 0x64zz = 1024 + z in both halves.
+      c.zlo_a = AsHalf2(__byte_perm(zz, 0x64646464u, b_a | 0x4040u | (b_a << 8)));
+      c.zlo_b = AsHalf2(__byte_perm(zz, 0x64646464u, b_b | 0x4040u | (b_b << 8)));
+      c.zhi_a = __hsub2(AsHalf2(0x63806380u), c.zlo_a);  // 960 - (1024 + z) = -(64 + z)
+      c.zhi_b = __hsub2(AsHalf2(0x63806380u), c.zlo_b);
+    }
     return c;
   };
 
@@ -634,8 +674,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
       LoadWords<MW>(b_words + ((j * kColTiles + w_tile) * 32 + lane) * 4 + w_word, words);
 #pragma unroll
       for (int mw = 0; mw < MW; ++mw) {
-        const FragPairs f =
-            DequantFragPair(words[mw], c[mw].s_a, c[mw].zlo_a, c[mw].zhi_a, c[mw].s_b, c[mw].zlo_b, c[mw].zhi_b);
+        FragPairs f;
+        if constexpr (kBf16) {
+          f = DequantFragPair(words[mw], c[mw].s_a, c[mw].z_a, c[mw].s_b, c[mw].z_b);
+        } else {
+          f = DequantFragPair(words[mw], c[mw].s_a, c[mw].zlo_a, c[mw].zhi_a, c[mw].s_b, c[mw].zlo_b, c[mw].zhi_b);
+        }
         // A fragment: a0 (row g, k), a1 (row g+8, k), a2 (row g, k+8), a3 (row g+8, k+8).
         af[mw][j][0] = f.lo_a;
         af[mw][j][1] = f.lo_b;
@@ -649,7 +693,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
       // Step j reads 32 bytes at (j % 4) * 32 of each 128-byte row of atom j / 4.
       const uint64_t desc = SmemDescSw128(a_addr + (j / 4) * BT * 128 + 32 * (j % 4));
 #pragma unroll
-      for (int mw = 0; mw < MW; ++mw) WgmmaM64K16<BT>(acc[mw], af[mw][j], desc);
+      for (int mw = 0; mw < MW; ++mw) WgmmaM64K16<BT, kBf16>(acc[mw], af[mw][j], desc);
     }
     WgmmaCommit();
   };
@@ -667,14 +711,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
 #pragma unroll
     for (int mw = 0; mw < MW; ++mw) {
       const int col_a = cta_tile(nt) * BN + 64 * w_tile + 16 * (w_word + mw) + lane / 4;
-      const float bias_a = p.bias != nullptr ? __half2float(p.bias[col_a]) : 0.f;
-      const float bias_b = p.bias != nullptr ? __half2float(p.bias[col_a + 8]) : 0.f;
+      const float bias_a = p.bias != nullptr ? Elem::Load1(p.bias + col_a) : 0.f;
+      const float bias_b = p.bias != nullptr ? Elem::Load1(p.bias + col_a + 8) : 0.f;
 #pragma unroll
       for (int i = 0; i < kAccSet; ++i) {
         const int row = mc * BT + 8 * (i / 4) + 2 * (lane % 4) + (i % 2);
         if (row < p.m) {
           const int col = col_a + (i % 4 >= 2 ? 8 : 0);
-          p.c[static_cast<long long>(row) * p.n + col] = __float2half_rn(acc[mw][i] + (i % 4 >= 2 ? bias_b : bias_a));
+          Elem::Store1(p.c + static_cast<long long>(row) * p.n + col, acc[mw][i] + (i % 4 >= 2 ? bias_b : bias_a));
         }
       }
     }
