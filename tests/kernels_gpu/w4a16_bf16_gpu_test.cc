@@ -1,6 +1,6 @@
 // GPU tests of the fused W4A16 GEMM with bf16 activations, scales, bias and
-// output (W4A16GemmArgs::dtype = kBF16: the tiled kernel, and the wgmma
-// kernel on sm_90) and of the repack that converts the checkpoint's fp16
+// output (W4A16GemmArgs::dtype = kBF16: the tiled kernel, and the decode and
+// wgmma kernels on sm_90) and of the repack that converts the checkpoint's fp16
 // scales to bf16. Skipped when no CUDA device is present.
 #include <cuda_runtime.h>
 #include <gmock/gmock.h>
@@ -192,7 +192,7 @@ struct Bf16Case {
 };
 
 // Formats, act-order and the shapes the bf16 table takes: each of its rows
-// (the wgmma ones from n = 1024 on sm_90) and both fallbacks (k % 128 only,
+// (the decode and wgmma ones from n = 1024 on sm_90) and both fallbacks (k % 128 only,
 // k % 64 only) are reached.
 TEST_F(W4A16Bf16GpuTest, MatchesReferenceAcrossMAndFormats) {
   const Bf16Case cases[] = {
@@ -202,9 +202,10 @@ TEST_F(W4A16Bf16GpuTest, MatchesReferenceAcrossMAndFormats) {
       {"asym_g64_k576", {.n = 512, .k = 576, .group_size = 64, .desc_act = true}, {1, 40, 130}},
       {"asym_channelwise_bias", {.n = 1280, .k = 384, .group_size = -1, .bias = true}, {1, 37, 256}},
       {"asym_g128_deep_k", {.n = 256, .k = 4096, .group_size = 128}, {1, 16, 64}},
-      {"sym_g128_o_proj_8b", {.n = 4096, .k = 4096, .group_size = 128, .sym = true}, {1, 5, 64}},
-      {"asym_g64_n1024_bias", {.n = 1024, .k = 1024, .group_size = 64, .bias = true}, {33, 64, 100, 128, 200, 256}},
-      {"asym_g128_wide_n", {.n = 16384, .k = 256, .group_size = 128}, {130, 256}},
+      {"sym_g128_o_proj_8b", {.n = 4096, .k = 4096, .group_size = 128, .sym = true}, {1, 5, 16, 64}},
+      {"asym_g64_n1024_bias", {.n = 1024, .k = 1024, .group_size = 64, .bias = true}, {1, 12, 33, 64, 100, 128, 200, 256}},
+      {"asym_g128_wide_n", {.n = 16384, .k = 256, .group_size = 128}, {4, 16, 130, 256}},
+      {"asym_g128_deep_k_n1024", {.n = 1024, .k = 16384, .group_size = 128, .bias = true}, {1, 9}},
   };
   for (const Bf16Case& c : cases) {
     const QuantizedLinear q = RandomLinear(c.spec, 71);

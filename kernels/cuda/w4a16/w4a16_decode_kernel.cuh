@@ -88,7 +88,8 @@ struct DecodeConfig {
 // ldmatrix phase reads hit 32 distinct banks.
 __device__ __forceinline__ int ARingChunk(int r, int h) { return 2 * r + (h ^ ((r >> 2) & 1)); }
 
-template <int MH, int DEPTH, bool SRING, bool ARING = false>
+// ELEM: F16, or BF16 for bf16 activations, scales, bias and output.
+template <int MH, int DEPTH, bool SRING, bool ARING = false, class ELEM = F16>
 __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING, ARING>::kMaxThreads, 1)
     W4A16DecodeKernel(const StreamParams p) {
   using Cfg = DecodeConfig<MH, DEPTH, SRING, ARING>;
@@ -168,7 +169,7 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING, ARING>::kMaxThr
     CpAsyncCommit();
   }
 
-  StreamGroups grp;
+  StreamGroupsOf<typename ELEM::Consts> grp;
   grp.Init(p, col_tile, s0, len);
   float acc[MH][4][4] = {};
   // Shared ring: FOLD, as the streaming kernel's (w4a16_stream_kernel.cuh):
@@ -283,7 +284,7 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING, ARING>::kMaxThr
 
   if constexpr (SRING) CpAsyncWaitMem<0>();  // no copy lands in the partial tiles
   AllowDependents();
-  StreamReduceStore<MH>(p, acc, smem);
+  StreamReduceStore<MH, ELEM>(p, acc, smem);
 }
 
 }  // namespace qf::kernels::w4a16

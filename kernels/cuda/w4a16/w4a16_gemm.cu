@@ -130,10 +130,16 @@ const Variant* const kTuningVariants[] = {
     &w4a16::kW4A16TmaMb4Bn256,
 };
 
-// bf16 activations: the fp16 table's tiled and wgmma rows, with the tiled
-// kernel's 64-row tiles from 33 rows on where the wgmma kernel does not run
-// (no 48-row tile). Not tuned for bf16 yet: the fp16 measurements chose them.
+// bf16 activations: the fp16 table's decode, tiled and wgmma rows, with the
+// tiled kernel's 64-row tiles from 33 rows on where the wgmma kernel does not
+// run (no 48-row tile), and no weight-streaming rows (n % 128 != 0 is not
+// taken). Not tuned for bf16 yet: the fp16 measurements chose them.
 const Row kTableBf16[] = {
+    {8, kLargeN, kDeepK, &w4a16::kW4A16Bf16DecodeM8A16},
+    {8, kLargeN, 0, &w4a16::kW4A16Bf16DecodeM8S16},
+    {16, kWideN, 0, &w4a16::kW4A16Bf16DecodeM16S8, kDeepK},
+    {16, kLargeN, 0, &w4a16::kW4A16Bf16DecodeM16S16, kDeepK},
+    {16, kLargeN, kDeepK, &w4a16::kW4A16Bf16DecodeM16A12},
     {16, 0, 0, &w4a16::kW4A16Bf16Mb1Bn256},
     {16, 0, 0, &w4a16::kW4A16Bf16Mb1Bk512},
     {16, 0, 0, &w4a16::kW4A16Bf16Mb1TwoBlocks},
@@ -167,8 +173,8 @@ const DTypeTable kDTypeTables[] = {
      "on sm_90 m <= 32 with any n % 64 == 0 and k % 16 == 0, and any m with n % 128 == 0 and k % 64 == 0; "
      "otherwise n % 128 == 0 and k % 128 == 0, or n % 256 == 0 and k % 64 == 0"},
     {"bf16", kTableBf16, kFallbackBf16, {},
-     "n % 128 == 0 and k % 128 == 0, or n % 256 == 0 and k % 64 == 0 (the tiled and wgmma kernels; bf16 has no "
-     "weight-streaming variants yet)"},
+     "n % 128 == 0 and k % 128 == 0, or n % 256 == 0 and k % 64 == 0 (the tiled, decode and wgmma kernels; "
+     "bf16 has no weight-streaming variants yet)"},
 };
 const DTypeTable& TableOf(W4A16DType dtype) { return kDTypeTables[static_cast<int>(dtype)]; }
 
@@ -404,7 +410,7 @@ absl::Status W4A16Gemm(const W4A16GemmArgs& args) {
       partials =
           reinterpret_cast<float*>(static_cast<char*>(args.workspace) + CounterRegion(args.workspace_bytes));
     }
-    // The streaming family is fp16 only (its variants sit in the fp16 table).
+    // 2-byte elements of the variant's type, as in w4a16::StreamParams.
     const __half* a = static_cast<const __half*>(args.a);
     __half* c = static_cast<__half*>(args.c);
     for (int64_t m0 = 0; m0 < m; m0 += v->bm) {

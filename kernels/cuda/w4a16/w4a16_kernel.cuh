@@ -369,7 +369,9 @@ __device__ __forceinline__ void DequantWord(uint32_t w, const GroupConstsBf16& g
 struct F16 {
   static constexpr bool kBf16 = false;
   using Consts = GroupConsts;
-  // Two elements at p (4-byte aligned) as floats; two floats rounded to one word.
+  // Two elements (one word, or at p: 4-byte aligned) as floats; two floats
+  // rounded to one word.
+  __device__ __forceinline__ static float2 ToFloat2(uint32_t u) { return __half22float2(AsHalf2(u)); }
   __device__ __forceinline__ static float2 Load2(const __half* p) {
     return __half22float2(*reinterpret_cast<const half2*>(p));
   }
@@ -381,6 +383,7 @@ struct F16 {
 struct BF16 {
   static constexpr bool kBf16 = true;
   using Consts = GroupConstsBf16;
+  __device__ __forceinline__ static float2 ToFloat2(uint32_t u) { return __bfloat1622float2(AsBf162(u)); }
   __device__ __forceinline__ static float2 Load2(const __half* p) {
     return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
   }

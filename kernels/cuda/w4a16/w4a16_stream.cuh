@@ -66,22 +66,22 @@ std::string DescribeStream(int64_t m, int64_t n, int64_t k, int device) {
   return DescribeStreamKernel(StreamKernelOf<MH, DEPTH, FOLD, REG>(), m, n, k, device);
 }
 
-template <int MH, int DEPTH, bool SRING, bool ARING>
+template <int MH, int DEPTH, bool SRING, bool ARING, class ELEM>
 const StreamKernel& DecodeKernelOf() {
   using Cfg = DecodeConfig<MH, DEPTH, SRING, ARING>;
-  static const StreamKernel sk{&W4A16DecodeKernel<MH, DEPTH, SRING, ARING>, MH, DEPTH, !SRING, Cfg::kMaxWarps,
+  static const StreamKernel sk{&W4A16DecodeKernel<MH, DEPTH, SRING, ARING, ELEM>, MH, DEPTH, !SRING, Cfg::kMaxWarps,
                                !ARING, Cfg::kASlot};
   return sk;
 }
 
-template <int MH, int DEPTH, bool SRING, bool ARING>
+template <int MH, int DEPTH, bool SRING, bool ARING, class ELEM>
 absl::Status RunDecode(const StreamCall& call, int device) {
-  return RunStreamKernel(DecodeKernelOf<MH, DEPTH, SRING, ARING>(), call, device);
+  return RunStreamKernel(DecodeKernelOf<MH, DEPTH, SRING, ARING, ELEM>(), call, device);
 }
 
-template <int MH, int DEPTH, bool SRING, bool ARING>
+template <int MH, int DEPTH, bool SRING, bool ARING, class ELEM>
 std::string DescribeDecode(int64_t m, int64_t n, int64_t k, int device) {
-  return DescribeStreamKernel(DecodeKernelOf<MH, DEPTH, SRING, ARING>(), m, n, k, device);
+  return DescribeStreamKernel(DecodeKernelOf<MH, DEPTH, SRING, ARING, ELEM>(), m, n, k, device);
 }
 
 // A table row of the streaming family: rows of A per launch, threads of the
@@ -97,13 +97,17 @@ inline Variant StreamFamilyVariant(const char* name, int rows, int max_threads, 
 
 // The decode kernel (w4a16_decode_kernel.cuh): MH 8-row blocks of A, a
 // DEPTH-slice weight ring per warp, in registers or (SRING) shared memory,
-// and with ARING A's slices in the same ring instead of staged whole.
-template <int MH, int DEPTH, bool SRING = false, bool ARING = false>
+// and with ARING A's slices in the same ring instead of staged whole; ELEM
+// F16 or BF16.
+template <int MH, int DEPTH, bool SRING = false, bool ARING = false, class ELEM = F16>
 Variant MakeDecodeVariant(const char* name) {
   using Cfg = DecodeConfig<MH, DEPTH, SRING, ARING>;
-  return StreamFamilyVariant(name, Cfg::kRows, Cfg::kMaxThreads, DEPTH,
-                             reinterpret_cast<const void*>(&W4A16DecodeKernel<MH, DEPTH, SRING, ARING>),
-                             &RunDecode<MH, DEPTH, SRING, ARING>, &DescribeDecode<MH, DEPTH, SRING, ARING>);
+  Variant v = StreamFamilyVariant(name, Cfg::kRows, Cfg::kMaxThreads, DEPTH,
+                                  reinterpret_cast<const void*>(&W4A16DecodeKernel<MH, DEPTH, SRING, ARING, ELEM>),
+                                  &RunDecode<MH, DEPTH, SRING, ARING, ELEM>,
+                                  &DescribeDecode<MH, DEPTH, SRING, ARING, ELEM>);
+  v.bf16 = ELEM::kBf16;
+  return v;
 }
 
 // MH 8-row blocks of A, DEPTH-slot ring, FOLD: fp32 per-group scaling, REG:

@@ -52,10 +52,12 @@
 
 namespace qf::kernels::w4a16 {
 
+// a, scales, bias and c: 2-byte elements of the kernel's type (fp16, or bf16
+// for the decode kernel's ELEM = BF16), as in Params.
 struct StreamParams {
   const __half* a;        // [m x k] row-major, m <= 8*MH
   const int4* b;          // QF4 codes, 16-byte units
-  const int4* scales;     // [G x n] QF4-permuted fp16, 16-byte units
+  const int4* scales;     // [G x n] QF4-permuted, 16-byte units
   const uint32_t* zeros;  // [G x n/8], nullptr = symmetric
   const __half* bias;     // [n] or nullptr
   __half* c;              // [m x n] row-major
@@ -164,9 +166,11 @@ __device__ __forceinline__ void LdMatrixX4At(uint32_t (&r)[4], uint32_t smem) {
                : "memory");
 }
 
-// D = A * B + D with 4 A registers (16 x 16) and 2 B registers (16 x 8).
+// D = A * B + D with 4 A registers (16 x 16) and 2 B registers (16 x 8),
+// fp16 or (kBf16) bf16 inputs.
+template <bool kBf16 = false>
 __device__ __forceinline__ void Mma16816A(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  Mma16816(d, a, b0, b1);
+  Mma16816<kBf16>(d, a, b0, b1);
 }
 
 // Whole-cluster barrier; release/acquire orders the partial tiles in shared
@@ -217,14 +221,33 @@ __device__ __forceinline__ void DequantWordA(uint32_t x, const GroupConsts& g, u
   a[3] = AsU32(v3);
 }
 
+// The bf16 twin (GroupConstsBf16, w4a16_kernel.cuh): each nibble shifted to
+// bits 0..3 of its half, 128 + q - (128 + z) exact, times the bf16 scale
+// when SCALE.
+template <int kW, bool SCALE>
+__device__ __forceinline__ void DequantWordA(uint32_t x, const GroupConstsBf16& g, uint32_t (&a)[4]) {
+  constexpr uint32_t kLo = 0x000F000Fu, kMagic = 0x43004300u;
+  constexpr int f0 = 2 * kW, f1 = 2 * kW + 1;
+  const auto code = [&](uint32_t v, int f) {
+    __nv_bfloat162 d = __hsub2(AsBf162(AndOr(v, kLo, kMagic)), g.zero[f]);
+    if constexpr (SCALE) d = __hmul2(d, g.scale[f]);
+    return AsU32(d);
+  };
+  a[0] = code(x, f0);        // fragment f0, rows k, k+1
+  a[1] = code(x >> 8, f1);   // fragment f1, rows k, k+1
+  a[2] = code(x >> 4, f0);   // f0, rows k+8, k+9
+  a[3] = code(x >> 12, f1);  // f1, rows k+8, k+9
+}
+
 // One slice of the weight-streaming family (streaming, decode, balanced): the
-// lane's 16 bytes of QF4 words dequantized with the fp16 scale and
-// multiplied into MH 8-row blocks of A (fragments af) for its 64 columns.
-// SCALE = false: the exact integers (q - z) go into the mma and the group's
-// scales are applied later (FoldGroup).
-template <int MH, bool SCALE = true>
-__device__ __forceinline__ void DequantMmaSlice(const int4 bv, const GroupConsts& gc, const uint32_t (&af)[MH][2],
+// lane's 16 bytes of QF4 words dequantized with the scale and multiplied
+// into MH 8-row blocks of A (fragments af) for its 64 columns; fp16, or bf16
+// when GC is GroupConstsBf16. SCALE = false: the exact integers (q - z) go
+// into the mma and the group's scales are applied later (FoldGroup).
+template <int MH, bool SCALE = true, class GC>
+__device__ __forceinline__ void DequantMmaSlice(const int4 bv, const GC& gc, const uint32_t (&af)[MH][2],
                                                 float (&acc)[MH][4][4]) {
+  constexpr bool kBf16 = std::is_same_v<GC, GroupConstsBf16>;
   const uint32_t words[4] = {static_cast<uint32_t>(bv.x), static_cast<uint32_t>(bv.y), static_cast<uint32_t>(bv.z),
                              static_cast<uint32_t>(bv.w)};
   StaticFor<4>([&](auto wc) {
@@ -232,7 +255,7 @@ __device__ __forceinline__ void DequantMmaSlice(const int4 bv, const GroupConsts
     uint32_t wa[4];
     DequantWordA<w, SCALE>(words[w], gc, wa);
 #pragma unroll
-    for (int h = 0; h < MH; ++h) Mma16816A(acc[h][w], wa, af[h][0], af[h][1]);
+    for (int h = 0; h < MH; ++h) Mma16816A<kBf16>(acc[h][w], wa, af[h][0], af[h][1]);
   });
 }
 
@@ -242,16 +265,17 @@ __device__ __forceinline__ void DequantMmaSlice(const int4 bv, const GroupConsts
 __device__ __forceinline__ int AccRow(int lane, int h, int e) { return 8 * h + 2 * (lane & 3) + (e & 1); }
 __device__ __forceinline__ int AccCol(int lane, int w, int e) { return 16 * w + (lane >> 2) + 8 * (e >> 1); }
 
-// End of a group with FOLD: acc += scale * accg in fp32 (the group's fp16
-// scales as stored: fragment f of this lane's column in half f), accg = 0.
-// acc[h][w][e] is column 16w + l/4 + 8(e/2), i.e. fragment 2w + e/2.
-template <int MH>
+// End of a group with FOLD: acc += scale * accg in fp32 (the group's scales
+// as stored, fp16 or (kBf16) bf16: fragment f of this lane's column in
+// element f), accg = 0. acc[h][w][e] is column 16w + l/4 + 8(e/2), i.e.
+// fragment 2w + e/2.
+template <int MH, bool kBf16 = false>
 __device__ __forceinline__ void FoldGroup(const int4 sc, float (&accg)[MH][4][4], float (&acc)[MH][4][4]) {
   float s[8];
-  const half2* sh = reinterpret_cast<const half2*>(&sc);
+  const uint32_t* sw = reinterpret_cast<const uint32_t*>(&sc);
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    const float2 f = __half22float2(sh[i]);
+    const float2 f = kBf16 ? BF16::ToFloat2(sw[i]) : F16::ToFloat2(sw[i]);
     s[2 * i] = f.x;
     s[2 * i + 1] = f.y;
   }
@@ -287,9 +311,11 @@ struct StreamWarp {
 
 // The group constants of one warp's k-part [s0, s0 + len) of QF4 tile column
 // `col_tile`: the current group's in registers, the next group's raw scales
-// and zeros already loaded, so a switch waits on nothing.
-struct StreamGroups {
-  GroupConsts gc;
+// and zeros already loaded, so a switch waits on nothing. GC: GroupConsts
+// (fp16) or GroupConstsBf16.
+template <class GC>
+struct StreamGroupsOf {
+  GC gc;
   int4 sc;            // the current group's scales as stored (FOLD applies them in fp32)
   int4 sc_next;
   uint32_t zw_next;
@@ -325,12 +351,14 @@ struct StreamGroups {
   }
 };
 
+using StreamGroups = StreamGroupsOf<GroupConsts>;
+
 // The end of a group in the weight-streaming loops: with FOLD its sums scaled
 // into acc (FoldGroup), then the next group's constants (Advance).
-template <bool FOLD, int MH, class AccG>
-__device__ __forceinline__ void EndGroup(StreamGroups& grp, const StreamParams& p, int len, AccG& accg,
+template <bool FOLD, int MH, class GC, class AccG>
+__device__ __forceinline__ void EndGroup(StreamGroupsOf<GC>& grp, const StreamParams& p, int len, AccG& accg,
                                          float (&acc)[MH][4][4]) {
-  if constexpr (FOLD) FoldGroup<MH>(grp.sc, accg, acc);
+  if constexpr (FOLD) FoldGroup<MH, std::is_same_v<GC, GroupConstsBf16>>(grp.sc, accg, acc);
   grp.Advance(p, len);
 }
 
@@ -343,8 +371,8 @@ __device__ __forceinline__ void EndGroup(StreamGroups& grp, const StreamParams& 
 // reduction. Block `rank` finishes items [items*rank/split,
 // items*(rank+1)/split) of the tile, an item being 8 consecutive columns of
 // one row, summing the partials of every block (rank order) and k-part (part
-// order): deterministic. Adds the bias and stores fp16.
-template <int MH>
+// order): deterministic. Adds the bias and stores C, in Elem's type.
+template <int MH, class Elem = F16>
 __device__ __forceinline__ void StreamReduceStore(const StreamParams& p, const float (&acc)[MH][4][4], int4* smem) {
   const StreamWarp sw(p);
   const int tid = threadIdx.x, lane = sw.lane, wn_i = sw.wn_i, wk_i = sw.wk_i;
@@ -401,17 +429,17 @@ __device__ __forceinline__ void StreamReduceStore(const StreamParams& p, const f
     const int col = blockIdx.x * 64 * wn + 8 * q;
     if (p.bias != nullptr) {
       const int4 braw = *reinterpret_cast<const int4*>(p.bias + col);
-      const half2* bh = reinterpret_cast<const half2*>(&braw);
+      const uint32_t* bw = reinterpret_cast<const uint32_t*>(&braw);
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        const float2 bf = __half22float2(bh[i]);
+        const float2 bf = Elem::ToFloat2(bw[i]);
         v[2 * i] += bf.x;
         v[2 * i + 1] += bf.y;
       }
     }
-    __align__(16) half2 out[4];
+    __align__(16) uint32_t out[4];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) out[i] = __floats2half2_rn(v[2 * i], v[2 * i + 1]);
+    for (int i = 0; i < 4; ++i) out[i] = Elem::Pack2(v[2 * i], v[2 * i + 1]);
     *reinterpret_cast<int4*>(p.c + static_cast<long long>(r) * p.n + col) = *reinterpret_cast<const int4*>(out);
   }
   if (split > 1) ClusterSync();  // no block leaves while others read its tiles

@@ -144,8 +144,8 @@ using CfgTmaMb4Bn128 = Config<4, 2, 4, 16, 3, 1, true>;
 using CfgTmaMb4Bn256 = Config<4, 4, 2, 8, 3, 1, true>;
 
 // bf16 activations (Config's BF16): the tiled kernel, every architecture
-// from sm_80, with the tiles of the fp16 table's tiled rows; the wgmma
-// kernel's table rows are compiled for bf16 too (w4a16_variants below). Not
+// from sm_80, with the tiles of the fp16 table's tiled rows; the wgmma and
+// decode kernels' table rows are compiled for bf16 too (declared below). Not
 // tuned for bf16: the fp16 measurements chose these tiles.
 using CfgBf16Mb1Bn256 = Config<1, 4, 2, 16, 3, 1, false, BF16>;
 using CfgBf16Mb1Bk512 = Config<1, 2, 4, 32, 3, 1, false, BF16>;
@@ -252,6 +252,12 @@ extern const Variant kW4A16Bf16WgT128;
 extern const Variant kW4A16Bf16WgT128N128;
 extern const Variant kW4A16Bf16WgT256N128D2;
 extern const Variant kW4A16Bf16WgT256N128S6D2;
+// ... and the decode kernel's (sm_90), as bf16.
+extern const Variant kW4A16Bf16DecodeM8A16;
+extern const Variant kW4A16Bf16DecodeM8S16;
+extern const Variant kW4A16Bf16DecodeM16S8;
+extern const Variant kW4A16Bf16DecodeM16S16;
+extern const Variant kW4A16Bf16DecodeM16A12;
 
 extern const Variant kW4A16Mb1Bn256;
 extern const Variant kW4A16Mb1Bk512;
