@@ -2,7 +2,9 @@
 # Runs the W4A16 GPU tests and the benchmark on the GPU machine in one go and
 # leaves the logs in $OUT. Uses prebuilt binaries from .w4a16bin/ when they
 # load there (build them anywhere with CUDA 13: targets w4a16_gpu_test,
-# w4a16_ref_test, w4a16_bench), else configures and builds them into /tmp/b.
+# w4a16_bf16_gpu_test, w4a16_ref_test, w4a16_bench), else configures and
+# builds them into /tmp/b. W4A16_BF16_BENCH=1 adds the bf16 table
+# (w4a16_bench --dtype=bf16, same arguments) in bench_bf16.log.
 #
 #   source .devdeps/activate && bash bench/run_w4a16_device.sh [w4a16_bench args]
 #   QF_PTXAS=path/to/ptxas bash bench/run_w4a16_device.sh ...   # build with a newer ptxas
@@ -11,7 +13,8 @@ OUT=${OUT:-/tmp/w4a16_out}
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 BIN=.w4a16bin
-if [ ! -x $BIN/w4a16_gpu_test ] || ldd $BIN/w4a16_gpu_test $BIN/w4a16_bench | grep -q "not found"; then
+if [ ! -x $BIN/w4a16_gpu_test ] || [ ! -x $BIN/w4a16_bf16_gpu_test ] ||
+  ldd $BIN/w4a16_gpu_test $BIN/w4a16_bf16_gpu_test $BIN/w4a16_bench | grep -q "not found"; then
   echo "building on this machine"
   BIN=/tmp/b/bin
   flags=(-G Ninja -DQF_PYTHON=/opt/torch/.venv/bin/python -DQF_CUDA=ON -DQF_TESTS=ON -DCMAKE_CUDA_ARCHITECTURES=90a)
@@ -21,7 +24,8 @@ if [ ! -x $BIN/w4a16_gpu_test ] || ldd $BIN/w4a16_gpu_test $BIN/w4a16_bench | gr
   cmake -S . -B /tmp/b "${flags[@]}" -DQF_SERVICES=OFF >"$OUT/configure.log" 2>&1 ||
     cmake -S . -B /tmp/b "${flags[@]}" -DQF_SERVICES=ON >>"$OUT/configure.log" 2>&1 ||
     { tail -40 "$OUT/configure.log"; exit 1; }
-  cmake --build /tmp/b -j16 --target w4a16_gpu_test w4a16_ref_test w4a16_bench >"$OUT/build.log" 2>&1 ||
+  cmake --build /tmp/b -j16 --target w4a16_gpu_test w4a16_bf16_gpu_test w4a16_ref_test w4a16_bench \
+    >"$OUT/build.log" 2>&1 ||
     { grep -E "error" -A5 "$OUT/build.log" | head -60; exit 1; }
 fi
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,clocks.max.sm,power.draw,temperature.gpu \
@@ -41,6 +45,14 @@ timeout 120 "$BIN/w4a16_gpu_test" --gtest_filter='*AcrossMAndVariants*' >>"$OUT/
 rc2=$?
 echo "w4a16_gpu_test rc=$rc (variant sweep rc=$rc2)"
 grep -E "^\[ +(OK|FAILED|PASSED|SKIPPED) |Failure|RelErr|Which is|forced|m=" "$OUT/gpu_test.log" | head -50
+timeout 240 "$BIN/w4a16_bf16_gpu_test" >"$OUT/bf16_gpu_test.log" 2>&1
+echo "w4a16_bf16_gpu_test rc=$?"
+grep -E "^\[ +(OK|FAILED|PASSED|SKIPPED) |Failure|RelErr|Which is|forced|m=" "$OUT/bf16_gpu_test.log" | head -30
+if [ "${W4A16_BF16_BENCH:-0}" = 1 ]; then
+  timeout 330 "$BIN/w4a16_bench" --dtype=bf16 "$@" >"$OUT/bench_bf16.log" 2>&1
+  echo "w4a16_bench --dtype=bf16 rc=$?"
+  sed -n '/^sweep/q;p' "$OUT/bench_bf16.log"
+fi
 # Disassembly of the weight-streaming kernels, when the toolkit has cuobjdump:
 # instruction mix of the main loop (the numbers kernels/README.md quotes).
 if command -v cuobjdump >/dev/null; then

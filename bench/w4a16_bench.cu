@@ -1,10 +1,11 @@
 // Benchmark of the fused W4A16 GEMM (kernels/cuda/w4a16.h) against cuBLAS
 // FP16 (cublasGemmEx, the call torch.nn.functional.linear makes) on the
-// Llama-70B projection shapes, in one run on one GPU.
+// Llama-70B projection shapes, in one run on one GPU; with --dtype=bf16 both
+// run bf16 activations, scales and outputs (cuBLAS BF16).
 //
 // Method: random weights (asymmetric, group 128, the common GPTQ setting) in
-// QF4; the fp16 weights cuBLAS reads are their dequantization rounded to
-// fp16. Both outputs are compared with an fp32 reference (fp32 weights and
+// QF4; the 16-bit weights cuBLAS reads are their dequantization rounded to
+// the run's type. Both outputs are compared with an fp32 reference (fp32 weights and
 // activations, fp32 cuBLAS): "rel.err" = ||C - C32|| / ||C32||, where
 // cuBLAS's includes its weights' rounding. Two timings of every row:
 //   cold call:   each timed call is preceded by a 256 MiB streaming read
@@ -23,7 +24,7 @@
 // run; the read floor is that kernel on the packed weights alone, timed both ways.
 //
 //   w4a16_bench [--iters=50] [--warmup=5] [--ms=1,4,16,64,256] [--shapes=qkv,o,gate_up,down]
-//               [--sweep[=SUBSTR,...]] [--variant=NAME] [--grids]
+//               [--sweep[=SUBSTR,...]] [--variant=NAME] [--grids] [--dtype=fp16|bf16]
 //
 // --sweep also times every compiled variant (W4A16VariantNames; with
 // substrings, those whose name contains one, or =NAME exactly) per row and prints them after
@@ -33,6 +34,7 @@
 // (W4A16GemmArgs::stream_plan: wn x wk warps, cluster split) that fits: the
 // data for checking the planner's model.
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -94,25 +96,37 @@ __global__ void FillWords(uint32_t* p, size_t n, uint64_t seed) {
   }
 }
 
-__global__ void HalfToFloat(const __half* in, float* out, size_t n) {
+// The run's 16-bit element type (--dtype): the buffers below are __half
+// arrays that hold bf16 bits when bf16 is set.
+__host__ __device__ inline float ElemToFloat(const __half* p, size_t i, bool bf16) {
+  return bf16 ? __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(p)[i]) : __half2float(p[i]);
+}
+
+__global__ void ElemsToFloat(const __half* in, float* out, size_t n, bool bf16) {
   for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n; i += size_t{gridDim.x} * blockDim.x) {
-    out[i] = __half2float(in[i]);
+    out[i] = ElemToFloat(in, i, bf16);
   }
 }
 
-__global__ void FillHalf(__half* p, size_t n, float lo, float hi, uint64_t seed) {
+__global__ void FillElems(__half* p, size_t n, float lo, float hi, uint64_t seed, bool bf16) {
   for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n; i += size_t{gridDim.x} * blockDim.x) {
     const float u = static_cast<float>(Mix(seed * 0x9E3779B97F4A7C15ull + i) >> 40) * 0x1.0p-24f;
-    p[i] = __float2half(lo + (hi - lo) * u);
+    const float v = lo + (hi - lo) * u;
+    if (bf16) {
+      reinterpret_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16(v);
+    } else {
+      p[i] = __float2half(v);
+    }
   }
 }
 
 // w[o][j] = scale * (code - zero) read through the QF4 index formulas
 // (kernels/ref/w4a16_ref.h); one thread per weight, j fastest. T = __half
-// for cuBLAS FP16 (one rounding per weight), float for the fp32 reference.
+// or __nv_bfloat16 for cuBLAS (one rounding per weight), float for the fp32
+// reference; the scales are bf16 when bf16 is set.
 template <class T>
-__global__ void DequantQf4(const uint32_t* qweight, const __half* scales, const uint32_t* zeros, T* w, int64_t k,
-                           int64_t n, int gs) {
+__global__ void DequantQf4(const uint32_t* qweight, const __half* scales, bool bf16, const uint32_t* zeros, T* w,
+                           int64_t k, int64_t n, int gs) {
   const int64_t total = k * n;
   for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
        idx += int64_t{gridDim.x} * blockDim.x) {
@@ -126,7 +140,7 @@ __global__ void DequantQf4(const uint32_t* qweight, const __half* scales, const 
     const int64_t g = j / gs;
     const int f = nr / 8, zshift = f < 4 ? 8 * f : 8 * (f - 4) + 4;
     const int zero = static_cast<int>((zeros[g * (n / 8) + c * 8 + nr % 8] >> zshift) & 15u);
-    const float scale = __half2float(scales[g * n + c * 64 + (nr % 8) * 8 + nr / 8]);
+    const float scale = ElemToFloat(scales, g * n + c * 64 + (nr % 8) * 8 + nr / 8, bf16);
     w[idx] = static_cast<T>(scale * static_cast<float>(code - zero));
   }
 }
@@ -260,11 +274,11 @@ struct Copies {
 int CopiesFor(double bytes, size_t l2) { return std::max(2, static_cast<int>(std::ceil(4.0 * l2 / bytes))); }
 int CallsFor(int copies) { return copies * ((24 + copies - 1) / copies); }
 
-// ||got - want|| / ||want|| of fp16 results against the fp32 reference.
-double RelErrHalf(const std::vector<__half>& got, const std::vector<float>& want) {
+// ||got - want|| / ||want|| of 16-bit results against the fp32 reference.
+double RelErr16(const std::vector<__half>& got, const std::vector<float>& want, bool bf16) {
   double num = 0, den = 0;
   for (size_t i = 0; i < got.size(); ++i) {
-    const double g = __half2float(got[i]), w = want[i];
+    const double g = ElemToFloat(got.data(), i, bf16), w = want[i];
     if (!std::isfinite(g)) return INFINITY;
     num += (g - w) * (g - w);
     den += w * w;
@@ -291,6 +305,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> sweep_filter;  // empty: every variant
   std::string forced_variant;
   bool grids = false;
+  bool bf16 = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strncmp(argv[i], "--iters=", 8) == 0)
       iters = std::atoi(argv[i] + 8);
@@ -314,10 +329,12 @@ int main(int argc, char** argv) {
       forced_variant = argv[i] + 10;
     else if (std::strcmp(argv[i], "--grids") == 0)
       grids = true;
+    else if (std::strcmp(argv[i], "--dtype=bf16") == 0 || std::strcmp(argv[i], "--dtype=fp16") == 0)
+      bf16 = std::strcmp(argv[i], "--dtype=bf16") == 0;
     else {
       std::fprintf(stderr,
                    "usage: %s [--iters=N] [--warmup=N] [--ms=1,4,..] [--shapes=qkv,o,gate_up,down] [--sweep[=SUBSTR,..]] "
-                   "[--variant=NAME] [--grids]\n",
+                   "[--variant=NAME] [--grids] [--dtype=fp16|bf16]\n",
                    argv[0]);
       return 2;
     }
@@ -352,10 +369,13 @@ int main(int argc, char** argv) {
       "%d times after %d; median per call. Ours launched with pdl (programmatic dependent launch) and without; "
       "cuBLAS as torch calls it. The targets are checked on this one.\n",
       iters, warmup);
+  const qf::kernels::W4A16DType dtype = bf16 ? qf::kernels::W4A16DType::kBF16 : qf::kernels::W4A16DType::kF16;
+  const cudaDataType cuda_type = bf16 ? CUDA_R_16BF : CUDA_R_16F;
+  const char* type_name = bf16 ? "bf16" : "fp16";
   std::printf(
-      "weights: asymmetric 4-bit, group %d, fp16 activations; cuBLAS: cublasGemmEx fp16 in/out, fp32 "
+      "weights: asymmetric 4-bit, group %d, %s activations and scales; cuBLAS: cublasGemmEx %s in/out, fp32 "
       "compute\n\n",
-      kGroupSize);
+      kGroupSize, type_name, type_name);
 
   cublasHandle_t handle;
   CUBLAS_CHECK(cublasCreate(&handle));
@@ -415,19 +435,24 @@ int main(int argc, char** argv) {
       CUDA_CHECK(cudaMalloc(&c_ref, max_m * n * 2));
       FillWords<<<Blocks(k * n / 8), 256>>>(qweight, k * n / 8, 1);
       FillWords<<<Blocks(groups * n / 8), 256>>>(zeros, groups * n / 8, 2);
-      FillHalf<<<Blocks(groups * n), 256>>>(scales, groups * n, 1.0f / 256, 1.0f / 64, 3);
-      FillHalf<<<Blocks(max_m * k), 256>>>(a, max_m * k, -1.0f, 1.0f, 4);
-      DequantQf4<<<Blocks(k * n), 256>>>(qweight, scales, zeros, w16, k, n, kGroupSize);
+      FillElems<<<Blocks(groups * n), 256>>>(scales, groups * n, 1.0f / 256, 1.0f / 64, 3, bf16);
+      FillElems<<<Blocks(max_m * k), 256>>>(a, max_m * k, -1.0f, 1.0f, 4, bf16);
+      if (bf16) {
+        DequantQf4<<<Blocks(k * n), 256>>>(qweight, scales, bf16, zeros, reinterpret_cast<__nv_bfloat16*>(w16), k, n,
+                                           kGroupSize);
+      } else {
+        DequantQf4<<<Blocks(k * n), 256>>>(qweight, scales, bf16, zeros, w16, k, n, kGroupSize);
+      }
       // The fp32 reference: exact weights and activations, fp32 cuBLAS (no
       // TF32 in the default math mode); both results are checked against it.
       float *w32, *a32, *c32;
       CUDA_CHECK(cudaMalloc(&w32, k * n * 4));
       CUDA_CHECK(cudaMalloc(&a32, max_m * k * 4));
       CUDA_CHECK(cudaMalloc(&c32, max_m * n * 4));
-      DequantQf4<<<Blocks(k * n), 256>>>(qweight, scales, zeros, w32, k, n, kGroupSize);
-      HalfToFloat<<<Blocks(max_m * k), 256>>>(a, a32, max_m * k);
+      DequantQf4<<<Blocks(k * n), 256>>>(qweight, scales, bf16, zeros, w32, k, n, kGroupSize);
+      ElemsToFloat<<<Blocks(max_m * k), 256>>>(a, a32, max_m * k, bf16);
       CUDA_CHECK(cudaGetLastError());
-      Check(ws.Reserve(qf::kernels::W4A16WorkspaceBytes(max_m, n, k, 0)), "workspace");
+      Check(ws.Reserve(qf::kernels::W4A16WorkspaceBytes(max_m, n, k, 0, nullptr, dtype)), "workspace");
       // The decode loop's weight copies (cuBLAS's: table pass only).
       const size_t wbytes = static_cast<size_t>(k) * n / 2;
       const int nq = CopiesFor(wbytes + groups * n * 2.5, l2);
@@ -476,15 +501,16 @@ int main(int argc, char** argv) {
         }
       }
       if (sweep) {
-        for (const std::string& name : qf::kernels::W4A16VariantNames()) {
+        for (const std::string& name : qf::kernels::W4A16VariantNames(dtype)) {
           if (!swept(name)) continue;
-          auto bytes = qf::kernels::W4A16WorkspaceBytes(max_m, n, k, 0, name.c_str());
+          auto bytes = qf::kernels::W4A16WorkspaceBytes(max_m, n, k, 0, name.c_str(), dtype);
           if (bytes.ok()) Check(ws.Reserve(*bytes), "workspace");
         }
       }
 
       for (int64_t m : ms) {
         qf::kernels::W4A16GemmArgs args;
+        args.dtype = dtype;
         args.a = a;
         args.qweight = qweight;
         args.scales = scales;
@@ -515,7 +541,7 @@ int main(int argc, char** argv) {
         };
         if (pass == 1) {
           const double t_cublas = cublas_us[{s.name, m}];
-          for (const std::string& name : qf::kernels::W4A16VariantNames()) {
+          for (const std::string& name : qf::kernels::W4A16VariantNames(dtype)) {
             if (!swept(name)) continue;
             qf::kernels::W4A16GemmArgs forced = args;
             forced.variant = name.c_str();
@@ -539,7 +565,8 @@ int main(int argc, char** argv) {
                   g.stream_plan = {wn, wk, split};
                   if (!qf::kernels::W4A16Gemm(g).ok()) continue;
                   if (!planned_shown) {
-                    const auto planned = qf::kernels::W4A16LaunchDescription(m, n, k, kGroupSize, name.c_str());
+                    const auto planned =
+                        qf::kernels::W4A16LaunchDescription(m, n, k, kGroupSize, name.c_str(), dtype);
                     std::printf("|   planned: %s |\n", planned.ok() ? planned->c_str() : "?");
                     planned_shown = true;
                   }
@@ -563,8 +590,8 @@ int main(int argc, char** argv) {
         // C^T (n x m) = W^T-op(W as k x n) * A^T, i.e. torch's linear.
         const auto cublas_on = [&](const __half* w) {
           CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
-                                    static_cast<int>(k), &alpha, w, CUDA_R_16F, static_cast<int>(k), a, CUDA_R_16F,
-                                    static_cast<int>(k), &beta, c_ref, CUDA_R_16F, static_cast<int>(n),
+                                    static_cast<int>(k), &alpha, w, cuda_type, static_cast<int>(k), a, cuda_type,
+                                    static_cast<int>(k), &beta, c_ref, cuda_type, static_cast<int>(n),
                                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
         };
         const auto cublas = [&] { cublas_on(w16); };
@@ -580,7 +607,7 @@ int main(int argc, char** argv) {
         CUDA_CHECK(cudaMemcpy(h32.data(), c32, m * n * 4, cudaMemcpyDeviceToHost));
         CUDA_CHECK(cudaMemcpy(h_ours.data(), c_ours, m * n * 2, cudaMemcpyDeviceToHost));
         CUDA_CHECK(cudaMemcpy(h_ref.data(), c_ref, m * n * 2, cudaMemcpyDeviceToHost));
-        const double err = RelErrHalf(h_ours, h32), err16 = RelErrHalf(h_ref, h32);
+        const double err = RelErr16(h_ours, h32, bf16), err16 = RelErr16(h_ref, h32, bf16);
 
         const double t_ours = timer.MedianUs(ours, flush, warmup, iters);
         const double t_cublas = timer.MedianUs(cublas, flush, warmup, iters);
@@ -603,7 +630,7 @@ int main(int argc, char** argv) {
           ok = speedup >= 1.0;
         met += ok;
         ++total;
-        const auto variant = forced_variant.empty() ? qf::kernels::W4A16VariantName(m, n, k, kGroupSize)
+        const auto variant = forced_variant.empty() ? qf::kernels::W4A16VariantName(m, n, k, kGroupSize, dtype)
                                                     : absl::StatusOr<std::string>(forced_variant);
         std::printf(
             "| %s | %lld x %lld | %lld | %s | %.1f | %.1f | %.2fx | %.1f | %.1f | %.1f | %.2fx | %.2f | %.0f%% | %.0f%% | "
@@ -613,7 +640,7 @@ int main(int argc, char** argv) {
             g_cublas, speedup, bytes / (g_ours * 1e-6) / 1e12, 100 * roof, 100 * roof16, err, err16, ok ? "met" : "MISSED");
         std::fflush(stdout);
         const auto plan = qf::kernels::W4A16LaunchDescription(
-            m, n, k, kGroupSize, forced_variant.empty() ? nullptr : forced_variant.c_str());
+            m, n, k, kGroupSize, forced_variant.empty() ? nullptr : forced_variant.c_str(), dtype);
         plans.push_back(std::string(s.name) + " M=" + std::to_string(m) + ": " +
                         (plan.ok() ? *plan : std::string(plan.status().message())));
       }
