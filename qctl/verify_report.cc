@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <memory>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -56,10 +57,10 @@ nlohmann::json VerifyReportJson(const worker::VerifyReport& r) {
   nlohmann::json shapes = nlohmann::json::array();
   for (const worker::VerifyTiming& t : r.timings) {
     nlohmann::json j = {{"k", t.k}, {"n", t.n}, {"m", t.m}, {"linears", t.linears}, {"variant", t.variant}};
-    if (t.fused_us > 0 && t.fp16_us > 0) {
+    if (t.fused_us > 0 && t.cublas_us > 0) {
       j["fused_us"] = t.fused_us;
-      j["fp16_us"] = t.fp16_us;
-      j["speedup"] = t.fp16_us / t.fused_us;
+      j["cublas_us"] = t.cublas_us;
+      j["speedup"] = t.cublas_us / t.fused_us;
     }
     shapes.push_back(std::move(j));
   }
@@ -73,7 +74,8 @@ nlohmann::json VerifyReportJson(const worker::VerifyReport& r) {
   }
   nlohmann::json throughput = {{"measured", r.timing_measured}};
   if (r.timing_measured) {
-    throughput.update({{"baseline", "cuBLAS FP16 (at::mm on an fp16 copy of the dequantized weight)"},
+    throughput.update({{"baseline", absl::StrCat("cuBLAS ", absl::AsciiStrToUpper(r.dtype), " (at::mm on a ", r.dtype,
+                                                 " copy of the dequantized weight)")},
                        {"method", "CUDA-event median, L2 flushed before every timed call"},
                        {"iters", r.iters}, {"shapes", std::move(shapes)}});
   } else {
@@ -81,6 +83,7 @@ nlohmann::json VerifyReportJson(const worker::VerifyReport& r) {
   }
   return {{"artifact", r.artifact_dir},
           {"device", r.device},
+          {"dtype", r.dtype},
           {"verdict", r.verdict},
           {"failure", r.failure.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.failure)},
           {"quantization", {{"format", r.format}, {"bits", r.bits}, {"group_size", r.group_size},
@@ -97,13 +100,13 @@ nlohmann::json VerifyReportJson(const worker::VerifyReport& r) {
 
 std::string VerifyReportTable(const worker::VerifyReport& r) {
   const Counts c = Count(r);
-  std::string out = absl::StrFormat("artifact    %s (%s, %d bits, group %d, %s%s)\ndevice      %s\n", r.artifact_dir,
+  std::string out = absl::StrFormat("artifact    %s (%s, %d bits, group %d, %s%s)\ndevice      %s, %s\n", r.artifact_dir,
                                     r.format, r.bits, r.group_size, r.sym ? "sym" : "asym",
-                                    r.desc_act ? ", act-order" : "", r.device);
+                                    r.desc_act ? ", act-order" : "", r.device, r.dtype);
   absl::StrAppendFormat(&out, "linears     %d at M = %s: %d ok, %d failed, %d unsupported", r.linears.size(),
                         absl::StrJoin(r.check_ms, ", "), c.ok, c.failed, c.unsupported);
   if (c.ok + c.failed > 0) {
-    absl::StrAppendFormat(&out, "; max rel. error %.2e (threshold %.0e)", c.max_rel_err, c.threshold);
+    absl::StrAppendFormat(&out, "; max rel. error %.2e (threshold %.2g)", c.max_rel_err, c.threshold);
   }
   out += "\n";
   int listed = 0;
@@ -118,8 +121,9 @@ std::string VerifyReportTable(const worker::VerifyReport& r) {
   if (!r.timing_measured) {
     absl::StrAppendFormat(&out, "throughput  %s\n", r.timing_note);
   } else {
-    absl::StrAppendFormat(&out, "throughput  fused W4A16 vs cuBLAS FP16, same run, median of %d, L2 flushed\n", r.iters);
-    absl::StrAppendFormat(&out, "  %7s %7s %5s %10s %10s %8s  %-22s %s\n", "K", "N", "M", "fused us", "fp16 us",
+    absl::StrAppendFormat(&out, "throughput  fused W4A16 vs cuBLAS %s, same run, median of %d, L2 flushed\n",
+                          absl::AsciiStrToUpper(r.dtype), r.iters);
+    absl::StrAppendFormat(&out, "  %7s %7s %5s %10s %10s %8s  %-22s %s\n", "K", "N", "M", "fused us", "cuBLAS us",
                           "speedup", "variant", "linears");
     for (const worker::VerifyTiming& t : r.timings) {
       if (t.fused_us <= 0) {
@@ -128,7 +132,7 @@ std::string VerifyReportTable(const worker::VerifyReport& r) {
         continue;
       }
       absl::StrAppendFormat(&out, "  %7d %7d %5d %10.1f %10.1f %7.2fx  %-22s %s\n", t.k, t.n, t.m, t.fused_us,
-                            t.fp16_us, t.fp16_us / t.fused_us, t.variant, t.linears);
+                            t.cublas_us, t.cublas_us / t.fused_us, t.variant, t.linears);
     }
   }
   const worker::VerifyPerplexity& p = r.ppl;
@@ -149,6 +153,7 @@ absl::Status RunVerifyStage(worker::Engine& engine, const VerifyCliOptions& o) {
   spec.artifact_dir = o.artifact;
   spec.device = o.device;
   spec.iters = o.iters;
+  spec.dtype = o.dtype;
   if (!o.text.empty()) {
     QF_ASSIGN_OR_RETURN(auto tok, worker::Tokenizer::Load(o.artifact));
     QF_ASSIGN_OR_RETURN(spec.tokens, worker::BuildEvalTokens(*tok, o.text, o.seqlen, o.max_chunks));

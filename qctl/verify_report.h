@@ -28,6 +28,7 @@ struct VerifyCliOptions {
   int seqlen = 512;
   int max_chunks = 256;
   int iters = 40;
+  std::string dtype = "fp16";  // the fused path's element type: fp16 | bf16
   bool json = false;       // print verify.json's object instead of the table
   bool print = true;       // false: only verify.json (and the error, if it failed)
 };

@@ -109,7 +109,12 @@ absl::StatusOr<W4A16Weights> RepackW4A16Ref(const QuantizedLinear& q) {
   return w;
 }
 
-std::vector<float> DequantizeW4A16Ref(const W4A16Weights& w) {
+namespace {
+
+// bf16 rounding of a float (nearest even), back as a float.
+float RoundBf16(float v) { return storage::BFloat16ToFloat(storage::FloatToBFloat16(v)); }
+
+std::vector<float> Dequantize(const W4A16Weights& w, bool bf16) {
   const int64_t k = w.k, n = w.n, gs = w.effective_group_size();
   std::vector<float> out(static_cast<size_t>(n * k));
   for (int64_t j = 0; j < k; ++j) {
@@ -124,11 +129,18 @@ std::vector<float> DequantizeW4A16Ref(const W4A16Weights& w) {
         zero = static_cast<int>((w.zeros[zp.word] >> zp.shift) & 15u);
       }
       const float scale = storage::HalfToFloat(w.scales[W4A16ScaleIndex(g, o, n)]);
-      out[o * k + ch] = scale * static_cast<float>(code - zero);
+      out[o * k + ch] =
+          bf16 ? RoundBf16(RoundBf16(scale) * static_cast<float>(code - zero)) : scale * static_cast<float>(code - zero);
     }
   }
   return out;
 }
+
+}  // namespace
+
+std::vector<float> DequantizeW4A16Ref(const W4A16Weights& w) { return Dequantize(w, false); }
+
+std::vector<float> DequantizeW4A16RefBf16(const W4A16Weights& w) { return Dequantize(w, true); }
 
 absl::StatusOr<std::vector<float>> GemmW4A16Ref(const std::vector<uint16_t>& a, int64_t m, const W4A16Weights& w) {
   if (m < 0 || static_cast<int64_t>(a.size()) != m * w.k) {

@@ -100,6 +100,12 @@ absl::StatusOr<W4A16Weights> RepackW4A16Ref(const QuantizedLinear& q);
 // W[n][i] (fp32, [N x K] row-major, INPUT channel order i, so that it equals
 // DequantizeRef(q) exactly), read back from the QF4 layout alone.
 std::vector<float> DequantizeW4A16Ref(const W4A16Weights& w);
+// The same as the bf16 paths of the tiled and wgmma kernels dequantize:
+// each scale rounded to bf16 (what W4A16Repack's out_dtype bf16 stores),
+// and scale * (code - zero) rounded to bf16 (code - zero is exact). The
+// decode kernel rounds no weight (code - zero into the mma, the bf16 scale
+// applied in fp32), so it lies between this and DequantizeW4A16Ref.
+std::vector<float> DequantizeW4A16RefBf16(const W4A16Weights& w);
 
 // C[m x N] = A[m x K] * W^T (+ bias), A fp16 bits row-major in input channel
 // order, products and sums in double, the result rounded to float.

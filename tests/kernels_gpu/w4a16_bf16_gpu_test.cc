@@ -31,10 +31,12 @@ using ::testing::HasSubstr;
 
 // Threshold on ||C - C_ref||_2 / ||C_ref||_2 against a double reference that
 // dequantizes with the bf16 scales the kernel holds. bf16 keeps 8 significant
-// bits, so the rounding of each dequantized weight (the scale multiply; code -
-// zero is exact) and of each output add up to 2^-9 relative error: about
-// 1.1e-3 rms each, 1.6e-3 together on random data (fp16's are 8x smaller).
-constexpr double kMaxRelErrBf16 = 8e-3;
+// bits (unit roundoff 2^-8, fp16's 2^-11), so the rounding of each
+// dequantized weight (the scale multiply of the tiled and wgmma kernels;
+// code - zero is exact, and the decode kernel rounds no weight) and of each
+// output add about 2.3e-3 rms each, 3.2e-3 together on random data; the
+// threshold keeps fp16's margin (2e-3 against about 4e-4 there).
+constexpr double kMaxRelErrBf16 = 1.5e-2;
 
 constexpr int64_t kSweepM[] = {1, 2, 3, 7, 16, 33, 64, 118, 256};
 

@@ -177,6 +177,34 @@ TEST(W4A16Ref, RepackRoundTripsToDequantizeRef) {
   }
 }
 
+// The bf16 read-back: every weight from the neutral arrays (scale of the
+// channel's group, code - zero), the scale and then the product rounded to
+// bf16; and it really rounds (it differs from the fp16 read-back somewhere,
+// by at most two bf16 roundings: 2^-8 relative each).
+TEST(W4A16Ref, Bf16ReadBackRoundsScaleAndWeight) {
+  const auto round_bf16 = [](float v) { return storage::BFloat16ToFloat(storage::FloatToBFloat16(v)); };
+  for (const Format& f : kFormats) {
+    SCOPED_TRACE(f.name);
+    QuantizedLinear q = RandomLinear(f.spec, 4);
+    absl::StatusOr<W4A16Weights> w = RepackW4A16Ref(q);
+    ASSERT_TRUE(w.ok()) << w.status();
+    const std::vector<float> got = DequantizeW4A16RefBf16(*w), fp16 = DequantizeW4A16Ref(*w);
+    ASSERT_EQ(got.size(), fp16.size());
+    int64_t differ = 0;
+    for (int64_t o = 0; o < q.out_features; ++o) {
+      for (int64_t i = 0; i < q.in_features; ++i) {
+        const int64_t g = q.g_idx[i], idx = o * q.in_features + i;
+        const float scale = storage::HalfToFloat(q.scales[g * q.out_features + o]);
+        const int diff = q.codes[idx] - q.zeros[g * q.out_features + o];
+        ASSERT_EQ(got[idx], round_bf16(round_bf16(scale) * static_cast<float>(diff))) << "o " << o << " i " << i;
+        ASSERT_LE(std::abs(got[idx] - fp16[idx]), 0x1.0p-7 * 1.01 * std::abs(fp16[idx]));
+        differ += got[idx] != fp16[idx];
+      }
+    }
+    EXPECT_GT(differ, 0);
+  }
+}
+
 TEST(W4A16Ref, GemmMatchesDequantizedMatmul) {
   for (const Format& f : kFormats) {
     SCOPED_TRACE(f.name);

@@ -1,6 +1,7 @@
 // qctl verify on the CPU (the fused kernel's reference twin): passing
 // artifacts write verify.json; corruption and unsupported artifacts are
 // reported as the contract of qctl/verify_report.h says.
+#include <cstdio>
 #include <cstring>
 
 #include "common/sha256.h"
@@ -15,11 +16,13 @@ const auto* const kEnv = ::testing::AddGlobalTestEnvironment(new Artifacts);
 
 class VerifyTest : public VerifyTestBase {};
 
-void ExpectPassedReport(const nlohmann::json& j, const std::string& format) {
+void ExpectPassedReport(const nlohmann::json& j, const std::string& format, const std::string& dtype = "fp16",
+                        double threshold = 2e-3) {
   ASSERT_TRUE(j.is_object());
   EXPECT_EQ(j["verdict"], "passed") << j.dump(2);
   EXPECT_TRUE(j["failure"].is_null());
   EXPECT_EQ(j["device"], "cpu");
+  EXPECT_EQ(j["dtype"], dtype);
   EXPECT_EQ(j["quantization"]["format"], format);
   EXPECT_EQ(j["quantization"]["bits"], 4);
   const nlohmann::json& c = j["linear_checks"];
@@ -35,7 +38,7 @@ void ExpectPassedReport(const nlohmann::json& j, const std::string& format) {
   for (const auto& l : c["linears"]) {
     EXPECT_EQ(l["status"], "ok") << l.dump();
     EXPECT_LE(l["max_rel_err"].get<double>(), l["threshold"].get<double>()) << l.dump();
-    EXPECT_EQ(l["threshold"].get<double>(), 2e-3);
+    EXPECT_EQ(l["threshold"].get<double>(), threshold);
   }
   EXPECT_FALSE(j["throughput"]["measured"].get<bool>());
   EXPECT_EQ(j["throughput"]["note"], "not measured: no CUDA device");
@@ -62,6 +65,27 @@ TEST_F(VerifyTest, GptqArtifactPassesWritesReportAndStaysReadable) {
   ASSERT_EQ(e.code, 0) << e.err;
   nlohmann::json ej = nlohmann::json::parse(e.out);
   EXPECT_DOUBLE_EQ(ej["ppl"].get<double>(), p["dequant"].get<double>());
+}
+
+// --dtype bf16: activations, scales and outputs in bf16, against the bf16
+// threshold; the linears' errors are the larger ones of bf16's 8 significant
+// bits (so the type really changed), and perplexity still matches the
+// dequantized path.
+TEST_F(VerifyTest, Bf16PathPassesWithItsOwnThreshold) {
+  const std::string art = CopyArtifact("gptq", tmp_);
+  RunResult fp16 = Run("verify " + art + " --json");
+  ASSERT_EQ(fp16.code, 0) << fp16.err;
+  RunResult r = Run("verify " + art + " --dtype bf16 --text " + kText + " --seqlen 128 --max-chunks 2 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  nlohmann::json j = nlohmann::json::parse(r.out, nullptr, false);
+  ExpectPassedReport(j, "gptq", "bf16", 1.5e-2);
+  const double bf16_err = j["linear_checks"]["max_rel_err"].get<double>();
+  const double fp16_err = nlohmann::json::parse(fp16.out)["linear_checks"]["max_rel_err"].get<double>();
+  EXPECT_GT(bf16_err, 4 * fp16_err);
+  EXPECT_TRUE(j["perplexity"]["passed"].get<bool>()) << j["perplexity"].dump();
+  std::printf("bf16: max rel. error %.3e (fp16 %.3e), ppl rel. diff %.3e\n", bf16_err, fp16_err,
+              j["perplexity"]["rel_diff"].get<double>());
+  ExpectOneLineError(Run("verify " + art + " --dtype fp8"), "dtype: 'fp8', expected fp16 or bf16");
 }
 
 TEST_F(VerifyTest, AwqArtifactPassesWithJsonOutput) {

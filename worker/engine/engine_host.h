@@ -32,8 +32,9 @@
 namespace qf::worker {
 
 // What libqf_engine.so's qf_engine_abi_version() must return: bumped whenever
-// this header changes shape (2: Engine::Verify; 3: activation hand-off).
-inline constexpr int kEngineAbiVersion = 3;
+// this header changes shape (2: Engine::Verify; 3: activation hand-off;
+// 4: VerifySpec::dtype).
+inline constexpr int kEngineAbiVersion = 4;
 
 // What to quantize and how. Mirrors the job spec (proto/) field for field.
 struct QuantParams {
@@ -148,6 +149,9 @@ struct VerifySpec {
   int seqlen = 512;
   std::vector<int32_t> tokens;
   std::string text;                        // where the tokens came from, for the report
+  // The fused path's element type ("fp16" | "bf16"): its activations, scales
+  // and outputs, and the cuBLAS baseline's weights and activations.
+  std::string dtype = "fp16";
 };
 
 // One quantized linear of the artifact.
@@ -162,12 +166,13 @@ struct VerifyLinear {
   std::string detail;                      // why unsupported / failed; empty when ok
 };
 
-// One timed (K, N, M): the fused GEMM against cuBLAS FP16 on the same run.
+// One timed (K, N, M): the fused GEMM against cuBLAS (FP16 or BF16, as the
+// fused path) on the same run.
 struct VerifyTiming {
   int64_t k = 0, n = 0, m = 0;
   std::string linears;                     // short names with this shape, "q_proj,o_proj"
   std::string variant;                     // the kernel variant that ran
-  double fused_us = 0, fp16_us = 0;        // CUDA-event medians, L2 flushed before each call
+  double fused_us = 0, cublas_us = 0;      // CUDA-event medians, L2 flushed before each call
 };
 
 struct VerifyPerplexity {
@@ -185,6 +190,7 @@ struct VerifyPerplexity {
 struct VerifyReport {
   std::string artifact_dir;
   std::string device;                      // as resolved, e.g. "cuda:0 (NVIDIA H100 80GB HBM3)"
+  std::string dtype;                       // VerifySpec::dtype
   std::string format;                      // "gptq" | "awq"
   int bits = 0;
   int group_size = 0;

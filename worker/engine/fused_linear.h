@@ -13,7 +13,12 @@
 // Both paths are independent of DequantizeToTensor (the dequantized path):
 // that is what `qctl verify` compares them with.
 //
-//   FusedContext ctx{device};
+// The context's dtype picks fp16 or bf16 activations, scales and outputs
+// (bf16: the scales rounded to bf16 once at load, as a bf16 serving engine
+// holds them; on the CPU the weights are read back as the tiled and wgmma
+// kernels' bf16 paths compute them, DequantizeW4A16RefBf16).
+//
+//   FusedContext ctx{device};                                                // at::kBFloat16 as 2nd argument: bf16
 //   QF_ASSIGN_OR_RETURN(auto lin, FusedLinear::Load(ctx, artifact, 3, q));  // Unimplemented: kernel cannot take it
 //   QF_ASSIGN_OR_RETURN(at::Tensor y, lin->Forward(x_half));                // [m, k] fp16 -> [m, n] fp16
 #pragma once
@@ -31,12 +36,15 @@
 
 namespace qf::worker {
 
-// What the linears of one device share: the split-K workspace (one is enough
-// for every shape as long as every call passes its current size).
+// What the linears of one device share: the element type and the split-K
+// workspace (one is enough for every shape as long as every call passes its
+// current size).
 struct FusedContext {
-  explicit FusedContext(const at::Device& d);
+  // dtype: at::kHalf or at::kBFloat16.
+  explicit FusedContext(const at::Device& d, at::ScalarType dtype = at::kHalf);
   ~FusedContext();
   at::Device device;
+  at::ScalarType dtype;
   struct Gpu;                 // the workspace (fused_linear.cc; empty in CPU builds)
   std::unique_ptr<Gpu> gpu;
 };
@@ -54,11 +62,12 @@ class FusedLinear {
                                                            int layer, const kernels::QuantizedLinear& q);
   ~FusedLinear();
 
-  // x: [m, k] fp16 on the context's device (input channel order) -> [m, n]
-  // fp16, bias included. Unimplemented when the kernel takes no variant for
-  // this m (message quoting m/n/k); Internal on launch failures.
+  // x: [m, k] of the context's dtype on its device (input channel order) ->
+  // [m, n] of that dtype, bias included. Unimplemented when the kernel takes
+  // no variant for this m (message quoting m/n/k); Internal on launch
+  // failures.
   absl::StatusOr<at::Tensor> Forward(const at::Tensor& x) const;
-  // Same into a preallocated c [m, n] fp16 (what the throughput timing calls).
+  // Same into a preallocated c [m, n] (what the throughput timing calls).
   absl::Status ForwardInto(const at::Tensor& x, at::Tensor& c) const;
 
   // The kernel variant W4A16Gemm runs for m rows ("cpu-reference" on the CPU).

@@ -30,9 +30,28 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using Artifact = std::shared_ptr<const storage::LoadedArtifact>;
 
+// What the fused path's element type (VerifySpec::dtype) sets.
+struct DType {
+  const char* name;
+  at::ScalarType type;
+  const char* largest;        // its largest finite value, for the overflow message
+  double max_rel_err_gptq, max_rel_err_awq;
+};
+const DType kDTypes[] = {
+    {"fp16", at::kHalf, "65504", kVerifyMaxRelErrGptq, kVerifyMaxRelErrAwq},
+    {"bf16", at::kBFloat16, "3.4e38", kVerifyMaxRelErrBf16, kVerifyMaxRelErrBf16},
+};
+
+const DType* FindDType(const std::string& name) {
+  for (const DType& d : kDTypes) {
+    if (name == d.name) return &d;
+  }
+  return nullptr;
+}
+
 // Deterministic activations: uniform in [-1, 1) from splitmix64, rounded to
-// fp16, the same for every run, build and device.
-at::Tensor Activations(int64_t m, int64_t k, uint64_t seed, const at::Device& dev) {
+// `type`, the same for every run, build and device.
+at::Tensor Activations(int64_t m, int64_t k, uint64_t seed, const at::Device& dev, at::ScalarType type) {
   std::vector<float> v(static_cast<size_t>(m * k));
   uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
   for (float& f : v) {
@@ -42,7 +61,7 @@ at::Tensor Activations(int64_t m, int64_t k, uint64_t seed, const at::Device& de
     z ^= z >> 31;
     f = static_cast<float>(static_cast<double>(z >> 11) / 9007199254740992.0 * 2.0 - 1.0);
   }
-  return at::from_blob(v.data(), {m, k}, at::kFloat).to(at::kHalf).to(dev);
+  return at::from_blob(v.data(), {m, k}, at::kFloat).to(type).to(dev);
 }
 
 std::string ShortName(const std::string& linear) {
@@ -71,12 +90,12 @@ using Shapes = std::map<std::pair<int64_t, int64_t>, ShapeUse>;   // (k, n)
 
 // Check 1 for one linear: fills `out`; errors only for what stops the run.
 absl::Status CheckLinear(FusedContext& ctx, const Artifact& art, int layer, int index, const VerifySpec& spec,
-                         VerifyLinear& out, Shapes& shapes) {
+                         const DType& dtype, VerifyLinear& out, Shapes& shapes) {
   const kernels::QuantizedLinear& q = art->layers[layer].linears[index];
   out.tensor = absl::StrCat("model.layers.", layer, ".", q.name);
   out.k = q.in_features;
   out.n = q.out_features;
-  out.threshold = art->spec.format == "awq" ? kVerifyMaxRelErrAwq : kVerifyMaxRelErrGptq;
+  out.threshold = art->spec.format == "awq" ? dtype.max_rel_err_awq : dtype.max_rel_err_gptq;
   absl::StatusOr<std::unique_ptr<FusedLinear>> loaded = FusedLinear::Load(ctx, *art, layer, q);
   if (!loaded.ok() && loaded.status().code() == absl::StatusCode::kUnimplemented) {
     out.status = "unsupported";
@@ -98,7 +117,8 @@ absl::Status CheckLinear(FusedContext& ctx, const Artifact& art, int layer, int 
   out.max_rel_err = 0;
   for (int64_t m : spec.check_ms) {
     const uint64_t seed = (static_cast<uint64_t>(layer) * 8 + index) * 4096 + static_cast<uint64_t>(m);
-    QF_ASSIGN_OR_RETURN(at::Tensor a, TorchCall([&] { return Activations(m, q.in_features, seed, dev); }, out.tensor));
+    QF_ASSIGN_OR_RETURN(at::Tensor a, TorchCall([&] { return Activations(m, q.in_features, seed, dev, dtype.type); },
+                                                out.tensor));
     absl::StatusOr<at::Tensor> c = fused->Forward(a);
     if (!c.ok() && c.status().code() == absl::StatusCode::kUnimplemented) {
       out.status = "unsupported";
@@ -121,8 +141,9 @@ absl::Status CheckLinear(FusedContext& ctx, const Artifact& art, int layer, int 
     if (!(e.rel <= out.threshold) && out.status == "ok") {
       out.status = "fail";
       out.detail = e.finite ? absl::StrCat("relative error ", e.rel, " at m=", m, ", expected <= ", out.threshold)
-                            : absl::StrCat("fused output not finite at m=", m, " (max |reference| ", e.ref_max,
-                                           "; fp16 holds 65504), expected <= ", out.threshold, " relative error");
+                            : absl::StrCat("fused output not finite at m=", m, " (max |reference| ", e.ref_max, "; ",
+                                           dtype.name, " holds ", dtype.largest, "), expected <= ", out.threshold,
+                                           " relative error");
     }
   }
   ShapeUse& use = shapes[{q.in_features, q.out_features}];
@@ -135,7 +156,8 @@ absl::Status CheckLinear(FusedContext& ctx, const Artifact& art, int layer, int 
   return absl::OkStatus();
 }
 
-// Check 2: the fused GEMM against cuBLAS FP16 on every shape, same run.
+// Check 2: the fused GEMM against cuBLAS in the same dtype on every shape,
+// same run.
 absl::Status TimeShapes(FusedContext& ctx, const Shapes& shapes, const VerifySpec& spec, VerifyReport& report,
                         const VerifyProgressFn& progress) {
 #if defined(QF_WITH_W4A16)
@@ -162,9 +184,11 @@ absl::Status TimeShapes(FusedContext& ctx, const Shapes& shapes, const VerifySpe
   const int total = static_cast<int>(shapes.size() * spec.timing_ms.size());
   for (const auto& [kn, use] : shapes) {
     const auto [k, n] = kn;
-    at::Tensor w16;   // the FP16 weight cuBLAS multiplies: only while this shape is timed
-    QF_RETURN_IF_ERROR(TorchCallStatus([&] { w16 = DequantizeToTensor(*use.q, dev).to(at::kHalf); return absl::OkStatus(); },
-                                       "verify: fp16 weight"));
+    at::Tensor w16;   // the 16-bit weight cuBLAS multiplies: only while this shape is timed
+    QF_RETURN_IF_ERROR(TorchCallStatus([&] {
+      w16 = DequantizeToTensor(*use.q, dev).to(ctx.dtype);
+      return absl::OkStatus();
+    }, "verify: cuBLAS weight"));
     const at::Tensor w16t = w16.t();
     for (int64_t m : spec.timing_ms) {
       VerifyTiming t;
@@ -175,7 +199,7 @@ absl::Status TimeShapes(FusedContext& ctx, const Shapes& shapes, const VerifySpe
       t.variant = use.fused->Variant(m);
       at::Tensor a, c, c16;
       QF_RETURN_IF_ERROR(TorchCallStatus([&] {
-        a = Activations(m, k, 7, dev);
+        a = Activations(m, k, 7, dev, ctx.dtype);
         c = at::empty({m, n}, a.options());
         c16 = at::empty({m, n}, a.options());
         return absl::OkStatus();
@@ -183,13 +207,13 @@ absl::Status TimeShapes(FusedContext& ctx, const Shapes& shapes, const VerifySpe
       absl::Status probe = use.fused->ForwardInto(a, c);
       if (probe.code() == absl::StatusCode::kUnimplemented) {
         t.variant = "unsupported";
-        t.fused_us = t.fp16_us = -1;
+        t.fused_us = t.cublas_us = -1;
       } else {
         QF_RETURN_IF_ERROR(probe);
         QF_ASSIGN_OR_RETURN(t.fused_us, timer.MedianUs([&] { return use.fused->ForwardInto(a, c); }, flush,
                                                        spec.warmup, spec.iters, stream));
-        QF_ASSIGN_OR_RETURN(t.fp16_us, timer.MedianUs([&] {
-          return TorchCallStatus([&] { at::mm_out(c16, a, w16t); return absl::OkStatus(); }, "cuBLAS FP16");
+        QF_ASSIGN_OR_RETURN(t.cublas_us, timer.MedianUs([&] {
+          return TorchCallStatus([&] { at::mm_out(c16, a, w16t); return absl::OkStatus(); }, "cuBLAS");
         }, flush, spec.warmup, spec.iters, stream));
       }
       report.timings.push_back(std::move(t));
@@ -251,6 +275,9 @@ absl::Status ComparePerplexity(FusedContext& ctx, const Artifact& art, const Ver
 
 absl::Status ValidateSpec(const VerifySpec& spec) {
   if (spec.artifact_dir.empty()) return absl::InvalidArgumentError("artifact: expected a directory");
+  if (FindDType(spec.dtype) == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("dtype: '", spec.dtype, "', expected fp16 or bf16"));
+  }
   if (!IsDirectory(spec.artifact_dir)) return absl::NotFoundError(absl::StrCat(spec.artifact_dir, ": no such directory"));
   if (spec.check_ms.empty()) return absl::InvalidArgumentError("check_ms: expected at least one M");
   for (int64_t m : spec.check_ms) {
@@ -283,8 +310,10 @@ absl::StatusOr<VerifyReport> RunVerify(const VerifySpec& spec, const VerifyProgr
   Artifact art = std::make_shared<const storage::LoadedArtifact>(std::move(loaded));
 
   VerifyReport r;
+  const DType& dtype = *FindDType(spec.dtype);
   r.artifact_dir = spec.artifact_dir;
   r.device = DeviceName(dev);
+  r.dtype = dtype.name;
   r.format = art->spec.format;
   r.bits = art->spec.bits;
   r.group_size = art->spec.group_size;
@@ -292,13 +321,13 @@ absl::StatusOr<VerifyReport> RunVerify(const VerifySpec& spec, const VerifyProgr
   r.desc_act = art->spec.desc_act;
   r.check_ms = spec.check_ms;
 
-  FusedContext ctx(dev);
+  FusedContext ctx(dev, dtype.type);
   Shapes shapes;
   const int total = static_cast<int>(art->layers.size() * storage::kLinearNames.size());
   for (int layer = 0; layer < static_cast<int>(art->layers.size()); ++layer) {
     for (int j = 0; j < static_cast<int>(art->layers[layer].linears.size()); ++j) {
       VerifyLinear l;
-      QF_RETURN_IF_ERROR(CheckLinear(ctx, art, layer, j, spec, l, shapes));
+      QF_RETURN_IF_ERROR(CheckLinear(ctx, art, layer, j, spec, dtype, l, shapes));
       r.linears.push_back(std::move(l));
       if (progress) progress("linears", static_cast<int>(r.linears.size()), total);
     }
