@@ -159,9 +159,9 @@ const Row kTableBf16[] = {
 };
 const Variant* const kFallbackBf16[] = {&w4a16::kW4A16Bf16AnyBk128, &w4a16::kW4A16Bf16AnyBk64};
 
-// The selection table, fallbacks and tuning variants of one element type,
-// indexed by W4A16DType.
+// The selection table, fallbacks and tuning variants of one element type.
 struct DTypeTable {
+  W4A16DType dtype;
   const char* name;  // for messages
   absl::Span<const Row> rows;
   absl::Span<const Variant* const> fallbacks;
@@ -169,17 +169,22 @@ struct DTypeTable {
   const char* supported;  // the shapes it takes, for the Unimplemented message
 };
 const DTypeTable kDTypeTables[] = {
-    {"fp16", kTable, kFallbackVariants, kTuningVariants,
+    {W4A16DType::kF16, "fp16", kTable, kFallbackVariants, kTuningVariants,
      "on sm_90 m <= 32 with any n % 64 == 0 and k % 16 == 0, and any m with n % 128 == 0 and k % 64 == 0; "
      "otherwise n % 128 == 0 and k % 128 == 0, or n % 256 == 0 and k % 64 == 0"},
-    {"bf16", kTableBf16, kFallbackBf16, {},
+    {W4A16DType::kBF16, "bf16", kTableBf16, kFallbackBf16, {},
      "n % 128 == 0 and k % 128 == 0, or n % 256 == 0 and k % 64 == 0 (the tiled, decode and wgmma kernels; "
      "bf16 has no weight-streaming variants yet)"},
 };
-const DTypeTable& TableOf(W4A16DType dtype) { return kDTypeTables[static_cast<int>(dtype)]; }
+// Null for a value that names no element type.
+const DTypeTable* TableOf(W4A16DType dtype) {
+  for (const DTypeTable& t : kDTypeTables) {
+    if (t.dtype == dtype) return &t;
+  }
+  return nullptr;
+}
 
-std::vector<const Variant*> AllVariants(W4A16DType dtype) {
-  const DTypeTable& t = TableOf(dtype);
+std::vector<const Variant*> Variants(const DTypeTable& t) {
   std::vector<const Variant*> all;
   for (const Row& r : t.rows) {
     if (std::find(all.begin(), all.end(), r.v) == all.end()) all.push_back(r.v);
@@ -245,18 +250,25 @@ absl::StatusOr<const Variant*> Select(absl::string_view who, int64_t m, int64_t 
   QF_RETURN_IF_ERROR(CheckShape(who, m, n, k, group_size));
   const int64_t gs = group_size == -1 ? k : group_size;
   const int64_t m_eff = std::max<int64_t>(m, 1);
-  const DTypeTable& table = TableOf(dtype);
+  const DTypeTable* found = TableOf(dtype);
+  if (found == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(who, "(", Shape(m, n, k, group_size), "): dtype ",
+                                                   static_cast<int>(dtype), " is neither kF16 nor kBF16"));
+  }
+  const DTypeTable& table = *found;
+  // A variant runs only calls of its element type, whichever table lists it.
+  const auto same_type = [&](const Variant* v) { return v->bf16 == (dtype == W4A16DType::kBF16); };
   if (forced != nullptr) {
-    for (W4A16DType other : {W4A16DType::kF16, W4A16DType::kBF16}) {
-      if (other == dtype) continue;
-      for (const Variant* v : AllVariants(other)) {
-        if (absl::string_view(v->name) != forced) continue;
+    for (const DTypeTable& t : kDTypeTables) {
+      for (const Variant* v : Variants(t)) {
+        if (absl::string_view(v->name) != forced || same_type(v)) continue;
         return absl::InvalidArgumentError(absl::StrCat(who, "(", Shape(m, n, k, group_size), "): variant ", forced,
-                                                       " runs ", TableOf(other).name, " activations, the call passes ",
-                                                       table.name, " (W4A16GemmArgs::dtype)"));
+                                                       " runs ", v->bf16 ? "bf16" : "fp16",
+                                                       " activations, the call passes ", table.name,
+                                                       " (W4A16GemmArgs::dtype)"));
       }
     }
-    for (const Variant* v : AllVariants(dtype)) {
+    for (const Variant* v : Variants(table)) {
       if (absl::string_view(v->name) != forced) continue;
       // A forced variant may have fewer block rows than m: it then chunks m.
       if (Fits(*v, n, k, gs) && v->RunsOn(sm)) return v;
@@ -265,7 +277,7 @@ absl::StatusOr<const Variant*> Select(absl::string_view who, int64_t m, int64_t 
     }
     return absl::InvalidArgumentError(absl::StrCat(who, ": unknown variant '", forced, "'"));
   }
-  const auto runs_here = [&](const Variant* v) { return v->RunsOn(sm); };
+  const auto runs_here = [&](const Variant* v) { return v->RunsOn(sm) && same_type(v); };
   for (const Row& r : table.rows) {
     const bool in_range = m_eff <= r.max_m && n >= r.min_n && k >= r.min_k && k < r.max_k;
     if (in_range && Fits(*r.v, n, k, gs) && runs_here(r.v)) return r.v;
@@ -532,7 +544,9 @@ absl::StatusOr<std::string> W4A16LaunchDescription(int64_t m, int64_t n, int64_t
 
 std::vector<std::string> W4A16VariantNames(W4A16DType dtype) {
   std::vector<std::string> names;
-  for (const Variant* v : AllVariants(dtype)) names.emplace_back(v->name);
+  const DTypeTable* t = TableOf(dtype);
+  if (t == nullptr) return names;
+  for (const Variant* v : Variants(*t)) names.emplace_back(v->name);
   return names;
 }
 
