@@ -14,19 +14,23 @@
 #include "kernels/ref/pack.h"
 #include "kernels/ref/w4a16_ref.h"
 #include "storage/safetensors.h"
-#include "tests/kernels_gpu/device_array.h"
+#include "tests/kernels_gpu/w4a16_gpu_fixture.h"
 #include "tests/kernels_gpu/w4a16_test_util.h"
 
 namespace qf::kernels {
 namespace {
 
-using ::qf::kernels::testing::DeviceArray;
-using ::qf::kernels::testing::H;
+using ::qf::kernels::testing::Bf16OfHalfs;
+using ::qf::kernels::testing::Bf16sToFloats;
+using ::qf::kernels::testing::DeviceLinear;
+using ::qf::kernels::testing::DeviceRepack;
 using ::qf::kernels::testing::LinearSpec;
 using ::qf::kernels::testing::RandomActivations;
 using ::qf::kernels::testing::RandomLinear;
 using ::qf::kernels::testing::RelErr;
-using ::qf::kernels::testing::Words;
+using ::qf::kernels::testing::RepackOnDevice;
+using ::qf::kernels::testing::Trace;
+using ::qf::kernels::testing::W4A16GpuFixture;
 using ::testing::HasSubstr;
 
 // Threshold on ||C - C_ref||_2 / ||C_ref||_2 against a double reference that
@@ -40,27 +44,15 @@ constexpr double kMaxRelErrBf16 = 1.5e-2;
 
 constexpr int64_t kSweepM[] = {1, 2, 3, 7, 16, 33, 64, 118, 256};
 
-uint16_t Bf16OfHalf(uint16_t h) { return storage::FloatToBFloat16(storage::HalfToFloat(h)); }
-
-std::vector<uint16_t> Bf16OfHalfs(const std::vector<uint16_t>& h) {
-  std::vector<uint16_t> b(h.size());
-  for (size_t i = 0; i < h.size(); ++i) b[i] = Bf16OfHalf(h[i]);
-  return b;
-}
-
-std::vector<float> Bf16sToFloats(const std::vector<uint16_t>& b) {
-  std::vector<float> f(b.size());
-  for (size_t i = 0; i < b.size(); ++i) f[i] = storage::BFloat16ToFloat(b[i]);
-  return f;
-}
-
 // C[m x n] = A * W^T + bias in double, rounded to float: A and bias bf16 bits,
 // W dequantized with every scale rounded to bf16 first, as the repack does.
 // (RandomLinear's scales lie in [2^-8, 2^-6], where a bf16 value is an fp16
 // value too, so the rounded scales go through DequantizeRef unchanged.)
 std::vector<float> ReferenceBf16(const std::vector<uint16_t>& a, int64_t m, QuantizedLinear q,
                                  const std::vector<uint16_t>& bias) {
-  for (uint16_t& s : q.scales) s = storage::FloatToHalf(storage::BFloat16ToFloat(Bf16OfHalf(s)));
+  for (uint16_t& s : q.scales) {
+    s = storage::FloatToHalf(storage::BFloat16ToFloat(storage::FloatToBFloat16(storage::HalfToFloat(s))));
+  }
   const std::vector<float> w = DequantizeRef(q);  // [n x k], input-channel order
   const int64_t n = q.out_features, k = q.in_features;
   std::vector<float> c(static_cast<size_t>(m * n));
@@ -76,79 +68,9 @@ std::vector<float> ReferenceBf16(const std::vector<uint16_t>& a, int64_t m, Quan
   return c;
 }
 
-// QF4 weights on the device with bf16 scales and bias (converted on the host
-// here; the repack test below checks that the device conversion matches).
-struct DeviceLinearBf16 {
-  explicit DeviceLinearBf16(const W4A16Weights& w)
-      : host(&w),
-        qweight(w.qweight),
-        scales(Bf16OfHalfs(w.scales)),
-        zeros(w.zeros),
-        perm(w.perm),
-        bias(Bf16OfHalfs(w.bias)) {}
-  const W4A16Weights* host;
-  DeviceArray<uint32_t> qweight;
-  DeviceArray<uint16_t> scales;
-  DeviceArray<uint32_t> zeros;
-  DeviceArray<int32_t> perm;
-  DeviceArray<uint16_t> bias;
-};
+constexpr W4A16DType kBf16 = W4A16DType::kBF16;
 
-class W4A16Bf16GpuTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    int count = 0;
-    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-      cudaGetLastError();
-      GTEST_SKIP() << "no CUDA device";
-    }
-  }
-
-  // The fused GEMM on bf16 activations in input-channel order (the
-  // act-order gather included); C's bf16 bits, or an error status.
-  absl::StatusOr<std::vector<uint16_t>> Fused(const DeviceLinearBf16& d, const std::vector<uint16_t>& a, int64_t m,
-                                              const char* variant = nullptr) {
-    const W4A16Weights& w = *d.host;
-    DeviceArray<uint16_t> a_dev(a);
-    DeviceArray<uint16_t> a_perm(d.perm.size() ? a.size() : 0);
-    DeviceArray<uint16_t> c(static_cast<size_t>(m * w.n));
-    cudaMemset(c.get(), 0xFF, c.size() * 2);  // NaN everywhere: unwritten outputs fail RelErr
-    const void* a_in = a_dev.get();
-    if (d.perm.size()) {
-      if (absl::Status s = W4A16PermuteColumns(a_dev.get(), d.perm.get(), a_perm.get(), m, w.k); !s.ok()) return s;
-      a_in = a_perm.get();
-    }
-    if (absl::Status s = ws_.Reserve(W4A16WorkspaceBytes(m, w.n, w.k, 0, variant, W4A16DType::kBF16)); !s.ok()) {
-      return s;
-    }
-    W4A16GemmArgs args;
-    args.dtype = W4A16DType::kBF16;
-    args.a = a_in;
-    args.qweight = d.qweight.get();
-    args.scales = d.scales.get();
-    args.zeros = d.zeros.size() ? d.zeros.get() : nullptr;
-    args.bias = d.bias.size() ? d.bias.get() : nullptr;
-    args.c = c.get();
-    args.m = m;
-    args.n = w.n;
-    args.k = w.k;
-    args.group_size = w.group_size;
-    args.workspace = ws_.data();
-    args.workspace_bytes = ws_.size();
-    args.variant = variant;
-    if (absl::Status s = W4A16Gemm(args); !s.ok()) return s;
-    if (cudaError_t e = cudaDeviceSynchronize(); e != cudaSuccess) return absl::InternalError(cudaGetErrorString(e));
-    return c.ToHost();
-  }
-
-  W4A16Workspace ws_;
-};
-
-std::string Trace(const char* name, int64_t m, const W4A16Weights& w) {
-  absl::StatusOr<std::string> v = W4A16VariantName(m, w.n, w.k, w.group_size, W4A16DType::kBF16);
-  return std::string(name) + " m=" + std::to_string(m) + " n=" + std::to_string(w.n) + " k=" + std::to_string(w.k) +
-         " gs=" + std::to_string(w.group_size) + " variant=" + (v.ok() ? *v : v.status().ToString());
-}
+class W4A16Bf16GpuTest : public W4A16GpuFixture {};
 
 // The repack with out_dtype bf16: the same codes and zeros as the fp16
 // repack, every scale rounded to nearest even once.
@@ -159,31 +81,11 @@ TEST_F(W4A16Bf16GpuTest, RepackRoundsScalesToBf16) {
     const QuantizedLinear q = RandomLinear({.n = 384, .k = 512, .group_size = 64, .desc_act = gptq}, 61);
     absl::StatusOr<W4A16Weights> ref = RepackW4A16Ref(q);
     ASSERT_TRUE(ref.ok()) << ref.status();
-    absl::StatusOr<PackedLinear> packed = gptq ? PackGptqV1(q) : PackAwqGemm(q);
-    ASSERT_TRUE(packed.ok()) << packed.status();
-    DeviceArray<uint32_t> qweight(Words<uint32_t>(packed->qweight)), qzeros(Words<uint32_t>(packed->qzeros));
-    DeviceArray<uint16_t> scales(Words<uint16_t>(packed->scales));
-    DeviceArray<int32_t> perm(ref->perm);
-    DeviceArray<uint32_t> out_q(ref->qweight.size()), out_z(ref->zeros.size());
-    DeviceArray<uint16_t> out_s(ref->scales.size());
-    W4A16RepackArgs args;
-    args.source = source;
-    args.qweight = qweight.get();
-    args.qzeros = qzeros.get();
-    args.scales = H(scales);
-    args.perm = ref->perm.empty() ? nullptr : perm.get();
-    args.out_qweight = out_q.get();
-    args.out_zeros = out_z.get();
-    args.out_scales = out_s.get();
-    args.out_dtype = W4A16DType::kBF16;
-    args.k = q.in_features;
-    args.n = q.out_features;
-    args.num_groups = q.num_groups;
-    ASSERT_TRUE(W4A16Repack(args).ok());
-    CUDA_ASSERT(cudaDeviceSynchronize());
-    EXPECT_EQ(out_q.ToHost(), ref->qweight);
-    EXPECT_EQ(out_s.ToHost(), Bf16OfHalfs(ref->scales));
-    EXPECT_EQ(out_z.ToHost(), ref->zeros);
+    absl::StatusOr<DeviceRepack> got = RepackOnDevice(q, source, ref->perm, kBf16);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(got->qweight, ref->qweight);
+    EXPECT_EQ(got->scales, Bf16OfHalfs(ref->scales));
+    EXPECT_EQ(got->zeros, ref->zeros);
   }
 }
 
@@ -213,12 +115,12 @@ TEST_F(W4A16Bf16GpuTest, MatchesReferenceAcrossMAndFormats) {
     const QuantizedLinear q = RandomLinear(c.spec, 71);
     absl::StatusOr<W4A16Weights> w = RepackW4A16Ref(q);
     ASSERT_TRUE(w.ok()) << w.status();
-    const DeviceLinearBf16 d(*w);
+    const DeviceLinear d(*w, kBf16);
     for (int64_t m : c.ms) {
-      SCOPED_TRACE(Trace(c.name, m, *w));
+      SCOPED_TRACE(Trace(c.name, m, *w, kBf16));
       const std::vector<uint16_t> a = Bf16OfHalfs(RandomActivations(m, q.in_features, 400 + m));
       const std::vector<float> want = ReferenceBf16(a, m, q, Bf16OfHalfs(q.bias));
-      absl::StatusOr<std::vector<uint16_t>> got = Fused(d, a, m);
+      absl::StatusOr<std::vector<uint16_t>> got = RunFused(d, a, m);
       ASSERT_TRUE(got.ok()) << got.status();
       EXPECT_LT(RelErr(Bf16sToFloats(*got), want), kMaxRelErrBf16);
     }
@@ -233,8 +135,8 @@ TEST_F(W4A16Bf16GpuTest, EveryVariantMatchesReference) {
   const QuantizedLinear q = RandomLinear({.n = 768, .k = 1024, .group_size = 128, .bias = true}, 72);
   absl::StatusOr<W4A16Weights> w = RepackW4A16Ref(q);
   ASSERT_TRUE(w.ok()) << w.status();
-  const DeviceLinearBf16 d(*w);
-  const std::vector<std::string> names = W4A16VariantNames(W4A16DType::kBF16);
+  const DeviceLinear d(*w, kBf16);
+  const std::vector<std::string> names = W4A16VariantNames(kBf16);
   ASSERT_FALSE(names.empty());
   for (int64_t m : {1, 33, 118}) {
     const std::vector<uint16_t> a = Bf16OfHalfs(RandomActivations(m, q.in_features, 500 + m));
@@ -242,7 +144,7 @@ TEST_F(W4A16Bf16GpuTest, EveryVariantMatchesReference) {
     for (const std::string& name : names) {
       if (major != 9 && absl::StartsWith(name, "bf16_wg_")) continue;
       SCOPED_TRACE("forced variant " + name + " m=" + std::to_string(m));
-      absl::StatusOr<std::vector<uint16_t>> got = Fused(d, a, m, name.c_str());
+      absl::StatusOr<std::vector<uint16_t>> got = RunFused(d, a, m, name.c_str());
       ASSERT_TRUE(got.ok()) << got.status();
       EXPECT_LT(RelErr(Bf16sToFloats(*got), want), kMaxRelErrBf16);
     }
@@ -255,14 +157,14 @@ TEST_F(W4A16Bf16GpuTest, RepeatedCallsAreBitIdentical) {
   const QuantizedLinear q = RandomLinear({.n = 256, .k = 8192, .group_size = 128}, 73);
   absl::StatusOr<W4A16Weights> w = RepackW4A16Ref(q);
   ASSERT_TRUE(w.ok()) << w.status();
-  const DeviceLinearBf16 d(*w);
+  const DeviceLinear d(*w, kBf16);
   for (int64_t m : {1, 64, 200}) {
-    SCOPED_TRACE(Trace("deep_k", m, *w));
+    SCOPED_TRACE(Trace("deep_k", m, *w, kBf16));
     const std::vector<uint16_t> a = Bf16OfHalfs(RandomActivations(m, q.in_features, 600 + m));
-    absl::StatusOr<std::vector<uint16_t>> first = Fused(d, a, m);
+    absl::StatusOr<std::vector<uint16_t>> first = RunFused(d, a, m);
     ASSERT_TRUE(first.ok()) << first.status();
     for (int rep = 0; rep < 3; ++rep) {
-      absl::StatusOr<std::vector<uint16_t>> again = Fused(d, a, m);
+      absl::StatusOr<std::vector<uint16_t>> again = RunFused(d, a, m);
       ASSERT_TRUE(again.ok()) << again.status();
       EXPECT_EQ(*again, *first);
     }
@@ -272,15 +174,15 @@ TEST_F(W4A16Bf16GpuTest, RepeatedCallsAreBitIdentical) {
 // The element types do not mix: a forced variant of the other type and a
 // shape only the fp16 streaming kernels take are refused with the reason.
 TEST_F(W4A16Bf16GpuTest, RefusesOtherTypesVariantsAndUnsupportedShapes) {
-  for (const std::string& name : W4A16VariantNames(W4A16DType::kBF16)) EXPECT_TRUE(absl::StartsWith(name, "bf16_"));
+  for (const std::string& name : W4A16VariantNames(kBf16)) EXPECT_TRUE(absl::StartsWith(name, "bf16_"));
   for (const std::string& name : W4A16VariantNames()) EXPECT_FALSE(absl::StartsWith(name, "bf16_")) << name;
 
   const QuantizedLinear q = RandomLinear({.n = 256, .k = 512, .group_size = 128}, 74);
   absl::StatusOr<W4A16Weights> w = RepackW4A16Ref(q);
   ASSERT_TRUE(w.ok()) << w.status();
-  const DeviceLinearBf16 d(*w);
+  const DeviceLinear d(*w, kBf16);
   const std::vector<uint16_t> a = Bf16OfHalfs(RandomActivations(4, q.in_features, 75));
-  absl::StatusOr<std::vector<uint16_t>> fp16_variant = Fused(d, a, 4, "mb1_bn256_bk256_s3");
+  absl::StatusOr<std::vector<uint16_t>> fp16_variant = RunFused(d, a, 4, "mb1_bn256_bk256_s3");
   ASSERT_FALSE(fp16_variant.ok());
   EXPECT_EQ(fp16_variant.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(fp16_variant.status().message(), HasSubstr("runs fp16 activations, the call passes bf16"));
@@ -289,8 +191,8 @@ TEST_F(W4A16Bf16GpuTest, RefusesOtherTypesVariantsAndUnsupportedShapes) {
   const QuantizedLinear narrow = RandomLinear({.n = 192, .k = 256, .group_size = 128}, 76);
   absl::StatusOr<W4A16Weights> wn = RepackW4A16Ref(narrow);
   ASSERT_TRUE(wn.ok()) << wn.status();
-  const DeviceLinearBf16 dn(*wn);
-  absl::StatusOr<std::vector<uint16_t>> refused = Fused(dn, Bf16OfHalfs(RandomActivations(1, 256, 77)), 1);
+  const DeviceLinear dn(*wn, kBf16);
+  absl::StatusOr<std::vector<uint16_t>> refused = RunFused(dn, Bf16OfHalfs(RandomActivations(1, 256, 77)), 1);
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(refused.status().message(), HasSubstr("n=192"));

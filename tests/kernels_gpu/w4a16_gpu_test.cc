@@ -16,21 +16,24 @@
 #include "kernels/cuda/w4a16.h"
 #include "kernels/ref/pack.h"
 #include "kernels/ref/w4a16_ref.h"
-#include "tests/kernels_gpu/device_array.h"
 #include "tests/kernels_gpu/gpu_ref.h"
+#include "tests/kernels_gpu/w4a16_gpu_fixture.h"
 #include "tests/kernels_gpu/w4a16_test_util.h"
 
 namespace qf::kernels {
 namespace {
 
 using ::qf::kernels::testing::DeviceArray;
+using ::qf::kernels::testing::DeviceLinear;
 using ::qf::kernels::testing::H;
 using ::qf::kernels::testing::HalfsToFloats;
 using ::qf::kernels::testing::LinearSpec;
 using ::qf::kernels::testing::RandomActivations;
 using ::qf::kernels::testing::RandomLinear;
 using ::qf::kernels::testing::RelErr;
-using ::qf::kernels::testing::Words;
+using ::qf::kernels::testing::RepackOnDevice;
+using ::qf::kernels::testing::Trace;
+using ::qf::kernels::testing::W4A16GpuFixture;
 using ::testing::HasSubstr;
 
 // Thresholds on ||C - C_ref||_2 / ||C_ref||_2 against the double / fp32
@@ -44,18 +47,6 @@ constexpr double kMaxRelErrAwq = 2e-3;
 constexpr double kMaxRelErrGpuReference = 1e-5;
 
 constexpr int64_t kSweepM[] = {1, 2, 3, 7, 16, 33, 64, 118, 256};
-
-// QF4 weights on the device.
-struct DeviceLinear {
-  explicit DeviceLinear(const W4A16Weights& w)
-      : host(&w), qweight(w.qweight), scales(w.scales), zeros(w.zeros), perm(w.perm), bias(w.bias) {}
-  const W4A16Weights* host;
-  DeviceArray<uint32_t> qweight;
-  DeviceArray<uint16_t> scales;
-  DeviceArray<uint32_t> zeros;
-  DeviceArray<int32_t> perm;
-  DeviceArray<uint16_t> bias;
-};
 
 // The neutral arrays for ReferenceGemmF32.
 struct DeviceNeutral {
@@ -78,66 +69,21 @@ struct DeviceNeutral {
   int64_t n, k;
 };
 
-class W4A16GpuTest : public ::testing::Test {
+class W4A16GpuTest : public W4A16GpuFixture {
  protected:
-  void SetUp() override {
-    int count = 0;
-    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-      cudaGetLastError();
-      GTEST_SKIP() << "no CUDA device";
-    }
-  }
-
-  // Runs the fused GEMM on host activations in input-channel order (the
-  // act-order gather included); returns C as floats, or an error status.
+  // The fused GEMM on fp16 weights and activations (RunFused); C as floats.
   absl::StatusOr<std::vector<float>> Fused(const DeviceLinear& d, const std::vector<uint16_t>& a, int64_t m,
                                            const char* variant = nullptr,
                                            W4A16GemmArgs::StreamPlan stream_plan = {}) {
-    const W4A16Weights& w = *d.host;
-    DeviceArray<uint16_t> a_dev(a);
-    DeviceArray<uint16_t> a_perm(d.perm.size() ? a.size() : 0);
-    DeviceArray<uint16_t> c(static_cast<size_t>(m * w.n));
-    cudaMemset(c.get(), 0xFF, c.size() * 2);  // NaN everywhere: unwritten outputs fail RelErr
-    const __half* a_in = H(a_dev);
-    if (d.perm.size()) {
-      if (absl::Status s = W4A16PermuteColumns(H(a_dev), d.perm.get(), H(a_perm), m, w.k); !s.ok()) return s;
-      a_in = H(a_perm);
-    }
-    if (absl::Status s = ws_.Reserve(W4A16WorkspaceBytes(m, w.n, w.k, 0, variant)); !s.ok()) return s;
-    W4A16GemmArgs args;
-    args.a = a_in;
-    args.qweight = d.qweight.get();
-    args.scales = H(d.scales);
-    args.zeros = d.zeros.size() ? d.zeros.get() : nullptr;
-    args.bias = d.bias.size() ? H(d.bias) : nullptr;
-    args.c = H(c);
-    args.m = m;
-    args.n = w.n;
-    args.k = w.k;
-    args.group_size = w.group_size;
-    args.workspace = ws_.data();
-    args.workspace_bytes = ws_.size();
-    args.variant = variant;
-    args.stream_plan = stream_plan;
-    if (absl::Status s = W4A16Gemm(args); !s.ok()) return s;
-    if (cudaError_t e = cudaDeviceSynchronize(); e != cudaSuccess) {
-      return absl::InternalError(cudaGetErrorString(e));
-    }
-    return HalfsToFloats(c.ToHost());
+    absl::StatusOr<std::vector<uint16_t>> c = RunFused(d, a, m, variant, stream_plan);
+    if (!c.ok()) return c.status();
+    return HalfsToFloats(*c);
   }
-
-  W4A16Workspace ws_;
 };
 
 double Threshold(const QuantizedLinear& q, bool awq) {
   if (awq) return kMaxRelErrAwq;
   return q.sym ? kMaxRelErrGptqSym : kMaxRelErrGptqAsym;
-}
-
-std::string Trace(const char* name, int64_t m, const W4A16Weights& w) {
-  absl::StatusOr<std::string> v = W4A16LaunchDescription(m, w.n, w.k, w.group_size);
-  return std::string(name) + " m=" + std::to_string(m) + " n=" + std::to_string(w.n) + " k=" + std::to_string(w.k) +
-         " gs=" + std::to_string(w.group_size) + " variant=" + (v.ok() ? *v : "none");
 }
 
 struct RepackCase {
@@ -158,30 +104,11 @@ TEST_F(W4A16GpuTest, RepackFromGptqV1IsBitExact) {
     const QuantizedLinear q = RandomLinear(c.spec, 21);
     absl::StatusOr<W4A16Weights> ref = RepackW4A16Ref(q);
     ASSERT_TRUE(ref.ok()) << ref.status();
-    absl::StatusOr<PackedLinear> packed = PackGptqV1(q);
-    ASSERT_TRUE(packed.ok()) << packed.status();
-    DeviceArray<uint32_t> qweight(Words<uint32_t>(packed->qweight)), qzeros(Words<uint32_t>(packed->qzeros));
-    DeviceArray<uint16_t> scales(Words<uint16_t>(packed->scales));
-    DeviceArray<int32_t> perm(ref->perm);
-    DeviceArray<uint32_t> out_q(ref->qweight.size()), out_z(ref->zeros.size());
-    DeviceArray<uint16_t> out_s(ref->scales.size());
-    W4A16RepackArgs args;
-    args.source = W4A16Source::kGptqV1;
-    args.qweight = qweight.get();
-    args.qzeros = q.sym ? nullptr : qzeros.get();
-    args.scales = H(scales);
-    args.perm = ref->perm.empty() ? nullptr : perm.get();
-    args.out_qweight = out_q.get();
-    args.out_zeros = q.sym ? nullptr : out_z.get();
-    args.out_scales = H(out_s);
-    args.k = q.in_features;
-    args.n = q.out_features;
-    args.num_groups = q.num_groups;
-    ASSERT_TRUE(W4A16Repack(args).ok());
-    CUDA_ASSERT(cudaDeviceSynchronize());
-    EXPECT_EQ(out_q.ToHost(), ref->qweight);
-    EXPECT_EQ(out_s.ToHost(), ref->scales);
-    EXPECT_EQ(out_z.ToHost(), ref->zeros);
+    absl::StatusOr<testing::DeviceRepack> got = RepackOnDevice(q, W4A16Source::kGptqV1, ref->perm);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(got->qweight, ref->qweight);
+    EXPECT_EQ(got->scales, ref->scales);
+    EXPECT_EQ(got->zeros, ref->zeros);
   }
 }
 
@@ -191,28 +118,11 @@ TEST_F(W4A16GpuTest, RepackFromAwqGemmIsBitExact) {
     const QuantizedLinear q = RandomLinear({.n = 320, .k = 512, .group_size = gs}, 22);
     absl::StatusOr<W4A16Weights> ref = RepackW4A16Ref(q);
     ASSERT_TRUE(ref.ok()) << ref.status();
-    absl::StatusOr<PackedLinear> packed = PackAwqGemm(q);
-    ASSERT_TRUE(packed.ok()) << packed.status();
-    DeviceArray<uint32_t> qweight(Words<uint32_t>(packed->qweight)), qzeros(Words<uint32_t>(packed->qzeros));
-    DeviceArray<uint16_t> scales(Words<uint16_t>(packed->scales));
-    DeviceArray<uint32_t> out_q(ref->qweight.size()), out_z(ref->zeros.size());
-    DeviceArray<uint16_t> out_s(ref->scales.size());
-    W4A16RepackArgs args;
-    args.source = W4A16Source::kAwqGemm;
-    args.qweight = qweight.get();
-    args.qzeros = qzeros.get();
-    args.scales = H(scales);
-    args.out_qweight = out_q.get();
-    args.out_zeros = out_z.get();
-    args.out_scales = H(out_s);
-    args.k = q.in_features;
-    args.n = q.out_features;
-    args.num_groups = q.num_groups;
-    ASSERT_TRUE(W4A16Repack(args).ok());
-    CUDA_ASSERT(cudaDeviceSynchronize());
-    EXPECT_EQ(out_q.ToHost(), ref->qweight);
-    EXPECT_EQ(out_s.ToHost(), ref->scales);
-    EXPECT_EQ(out_z.ToHost(), ref->zeros);
+    absl::StatusOr<testing::DeviceRepack> got = RepackOnDevice(q, W4A16Source::kAwqGemm, {});
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(got->qweight, ref->qweight);
+    EXPECT_EQ(got->scales, ref->scales);
+    EXPECT_EQ(got->zeros, ref->zeros);
   }
 }
 
