@@ -32,6 +32,7 @@ struct VerifyFlags {
   std::string text;
   int seqlen = 512;
   int max_chunks = 256;
+  std::string dtype = "fp16";
 };
 
 absl::Status RunQuantize(const QuantizeOptions& o, const std::string& state_flag, bool keep_state,
@@ -40,18 +41,23 @@ absl::Status RunQuantize(const QuantizeOptions& o, const std::string& state_flag
   if (vf.verify && !vf.text.empty() && !PathExists(vf.text)) {
     return absl::NotFoundError(absl::StrCat("--verify-text ", vf.text, ": no such file"));
   }
+  if (vf.verify && !worker::IsVerifyDType(vf.dtype)) {
+    return absl::InvalidArgumentError(absl::StrCat("--verify-dtype: '", vf.dtype, "', expected fp16 or bf16"));
+  }
   proto::JobSpec spec = ToJobSpec(o);
   spec.set_verify(vf.verify);
   if (vf.verify) {
     if (!vf.text.empty()) spec.set_verify_text(std::filesystem::absolute(vf.text).lexically_normal().string());
     spec.set_verify_seqlen(vf.seqlen);
     spec.set_verify_max_chunks(vf.max_chunks);
+    spec.set_verify_dtype(vf.dtype);
   }
   proto::JobSpec job = spec;   // what the coordinator runs: quantize + assemble
   job.clear_verify();
   job.clear_verify_text();
   job.clear_verify_seqlen();
   job.clear_verify_max_chunks();
+  job.clear_verify_dtype();
   // Fail on an unwritable output before any work, not after it.
   QF_RETURN_IF_ERROR(CheckOutputWritable(o.out));
   const std::string state = state_flag.empty() ? DefaultStateDir(o.out) : state_flag;
@@ -90,6 +96,7 @@ absl::Status RunQuantize(const QuantizeOptions& o, const std::string& state_flag
     v.text = spec.verify_text();
     v.seqlen = spec.verify_seqlen();
     v.max_chunks = spec.verify_max_chunks();
+    v.dtype = spec.verify_dtype().empty() ? "fp16" : spec.verify_dtype();
     v.print = !o.json;   // --json: one object on stdout; the report is in verify.json
     verified = RunVerifyStage(*engine, v);
   }
@@ -117,6 +124,8 @@ CommandFn SetupQuantize(CLI::App* sub) {
   sub->add_option("--verify-text", vf->text, "--verify: held-out text for the perplexity check (none: skipped)");
   sub->add_option("--verify-seqlen", vf->seqlen, "--verify: tokens per perplexity chunk")->capture_default_str();
   sub->add_option("--verify-max-chunks", vf->max_chunks, "--verify: perplexity over the first N chunks")
+      ->capture_default_str();
+  sub->add_option("--verify-dtype", vf->dtype, "--verify: the fused path's element type, fp16 | bf16")
       ->capture_default_str();
   return [o, state, keep, vf] { return RunQuantize(*o, *state, *keep, *vf); };
 }

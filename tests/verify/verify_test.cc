@@ -83,6 +83,7 @@ TEST_F(VerifyTest, Bf16PathPassesWithItsOwnThreshold) {
   const double fp16_err = nlohmann::json::parse(fp16.out)["linear_checks"]["max_rel_err"].get<double>();
   EXPECT_GT(bf16_err, 4 * fp16_err);
   EXPECT_TRUE(j["perplexity"]["passed"].get<bool>()) << j["perplexity"].dump();
+  EXPECT_EQ(j["perplexity"]["tolerance"].get<double>(), 5e-3);
   std::printf("bf16: max rel. error %.3e (fp16 %.3e), ppl rel. diff %.3e\n", bf16_err, fp16_err,
               j["perplexity"]["rel_diff"].get<double>());
   ExpectOneLineError(Run("verify " + art + " --dtype fp8"), "dtype: 'fp8', expected fp16 or bf16");
@@ -200,13 +201,18 @@ TEST_F(VerifyTest, BadInputsGetOneLineErrors) {
 TEST_F(VerifyTest, QuantizeWithVerifyRunsTheStageAfterTheArtifact) {
   const std::string out = tmp_ + "/art";
   const std::string base = "quantize --model " + kModel + " --method rtn --bits 4 --group-size 128 --keep-state --json --out " + out;
-  RunResult r = Run(base + " --verify --verify-text " + kText + " --verify-seqlen 64 --verify-max-chunks 1");
+  // A bad verify flag fails before any work: nothing is quantized.
+  ExpectOneLineError(Run(base + " --verify --verify-dtype fp8"), "--verify-dtype: 'fp8', expected fp16 or bf16");
+  EXPECT_FALSE(fs::exists(out));
+  RunResult r =
+      Run(base + " --verify --verify-dtype bf16 --verify-text " + kText + " --verify-seqlen 64 --verify-max-chunks 1");
   ASSERT_EQ(r.code, 0) << r.err;
   nlohmann::json q = nlohmann::json::parse(r.out, nullptr, false);   // one object: the quantize summary
   ASSERT_TRUE(q.is_object()) << r.out;
   EXPECT_EQ(q["verify"], out + "/verify.json");
   nlohmann::json j = ReadJson(out + "/verify.json");
   EXPECT_EQ(j["verdict"], "passed");
+  EXPECT_EQ(j["dtype"], "bf16");
   EXPECT_TRUE(j["perplexity"]["passed"].get<bool>());
   // --verify is no part of the job: the same state finds the same (finished) job without it.
   RunResult again = Run(base);

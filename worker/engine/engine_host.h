@@ -149,10 +149,15 @@ struct VerifySpec {
   int seqlen = 512;
   std::vector<int32_t> tokens;
   std::string text;                        // where the tokens came from, for the report
-  // The fused path's element type ("fp16" | "bf16"): its activations, scales
-  // and outputs, and the cuBLAS baseline's weights and activations.
+  // The fused path's element type ("fp16" | "bf16": IsVerifyDType): its
+  // activations, scales and outputs, and the cuBLAS baseline's weights and
+  // activations.
   std::string dtype = "fp16";
 };
+
+// The values VerifySpec::dtype takes (qctl checks its flags with it before a
+// job runs, so that a bad value costs no quantization).
+inline bool IsVerifyDType(const std::string& dtype) { return dtype == "fp16" || dtype == "bf16"; }
 
 // One quantized linear of the artifact.
 struct VerifyLinear {

@@ -36,10 +36,11 @@ struct DType {
   at::ScalarType type;
   const char* largest;        // its largest finite value, for the overflow message
   double max_rel_err_gptq, max_rel_err_awq;
+  double max_ppl_rel_diff;
 };
 const DType kDTypes[] = {
-    {"fp16", at::kHalf, "65504", kVerifyMaxRelErrGptq, kVerifyMaxRelErrAwq},
-    {"bf16", at::kBFloat16, "3.4e38", kVerifyMaxRelErrBf16, kVerifyMaxRelErrBf16},
+    {"fp16", at::kHalf, "65504", kVerifyMaxRelErrGptq, kVerifyMaxRelErrAwq, kVerifyMaxPplRelDiff},
+    {"bf16", at::kBFloat16, "3.4e38", kVerifyMaxRelErrBf16, kVerifyMaxRelErrBf16, kVerifyMaxPplRelDiffBf16},
 };
 
 const DType* FindDType(const std::string& name) {
@@ -228,12 +229,12 @@ absl::Status TimeShapes(FusedContext& ctx, const Shapes& shapes, const VerifySpe
 }
 
 // Check 3: perplexity through the fused path against the dequantized path.
-absl::Status ComparePerplexity(FusedContext& ctx, const Artifact& art, const VerifySpec& spec, VerifyReport& report,
-                               const VerifyProgressFn& progress) {
+absl::Status ComparePerplexity(FusedContext& ctx, const Artifact& art, const VerifySpec& spec, const DType& dtype,
+                               VerifyReport& report, const VerifyProgressFn& progress) {
   VerifyPerplexity& p = report.ppl;
   p.text = spec.text;
   p.seqlen = spec.seqlen;
-  p.tolerance = kVerifyMaxPplRelDiff;
+  p.tolerance = dtype.max_ppl_rel_diff;
   if (spec.tokens.empty()) {
     p.note = "not measured: no text given";
     return absl::OkStatus();
@@ -275,7 +276,7 @@ absl::Status ComparePerplexity(FusedContext& ctx, const Artifact& art, const Ver
 
 absl::Status ValidateSpec(const VerifySpec& spec) {
   if (spec.artifact_dir.empty()) return absl::InvalidArgumentError("artifact: expected a directory");
-  if (FindDType(spec.dtype) == nullptr) {
+  if (!IsVerifyDType(spec.dtype) || FindDType(spec.dtype) == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("dtype: '", spec.dtype, "', expected fp16 or bf16"));
   }
   if (!IsDirectory(spec.artifact_dir)) return absl::NotFoundError(absl::StrCat(spec.artifact_dir, ": no such directory"));
@@ -340,7 +341,7 @@ absl::StatusOr<VerifyReport> RunVerify(const VerifySpec& spec, const VerifyProgr
     QF_RETURN_IF_ERROR(TimeShapes(ctx, shapes, spec, r, progress));
   }
   shapes.clear();   // frees the timed linears' device copies before the perplexity runs
-  QF_RETURN_IF_ERROR(ComparePerplexity(ctx, art, spec, r, progress));
+  QF_RETURN_IF_ERROR(ComparePerplexity(ctx, art, spec, dtype, r, progress));
 
   int failed = 0, supported = 0;
   for (const VerifyLinear& l : r.linears) {
