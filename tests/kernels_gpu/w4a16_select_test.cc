@@ -1,0 +1,98 @@
+// The W4A16 selection tables of both element types (w4a16_gemm.cu), through
+// the host API alone: W4A16VariantName needs no device (without one the
+// architecture is unknown and no variant is ruled out by it), so this runs in
+// every CUDA build, GPU or not.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "kernels/cuda/w4a16.h"
+
+namespace qf::kernels {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr W4A16DType kF16 = W4A16DType::kF16, kBf16 = W4A16DType::kBF16;
+
+// The Llama-70B projections (k, n) and one 8B-sized one.
+const std::pair<int64_t, int64_t> kShapes[] = {{8192, 10240}, {8192, 8192}, {8192, 57344}, {28672, 8192}, {4096, 4096}};
+const int64_t kMs[] = {1, 4, 8, 9, 16, 17, 32, 33, 48, 64, 65, 128, 129, 256, 1000};
+
+// bf16 runs the fp16 table's decode and wgmma choices as their bf16 twins,
+// and where fp16 takes another kernel (weight streaming, the tiled kernel's
+// 48-row tiles) a tiled bf16 variant.
+TEST(W4A16Select, Bf16TakesTheTwinOfTheFp16DecodeAndWgmmaRows) {
+  for (const auto& [k, n] : kShapes) {
+    for (int64_t m : kMs) {
+      SCOPED_TRACE("m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k));
+      absl::StatusOr<std::string> fp16 = W4A16VariantName(m, n, k, 128, kF16);
+      absl::StatusOr<std::string> bf16 = W4A16VariantName(m, n, k, 128, kBf16);
+      ASSERT_TRUE(fp16.ok()) << fp16.status();
+      ASSERT_TRUE(bf16.ok()) << bf16.status();
+      ASSERT_TRUE(absl::StartsWith(*bf16, "bf16_")) << *bf16;
+      if (absl::StartsWith(*fp16, "dec_") || absl::StartsWith(*fp16, "wg_")) {
+        EXPECT_EQ(*bf16, "bf16_" + *fp16);
+      } else {
+        EXPECT_TRUE(absl::StartsWith(*bf16, "bf16_mb") || absl::StartsWith(*bf16, "bf16_any_")) << *bf16;
+      }
+    }
+  }
+}
+
+// The decode rows need n >= 1024 and the wgmma rows too: tiny-llama's
+// 256 x 768 layers take the tiled kernel in both types.
+TEST(W4A16Select, SmallLayersTakeTheTiledKernelInBothTypes) {
+  for (int64_t m : {1, 16, 64, 256}) {
+    absl::StatusOr<std::string> fp16 = W4A16VariantName(m, 768, 256, 128, kF16);
+    absl::StatusOr<std::string> bf16 = W4A16VariantName(m, 768, 256, 128, kBf16);
+    ASSERT_TRUE(fp16.ok() && bf16.ok());
+    EXPECT_EQ(*bf16, "bf16_" + *fp16) << "m=" << m;
+    EXPECT_TRUE(absl::StartsWith(*fp16, "mb") || absl::StartsWith(*fp16, "any_")) << *fp16;
+  }
+}
+
+// Shapes only the fp16 weight-streaming kernels take are refused for bf16,
+// naming the type and the shape; an unknown type is an argument error.
+TEST(W4A16Select, Bf16RefusesWhatOnlyStreamingTakesAndUnknownTypes) {
+  ASSERT_TRUE(W4A16VariantName(1, 192, 256, 128, kF16).ok());
+  absl::StatusOr<std::string> refused = W4A16VariantName(1, 192, 256, 128, kBf16);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(refused.status().message(), HasSubstr("n=192"));
+  EXPECT_THAT(refused.status().message(), HasSubstr("no bf16 kernel variant fits"));
+  absl::StatusOr<std::string> unknown = W4A16VariantName(1, 256, 256, 128, static_cast<W4A16DType>(7));
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(unknown.status().message(), HasSubstr("dtype 7"));
+}
+
+// A forced variant of the other type is refused before any device work,
+// whichever way round (W4A16WorkspaceBytes selects as W4A16Gemm does); the
+// names of the two types never overlap.
+TEST(W4A16Select, ForcedVariantsOfTheOtherTypeAreRefused) {
+  const std::vector<std::string> fp16 = W4A16VariantNames(kF16), bf16 = W4A16VariantNames(kBf16);
+  ASSERT_FALSE(fp16.empty());
+  ASSERT_FALSE(bf16.empty());
+  const std::set<std::string> fp16_set(fp16.begin(), fp16.end());
+  for (const std::string& name : bf16) {
+    EXPECT_TRUE(absl::StartsWith(name, "bf16_")) << name;
+    EXPECT_EQ(fp16_set.count(name), 0u) << name;
+  }
+  absl::StatusOr<size_t> fp16_forced = W4A16WorkspaceBytes(1, 256, 256, 0, "mb1_bn256_bk256_s3", kBf16);
+  ASSERT_FALSE(fp16_forced.ok());
+  EXPECT_EQ(fp16_forced.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(fp16_forced.status().message(), HasSubstr("runs fp16 activations, the call passes bf16"));
+  absl::StatusOr<size_t> bytes = W4A16WorkspaceBytes(1, 256, 256, 0, "bf16_mb1_bn256_bk256_s3", kF16);
+  ASSERT_FALSE(bytes.ok());
+  EXPECT_EQ(bytes.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bytes.status().message(), HasSubstr("runs bf16 activations, the call passes fp16"));
+}
+
+}  // namespace
+}  // namespace qf::kernels
