@@ -38,11 +38,10 @@
 
 namespace qf::kernels {
 
-// Element type of a GEMM's activations, scales, bias and output. fp16 runs
-// every kernel family; bf16 the tiled kernel (sm_80 and newer) and the decode
-// and wgmma kernels (sm_90), not the weight-streaming kernels that take the
-// shapes with n % 128 != 0; the scales are converted to bf16 once at load
-// (W4A16RepackArgs::out_dtype).
+// Element type of a GEMM's activations, scales, bias and output. Both run
+// the same kernels (the selection table's rows; bf16 has no tuning-only
+// variants) and take the same shapes; the scales are converted to bf16 once
+// at load (W4A16RepackArgs::out_dtype).
 enum class W4A16DType { kF16, kBF16 };
 
 struct W4A16GemmArgs {
@@ -97,11 +96,9 @@ struct W4A16GemmArgs {
 // which need no workspace, and any m with n % 128 == 0 and k % 64 == 0
 // through the wgmma variants; otherwise n % 128 == 0 and k % 128 == 0, or
 // n % 256 == 0 and k % 64 == 0; group_size a multiple of 32 or -1); Internal
-// with the CUDA error when the launch fails. bf16 takes the tiled kernel's
-// shapes (n % 128 == 0 and k % 128 == 0, or n % 256 == 0 and k % 64 == 0)
-// on every architecture, with the fp16 table's decode (m <= 16, n >= 1024)
-// and wgmma (m >= 33, n >= 1024) rows on sm_90; a forced variant of the
-// other element type is InvalidArgument.
+// with the CUDA error when the launch fails. bf16 takes the same shapes
+// through the bf16 twins of the same variants; a forced variant of the other
+// element type is InvalidArgument.
 absl::Status W4A16Gemm(const W4A16GemmArgs& args);
 
 // Workspace bytes that W4A16Gemm needs for every m in [1, max_m] with this

@@ -127,6 +127,33 @@ TEST_F(W4A16Bf16GpuTest, MatchesReferenceAcrossMAndFormats) {
   }
 }
 
+// The weight-streaming kernels' shapes (sm_90): n a multiple of 64 only (and
+// k of 32), up to 32 rows, with act-order and channel-wise groups.
+TEST_F(W4A16Bf16GpuTest, StreamingShapesMatchReference) {
+  int major = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0), cudaSuccess);
+  if (major != 9) GTEST_SKIP() << "weight-streaming variants need sm_90";
+  const Bf16Case cases[] = {
+      {"sym_g32_n192", {.n = 192, .k = 576, .group_size = 32, .sym = true}, {1, 8, 9, 16, 17, 32}},
+      {"asym_g64_n320_act_order", {.n = 320, .k = 640, .group_size = 64, .desc_act = true}, {3, 16, 30}},
+      {"asym_channelwise_n64_k352_bias", {.n = 64, .k = 352, .group_size = -1, .bias = true}, {1, 32}},
+  };
+  for (const Bf16Case& c : cases) {
+    const QuantizedLinear q = RandomLinear(c.spec, 78);
+    absl::StatusOr<W4A16Weights> w = RepackW4A16Ref(q);
+    ASSERT_TRUE(w.ok()) << w.status();
+    const DeviceLinear d(*w, kBf16);
+    for (int64_t m : c.ms) {
+      SCOPED_TRACE(Trace(c.name, m, *w, kBf16));
+      const std::vector<uint16_t> a = Bf16OfHalfs(RandomActivations(m, q.in_features, 700 + m));
+      const std::vector<float> want = ReferenceBf16(a, m, q, Bf16OfHalfs(q.bias));
+      absl::StatusOr<std::vector<uint16_t>> got = RunFused(d, a, m);
+      ASSERT_TRUE(got.ok()) << got.status();
+      EXPECT_LT(RelErr(Bf16sToFloats(*got), want), kMaxRelErrBf16);
+    }
+  }
+}
+
 // Every bf16 variant, forced, on a shape all of them take (the wgmma ones
 // only on sm_90, the one architecture they run on).
 TEST_F(W4A16Bf16GpuTest, EveryVariantMatchesReference) {
@@ -171,8 +198,9 @@ TEST_F(W4A16Bf16GpuTest, RepeatedCallsAreBitIdentical) {
   }
 }
 
-// The element types do not mix: a forced variant of the other type and a
-// shape only the fp16 streaming kernels take are refused with the reason.
+// The element types do not mix: a forced variant of the other type is
+// refused with the reason, as is a shape no bf16 variant takes (n % 64 only,
+// above the streaming kernels' 32 rows).
 TEST_F(W4A16Bf16GpuTest, RefusesOtherTypesVariantsAndUnsupportedShapes) {
   for (const std::string& name : W4A16VariantNames(kBf16)) EXPECT_TRUE(absl::StartsWith(name, "bf16_"));
   for (const std::string& name : W4A16VariantNames()) EXPECT_FALSE(absl::StartsWith(name, "bf16_")) << name;
@@ -187,12 +215,12 @@ TEST_F(W4A16Bf16GpuTest, RefusesOtherTypesVariantsAndUnsupportedShapes) {
   EXPECT_EQ(fp16_variant.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(fp16_variant.status().message(), HasSubstr("runs fp16 activations, the call passes bf16"));
 
-  // n = 192: a multiple of 64 only, which only the fp16 streaming kernels take.
+  // n = 192: a multiple of 64 only, which the streaming kernels take up to 32 rows.
   const QuantizedLinear narrow = RandomLinear({.n = 192, .k = 256, .group_size = 128}, 76);
   absl::StatusOr<W4A16Weights> wn = RepackW4A16Ref(narrow);
   ASSERT_TRUE(wn.ok()) << wn.status();
   const DeviceLinear dn(*wn, kBf16);
-  absl::StatusOr<std::vector<uint16_t>> refused = RunFused(dn, Bf16OfHalfs(RandomActivations(1, 256, 77)), 1);
+  absl::StatusOr<std::vector<uint16_t>> refused = RunFused(dn, Bf16OfHalfs(RandomActivations(33, 256, 77)), 33);
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(refused.status().message(), HasSubstr("n=192"));

@@ -24,10 +24,10 @@ constexpr W4A16DType kF16 = W4A16DType::kF16, kBf16 = W4A16DType::kBF16;
 const std::pair<int64_t, int64_t> kShapes[] = {{8192, 10240}, {8192, 8192}, {8192, 57344}, {28672, 8192}, {4096, 4096}};
 const int64_t kMs[] = {1, 4, 8, 9, 16, 17, 32, 33, 48, 64, 65, 128, 129, 256, 1000};
 
-// bf16 runs the fp16 table's decode and wgmma choices as their bf16 twins,
-// and where fp16 takes another kernel (weight streaming, the tiled kernel's
-// 48-row tiles) a tiled bf16 variant.
-TEST(W4A16Select, Bf16TakesTheTwinOfTheFp16DecodeAndWgmmaRows) {
+// bf16 runs the fp16 table's decode, weight-streaming and wgmma choices as
+// their bf16 twins, and where fp16 takes the tiled kernel's 48-row tiles a
+// tiled bf16 variant.
+TEST(W4A16Select, Bf16TakesTheTwinOfTheFp16Choice) {
   for (const auto& [k, n] : kShapes) {
     for (int64_t m : kMs) {
       SCOPED_TRACE("m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k));
@@ -36,10 +36,10 @@ TEST(W4A16Select, Bf16TakesTheTwinOfTheFp16DecodeAndWgmmaRows) {
       ASSERT_TRUE(fp16.ok()) << fp16.status();
       ASSERT_TRUE(bf16.ok()) << bf16.status();
       ASSERT_TRUE(absl::StartsWith(*bf16, "bf16_")) << *bf16;
-      if (absl::StartsWith(*fp16, "dec_") || absl::StartsWith(*fp16, "wg_")) {
+      if (!absl::StartsWith(*fp16, "mb3_")) {
         EXPECT_EQ(*bf16, "bf16_" + *fp16);
       } else {
-        EXPECT_TRUE(absl::StartsWith(*bf16, "bf16_mb") || absl::StartsWith(*bf16, "bf16_any_")) << *bf16;
+        EXPECT_TRUE(absl::StartsWith(*bf16, "bf16_mb4_")) << *bf16;
       }
     }
   }
@@ -57,14 +57,22 @@ TEST(W4A16Select, SmallLayersTakeTheTiledKernelInBothTypes) {
   }
 }
 
-// Shapes only the fp16 weight-streaming kernels take are refused for bf16,
-// naming the type and the shape; an unknown type is an argument error.
-TEST(W4A16Select, Bf16RefusesWhatOnlyStreamingTakesAndUnknownTypes) {
-  ASSERT_TRUE(W4A16VariantName(1, 192, 256, 128, kF16).ok());
-  absl::StatusOr<std::string> refused = W4A16VariantName(1, 192, 256, 128, kBf16);
+// n % 64 only: the weight-streaming kernels take it up to 32 rows, in both
+// types, and nothing above; the refusal names the type and the shape. An
+// unknown type is an argument error.
+TEST(W4A16Select, NarrowShapesStreamInBothTypesAndUnknownTypesAreRefused) {
+  for (int64_t m : {1, 8, 9, 16, 32}) {
+    absl::StatusOr<std::string> fp16 = W4A16VariantName(m, 192, 256, 128, kF16);
+    absl::StatusOr<std::string> bf16 = W4A16VariantName(m, 192, 256, 128, kBf16);
+    ASSERT_TRUE(fp16.ok() && bf16.ok()) << "m=" << m;
+    EXPECT_TRUE(absl::StartsWith(*fp16, "stream_")) << *fp16;
+    EXPECT_EQ(*bf16, "bf16_" + *fp16);
+  }
+  ASSERT_FALSE(W4A16VariantName(33, 192, 256, 128, kF16).ok());
+  absl::StatusOr<std::string> refused = W4A16VariantName(33, 192, 256, 128, kBf16);
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(refused.status().message(), HasSubstr("n=192"));
+  EXPECT_THAT(refused.status().message(), HasSubstr("m=33, n=192"));
   EXPECT_THAT(refused.status().message(), HasSubstr("no bf16 kernel variant fits"));
   absl::StatusOr<std::string> unknown = W4A16VariantName(1, 256, 256, 128, static_cast<W4A16DType>(7));
   ASSERT_FALSE(unknown.ok());

@@ -130,10 +130,10 @@ const Variant* const kTuningVariants[] = {
     &w4a16::kW4A16TmaMb4Bn256,
 };
 
-// bf16 activations: the fp16 table's decode, tiled and wgmma rows, with the
-// tiled kernel's 64-row tiles from 33 rows on where the wgmma kernel does not
-// run (no 48-row tile), and no weight-streaming rows (n % 128 != 0 is not
-// taken). Not tuned for bf16 yet: the fp16 measurements chose them.
+// bf16 activations: the fp16 table's decode, tiled, weight-streaming and
+// wgmma rows, with the tiled kernel's 64-row tiles from 33 rows on where the
+// wgmma kernel does not run (no 48-row tile). Not tuned for bf16 yet: the
+// fp16 measurements chose them.
 const Row kTableBf16[] = {
     {8, kLargeN, kDeepK, &w4a16::kW4A16Bf16DecodeM8A16},
     {8, kLargeN, 0, &w4a16::kW4A16Bf16DecodeM8S16},
@@ -144,6 +144,9 @@ const Row kTableBf16[] = {
     {16, 0, 0, &w4a16::kW4A16Bf16Mb1Bk512},
     {16, 0, 0, &w4a16::kW4A16Bf16Mb1TwoBlocks},
     {32, 0, 0, &w4a16::kW4A16Bf16Mb2Bn128},
+    {8, 0, 0, &w4a16::kW4A16Bf16StreamM8},
+    {16, 0, 0, &w4a16::kW4A16Bf16StreamM16},
+    {32, 0, 0, &w4a16::kW4A16Bf16StreamM32},
     {64, kWgMinN, 0, &w4a16::kW4A16Bf16WgT64W1K128TwoBlocks},
     {64, 16384, 0, &w4a16::kW4A16Bf16Mb4Bk256},
     {64, 0, 16384, &w4a16::kW4A16Bf16Mb4Bk256},
@@ -173,8 +176,8 @@ const DTypeTable kDTypeTables[] = {
      "on sm_90 m <= 32 with any n % 64 == 0 and k % 16 == 0, and any m with n % 128 == 0 and k % 64 == 0; "
      "otherwise n % 128 == 0 and k % 128 == 0, or n % 256 == 0 and k % 64 == 0"},
     {W4A16DType::kBF16, "bf16", kTableBf16, kFallbackBf16, {},
-     "n % 128 == 0 and k % 128 == 0, or n % 256 == 0 and k % 64 == 0 (the tiled, decode and wgmma kernels; "
-     "bf16 has no weight-streaming variants yet)"},
+     "on sm_90 m <= 32 with any n % 64 == 0 and k % 16 == 0, and any m with n % 128 == 0 and k % 64 == 0; "
+     "otherwise n % 128 == 0 and k % 128 == 0, or n % 256 == 0 and k % 64 == 0"},
 };
 // Null for a value that names no element type.
 const DTypeTable* TableOf(W4A16DType dtype) {

@@ -49,21 +49,21 @@ absl::Status RunStreamKernel(const StreamKernel& sk, const StreamCall& call, int
 // The plan in words, for benchmarks and test traces.
 std::string DescribeStreamKernel(const StreamKernel& sk, int64_t m, int64_t n, int64_t k, int device);
 
-template <int MH, int DEPTH, bool FOLD, bool REG>
+template <int MH, int DEPTH, bool FOLD, bool REG, class ELEM>
 const StreamKernel& StreamKernelOf() {
-  static const StreamKernel sk{&W4A16StreamKernel<MH, DEPTH, FOLD, REG>, MH, DEPTH, REG,
+  static const StreamKernel sk{&W4A16StreamKernel<MH, DEPTH, FOLD, REG, ELEM>, MH, DEPTH, REG,
                                StreamConfig<MH, DEPTH, FOLD, REG>::kMaxWarps};
   return sk;
 }
 
-template <int MH, int DEPTH, bool FOLD, bool REG>
+template <int MH, int DEPTH, bool FOLD, bool REG, class ELEM>
 absl::Status RunStream(const StreamCall& call, int device) {
-  return RunStreamKernel(StreamKernelOf<MH, DEPTH, FOLD, REG>(), call, device);
+  return RunStreamKernel(StreamKernelOf<MH, DEPTH, FOLD, REG, ELEM>(), call, device);
 }
 
-template <int MH, int DEPTH, bool FOLD, bool REG>
+template <int MH, int DEPTH, bool FOLD, bool REG, class ELEM>
 std::string DescribeStream(int64_t m, int64_t n, int64_t k, int device) {
-  return DescribeStreamKernel(StreamKernelOf<MH, DEPTH, FOLD, REG>(), m, n, k, device);
+  return DescribeStreamKernel(StreamKernelOf<MH, DEPTH, FOLD, REG, ELEM>(), m, n, k, device);
 }
 
 template <int MH, int DEPTH, bool SRING, bool ARING, class ELEM>
@@ -111,13 +111,15 @@ Variant MakeDecodeVariant(const char* name) {
 }
 
 // MH 8-row blocks of A, DEPTH-slot ring, FOLD: fp32 per-group scaling, REG:
-// register ring (see w4a16_stream_kernel.cuh).
-template <int MH, int DEPTH, bool FOLD, bool REG>
+// register ring (see w4a16_stream_kernel.cuh); ELEM F16 or BF16.
+template <int MH, int DEPTH, bool FOLD, bool REG, class ELEM = F16>
 Variant MakeStreamVariant(const char* name) {
   using Cfg = StreamConfig<MH, DEPTH, FOLD, REG>;
-  return StreamFamilyVariant(name, Cfg::kRows, Cfg::kMaxThreads, DEPTH,
-                             reinterpret_cast<const void*>(&W4A16StreamKernel<MH, DEPTH, FOLD, REG>),
-                             &RunStream<MH, DEPTH, FOLD, REG>, &DescribeStream<MH, DEPTH, FOLD, REG>);
+  Variant v = StreamFamilyVariant(name, Cfg::kRows, Cfg::kMaxThreads, DEPTH,
+                                  reinterpret_cast<const void*>(&W4A16StreamKernel<MH, DEPTH, FOLD, REG, ELEM>),
+                                  &RunStream<MH, DEPTH, FOLD, REG, ELEM>, &DescribeStream<MH, DEPTH, FOLD, REG, ELEM>);
+  v.bf16 = ELEM::kBf16;
+  return v;
 }
 
 }  // namespace qf::kernels::w4a16

@@ -447,7 +447,8 @@ __device__ __forceinline__ void StreamReduceStore(const StreamParams& p, const f
 
 // ---------------------------------------------------------------- the kernel
 
-template <int MH, int DEPTH, bool FOLD, bool REG>
+// ELEM: F16, or BF16 for bf16 activations, scales, bias and output.
+template <int MH, int DEPTH, bool FOLD, bool REG, class ELEM = F16>
 __global__ void __launch_bounds__(StreamConfig<MH, DEPTH, FOLD, REG>::kMaxThreads, 1)
     W4A16StreamKernel(const StreamParams p) {
   using Cfg = StreamConfig<MH, DEPTH, FOLD, REG>;
@@ -534,7 +535,7 @@ __global__ void __launch_bounds__(StreamConfig<MH, DEPTH, FOLD, REG>::kMaxThread
   }
 
   // ---- Group constants: current group and one group ahead in registers.
-  StreamGroups grp;
+  StreamGroupsOf<typename ELEM::Consts> grp;
   grp.Init(p, col_tile, s0, len);
 
   float acc[MH][4][4] = {};
@@ -633,7 +634,7 @@ __global__ void __launch_bounds__(StreamConfig<MH, DEPTH, FOLD, REG>::kMaxThread
   CpAsyncWaitMem<0>();
 
   AllowDependents();
-  StreamReduceStore<MH>(p, acc, smem);
+  StreamReduceStore<MH, ELEM>(p, acc, smem);
 }
 
 }  // namespace qf::kernels::w4a16

@@ -144,9 +144,9 @@ using CfgTmaMb4Bn128 = Config<4, 2, 4, 16, 3, 1, true>;
 using CfgTmaMb4Bn256 = Config<4, 4, 2, 8, 3, 1, true>;
 
 // bf16 activations (Config's BF16): the tiled kernel, every architecture
-// from sm_80, with the tiles of the fp16 table's tiled rows; the wgmma and
-// decode kernels' table rows are compiled for bf16 too (declared below). Not
-// tuned for bf16: the fp16 measurements chose these tiles.
+// from sm_80, with the tiles of the fp16 table's tiled rows; the decode,
+// weight-streaming and wgmma kernels' table rows are compiled for bf16 too
+// (declared below). Not tuned for bf16: the fp16 measurements chose them.
 using CfgBf16Mb1Bn256 = Config<1, 4, 2, 16, 3, 1, false, BF16>;
 using CfgBf16Mb1Bk512 = Config<1, 2, 4, 32, 3, 1, false, BF16>;
 using CfgBf16Mb1TwoBlocks = Config<1, 2, 4, 16, 3, 2, false, BF16>;
@@ -258,6 +258,10 @@ extern const Variant kW4A16Bf16DecodeM8S16;
 extern const Variant kW4A16Bf16DecodeM16S8;
 extern const Variant kW4A16Bf16DecodeM16S16;
 extern const Variant kW4A16Bf16DecodeM16A12;
+// ... and the weight-streaming kernel's (sm_90: n % 64 for m <= 32), as bf16.
+extern const Variant kW4A16Bf16StreamM8;
+extern const Variant kW4A16Bf16StreamM16;
+extern const Variant kW4A16Bf16StreamM32;
 
 extern const Variant kW4A16Mb1Bn256;
 extern const Variant kW4A16Mb1Bk512;
