@@ -95,9 +95,9 @@ struct Bf16Case {
   std::vector<int64_t> ms;
 };
 
-// Formats, act-order and the shapes the bf16 table takes: each of its rows
-// (the decode and wgmma ones from n = 1024 on sm_90) and both fallbacks (k % 128 only,
-// k % 64 only) are reached.
+// Formats, act-order and the shapes the bf16 table takes: each of its tiled,
+// decode and wgmma rows (the latter two from n = 1024, on sm_90) and both
+// fallbacks (k % 128 only, k % 64 only) are reached.
 TEST_F(W4A16Bf16GpuTest, MatchesReferenceAcrossMAndFormats) {
   const Bf16Case cases[] = {
       {"asym_g128_bias", {.n = 768, .k = 1024, .group_size = 128, .bias = true}, {std::begin(kSweepM), std::end(kSweepM)}},
@@ -154,8 +154,8 @@ TEST_F(W4A16Bf16GpuTest, StreamingShapesMatchReference) {
   }
 }
 
-// Every bf16 variant, forced, on a shape all of them take (the wgmma ones
-// only on sm_90, the one architecture they run on).
+// Every bf16 variant, forced, on a shape all of them take (the wgmma, decode
+// and streaming ones only on sm_90, the one architecture they run on).
 TEST_F(W4A16Bf16GpuTest, EveryVariantMatchesReference) {
   int major = 0;
   ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0), cudaSuccess);
@@ -169,7 +169,9 @@ TEST_F(W4A16Bf16GpuTest, EveryVariantMatchesReference) {
     const std::vector<uint16_t> a = Bf16OfHalfs(RandomActivations(m, q.in_features, 500 + m));
     const std::vector<float> want = ReferenceBf16(a, m, q, Bf16OfHalfs(q.bias));
     for (const std::string& name : names) {
-      if (major != 9 && absl::StartsWith(name, "bf16_wg_")) continue;
+      const bool sm90_only = absl::StartsWith(name, "bf16_wg_") || absl::StartsWith(name, "bf16_dec_") ||
+                             absl::StartsWith(name, "bf16_stream_");
+      if (major != 9 && sm90_only) continue;
       SCOPED_TRACE("forced variant " + name + " m=" + std::to_string(m));
       absl::StatusOr<std::vector<uint16_t>> got = RunFused(d, a, m, name.c_str());
       ASSERT_TRUE(got.ok()) << got.status();
