@@ -70,7 +70,34 @@ std::vector<float> ReferenceBf16(const std::vector<uint16_t>& a, int64_t m, Quan
 
 constexpr W4A16DType kBf16 = W4A16DType::kBF16;
 
-class W4A16Bf16GpuTest : public W4A16GpuFixture {};
+struct Bf16Case {
+  const char* name;
+  LinearSpec spec;
+  std::vector<int64_t> ms;
+};
+
+class W4A16Bf16GpuTest : public W4A16GpuFixture {
+ protected:
+  // Each case's linear (RandomLinear with `seed`) through the table's
+  // variant against ReferenceBf16, for each of the case's m.
+  template <size_t N>
+  void ExpectCasesMatchReference(const Bf16Case (&cases)[N], uint64_t seed) {
+    for (const Bf16Case& c : cases) {
+      const QuantizedLinear q = RandomLinear(c.spec, seed);
+      absl::StatusOr<W4A16Weights> w = RepackW4A16Ref(q);
+      ASSERT_TRUE(w.ok()) << w.status();
+      const DeviceLinear d(*w, kBf16);
+      for (int64_t m : c.ms) {
+        SCOPED_TRACE(Trace(c.name, m, *w, kBf16));
+        const std::vector<uint16_t> a = Bf16OfHalfs(RandomActivations(m, q.in_features, seed * 1000 + m));
+        const std::vector<float> want = ReferenceBf16(a, m, q, Bf16OfHalfs(q.bias));
+        absl::StatusOr<std::vector<uint16_t>> got = RunFused(d, a, m);
+        ASSERT_TRUE(got.ok()) << got.status();
+        EXPECT_LT(RelErr(Bf16sToFloats(*got), want), kMaxRelErrBf16);
+      }
+    }
+  }
+};
 
 // The repack with out_dtype bf16: the same codes and zeros as the fp16
 // repack, every scale rounded to nearest even once.
@@ -89,12 +116,6 @@ TEST_F(W4A16Bf16GpuTest, RepackRoundsScalesToBf16) {
   }
 }
 
-struct Bf16Case {
-  const char* name;
-  LinearSpec spec;
-  std::vector<int64_t> ms;
-};
-
 // Formats, act-order and the shapes the bf16 table takes: each of its tiled,
 // decode and wgmma rows (the latter two from n = 1024, on sm_90) and both
 // fallbacks (k % 128 only, k % 64 only) are reached.
@@ -111,20 +132,7 @@ TEST_F(W4A16Bf16GpuTest, MatchesReferenceAcrossMAndFormats) {
       {"asym_g128_wide_n", {.n = 16384, .k = 256, .group_size = 128}, {4, 16, 130, 256}},
       {"asym_g128_deep_k_n1024", {.n = 1024, .k = 16384, .group_size = 128, .bias = true}, {1, 9}},
   };
-  for (const Bf16Case& c : cases) {
-    const QuantizedLinear q = RandomLinear(c.spec, 71);
-    absl::StatusOr<W4A16Weights> w = RepackW4A16Ref(q);
-    ASSERT_TRUE(w.ok()) << w.status();
-    const DeviceLinear d(*w, kBf16);
-    for (int64_t m : c.ms) {
-      SCOPED_TRACE(Trace(c.name, m, *w, kBf16));
-      const std::vector<uint16_t> a = Bf16OfHalfs(RandomActivations(m, q.in_features, 400 + m));
-      const std::vector<float> want = ReferenceBf16(a, m, q, Bf16OfHalfs(q.bias));
-      absl::StatusOr<std::vector<uint16_t>> got = RunFused(d, a, m);
-      ASSERT_TRUE(got.ok()) << got.status();
-      EXPECT_LT(RelErr(Bf16sToFloats(*got), want), kMaxRelErrBf16);
-    }
-  }
+  ExpectCasesMatchReference(cases, 71);
 }
 
 // The weight-streaming kernels' shapes (sm_90): n a multiple of 64 only (and
@@ -138,20 +146,7 @@ TEST_F(W4A16Bf16GpuTest, StreamingShapesMatchReference) {
       {"asym_g64_n320_act_order", {.n = 320, .k = 640, .group_size = 64, .desc_act = true}, {3, 16, 30}},
       {"asym_channelwise_n64_k352_bias", {.n = 64, .k = 352, .group_size = -1, .bias = true}, {1, 32}},
   };
-  for (const Bf16Case& c : cases) {
-    const QuantizedLinear q = RandomLinear(c.spec, 78);
-    absl::StatusOr<W4A16Weights> w = RepackW4A16Ref(q);
-    ASSERT_TRUE(w.ok()) << w.status();
-    const DeviceLinear d(*w, kBf16);
-    for (int64_t m : c.ms) {
-      SCOPED_TRACE(Trace(c.name, m, *w, kBf16));
-      const std::vector<uint16_t> a = Bf16OfHalfs(RandomActivations(m, q.in_features, 700 + m));
-      const std::vector<float> want = ReferenceBf16(a, m, q, Bf16OfHalfs(q.bias));
-      absl::StatusOr<std::vector<uint16_t>> got = RunFused(d, a, m);
-      ASSERT_TRUE(got.ok()) << got.status();
-      EXPECT_LT(RelErr(Bf16sToFloats(*got), want), kMaxRelErrBf16);
-    }
-  }
+  ExpectCasesMatchReference(cases, 78);
 }
 
 // Every bf16 variant, forced, on a shape all of them take (the wgmma, decode
