@@ -130,37 +130,61 @@ const Variant* const kTuningVariants[] = {
     &w4a16::kW4A16TmaMb4Bn256,
 };
 
-// bf16 activations: the fp16 table's decode, tiled, weight-streaming and
-// wgmma rows, with the tiled kernel's 64-row tiles from 33 rows on where the
-// wgmma kernel does not run (no 48-row tile). Not tuned for bf16 yet: the
-// fp16 measurements chose them.
-const Row kTableBf16[] = {
-    {8, kLargeN, kDeepK, &w4a16::kW4A16Bf16DecodeM8A16},
-    {8, kLargeN, 0, &w4a16::kW4A16Bf16DecodeM8S16},
-    {16, kWideN, 0, &w4a16::kW4A16Bf16DecodeM16S8, kDeepK},
-    {16, kLargeN, 0, &w4a16::kW4A16Bf16DecodeM16S16, kDeepK},
-    {16, kLargeN, kDeepK, &w4a16::kW4A16Bf16DecodeM16A12},
-    {16, 0, 0, &w4a16::kW4A16Bf16Mb1Bn256},
-    {16, 0, 0, &w4a16::kW4A16Bf16Mb1Bk512},
-    {16, 0, 0, &w4a16::kW4A16Bf16Mb1TwoBlocks},
-    {32, 0, 0, &w4a16::kW4A16Bf16Mb2Bn128},
-    {8, 0, 0, &w4a16::kW4A16Bf16StreamM8},
-    {16, 0, 0, &w4a16::kW4A16Bf16StreamM16},
-    {32, 0, 0, &w4a16::kW4A16Bf16StreamM32},
-    {64, kWgMinN, 0, &w4a16::kW4A16Bf16WgT64W1K128TwoBlocks},
-    {64, 16384, 0, &w4a16::kW4A16Bf16Mb4Bk256},
-    {64, 0, 16384, &w4a16::kW4A16Bf16Mb4Bk256},
-    {64, 0, 0, &w4a16::kW4A16Bf16Mb4Bn128},
-    {64, 0, 0, &w4a16::kW4A16Bf16Mb4Bn256},
-    {128, kWgMinN, 0, &w4a16::kW4A16Bf16WgT128},
-    {128, kWgMinN, 0, &w4a16::kW4A16Bf16WgT128N128},
-    {kAnyM, kWideN, 0, &w4a16::kW4A16Bf16WgT256N128D2},
-    {kAnyM, kWgMinN, 0, &w4a16::kW4A16Bf16WgT256N128S6D2},
-    {kAnyM, 0, 0, &w4a16::kW4A16Bf16Mb4Bk256},
-    {kAnyM, 0, 0, &w4a16::kW4A16Bf16Mb4Bn256},
-    {kAnyM, 0, 0, &w4a16::kW4A16Bf16Mb4Bn128},
+// bf16 activations run the fp16 table's rows and fallbacks through each
+// variant's bf16 twin (the same kernel and tiles compiled for bf16), so the
+// two tables cannot drift apart. The tiled kernel's 48-row tiles have no twin:
+// bf16 takes the 64-row rows from 33 rows on. Not tuned for bf16 yet.
+const std::pair<const Variant*, const Variant*> kBf16Twins[] = {
+    {&w4a16::kW4A16DecodeM8A16, &w4a16::kW4A16Bf16DecodeM8A16},
+    {&w4a16::kW4A16DecodeM8S16, &w4a16::kW4A16Bf16DecodeM8S16},
+    {&w4a16::kW4A16DecodeM16S8, &w4a16::kW4A16Bf16DecodeM16S8},
+    {&w4a16::kW4A16DecodeM16S16, &w4a16::kW4A16Bf16DecodeM16S16},
+    {&w4a16::kW4A16DecodeM16A12, &w4a16::kW4A16Bf16DecodeM16A12},
+    {&w4a16::kW4A16Mb1Bn256, &w4a16::kW4A16Bf16Mb1Bn256},
+    {&w4a16::kW4A16Mb1Bk512, &w4a16::kW4A16Bf16Mb1Bk512},
+    {&w4a16::kW4A16Mb1TwoBlocks, &w4a16::kW4A16Bf16Mb1TwoBlocks},
+    {&w4a16::kW4A16Mb2Bn128, &w4a16::kW4A16Bf16Mb2Bn128},
+    {&w4a16::kW4A16StreamM8, &w4a16::kW4A16Bf16StreamM8},
+    {&w4a16::kW4A16StreamM16, &w4a16::kW4A16Bf16StreamM16},
+    {&w4a16::kW4A16StreamM32, &w4a16::kW4A16Bf16StreamM32},
+    {&w4a16::kW4A16WgT64W1K128TwoBlocks, &w4a16::kW4A16Bf16WgT64W1K128TwoBlocks},
+    {&w4a16::kW4A16Mb4Bk256, &w4a16::kW4A16Bf16Mb4Bk256},
+    {&w4a16::kW4A16Mb4Bn128, &w4a16::kW4A16Bf16Mb4Bn128},
+    {&w4a16::kW4A16Mb4Bn256, &w4a16::kW4A16Bf16Mb4Bn256},
+    {&w4a16::kW4A16WgT128, &w4a16::kW4A16Bf16WgT128},
+    {&w4a16::kW4A16WgT128N128, &w4a16::kW4A16Bf16WgT128N128},
+    {&w4a16::kW4A16WgT256N128D2, &w4a16::kW4A16Bf16WgT256N128D2},
+    {&w4a16::kW4A16WgT256N128S6D2, &w4a16::kW4A16Bf16WgT256N128S6D2},
+    {&w4a16::kW4A16AnyBk128, &w4a16::kW4A16Bf16AnyBk128},
+    {&w4a16::kW4A16AnyBk64, &w4a16::kW4A16Bf16AnyBk64},
 };
-const Variant* const kFallbackBf16[] = {&w4a16::kW4A16Bf16AnyBk128, &w4a16::kW4A16Bf16AnyBk64};
+
+const Variant* Bf16Twin(const Variant* v) {
+  for (const auto& [f16, bf16] : kBf16Twins) {
+    if (f16 == v) return bf16;
+  }
+  return nullptr;
+}
+
+// The rows (fallbacks) of the fp16 table whose variant has a twin, in order,
+// with the twin. (Only addresses are read: the variants' own initialization
+// in other files may come later.)
+std::vector<Row> TwinRows(absl::Span<const Row> rows) {
+  std::vector<Row> out;
+  for (Row r : rows) {
+    if ((r.v = Bf16Twin(r.v)) != nullptr) out.push_back(r);
+  }
+  return out;
+}
+std::vector<const Variant*> TwinVariants(absl::Span<const Variant* const> variants) {
+  std::vector<const Variant*> out;
+  for (const Variant* v : variants) {
+    if (const Variant* t = Bf16Twin(v)) out.push_back(t);
+  }
+  return out;
+}
+const std::vector<Row> kTableBf16 = TwinRows(kTable);
+const std::vector<const Variant*> kFallbackBf16 = TwinVariants(kFallbackVariants);
 
 // The selection table, fallbacks and tuning variants of one element type.
 struct DTypeTable {
@@ -169,15 +193,10 @@ struct DTypeTable {
   absl::Span<const Row> rows;
   absl::Span<const Variant* const> fallbacks;
   absl::Span<const Variant* const> tuning;
-  const char* supported;  // the shapes it takes, for the Unimplemented message
 };
 const DTypeTable kDTypeTables[] = {
-    {W4A16DType::kF16, "fp16", kTable, kFallbackVariants, kTuningVariants,
-     "on sm_90 m <= 32 with any n % 64 == 0 and k % 16 == 0, and any m with n % 128 == 0 and k % 64 == 0; "
-     "otherwise n % 128 == 0 and k % 128 == 0, or n % 256 == 0 and k % 64 == 0"},
-    {W4A16DType::kBF16, "bf16", kTableBf16, kFallbackBf16, {},
-     "on sm_90 m <= 32 with any n % 64 == 0 and k % 16 == 0, and any m with n % 128 == 0 and k % 64 == 0; "
-     "otherwise n % 128 == 0 and k % 128 == 0, or n % 256 == 0 and k % 64 == 0"},
+    {W4A16DType::kF16, "fp16", kTable, kFallbackVariants, kTuningVariants},
+    {W4A16DType::kBF16, "bf16", kTableBf16, kFallbackBf16, {}},
 };
 // Null for a value that names no element type.
 const DTypeTable* TableOf(W4A16DType dtype) {
@@ -289,10 +308,11 @@ absl::StatusOr<const Variant*> Select(absl::string_view who, int64_t m, int64_t 
     if (Fits(*v, n, k, gs) && runs_here(v)) return v;
   }
   return absl::UnimplementedError(
-      absl::StrCat(who, "(", Shape(m, n, k, group_size), "): no ", table.name, " kernel variant fits; supported: ",
-                   table.supported,
-                   "; group_size -1 or a multiple of 32 that divides or is divided by the stage depth (32, 64, 128, "
-                   "256, ...)"));
+      absl::StrCat(who, "(", Shape(m, n, k, group_size), "): no ", table.name,
+                   " kernel variant fits; supported: on sm_90 m <= 32 with any n % 64 == 0 and k % 16 == 0, and any "
+                   "m with n % 128 == 0 and k % 64 == 0; otherwise n % 128 == 0 and k % 128 == 0, or n % 256 == 0 "
+                   "and k % 64 == 0; group_size -1 or a multiple of 32 that divides or is divided by the stage depth "
+                   "(32, 64, 128, 256, ...)"));
 }
 
 struct DeviceFacts {
