@@ -53,7 +53,7 @@
 namespace qf::kernels::w4a16 {
 
 // a, scales, bias and c: 2-byte elements of the kernel's type (fp16, or bf16
-// for the decode kernel's ELEM = BF16), as in Params.
+// for the streaming and decode kernels' ELEM = BF16), as in Params.
 struct StreamParams {
   const __half* a;        // [m x k] row-major, m <= 8*MH
   const int4* b;          // QF4 codes, 16-byte units
