@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/synthetic_layer.h"
 #include "common/sha256.h"
 #include "coordinator/layer_codec.h"
 #include "kernels/ref/pack.h"
@@ -109,46 +110,6 @@ bool SameWords(const std::vector<uint32_t>& w, const storage::OwnedTensor& t) {
   return t.data.size() == w.size() * 4 && std::memcmp(t.data.data(), w.data(), t.data.size()) == 0;
 }
 
-kernels::LayerResult MakeLayer(const storage::ModelConfig& c) {
-  const int64_t q = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim;
-  const struct { const char* name; int64_t out, in; } shapes[] = {
-      {"self_attn.q_proj", q, c.hidden_size},          {"self_attn.k_proj", kv, c.hidden_size},
-      {"self_attn.v_proj", kv, c.hidden_size},         {"self_attn.o_proj", c.hidden_size, q},
-      {"mlp.gate_proj", c.intermediate_size, c.hidden_size}, {"mlp.up_proj", c.intermediate_size, c.hidden_size},
-      {"mlp.down_proj", c.hidden_size, c.intermediate_size}};
-  kernels::LayerResult r;
-  r.layer = 0;
-  uint64_t s = 1;
-  for (const auto& sh : shapes) {
-    kernels::QuantizedLinear l;
-    l.name = sh.name;
-    l.bits = 4;
-    l.group_size = 128;
-    l.out_features = sh.out;
-    l.in_features = sh.in;
-    l.num_groups = sh.in / 128;
-    l.codes.resize(static_cast<size_t>(sh.out * sh.in));
-    for (size_t i = 0; i < l.codes.size(); i += 8) {
-      s = storage::SplitMix64(s);
-      for (int j = 0; j < 8 && i + j < l.codes.size(); ++j) l.codes[i + j] = static_cast<uint8_t>((s >> (4 * j)) & 15);
-    }
-    l.scales.resize(static_cast<size_t>(l.num_groups * sh.out));
-    l.zeros.resize(l.scales.size());
-    for (size_t i = 0; i < l.scales.size(); ++i) {
-      s = storage::SplitMix64(s);
-      l.scales[i] = static_cast<uint16_t>(0x1c00 + (s & 0x3ff));
-      l.zeros[i] = static_cast<uint8_t>(1 + (s >> 32) % 15);
-    }
-    l.g_idx.resize(static_cast<size_t>(sh.in));
-    for (int64_t i = 0; i < sh.in; ++i) l.g_idx[i] = static_cast<int32_t>(i / 128);
-    r.linears.push_back(std::move(l));
-    r.errors.push_back(0.5);
-  }
-  for (const char* norm : {"input_layernorm.weight", "post_attention_layernorm.weight"})
-    r.dense.push_back({norm, "F16", {c.hidden_size}, std::string(static_cast<size_t>(c.hidden_size) * 2, '\x3c')});
-  return r;
-}
-
 int Fail(const char* what) {
   std::fprintf(stderr, "host_path_bench: %s\n", what);
   return 1;
@@ -173,7 +134,7 @@ int main(int argc, char** argv) {
   spec.set_bits(4);
   spec.set_group_size(128);
 
-  const kernels::LayerResult layer = MakeLayer(*cfg);
+  const kernels::LayerResult layer = bench::MakeSyntheticLayer(*cfg, 0);
   double codes = 0;
   for (const auto& l : layer.linears) codes += static_cast<double>(l.codes.size());
   std::printf("synthetic:llama-%s layer: %.3g codes (4-bit, g128), best of %d\n\n", shape.c_str(), codes, reps);

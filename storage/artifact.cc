@@ -1,8 +1,12 @@
 #include "storage/artifact.h"
 #include "storage/synthetic_model.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -98,16 +102,60 @@ absl::StatusOr<std::vector<const LayerResult*>> OrderLayers(const ModelConfig& c
   return by_layer;
 }
 
-// Tensors produced for the artifact, by name, so a clash is an error.
-using TensorMap = std::map<std::string, OwnedTensor>;
-
-absl::Status AddTensor(TensorMap& out, OwnedTensor t, absl::string_view origin) {
-  std::string name = t.name;
-  if (!out.emplace(name, std::move(t)).second) {
-    return absl::InvalidArgumentError(absl::StrCat(origin, ": tensor '", name, "' is produced twice"));
+// The packed layer tensors, parked in an unlinked file of the staging
+// directory until every layer is in. The shards hold tensors in name order
+// (layers 0, 1, 10, 11, ..., 2, 20, ...), so no shard can be written before the
+// last layer arrives; kept in memory instead, a 70B artifact meant ~35 GB of
+// RAM on the coordinator. Unlinked at creation, the file goes with its
+// descriptor whatever happens, and the shard writer punches out each range
+// once copied, so the disk holds about one artifact at a time.
+class PackedSpill {
+ public:
+  static absl::StatusOr<PackedSpill> Create(const std::string& dir) {
+    const std::string path = absl::StrCat(dir, "/.packed-layers");
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) return absl::InternalError(absl::StrCat(path, ": create failed: ", std::strerror(errno)));
+    ::unlink(path.c_str());
+    return PackedSpill(path, fd);
   }
-  return absl::OkStatus();
-}
+  PackedSpill(PackedSpill&& o) noexcept
+      : path_(std::move(o.path_)), fd_(std::exchange(o.fd_, -1)), end_(o.end_), refs_(std::move(o.refs_)) {}
+  PackedSpill& operator=(PackedSpill&&) = delete;
+  ~PackedSpill() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  // Appends `t`'s bytes; a name produced twice is InvalidArgument naming `origin`.
+  absl::Status Add(const OwnedTensor& t, absl::string_view origin) {
+    if (refs_.count(t.name)) {
+      return absl::InvalidArgumentError(absl::StrCat(origin, ": tensor '", t.name, "' is produced twice"));
+    }
+    for (size_t done = 0; done < t.data.size();) {
+      const ssize_t n = ::pwrite(fd_, t.data.data() + done, t.data.size() - done, static_cast<off_t>(end_ + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return absl::InternalError(absl::StrCat(path_, ": write failed: ", std::strerror(errno)));
+      done += static_cast<size_t>(n);
+    }
+    refs_.emplace(t.name, TensorRef{t.name, t.dtype, t.shape, {}, fd_, end_, t.data.size(), /*release=*/true});
+    end_ += t.data.size();
+    return absl::OkStatus();
+  }
+  bool Has(const std::string& name) const { return refs_.count(name) > 0; }
+  // Every tensor added, as refs into the file (valid while this lives).
+  std::vector<TensorRef> Refs() const {
+    std::vector<TensorRef> out;
+    out.reserve(refs_.size());
+    for (const auto& [name, r] : refs_) out.push_back(r);
+    return out;
+  }
+
+ private:
+  PackedSpill(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+  std::string path_;
+  int fd_;
+  uint64_t end_ = 0;
+  std::map<std::string, TensorRef> refs_;
+};
 
 absl::Status CheckLinearAgainstSpec(const QuantSpec& spec, const TensorSource& src, int64_t layer,
                                     const QuantizedLinear& q) {
@@ -157,7 +205,7 @@ std::vector<PackResult> PackLayerLinears(const QuantSpec& spec, const LayerResul
 }
 
 // Packs one layer result into `out`; records the source tensors it replaces.
-absl::Status AddLayer(const QuantSpec& spec, const TensorSource& src, const LayerResult& r, TensorMap& out,
+absl::Status AddLayer(const QuantSpec& spec, const TensorSource& src, const LayerResult& r, PackedSpill& out,
                       std::set<std::string>& replaced, int64_t& wrapped_zeros) {
   const std::string prefix = LayerPrefix(r.layer);
   std::vector<PackResult> packed = PackLayerLinears(spec, r);
@@ -175,8 +223,8 @@ absl::Status AddLayer(const QuantSpec& spec, const TensorSource& src, const Laye
     PackResult& p = packed[j];
     if (!p.ok()) return absl::InvalidArgumentError(absl::StrCat("layer ", r.layer, ": ", p.status().message()));
     wrapped_zeros += p->wrapped_zeros;
-    for (OwnedTensor& t : std::move(*p).Take(absl::StrCat(prefix, q.name, "."))) {
-      QF_RETURN_IF_ERROR(AddTensor(out, std::move(t), absl::StrCat("layer ", r.layer)));
+    for (const OwnedTensor& t : std::move(*p).Take(absl::StrCat(prefix, q.name, "."))) {
+      QF_RETURN_IF_ERROR(out.Add(t, absl::StrCat("layer ", r.layer)));
     }
     replaced.insert(absl::StrCat(prefix, q.name, ".weight"));
   }
@@ -204,7 +252,7 @@ absl::Status AddLayer(const QuantSpec& spec, const TensorSource& src, const Laye
       return absl::InvalidArgumentError(absl::StrCat(where, ": ", d.data.size(), " bytes, expected ",
                                                      numel * DTypeSize(*dt), " for its shape and dtype"));
     }
-    QF_RETURN_IF_ERROR(AddTensor(out, OwnedTensor{prefix + d.name, *dt, d.shape, d.data}, where));
+    QF_RETURN_IF_ERROR(out.Add(OwnedTensor{prefix + d.name, *dt, d.shape, d.data}, where));
   }
   return absl::OkStatus();
 }
@@ -369,10 +417,13 @@ absl::Status WriteArtifact(const std::string& model_dir, const ModelConfig& cfg,
     QF_ASSIGN_OR_RETURN(src, Checkpoint::Open(model_dir));
   }
 
-  // Layers are fetched and packed one at a time: what stays in memory until
-  // the shards are written is the packed artifact (about a quarter of the
-  // fp16 model), never every layer's one-byte-per-code result at once.
-  TensorMap tensors;
+  // Checked first: a refusal to write here must come before hours of packing.
+  QF_ASSIGN_OR_RETURN(StagingDir staging, StagingDir::Create(out_dir));
+  const std::string& dir = staging.path();
+
+  // Layers are fetched and packed one at a time and parked on disk (PackedSpill):
+  // memory holds one layer, never the packed artifact.
+  QF_ASSIGN_OR_RETURN(PackedSpill packed, PackedSpill::Create(dir));
   std::set<std::string> replaced;
   int64_t wrapped_zeros = 0;
   nlohmann::json layer_errors = nlohmann::json::object();
@@ -381,28 +432,23 @@ absl::Status WriteArtifact(const std::string& model_dir, const ModelConfig& cfg,
     if (r.layer != l) {
       return absl::InvalidArgumentError(absl::StrCat("layer ", l, ": the layer source gave layer ", r.layer));
     }
-    QF_RETURN_IF_ERROR(AddLayer(spec, *src, r, tensors, replaced, wrapped_zeros));
+    QF_RETURN_IF_ERROR(AddLayer(spec, *src, r, packed, replaced, wrapped_zeros));
     AddLayerErrors(r, layer_errors);
   }
+  std::vector<TensorRef> tensors = packed.Refs();
+  // The rest of the source goes in as it is, straight from its mapping.
   for (const std::string& name : src->names()) {
-    if (replaced.count(name) || tensors.count(name)) continue;
+    if (replaced.count(name) || packed.Has(name)) continue;
     QF_ASSIGN_OR_RETURN(const TensorView* v, src->Get(name));
-    tensors.emplace(name, OwnedTensor{name, v->dtype, v->shape, std::string(v->data)});
+    tensors.push_back(TensorRef{name, v->dtype, v->shape, v->data});
   }
   if (wrapped_zeros > 0 && spec.format == "gptq") {
     QF_LOG(WARNING) << out_dir << ": " << wrapped_zeros
                     << " zero points are 0, which GPTQ v1 stores as 2^bits-1; readers that do not wrap"
                        " the +1 will dequantize those groups wrongly (see kernels/ref/pack.h)";
   }
-  std::vector<OwnedTensor> flat;
-  flat.reserve(tensors.size());
-  for (auto& [name, t] : tensors) flat.push_back(std::move(t));
+  QF_RETURN_IF_ERROR(WriteSharded(dir, tensors, kMaxShardBytes, {{"format", "pt"}}).status());
   tensors.clear();
-
-  QF_ASSIGN_OR_RETURN(StagingDir staging, StagingDir::Create(out_dir));
-  const std::string& dir = staging.path();
-  QF_RETURN_IF_ERROR(WriteSharded(dir, flat, kMaxShardBytes, {{"format", "pt"}}).status());
-  flat.clear();
 
   nlohmann::json config = cfg.raw;
   config["quantization_config"] = QuantizationConfigJson(spec);

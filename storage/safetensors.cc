@@ -414,6 +414,36 @@ class AtomicFileWriter {
     return absl::OkStatus();
   }
 
+  // Appends `len` bytes of `src` from `offset`: copy_file_range keeps them out
+  // of user space (multi-GB spill files); pread + write where the kernel or the
+  // file systems refuse it.
+  absl::Status AppendFrom(int src, uint64_t offset, uint64_t len, const std::string& what) {
+    auto off = static_cast<off_t>(offset);
+    while (len > 0 && use_copy_range_) {
+      ssize_t n = ::copy_file_range(src, &off, fd_, nullptr, len, 0);
+      if (n > 0) {
+        len -= static_cast<uint64_t>(n);
+        continue;
+      }
+      if (n == 0) return absl::DataLossError(absl::StrCat(what, ": source ends ", len, " bytes short"));
+      if (errno == EINTR) continue;
+      if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP && errno != EPERM)
+        return ErrnoError(errno, tmp_, "copy_file_range");
+      use_copy_range_ = false;
+    }
+    std::string buf(std::min<uint64_t>(len, uint64_t{16} << 20), '\0');
+    while (len > 0) {
+      ssize_t n = ::pread(src, buf.data(), std::min<uint64_t>(len, buf.size()), off);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return ErrnoError(errno, what, "read");
+      if (n == 0) return absl::DataLossError(absl::StrCat(what, ": source ends ", len, " bytes short"));
+      QF_RETURN_IF_ERROR(Append(std::string_view(buf.data(), static_cast<size_t>(n))));
+      off += n;
+      len -= static_cast<uint64_t>(n);
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status Commit() {
     int fd = std::exchange(fd_, -1);
     if (::fsync(fd) != 0 || ::close(fd) != 0) {
@@ -435,17 +465,17 @@ class AtomicFileWriter {
   std::string path_;
   std::string tmp_;
   int fd_;
+  bool use_copy_range_ = true;
 };
 
 // Tensors sorted by name, after checking every input rule WriteFile documents.
-absl::StatusOr<std::vector<const OwnedTensor*>> SortedChecked(const std::string& where,
-                                                              const std::vector<OwnedTensor>& tensors) {
-  std::vector<const OwnedTensor*> sorted;
-  for (const OwnedTensor& t : tensors) sorted.push_back(&t);
-  std::sort(sorted.begin(), sorted.end(),
-            [](const OwnedTensor* a, const OwnedTensor* b) { return a->name < b->name; });
+absl::StatusOr<std::vector<const TensorRef*>> SortedChecked(const std::string& where,
+                                                            const std::vector<TensorRef>& tensors) {
+  std::vector<const TensorRef*> sorted;
+  for (const TensorRef& t : tensors) sorted.push_back(&t);
+  std::sort(sorted.begin(), sorted.end(), [](const TensorRef* a, const TensorRef* b) { return a->name < b->name; });
   for (size_t i = 0; i < sorted.size(); ++i) {
-    const OwnedTensor& t = *sorted[i];
+    const TensorRef& t = *sorted[i];
     const std::string prefix = absl::StrCat(where, ": tensor '", t.name, "': ");
     if (t.name.empty() || t.name == kMetadataKey)
       return absl::InvalidArgumentError(absl::StrCat(prefix, "invalid name (expected non-empty, not __metadata__)"));
@@ -457,25 +487,25 @@ absl::StatusOr<std::vector<const OwnedTensor*>> SortedChecked(const std::string&
     if (!ByteSize(t.shape, DTypeSize(t.dtype), &nbytes))
       return absl::InvalidArgumentError(absl::StrCat(prefix, "shape ", ShapeString(t.shape),
                                                      " has a negative dimension or overflows"));
-    if (nbytes != t.data.size())
+    if (nbytes != t.bytes())
       return absl::InvalidArgumentError(absl::StrCat(prefix, "shape ", ShapeString(t.shape), " of ",
                                                      DTypeStr(t.dtype), " needs ", nbytes, " bytes, data holds ",
-                                                     t.data.size()));
+                                                     t.bytes()));
   }
   return sorted;
 }
 
 // Header JSON padded with spaces so that the data area starts 8-aligned.
-absl::StatusOr<std::string> BuildHeader(const std::string& path, const std::vector<const OwnedTensor*>& sorted,
+absl::StatusOr<std::string> BuildHeader(const std::string& path, const std::vector<const TensorRef*>& sorted,
                                         const std::map<std::string, std::string>& metadata) {
   json header = json::object();   // std::map-backed: keys come out sorted
   if (!metadata.empty()) header[kMetadataKey] = metadata;
   uint64_t offset = 0;
-  for (const OwnedTensor* t : sorted) {
+  for (const TensorRef* t : sorted) {
     header[t->name] = {{"dtype", DTypeName(t->dtype)},
                        {"shape", t->shape},
-                       {"data_offsets", {offset, offset + t->data.size()}}};
-    offset += t->data.size();
+                       {"data_offsets", {offset, offset + t->bytes()}}};
+    offset += t->bytes();
   }
   std::string text;
   try {
@@ -488,7 +518,7 @@ absl::StatusOr<std::string> BuildHeader(const std::string& path, const std::vect
   return text;
 }
 
-absl::Status WriteSorted(const std::string& path, const std::vector<const OwnedTensor*>& sorted,
+absl::Status WriteSorted(const std::string& path, const std::vector<const TensorRef*>& sorted,
                          const std::map<std::string, std::string>& metadata) {
   QF_ASSIGN_OR_RETURN(const std::string header, BuildHeader(path, sorted, metadata));
   char len[8];
@@ -497,15 +527,35 @@ absl::Status WriteSorted(const std::string& path, const std::vector<const OwnedT
   QF_ASSIGN_OR_RETURN(AtomicFileWriter out, AtomicFileWriter::Create(path));
   QF_RETURN_IF_ERROR(out.Append(std::string_view(len, 8)));
   QF_RETURN_IF_ERROR(out.Append(header));
-  for (const OwnedTensor* t : sorted) QF_RETURN_IF_ERROR(out.Append(t->data));
+  for (const TensorRef* t : sorted) {
+    if (t->fd < 0) {
+      QF_RETURN_IF_ERROR(out.Append(t->data));
+      continue;
+    }
+    QF_RETURN_IF_ERROR(out.AppendFrom(t->fd, t->offset, t->size, absl::StrCat(path, ": tensor '", t->name, "'")));
+    // Best effort: a file system that cannot punch holes keeps the bytes.
+    if (t->release && t->size > 0)
+      (void)::fallocate(t->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(t->offset),
+                        static_cast<off_t>(t->size));
+  }
   return out.Commit();
+}
+
+std::vector<TensorRef> RefsOf(const std::vector<OwnedTensor>& tensors) {
+  std::vector<TensorRef> refs;
+  refs.reserve(tensors.size());
+  for (const OwnedTensor& t : tensors) refs.push_back(RefOf(t));
+  return refs;
 }
 
 }  // namespace
 
+TensorRef RefOf(const OwnedTensor& t) { return TensorRef{t.name, t.dtype, t.shape, t.data}; }
+
 absl::Status WriteFile(const std::string& path, const std::vector<OwnedTensor>& tensors,
                        const std::map<std::string, std::string>& metadata) {
-  QF_ASSIGN_OR_RETURN(std::vector<const OwnedTensor*> sorted, SortedChecked(path, tensors));
+  const std::vector<TensorRef> refs = RefsOf(tensors);
+  QF_ASSIGN_OR_RETURN(std::vector<const TensorRef*> sorted, SortedChecked(path, refs));
   return WriteSorted(path, sorted, metadata);
 }
 
@@ -513,25 +563,31 @@ absl::StatusOr<std::vector<std::string>> WriteSharded(const std::string& dir,
                                                       const std::vector<OwnedTensor>& tensors,
                                                       uint64_t max_shard_bytes,
                                                       const std::map<std::string, std::string>& metadata) {
+  return WriteSharded(dir, RefsOf(tensors), max_shard_bytes, metadata);
+}
+
+absl::StatusOr<std::vector<std::string>> WriteSharded(const std::string& dir, const std::vector<TensorRef>& tensors,
+                                                      uint64_t max_shard_bytes,
+                                                      const std::map<std::string, std::string>& metadata) {
   if (max_shard_bytes == 0)
     return absl::InvalidArgumentError(absl::StrCat(dir, ": max_shard_bytes is 0, expected > 0"));
-  QF_ASSIGN_OR_RETURN(std::vector<const OwnedTensor*> sorted, SortedChecked(dir, tensors));
+  QF_ASSIGN_OR_RETURN(std::vector<const TensorRef*> sorted, SortedChecked(dir, tensors));
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return absl::InternalError(absl::StrCat(dir, ": create directory failed: ", ec.message()));
 
   // Greedy split in name order; a shard is closed when the next tensor would
   // push it past the limit (an oversized tensor still gets a shard).
-  std::vector<std::vector<const OwnedTensor*>> shards(1);
+  std::vector<std::vector<const TensorRef*>> shards(1);
   uint64_t total = 0, current = 0;
-  for (const OwnedTensor* t : sorted) {
-    if (current > 0 && current + t->data.size() > max_shard_bytes) {
+  for (const TensorRef* t : sorted) {
+    if (current > 0 && current + t->bytes() > max_shard_bytes) {
       shards.emplace_back();
       current = 0;
     }
     shards.back().push_back(t);
-    current += t->data.size();
-    total += t->data.size();
+    current += t->bytes();
+    total += t->bytes();
   }
   if (shards.size() == 1) {
     QF_RETURN_IF_ERROR(WriteSorted(JoinPath(dir, kSingleFile), sorted, metadata));
@@ -543,7 +599,7 @@ absl::StatusOr<std::vector<std::string>> WriteSharded(const std::string& dir,
   for (size_t i = 0; i < shards.size(); ++i) {
     std::string name = absl::StrFormat("model-%05d-of-%05d.safetensors", i + 1, shards.size());
     QF_RETURN_IF_ERROR(WriteSorted(JoinPath(dir, name), shards[i], metadata));
-    for (const OwnedTensor* t : shards[i]) weight_map[t->name] = name;
+    for (const TensorRef* t : shards[i]) weight_map[t->name] = name;
     written.push_back(std::move(name));
   }
   json index = {{"metadata", {{"total_size", total}}}, {"weight_map", std::move(weight_map)}};

@@ -141,6 +141,25 @@ struct OwnedTensor {
   std::string data;        // size must equal numel * DTypeSize(dtype)
 };
 
+// A tensor to write whose bytes are in memory (`data`) or in an open file
+// (`fd` >= 0: `size` bytes at `offset`, copied by the kernel where it can).
+// The bytes must stay valid, and the file open, until the write returns.
+// `release`: the range is punched out of `fd` once copied (a spill file whose
+// bytes are needed once; file systems without hole punching keep them).
+struct TensorRef {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+  std::string_view data;
+  int fd = -1;
+  uint64_t offset = 0;
+  uint64_t size = 0;
+  bool release = false;
+
+  uint64_t bytes() const { return fd >= 0 ? size : data.size(); }
+};
+TensorRef RefOf(const OwnedTensor& t);
+
 // Writes one file via a temp name + rename, tensors laid out contiguously in
 // name order, header keys sorted (the same input always gives the same bytes),
 // header padded with spaces to a multiple of 8. `__metadata__` is omitted when
@@ -160,6 +179,11 @@ absl::Status WriteFile(const std::string& path, const std::vector<OwnedTensor>& 
 // written (shards first, then the index).
 absl::StatusOr<std::vector<std::string>> WriteSharded(
     const std::string& dir, const std::vector<OwnedTensor>& tensors, uint64_t max_shard_bytes,
+    const std::map<std::string, std::string>& metadata);
+
+// The same files, bytes and errors for tensors whose bytes live elsewhere.
+absl::StatusOr<std::vector<std::string>> WriteSharded(
+    const std::string& dir, const std::vector<TensorRef>& tensors, uint64_t max_shard_bytes,
     const std::map<std::string, std::string>& metadata);
 
 // IEEE fp16 / bfloat16 <-> fp32. Narrowing rounds to nearest, ties to even;

@@ -332,6 +332,28 @@ TEST(Artifact, TwoWritesAreByteIdentical) {
   EXPECT_EQ(Slurp(tmp.Path("a/model.safetensors")), Slurp(tmp.Path("b/model.safetensors")));
 }
 
+// The packed layers reach the shards through a spill file, the source's own
+// tensors straight from its mapping: the file still has the layout the writer
+// gives the same tensors held in memory (name order, no gaps, the same
+// header); the round-trip tests above check each tensor's bytes.
+TEST(Artifact, ShardIsTheInMemoryWriteOfItsTensors) {
+  Fixture f = Load();
+  const QuantSpec spec = Gptq4();
+  TempDir tmp;
+  const std::string out = tmp.Path("art");
+  ASSERT_TRUE(WriteArtifact(kModel, f.cfg, spec, MakeLayers(f, spec), out, nullptr).ok());
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> file = SafetensorsFile::Open(out + "/model.safetensors");
+  ASSERT_TRUE(file.ok()) << file.status();
+  std::vector<OwnedTensor> all;
+  for (const std::string& name : (*file)->names()) {
+    const TensorView* v = *(*file)->Get(name);
+    all.push_back(OwnedTensor{name, v->dtype, v->shape, std::string(v->data)});
+  }
+  EXPECT_GT(all.size(), 7u * f.cfg.num_hidden_layers * 4);   // qweight, qzeros, scales, g_idx per linear
+  ASSERT_TRUE(WriteFile(tmp.Path("again.safetensors"), all, {{"format", "pt"}}).ok());
+  EXPECT_TRUE(Slurp(tmp.Path("again.safetensors")) == Slurp(out + "/model.safetensors"));
+}
+
 TEST(Artifact, UnwritableOutputLeavesNothing) {
   Fixture f = Load();
   const QuantSpec spec = Gptq4();

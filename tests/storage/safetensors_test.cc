@@ -2,6 +2,9 @@
 // determinism, and one table row per malformed-input rule of the reader.
 #include "storage/safetensors.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
@@ -124,6 +127,55 @@ TEST(WriterTest, SameInputAnyOrderGivesSameBytes) {
   size_t files = 0;
   for (const auto& e : std::filesystem::directory_iterator(tmp.path())) files += e.is_regular_file();
   EXPECT_EQ(files, 2u);
+}
+
+// Tensors whose bytes sit in a file (the artifact writer's spill) give the
+// same shards as the same tensors in memory, whichever way the bytes are copied.
+TEST(WriterTest, FileBackedTensorsGiveTheSameShards) {
+  TempDir tmp;
+  const std::vector<OwnedTensor> in = MixedTensors();
+  ASSERT_TRUE(WriteSharded(tmp.Path("mem"), in, /*max_shard_bytes=*/64, {{"format", "pt"}}).ok());
+
+  // Every other tensor goes to a side file, in reverse order, behind a gap.
+  const std::string side = tmp.Path("side.bin");
+  std::string bytes(13, 'x');
+  std::vector<TensorRef> refs;
+  for (size_t i = in.size(); i-- > 0;) {
+    refs.push_back(RefOf(in[i]));
+    if (i % 2 == 1) continue;
+    refs.back().offset = bytes.size();
+    refs.back().size = in[i].data.size();
+    refs.back().release = (i % 4 == 0);
+    bytes += in[i].data;
+  }
+  WriteBytes(side, bytes);
+  const int fd = ::open(side.c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  for (TensorRef& r : refs) {
+    if (r.size > 0 || r.offset > 0) {
+      r.fd = fd;
+      r.data = {};
+    }
+  }
+  absl::StatusOr<std::vector<std::string>> files = WriteSharded(tmp.Path("file"), refs, 64, {{"format", "pt"}});
+  ASSERT_TRUE(files.ok()) << files.status();
+  ASSERT_GT(files->size(), 2u);   // sharded, plus the index
+  for (const std::string& f : *files) {
+    EXPECT_EQ(ReadBytes(tmp.Path("file/" + f)), ReadBytes(tmp.Path("mem/" + f))) << f;
+  }
+
+  // A file shorter than a ref says so, naming the tensor; nothing is left.
+  for (TensorRef& r : refs) {
+    if (r.fd >= 0 && r.size > 0) r.offset = bytes.size() - r.size / 2;
+  }
+  absl::StatusOr<std::vector<std::string>> short_read = WriteSharded(tmp.Path("short"), refs, 64, {});
+  ::close(fd);
+  EXPECT_EQ(short_read.status().code(), absl::StatusCode::kDataLoss) << short_read.status();
+  EXPECT_THAT(std::string(short_read.status().message()), ::testing::HasSubstr("bytes short"));
+  EXPECT_THAT(std::string(short_read.status().message()), ::testing::HasSubstr("tensor '"));
+  size_t left = 0;
+  for (const auto& e : std::filesystem::directory_iterator(tmp.Path("short"))) left += e.is_regular_file();
+  EXPECT_EQ(left, 0u);
 }
 
 TEST(WriterTest, RejectsBadInputNamingTheTensor) {

@@ -1,0 +1,152 @@
+// Peak memory and time of the assemble stage on a synthetic model:
+// storage::WriteArtifact fed one synthetic layer result at a time (as the
+// coordinator's assembler feeds it from the state store), against the
+// in-memory assembly it replaced (every packed tensor, and a copy of every
+// source tensor, held until the shards are written; kept here as the
+// baseline). Each runs in its own child process, so each ru_maxrss is its
+// own; the two must write the same safetensors files byte for byte.
+//
+//   build/bin/assemble_bench [--model 'synthetic:llama-8b?layers=N'] [--out DIR]
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <future>
+#include <string>
+#include <vector>
+
+#include "bench/synthetic_layer.h"
+#include "common/fs.h"
+#include "kernels/ref/pack.h"
+#include "storage/artifact.h"
+#include "storage/synthetic_model.h"
+
+namespace {
+
+using namespace qf;
+namespace fs = std::filesystem;
+
+// ---- baseline: the assembly before the spill file ----
+absl::Status AssembleInMemory(const std::string& model, const storage::ModelConfig& cfg, const std::string& dir) {
+  auto src = storage::OpenSyntheticSource(model);
+  if (!src.ok()) return src.status();
+  std::vector<storage::OwnedTensor> tensors;
+  std::vector<std::string> replaced;
+  for (int l = 0; l < cfg.num_hidden_layers; ++l) {
+    const kernels::LayerResult r = bench::MakeSyntheticLayer(cfg, l);
+    std::vector<std::future<absl::StatusOr<kernels::PackedLinear>>> packed;
+    for (const kernels::QuantizedLinear& q : r.linears)
+      packed.push_back(std::async(std::launch::async, [&q] { return kernels::PackGptqV1(q); }));
+    const std::string prefix = "model.layers." + std::to_string(l) + ".";
+    for (size_t j = 0; j < packed.size(); ++j) {
+      absl::StatusOr<kernels::PackedLinear> p = packed[j].get();
+      if (!p.ok()) return p.status();
+      for (storage::OwnedTensor& t : std::move(*p).Take(prefix + r.linears[j].name + "."))
+        tensors.push_back(std::move(t));
+      replaced.push_back(prefix + r.linears[j].name + ".weight");
+    }
+    for (const kernels::DenseTensor& d : r.dense)
+      tensors.push_back({prefix + d.name, *storage::ParseDType(d.dtype), d.shape, d.data});
+  }
+  for (const std::string& name : (*src)->names()) {
+    if (std::find(replaced.begin(), replaced.end(), name) != replaced.end()) continue;
+    const storage::TensorView* v = *(*src)->Get(name);
+    tensors.push_back({name, v->dtype, v->shape, std::string(v->data)});
+  }
+  return storage::WriteSharded(dir, tensors, storage::kMaxShardBytes, {{"format", "pt"}}).status();
+}
+
+absl::Status AssembleStreaming(const std::string& model, const storage::ModelConfig& cfg, const std::string& dir) {
+  storage::QuantSpec spec;
+  spec.method = "rtn";
+  spec.bits = 4;
+  spec.group_size = 128;
+  spec.sym = false;
+  return storage::WriteArtifact(
+      model, cfg, spec, [&](int l) -> absl::StatusOr<kernels::LayerResult> { return bench::MakeSyntheticLayer(cfg, l); },
+      dir, {{"bench", "assemble"}});
+}
+
+struct ChildRun {
+  bool ok = false;
+  double seconds = 0;
+  double peak_gib = 0;
+};
+
+ChildRun RunChild(const std::function<absl::Status()>& fn) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const absl::Status s = fn();
+    if (!s.ok()) std::fprintf(stderr, "assemble_bench: %s\n", std::string(s.message()).c_str());
+    std::fflush(nullptr);
+    ::_exit(s.ok() ? 0 : 1);
+  }
+  int status = 0;
+  struct rusage ru {};
+  ChildRun run;
+  if (pid < 0 || ::wait4(pid, &status, 0, &ru) != pid) return run;
+  run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  run.peak_gib = static_cast<double>(ru.ru_maxrss) / (1 << 20);   // ru_maxrss is in KiB
+  run.ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  return run;
+}
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string model = "synthetic:llama-8b", out = "/tmp/qf-assemble-bench";
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string a = argv[i];
+    if (a == "--model") model = argv[i + 1];
+    else if (a == "--out") out = argv[i + 1];
+    else {
+      std::fprintf(stderr, "usage: assemble_bench [--model synthetic:PRESET[?layers=N]] [--out DIR]\n");
+      return 1;
+    }
+  }
+  auto cfg = storage::LoadModelConfigOrSynthetic(model);
+  if (!cfg.ok() || !storage::IsSyntheticModel(model)) {
+    std::fprintf(stderr, "assemble_bench: --model: expected synthetic:PRESET[?layers=N]\n");
+    return 1;
+  }
+  (void)RemoveAll(out);
+  fs::create_directories(out);
+  const std::string mem_dir = out + "/in-memory", art_dir = out + "/artifact";
+  const ChildRun base = RunChild([&] { return AssembleInMemory(model, *cfg, mem_dir); });
+  const ChildRun now = RunChild([&] { return AssembleStreaming(model, *cfg, art_dir); });
+  if (!base.ok || !now.ok) {
+    std::fprintf(stderr, "assemble_bench: a run failed (in-memory ok=%d, WriteArtifact ok=%d)\n", base.ok, now.ok);
+    return 1;
+  }
+  uint64_t bytes = 0;
+  int files = 0;
+  for (const auto& e : fs::directory_iterator(mem_dir)) {
+    const std::string name = e.path().filename().string();
+    if (Slurp(e.path().string()) != Slurp(art_dir + "/" + name)) {
+      std::fprintf(stderr, "assemble_bench: %s differs between the two assemblies\n", name.c_str());
+      return 1;
+    }
+    bytes += fs::file_size(e.path());
+    ++files;
+  }
+  std::printf("%s: %d layers, %d safetensors files, %.2f GB, identical in both runs\n\n", model.c_str(),
+              cfg->num_hidden_layers, files, static_cast<double>(bytes) / 1e9);
+  std::printf("%-36s %9s %14s\n", "assembly", "time", "peak RSS");
+  std::printf("%-36s %8.1f s %10.2f GiB\n", "in memory (baseline)", base.seconds, base.peak_gib);
+  std::printf("%-36s %8.1f s %10.2f GiB\n", "WriteArtifact (spill file)", now.seconds, now.peak_gib);
+  std::printf("\npeak RSS %.2fx lower, time %.2fx the baseline's\n", base.peak_gib / now.peak_gib,
+              now.seconds / base.seconds);
+  (void)RemoveAll(out);
+  return 0;
+}
