@@ -54,7 +54,7 @@ if [ "${W4A16_BF16_BENCH:-0}" = 1 ]; then
   sed -n '/^sweep/q;p' "$OUT/bench_bf16.log"
 fi
 # Disassembly of the weight-streaming kernels, when the toolkit has cuobjdump:
-# instruction mix of the main loop (the numbers kernels/README.md quotes).
+# instruction mix of the main loop (the numbers kernels/MEASUREMENTS.md quotes).
 if command -v cuobjdump >/dev/null; then
   cuobjdump -sass "$BIN/w4a16_bench" 2>/dev/null |
     awk '/Function : .*W4A16StreamKernel/{keep=1} /Function : /&&!/W4A16StreamKernel/{keep=0} keep' >"$OUT/sass_stream.txt"

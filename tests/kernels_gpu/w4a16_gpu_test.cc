@@ -559,7 +559,7 @@ TEST_F(W4A16GpuTest, ProgrammaticLaunchChainsMatchPlainLaunches) {
   CUDA_ASSERT(cudaStreamDestroy(stream));
 }
 
-// The table's policy for few rows on sm_90 (kernels/README.md, measured on the
+// The table's policy for few rows on sm_90 (kernels/MEASUREMENTS.md, measured on the
 // H200): the decode kernel up to 16 rows for large weights (A in its ring
 // for deep k, an 8-slot ring for 16 rows of wide weights), the tiled kernel
 // for small weights.

@@ -4,7 +4,7 @@
 // streamed from DRAM into registers with nothing between them and the
 // tensor cores but the dequantization. Same grid, clusters, operand roles
 // and reduction as the weight-streaming kernel (w4a16_stream_kernel.cuh),
-// whose profile (kernels/README.md) showed its warps waiting mostly on the
+// whose profile (kernels/MEASUREMENTS.md) showed its warps waiting mostly on the
 // block barrier that recycles the shared A buffer every DEPTH slices: 16
 // warps each wait for the slowest of 16 independent DRAM streams. Here A
 // never recycles, so the main loop has no barrier at all:
@@ -37,7 +37,7 @@
 // lop3 per register, 1024 + q / 64 + q, zeros and scales applied per group in
 // fp32 through a constant-operand mma: 36 instead of ~50 instructions per
 // slice) measured the same speed on the H200, so the issue rate is not what
-// limits this loop; it was dropped (kernels/README.md).
+// limits this loop; it was dropped (kernels/MEASUREMENTS.md).
 #pragma once
 
 #include <cuda_fp16.h>

@@ -22,7 +22,7 @@ using w4a16::Variant;
 // Selection table: the first row with m <= max_m, n >= min_n and
 // min_k <= k < max_k whose variant takes n, k and the group size runs (rows
 // of one m range are alternatives for shapes the first cannot take). Tuned
-// with w4a16_bench --sweep --grids (kernels/README.md): up to 8 rows of A and
+// with w4a16_bench --sweep --grids (kernels/MEASUREMENTS.md): up to 8 rows of A and
 // n >= kLargeN the barrier-free decode kernel with its shared-memory weight
 // ring (dec_m8_s16), on the grids kernels/plan/stream_grid.h picks, beats the
 // streaming kernel with its per-block A barrier and the register-ring decode
@@ -79,7 +79,7 @@ const Row kTable[] = {
     {16, 0, 0, &w4a16::kW4A16StreamM16},
     {32, 0, 0, &w4a16::kW4A16StreamM32},
     // Warpgroup MMA (sm_90a) from 33 rows up, tuned on the H200 with
-    // w4a16_bench --sweep=wg_ (kernels/README.md): up to 64 rows, 128-row
+    // w4a16_bench --sweep=wg_ (kernels/MEASUREMENTS.md): up to 64 rows, 128-row
     // stages on 64 x 128 tiles of one warpgroup, two blocks per SM (run 38:
     // qkv 34.8-36.1 us against 36.9-38.1 for two warpgroups per block, down
     // 83.0-83.9 against 91.0-92.8 for 64 x 256 tiles); 128-row tiles up to

@@ -2,7 +2,7 @@
 //
 // The weight-streaming W4A16 GEMM for few rows of A (decode), on the same
 // QF4 layout as the tiled kernel (w4a16_kernel.cuh). Host side: w4a16_stream.cu;
-// grid model: kernels/plan/stream_grid.h; picture and measurements: kernels/README.md.
+// grid model: kernels/plan/stream_grid.h; picture: kernels/README.md; measurements: kernels/MEASUREMENTS.md.
 //
 // Roles are swapped with respect to the tiled kernel: the dequantized weights
 // are the A operand of mma.m16n8k16 (16 output columns x 16 kernel rows) and

@@ -34,18 +34,18 @@
 // wait that retired the wgmma reading it.
 //
 // TMA form (WgConfig TMA, the wg_*_tma tuning variants; measured level or
-// slower, kernels/README.md): the same ring and block barrier, but a slot is
+// slower, kernels/MEASUREMENTS.md): the same ring and block barrier, but a slot is
 // filled by TMA tensor copies of A and bulk copies of the weights, scales and
 // zeros, issued by lane 0 of each warp and completing on one mbarrier per
 // slot, which every thread waits on instead of cp.async.wait_group.
 //
 // Cluster form (WgConfig CLUSTER = 2, the wg_*_mc2 tuning variants; measured
-// slower, kernels/README.md): the TMA form on a pair of CTAs that take
+// slower, kernels/MEASUREMENTS.md): the TMA form on a pair of CTAs that take
 // neighbouring column tiles of the same rows and units, each multicasting
 // half of every A stage into both; a cluster barrier replaces the block's.
 //
 // Warp-specialized form (WgConfig WS, the wg_ws_* tuning variants; measured
-// slower, kernels/README.md): a ninth warp issues every copy into the ring
+// slower, kernels/MEASUREMENTS.md): a ninth warp issues every copy into the ring
 // and arms full[slot] with cp.async.mbarrier.arrive; the compute warpgroups
 // wait on full[slot] and release each slot on empty[slot] after the wait
 // that retires its wgmma. No block barrier in the loop; the fixup syncs the
@@ -341,7 +341,7 @@ struct WgConfig {
   // each loads half of every A stage by TMA multicast into both, so A
   // crosses from L2 once per two column tiles. (At M = 256, dropping the A
   // copies altogether took 18-29% off the time; as built, the pairs ran
-  // 30-40% slower: kernels/README.md.) A slot is refilled once both CTAs
+  // 30-40% slower: kernels/MEASUREMENTS.md.) A slot is refilled once both CTAs
   // have retired its wgmma: the cluster barrier, arrived at the end of each
   // stage and waited on just before the next refill.
   static constexpr int kCluster = CLUSTER;
@@ -744,7 +744,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   int slot = 0;
   // One stage: wait for its copies, refill the slot of stage i-1-kDepth,
   // compute into `af`, retire stage i-kDepth's group (registers `old`).
-  // Where the refill's copies go (H200, A/B in one run, kernels/README.md):
+  // Where the refill's copies go (H200, A/B in one run, kernels/MEASUREMENTS.md):
   // with one stage of wgmma in flight, before the compute, so that they have
   // the most time to land (after it: 2-9% slower at m = 64 and 256, 21-27%
   // for the 3-stage ring); with two stages in flight, after the stage's

@@ -10,7 +10,7 @@
 // Why another wgmma kernel: the register-A kernel dequantizes in the warps
 // that issue the wgmma, so every stage runs in lock-step (copy, barrier,
 // dequantize, issue) and its tensor pipe stays ~50% busy at m = 256 (ncu,
-// kernels/README.md). Here the roles are split across warpgroups:
+// kernels/MEASUREMENTS.md). Here the roles are split across warpgroups:
 //
 //   warpgroup       role
 //   0 .. BM/64-1    consumers: wait for stage i's B (full_o) and their own
@@ -42,7 +42,7 @@
 // wgmma group stays in flight), so OSTAGES >= 3 lets the transform warps
 // write up to OSTAGES-1 stages ahead of the consumers' last commit.
 //
-// Measured on the H200 (kernels/README.md): level with the register-A kernel
+// Measured on the H200 (kernels/MEASUREMENTS.md): level with the register-A kernel
 // at m = 64 and 15-30% behind it at m = 256, so the table does not select it;
 // what holds it is instruction issue in the transform warps and the
 // dequantized tile's round trip through shared memory.
