@@ -253,6 +253,7 @@ __device__ __forceinline__ uint32_t AsU32(half2 h) { return *reinterpret_cast<ui
 
 // Per-lane constants of the 8 fragments' columns for the current group.
 struct GroupConsts {
+  static constexpr bool kBf16 = false;  // which arithmetic the loops that take these run
   half2 scale[8];  // (s, s)
   half2 zlo[8];    // (1024 + z, 1024 + z): subtrahend of the low-nibble path
   half2 zhi[8];    // (-(64 + z), ...):     addend of the high-nibble path
@@ -317,6 +318,7 @@ __device__ __forceinline__ void DequantWord(uint32_t w, const GroupConsts& g, ui
 // once at load, W4A16RepackArgs::out_dtype), so the constants are built the
 // same way as fp16's, with 0x43 for the exponent byte.
 struct GroupConstsBf16 {
+  static constexpr bool kBf16 = true;
   __nv_bfloat162 scale[8];  // (s, s)
   __nv_bfloat162 zero[8];   // (128 + z, 128 + z)
 };

@@ -247,7 +247,7 @@ __device__ __forceinline__ void DequantWordA(uint32_t x, const GroupConstsBf16& 
 template <int MH, bool SCALE = true, class GC>
 __device__ __forceinline__ void DequantMmaSlice(const int4 bv, const GC& gc, const uint32_t (&af)[MH][2],
                                                 float (&acc)[MH][4][4]) {
-  constexpr bool kBf16 = std::is_same_v<GC, GroupConstsBf16>;
+  constexpr bool kBf16 = GC::kBf16;
   const uint32_t words[4] = {static_cast<uint32_t>(bv.x), static_cast<uint32_t>(bv.y), static_cast<uint32_t>(bv.z),
                              static_cast<uint32_t>(bv.w)};
   StaticFor<4>([&](auto wc) {
@@ -358,7 +358,7 @@ using StreamGroups = StreamGroupsOf<GroupConsts>;
 template <bool FOLD, int MH, class GC, class AccG>
 __device__ __forceinline__ void EndGroup(StreamGroupsOf<GC>& grp, const StreamParams& p, int len, AccG& accg,
                                          float (&acc)[MH][4][4]) {
-  if constexpr (FOLD) FoldGroup<MH, std::is_same_v<GC, GroupConstsBf16>>(grp.sc, accg, acc);
+  if constexpr (FOLD) FoldGroup<MH, GC::kBf16>(grp.sc, accg, acc);
   grp.Advance(p, len);
 }
 
