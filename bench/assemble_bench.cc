@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -97,9 +98,18 @@ ChildRun RunChild(const std::function<absl::Status()>& fn) {
   return run;
 }
 
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+// Byte-for-byte comparison, 64 MiB at a time (shards are up to 4 GiB).
+bool SameFile(const std::string& a, const std::string& b) {
+  std::ifstream fa(a, std::ios::binary), fb(b, std::ios::binary);
+  if (!fa || !fb) return false;
+  std::vector<char> ba(64 << 20), bb(64 << 20);
+  while (true) {
+    fa.read(ba.data(), static_cast<std::streamsize>(ba.size()));
+    fb.read(bb.data(), static_cast<std::streamsize>(bb.size()));
+    if (fa.gcount() != fb.gcount() || std::memcmp(ba.data(), bb.data(), static_cast<size_t>(fa.gcount())) != 0)
+      return false;
+    if (fa.gcount() == 0) return fa.eof() && fb.eof();
+  }
 }
 
 }  // namespace
@@ -133,14 +143,14 @@ int main(int argc, char** argv) {
   int files = 0;
   for (const auto& e : fs::directory_iterator(mem_dir)) {
     const std::string name = e.path().filename().string();
-    if (Slurp(e.path().string()) != Slurp(art_dir + "/" + name)) {
+    if (!SameFile(e.path().string(), art_dir + "/" + name)) {
       std::fprintf(stderr, "assemble_bench: %s differs between the two assemblies\n", name.c_str());
       return 1;
     }
     bytes += fs::file_size(e.path());
     ++files;
   }
-  std::printf("%s: %d layers, %d safetensors files, %.2f GB, identical in both runs\n\n", model.c_str(),
+  std::printf("%s: %d layers, %d files (shards and index), %.2f GB, identical in both runs\n\n", model.c_str(),
               cfg->num_hidden_layers, files, static_cast<double>(bytes) / 1e9);
   std::printf("%-36s %9s %14s\n", "assembly", "time", "peak RSS");
   std::printf("%-36s %8.1f s %10.2f GiB\n", "in memory (baseline)", base.seconds, base.peak_gib);

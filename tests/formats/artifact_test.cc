@@ -437,6 +437,8 @@ TEST(Artifact, RejectsInconsistentInput) {
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
     for (std::string_view p : parts) EXPECT_THAT(std::string(s.message()), HasSubstr(std::string(p)));
     EXPECT_FALSE(PathExists(out));
+    // The staging directory (and the spill file in it) went with the error.
+    EXPECT_TRUE(ListDir(tmp.path()).empty()) << ListDir(tmp.path()).front();
   };
   const std::vector<LayerResult> good = MakeLayers(f, spec);
 
