@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -47,6 +49,35 @@ std::string ParentOf(const std::string& path) {
   fs::path parent = p.parent_path();
   return parent.empty() ? std::string(".") : parent.string();
 }
+
+// The directory at `path` opened and flock()ed exclusively without waiting;
+// -1 when it cannot be opened or someone holds the lock. The lock lives as long
+// as the descriptor, so it goes with its process, however that ends.
+int LockDir(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Removes every directory `parent/<prefix>XXXXXX` that no live StagingDir
+// holds. Best effort: what cannot be removed stays.
+void RemoveStaleStaging(const std::string& parent, const std::string& prefix) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(parent, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.size() != prefix.size() + 6 || name.compare(0, prefix.size(), prefix) != 0) continue;
+    if (!e.is_directory(ec)) continue;
+    const int fd = LockDir(e.path().string());
+    if (fd < 0) continue;   // alive (or not ours to open)
+    RemoveAll(e.path().string()).IgnoreError();
+    ::close(fd);
+  }
+}
+
 
 }  // namespace
 
@@ -131,35 +162,52 @@ absl::StatusOr<StagingDir> StagingDir::Create(const std::string& final_path) {
   }
   std::string base = fs::path(final_path).lexically_normal().filename().string();
   if (base.empty()) base = fs::path(final_path).lexically_normal().parent_path().filename().string();
-  std::string tmpl = absl::StrCat(parent, "/.", base, ".staging-XXXXXX");
-  std::vector<char> buf(tmpl.begin(), tmpl.end());
-  buf.push_back('\0');
-  if (::mkdtemp(buf.data()) == nullptr) {
-    return ErrnoStatus(errno, "create staging directory in", parent);
+  const std::string prefix = absl::StrCat(".", base, ".staging-");
+  RemoveStaleStaging(parent, prefix);
+  // A sweep in another process can remove a directory between our mkdtemp and
+  // our flock; then the inode at the path is no longer ours: make another.
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    std::string tmpl = absl::StrCat(parent, "/", prefix, "XXXXXX");
+    std::vector<char> buf(tmpl.begin(), tmpl.end());
+    buf.push_back('\0');
+    if (::mkdtemp(buf.data()) == nullptr) return ErrnoStatus(errno, "create staging directory in", parent);
+    std::string path(buf.data());
+    const int fd = LockDir(path);
+    struct stat by_fd {}, by_path {};
+    if (fd >= 0 && ::fstat(fd, &by_fd) == 0 && ::stat(path.c_str(), &by_path) == 0 && by_fd.st_ino == by_path.st_ino &&
+        by_fd.st_dev == by_path.st_dev) {
+      return StagingDir(std::move(path), final_path, fd);
+    }
+    if (fd >= 0) ::close(fd);
   }
-  return StagingDir(std::string(buf.data()), final_path);
+  return absl::UnavailableError(absl::StrCat(parent, ": staging directories for ", base,
+                                             " keep disappearing (another process sweeping them?)"));
 }
 
 StagingDir::StagingDir(StagingDir&& other) noexcept
     : tmp_path_(std::move(other.tmp_path_)), final_path_(std::move(other.final_path_)),
-      committed_(other.committed_) {
+      lock_fd_(std::exchange(other.lock_fd_, -1)), committed_(other.committed_) {
   other.committed_ = true;  // the moved-from object owns nothing
 }
 
 StagingDir& StagingDir::operator=(StagingDir&& other) noexcept {
   if (this != &other) {
-    if (!committed_ && !tmp_path_.empty()) RemoveAll(tmp_path_).IgnoreError();
+    Release();
     tmp_path_ = std::move(other.tmp_path_);
     final_path_ = std::move(other.final_path_);
+    lock_fd_ = std::exchange(other.lock_fd_, -1);
     committed_ = other.committed_;
     other.committed_ = true;
   }
   return *this;
 }
 
-StagingDir::~StagingDir() {
+void StagingDir::Release() {
   if (!committed_ && !tmp_path_.empty()) RemoveAll(tmp_path_).IgnoreError();
+  if (lock_fd_ >= 0) ::close(std::exchange(lock_fd_, -1));
 }
+
+StagingDir::~StagingDir() { Release(); }
 
 absl::Status StagingDir::Commit() {
   std::error_code ec;
@@ -183,6 +231,7 @@ absl::Status StagingDir::Commit() {
     return ErrnoStatus(err, "rename staging directory onto", final_path_);
   }
   committed_ = true;
+  if (lock_fd_ >= 0) ::close(std::exchange(lock_fd_, -1));
   if (!old.empty()) RemoveAll(old).IgnoreError();
   return FsyncPath(ParentOf(final_path_), true);
 }

@@ -35,7 +35,11 @@ absl::Status RemoveAll(const std::string& path);
 
 // A sibling temp directory of `final_path` (same file system, so the rename is
 // atomic). The destructor removes it unless Commit() succeeded: an error half
-// way leaves no partial artifact behind.
+// way leaves no partial artifact behind. A process killed half way cannot run
+// its destructor, so each staging directory is flock()ed while it lives, and
+// Create() removes the unlocked ones it finds for the same final_path: a
+// killed assembly's partial shards (tens of GB for 70B) do not pile up over
+// retries.
 class StagingDir {
  public:
   // FailedPrecondition if final_path exists and is a non-empty directory that is
@@ -57,10 +61,12 @@ class StagingDir {
   absl::Status Commit();
 
  private:
-  StagingDir(std::string tmp, std::string final_path)
-      : tmp_path_(std::move(tmp)), final_path_(std::move(final_path)) {}
+  StagingDir(std::string tmp, std::string final_path, int lock_fd)
+      : tmp_path_(std::move(tmp)), final_path_(std::move(final_path)), lock_fd_(lock_fd) {}
+  void Release();   // removes the directory unless committed, drops the lock
   std::string tmp_path_;
   std::string final_path_;
+  int lock_fd_ = -1;   // the directory itself, flock()ed while this lives
   bool committed_ = false;
 };
 
