@@ -51,13 +51,16 @@ std::string ParentOf(const std::string& path) {
 }
 
 // The directory at `path` opened and flock()ed exclusively without waiting;
-// -1 when it cannot be opened or someone holds the lock. The lock lives as long
-// as the descriptor, so it goes with its process, however that ends.
+// -1 (errno kept) when it cannot be opened or locked: EWOULDBLOCK when someone
+// holds the lock. The lock lives as long as the descriptor, so it goes with
+// its process, however that ends.
 int LockDir(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return -1;
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
     ::close(fd);
+    errno = err;
     return -1;
   }
   return fd;
@@ -72,12 +75,11 @@ void RemoveStaleStaging(const std::string& parent, const std::string& prefix) {
     if (name.size() != prefix.size() + 6 || name.compare(0, prefix.size(), prefix) != 0) continue;
     if (!e.is_directory(ec)) continue;
     const int fd = LockDir(e.path().string());
-    if (fd < 0) continue;   // alive (or not ours to open)
+    if (fd < 0) continue;   // alive, not ours to open, or a file system without flock
     RemoveAll(e.path().string()).IgnoreError();
     ::close(fd);
   }
 }
-
 
 }  // namespace
 
@@ -173,6 +175,11 @@ absl::StatusOr<StagingDir> StagingDir::Create(const std::string& final_path) {
     if (::mkdtemp(buf.data()) == nullptr) return ErrnoStatus(errno, "create staging directory in", parent);
     std::string path(buf.data());
     const int fd = LockDir(path);
+    if (fd < 0 && errno != EWOULDBLOCK && errno != ENOENT) {
+      // No flock on this file system: unlocked, so never swept either (a sweep
+      // there cannot lock anything).
+      return StagingDir(std::move(path), final_path, -1);
+    }
     struct stat by_fd {}, by_path {};
     if (fd >= 0 && ::fstat(fd, &by_fd) == 0 && ::stat(path.c_str(), &by_path) == 0 && by_fd.st_ino == by_path.st_ino &&
         by_fd.st_dev == by_path.st_dev) {

@@ -4,11 +4,14 @@
 // serving JobService to qctl and WorkService to qworker. On start it reloads
 // every job, expires stale leases and carries on. SIGINT/SIGTERM stop it;
 // kill -9 loses nothing that was acknowledged.
+#include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <thread>
 
 #include "CLI/CLI.hpp"
 #include "common/log.h"
+#include "coordinator/assembler.h"
 #include "coordinator/server.h"
 
 int main(int argc, char** argv) {
@@ -39,7 +42,22 @@ int main(int argc, char** argv) {
                  "Parallel mode: a paired activation transfer (NCCL set-up included) must end within this")
       ->capture_default_str()
       ->check(CLI::Range(100, 3600 * 1000));
+  int assemble_delay_ms = 0;
+  app.add_option("--fault-assemble-layer-delay-ms", assemble_delay_ms,
+                 "Fault injection (tests): the assembler waits this long before each layer")
+      ->check(CLI::Range(0, 60000));
   CLI11_PARSE(app, argc, argv);
+  if (assemble_delay_ms > 0) {
+    // Holds the assemble stage open long enough for a test to kill the process in it.
+    o.assemble = [assemble_delay_ms](const qf::coordinator::AssemblyInput& in) {
+      qf::coordinator::AssemblyInput slow = in;
+      slow.layer = [inner = in.layer, assemble_delay_ms](int layer) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(assemble_delay_ms));
+        return inner(layer);
+      };
+      return qf::coordinator::AssembleArtifact(slow);
+    };
+  }
   if (o.scheduler.renew_interval_ms * 2 >= o.scheduler.lease_ttl_ms) {
     std::fprintf(stderr, "qcoordinator: --renew-interval-ms %d: expected less than half of --lease-ttl-ms %d\n",
                  o.scheduler.renew_interval_ms, o.scheduler.lease_ttl_ms);

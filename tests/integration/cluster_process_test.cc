@@ -1,11 +1,13 @@
 // Multi-process tests on loopback: a real qcoordinator and real qworker
 // processes (with the libtorch engine) quantize tiny-llama; artifacts are
 // compared byte for byte with `qctl quantize` (sequential) and with embedded
-// mode (parallel). Faults: kill -9 of a worker and of the coordinator, cancel
-// + resume, a corrupted chunk, a worker that commits after its lease expired.
+// mode (parallel). Faults: kill -9 of a worker and of the coordinator (mid-job
+// and mid-assembly), cancel + resume, a corrupted chunk, a worker that commits
+// after its lease expired.
 #include <signal.h>
 
 #include <chrono>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <thread>
@@ -73,10 +75,11 @@ class ClusterProcessTest : public ::testing::Test {
     return s;
   }
 
-  void StartCoordinator() {
+  void StartCoordinator(std::vector<std::string> extra = {}) {
     std::vector<std::string> argv = {kBin + "/qcoordinator",  "--listen", "127.0.0.1:" + std::to_string(port_),
                                      "--state",               tmp_.Sub("state"), "--lease-ttl-ms", "1500",
                                      "--renew-interval-ms",   "300", "--affinity-grace-ms", "500"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
     coordinator_ = std::make_unique<Subprocess>(argv, tmp_.Sub("coordinator.log"));
     std::string line = coordinator_->WaitForLine("listening on", 20000);
     ASSERT_FALSE(line.empty()) << coordinator_->Log();
@@ -234,6 +237,42 @@ TEST_F(ClusterProcessTest, KillNineOfTheCoordinatorMidJob) {
   ASSERT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason() << DebugLogs();
   EXPECT_THAT(coordinator_->Log(), HasSubstr("state loaded"));
   qf::testing::ExpectSameTree(reference_, done.artifact_dir());
+}
+
+// Killed while it writes the artifact: the restarted coordinator assembles
+// again from the committed layers, the artifact is the reference's, and the
+// killed run's staging directory (partial shards) is gone.
+TEST_F(ClusterProcessTest, KillNineOfTheCoordinatorMidAssembly) {
+  StartCoordinator({"--fault-assemble-layer-delay-ms", "800"});
+  StartWorker("w0");
+  StartWorker("w1");
+  const proto::JobSpec spec = Spec(2);
+  const std::string job = Submit(spec);
+  const std::string parent = std::filesystem::path(spec.out_dir()).parent_path().string();
+  const std::string staging_prefix = "." + std::filesystem::path(spec.out_dir()).filename().string() + ".staging-";
+  auto staging_dirs = [&] {
+    int n = 0;
+    for (const auto& e : std::filesystem::directory_iterator(parent))
+      n += e.path().filename().string().rfind(staging_prefix, 0) == 0;
+    return n;
+  };
+  bool restarted = false;
+  int staging_when_killed = 0;
+  proto::JobStatus done = WatchToEnd(job, [&](const proto::JobEvent& e) {
+    if (!restarted && e.kind() == proto::EVENT_ASSEMBLING) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1200));   // inside layer 1 of 4
+      staging_when_killed = staging_dirs();
+      coordinator_->Kill(SIGKILL);
+      coordinator_->Wait();
+      StartCoordinator();
+      restarted = true;
+    }
+  });
+  ASSERT_TRUE(restarted);
+  EXPECT_EQ(staging_when_killed, 1);
+  ASSERT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason() << DebugLogs();
+  qf::testing::ExpectSameTree(reference_, done.artifact_dir());
+  EXPECT_EQ(staging_dirs(), 0);
 }
 
 TEST_F(ClusterProcessTest, CancelThenResume) {
