@@ -106,8 +106,11 @@ absl::Status WriteArtifact(const std::string& model_dir, const ModelConfig& cfg,
 
 // The same artifact, with layer results fetched on demand: layers(l) is
 // called once for each l = 0 .. cfg.num_hidden_layers-1, in that order, and
-// each result is packed and dropped before the next is fetched (a 70B job's
-// results are ~70 GB at one byte per code; its packed artifact ~35 GB). Its
+// each result is packed, parked in an unlinked spill file of the staging
+// directory and dropped before the next is fetched: memory holds one layer (a
+// 70B job's results are ~70 GB at one byte per code, its packed artifact
+// ~35 GB), the output's file system about one artifact (each spilled range is
+// punched out once copied into its shard, where the file system can). Its
 // errors are returned as they are; a result for another layer is
 // InvalidArgument. Otherwise as above, and the same bytes.
 using LayerSource = std::function<absl::StatusOr<kernels::LayerResult>(int layer)>;
