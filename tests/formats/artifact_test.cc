@@ -5,7 +5,11 @@
 
 #include "storage/artifact.h"
 
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -390,6 +394,60 @@ TEST(Artifact, FailureHalfWayLeavesNothing) {
   EXPECT_FALSE(s.ok());
   EXPECT_THAT(std::string(s.message()), HasSubstr("tokenizer.json"));
   EXPECT_TRUE(ListDir(parent).empty()) << ListDir(parent).front();
+}
+
+// A file system that fills up (here: RLIMIT_FSIZE, in a child process) while
+// the spill file grows, or while a shard is copied out of it: a one-line error
+// naming the file, no staging directory left, and the artifact already at the
+// output untouched.
+TEST(Artifact, FullDiskMidWriteLeavesTheEarlierArtifact) {
+  Fixture f = Load();
+  const QuantSpec spec = Gptq4();
+  const std::vector<LayerResult> layers = MakeLayers(f, spec);
+  TempDir tmp;
+  const std::string out = tmp.Path("art");
+  ASSERT_TRUE(WriteArtifact(kModel, f.cfg, spec, layers, out, {{"run", 1}}).ok());
+  const std::string manifest = Slurp(out + "/qforge-manifest.json");
+  const std::string shard = Slurp(out + "/model.safetensors");
+  uint64_t packed = 0;   // what the spill file holds: every layer tensor
+  {
+    absl::StatusOr<std::unique_ptr<SafetensorsFile>> file = SafetensorsFile::Open(out + "/model.safetensors");
+    ASSERT_TRUE(file.ok());
+    for (const std::string& name : (*file)->names())
+      if (name.rfind("model.layers.", 0) == 0) packed += (*(*file)->Get(name))->data.size();
+  }
+  ASSERT_LT(packed, shard.size());
+
+  struct Case {
+    uint64_t max_file_bytes;
+    const char* fails_in;
+  } cases[] = {{packed / 3, ".packed-layers"}, {(packed + shard.size()) / 2, "model.safetensors"}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.fails_in);
+    const std::string msg_file = tmp.Path("message.txt");
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      ::signal(SIGXFSZ, SIG_IGN);   // writes past the limit fail with EFBIG instead
+      const struct rlimit lim = {c.max_file_bytes, c.max_file_bytes};
+      ::setrlimit(RLIMIT_FSIZE, &lim);
+      const absl::Status st = WriteArtifact(kModel, f.cfg, spec, layers, out, {{"run", 2}});
+      std::ofstream(msg_file) << st.message();
+      ::_exit(st.ok() ? 0 : 1);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 1);
+    const std::string msg = Slurp(msg_file);
+    EXPECT_THAT(msg, HasSubstr(c.fails_in));
+    EXPECT_THAT(msg, HasSubstr("File too large"));
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+    fs::remove(msg_file);
+    EXPECT_THAT(ListDir(tmp.path()), ::testing::ElementsAre("art"));
+    EXPECT_EQ(Slurp(out + "/qforge-manifest.json"), manifest);
+    EXPECT_TRUE(Slurp(out + "/model.safetensors") == shard);
+  }
 }
 
 TEST(Artifact, CorruptedShardIsDataLoss) {
