@@ -4,7 +4,10 @@
 // in-memory assembly it replaced (every packed tensor, and a copy of every
 // source tensor, held until the shards are written; kept here as the
 // baseline). Each runs in its own child process, so each ru_maxrss is its
-// own; the two must write the same safetensors files byte for byte.
+// own; the two must write the same safetensors files byte for byte. Then the
+// artifact is read back both ways: every layer unpacked at once
+// (ReadArtifact), and one layer at a time (OpenArtifact + Layer, as eval and
+// verify read it).
 //
 //   build/bin/assemble_bench [--model 'synthetic:llama-8b?layers=N'] [--out DIR]
 #include <sys/resource.h>
@@ -26,6 +29,7 @@
 
 #include "bench/synthetic_layer.h"
 #include "common/fs.h"
+#include "common/status_macros.h"
 #include "kernels/ref/pack.h"
 #include "storage/artifact.h"
 #include "storage/synthetic_model.h"
@@ -81,7 +85,23 @@ struct ChildRun {
   double seconds = 0;
   double peak_gib = 0;        // ru_maxrss of the child
   double peak_disk_gib = 0;   // most of `dir`'s file system it used at once (statvfs, sampled)
+  double peak_anon_gib = 0;   // largest RssAnon of the child (sampled): its own memory, not mapped files
 };
+
+// RssAnon of `pid` (/proc/PID/status), 0 when unreadable.
+uint64_t AnonBytes(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string key;
+  uint64_t kib = 0;
+  while (in >> key) {
+    if (key == "RssAnon:") {
+      in >> kib;
+      return kib << 10;
+    }
+    in.ignore(1 << 10, '\n');
+  }
+  return 0;
+}
 
 uint64_t FreeBytes(const std::string& dir) {
   struct statvfs v {};
@@ -92,6 +112,7 @@ uint64_t FreeBytes(const std::string& dir) {
 // file system every 20 ms meanwhile (other writers to it distort the column).
 ChildRun RunChild(const std::string& dir, const std::function<absl::Status()>& fn) {
   const uint64_t free_before = FreeBytes(dir);
+  std::fflush(nullptr);   // or the child would print the parent's pending output again
   const auto t0 = std::chrono::steady_clock::now();
   const pid_t pid = ::fork();
   if (pid == 0) {
@@ -102,18 +123,20 @@ ChildRun RunChild(const std::string& dir, const std::function<absl::Status()>& f
   }
   ChildRun run;
   if (pid < 0) return run;
-  uint64_t free_min = free_before;
+  uint64_t free_min = free_before, anon_max = 0;
   int status = 0;
   struct rusage ru {};
   pid_t waited = 0;
   while ((waited = ::wait4(pid, &status, WNOHANG, &ru)) == 0) {
     free_min = std::min(free_min, FreeBytes(dir));
+    anon_max = std::max(anon_max, AnonBytes(pid));
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   if (waited != pid) return run;
   run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   run.peak_gib = static_cast<double>(ru.ru_maxrss) / (1 << 20);   // ru_maxrss is in KiB
   run.peak_disk_gib = static_cast<double>(free_before - free_min) / (1 << 30);
+  run.peak_anon_gib = static_cast<double>(anon_max) / (1 << 30);
   run.ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
   return run;
 }
@@ -179,6 +202,25 @@ int main(int argc, char** argv) {
               now.peak_disk_gib);
   std::printf("\npeak RSS %.2fx lower, time %.2fx the baseline's\n", base.peak_gib / now.peak_gib,
               now.seconds / base.seconds);
+
+  // Reading it back: ReadArtifact unpacks every linear at once (one byte per
+  // code), OpenArtifact + Layer(l) one layer at a time (qctl eval / verify).
+  const ChildRun all = RunChild(out, [&]() -> absl::Status { return storage::ReadArtifact(art_dir).status(); });
+  const ChildRun walk = RunChild(out, [&]() -> absl::Status {
+    QF_ASSIGN_OR_RETURN(storage::LoadedArtifact a, storage::OpenArtifact(art_dir));
+    for (int l = 0; l < static_cast<int>(a.layers.size()); ++l) QF_RETURN_IF_ERROR(a.Layer(l).status());
+    return absl::OkStatus();
+  });
+  if (!all.ok || !walk.ok) {
+    std::fprintf(stderr, "assemble_bench: reading the artifact back failed\n");
+    return 1;
+  }
+  std::printf("\n%-36s %9s %14s %14s\n", "reading it back", "time", "peak RssAnon", "peak RSS");
+  std::printf("%-36s %8.1f s %10.2f GiB %10.2f GiB\n", "ReadArtifact (every layer unpacked)", all.seconds,
+              all.peak_anon_gib, all.peak_gib);
+  std::printf("%-36s %8.1f s %10.2f GiB %10.2f GiB\n", "OpenArtifact + Layer(l), l = 0..", walk.seconds,
+              walk.peak_anon_gib, walk.peak_gib);
+  std::printf("(peak RSS counts the shards' mapped pages as they are read; RssAnon does not)\n");
   (void)RemoveAll(out);
   return 0;
 }

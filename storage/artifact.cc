@@ -590,6 +590,17 @@ absl::StatusOr<QuantizedLinear> ReadLinear(const Checkpoint& ckpt, const QuantSp
   return q;
 }
 
+// The linears of one layer, in kLinearNames order.
+absl::StatusOr<std::vector<QuantizedLinear>> UnpackLinears(const LoadedArtifact& a, int64_t layer) {
+  std::vector<QuantizedLinear> out;
+  for (std::string_view lin : kLinearNames) {
+    absl::StatusOr<QuantizedLinear> q = ReadLinear(*a.checkpoint, a.spec, layer, lin);
+    if (!q.ok()) return absl::Status(q.status().code(), absl::StrCat(a.dir, ": ", q.status().message()));
+    out.push_back(*std::move(q));
+  }
+  return out;
+}
+
 std::vector<double> ErrorsOf(const nlohmann::json& manifest, int64_t layer) {
   auto all = manifest.find("layer_errors");
   if (all == manifest.end() || !all->is_object()) return {};
@@ -605,7 +616,7 @@ std::vector<double> ErrorsOf(const nlohmann::json& manifest, int64_t layer) {
 
 }  // namespace
 
-absl::StatusOr<LoadedArtifact> ReadArtifact(const std::string& dir) {
+absl::StatusOr<LoadedArtifact> OpenArtifact(const std::string& dir) {
   LoadedArtifact a;
   a.dir = dir;
   QF_ASSIGN_OR_RETURN(a.manifest, VerifyManifest(dir));
@@ -644,15 +655,28 @@ absl::StatusOr<LoadedArtifact> ReadArtifact(const std::string& dir) {
     a.layers[layer].dense.push_back(kernels::DenseTensor{std::string(rest), std::string(DTypeName(v->dtype)),
                                                          v->shape, std::string(v->data)});
   }
-  for (int64_t i = 0; i < num_layers; ++i) {
-    for (std::string_view lin : kLinearNames) {
-      absl::StatusOr<QuantizedLinear> q = ReadLinear(*a.checkpoint, a.spec, i, lin);
-      if (!q.ok()) return absl::Status(q.status().code(), absl::StrCat(dir, ": ", q.status().message()));
-      a.layers[i].linears.push_back(*std::move(q));
-    }
-    a.layers[i].errors = ErrorsOf(a.manifest, i);
+  for (int64_t i = 0; i < num_layers; ++i) a.layers[i].errors = ErrorsOf(a.manifest, i);
+  return a;
+}
+
+absl::StatusOr<LoadedArtifact> ReadArtifact(const std::string& dir) {
+  QF_ASSIGN_OR_RETURN(LoadedArtifact a, OpenArtifact(dir));
+  for (size_t i = 0; i < a.layers.size(); ++i) {
+    QF_ASSIGN_OR_RETURN(std::vector<QuantizedLinear> linears, UnpackLinears(a, static_cast<int64_t>(i)));
+    a.layers[i].linears = std::move(linears);
   }
   return a;
+}
+
+absl::StatusOr<kernels::LayerResult> LoadedArtifact::Layer(int layer) const {
+  if (layer < 0 || layer >= static_cast<int>(layers.size())) {
+    return absl::OutOfRangeError(absl::StrCat(dir, ": layer ", layer, " not in the artifact's ", layers.size()));
+  }
+  kernels::LayerResult r = layers[layer];
+  if (r.linears.empty()) {
+    QF_ASSIGN_OR_RETURN(r.linears, UnpackLinears(*this, layer));
+  }
+  return r;
 }
 
 }  // namespace qf::storage

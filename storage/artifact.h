@@ -123,9 +123,10 @@ struct LoadedArtifact {
   ModelConfig config;          // parsed config.json (quantization_config stays in config.raw)
   QuantSpec spec;
   nlohmann::json manifest;
-  // layers[i].layer == i; linears in kLinearNames order; dense = every other
-  // "model.layers.i.*" tensor (norms, biases of unquantized linears) in name
-  // order; errors from the manifest (NaN where it has none).
+  // layers[i].layer == i; linears in kLinearNames order (empty after
+  // OpenArtifact: see Layer()); dense = every other "model.layers.i.*" tensor
+  // (norms, biases of unquantized linears) in name order; errors from the
+  // manifest (NaN where it has none).
   std::vector<kernels::LayerResult> layers;
   // Tensors outside the decoder layers (embeddings, final norm, lm_head), sorted.
   std::vector<std::string> other_tensors;
@@ -133,6 +134,12 @@ struct LoadedArtifact {
 
   // Any tensor of the artifact, packed ones included. NotFound naming it.
   absl::StatusOr<const TensorView*> Get(std::string_view name) const { return checkpoint->Get(name); }
+
+  // Layer `layer` whole: a copy of layers[layer], its linears unpacked now
+  // from the mapped tensors when OpenArtifact left them out (the errors of
+  // UnpackGptqV1 / UnpackAwqGemm, naming the directory and tensor).
+  // OutOfRange for a layer the artifact does not have.
+  absl::StatusOr<kernels::LayerResult> Layer(int layer) const;
 };
 
 // Opens `dir`. Verifies qforge-manifest.json first: every file it lists must
@@ -143,5 +150,11 @@ struct LoadedArtifact {
 // UnpackGptqV1 / UnpackAwqGemm, naming the tensor). NotFound without a
 // manifest: only qforge artifacts are read here.
 absl::StatusOr<LoadedArtifact> ReadArtifact(const std::string& dir);
+
+// ReadArtifact without unpacking the linears: every check above but the
+// unpacking, which Layer() does one layer at a time when asked. For readers
+// that walk the layers (eval, verify): a 70B artifact's linears, unpacked at
+// one byte per code, take ~70 GB; one layer of them ~0.9 GB.
+absl::StatusOr<LoadedArtifact> OpenArtifact(const std::string& dir);
 
 }  // namespace qf::storage

@@ -260,6 +260,42 @@ TEST(Artifact, RoundTripAwq) {
   ExpectRoundTrip(spec);
 }
 
+// OpenArtifact unpacks nothing; Layer(i) unpacks one layer, the same as
+// ReadArtifact's layers[i].
+TEST(Artifact, OpenArtifactUnpacksOneLayerAtATime) {
+  Fixture f = Load();
+  const QuantSpec spec = Gptq4();
+  const std::vector<LayerResult> layers = MakeLayers(f, spec);
+  TempDir tmp;
+  const std::string out = tmp.Path("art");
+  ASSERT_TRUE(WriteArtifact(kModel, f.cfg, spec, layers, out, nullptr).ok());
+  absl::StatusOr<LoadedArtifact> open = OpenArtifact(out);
+  ASSERT_TRUE(open.ok()) << open.status();
+  ASSERT_EQ(open->layers.size(), layers.size());
+  for (size_t i = 0; i < layers.size(); ++i) {
+    EXPECT_TRUE(open->layers[i].linears.empty());
+    absl::StatusOr<LayerResult> one = open->Layer(static_cast<int>(i));
+    ASSERT_TRUE(one.ok()) << one.status();
+    EXPECT_EQ(one->layer, static_cast<int>(i));
+    ASSERT_EQ(one->linears.size(), layers[i].linears.size());
+    for (size_t j = 0; j < layers[i].linears.size(); ++j) ExpectSameLinear(one->linears[j], layers[i].linears[j]);
+    EXPECT_EQ(one->errors, layers[i].errors);
+    EXPECT_EQ(one->dense.size(), 2u);
+  }
+  EXPECT_TRUE(open->layers[0].linears.empty());   // nothing was kept
+  for (int bad : {-1, static_cast<int>(layers.size())}) {
+    absl::StatusOr<LayerResult> r = open->Layer(bad);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kOutOfRange) << r.status();
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr(out));
+  }
+  // ReadArtifact's layers come back from Layer() as they are.
+  absl::StatusOr<LoadedArtifact> read = ReadArtifact(out);
+  ASSERT_TRUE(read.ok()) << read.status();
+  absl::StatusOr<LayerResult> again = read->Layer(1);
+  ASSERT_TRUE(again.ok());
+  for (size_t j = 0; j < layers[1].linears.size(); ++j) ExpectSameLinear(again->linears[j], layers[1].linears[j]);
+}
+
 TEST(Artifact, ConfigFilesTokenizerAndManifest) {
   Fixture f = Load();
   const QuantSpec spec = Gptq4();

@@ -1,5 +1,5 @@
 // WeightSource over a qforge artifact: decoder layers come from the packed
-// tensors (unpacked by storage::ReadArtifact, dequantized by the same
+// tensors (unpacked one layer at a time by LoadedArtifact::Layer, dequantized by the same
 // WeightsFromResult as a replay, or built by a LinearFactory: the fused path
 // of `qctl verify`); embeddings, final norm and lm_head are read as they are.
 #include "absl/strings/str_cat.h"
@@ -18,10 +18,8 @@ class ArtifactSource final : public WeightSource {
       : art_(std::move(art)), plain_(std::move(plain)), dev_(dev), linears_(std::move(linears)) {}
   const storage::ModelConfig& config() const override { return plain_->config(); }
   absl::StatusOr<LayerWeights> Layer(int layer) const override {
-    if (layer < 0 || layer >= static_cast<int>(art_->layers.size())) {
-      return absl::OutOfRangeError(absl::StrCat(art_->dir, ": layer ", layer, " not in the artifact"));
-    }
-    const kernels::LayerResult& r = art_->layers[layer];
+    // Unpacked here, one layer at a time (storage::OpenArtifact).
+    QF_ASSIGN_OR_RETURN(const kernels::LayerResult r, art_->Layer(layer));
     QF_ASSIGN_OR_RETURN(LayerWeights lw, WeightsFromResult(r, dev_));
     if (!linears_) return lw;
     // The norms and the checks of WeightsFromResult stay; the dense copies go.
@@ -53,7 +51,7 @@ absl::StatusOr<std::unique_ptr<WeightSource>> OpenArtifactSource(std::shared_ptr
 }
 
 absl::StatusOr<std::unique_ptr<WeightSource>> OpenArtifactSource(const std::string& dir, const at::Device& device) {
-  QF_ASSIGN_OR_RETURN(storage::LoadedArtifact art, storage::ReadArtifact(dir));
+  QF_ASSIGN_OR_RETURN(storage::LoadedArtifact art, storage::OpenArtifact(dir));
   return OpenArtifactSource(std::make_shared<const storage::LoadedArtifact>(std::move(art)), device);
 }
 

@@ -84,15 +84,17 @@ std::string DeviceName(const at::Device& dev) {
 
 struct ShapeUse {
   std::shared_ptr<FusedLinear> fused;   // the first linear with this shape
-  const kernels::QuantizedLinear* q = nullptr;
+  // Its codes, kept for cuBLAS's weight: the layers themselves are unpacked
+  // one at a time and dropped.
+  std::shared_ptr<const kernels::QuantizedLinear> q;
   std::vector<std::string> names;       // short names with this shape
 };
 using Shapes = std::map<std::pair<int64_t, int64_t>, ShapeUse>;   // (k, n)
 
 // Check 1 for one linear: fills `out`; errors only for what stops the run.
-absl::Status CheckLinear(FusedContext& ctx, const Artifact& art, int layer, int index, const VerifySpec& spec,
-                         const DType& dtype, VerifyLinear& out, Shapes& shapes) {
-  const kernels::QuantizedLinear& q = art->layers[layer].linears[index];
+absl::Status CheckLinear(FusedContext& ctx, const Artifact& art, int layer, int index,
+                         const kernels::QuantizedLinear& q, const VerifySpec& spec, const DType& dtype,
+                         VerifyLinear& out, Shapes& shapes) {
   out.tensor = absl::StrCat("model.layers.", layer, ".", q.name);
   out.k = q.in_features;
   out.n = q.out_features;
@@ -150,7 +152,7 @@ absl::Status CheckLinear(FusedContext& ctx, const Artifact& art, int layer, int 
   ShapeUse& use = shapes[{q.in_features, q.out_features}];
   if (!use.fused) {
     use.fused = fused;
-    use.q = &q;
+    use.q = std::make_shared<const kernels::QuantizedLinear>(q);
   }
   const std::string s = ShortName(q.name);
   if (std::find(use.names.begin(), use.names.end(), s) == use.names.end()) use.names.push_back(s);
@@ -307,7 +309,9 @@ absl::StatusOr<VerifyReport> RunVerify(const VerifySpec& spec, const VerifyProgr
     return absl::FailedPreconditionError(absl::StrCat("device '", spec.device,
                                                       "': this engine was built without the fused W4A16 kernel"));
   }
-  QF_ASSIGN_OR_RETURN(storage::LoadedArtifact loaded, storage::ReadArtifact(spec.artifact_dir));
+  // Layers are unpacked one at a time below (a 70B artifact's codes, all
+  // unpacked, would take ~70 GB of host memory).
+  QF_ASSIGN_OR_RETURN(storage::LoadedArtifact loaded, storage::OpenArtifact(spec.artifact_dir));
   Artifact art = std::make_shared<const storage::LoadedArtifact>(std::move(loaded));
 
   VerifyReport r;
@@ -326,9 +330,10 @@ absl::StatusOr<VerifyReport> RunVerify(const VerifySpec& spec, const VerifyProgr
   Shapes shapes;
   const int total = static_cast<int>(art->layers.size() * storage::kLinearNames.size());
   for (int layer = 0; layer < static_cast<int>(art->layers.size()); ++layer) {
-    for (int j = 0; j < static_cast<int>(art->layers[layer].linears.size()); ++j) {
+    QF_ASSIGN_OR_RETURN(const kernels::LayerResult unpacked, art->Layer(layer));
+    for (int j = 0; j < static_cast<int>(unpacked.linears.size()); ++j) {
       VerifyLinear l;
-      QF_RETURN_IF_ERROR(CheckLinear(ctx, art, layer, j, spec, dtype, l, shapes));
+      QF_RETURN_IF_ERROR(CheckLinear(ctx, art, layer, j, unpacked.linears[j], spec, dtype, l, shapes));
       r.linears.push_back(std::move(l));
       if (progress) progress("linears", static_cast<int>(r.linears.size()), total);
     }
