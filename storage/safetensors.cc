@@ -416,7 +416,7 @@ class AtomicFileWriter {
 
   // Appends `len` bytes of `src` from `offset`: copy_file_range keeps them out
   // of user space (multi-GB spill files); pread + write where the kernel or the
-  // file systems refuse it.
+  // file system refuses it.
   absl::Status AppendFrom(int src, uint64_t offset, uint64_t len, const std::string& what) {
     auto off = static_cast<off_t>(offset);
     while (len > 0 && use_copy_range_) {
