@@ -238,7 +238,7 @@ absl::Status StagingDir::Commit() {
     return ErrnoStatus(err, "rename staging directory onto", final_path_);
   }
   committed_ = true;
-  if (lock_fd_ >= 0) ::close(std::exchange(lock_fd_, -1));
+  Release();   // committed: only the lock goes
   if (!old.empty()) RemoveAll(old).IgnoreError();
   return FsyncPath(ParentOf(final_path_), true);
 }
