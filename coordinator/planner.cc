@@ -22,6 +22,23 @@ absl::Status CheckRange(const std::string& field, int64_t v, int64_t lo, int64_t
 
 std::string Quoted(const std::string& s) { return absl::StrCat("\"", s, "\""); }
 
+// The verify stage's fields: only with verify, and in range (the worker's
+// engine takes the same values: worker::IsVerifyDType).
+absl::Status ValidateVerifyFields(const proto::JobSpec& spec) {
+  if (!spec.verify()) {
+    if (!spec.verify_text().empty()) return FieldError("verify_text", "empty without verify", Quoted(spec.verify_text()));
+    if (!spec.verify_dtype().empty()) return FieldError("verify_dtype", "empty without verify", Quoted(spec.verify_dtype()));
+    if (spec.verify_seqlen() != 0 || spec.verify_max_chunks() != 0)
+      return FieldError(spec.verify_seqlen() != 0 ? "verify_seqlen" : "verify_max_chunks", "0 without verify",
+                        absl::StrCat(spec.verify_seqlen() != 0 ? spec.verify_seqlen() : spec.verify_max_chunks()));
+    return absl::OkStatus();
+  }
+  if (spec.verify_dtype() != "fp16" && spec.verify_dtype() != "bf16")
+    return FieldError("verify_dtype", "fp16 or bf16", Quoted(spec.verify_dtype()));
+  QF_RETURN_IF_ERROR(CheckRange("verify_seqlen", spec.verify_seqlen(), 2, 1 << 20));
+  return CheckRange("verify_max_chunks", spec.verify_max_chunks(), 1, 1 << 20);
+}
+
 }  // namespace
 
 void ApplySpecDefaults(proto::JobSpec* spec) {
@@ -37,13 +54,16 @@ void ApplySpecDefaults(proto::JobSpec* spec) {
   if (spec->format().empty()) spec->set_format(spec->method() == "awq" ? "awq" : "gptq");
   if (spec->mode() == proto::MODE_UNSPECIFIED) spec->set_mode(proto::MODE_SEQUENTIAL);
   if (spec->max_attempts() == 0) spec->set_max_attempts(3);
+  if (spec->verify()) {
+    if (spec->verify_seqlen() == 0) spec->set_verify_seqlen(512);
+    if (spec->verify_max_chunks() == 0) spec->set_verify_max_chunks(256);
+    if (spec->verify_dtype().empty()) spec->set_verify_dtype("fp16");
+  }
 }
 
 absl::Status ValidateJobSpec(const proto::JobSpec& spec) {
   if (spec.model_path().empty()) return FieldError("model_path", "a model directory", "\"\"");
-  if (spec.verify())  // proto/job.proto: embedded mode runs it after the job; workers have no verify stage
-    return FieldError("verify", "false for a cluster job (qctl quantize --verify, or qctl verify ARTIFACT after the job)",
-                      "true");
+  QF_RETURN_IF_ERROR(ValidateVerifyFields(spec));
   const std::string& m = spec.method();
   if (m != "gptq" && m != "awq" && m != "rtn") return FieldError("method", "one of gptq, awq, rtn", Quoted(m));
   int b = spec.bits();
@@ -96,6 +116,8 @@ absl::StatusOr<storage::ModelConfig> CheckJobInputs(const proto::JobSpec& spec) 
     if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("JobSpec.model_path: ", s.status().message()));
     if (!spec.calib_path().empty())
       return FieldError("calib_path", "empty for a synthetic model (it has no tokenizer)", Quoted(spec.calib_path()));
+    if (!spec.verify_text().empty())
+      return FieldError("verify_text", "empty for a synthetic model (it has no tokenizer)", Quoted(spec.verify_text()));
   } else if (!IsDirectory(dir)) {
     return absl::NotFoundError(absl::StrCat("JobSpec.model_path: ", dir, ": no such model directory"));
   }
@@ -105,6 +127,8 @@ absl::StatusOr<storage::ModelConfig> CheckJobInputs(const proto::JobSpec& spec) 
         dir, ": no model.safetensors or model.safetensors.index.json (expected an HF safetensors checkpoint)"));
   if (!synthetic && spec.method() != "rtn" && !PathExists(spec.calib_path()))
     return absl::NotFoundError(absl::StrCat("JobSpec.calib_path: ", spec.calib_path(), ": no such file"));
+  if (spec.verify() && !spec.verify_text().empty() && !PathExists(spec.verify_text()))
+    return absl::NotFoundError(absl::StrCat("JobSpec.verify_text: ", spec.verify_text(), ": no such file"));
   const std::string config = synthetic ? dir : dir + "/config.json";
   if (spec.group_size() > 0) {
     const struct { const char* linear; int64_t in; } inputs[] = {
@@ -120,6 +144,10 @@ absl::StatusOr<storage::ModelConfig> CheckJobInputs(const proto::JobSpec& spec) 
   }
   if (spec.method() != "rtn" && spec.seqlen() > cfg.max_position_embeddings)
     return absl::InvalidArgumentError(absl::StrCat("JobSpec.seqlen: ", spec.seqlen(),
+                                                   " exceeds max_position_embeddings ",
+                                                   cfg.max_position_embeddings, " of ", config));
+  if (spec.verify() && !spec.verify_text().empty() && spec.verify_seqlen() > cfg.max_position_embeddings)
+    return absl::InvalidArgumentError(absl::StrCat("JobSpec.verify_seqlen: ", spec.verify_seqlen(),
                                                    " exceeds max_position_embeddings ",
                                                    cfg.max_position_embeddings, " of ", config));
   if (spec.stage_layers() > cfg.num_hidden_layers)

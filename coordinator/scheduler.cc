@@ -10,6 +10,7 @@
 #include "coordinator/layer_codec.h"
 #include "coordinator/planner.h"
 #include "coordinator/scheduler_internal.h"
+#include "storage/artifact.h"
 #include "storage/synthetic_model.h"
 
 namespace qf::coordinator {
@@ -18,6 +19,10 @@ using storage::StateFamily;
 
 bool IsTerminal(proto::JobState s) {
   return s == proto::JOB_SUCCEEDED || s == proto::JOB_FAILED || s == proto::JOB_CANCELLED;
+}
+
+bool IsLeasable(proto::JobState s) {
+  return s == proto::JOB_QUEUED || s == proto::JOB_RUNNING || s == proto::JOB_VERIFYING;
 }
 
 namespace {
@@ -117,7 +122,7 @@ absl::Status Scheduler::Load() {
       continue;
     }
     job->config = std::make_shared<const storage::ModelConfig>(*std::move(cfg));
-    if (st == proto::JOB_QUEUED || st == proto::JOB_RUNNING)
+    if (IsLeasable(st))
       active_.emplace(-job->rec.spec().priority(), job->rec.submit_seq(), id);
     if (st == proto::JOB_ASSEMBLING) txn.assembly = true;
   }
@@ -201,7 +206,7 @@ void Scheduler::SetJobState(Txn& txn, Job& job, proto::JobState state, const std
   job.rec.set_reason(reason);
   job.rec.set_finished_ms(IsTerminal(state) ? txn.now : 0);
   auto key = std::make_tuple(-job.rec.spec().priority(), job.rec.submit_seq(), id);
-  if (state == proto::JOB_QUEUED || state == proto::JOB_RUNNING) {
+  if (IsLeasable(state)) {
     active_.insert(key);
   } else {
     active_.erase(key);
@@ -226,15 +231,35 @@ void Scheduler::PlanTasks(Job& job) {
     t.set_state(proto::TASK_BLOCKED);
     job.tasks.push_back(std::move(t));
   }
+  if (spec.verify()) {  // the last task: queued by FinishAssembly once the artifact exists
+    proto::TaskRecord t;
+    t.set_job_id(job.rec.job_id());
+    t.set_stage(static_cast<int>(plan.size()));
+    t.set_first_layer(job.rec.num_layers());
+    t.set_end_layer(job.rec.num_layers());
+    t.set_state(proto::TASK_BLOCKED);
+    t.set_verify(true);
+    job.tasks.push_back(std::move(t));
+  }
+}
+
+bool Scheduler::LayersDone(const Job& job) {
+  return std::all_of(job.tasks.begin(), job.tasks.end(),
+                     [](const proto::TaskRecord& t) { return t.verify() || t.state() == proto::TASK_DONE; });
+}
+
+proto::TaskRecord* Scheduler::VerifyTask(Job& job) {
+  return !job.tasks.empty() && job.tasks.back().verify() ? &job.tasks.back() : nullptr;
 }
 
 // Sequential: the first stage not DONE is QUEUED, later ones BLOCKED.
-// Parallel: every stage not DONE is QUEUED. Leased stages are left alone.
+// Parallel: every stage not DONE is QUEUED. Leased stages are left alone, and
+// so is the verify stage (FinishAssembly queues it).
 void Scheduler::QueueRunnableTasks(Txn& txn, Job& job) {
   const bool sequential = job.rec.spec().mode() != proto::MODE_PARALLEL;
   bool runnable = true;
   for (proto::TaskRecord& t : job.tasks) {
-    if (t.state() == proto::TASK_DONE) continue;
+    if (t.state() == proto::TASK_DONE || t.verify()) continue;
     if (t.state() != proto::TASK_LEASED) {
       proto::TaskState want = runnable ? proto::TASK_QUEUED : proto::TASK_BLOCKED;
       if (t.state() != want) {
@@ -260,6 +285,10 @@ proto::JobStatus Scheduler::MakeStatus(const Job& job) const {
   s.set_finished_ms(r.finished_ms());
   s.set_updated_ms(r.updated_ms());
   if (r.state() == proto::JOB_SUCCEEDED) s.set_artifact_dir(r.spec().out_dir());
+  if (!r.verify_verdict().empty()) {
+    s.set_verify_verdict(r.verify_verdict());
+    s.set_verify_report(absl::StrCat(r.spec().out_dir(), "/", storage::kVerifyReportName));
+  }
   int committed = 0;
   for (const proto::TaskRecord& t : job.tasks) {
     proto::StageStatus* st = s.add_stages();
@@ -272,6 +301,7 @@ proto::JobStatus Scheduler::MakeStatus(const Job& job) const {
     if (t.state() == proto::TASK_LEASED) st->set_worker(t.worker());
     st->set_last_error(t.last_error());
     st->set_started_ms(t.started_ms());
+    st->set_verify(t.verify());
     committed += t.layers_committed();
   }
   s.set_layers_committed(committed);
@@ -372,7 +402,7 @@ absl::StatusOr<proto::JobStatus> Scheduler::Cancel(const std::string& job_id, co
   if (job == nullptr) return absl::NotFoundError(absl::StrCat("job ", job_id, ": no such job"));
   proto::JobState st = job->rec.state();
   if (st == proto::JOB_CANCELLED) return MakeStatus(*job);
-  if (st != proto::JOB_QUEUED && st != proto::JOB_RUNNING)
+  if (!IsLeasable(st))
     return absl::FailedPreconditionError(
         absl::StrCat("job ", job_id, ": cannot cancel a job in state ", proto::JobState_Name(st)));
   Txn txn;
@@ -413,15 +443,17 @@ absl::StatusOr<proto::JobStatus> Scheduler::Resume(const std::string& job_id) {
     PlanTasks(*job);
     for (const proto::TaskRecord& t : job->tasks) MarkTask(txn, *job, t.stage());
   }
-  bool all_done = true, any_progress = false;
+  bool any_progress = false;
   for (proto::TaskRecord& t : job->tasks) {
     t.set_failures(0);
     t.set_last_error("");
     t.set_preferred_worker("");
+    if (t.verify()) t.set_state(proto::TASK_BLOCKED);  // runs again on the artifact assembled again
     MarkTask(txn, *job, t.stage());
-    all_done = all_done && t.state() == proto::TASK_DONE;
     any_progress = any_progress || t.layers_committed() > 0;
   }
+  job->rec.clear_verify_verdict();
+  const bool all_done = LayersDone(*job);
   QueueRunnableTasks(txn, *job);
   SetJobState(txn, *job, all_done ? proto::JOB_ASSEMBLING : any_progress ? proto::JOB_RUNNING : proto::JOB_QUEUED,
               "");
@@ -497,7 +529,14 @@ absl::Status Scheduler::FinishAssembly(const std::string& job_id, const absl::St
   if (job->rec.state() != proto::JOB_ASSEMBLING) return absl::OkStatus();
   Txn txn;
   txn.now = clock_->NowMs();
-  if (result.ok()) {
+  proto::TaskRecord* verify = VerifyTask(*job);
+  if (result.ok() && verify != nullptr) {
+    verify->set_state(proto::TASK_QUEUED);
+    verify->set_queued_ms(txn.now);
+    MarkTask(txn, *job, verify->stage());
+    SetJobState(txn, *job, proto::JOB_VERIFYING, "");
+    AddEvent(txn, *job, proto::EVENT_VERIFYING, verify->stage(), -1, "", job->rec.spec().out_dir());
+  } else if (result.ok()) {
     SetJobState(txn, *job, proto::JOB_SUCCEEDED, "");
     AddEvent(txn, *job, proto::EVENT_SUCCEEDED, -1, -1, "", job->rec.spec().out_dir());
   } else {

@@ -8,10 +8,15 @@
 // crash could lose, and disk order equals memory order. Create() reloads
 // everything from the store and expires stale leases.
 //
-//   job:  QUEUED -> RUNNING -> ASSEMBLING -> SUCCEEDED
-//           \________\___________\-> FAILED / CANCELLED --Resume--> QUEUED|RUNNING|ASSEMBLING
+//   job:  QUEUED -> RUNNING -> ASSEMBLING [-> VERIFYING] -> SUCCEEDED
+//           \________\___________\____________\-> FAILED / CANCELLED --Resume--> QUEUED|RUNNING|ASSEMBLING
 //   task: BLOCKED -> QUEUED -> LEASED -> DONE      (sequential: stage k+1 unblocks on k's DONE)
 //                      ^---------/  expiry, Fail (failures < max_attempts)
+//   The verify stage (JobSpec.verify) is one more task after the layer
+//   stages, with no layers: BLOCKED until the artifact is assembled, then
+//   leased like the others; its Complete carries the report, written to
+//   <out_dir>/verify.json, and a "failed" verdict fails the job. Resume
+//   assembles again and verifies again.
 //
 //   FakeClock clock;
 //   QF_ASSIGN_OR_RETURN(auto s, Scheduler::Create(store.get(), &clock, {}));
@@ -97,6 +102,10 @@ class Scheduler {
   // `header` is the first chunk of the stream (attempt, job, layer); `bytes`
   // the reassembled, checksum-verified LayerResultProto.
   absl::StatusOr<proto::PutLayerReply> CommitLayer(const proto::LayerChunk& header, const std::string& bytes);
+  // Of the verify stage: request.verify_report is verify.json's object
+  // (InvalidArgument naming the field otherwise); it is written to
+  // <out_dir>/verify.json before the stage is recorded done (Internal naming
+  // the path when that fails: the worker reports it with Fail).
   absl::StatusOr<proto::CompleteReply> Complete(const proto::CompleteRequest& request);
   absl::StatusOr<proto::FailReply> Fail(const proto::FailRequest& request);
   // Records a layer stream refused before it reached CommitLayer (a bad chunk)
@@ -146,6 +155,11 @@ class Scheduler {
   void MarkTask(Txn& txn, Job& job, int stage);
   void SetJobState(Txn& txn, Job& job, proto::JobState state, const std::string& reason);
   void PlanTasks(Job& job);
+  // Every layer stage is DONE (the verify stage aside).
+  static bool LayersDone(const Job& job);
+  static proto::TaskRecord* VerifyTask(Job& job);  // null without JobSpec.verify
+  absl::StatusOr<proto::CompleteReply> CompleteVerify(const proto::CompleteRequest& request,
+                                                     const std::string& out_dir);
   void QueueRunnableTasks(Txn& txn, Job& job);
   void ReleaseLease(Txn& txn, Job& job, proto::TaskRecord& task);
   void FailAttempt(Txn& txn, Job& job, proto::TaskRecord& task, const std::string& error, bool permanent,
@@ -206,5 +220,7 @@ class Scheduler {
 };
 
 bool IsTerminal(proto::JobState state);
+// QUEUED, RUNNING, VERIFYING: a job with tasks to lease (cancellable).
+bool IsLeasable(proto::JobState state);
 
 }  // namespace qf::coordinator

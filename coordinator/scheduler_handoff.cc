@@ -45,7 +45,7 @@ absl::StatusOr<proto::HandoffReply> Scheduler::Handoff(const proto::HandoffReque
   // The receiving stage: the one whose first layer is the boundary.
   int r = -1;
   for (const proto::TaskRecord& t : job->tasks) {
-    if (t.first_layer() == b && t.stage() > 0) r = t.stage();
+    if (t.first_layer() == b && t.stage() > 0 && !t.verify()) r = t.stage();
   }
   if (r < 0)
     return absl::InvalidArgumentError(absl::StrCat("HandoffRequest.boundary_layer: ", b,

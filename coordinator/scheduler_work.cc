@@ -4,10 +4,13 @@
 #include <cctype>
 
 #include "absl/strings/str_cat.h"
+#include "common/fs.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
 #include "coordinator/layer_codec.h"
 #include "coordinator/scheduler_internal.h"
+#include "nlohmann/json.hpp"
+#include "storage/artifact.h"
 
 namespace qf::coordinator {
 
@@ -23,7 +26,32 @@ bool ValidWorkerName(const std::string& name) {
 }
 
 std::string StageName(const proto::TaskRecord& t) {
+  if (t.verify()) return absl::StrCat("stage ", t.stage(), " (verify)");
   return absl::StrCat("stage ", t.stage(), " (layers ", t.first_layer(), "-", t.end_layer() - 1, ")");
+}
+
+constexpr size_t kMaxVerifyReportBytes = size_t{8} << 20;
+
+// A verify stage's report: verify.json's object with a known verdict (and,
+// when failed, the failure). What the job records of it.
+struct VerifyOutcome {
+  std::string verdict, failure;
+};
+absl::StatusOr<VerifyOutcome> ParseVerifyReport(const std::string& report) {
+  auto bad = [](const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat("CompleteRequest.verify_report: expected ", what));
+  };
+  if (report.empty()) return bad("verify.json's object for the verify stage, got nothing");
+  if (report.size() > kMaxVerifyReportBytes) return bad(absl::StrCat("at most 8 MiB, got ", report.size(), " bytes"));
+  const nlohmann::json j = nlohmann::json::parse(report, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return bad("a JSON object");
+  const auto v = j.find("verdict");
+  if (v == j.end() || !v->is_string() || (*v != "passed" && *v != "failed" && *v != "unsupported"))
+    return bad("a \"verdict\" of passed, failed or unsupported");
+  VerifyOutcome out{v->get<std::string>(), ""};
+  if (const auto f = j.find("failure"); f != j.end() && f->is_string()) out.failure = f->get<std::string>();
+  if (out.verdict == "failed" && out.failure.empty()) return bad("a \"failure\" with the \"failed\" verdict");
+  return out;
 }
 
 absl::Status LeaseGone(uint64_t attempt_id) {
@@ -189,7 +217,9 @@ absl::StatusOr<proto::LeaseReply> Scheduler::Lease(const proto::LeaseRequest& re
     chosen->rec.set_started_ms(txn.now);
   }
   AddEvent(txn, *chosen, proto::EVENT_STAGE_LEASED, task->stage(), -1, request.worker_id(),
-           absl::StrCat("attempt ", attempt, ", from layer ", task->first_layer() + task->layers_committed()));
+           task->verify() ? absl::StrCat("attempt ", attempt, ", verify")
+                          : absl::StrCat("attempt ", attempt, ", from layer ",
+                                         task->first_layer() + task->layers_committed()));
 
   proto::TaskAssignment* a = reply.mutable_task();
   a->set_job_id(chosen->rec.job_id());
@@ -201,6 +231,7 @@ absl::StatusOr<proto::LeaseReply> Scheduler::Lease(const proto::LeaseRequest& re
   a->set_start_layer(task->first_layer() + task->layers_committed());
   a->set_num_layers(chosen->rec.num_layers());
   a->set_lease_ttl_ms(options_.lease_ttl_ms);
+  a->set_verify(task->verify());
   QF_RETURN_IF_ERROR(Finish(txn, lock));
   return reply;
 }
@@ -372,12 +403,22 @@ absl::StatusOr<proto::CompleteReply> Scheduler::Complete(const proto::CompleteRe
     Job* job = nullptr;
     proto::TaskRecord* t = FindTaskByAttempt(request.attempt_id(), &job);
     bool already = t != nullptr && t->state() == proto::TASK_DONE;
-    if (already) reply.set_job_done(job->rec.state() == proto::JOB_ASSEMBLING || job->rec.state() == proto::JOB_SUCCEEDED);
+    if (already)
+      reply.set_job_done(t->verify() || job->rec.state() == proto::JOB_ASSEMBLING ||
+                         job->rec.state() == proto::JOB_VERIFYING || job->rec.state() == proto::JOB_SUCCEEDED);
     QF_RETURN_IF_ERROR(Finish(txn, lock));
     if (already) return reply;  // a retry of a Complete that went through
     return live.status();
   }
   auto [job, task] = *live;
+  if (task->verify()) {
+    const std::string out_dir = job->rec.spec().out_dir();
+    QF_RETURN_IF_ERROR(Finish(txn, lock));  // writes what LiveLease may have expired
+    return CompleteVerify(request, out_dir);
+  }
+  if (!request.verify_report().empty())
+    return absl::InvalidArgumentError(absl::StrCat("CompleteRequest.verify_report: expected nothing for ",
+                                                   StageName(*task), " (only the verify stage reports)"));
   if (task->layers_committed() != task->end_layer() - task->first_layer())
     return absl::FailedPreconditionError(absl::StrCat(StageName(*task), ": only ", task->layers_committed(),
                                                       " layers committed; commit every layer before Complete"));
@@ -392,13 +433,54 @@ absl::StatusOr<proto::CompleteReply> Scheduler::Complete(const proto::CompleteRe
     job->tasks[next].set_preferred_worker(worker);
     QueueRunnableTasks(txn, *job);
   }
-  bool all_done = std::all_of(job->tasks.begin(), job->tasks.end(),
-                              [](const proto::TaskRecord& t) { return t.state() == proto::TASK_DONE; });
-  if (all_done) {
+  if (LayersDone(*job)) {
     SetJobState(txn, *job, proto::JOB_ASSEMBLING, "");
     AddEvent(txn, *job, proto::EVENT_ASSEMBLING, -1, -1, "", "");
     reply.set_job_done(true);
   }
+  QF_RETURN_IF_ERROR(Finish(txn, lock));
+  return reply;
+}
+
+// The report is parsed and written outside the lock (a slow file system holds
+// no other RPC); the lease is checked again before the stage is recorded. A
+// lease lost in between leaves a verify.json that the next attempt overwrites
+// with a report on the same bytes.
+absl::StatusOr<proto::CompleteReply> Scheduler::CompleteVerify(const proto::CompleteRequest& request,
+                                                               const std::string& out_dir) {
+  QF_ASSIGN_OR_RETURN(VerifyOutcome outcome, ParseVerifyReport(request.verify_report()));
+  const std::string path = absl::StrCat(out_dir, "/", storage::kVerifyReportName);
+  std::string text = request.verify_report();
+  if (text.back() != '\n') text += '\n';
+  if (absl::Status s = WriteFileAtomic(path, text); !s.ok())
+    return absl::InternalError(absl::StrCat("verify stage: writing the report: ", s.message()));
+
+  std::unique_lock<std::mutex> lock(mu_);
+  Txn txn;
+  txn.now = clock_->NowMs();
+  auto live = LiveLease(request.attempt_id(), request.worker_id(), txn);
+  if (!live.ok()) {
+    QF_RETURN_IF_ERROR(Finish(txn, lock));
+    return live.status();
+  }
+  auto [job, task] = *live;
+  const std::string worker = task->worker();
+  ReleaseLease(txn, *job, *task);
+  task->set_state(proto::TASK_DONE);
+  task->set_worker(worker);
+  job->rec.set_verify_verdict(outcome.verdict);
+  AddEvent(txn, *job, proto::EVENT_VERIFIED, task->stage(), -1, worker,
+           outcome.verdict == "failed" ? absl::StrCat("failed: ", outcome.failure)
+                                       : absl::StrCat(outcome.verdict, ": ", path));
+  if (outcome.verdict == "failed") {
+    StopJob(txn, *job, proto::JOB_FAILED,
+            absl::StrCat("verify: ", outcome.failure, " (report: ", path, "; the artifact stays)"));
+  } else {
+    SetJobState(txn, *job, proto::JOB_SUCCEEDED, "");
+    AddEvent(txn, *job, proto::EVENT_SUCCEEDED, -1, -1, "", out_dir);
+  }
+  proto::CompleteReply reply;
+  reply.set_job_done(true);
   QF_RETURN_IF_ERROR(Finish(txn, lock));
   return reply;
 }

@@ -63,13 +63,17 @@ void PrintStatus(const proto::JobStatus& s) {
               s.layers_committed(), s.layers_total(), s.spec().method().c_str(), s.spec().bits(),
               s.spec().group_size(), s.spec().model_path().c_str());
   for (const proto::StageStatus& st : s.stages()) {
-    std::printf("  stage %d  layers %d-%d  %s  %d/%d%s%s\n", st.stage(), st.first_layer(), st.end_layer() - 1,
+    const std::string what = st.verify() ? std::string("verify") : absl::StrCat("layers ", st.first_layer(), "-",
+                                                                              st.end_layer() - 1);
+    std::printf("  stage %d  %s  %s  %d/%d%s%s\n", st.stage(), what.c_str(),
                 proto::TaskState_Name(st.state()).c_str(), st.layers_committed(), st.end_layer() - st.first_layer(),
                 st.worker().empty() ? "" : ("  on " + st.worker()).c_str(),
                 st.last_error().empty() ? "" : ("  last error: " + st.last_error()).c_str());
   }
   if (!s.reason().empty()) std::printf("  reason: %s\n", s.reason().c_str());
   if (!s.artifact_dir().empty()) std::printf("  artifact: %s\n", s.artifact_dir().c_str());
+  if (!s.verify_verdict().empty())
+    std::printf("  verify: %s (%s)\n", s.verify_verdict().c_str(), s.verify_report().c_str());
 }
 
 // Exit status of `watch`: 0 succeeded, 1 failed, 3 cancelled.
@@ -97,6 +101,12 @@ class WatchPrinter {
                   s.layers_committed(), s.layers_total(), ProgressReporter::FormatDuration(eta).c_str());
       ++lines_;
       for (const proto::StageStatus& st : s.stages()) {
+        if (st.verify()) {
+          std::printf("\r\033[K  stage %-3d verify: %s %s\n", st.stage(), proto::TaskState_Name(st.state()).c_str(),
+                      st.worker().c_str());
+          ++lines_;
+          continue;
+        }
         const int n = st.end_layer() - st.first_layer();
         const int w = 20, filled = n > 0 ? st.layers_committed() * w / n : 0;
         std::printf("\r\033[K  stage %-3d [%s%s] %d/%d %s\n", st.stage(), std::string(filled, '#').c_str(),
@@ -149,6 +159,7 @@ void SetupClusterCommands(CLI::App& app, std::vector<std::pair<CLI::App*, Comman
     AddQuantizeFlags(sub, o.get());
     for (const char* name : {"--model", "--out"}) sub->get_option(name)->required(false);
     AddClusterJobFlags(sub, o.get());
+    AddVerifyFlags(sub, o.get(), "on a worker, after assembly; the artifact must be readable by the workers");
     subs->emplace_back(sub, [f, o, file]() -> absl::Status {
       proto::JobSpec spec;
       if (!file->empty()) {

@@ -25,33 +25,18 @@ std::string DefaultStateDir(const std::string& out) {
   return (p.parent_path() / ("." + p.filename().string() + ".qforge-state")).string();
 }
 
-// The optional verify stage (JobSpec.verify*): run here, after the job, on the
-// same device and engine; the job is submitted without it (proto/job.proto).
-struct VerifyFlags {
-  bool verify = false;
-  std::string text;
-  int seqlen = 512;
-  int max_chunks = 256;
-  std::string dtype = "fp16";
-};
-
-absl::Status RunQuantize(const QuantizeOptions& o, const std::string& state_flag, bool keep_state,
-                         const VerifyFlags& vf) {
+// The optional verify stage (JobSpec.verify*) runs here, after the job, on the
+// same device and engine; the job is submitted without it, so that the same
+// state resumes with or without --verify.
+absl::Status RunQuantize(const QuantizeOptions& o, const std::string& state_flag, bool keep_state) {
   QF_RETURN_IF_ERROR(ValidateQuantizeOptions(o));
-  if (vf.verify && !vf.text.empty() && !PathExists(vf.text)) {
-    return absl::NotFoundError(absl::StrCat("--verify-text ", vf.text, ": no such file"));
+  if (o.verify && !o.verify_text.empty() && !PathExists(o.verify_text)) {
+    return absl::NotFoundError(absl::StrCat("--verify-text ", o.verify_text, ": no such file"));
   }
-  if (vf.verify && !worker::IsVerifyDType(vf.dtype)) {
-    return absl::InvalidArgumentError(absl::StrCat("--verify-dtype: '", vf.dtype, "', expected fp16 or bf16"));
+  if (o.verify && !worker::IsVerifyDType(o.verify_dtype)) {
+    return absl::InvalidArgumentError(absl::StrCat("--verify-dtype: '", o.verify_dtype, "', expected fp16 or bf16"));
   }
-  proto::JobSpec spec = ToJobSpec(o);
-  spec.set_verify(vf.verify);
-  if (vf.verify) {
-    if (!vf.text.empty()) spec.set_verify_text(std::filesystem::absolute(vf.text).lexically_normal().string());
-    spec.set_verify_seqlen(vf.seqlen);
-    spec.set_verify_max_chunks(vf.max_chunks);
-    spec.set_verify_dtype(vf.dtype);
-  }
+  const proto::JobSpec spec = ToJobSpec(o);
   proto::JobSpec job = spec;   // what the coordinator runs: quantize + assemble
   job.clear_verify();
   job.clear_verify_text();
@@ -90,14 +75,9 @@ absl::Status RunQuantize(const QuantizeOptions& o, const std::string& state_flag
   if (!keep_state) RemoveAll(state).IgnoreError();
   absl::Status verified = absl::OkStatus();
   if (spec.verify()) {
-    VerifyCliOptions v;
-    v.artifact = o.out;
-    v.device = o.device;
-    v.text = spec.verify_text();
-    v.seqlen = spec.verify_seqlen();
-    v.max_chunks = spec.verify_max_chunks();
-    v.dtype = spec.verify_dtype().empty() ? "fp16" : spec.verify_dtype();
-    v.print = !o.json;   // --json: one object on stdout; the report is in verify.json
+    VerifyCliOptions v{worker::VerifyStageOptionsOf(spec, o.device)};
+    v.artifact = o.out;   // as given (the report and messages name it so)
+    v.print = !o.json;    // --json: one object on stdout; the report is in verify.json
     verified = RunVerifyStage(*engine, v);
   }
   if (o.json) {
@@ -119,15 +99,8 @@ CommandFn SetupQuantize(CLI::App* sub) {
   sub->add_option("--state", *state, "State directory (default: .<out>.qforge-state next to --out); reuse to resume");
   sub->add_flag("--keep-state", *keep, "Keep the state directory after success");
   sub->add_flag("--json", o->json, "Print a JSON summary on stdout");
-  auto vf = std::make_shared<VerifyFlags>();
-  sub->add_flag("--verify", vf->verify, "Then run `qctl verify` on the artifact (same device); writes verify.json");
-  sub->add_option("--verify-text", vf->text, "--verify: held-out text for the perplexity check (none: skipped)");
-  sub->add_option("--verify-seqlen", vf->seqlen, "--verify: tokens per perplexity chunk")->capture_default_str();
-  sub->add_option("--verify-max-chunks", vf->max_chunks, "--verify: perplexity over the first N chunks")
-      ->capture_default_str();
-  sub->add_option("--verify-dtype", vf->dtype, "--verify: the fused path's element type, fp16 | bf16")
-      ->capture_default_str();
-  return [o, state, keep, vf] { return RunQuantize(*o, *state, *keep, *vf); };
+  AddVerifyFlags(sub, o.get(), "same device");
+  return [o, state, keep] { return RunQuantize(*o, *state, *keep); };
 }
 
 }  // namespace qf::qctl

@@ -129,6 +129,13 @@ proto::JobSpec ToJobSpec(const QuantizeOptions& o) {
   s.set_mode(o.mode == "parallel" ? proto::MODE_PARALLEL : proto::MODE_SEQUENTIAL);
   s.set_stage_layers(o.stage_layers);
   s.set_priority(o.priority);
+  if (o.verify) {
+    s.set_verify(true);
+    s.set_verify_text(abs(o.verify_text));
+    s.set_verify_seqlen(o.verify_seqlen);
+    s.set_verify_max_chunks(o.verify_max_chunks);
+    s.set_verify_dtype(o.verify_dtype);
+  }
   return s;
 }
 
@@ -137,6 +144,17 @@ void AddClusterJobFlags(CLI::App* sub, QuantizeOptions* o) {
       ->check(CLI::IsMember({"sequential", "parallel"}))->capture_default_str();
   sub->add_option("--stage-layers", o->stage_layers, "Decoder layers per stage (0: coordinator default)");
   sub->add_option("--priority", o->priority, "Higher runs first; FIFO among equals")->capture_default_str();
+}
+
+void AddVerifyFlags(CLI::App* sub, QuantizeOptions* o, const char* device) {
+  sub->add_flag("--verify", o->verify,
+                absl::StrCat("Then run `qctl verify` on the artifact (", device, "); writes verify.json"));
+  sub->add_option("--verify-text", o->verify_text, "--verify: held-out text for the perplexity check (none: skipped)");
+  sub->add_option("--verify-seqlen", o->verify_seqlen, "--verify: tokens per perplexity chunk")->capture_default_str();
+  sub->add_option("--verify-max-chunks", o->verify_max_chunks, "--verify: perplexity over the first N chunks")
+      ->capture_default_str();
+  sub->add_option("--verify-dtype", o->verify_dtype, "--verify: the fused path's element type, fp16 | bf16")
+      ->capture_default_str();
 }
 
 }  // namespace qf::qctl

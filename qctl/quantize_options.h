@@ -40,6 +40,13 @@ struct QuantizeOptions {
   int stage_layers = 0;            // 0: the coordinator's default
   int priority = 0;
   bool json = false;
+  // The verify stage (JobSpec.verify*): `qctl quantize` runs it after the job
+  // in its own process, a cluster job on a worker after assembly.
+  bool verify = false;
+  std::string verify_text;         // empty: no perplexity check
+  int verify_seqlen = 512;
+  int verify_max_chunks = 256;
+  std::string verify_dtype = "fp16";
 };
 
 void AddQuantizeFlags(CLI::App* sub, QuantizeOptions* o);
@@ -57,5 +64,9 @@ proto::JobSpec ToJobSpec(const QuantizeOptions& o);
 
 // Cluster-only flags (`qctl submit`): --mode, --stage-layers, --priority.
 void AddClusterJobFlags(CLI::App* sub, QuantizeOptions* o);
+
+// --verify, --verify-text, --verify-seqlen, --verify-max-chunks, --verify-dtype
+// (both commands; `device` names where the stage runs).
+void AddVerifyFlags(CLI::App* sub, QuantizeOptions* o, const char* device);
 
 }  // namespace qf::qctl

@@ -1,6 +1,5 @@
 #include "qctl/verify_report.h"
 
-#include <cmath>
 #include <cstdio>
 #include <memory>
 
@@ -11,95 +10,10 @@
 #include "common/fs.h"
 #include "common/status_macros.h"
 #include "qctl/progress.h"
-#include "worker/calibration.h"
-#include "worker/tokenizer.h"
 
 namespace qf::qctl {
-namespace {
-
-// JSON has no inf/NaN: such values become null (the entry's detail says why).
-nlohmann::json Num(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
-
-struct Counts {
-  int ok = 0, failed = 0, unsupported = 0;
-  double max_rel_err = 0;
-  double threshold = 0;
-};
-
-Counts Count(const worker::VerifyReport& r) {
-  Counts c;
-  for (const worker::VerifyLinear& l : r.linears) {
-    if (l.status == "unsupported") {
-      ++c.unsupported;
-      continue;
-    }
-    l.status == "ok" ? ++c.ok : ++c.failed;
-    if (!(l.max_rel_err <= c.max_rel_err)) c.max_rel_err = l.max_rel_err;
-    c.threshold = l.threshold;
-  }
-  return c;
-}
-
-}  // namespace
-
-nlohmann::json VerifyReportJson(const worker::VerifyReport& r) {
-  const Counts c = Count(r);
-  nlohmann::json linears = nlohmann::json::array();
-  for (const worker::VerifyLinear& l : r.linears) {
-    nlohmann::json j = {{"tensor", l.tensor}, {"k", l.k}, {"n", l.n}, {"status", l.status}};
-    if (l.status != "unsupported") {
-      j["max_rel_err"] = Num(l.max_rel_err);
-      j["threshold"] = l.threshold;
-    }
-    if (!l.detail.empty()) j["detail"] = l.detail;
-    linears.push_back(std::move(j));
-  }
-  nlohmann::json shapes = nlohmann::json::array();
-  for (const worker::VerifyTiming& t : r.timings) {
-    nlohmann::json j = {{"k", t.k}, {"n", t.n}, {"m", t.m}, {"linears", t.linears}, {"variant", t.variant}};
-    if (t.fused_us > 0 && t.cublas_us > 0) {
-      j["fused_us"] = t.fused_us;
-      j["cublas_us"] = t.cublas_us;
-      j["speedup"] = t.cublas_us / t.fused_us;
-    }
-    shapes.push_back(std::move(j));
-  }
-  const worker::VerifyPerplexity& p = r.ppl;
-  nlohmann::json ppl = {{"measured", p.measured}, {"tolerance", p.tolerance}};
-  if (p.measured) {
-    ppl.update({{"text", p.text}, {"seqlen", p.seqlen}, {"chunks", p.chunks}, {"fused", Num(p.fused)},
-                {"dequant", Num(p.dequant)}, {"rel_diff", Num(p.rel_diff)}, {"passed", p.passed}});
-  } else {
-    ppl["note"] = p.note;
-  }
-  nlohmann::json throughput = {{"measured", r.timing_measured}};
-  if (r.timing_measured) {
-    throughput.update({{"baseline", absl::StrCat("cuBLAS ", absl::AsciiStrToUpper(r.dtype), " (at::mm on a ", r.dtype,
-                                                 " copy of the dequantized weight)")},
-                       {"method", "CUDA-event median, L2 flushed before every timed call"},
-                       {"iters", r.iters}, {"shapes", std::move(shapes)}});
-  } else {
-    throughput["note"] = r.timing_note;
-  }
-  return {{"artifact", r.artifact_dir},
-          {"device", r.device},
-          {"dtype", r.dtype},
-          {"verdict", r.verdict},
-          {"failure", r.failure.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.failure)},
-          {"quantization", {{"format", r.format}, {"bits", r.bits}, {"group_size", r.group_size},
-                            {"sym", r.sym}, {"desc_act", r.desc_act}}},
-          {"linear_checks", {{"reference", "dequantize + matmul in float32"},
-                             {"metric", "||C_fused - C_ref|| / ||C_ref||, max over ms"},
-                             {"ms", r.check_ms}, {"ok", c.ok}, {"failed", c.failed},
-                             {"unsupported", c.unsupported}, {"max_rel_err", Num(c.max_rel_err)},
-                             {"linears", std::move(linears)}}},
-          {"throughput", std::move(throughput)},
-          {"perplexity", std::move(ppl)},
-          {"seconds", r.seconds}};
-}
-
 std::string VerifyReportTable(const worker::VerifyReport& r) {
-  const Counts c = Count(r);
+  const worker::VerifyCounts c = worker::CountVerifyLinears(r);
   std::string out = absl::StrFormat("artifact    %s (%s, %d bits, group %d, %s%s)\ndevice      %s, %s\n", r.artifact_dir,
                                     r.format, r.bits, r.group_size, r.sym ? "sym" : "asym",
                                     r.desc_act ? ", act-order" : "", r.device, r.dtype);
@@ -148,18 +62,7 @@ std::string VerifyReportTable(const worker::VerifyReport& r) {
 }
 
 absl::Status RunVerifyStage(worker::Engine& engine, const VerifyCliOptions& o) {
-  if (!IsDirectory(o.artifact)) return absl::NotFoundError(absl::StrCat(o.artifact, ": no such artifact directory"));
-  worker::VerifySpec spec;
-  spec.artifact_dir = o.artifact;
-  spec.device = o.device;
-  spec.iters = o.iters;
-  spec.dtype = o.dtype;
-  if (!o.text.empty()) {
-    QF_ASSIGN_OR_RETURN(auto tok, worker::Tokenizer::Load(o.artifact));
-    QF_ASSIGN_OR_RETURN(spec.tokens, worker::BuildEvalTokens(*tok, o.text, o.seqlen, o.max_chunks));
-    spec.seqlen = o.seqlen;
-    spec.text = o.text;
-  }
+  QF_ASSIGN_OR_RETURN(worker::VerifySpec spec, worker::MakeVerifySpec(o));
   std::unique_ptr<ProgressReporter> bar;
   std::string stage;
   QF_ASSIGN_OR_RETURN(worker::VerifyReport r, engine.Verify(spec, [&](const std::string& s, int done, int total) {
@@ -172,9 +75,9 @@ absl::Status RunVerifyStage(worker::Engine& engine, const VerifyCliOptions& o) {
   }));
   if (bar) bar->Finish(stage);
   const std::string path = absl::StrCat(o.artifact, "/", kVerifyReportName);
-  QF_RETURN_IF_ERROR(WriteFileAtomic(path, VerifyReportJson(r).dump(2) + "\n"));
+  QF_RETURN_IF_ERROR(WriteFileAtomic(path, worker::VerifyReportJson(r).dump(2) + "\n"));
   if (o.print && o.json) {
-    std::printf("%s\n", VerifyReportJson(r).dump().c_str());
+    std::printf("%s\n", worker::VerifyReportJson(r).dump().c_str());
   } else if (o.print) {
     std::printf("%sreport      %s\n", VerifyReportTable(r).c_str(), path.c_str());
   }

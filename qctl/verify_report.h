@@ -7,35 +7,27 @@
 // about the artifact, written after it, so it is outside qforge-manifest.json
 // and storage::ReadArtifact ignores it), and the printed table or JSON.
 //
-//   VerifyCliOptions v{.artifact = "out/tiny-gptq", .device = "cuda"};
+//   VerifyCliOptions v;  v.artifact = "out/tiny-gptq";  v.device = "cuda";
 //   QF_RETURN_IF_ERROR(RunVerifyStage(*engine, v));   // FailedPrecondition naming the tensor when it fails
 #pragma once
 
 #include <string>
 
 #include "absl/status/status.h"
-#include "nlohmann/json.hpp"
+#include "storage/artifact.h"
 #include "worker/engine/engine_host.h"
+#include "worker/runtime/verify_stage.h"
 
 namespace qf::qctl {
 
-inline constexpr const char* kVerifyReportName = "verify.json";
+using storage::kVerifyReportName;
 
-struct VerifyCliOptions {
-  std::string artifact;
-  std::string device = "cpu";
-  std::string text;        // empty: no perplexity check
-  int seqlen = 512;
-  int max_chunks = 256;
-  int iters = 40;
-  std::string dtype = "fp16";  // the fused path's element type: fp16 | bf16
+struct VerifyCliOptions : worker::VerifyStageOptions {
   bool json = false;       // print verify.json's object instead of the table
   bool print = true;       // false: only verify.json (and the error, if it failed)
 };
 
-// verify.json's object.
-nlohmann::json VerifyReportJson(const worker::VerifyReport& r);
-// The printed table.
+// The printed table (verify.json's object: worker::VerifyReportJson).
 std::string VerifyReportTable(const worker::VerifyReport& r);
 
 // Runs the stage. Errors: NotFound for a missing artifact directory, the

@@ -86,6 +86,10 @@ inline constexpr std::array<std::string_view, 11> kTokenizerFiles = {
 
 inline constexpr uint64_t kMaxShardBytes = uint64_t{4} << 30;
 inline constexpr const char* kManifestName = "qforge-manifest.json";
+// The verify stage's report (worker/runtime/verify_stage.h): written into the
+// artifact directory after it, so it is not in the manifest and readers
+// ignore it.
+inline constexpr const char* kVerifyReportName = "verify.json";
 
 // Writes the artifact for `layers` (one LayerResult per decoder layer
 // 0 .. cfg.num_hidden_layers-1, any order) quantized from the checkpoint in

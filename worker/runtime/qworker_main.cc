@@ -47,6 +47,7 @@ int main(int argc, char** argv) {
                      "After computing this layer, stop renewing and stall before sending it");
   faults->add_option("--fault-stall-ms", o.stall_ms, "How long the stall lasts");
   faults->add_option("--fault-layer-delay-ms", o.layer_delay_ms, "Sleep before computing each layer");
+  faults->add_option("--fault-verify-delay-ms", o.verify_delay_ms, "Sleep (renewing) before a verify stage starts");
   CLI11_PARSE(app, argc, argv);
   o.handoff = !no_handoff;
   o.device.clear();

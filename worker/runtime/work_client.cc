@@ -127,10 +127,12 @@ absl::StatusOr<proto::PutLayerReply> WorkClient::PutLayer(const proto::TaskAssig
 }
 
 absl::StatusOr<proto::CompleteReply> WorkClient::Complete(const proto::TaskAssignment& task,
-                                                          const std::string& worker_id) {
+                                                          const std::string& worker_id,
+                                                          const std::string& verify_report) {
   proto::CompleteRequest req;
   req.set_attempt_id(task.attempt_id());
   req.set_worker_id(worker_id);
+  req.set_verify_report(verify_report);
   proto::CompleteReply reply;
   QF_RETURN_IF_ERROR(Retry("Complete", [&] {
     grpc::ClientContext ctx;
@@ -141,13 +143,13 @@ absl::StatusOr<proto::CompleteReply> WorkClient::Complete(const proto::TaskAssig
 }
 
 absl::Status WorkClient::Fail(const proto::TaskAssignment& task, const std::string& worker_id,
-                              const absl::Status& error) {
+                              const absl::Status& error, std::optional<bool> permanent) {
   proto::FailRequest req;
   req.set_attempt_id(task.attempt_id());
   req.set_worker_id(worker_id);
   req.set_error(std::string(error.message()));
   // Bad weights or a spec that cannot fit the model fail the same way everywhere.
-  req.set_permanent(absl::IsInvalidArgument(error) || absl::IsUnimplemented(error));
+  req.set_permanent(permanent.value_or(absl::IsInvalidArgument(error) || absl::IsUnimplemented(error)));
   proto::FailReply reply;
   return Retry("Fail", [&] {
     grpc::ClientContext ctx;

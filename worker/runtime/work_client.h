@@ -48,8 +48,13 @@ class WorkClient {
   // Streams `result` as checksummed chunks and waits for the commit.
   absl::StatusOr<proto::PutLayerReply> PutLayer(const proto::TaskAssignment& task,
                                                 const kernels::LayerResult& result);
-  absl::StatusOr<proto::CompleteReply> Complete(const proto::TaskAssignment& task, const std::string& worker_id);
-  absl::Status Fail(const proto::TaskAssignment& task, const std::string& worker_id, const absl::Status& error);
+  // `verify_report`: the verify stage's verify.json object (empty otherwise).
+  absl::StatusOr<proto::CompleteReply> Complete(const proto::TaskAssignment& task, const std::string& worker_id,
+                                                const std::string& verify_report = "");
+  // `permanent` unset: InvalidArgument and Unimplemented errors are (another
+  // worker would fail the same way), others are not.
+  absl::Status Fail(const proto::TaskAssignment& task, const std::string& worker_id, const absl::Status& error,
+                    std::optional<bool> permanent = std::nullopt);
   // A committed layer, verified chunk by chunk.
   absl::StatusOr<kernels::LayerResult> FetchLayer(const std::string& job_id, int layer);
   // One step of the parallel-mode activation hand-off (worker/runtime/handoff.h).

@@ -12,8 +12,9 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/status_macros.h"
-#include "worker/calibration.h"
 #include "storage/synthetic_model.h"
+#include "worker/calibration.h"
+#include "worker/runtime/verify_stage.h"
 #include "worker/tokenizer.h"
 
 namespace qf::worker {
@@ -350,7 +351,56 @@ bool Worker::ReceiveInput(const proto::TaskAssignment& task, Session* session, c
   }
 }
 
+absl::Status Worker::RunVerifyTask(const proto::TaskAssignment& task) {
+  const std::string what = absl::StrCat("job ", task.job_id(), " verify stage (attempt ", task.attempt_id(), ")");
+  const VerifyStageOptions o = VerifyStageOptionsOf(task.spec(), options_.device);
+  QF_LOG(INFO) << what << ": " << o.artifact << " on " << o.device << (o.text.empty() ? "" : ", perplexity on ")
+               << o.text;
+  std::atomic<int> layer{task.end_layer()};
+  Renewer renewer(&client_, task, worker_id_, renew_interval_ms_, &layer);
+  for (int waited = 0; waited < options_.verify_delay_ms && !renewer.lost(); waited += 20)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  absl::StatusOr<VerifyReport> report = [&]() -> absl::StatusOr<VerifyReport> {
+    QF_ASSIGN_OR_RETURN(VerifySpec spec, MakeVerifySpec(o));
+    return engine_->Verify(spec, [&](const std::string& stage, int done, int total) {
+      if (done == total) QF_LOG(INFO) << what << ": " << stage << " " << done << "/" << total;
+    });
+  }();
+  if (renewer.lost()) {
+    QF_LOG(WARNING) << what << ": dropped: lease lost";
+    stats_.tasks_abandoned++;
+    return absl::OkStatus();
+  }
+  if (!report.ok()) {
+    const absl::Status& e = report.status();
+    const bool permanent = absl::IsDataLoss(e) || absl::IsInvalidArgument(e) || absl::IsUnimplemented(e);
+    QF_LOG(ERROR) << what << ": " << e;
+    stats_.tasks_failed++;
+    if (absl::Status s = client_.Fail(task, worker_id_, absl::Status(e.code(), absl::StrCat("verify: ", e.message())),
+                                      permanent);
+        !s.ok())
+      QF_LOG(WARNING) << what << ": reporting the failure: " << s;
+    return absl::OkStatus();
+  }
+  absl::StatusOr<proto::CompleteReply> done = client_.Complete(task, worker_id_, VerifyReportJson(*report).dump(2));
+  if (!done.ok()) {
+    if (LeaseLost(done.status()) || absl::IsUnavailable(done.status())) {
+      QF_LOG(WARNING) << what << ": dropped: " << done.status().message();
+      stats_.tasks_abandoned++;
+      return absl::OkStatus();
+    }
+    QF_LOG(ERROR) << what << ": " << done.status();
+    stats_.tasks_failed++;
+    client_.Fail(task, worker_id_, done.status()).IgnoreError();
+    return absl::OkStatus();
+  }
+  stats_.verifies_completed++;
+  QF_LOG(INFO) << what << ": " << report->verdict << (report->failure.empty() ? "" : ": ") << report->failure;
+  return absl::OkStatus();
+}
+
 absl::Status Worker::RunTask(const proto::TaskAssignment& task) {
+  if (task.verify()) return RunVerifyTask(task);
   const std::string what = absl::StrCat("job ", task.job_id(), " stage ", task.stage(), " (attempt ",
                                         task.attempt_id(), ")");
   QF_LOG(INFO) << what << ": layers " << task.start_layer() << ".." << task.end_layer() - 1;

@@ -20,6 +20,13 @@
 // ApplyLayer reproduces QuantizeLayer's activations bit for bit, so a stage
 // that moves between workers gives the same bytes as an uninterrupted run.
 //
+// The verify stage (TaskAssignment.verify, JobSpec.verify): no layers; the
+// engine checks the artifact at spec.out_dir on this worker's device
+// (Engine::Verify, verify_stage.h) while the lease is renewed, and Complete
+// carries the report. Errors that another try cannot fix (DataLoss: the
+// artifact disagrees with its manifest; InvalidArgument) fail it for good;
+// others (NotFound: this worker does not see out_dir) let another worker try.
+//
 //   WorkerOptions o;  o.name = "gpu0";  o.device = "cuda:0";
 //   QF_ASSIGN_OR_RETURN(auto engine, Engine::Load());
 //   Worker w(channel, engine.get(), o);
@@ -69,6 +76,8 @@ struct WorkerOptions {
   // Test hook: sleep this long before computing each layer (slows a run down
   // enough to kill a process mid-stage).
   int layer_delay_ms = 0;
+  // Test hook: the verify stage sleeps this long (renewing) before it starts.
+  int verify_delay_ms = 0;
   // Parallel mode: hand activations to / take them from the workers of the
   // neighbouring stages (handoff.h) instead of replaying. false: always replay.
   bool handoff = true;
@@ -86,6 +95,7 @@ struct WorkerStats {
   std::atomic<int> sessions_reused{0};   // stages started from the kept session
   std::atomic<int> handoffs_received{0}; // parallel stages whose input arrived from a peer
   std::atomic<int> handoffs_offered{0};  // boundary activations computed and offered
+  std::atomic<int> verifies_completed{0};  // verify stages reported (any verdict)
 };
 
 class Worker {
@@ -107,6 +117,7 @@ class Worker {
   struct Held;
   absl::Status EnsureRegistered();
   absl::Status RunTask(const proto::TaskAssignment& task);
+  absl::Status RunVerifyTask(const proto::TaskAssignment& task);
   absl::StatusOr<std::unique_ptr<Session>> PrepareSession(const proto::TaskAssignment& task,
                                                           const std::atomic<bool>& lost);
   // Hand-off (handoff.h). Whether `session` received its input at
