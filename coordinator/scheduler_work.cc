@@ -428,7 +428,8 @@ absl::StatusOr<proto::CompleteReply> Scheduler::Complete(const proto::CompleteRe
   task->set_worker(worker);  // kept for the record; the lease is gone
   AddEvent(txn, *job, proto::EVENT_STAGE_DONE, task->stage(), -1, worker, "");
   const int next = task->stage() + 1;
-  if (next < static_cast<int>(job->tasks.size()) && job->tasks[next].state() == proto::TASK_BLOCKED) {
+  if (next < static_cast<int>(job->tasks.size()) && !job->tasks[next].verify() &&
+      job->tasks[next].state() == proto::TASK_BLOCKED) {
     // Sequential: the worker holds stage `next`'s input activations; prefer it.
     job->tasks[next].set_preferred_worker(worker);
     QueueRunnableTasks(txn, *job);

@@ -78,6 +78,59 @@ TEST(PlannerTest, BadFieldsAreNamed) {
   }
 }
 
+// The verify stage's fields: defaults only with verify, values in range,
+// none of them without it (a stray one would be silently ignored).
+TEST(PlannerTest, VerifyFieldsAreChecked) {
+  proto::JobSpec v = TinySpec();
+  v.set_verify(true);
+  ApplySpecDefaults(&v);
+  EXPECT_EQ(v.verify_seqlen(), 512);
+  EXPECT_EQ(v.verify_max_chunks(), 256);
+  EXPECT_EQ(v.verify_dtype(), "fp16");
+  EXPECT_THAT(ValidateJobSpec(v), IsOk());
+  EXPECT_TRUE(TinySpec().verify_dtype().empty());  // no defaults without verify
+
+  struct Case {
+    const char* field;
+    bool verify;
+    void (*mutate)(proto::JobSpec*);
+  };
+  const Case cases[] = {
+      {"verify_dtype", true, [](proto::JobSpec* s) { s->set_verify_dtype("fp8"); }},
+      {"verify_seqlen", true, [](proto::JobSpec* s) { s->set_verify_seqlen(1); }},
+      {"verify_max_chunks", true, [](proto::JobSpec* s) { s->set_verify_max_chunks(-4); }},
+      {"verify_text", false, [](proto::JobSpec* s) { s->set_verify_text("/data/books.txt"); }},
+      {"verify_dtype", false, [](proto::JobSpec* s) { s->set_verify_dtype("bf16"); }},
+      {"verify_seqlen", false, [](proto::JobSpec* s) { s->set_verify_seqlen(128); }},
+      {"verify_max_chunks", false, [](proto::JobSpec* s) { s->set_verify_max_chunks(8); }},
+  };
+  for (const Case& c : cases) {
+    proto::JobSpec s = TinySpec();
+    s.set_verify(c.verify);
+    ApplySpecDefaults(&s);
+    c.mutate(&s);
+    EXPECT_THAT(ValidateJobSpec(s), StatusIs(absl::StatusCode::kInvalidArgument,
+                                             HasSubstr(std::string("JobSpec.") + c.field)))
+        << c.field << (c.verify ? " with verify" : " without verify");
+  }
+
+  proto::JobSpec text = v;
+  text.set_verify_text("/nonexistent/heldout.txt");
+  EXPECT_THAT(CheckJobInputs(text), StatusIs(absl::StatusCode::kNotFound,
+                                             AllOf(HasSubstr("JobSpec.verify_text"), HasSubstr("/nonexistent/heldout.txt"))));
+  text.set_verify_text(std::string(QF_SOURCE_DIR) + "/data/calib.txt");
+  EXPECT_THAT(CheckJobInputs(text), IsOk());
+  text.set_verify_seqlen(4096);  // tiny-llama: max_position_embeddings 2048
+  EXPECT_THAT(CheckJobInputs(text), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("JobSpec.verify_seqlen")));
+
+  proto::JobSpec synthetic = v;
+  synthetic.set_model_path("synthetic:llama-tiny");
+  synthetic.clear_calib_path();
+  EXPECT_THAT(CheckJobInputs(synthetic), IsOk());
+  synthetic.set_verify_text(std::string(QF_SOURCE_DIR) + "/data/calib.txt");
+  EXPECT_THAT(CheckJobInputs(synthetic), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("JobSpec.verify_text")));
+}
+
 TEST(PlannerTest, RtnNeedsNoCalibration) {
   proto::JobSpec s = TinySpec();
   s.set_method("rtn");

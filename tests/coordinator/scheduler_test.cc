@@ -3,6 +3,9 @@
 #include "coordinator/scheduler.h"
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "coordinator/layer_codec.h"
 #include "tests/coordinator/fake_engine.h"
@@ -318,6 +321,204 @@ TEST_F(SchedulerTest, RestartReloadsStateAndExpiresStaleLeases) {
   EXPECT_GT(b.attempt_id(), t.attempt_id());  // attempt ids never repeat across restarts
   std::string next = SubmitOk(Spec(4));
   EXPECT_GT(next, job);  // nor do job ids
+}
+
+// ---- The verify stage (JobSpec.verify) ----
+
+class SchedulerVerifyTest : public SchedulerTest {
+ protected:
+  proto::JobSpec VerifySpec(int max_attempts = 3) {
+    proto::JobSpec s = Spec(4);
+    s.set_verify(true);
+    s.set_max_attempts(max_attempts);
+    return s;
+  }
+  // Runs the one layer stage and the assembly: the job is then VERIFYING.
+  std::string ToVerifying(const proto::JobSpec& spec) {
+    std::filesystem::create_directories(spec.out_dir());
+    std::string job = SubmitOk(spec);
+    Register("q");
+    proto::TaskAssignment t = LeaseOk("q");
+    EXPECT_FALSE(t.verify());
+    auto st = sched_->GetJob(job);
+    EXPECT_TRUE(st.ok() && st->stages_size() == 2 && st->stages(1).state() == proto::TASK_BLOCKED);
+    for (int l = 0; l < 4; ++l) EXPECT_THAT(Commit(t, l), IsOk());
+    auto done = CompleteTask(t, "q");
+    EXPECT_THAT(done, IsOk());
+    EXPECT_TRUE(done.ok() && done->job_done());
+    EXPECT_FALSE(TryLease("q").has_value()) << "the verify stage waits for the artifact";
+    EXPECT_EQ(sched_->TakeJobsToAssemble(), std::vector<std::string>{job});
+    EXPECT_THAT(sched_->FinishAssembly(job, absl::OkStatus()), IsOk());
+    return job;
+  }
+  absl::StatusOr<proto::CompleteReply> Report(const proto::TaskAssignment& t, const std::string& worker,
+                                              const std::string& json) {
+    proto::CompleteRequest req;
+    req.set_attempt_id(t.attempt_id());
+    req.set_worker_id(worker);
+    req.set_verify_report(json);
+    return sched_->Complete(req);
+  }
+  static std::string ReadReport(const proto::JobSpec& spec) {
+    std::ifstream in(spec.out_dir() + "/verify.json", std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  static constexpr const char* kPassed = R"({"verdict": "passed", "failure": null, "linear_checks": {"ok": 28}})";
+  static constexpr const char* kFailed =
+      R"({"verdict": "failed", "failure": "model.layers.2.mlp.down_proj: max rel. error 3.1e-01 > 2e-03"})";
+};
+
+TEST_F(SchedulerVerifyTest, RunsAfterAssemblyAndWritesItsReport) {
+  const proto::JobSpec spec = VerifySpec();
+  const std::string job = ToVerifying(spec);
+  QF_ASSERT_OK_AND_ASSIGN(proto::JobStatus st, sched_->GetJob(job));
+  EXPECT_EQ(st.state(), proto::JOB_VERIFYING);
+  EXPECT_TRUE(st.artifact_dir().empty());   // not a result before it is verified
+  ASSERT_EQ(st.stages_size(), 2);
+  EXPECT_TRUE(st.stages(1).verify());
+  EXPECT_EQ(st.stages(1).first_layer(), 4);
+  EXPECT_EQ(st.stages(1).end_layer(), 4);
+  EXPECT_EQ(st.stages(1).state(), proto::TASK_QUEUED);
+
+  Register("v");
+  proto::TaskAssignment v = LeaseOk("v");
+  EXPECT_TRUE(v.verify());
+  EXPECT_EQ(v.stage(), 1);
+  EXPECT_EQ(v.start_layer(), 4);
+  EXPECT_EQ(v.end_layer(), 4);
+  EXPECT_EQ(v.spec().out_dir(), spec.out_dir());
+  EXPECT_EQ(v.spec().verify_dtype(), "fp16");   // defaults filled in for the worker
+  EXPECT_THAT(Commit(v, 3), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("LayerChunk.layer")));
+
+  // Malformed reports are refused, naming the field; the lease stays.
+  for (const char* bad : {"", "[1, 2]", "{\"verdict\": \"maybe\"}", "{\"verdict\": \"failed\"}", "{not json"}) {
+    EXPECT_THAT(Report(v, "v", bad), StatusIs(absl::StatusCode::kInvalidArgument,
+                                              HasSubstr("CompleteRequest.verify_report")))
+        << bad;
+  }
+  QF_ASSERT_OK(Renew(v, "v"));
+  EXPECT_TRUE(ReadReport(spec).empty());
+
+  QF_ASSERT_OK_AND_ASSIGN(proto::CompleteReply done, Report(v, "v", kPassed));
+  EXPECT_TRUE(done.job_done());
+  EXPECT_EQ(ReadReport(spec), std::string(kPassed) + "\n");
+  QF_ASSERT_OK_AND_ASSIGN(st, sched_->GetJob(job));
+  EXPECT_EQ(st.state(), proto::JOB_SUCCEEDED);
+  EXPECT_EQ(st.artifact_dir(), spec.out_dir());
+  EXPECT_EQ(st.verify_verdict(), "passed");
+  EXPECT_EQ(st.verify_report(), spec.out_dir() + "/verify.json");
+  EXPECT_EQ(st.stages(1).state(), proto::TASK_DONE);
+  const std::vector<proto::EventKind> kinds = EventKinds(job);
+  ASSERT_GE(kinds.size(), 5u);
+  EXPECT_EQ(std::vector<proto::EventKind>(kinds.end() - 5, kinds.end()),
+            (std::vector<proto::EventKind>{proto::EVENT_ASSEMBLING, proto::EVENT_VERIFYING,
+                                           proto::EVENT_STAGE_LEASED, proto::EVENT_VERIFIED,
+                                           proto::EVENT_SUCCEEDED}));
+  // A retried Complete is answered as the first one; a restart keeps it all.
+  QF_ASSERT_OK_AND_ASSIGN(done, Report(v, "v", kPassed));
+  EXPECT_TRUE(done.job_done());
+  Reopen();
+  QF_ASSERT_OK_AND_ASSIGN(st, sched_->GetJob(job));
+  EXPECT_EQ(st.state(), proto::JOB_SUCCEEDED);
+  EXPECT_EQ(st.verify_verdict(), "passed");
+}
+
+TEST_F(SchedulerVerifyTest, LayerStagesTakeNoReport) {
+  std::string job = SubmitOk(VerifySpec());
+  Register("q");
+  proto::TaskAssignment t = LeaseOk("q");
+  for (int l = 0; l < 4; ++l) QF_ASSERT_OK(Commit(t, l));
+  EXPECT_THAT(Report(t, "q", kPassed), StatusIs(absl::StatusCode::kInvalidArgument,
+                                                AllOf(HasSubstr("CompleteRequest.verify_report"), HasSubstr("stage 0"))));
+  QF_ASSERT_OK_AND_ASSIGN(proto::JobStatus st, sched_->GetJob(job));
+  EXPECT_EQ(st.state(), proto::JOB_RUNNING);
+}
+
+TEST_F(SchedulerVerifyTest, FailedVerdictFailsTheJobAndResumeVerifiesAgain) {
+  const proto::JobSpec spec = VerifySpec();
+  const std::string job = ToVerifying(spec);
+  Register("v");
+  proto::TaskAssignment v = LeaseOk("v");
+  QF_ASSERT_OK(Report(v, "v", kFailed));
+  QF_ASSERT_OK_AND_ASSIGN(proto::JobStatus st, sched_->GetJob(job));
+  EXPECT_EQ(st.state(), proto::JOB_FAILED);
+  EXPECT_THAT(st.reason(), AllOf(HasSubstr("verify: model.layers.2.mlp.down_proj: max rel. error"),
+                                 HasSubstr(spec.out_dir() + "/verify.json")));
+  EXPECT_EQ(st.verify_verdict(), "failed");
+  EXPECT_EQ(ReadReport(spec), std::string(kFailed) + "\n");   // the report stays for whoever looks
+
+  // Resume assembles again (same bytes) and verifies again.
+  QF_ASSERT_OK_AND_ASSIGN(st, sched_->Resume(job));
+  EXPECT_EQ(st.state(), proto::JOB_ASSEMBLING);
+  EXPECT_TRUE(st.verify_verdict().empty());
+  EXPECT_EQ(st.stages(1).state(), proto::TASK_BLOCKED);
+  EXPECT_FALSE(TryLease("v").has_value());
+  EXPECT_EQ(sched_->TakeJobsToAssemble(), std::vector<std::string>{job});
+  QF_ASSERT_OK(sched_->FinishAssembly(job, absl::OkStatus()));
+  proto::TaskAssignment again = LeaseOk("v");
+  EXPECT_TRUE(again.verify());
+  EXPECT_GT(again.attempt_id(), v.attempt_id());
+  QF_ASSERT_OK(Report(again, "v", kPassed));
+  QF_ASSERT_OK_AND_ASSIGN(st, sched_->GetJob(job));
+  EXPECT_EQ(st.state(), proto::JOB_SUCCEEDED);
+  EXPECT_EQ(st.verify_verdict(), "passed");
+}
+
+TEST_F(SchedulerVerifyTest, ExpiredLeaseIsRetriedAndWorkerErrorsExhaustAttempts) {
+  const proto::JobSpec spec = VerifySpec(/*max_attempts=*/2);
+  const std::string job = ToVerifying(spec);
+  Register("a");
+  Register("b");
+  proto::TaskAssignment a = LeaseOk("a");
+  clock_.AdvanceMs(options_.lease_ttl_ms + 1);
+  QF_ASSERT_OK_AND_ASSIGN(int expired, sched_->ExpireLeases());
+  EXPECT_EQ(expired, 1);
+  // The late worker's report is refused before anything is written.
+  EXPECT_THAT(Report(a, "a", kPassed), StatusIs(absl::StatusCode::kAborted, _));
+  EXPECT_TRUE(ReadReport(spec).empty());
+  QF_ASSERT_OK_AND_ASSIGN(proto::JobStatus st, sched_->GetJob(job));
+  EXPECT_EQ(st.state(), proto::JOB_VERIFYING);
+  EXPECT_EQ(st.stages(1).failures(), 1);
+
+  proto::TaskAssignment b = LeaseOk("b");
+  EXPECT_TRUE(b.verify());
+  QF_ASSERT_OK_AND_ASSIGN(proto::FailReply f,
+                          FailTask(b, "b", "verify: /artifacts/x: no such artifact directory", false));
+  EXPECT_TRUE(f.job_failed());
+  QF_ASSERT_OK_AND_ASSIGN(st, sched_->GetJob(job));
+  EXPECT_EQ(st.state(), proto::JOB_FAILED);
+  EXPECT_THAT(st.reason(), AllOf(HasSubstr("stage 1 (verify) failed 2 times"),
+                                 HasSubstr("no such artifact directory")));
+}
+
+TEST_F(SchedulerVerifyTest, UnwritableReportIsAnErrorNamingThePath) {
+  const proto::JobSpec spec = VerifySpec();
+  const std::string job = ToVerifying(spec);
+  Register("v");
+  proto::TaskAssignment v = LeaseOk("v");
+  std::filesystem::remove_all(spec.out_dir());  // the artifact went away under the coordinator
+  EXPECT_THAT(Report(v, "v", kPassed), StatusIs(absl::StatusCode::kInternal, HasSubstr(spec.out_dir() + "/verify.json")));
+  QF_ASSERT_OK_AND_ASSIGN(proto::JobStatus st, sched_->GetJob(job));
+  EXPECT_EQ(st.state(), proto::JOB_VERIFYING);   // the worker reports it with Fail; the lease is still held
+  QF_ASSERT_OK(Renew(v, "v"));
+}
+
+TEST_F(SchedulerVerifyTest, RestartKeepsTheLeaseAndCancelStopsIt) {
+  const proto::JobSpec spec = VerifySpec();
+  const std::string job = ToVerifying(spec);
+  Register("v");
+  proto::TaskAssignment v = LeaseOk("v");
+  Reopen();
+  QF_ASSERT_OK_AND_ASSIGN(proto::JobStatus st, sched_->GetJob(job));
+  EXPECT_EQ(st.state(), proto::JOB_VERIFYING);
+  EXPECT_EQ(st.stages(1).state(), proto::TASK_LEASED);
+  QF_ASSERT_OK(Renew(v, "v"));   // the lease survived the restart
+
+  QF_ASSERT_OK_AND_ASSIGN(st, sched_->Cancel(job, ""));
+  EXPECT_EQ(st.state(), proto::JOB_CANCELLED);
+  EXPECT_THAT(Report(v, "v", kPassed), StatusIs(absl::StatusCode::kAborted, _));
+  QF_ASSERT_OK_AND_ASSIGN(st, sched_->Resume(job));
+  EXPECT_EQ(st.state(), proto::JOB_ASSEMBLING);
 }
 
 }  // namespace
