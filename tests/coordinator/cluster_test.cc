@@ -3,9 +3,12 @@
 // Artifacts are compared byte for byte with a single uninterrupted run.
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <map>
 #include <thread>
 
 #include "coordinator/embedded.h"
+#include "nlohmann/json.hpp"
 #include "tests/coordinator/cluster_fixture.h"
 
 namespace qf::coordinator {
@@ -212,6 +215,71 @@ TEST_F(ClusterTest, WorkerFailuresFailTheJobWithTheLastError) {
   proto::JobStatus done = RunToEnd(Spec(4));
   EXPECT_EQ(done.state(), proto::JOB_FAILED);
   EXPECT_THAT(done.reason(), AllOf(HasSubstr("failed 3 times"), HasSubstr("layer 1: transient failure")));
+}
+
+// The verify stage on a worker: after assembly, a worker (here the one that
+// quantized) checks the artifact it can read at out_dir; the coordinator
+// writes its report next to the artifact, whose own files are unchanged.
+TEST_F(ClusterTest, VerifyStageRunsOnAWorkerAfterAssembly) {
+  StartCoordinator();
+  worker::Worker* w = StartWorker("w0");
+  proto::JobSpec spec = Spec(2);
+  spec.set_verify(true);
+  spec.set_verify_dtype("bf16");
+  proto::JobStatus done = RunToEnd(spec);
+  ASSERT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason();
+  EXPECT_EQ(done.verify_verdict(), "passed");
+  EXPECT_EQ(done.verify_report(), spec.out_dir() + "/verify.json");
+  EXPECT_EQ(w->stats().verifies_completed, 1);
+  EXPECT_THAT(Kinds(), Contains(proto::EVENT_VERIFYING));
+  EXPECT_THAT(Kinds(), Contains(proto::EVENT_VERIFIED));
+
+  std::map<std::string, std::string> tree = qf::testing::ReadTree(spec.out_dir());
+  ASSERT_EQ(tree.count("verify.json"), 1u);
+  const nlohmann::json report = nlohmann::json::parse(tree["verify.json"]);
+  EXPECT_EQ(report["verdict"], "passed");
+  EXPECT_EQ(report["artifact"], spec.out_dir());
+  EXPECT_EQ(report["dtype"], "bf16");   // the job's verify settings reached the engine
+  EXPECT_EQ(report["device"], "cpu");
+  tree.erase("verify.json");
+  spec.set_verify(false);
+  spec.clear_verify_dtype();
+  EXPECT_EQ(tree, qf::testing::ReadTree(Reference(spec)));
+}
+
+TEST_F(ClusterTest, FailedVerifyFailsTheJobAndKeepsTheArtifact) {
+  StartCoordinator();
+  StartWorker("w0", {}, {.verify_verdict = "failed"});
+  proto::JobSpec spec = Spec(4);
+  spec.set_verify(true);
+  proto::JobStatus done = RunToEnd(spec);
+  EXPECT_EQ(done.state(), proto::JOB_FAILED);
+  EXPECT_THAT(done.reason(), AllOf(HasSubstr("verify: model.layers.0.self_attn.q_proj: max rel. error"),
+                                   HasSubstr("the artifact stays")));
+  EXPECT_EQ(done.verify_verdict(), "failed");
+  EXPECT_TRUE(std::filesystem::exists(spec.out_dir() + "/qforge-manifest.json"));
+  EXPECT_TRUE(std::filesystem::exists(spec.out_dir() + "/verify.json"));
+}
+
+// A worker whose engine cannot verify: transient errors are retried up to
+// max_attempts, errors no retry can fix (the artifact disagrees with its
+// manifest: DataLoss) fail the job at once.
+TEST_F(ClusterTest, VerifyErrorsAreRetriedUnlessPermanent) {
+  StartCoordinator();
+  StartWorker("w0", {}, {.verify_error = absl::StatusCode::kUnavailable});
+  proto::JobSpec spec = Spec(4);
+  spec.set_verify(true);
+  proto::JobStatus done = RunToEnd(spec);
+  EXPECT_EQ(done.state(), proto::JOB_FAILED);
+  EXPECT_THAT(done.reason(), AllOf(HasSubstr("stage 1 (verify) failed 3 times"), HasSubstr("fake verify error")));
+  StopWorkers();
+  nodes_.clear();
+
+  StartWorker("w1", {}, {.verify_error = absl::StatusCode::kDataLoss});
+  spec.set_out_dir(tmp_.Sub("artifact-2"));
+  done = RunToEnd(spec);
+  EXPECT_EQ(done.state(), proto::JOB_FAILED);
+  EXPECT_THAT(done.reason(), AllOf(HasSubstr("failed 1 time (permanent error)"), HasSubstr("fake verify error")));
 }
 
 // Embedded mode picks up an interrupted run from its last committed layer.

@@ -1,9 +1,11 @@
 #include "tests/coordinator/fake_engine.h"
 
 #include <chrono>
+#include <filesystem>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "storage/artifact.h"
 
 namespace qf::testing {
 namespace {
@@ -197,6 +199,30 @@ absl::StatusOr<std::unique_ptr<worker::Session>> FakeEngine::OpenSession(const w
   if (!cfg.ok()) return cfg.status();
   stats_.sessions++;
   return std::unique_ptr<worker::Session>(new FakeSession(*std::move(cfg), spec, options_, &stats_));
+}
+
+absl::StatusOr<worker::VerifyReport> FakeEngine::Verify(const worker::VerifySpec& spec,
+                                                        const worker::VerifyProgressFn& progress) {
+  stats_.verified++;
+  if (options_.verify_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(options_.verify_delay_ms));
+  if (options_.verify_error != absl::StatusCode::kOk)
+    return absl::Status(options_.verify_error, absl::StrCat(spec.artifact_dir, ": fake verify error"));
+  if (!std::filesystem::exists(spec.artifact_dir + "/" + storage::kManifestName))
+    return absl::NotFoundError(absl::StrCat(spec.artifact_dir, ": no ", storage::kManifestName));
+  worker::VerifyReport r;
+  r.artifact_dir = spec.artifact_dir;
+  r.device = spec.device;
+  r.dtype = spec.dtype;
+  r.verdict = options_.verify_verdict;
+  worker::VerifyLinear l;
+  l.tensor = "model.layers.0.self_attn.q_proj";
+  l.status = r.verdict == "failed" ? "fail" : r.verdict == "unsupported" ? "unsupported" : "ok";
+  l.max_rel_err = r.verdict == "failed" ? 0.5 : 1e-4;
+  l.threshold = 2e-3;
+  if (r.verdict == "failed") r.failure = "model.layers.0.self_attn.q_proj: max rel. error 5.0e-01 > 2e-03";
+  r.linears.push_back(l);
+  if (progress) progress("linears", 1, 1);
+  return r;
 }
 
 }  // namespace qf::testing

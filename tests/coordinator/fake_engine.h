@@ -13,6 +13,9 @@
 //     ReceiveActivations) moves that hash over the link like the real
 //     engine's activations: a 64-byte ActivationHeader, then 8 bytes.
 //
+//   Verify: checks that the artifact directory holds a manifest and returns a
+//     report with the configured verdict (or error), after a delay.
+//
 //   FakeEngine engine({.layer_delay_ms = 50});
 //   auto session = engine.OpenSession(spec);
 //   auto r = (*session)->QuantizeLayer(0, nullptr);
@@ -40,6 +43,9 @@ struct FakeEngineOptions {
   int fail_layer = -1;               // QuantizeLayer of this layer fails ...
   bool fail_permanent = false;       // ... with InvalidArgument (permanent) or Internal
   int forward_delay_ms = 0;          // ForwardOriginalLayer (and a copy's layers) sleep this long
+  std::string verify_verdict = "passed";   // Verify's verdict: passed | failed | unsupported
+  absl::StatusCode verify_error = absl::StatusCode::kOk;   // non-OK: Verify fails with this code
+  int verify_delay_ms = 0;
 };
 
 struct FakeEngineStats {
@@ -48,6 +54,7 @@ struct FakeEngineStats {
   std::atomic<int> applied{0};        // ApplyLayer calls
   std::atomic<int> forwarded{0};      // ForwardOriginalLayer calls (a copy's layers included)
   std::atomic<int> received{0};       // ReceiveActivations that succeeded
+  std::atomic<int> verified{0};       // Verify calls
 };
 
 class FakeEngine final : public worker::Engine {
@@ -57,6 +64,8 @@ class FakeEngine final : public worker::Engine {
   absl::StatusOr<worker::EvalResult> Evaluate(const worker::EvalSpec&, const worker::EvalProgressFn&) override {
     return absl::UnimplementedError("fake engine: no eval");
   }
+  absl::StatusOr<worker::VerifyReport> Verify(const worker::VerifySpec& spec,
+                                              const worker::VerifyProgressFn& progress) override;
   FakeEngineStats& stats() { return stats_; }
 
  private:
