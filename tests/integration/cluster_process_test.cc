@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -15,6 +16,7 @@
 
 #include "coordinator/client.h"
 #include "coordinator/embedded.h"
+#include "nlohmann/json.hpp"
 #include "tests/coordinator/cluster_fixture.h"
 #include "tests/integration/subprocess.h"
 
@@ -275,6 +277,46 @@ TEST_F(ClusterProcessTest, KillNineOfTheCoordinatorMidAssembly) {
   EXPECT_EQ(staging_dirs(), 0);
 }
 
+// The verify stage on real workers (the engine's CPU twin of the fused
+// kernel): the worker that leased it is killed mid-stage, its lease expires,
+// the other worker verifies the artifact; the report sits next to the
+// artifact, whose files are the reference's.
+TEST_F(ClusterProcessTest, VerifyStageSurvivesAKillNineOfItsWorker) {
+  StartCoordinator();
+  std::vector<Subprocess*> ws;
+  for (const char* w : {"w0", "w1"}) ws.push_back(StartWorker(w, {"--fault-verify-delay-ms", "2500"}));
+  proto::JobSpec spec = Spec(2);
+  spec.set_verify(true);
+  spec.set_verify_text(std::string(QF_SOURCE_DIR) + "/data/books-heldout.txt");
+  spec.set_verify_seqlen(64);
+  spec.set_verify_max_chunks(4);
+  std::string victim;
+  proto::JobStatus done = WatchToEnd(Submit(spec), [&](const proto::JobEvent& e) {
+    if (victim.empty() && e.kind() == proto::EVENT_STAGE_LEASED && e.message().find("verify") != std::string::npos) {
+      victim = e.worker();
+      ws[victim.back() - '0']->Kill(SIGKILL);
+    }
+  });
+  ASSERT_FALSE(victim.empty()) << "no verify lease seen" << DebugLogs();
+  ASSERT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason() << DebugLogs();
+  EXPECT_TRUE(SawEvent(proto::EVENT_LEASE_EXPIRED, victim)) << "the killed worker's lease was never expired";
+  EXPECT_TRUE(SawEvent(proto::EVENT_VERIFIED, "passed"));
+  EXPECT_EQ(done.verify_verdict(), "passed");
+
+  std::map<std::string, std::string> tree = qf::testing::ReadTree(done.artifact_dir());
+  ASSERT_EQ(tree.count("verify.json"), 1u);
+  const nlohmann::json report = nlohmann::json::parse(tree["verify.json"]);
+  EXPECT_EQ(report["verdict"], "passed");
+  EXPECT_EQ(report["linear_checks"]["ok"], 28);
+  EXPECT_EQ(report["linear_checks"]["failed"], 0);
+  EXPECT_LT(report["linear_checks"]["max_rel_err"].get<double>(), 2e-3);
+  EXPECT_EQ(report["perplexity"]["measured"], true);
+  EXPECT_EQ(report["perplexity"]["chunks"], 4);
+  EXPECT_EQ(report["perplexity"]["passed"], true);
+  tree.erase("verify.json");
+  EXPECT_EQ(tree, qf::testing::ReadTree(reference_));
+}
+
 TEST_F(ClusterProcessTest, CancelThenResume) {
   StartCoordinator();
   StartWorker("w0", {"--fault-layer-delay-ms", "300"});
@@ -384,6 +426,48 @@ TEST_F(ClusterProcessTest, QctlSubmitWatchStatusAndUnknownJob) {
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 1) << unknown.Log();
   EXPECT_THAT(unknown.Log(), HasSubstr("qctl: error:"));
   EXPECT_THAT(unknown.Log(), HasSubstr("job-999999"));
+}
+
+// qctl submit --verify: the stage's flags reach the worker through the spec,
+// watch shows it, status prints its verdict; a bad flag value is one line
+// naming the JobSpec field, and no job.
+TEST_F(ClusterProcessTest, QctlSubmitWithVerify) {
+  StartCoordinator();
+  StartWorker("w0");
+  const std::string target = "127.0.0.1:" + std::to_string(port_);
+  const std::string out = tmp_.Sub("qctl-verified");
+  auto submit_argv = [&](const std::string& dtype) {
+    return std::vector<std::string>{kBin + "/qctl", "submit", "--coordinator", target, "--model", kModel,
+                                    "--method", "rtn", "--out", out, "--stage-layers", "4", "--verify",
+                                    "--verify-dtype", dtype};
+  };
+  Subprocess bad(submit_argv("fp8"), tmp_.Sub("submit-bad.log"));
+  int st = bad.Wait();
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 1) << bad.Log();
+  EXPECT_THAT(bad.Log(), HasSubstr("JobSpec.verify_dtype: expected fp16 or bf16"));
+
+  Subprocess submit(submit_argv("bf16"), tmp_.Sub("submit.log"));
+  st = submit.Wait();
+  ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << submit.Log();
+  std::string job = submit.Log();
+  while (!job.empty() && (job.back() == '\n' || job.back() == ' ')) job.pop_back();
+  job = job.substr(job.rfind('\n') + 1);
+  ASSERT_EQ(job, "job-000001");   // the refused submit made no job
+
+  Subprocess watch({kBin + "/qctl", "watch", job, "--coordinator", target}, tmp_.Sub("watch.log"));
+  st = watch.Wait();
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << watch.Log() << DebugLogs();
+  EXPECT_THAT(watch.Log(), HasSubstr("VERIFYING stage 1"));
+  EXPECT_THAT(watch.Log(), HasSubstr("VERIFIED stage 1"));
+
+  Subprocess status({kBin + "/qctl", "status", job, "--coordinator", target}, tmp_.Sub("status.log"));
+  st = status.Wait();
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << status.Log();
+  EXPECT_THAT(status.Log(), HasSubstr("stage 1  verify  TASK_DONE"));
+  EXPECT_THAT(status.Log(), HasSubstr("verify: passed (" + out + "/verify.json)"));
+  const nlohmann::json report = nlohmann::json::parse(qf::testing::ReadTree(out)["verify.json"]);
+  EXPECT_EQ(report["dtype"], "bf16");
+  EXPECT_EQ(report["linear_checks"]["ok"], 28);
 }
 
 }  // namespace
