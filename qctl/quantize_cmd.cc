@@ -71,8 +71,6 @@ absl::Status RunQuantize(const QuantizeOptions& o, const std::string& state_flag
   QF_ASSIGN_OR_RETURN(proto::JobStatus done, coordinator::RunEmbedded(job, eo));
   double secs = bar ? bar->ElapsedSeconds() : 0;
   if (bar) bar->Finish(absl::StrCat("wrote ", o.out));
-  // The committed layers are only needed to resume; the artifact holds them now.
-  if (!keep_state) RemoveAll(state).IgnoreError();
   absl::Status verified = absl::OkStatus();
   if (spec.verify()) {
     VerifyCliOptions v{worker::VerifyStageOptionsOf(spec, o.device)};
@@ -80,6 +78,11 @@ absl::Status RunQuantize(const QuantizeOptions& o, const std::string& state_flag
     v.print = !o.json;    // --json: one object on stdout; the report is in verify.json
     verified = RunVerifyStage(*engine, v);
   }
+  // The committed layers are only needed to resume; the artifact holds them
+  // now. Kept while the verify stage has not passed: the same command then
+  // finds the finished job and only verifies again (a verify killed or failed
+  // on a 70B artifact must not cost the quantization).
+  if (!keep_state && verified.ok()) RemoveAll(state).IgnoreError();
   if (o.json) {
     nlohmann::json j = {{"artifact", o.out}, {"job", done.job_id()}, {"method", o.method}, {"bits", o.bits},
                         {"group_size", o.group_size}, {"layers", done.layers_total()}, {"seconds", secs}};

@@ -220,5 +220,27 @@ TEST_F(VerifyTest, QuantizeWithVerifyRunsTheStageAfterTheArtifact) {
   EXPECT_EQ(nlohmann::json::parse(again.out)["job"], q["job"]);
 }
 
+// A verify stage that fails after the artifact is written keeps the job's
+// state: the same command (corrected) finds the finished job and only
+// verifies; the state goes once verify passes.
+TEST_F(VerifyTest, QuantizeKeepsItsStateUntilVerifyPasses) {
+  const std::string out = tmp_ + "/art-kept";
+  const std::string state = tmp_ + "/.art-kept.qforge-state";
+  const std::string base = "quantize --model " + kModel + " --method rtn --bits 4 --group-size 128 --json --out " + out +
+                           " --verify --verify-seqlen 64 --verify-max-chunks 1";
+  // A directory passes the flag's existence check and fails when the stage reads it.
+  RunResult failed = Run(base + " --verify-text " + tmp_);
+  ExpectOneLineError(failed, tmp_);
+  EXPECT_TRUE(fs::exists(out + "/qforge-manifest.json"));
+  EXPECT_TRUE(fs::exists(state)) << "the state went before the verify stage passed";
+  const std::string job = nlohmann::json::parse(failed.out.substr(0, failed.out.find('\n')))["job"];
+
+  RunResult r = Run(base + " --verify-text " + kText);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["job"], job);   // the finished job: nothing quantized again
+  EXPECT_EQ(ReadJson(out + "/verify.json")["verdict"], "passed");
+  EXPECT_FALSE(fs::exists(state));
+}
+
 }  // namespace
 }  // namespace qf::verify_test
