@@ -25,6 +25,8 @@ bool ValidWorkerName(const std::string& name) {
   });
 }
 
+bool IsCudaDevice(const std::string& device) { return device.rfind("cuda", 0) == 0; }
+
 std::string StageName(const proto::TaskRecord& t) {
   if (t.verify()) return absl::StrCat("stage ", t.stage(), " (verify)");
   return absl::StrCat("stage ", t.stage(), " (layers ", t.first_layer(), "-", t.end_layer() - 1, ")");
@@ -174,12 +176,19 @@ absl::StatusOr<proto::LeaseReply> Scheduler::Lease(const proto::LeaseRequest& re
   wit->second.last_seen_ms = txn.now;
   ExpireLocked(txn);
 
+  // The verify stage measures the fused kernel on a GPU: a CPU worker takes it
+  // only while no live worker has one (then the CPU twin checks, untimed).
+  const bool gpu_asks = IsCudaDevice(wit->second.record.device());
+  const bool gpu_alive = gpu_asks || std::any_of(workers_.begin(), workers_.end(), [&](const auto& w) {
+    return IsCudaDevice(w.second.record.device()) && WorkerAlive(w.first);
+  });
   Job* chosen = nullptr;
   proto::TaskRecord* task = nullptr;
   for (const auto& key : active_) {
     Job* job = FindJob(std::get<2>(key));
     for (proto::TaskRecord& t : job->tasks) {
       if (t.state() != proto::TASK_QUEUED) continue;
+      if (t.verify() && !gpu_asks && gpu_alive) continue;
       const std::string& pref = t.preferred_worker();
       bool reserved = !pref.empty() && pref != request.worker_id() &&
                       txn.now < t.queued_ms() + options_.affinity_grace_ms && WorkerAlive(pref);

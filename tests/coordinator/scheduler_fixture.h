@@ -87,11 +87,11 @@ class SchedulerFixture : public ::testing::Test {
     return r.ok() ? r->job_id() : "";
   }
 
-  void Register(const std::string& name, const std::string& incarnation = "boot") {
+  void Register(const std::string& name, const std::string& incarnation = "boot", const std::string& device = "cpu") {
     proto::RegisterRequest req;
     req.set_name(name);
     req.set_incarnation(incarnation);
-    req.set_device("cpu");
+    req.set_device(device);
     ASSERT_THAT(sched_->Register(req), IsOk());
   }
 

@@ -491,6 +491,26 @@ TEST_F(SchedulerVerifyTest, ExpiredLeaseIsRetriedAndWorkerErrorsExhaustAttempts)
                                  HasSubstr("no such artifact directory")));
 }
 
+// The stage times the fused kernel on a GPU: CPU workers leave it to a live
+// GPU worker, and take it only when none is left.
+TEST_F(SchedulerVerifyTest, GpuWorkersGetTheStageWhileOneIsAlive) {
+  const std::string job = ToVerifying(VerifySpec());   // quantized by the CPU worker "q"
+  Register("gpu", "boot", "cuda:0");
+  EXPECT_FALSE(TryLease("q").has_value()) << "a CPU worker took the verify stage from a live GPU worker";
+  clock_.AdvanceMs(options_.lease_ttl_ms + 1);          // "gpu" goes silent
+  Register("q");                                        // "q" is still here
+  proto::TaskAssignment v = LeaseOk("q");
+  EXPECT_TRUE(v.verify());
+  QF_ASSERT_OK(FailTask(v, "q", "verify: transient", false));
+  Register("gpu", "boot", "cuda:0");                     // back: the retry is its
+  EXPECT_FALSE(TryLease("q").has_value());
+  proto::TaskAssignment g = LeaseOk("gpu");
+  EXPECT_TRUE(g.verify());
+  QF_ASSERT_OK(Report(g, "gpu", kPassed));
+  QF_ASSERT_OK_AND_ASSIGN(proto::JobStatus st, sched_->GetJob(job));
+  EXPECT_EQ(st.state(), proto::JOB_SUCCEEDED);
+}
+
 TEST_F(SchedulerVerifyTest, UnwritableReportIsAnErrorNamingThePath) {
   const proto::JobSpec spec = VerifySpec();
   const std::string job = ToVerifying(spec);
