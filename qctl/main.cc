@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "absl/status/status.h"
 #include "qctl/commands.h"
 
 namespace {
@@ -33,8 +34,13 @@ int main(int argc, char** argv) {
   qf::qctl::SetupClusterCommands(app, &subs);
   try {
     app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
+  } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // A bad command line is bad input like any other: one line, exit 1.
+    return qf::qctl::ReportStatus(absl::InvalidArgumentError(e.what()));
   }
   for (auto& [sub, run] : subs) {
     if (sub->parsed()) return qf::qctl::ReportStatus(run());

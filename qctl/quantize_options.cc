@@ -147,14 +147,17 @@ void AddClusterJobFlags(CLI::App* sub, QuantizeOptions* o) {
 }
 
 void AddVerifyFlags(CLI::App* sub, QuantizeOptions* o, const char* device) {
-  sub->add_flag("--verify", o->verify,
-                absl::StrCat("Then run `qctl verify` on the artifact (", device, "); writes verify.json"));
-  sub->add_option("--verify-text", o->verify_text, "--verify: held-out text for the perplexity check (none: skipped)");
-  sub->add_option("--verify-seqlen", o->verify_seqlen, "--verify: tokens per perplexity chunk")->capture_default_str();
+  CLI::Option* verify = sub->add_flag(
+      "--verify", o->verify, absl::StrCat("Then run `qctl verify` on the artifact (", device, "); writes verify.json"));
+  // Each of these means nothing without --verify: refused rather than ignored.
+  sub->add_option("--verify-text", o->verify_text, "--verify: held-out text for the perplexity check (none: skipped)")
+      ->needs(verify);
+  sub->add_option("--verify-seqlen", o->verify_seqlen, "--verify: tokens per perplexity chunk")
+      ->capture_default_str()->needs(verify);
   sub->add_option("--verify-max-chunks", o->verify_max_chunks, "--verify: perplexity over the first N chunks")
-      ->capture_default_str();
+      ->capture_default_str()->needs(verify);
   sub->add_option("--verify-dtype", o->verify_dtype, "--verify: the fused path's element type, fp16 | bf16")
-      ->capture_default_str();
+      ->capture_default_str()->needs(verify);
 }
 
 }  // namespace qf::qctl

@@ -214,6 +214,21 @@ TEST_F(QctlTest, AwqFormatRejectsThreeBits) {
   ExpectOneLineError(Qctl(args), "--format awq");
 }
 
+// The command line itself is input: an unknown flag, a value outside its
+// set, a --verify-* option without --verify, a missing subcommand all get the
+// same one line and exit 1, and nothing runs.
+TEST_F(QctlTest, CommandLineErrorsAreOneLine) {
+  const std::string out = tmp_ + "/art";
+  ExpectOneLineError(Qctl(QuantizeArgs(kModel, out, "--verify-text " + kCalib)), "--verify-text requires --verify");
+  ExpectOneLineError(Qctl(QuantizeArgs(kModel, out, "--verify-dtype bf16")), "--verify-dtype requires --verify");
+  ExpectOneLineError(Qctl(QuantizeArgs(kModel, out, "--no-such-flag")), "--no-such-flag");
+  ExpectOneLineError(Qctl("submit --model " + kModel + " --out " + out + " --mode diagonal --coordinator 127.0.0.1:1"),
+                     "diagonal");
+  ExpectOneLineError(Qctl(""), "subcommand");
+  ExpectNoArtifact(out);
+  EXPECT_EQ(Qctl("quantize --help").code, 0);
+}
+
 TEST_F(QctlTest, SameCommandTwiceWritesIdenticalBytes) {
   for (const char* method : {"gptq", "awq"}) {
     SCOPED_TRACE(method);
