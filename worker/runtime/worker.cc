@@ -351,6 +351,21 @@ bool Worker::ReceiveInput(const proto::TaskAssignment& task, Session* session, c
   }
 }
 
+absl::Status Worker::Abandon(const std::string& what, std::string_view why) {
+  QF_LOG(WARNING) << what << ": dropped: " << why;
+  stats_.tasks_abandoned++;
+  return absl::OkStatus();
+}
+
+absl::Status Worker::FailTask(const proto::TaskAssignment& task, const std::string& what, const absl::Status& error,
+                              std::optional<bool> permanent) {
+  QF_LOG(ERROR) << what << ": " << error;
+  stats_.tasks_failed++;
+  absl::Status s = client_.Fail(task, worker_id_, error, permanent);
+  if (!s.ok()) QF_LOG(WARNING) << what << ": reporting the failure: " << s;
+  return absl::OkStatus();
+}
+
 absl::Status Worker::RunVerifyTask(const proto::TaskAssignment& task) {
   const std::string what = absl::StrCat("job ", task.job_id(), " verify stage (attempt ", task.attempt_id(), ")");
   const VerifyStageOptions o = VerifyStageOptionsOf(task.spec(), options_.device);
@@ -366,33 +381,19 @@ absl::Status Worker::RunVerifyTask(const proto::TaskAssignment& task) {
       if (done == total) QF_LOG(INFO) << what << ": " << stage << " " << done << "/" << total;
     });
   }();
-  if (renewer.lost()) {
-    QF_LOG(WARNING) << what << ": dropped: lease lost";
-    stats_.tasks_abandoned++;
-    return absl::OkStatus();
-  }
+  if (renewer.lost()) return Abandon(what, "lease lost");
   if (!report.ok()) {
     const absl::Status& e = report.status();
+    // The artifact disagrees with its manifest, or the engine refuses it: the
+    // same everywhere. Anything else (a worker that does not see out_dir) may
+    // pass on another worker.
     const bool permanent = absl::IsDataLoss(e) || absl::IsInvalidArgument(e) || absl::IsUnimplemented(e);
-    QF_LOG(ERROR) << what << ": " << e;
-    stats_.tasks_failed++;
-    if (absl::Status s = client_.Fail(task, worker_id_, absl::Status(e.code(), absl::StrCat("verify: ", e.message())),
-                                      permanent);
-        !s.ok())
-      QF_LOG(WARNING) << what << ": reporting the failure: " << s;
-    return absl::OkStatus();
+    return FailTask(task, what, absl::Status(e.code(), absl::StrCat("verify: ", e.message())), permanent);
   }
   absl::StatusOr<proto::CompleteReply> done = client_.Complete(task, worker_id_, VerifyReportJson(*report).dump(2));
   if (!done.ok()) {
-    if (LeaseLost(done.status()) || absl::IsUnavailable(done.status())) {
-      QF_LOG(WARNING) << what << ": dropped: " << done.status().message();
-      stats_.tasks_abandoned++;
-      return absl::OkStatus();
-    }
-    QF_LOG(ERROR) << what << ": " << done.status();
-    stats_.tasks_failed++;
-    client_.Fail(task, worker_id_, done.status()).IgnoreError();
-    return absl::OkStatus();
+    if (LeaseLost(done.status()) || absl::IsUnavailable(done.status())) return Abandon(what, std::string(done.status().message()));
+    return FailTask(task, what, done.status());
   }
   stats_.verifies_completed++;
   QF_LOG(INFO) << what << ": " << report->verdict << (report->failure.empty() ? "" : ": ") << report->failure;
@@ -406,18 +407,8 @@ absl::Status Worker::RunTask(const proto::TaskAssignment& task) {
   QF_LOG(INFO) << what << ": layers " << task.start_layer() << ".." << task.end_layer() - 1;
   std::atomic<int> layer{task.start_layer()};
   Renewer renewer(&client_, task, worker_id_, renew_interval_ms_, &layer);
-  auto abandon = [&](const std::string& why) {
-    QF_LOG(WARNING) << what << ": dropped: " << why;
-    stats_.tasks_abandoned++;
-    return absl::OkStatus();
-  };
-  auto fail = [&](const absl::Status& error) {
-    QF_LOG(ERROR) << what << ": " << error;
-    stats_.tasks_failed++;
-    absl::Status s = client_.Fail(task, worker_id_, error);
-    if (!s.ok()) QF_LOG(WARNING) << what << ": reporting the failure: " << s;
-    return absl::OkStatus();
-  };
+  auto abandon = [&](std::string_view why) { return Abandon(what, why); };
+  auto fail = [&](const absl::Status& error) { return FailTask(task, what, error); };
 
   absl::StatusOr<std::unique_ptr<Session>> session = PrepareSession(task, renewer.lost());
   if (!session.ok()) {

@@ -38,7 +38,9 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -118,6 +120,12 @@ class Worker {
   absl::Status EnsureRegistered();
   absl::Status RunTask(const proto::TaskAssignment& task);
   absl::Status RunVerifyTask(const proto::TaskAssignment& task);
+  // How a task ends without completing (both return OK: the loop goes on).
+  // Abandon: the lease is gone or the worker stops; nothing is reported.
+  // FailTask: reported with Fail (`permanent` as WorkClient::Fail).
+  absl::Status Abandon(const std::string& what, std::string_view why);
+  absl::Status FailTask(const proto::TaskAssignment& task, const std::string& what, const absl::Status& error,
+                        std::optional<bool> permanent = std::nullopt);
   absl::StatusOr<std::unique_ptr<Session>> PrepareSession(const proto::TaskAssignment& task,
                                                           const std::atomic<bool>& lost);
   // Hand-off (handoff.h). Whether `session` received its input at
