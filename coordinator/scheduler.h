@@ -11,7 +11,7 @@
 //   job:  QUEUED -> RUNNING -> ASSEMBLING [-> VERIFYING] -> SUCCEEDED
 //           \________\___________\____________\-> FAILED / CANCELLED --Resume--> QUEUED|RUNNING|ASSEMBLING
 //   task: BLOCKED -> QUEUED -> LEASED -> DONE      (sequential: stage k+1 unblocks on k's DONE)
-//                      ^---------/  expiry, Fail (failures < max_attempts)
+//                      ^---------/  expiry, Fail (failures < max_attempts), Release
 //   The verify stage (JobSpec.verify) is one more task after the layer
 //   stages, with no layers: BLOCKED until the artifact is assembled, then
 //   leased like the others; its Complete carries the report, written to
@@ -108,6 +108,10 @@ class Scheduler {
   // the path when that fails: the worker reports it with Fail).
   absl::StatusOr<proto::CompleteReply> Complete(const proto::CompleteRequest& request);
   absl::StatusOr<proto::FailReply> Fail(const proto::FailRequest& request);
+  // The worker gives the stage back unfinished (it is stopping): queued again
+  // at once, no failure counted, committed layers kept; OK when the lease is
+  // gone already.
+  absl::StatusOr<proto::ReleaseReply> Release(const proto::ReleaseRequest& request);
   // Records a layer stream refused before it reached CommitLayer (a bad chunk)
   // as an EVENT_LAYER_REJECTED of the job, if `header`'s lease is live.
   void RecordRejectedLayer(const proto::LayerChunk& header, const absl::Status& why);

@@ -513,6 +513,28 @@ absl::StatusOr<proto::FailReply> Scheduler::Fail(const proto::FailRequest& reque
   return reply;
 }
 
+absl::StatusOr<proto::ReleaseReply> Scheduler::Release(const proto::ReleaseRequest& request) {
+  std::unique_lock<std::mutex> lock(mu_);
+  Txn txn;
+  txn.now = clock_->NowMs();
+  auto live = LiveLease(request.attempt_id(), request.worker_id(), txn);
+  if (!live.ok()) {
+    QF_RETURN_IF_ERROR(Finish(txn, lock));
+    return proto::ReleaseReply();  // expired, failed or cancelled already: nothing to give back
+  }
+  auto [job, task] = *live;
+  const std::string worker = task->worker();
+  ReleaseLease(txn, *job, *task);
+  task->set_state(proto::TASK_QUEUED);
+  task->set_queued_ms(txn.now);
+  task->set_preferred_worker("");
+  // The reason is the worker's words: one line of bounded size in the log.
+  std::string reason = request.reason().empty() ? std::string("worker stopping") : request.reason().substr(0, 512);
+  AddEvent(txn, *job, proto::EVENT_STAGE_RELEASED, task->stage(), -1, worker, reason);
+  QF_RETURN_IF_ERROR(Finish(txn, lock));
+  return proto::ReleaseReply();
+}
+
 absl::StatusOr<std::string> Scheduler::FetchLayer(const std::string& job_id, int layer) const {
   QF_ASSIGN_OR_RETURN(auto value, store_->Get(StateFamily::kResults, storage::ResultKey(job_id, layer)));
   if (!value.has_value())

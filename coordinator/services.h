@@ -58,6 +58,8 @@ class WorkServiceImpl final : public proto::WorkService::CallbackService {
                                      proto::CompleteReply* reply) override;
   grpc::ServerUnaryReactor* Fail(grpc::CallbackServerContext* ctx, const proto::FailRequest* request,
                                  proto::FailReply* reply) override;
+  grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* ctx, const proto::ReleaseRequest* request,
+                                    proto::ReleaseReply* reply) override;
   grpc::ServerWriteReactor<proto::LayerChunk>* FetchLayer(grpc::CallbackServerContext* ctx,
                                                           const proto::FetchLayerRequest* request) override;
   grpc::ServerUnaryReactor* Handoff(grpc::CallbackServerContext* ctx, const proto::HandoffRequest* request,

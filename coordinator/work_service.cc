@@ -132,6 +132,11 @@ grpc::ServerUnaryReactor* WorkServiceImpl::Fail(grpc::CallbackServerContext* ctx
   return FinishUnary(ctx, reply, pool_, [=, this] { return scheduler_->Fail(*request); });
 }
 
+grpc::ServerUnaryReactor* WorkServiceImpl::Release(grpc::CallbackServerContext* ctx,
+                                                   const proto::ReleaseRequest* request, proto::ReleaseReply* reply) {
+  return FinishUnary(ctx, reply, pool_, [=, this] { return scheduler_->Release(*request); });
+}
+
 grpc::ServerWriteReactor<proto::LayerChunk>* WorkServiceImpl::FetchLayer(grpc::CallbackServerContext* ctx,
                                                                          const proto::FetchLayerRequest* request) {
   return new FetchLayerReactor(scheduler_, *request);

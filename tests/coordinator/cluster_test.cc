@@ -285,6 +285,69 @@ TEST_F(ClusterTest, VerifyErrorsAreRetriedUnlessPermanent) {
   EXPECT_THAT(done.reason(), AllOf(HasSubstr("failed 1 time (permanent error)"), HasSubstr("fake verify error")));
 }
 
+// A worker asked to stop (SIGTERM: a pod drained) gives its stage back with
+// Release: the next worker starts it at once, not after the lease's TTL
+// (a minute here, longer than the test's wait), and no attempt is counted.
+TEST_F(ClusterTest, StoppingWorkerGivesItsLayerStageBack) {
+  SchedulerOptions so;
+  so.lease_ttl_ms = 60000;
+  StartCoordinator(so);
+  StartWorker("w0", {}, {.layer_delay_ms = 100});
+  proto::JobSpec spec = Spec(4);
+  spec.set_max_attempts(1);
+  auto submitted = client_->Submit(spec);
+  ASSERT_THAT(submitted, IsOk());
+  const std::string job = submitted->job_id();
+  WaitFor(job, [](const proto::JobStatus& s) { return s.layers_committed() >= 2; });
+  nodes_[0]->stop = true;
+  nodes_[0]->thread.join();
+  ASSERT_THAT(nodes_[0]->status, IsOk());
+  EXPECT_EQ(nodes_[0]->worker->stats().tasks_released, 1);
+  worker::Worker* w1 = StartWorker("w1");
+  proto::JobStatus done = WaitFor(job, [](const proto::JobStatus& s) { return s.state() == proto::JOB_SUCCEEDED; });
+  ASSERT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason();
+  EXPECT_EQ(done.stages(0).failures(), 0);
+  EXPECT_EQ(w1->stats().tasks_completed, 1);
+  EXPECT_LE(w1->stats().layers_committed, 2);   // w0's committed layers stay
+  auto events = client_->Logs(job);
+  ASSERT_THAT(events, IsOk());
+  std::vector<proto::EventKind> kinds;
+  for (const auto& e : *events) kinds.push_back(e.kind());
+  EXPECT_THAT(kinds, Contains(proto::EVENT_STAGE_RELEASED));
+  EXPECT_THAT(kinds, ::testing::Not(Contains(proto::EVENT_LEASE_EXPIRED)));
+  qf::testing::ExpectSameTree(Reference(spec), done.artifact_dir());
+}
+
+// The same for the verify stage, which has no layer boundary: the engine
+// polls the worker's stop between its checks (VerifySpec::stop).
+TEST_F(ClusterTest, StoppingWorkerGivesTheVerifyStageBack) {
+  SchedulerOptions so;
+  so.lease_ttl_ms = 60000;
+  StartCoordinator(so);
+  StartWorker("w0", {}, {.verify_delay_ms = 120000});
+  proto::JobSpec spec = Spec(4);
+  spec.set_verify(true);
+  spec.set_max_attempts(1);
+  auto submitted = client_->Submit(spec);
+  ASSERT_THAT(submitted, IsOk());
+  const std::string job = submitted->job_id();
+  WaitFor(job, [](const proto::JobStatus& s) { return s.state() == proto::JOB_VERIFYING; });
+  while (nodes_[0]->engine->stats().verified == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  const auto t0 = std::chrono::steady_clock::now();
+  nodes_[0]->stop = true;
+  nodes_[0]->thread.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  EXPECT_EQ(nodes_[0]->worker->stats().tasks_released, 1);
+  worker::Worker* w1 = StartWorker("w1");
+  proto::JobStatus done = WaitFor(job, [](const proto::JobStatus& s) { return s.state() == proto::JOB_SUCCEEDED; });
+  ASSERT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason();
+  EXPECT_EQ(done.verify_verdict(), "passed");
+  for (int i = 0; i < 500 && w1->stats().verifies_completed == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(w1->stats().verifies_completed, 1);
+  EXPECT_EQ(nodes_[0]->worker->stats().verifies_completed, 0);
+}
+
 // Embedded mode picks up an interrupted run from its last committed layer.
 TEST_F(ClusterTest, EmbeddedResumesAnInterruptedRun) {
   proto::JobSpec spec = Spec(0);

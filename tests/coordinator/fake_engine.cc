@@ -204,7 +204,12 @@ absl::StatusOr<std::unique_ptr<worker::Session>> FakeEngine::OpenSession(const w
 absl::StatusOr<worker::VerifyReport> FakeEngine::Verify(const worker::VerifySpec& spec,
                                                         const worker::VerifyProgressFn& progress) {
   stats_.verified++;
-  if (options_.verify_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(options_.verify_delay_ms));
+  // The delay stands for the real check's minutes: spec.stop is polled as the
+  // engine polls it between linears.
+  for (int waited = 0; waited < options_.verify_delay_ms; waited += 5) {
+    if (spec.stop && spec.stop()) return absl::CancelledError("verify: stopped at fake linear");
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   if (options_.verify_error != absl::StatusCode::kOk)
     return absl::Status(options_.verify_error, absl::StrCat(spec.artifact_dir, ": fake verify error"));
   if (!std::filesystem::exists(spec.artifact_dir + "/" + storage::kManifestName))

@@ -45,7 +45,7 @@ struct FakeEngineOptions {
   int forward_delay_ms = 0;          // ForwardOriginalLayer (and a copy's layers) sleep this long
   std::string verify_verdict = "passed";   // Verify's verdict: passed | failed | unsupported
   absl::StatusCode verify_error = absl::StatusCode::kOk;   // non-OK: Verify fails with this code
-  int verify_delay_ms = 0;
+  int verify_delay_ms = 0;           // Verify takes this long, polling VerifySpec::stop
 };
 
 struct FakeEngineStats {

@@ -152,6 +152,14 @@ class SchedulerFixture : public ::testing::Test {
     return sched_->Fail(req);
   }
 
+  absl::StatusOr<proto::ReleaseReply> Release(const proto::TaskAssignment& t, const std::string& worker,
+                                              const std::string& reason) {
+    proto::ReleaseRequest req;
+    req.set_attempt_id(t.attempt_id());
+    req.set_worker_id(worker);
+    req.set_reason(reason);
+    return sched_->Release(req);
+  }
   std::vector<proto::EventKind> EventKinds(const std::string& job) {
     std::vector<proto::EventKind> kinds;
     auto events = sched_->Events(job, 0, 0);

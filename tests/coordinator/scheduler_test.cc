@@ -172,6 +172,37 @@ TEST_F(SchedulerTest, PermanentFailureFailsTheJobAtOnce) {
   EXPECT_THAT(st.reason(), HasSubstr("NaN in weights"));
 }
 
+// A worker that is stopping gives its stage back: queued at once for anyone,
+// committed layers kept, no failure counted; a stale or foreign Release
+// changes nothing.
+TEST_F(SchedulerTest, ReleasedStageIsQueuedAtOnceWithoutAFailure) {
+  proto::JobSpec spec = Spec(4);
+  spec.set_max_attempts(1);   // a counted failure would fail the job
+  std::string job = SubmitOk(spec);
+  Register("a");
+  Register("b");
+  proto::TaskAssignment a = LeaseOk("a");
+  QF_ASSERT_OK(Commit(a, 0));
+  EXPECT_FALSE(TryLease("b").has_value());
+  QF_ASSERT_OK(Release(a, "b", "not mine").status());   // not b's lease: nothing happens
+  EXPECT_FALSE(TryLease("b").has_value());
+  QF_ASSERT_OK(Release(a, "a", "worker a stopping").status());
+  QF_ASSERT_OK(Release(a, "a", "worker a stopping").status());   // retried: still OK
+  EXPECT_THAT(Commit(a, 1), StatusIs(absl::StatusCode::kAborted, HasSubstr("holds no lease")));
+
+  proto::TaskAssignment b = LeaseOk("b");   // no clock advance: no expiry involved
+  EXPECT_EQ(b.start_layer(), 1);
+  QF_ASSERT_OK_AND_ASSIGN(proto::JobStatus st, sched_->GetJob(job));
+  EXPECT_EQ(st.state(), proto::JOB_RUNNING);
+  EXPECT_EQ(st.stages(0).failures(), 0);
+  EXPECT_EQ(st.layers_committed(), 1);
+  const std::vector<proto::EventKind> kinds = EventKinds(job);
+  EXPECT_EQ(std::count(kinds.begin(), kinds.end(), proto::EVENT_STAGE_RELEASED), 1);
+  EXPECT_EQ(std::count(kinds.begin(), kinds.end(), proto::EVENT_STAGE_FAILED), 0);
+  for (int l = 1; l < 4; ++l) QF_ASSERT_OK(Commit(b, l));
+  QF_ASSERT_OK(CompleteTask(b, "b").status());
+}
+
 TEST_F(SchedulerTest, CancelReleasesLeasesAndResumeContinuesFromTheLastCommittedLayer) {
   std::string job = SubmitOk(Spec(4));
   Register("a");

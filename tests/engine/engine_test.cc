@@ -3,6 +3,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "storage/artifact.h"
+#include "storage/model_config.h"
+#include "tests/coordinator/test_util.h"
 #include "worker/calibration.h"
 #include "worker/engine/engine_host.h"
 #include "worker/tokenizer.h"
@@ -128,6 +131,63 @@ TEST_F(EngineTest, BadSpecsFailBeforeAnyWork) {
     ASSERT_FALSE(r.ok());
     EXPECT_THAT(std::string(r.status().message()), HasSubstr(c.expect));
   }
+}
+
+// A worker asked to stop must not sit through a 70B artifact's verify stage:
+// Evaluate and Verify poll their StopFn between units of work and return
+// Cancelled, naming where they stopped.
+TEST_F(EngineTest, EvaluateAndVerifyStopWhenAsked) {
+  auto cfg = storage::LoadModelConfig(kModel);
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  EvalSpec es;
+  es.model_dir = kModel;
+  es.seqlen = 64;
+  es.tokens = *tokens_;
+  int polls = 0;
+  es.stop = [&] { return ++polls == 2; };
+  absl::StatusOr<EvalResult> e = engine_->Evaluate(es, nullptr);
+  EXPECT_THAT(e.status(), qf::testing::StatusIs(absl::StatusCode::kCancelled, HasSubstr("stopped after layer 1")));
+  EXPECT_EQ(polls, 2);
+
+  // An RTN artifact of tiny-llama (4 layers x 7 linears).
+  qf::testing::TempDir tmp;
+  auto session = engine_->OpenSession(Spec("rtn"));
+  ASSERT_TRUE(session.ok()) << session.status();
+  std::vector<kernels::LayerResult> layers;
+  for (int l = 0; l < cfg->num_hidden_layers; ++l) {
+    auto r = (*session)->QuantizeLayer(l, nullptr);
+    ASSERT_TRUE(r.ok()) << r.status();
+    layers.push_back(*std::move(r));
+  }
+  storage::QuantSpec qs;
+  qs.method = "rtn";
+  qs.sym = Spec("rtn").quant.sym;   // the session's defaults
+  const std::string art = tmp.Sub("rtn");
+  const absl::Status written = storage::WriteArtifact(kModel, *cfg, qs, layers, art, nlohmann::json::object());
+  ASSERT_TRUE(written.ok()) << written;
+
+  VerifySpec vs;
+  vs.artifact_dir = art;
+  vs.check_ms = {1, 3};
+  vs.seqlen = 64;
+  vs.tokens = *tokens_;
+  struct Case { int stop_at; const char* where; };
+  const Case cases[] = {
+      {3, "verify: stopped at model.layers.0.self_attn.v_proj"},   // the third linear checked
+      {28 + 2, "stopped after layer 1"},   // every linear, then the dequantized perplexity's layer 1
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.where);
+    polls = 0;
+    vs.stop = [&] { return ++polls == c.stop_at; };
+    absl::StatusOr<VerifyReport> r = engine_->Verify(vs, nullptr);
+    EXPECT_THAT(r.status(), qf::testing::StatusIs(absl::StatusCode::kCancelled, HasSubstr(c.where)));
+    EXPECT_EQ(polls, c.stop_at);
+  }
+  vs.stop = [] { return false; };
+  absl::StatusOr<VerifyReport> r = engine_->Verify(vs, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->verdict, "passed") << r->failure;
 }
 
 }  // namespace

@@ -77,9 +77,10 @@ class ClusterProcessTest : public ::testing::Test {
     return s;
   }
 
-  void StartCoordinator(std::vector<std::string> extra = {}) {
+  void StartCoordinator(std::vector<std::string> extra = {}, int lease_ttl_ms = 1500) {
     std::vector<std::string> argv = {kBin + "/qcoordinator",  "--listen", "127.0.0.1:" + std::to_string(port_),
-                                     "--state",               tmp_.Sub("state"), "--lease-ttl-ms", "1500",
+                                     "--state",               tmp_.Sub("state"), "--lease-ttl-ms",
+                                     std::to_string(lease_ttl_ms),
                                      "--renew-interval-ms",   "300", "--affinity-grace-ms", "500"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     coordinator_ = std::make_unique<Subprocess>(argv, tmp_.Sub("coordinator.log"));
@@ -314,6 +315,48 @@ TEST_F(ClusterProcessTest, VerifyStageSurvivesAKillNineOfItsWorker) {
   EXPECT_EQ(report["perplexity"]["chunks"], 4);
   EXPECT_EQ(report["perplexity"]["passed"], true);
   tree.erase("verify.json");
+  EXPECT_EQ(tree, qf::testing::ReadTree(reference_));
+}
+
+// SIGTERM (a pod drained, a node upgraded) of the worker running a stage:
+// it gives the stage back at its next layer boundary (the verify stage: at
+// once), exits 0, and the next worker takes it over without waiting for the
+// lease to expire. The lease TTL here is a minute, longer than the whole
+// test may take, and max_attempts 1: a counted failure would fail the job.
+TEST_F(ClusterProcessTest, SigtermOfAWorkerGivesItsStageBack) {
+  StartCoordinator({}, 60000);
+  const std::vector<std::string> slow = {"--fault-layer-delay-ms", "400", "--fault-verify-delay-ms", "60000"};
+  Subprocess* running = StartWorker("w0", slow);
+  proto::JobSpec spec = Spec(4);
+  spec.set_max_attempts(1);
+  spec.set_verify(true);
+  std::vector<std::string> victims;
+  std::vector<int> exit_codes;
+  const auto t0 = std::chrono::steady_clock::now();
+  proto::JobStatus done = WatchToEnd(Submit(spec), [&](const proto::JobEvent& e) {
+    const bool in_layer_stage = e.kind() == proto::EVENT_LAYER_COMMITTED && victims.empty();
+    const bool in_verify_stage =
+        e.kind() == proto::EVENT_STAGE_LEASED && e.message().find("verify") != std::string::npos && victims.size() == 1;
+    if (!in_layer_stage && !in_verify_stage) return;
+    victims.push_back(e.worker());
+    running->Kill(SIGTERM);
+    exit_codes.push_back(running->Wait());
+    // The layer stage's successor is slow again (so that its verify stage can
+    // be stopped too); the verify stage's is not.
+    running = in_layer_stage ? StartWorker("w1", slow) : StartWorker("w2");
+  });
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason() << DebugLogs();
+  EXPECT_EQ(victims, (std::vector<std::string>{"w0", "w1"}));
+  EXPECT_EQ(exit_codes, (std::vector<int>{0, 0}));
+  EXPECT_TRUE(SawEvent(proto::EVENT_STAGE_RELEASED, "worker w0 stopping"));
+  EXPECT_TRUE(SawEvent(proto::EVENT_STAGE_RELEASED, "worker w1 stopping"));
+  EXPECT_FALSE(SawEvent(proto::EVENT_LEASE_EXPIRED));
+  EXPECT_FALSE(SawEvent(proto::EVENT_STAGE_FAILED));
+  EXPECT_LT(seconds, 45) << "a stage waited for its lease to expire";
+  EXPECT_EQ(done.verify_verdict(), "passed");
+  std::map<std::string, std::string> tree = qf::testing::ReadTree(done.artifact_dir());
+  EXPECT_EQ(tree.erase("verify.json"), 1u);
   EXPECT_EQ(tree, qf::testing::ReadTree(reference_));
 }
 

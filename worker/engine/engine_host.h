@@ -33,8 +33,13 @@ namespace qf::worker {
 
 // What libqf_engine.so's qf_engine_abi_version() must return: bumped whenever
 // this header changes shape (2: Engine::Verify; 3: activation hand-off;
-// 4: VerifySpec::dtype).
-inline constexpr int kEngineAbiVersion = 4;
+// 4: VerifySpec::dtype; 5: EvalSpec::stop, VerifySpec::stop).
+inline constexpr int kEngineAbiVersion = 5;
+
+// Polled between units of work (a layer of an evaluation, a linear, a timed
+// shape): true makes the call return Cancelled promptly (a worker that is
+// stopping, or lost its lease). Empty: never.
+using StopFn = std::function<bool()>;
 
 // What to quantize and how. Mirrors the job spec (proto/) field for field.
 struct QuantParams {
@@ -121,6 +126,7 @@ struct EvalSpec {
   int seqlen = 512;
   std::vector<int32_t> tokens;     // chunks * seqlen ids (worker/calibration.h BuildEvalTokens)
   std::string logits_out;          // optional: safetensors with "tokens" I32 [seqlen] and "logits" F32 [seqlen, vocab] of chunk 0
+  StopFn stop;                     // polled after each layer
 };
 
 struct EvalResult {
@@ -153,6 +159,10 @@ struct VerifySpec {
   // activations, scales and outputs, and the cuBLAS baseline's weights and
   // activations.
   std::string dtype = "fp16";
+  // Polled after each linear, timed (shape, M) and perplexity layer: a
+  // 70B artifact takes minutes, and a worker asked to stop gives the stage
+  // back instead of finishing it.
+  StopFn stop;
 };
 
 // The values VerifySpec::dtype takes (qctl checks its flags with it before a

@@ -85,6 +85,9 @@ absl::StatusOr<EvalResult> RunEvalOn(const WeightSource& source, const EvalSpec&
       return absl::OkStatus();
     }, absl::StrCat("eval layer ", layer)));
     if (progress) progress(layer + 1, total);
+    if (spec.stop && spec.stop()) {
+      return absl::CancelledError(absl::StrCat("evaluation of ", spec.model_dir, ": stopped after layer ", layer));
+    }
   }
   QF_ASSIGN_OR_RETURN(at::Tensor norm, src->FinalNorm());
   QF_ASSIGN_OR_RETURN(at::Tensor head, src->LmHead());

@@ -159,6 +159,12 @@ absl::Status CheckLinear(FusedContext& ctx, const Artifact& art, int layer, int 
   return absl::OkStatus();
 }
 
+// Cancelled when the caller asks the run to stop (VerifySpec::stop).
+absl::Status CheckStop(const VerifySpec& spec, const std::string& where) {
+  if (spec.stop && spec.stop()) return absl::CancelledError(absl::StrCat("verify: stopped at ", where));
+  return absl::OkStatus();
+}
+
 // Check 2: the fused GEMM against cuBLAS in the same dtype on every shape,
 // same run.
 absl::Status TimeShapes(FusedContext& ctx, const Shapes& shapes, const VerifySpec& spec, VerifyReport& report,
@@ -221,6 +227,7 @@ absl::Status TimeShapes(FusedContext& ctx, const Shapes& shapes, const VerifySpe
       }
       report.timings.push_back(std::move(t));
       if (progress) progress("throughput", ++done, total);
+      QF_RETURN_IF_ERROR(CheckStop(spec, absl::StrCat("the timing of ", k, " x ", n, " at m=", m)));
     }
   }
   return absl::OkStatus();
@@ -252,6 +259,7 @@ absl::Status ComparePerplexity(FusedContext& ctx, const Artifact& art, const Ver
   es.device = spec.device;
   es.seqlen = spec.seqlen;
   es.tokens = spec.tokens;
+  es.stop = spec.stop;
   const at::Device dev = ctx.device;
   QF_ASSIGN_OR_RETURN(auto dequant, OpenArtifactSource(art, dev));
   QF_ASSIGN_OR_RETURN(EvalResult d, RunEvalOn(*dequant, es, dev, [&](int done, int total) {
@@ -336,6 +344,7 @@ absl::StatusOr<VerifyReport> RunVerify(const VerifySpec& spec, const VerifyProgr
       QF_RETURN_IF_ERROR(CheckLinear(ctx, art, layer, j, unpacked.linears[j], spec, dtype, l, shapes));
       r.linears.push_back(std::move(l));
       if (progress) progress("linears", static_cast<int>(r.linears.size()), total);
+      QF_RETURN_IF_ERROR(CheckStop(spec, r.linears.back().tensor));
     }
   }
   if (!dev.is_cuda()) {

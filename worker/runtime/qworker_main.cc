@@ -1,7 +1,9 @@
 // qworker --coordinator HOST:PORT --device cpu|cuda:N[,cuda:M...] --name NAME
 //
 // A worker process: loads the numeric engine (libqf_engine.so, dlopen'ed),
-// registers with the coordinator and runs stages until SIGINT/SIGTERM. A
+// registers with the coordinator and runs stages until SIGINT/SIGTERM; the
+// stage in hand is given back (Release) at its next layer boundary, or within
+// one check of the verify stage, so another worker takes it at once. A
 // restart under the same --name releases the leases of the previous process.
 // With several devices (--device cuda:0,cuda:1, or cuda:0,1) it runs one
 // worker loop per device, registered as NAME-0, NAME-1, ..., over one loaded

@@ -158,6 +158,18 @@ absl::Status WorkClient::Fail(const proto::TaskAssignment& task, const std::stri
   });
 }
 
+absl::Status WorkClient::Release(const proto::TaskAssignment& task, const std::string& worker_id,
+                                 const std::string& reason) {
+  proto::ReleaseRequest req;
+  req.set_attempt_id(task.attempt_id());
+  req.set_worker_id(worker_id);
+  req.set_reason(reason);
+  proto::ReleaseReply reply;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, options_.rpc_timeout_ms);
+  return FromGrpcStatus(stub_->Release(&ctx, req, &reply));
+}
+
 absl::StatusOr<kernels::LayerResult> WorkClient::FetchLayer(const std::string& job_id, int layer) {
   proto::FetchLayerRequest req;
   req.set_job_id(job_id);

@@ -55,6 +55,10 @@ class WorkClient {
   // worker would fail the same way), others are not.
   absl::Status Fail(const proto::TaskAssignment& task, const std::string& worker_id, const absl::Status& error,
                     std::optional<bool> permanent = std::nullopt);
+  // Gives the stage back unfinished (the worker is stopping). One try, no
+  // retries: a worker that is shutting down must not wait out the retry
+  // window; if this fails the lease simply expires.
+  absl::Status Release(const proto::TaskAssignment& task, const std::string& worker_id, const std::string& reason);
   // A committed layer, verified chunk by chunk.
   absl::StatusOr<kernels::LayerResult> FetchLayer(const std::string& job_id, int layer);
   // One step of the parallel-mode activation hand-off (worker/runtime/handoff.h).

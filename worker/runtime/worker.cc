@@ -236,7 +236,7 @@ absl::StatusOr<std::unique_ptr<Session>> Worker::PrepareSession(const proto::Tas
   const int replay_from = sequential ? 0 : task.first_layer();
   const bool received = !sequential && replay_from > 0 && ReceiveInput(task, session.get(), lost);
   for (int l = received ? replay_from : 0; l < replay_from; ++l) {
-    if (lost) return absl::AbortedError("lease lost while replaying");
+    if (lost || stopping()) return absl::AbortedError("lease lost or worker stopping while replaying");
     QF_RETURN_IF_ERROR(session->ForwardOriginalLayer(l));
     stats_.layers_replayed++;
   }
@@ -245,7 +245,7 @@ absl::StatusOr<std::unique_ptr<Session>> Worker::PrepareSession(const proto::Tas
   // before this stage quantizes, so that the next stage starts early.
   if (offering) MakeOffer(task, session.get());
   for (int l = replay_from; l < task.start_layer(); ++l) {
-    if (lost) return absl::AbortedError("lease lost while replaying");
+    if (lost || stopping()) return absl::AbortedError("lease lost or worker stopping while replaying");
     QF_ASSIGN_OR_RETURN(kernels::LayerResult r, client_.FetchLayer(task.job_id(), l));
     QF_RETURN_IF_ERROR(session->ApplyLayer(r));
     stats_.layers_replayed++;
@@ -316,7 +316,7 @@ bool Worker::ReceiveInput(const proto::TaskAssignment& task, Session* session, c
     client_.Handoff(req).status().IgnoreError();  // informational: an event of the job
   };
   while (true) {
-    if (lost || (stop_ != nullptr && stop_->load())) return replay("the lease was lost or the worker is stopping");
+    if (lost || stopping()) return replay("the lease was lost or the worker is stopping");
     auto r = CallHandoff(&client_, proto::HANDOFF_JOIN, task, worker_id_, b, device_key_, transport_->name());
     if (!r.ok()) {
       report(false, absl::StrCat("replay: ", r.status().message()));
@@ -357,6 +357,14 @@ absl::Status Worker::Abandon(const std::string& what, std::string_view why) {
   return absl::OkStatus();
 }
 
+absl::Status Worker::GiveBack(const proto::TaskAssignment& task, const std::string& what) {
+  QF_LOG(WARNING) << what << ": worker stopping; giving the stage back";
+  stats_.tasks_released++;
+  absl::Status s = client_.Release(task, worker_id_, absl::StrCat("worker ", options_.name, " stopping"));
+  if (!s.ok()) QF_LOG(WARNING) << what << ": Release: " << s << " (the lease expires instead)";
+  return absl::OkStatus();
+}
+
 absl::Status Worker::FailTask(const proto::TaskAssignment& task, const std::string& what, const absl::Status& error,
                               std::optional<bool> permanent) {
   QF_LOG(ERROR) << what << ": " << error;
@@ -373,15 +381,18 @@ absl::Status Worker::RunVerifyTask(const proto::TaskAssignment& task) {
                << o.text;
   std::atomic<int> layer{task.end_layer()};
   Renewer renewer(&client_, task, worker_id_, renew_interval_ms_, &layer);
-  for (int waited = 0; waited < options_.verify_delay_ms && !renewer.lost(); waited += 20)
+  for (int waited = 0; waited < options_.verify_delay_ms && !renewer.lost() && !stopping(); waited += 20)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   absl::StatusOr<VerifyReport> report = [&]() -> absl::StatusOr<VerifyReport> {
     QF_ASSIGN_OR_RETURN(VerifySpec spec, MakeVerifySpec(o));
+    spec.stop = [&] { return renewer.lost() || stopping(); };
+    if (spec.stop()) return absl::CancelledError("verify: not started");
     return engine_->Verify(spec, [&](const std::string& stage, int done, int total) {
       if (done == total) QF_LOG(INFO) << what << ": " << stage << " " << done << "/" << total;
     });
   }();
   if (renewer.lost()) return Abandon(what, "lease lost");
+  if (absl::IsCancelled(report.status()) && stopping()) return GiveBack(task, what);
   if (!report.ok()) {
     const absl::Status& e = report.status();
     // The artifact disagrees with its manifest, or the engine refuses it: the
@@ -412,12 +423,14 @@ absl::Status Worker::RunTask(const proto::TaskAssignment& task) {
 
   absl::StatusOr<std::unique_ptr<Session>> session = PrepareSession(task, renewer.lost());
   if (!session.ok()) {
-    if (renewer.lost() || absl::IsAborted(session.status())) return abandon(std::string(session.status().message()));
+    if (renewer.lost()) return abandon(std::string(session.status().message()));
+    if (stopping()) return GiveBack(task, what);
+    if (absl::IsAborted(session.status())) return abandon(std::string(session.status().message()));
     return fail(session.status());
   }
   for (int l = task.start_layer(); l < task.end_layer(); ++l) {
     if (renewer.lost()) return abandon("lease lost");
-    if (stop_ != nullptr && stop_->load()) return abandon("worker stopping");
+    if (stopping()) return GiveBack(task, what);
     layer = l;
     if (options_.layer_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(options_.layer_delay_ms));
     absl::StatusOr<kernels::LayerResult> r = (*session)->QuantizeLayer(l, nullptr);

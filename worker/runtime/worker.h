@@ -4,7 +4,9 @@
 // activations, quantize its layers one by one (streaming each to the
 // coordinator as soon as it is done), complete, repeat. A background thread
 // renews the lease while the engine computes; a lost lease (expired,
-// cancelled) makes the worker drop the task at the next layer boundary.
+// cancelled) makes the worker drop the task at the next layer boundary; a
+// worker asked to stop (SIGTERM: a pod drained) gives it back there with
+// Release, so another worker takes it over at once.
 //
 // Input of stage [first, end) starting at `start` (the first uncommitted layer):
 //   sequential: the session it kept from the previous stage (affinity), if its
@@ -91,6 +93,7 @@ struct WorkerOptions {
 struct WorkerStats {
   std::atomic<int> tasks_completed{0};
   std::atomic<int> tasks_abandoned{0};   // lease lost
+  std::atomic<int> tasks_released{0};    // given back unfinished: the worker is stopping
   std::atomic<int> tasks_failed{0};      // reported with Fail
   std::atomic<int> layers_committed{0};
   std::atomic<int> layers_replayed{0};   // ApplyLayer / ForwardOriginalLayer calls
@@ -107,7 +110,8 @@ class Worker {
   ~Worker();
 
   // Registers, then leases and runs tasks until *stop is set (checked between
-  // tasks and between layers) or registration fails for good.
+  // tasks, between layers and inside the verify stage: the task in hand is
+  // given back) or registration fails for good.
   absl::Status Run(const std::atomic<bool>* stop);
   // Registers if needed and runs at most one task. Returns whether it got one.
   absl::StatusOr<bool> RunOnce();
@@ -120,10 +124,14 @@ class Worker {
   absl::Status EnsureRegistered();
   absl::Status RunTask(const proto::TaskAssignment& task);
   absl::Status RunVerifyTask(const proto::TaskAssignment& task);
-  // How a task ends without completing (both return OK: the loop goes on).
-  // Abandon: the lease is gone or the worker stops; nothing is reported.
+  // How a task ends without completing (all return OK: the loop goes on).
+  // Abandon: the lease is gone; nothing is reported.
+  // GiveBack: the worker is stopping; the stage goes back with Release, so
+  //   another worker starts it at once instead of after the lease's TTL.
   // FailTask: reported with Fail (`permanent` as WorkClient::Fail).
   absl::Status Abandon(const std::string& what, std::string_view why);
+  absl::Status GiveBack(const proto::TaskAssignment& task, const std::string& what);
+  bool stopping() const { return stop_ != nullptr && stop_->load(); }
   absl::Status FailTask(const proto::TaskAssignment& task, const std::string& what, const absl::Status& error,
                         std::optional<bool> permanent = std::nullopt);
   absl::StatusOr<std::unique_ptr<Session>> PrepareSession(const proto::TaskAssignment& task,
