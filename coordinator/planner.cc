@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/fs.h"
 #include "common/status_macros.h"
+#include "common/verify_vocab.h"
 #include "storage/synthetic_model.h"
 
 namespace qf::coordinator {
@@ -23,7 +24,7 @@ absl::Status CheckRange(const std::string& field, int64_t v, int64_t lo, int64_t
 std::string Quoted(const std::string& s) { return absl::StrCat("\"", s, "\""); }
 
 // The verify stage's fields: only with verify, and in range (the worker's
-// engine takes the same values: worker::IsVerifyDType).
+// engine takes the same dtypes: common/verify_vocab.h).
 absl::Status ValidateVerifyFields(const proto::JobSpec& spec) {
   if (!spec.verify()) {
     if (!spec.verify_text().empty()) return FieldError("verify_text", "empty without verify", Quoted(spec.verify_text()));
@@ -33,8 +34,8 @@ absl::Status ValidateVerifyFields(const proto::JobSpec& spec) {
                         absl::StrCat(spec.verify_seqlen() != 0 ? spec.verify_seqlen() : spec.verify_max_chunks()));
     return absl::OkStatus();
   }
-  if (spec.verify_dtype() != "fp16" && spec.verify_dtype() != "bf16")
-    return FieldError("verify_dtype", "fp16 or bf16", Quoted(spec.verify_dtype()));
+  if (!IsVerifyDType(spec.verify_dtype()))
+    return FieldError("verify_dtype", OneOf(kVerifyDTypes), Quoted(spec.verify_dtype()));
   QF_RETURN_IF_ERROR(CheckRange("verify_seqlen", spec.verify_seqlen(), 2, 1 << 20));
   return CheckRange("verify_max_chunks", spec.verify_max_chunks(), 1, 1 << 20);
 }

@@ -7,6 +7,7 @@
 #include "common/fs.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
+#include "common/verify_vocab.h"
 #include "coordinator/layer_codec.h"
 #include "coordinator/scheduler_internal.h"
 #include "nlohmann/json.hpp"
@@ -48,11 +49,11 @@ absl::StatusOr<VerifyOutcome> ParseVerifyReport(const std::string& report) {
   const nlohmann::json j = nlohmann::json::parse(report, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object()) return bad("a JSON object");
   const auto v = j.find("verdict");
-  if (v == j.end() || !v->is_string() || (*v != "passed" && *v != "failed" && *v != "unsupported"))
-    return bad("a \"verdict\" of passed, failed or unsupported");
+  if (v == j.end() || !v->is_string() || !IsVerifyVerdict(v->get<std::string>()))
+    return bad(absl::StrCat("a \"verdict\" of ", OneOf(kVerifyVerdicts)));
   VerifyOutcome out{v->get<std::string>(), ""};
   if (const auto f = j.find("failure"); f != j.end() && f->is_string()) out.failure = f->get<std::string>();
-  if (out.verdict == "failed" && out.failure.empty()) return bad("a \"failure\" with the \"failed\" verdict");
+  if (out.verdict == kVerdictFailed && out.failure.empty()) return bad("a \"failure\" with the \"failed\" verdict");
   return out;
 }
 
@@ -480,9 +481,9 @@ absl::StatusOr<proto::CompleteReply> Scheduler::CompleteVerify(const proto::Comp
   task->set_worker(worker);
   job->rec.set_verify_verdict(outcome.verdict);
   AddEvent(txn, *job, proto::EVENT_VERIFIED, task->stage(), -1, worker,
-           outcome.verdict == "failed" ? absl::StrCat("failed: ", outcome.failure)
+           outcome.verdict == kVerdictFailed ? absl::StrCat("failed: ", outcome.failure)
                                        : absl::StrCat(outcome.verdict, ": ", path));
-  if (outcome.verdict == "failed") {
+  if (outcome.verdict == kVerdictFailed) {
     StopJob(txn, *job, proto::JOB_FAILED,
             absl::StrCat("verify: ", outcome.failure, " (report: ", path, "; the artifact stays)"));
   } else {

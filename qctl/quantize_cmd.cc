@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/fs.h"
 #include "common/status_macros.h"
+#include "common/verify_vocab.h"
 #include "coordinator/embedded.h"
 #include "nlohmann/json.hpp"
 #include "qctl/commands.h"
@@ -33,8 +34,9 @@ absl::Status RunQuantize(const QuantizeOptions& o, const std::string& state_flag
   if (o.verify && !o.verify_text.empty() && !PathExists(o.verify_text)) {
     return absl::NotFoundError(absl::StrCat("--verify-text ", o.verify_text, ": no such file"));
   }
-  if (o.verify && !worker::IsVerifyDType(o.verify_dtype)) {
-    return absl::InvalidArgumentError(absl::StrCat("--verify-dtype: '", o.verify_dtype, "', expected fp16 or bf16"));
+  if (o.verify && !IsVerifyDType(o.verify_dtype)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--verify-dtype: '", o.verify_dtype, "', expected ", OneOf(kVerifyDTypes)));
   }
   const proto::JobSpec spec = ToJobSpec(o);
   proto::JobSpec job = spec;   // what the coordinator runs: quantize + assemble

@@ -9,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "common/fs.h"
 #include "common/status_macros.h"
+#include "common/verify_vocab.h"
 #include "qctl/progress.h"
 
 namespace qf::qctl {
@@ -82,7 +83,7 @@ absl::Status RunVerifyStage(worker::Engine& engine, const VerifyCliOptions& o) {
     std::printf("%sreport      %s\n", VerifyReportTable(r).c_str(), path.c_str());
   }
   std::fflush(stdout);
-  if (r.verdict == "failed") return absl::FailedPreconditionError(absl::StrCat(o.artifact, ": ", r.failure));
+  if (r.verdict == kVerdictFailed) return absl::FailedPreconditionError(absl::StrCat(o.artifact, ": ", r.failure));
   return absl::OkStatus();
 }
 

@@ -26,6 +26,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "common/verify_vocab.h"
 #include "kernels/quant_types.h"
 #include "worker/engine/activation_link.h"
 
@@ -155,7 +156,7 @@ struct VerifySpec {
   int seqlen = 512;
   std::vector<int32_t> tokens;
   std::string text;                        // where the tokens came from, for the report
-  // The fused path's element type ("fp16" | "bf16": IsVerifyDType): its
+  // The fused path's element type (common/verify_vocab.h: kVerifyDTypes): its
   // activations, scales and outputs, and the cuBLAS baseline's weights and
   // activations.
   std::string dtype = "fp16";
@@ -164,10 +165,6 @@ struct VerifySpec {
   // back instead of finishing it.
   StopFn stop;
 };
-
-// The values VerifySpec::dtype takes (qctl checks its flags with it before a
-// job runs, so that a bad value costs no quantization).
-inline bool IsVerifyDType(const std::string& dtype) { return dtype == "fp16" || dtype == "bf16"; }
 
 // One quantized linear of the artifact.
 struct VerifyLinear {
@@ -218,10 +215,7 @@ struct VerifyReport {
   int iters = 0;
   std::vector<VerifyTiming> timings;
   VerifyPerplexity ppl;
-  // "passed": nothing failed and at least one linear was checked;
-  // "failed": a linear or the perplexity comparison failed;
-  // "unsupported": the fused kernel takes none of the linears.
-  std::string verdict;
+  std::string verdict;                     // common/verify_vocab.h: kVerifyVerdicts
   std::string failure;                     // first failure, one line naming the tensor; empty unless failed
   double seconds = 0;
 };

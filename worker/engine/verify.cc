@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "common/fs.h"
 #include "common/status_macros.h"
+#include "common/verify_vocab.h"
 #include "storage/artifact.h"
 #include "worker/engine/eval.h"
 #include "worker/engine/fused_linear.h"
@@ -287,7 +288,7 @@ absl::Status ComparePerplexity(FusedContext& ctx, const Artifact& art, const Ver
 absl::Status ValidateSpec(const VerifySpec& spec) {
   if (spec.artifact_dir.empty()) return absl::InvalidArgumentError("artifact: expected a directory");
   if (FindDType(spec.dtype) == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("dtype: '", spec.dtype, "', expected fp16 or bf16"));
+    return absl::InvalidArgumentError(absl::StrCat("dtype: '", spec.dtype, "', expected ", OneOf(kVerifyDTypes)));
   }
   if (!IsDirectory(spec.artifact_dir)) return absl::NotFoundError(absl::StrCat(spec.artifact_dir, ": no such directory"));
   if (spec.check_ms.empty()) return absl::InvalidArgumentError("check_ms: expected at least one M");
@@ -368,7 +369,7 @@ absl::StatusOr<VerifyReport> RunVerify(const VerifySpec& spec, const VerifyProgr
     r.failure = absl::StrCat("perplexity: fused path ", r.ppl.fused, " vs dequantized path ", r.ppl.dequant,
                              " (relative difference ", r.ppl.rel_diff, "), expected <= ", r.ppl.tolerance);
   }
-  r.verdict = !r.failure.empty() ? "failed" : supported == 0 ? "unsupported" : "passed";
+  r.verdict = !r.failure.empty() ? kVerdictFailed : supported == 0 ? kVerdictUnsupported : kVerdictPassed;
   r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   return r;
 }
