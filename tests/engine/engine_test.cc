@@ -172,9 +172,11 @@ TEST_F(EngineTest, EvaluateAndVerifyStopWhenAsked) {
   vs.seqlen = 64;
   vs.tokens = *tokens_;
   struct Case { int stop_at; const char* where; };
+  // Polled after each linear's check and after each layer's forwards.
   const Case cases[] = {
-      {3, "verify: stopped at model.layers.0.self_attn.v_proj"},   // the third linear checked
-      {28 + 2, "stopped after layer 1"},   // every linear, then the dequantized perplexity's layer 1
+      {3, "verify: stopped at model.layers.0.self_attn.v_proj"},
+      {8, "verify: stopped at the end of layer 0"},
+      {16 + 7, "verify: stopped at model.layers.2.mlp.down_proj"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.where);

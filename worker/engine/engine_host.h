@@ -220,7 +220,8 @@ struct VerifyReport {
   double seconds = 0;
 };
 
-// Progress: stage ("linears", "throughput", "ppl dequant", "ppl fused"), done, total.
+// Progress: stage ("layers": the checks and both perplexity forwards of a
+// layer; then "throughput"), done, total.
 using VerifyProgressFn = std::function<void(const std::string& stage, int done, int total)>;
 
 class Engine {

@@ -11,6 +11,7 @@
 
 #include <ATen/ATen.h>
 
+#include <chrono>
 #include <functional>
 #include <memory>
 
@@ -48,6 +49,34 @@ using LinearFactory = std::function<absl::StatusOr<std::function<at::Tensor(cons
 absl::StatusOr<std::unique_ptr<WeightSource>> OpenArtifactSource(std::shared_ptr<const storage::LoadedArtifact> art,
                                                                  const at::Device& device,
                                                                  const LinearFactory& linears = nullptr);
+
+// One evaluation, a layer at a time: RunEvalOn is Start, Apply(l) for each
+// layer in order, Finish. The verify stage drives two in lockstep (the
+// dequantized and the fused weights of the same unpacked layer), so that an
+// artifact is read and unpacked once. Holds the activations of every chunk
+// ([chunks, seqlen, hidden] float32 on the device) until Finish.
+class EvalRun {
+ public:
+  // Checks spec.seqlen and spec.tokens, embeds every chunk. `spec` and
+  // `source` must outlive the run (`source` for its config and Finish).
+  static absl::StatusOr<EvalRun> Start(const WeightSource& source, const EvalSpec& spec, const at::Device& device);
+  // FailedPrecondition unless `layer` is the next one.
+  absl::Status Apply(int layer, const LayerWeights& lw);
+  // The final norm, the head and the NLL; FailedPrecondition before every
+  // layer was applied. Writes spec.logits_out when set.
+  absl::StatusOr<EvalResult> Finish(const WeightSource& source);
+
+ private:
+  EvalRun() = default;
+  const EvalSpec* spec_ = nullptr;
+  const storage::ModelConfig* cfg_ = nullptr;
+  std::chrono::steady_clock::time_point t0_;
+  int64_t chunks_ = 0;
+  int next_layer_ = 0;
+  at::Tensor ids_;   // [chunks, seqlen] int64
+  at::Tensor x_;     // [chunks, seqlen, hidden] float32: the activations at next_layer_
+  RopeTables rope_;
+};
 
 absl::StatusOr<EvalResult> RunEval(const EvalSpec& spec, const EvalProgressFn& progress);
 // The same protocol and forward over weights already opened on `device`

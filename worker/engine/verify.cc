@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <map>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -18,6 +19,7 @@
 #include "worker/engine/eval.h"
 #include "worker/engine/fused_linear.h"
 #include "worker/engine/torch_util.h"
+#include "worker/engine/weights.h"
 
 #if defined(QF_WITH_W4A16)
 #include <cuda_runtime.h>
@@ -93,9 +95,14 @@ struct ShapeUse {
 using Shapes = std::map<std::pair<int64_t, int64_t>, ShapeUse>;   // (k, n)
 
 // Check 1 for one linear: fills `out`; errors only for what stops the run.
+// `dequant` is the dequantized path's weight of the linear (WeightsFromResult:
+// DequantizeToTensor in float32, the bias in float32); *fused_out is the
+// fused linear when the kernel takes it (null when "unsupported").
 absl::Status CheckLinear(FusedContext& ctx, const Artifact& art, int layer, int index,
-                         const kernels::QuantizedLinear& q, const VerifySpec& spec, const DType& dtype,
-                         VerifyLinear& out, Shapes& shapes) {
+                         const kernels::QuantizedLinear& q, const LinearWeights& dequant, const VerifySpec& spec,
+                         const DType& dtype, VerifyLinear& out, Shapes& shapes,
+                         std::shared_ptr<const FusedLinear>* fused_out) {
+  *fused_out = nullptr;
   out.tensor = absl::StrCat("model.layers.", layer, ".", q.name);
   out.k = q.in_features;
   out.n = q.out_features;
@@ -109,14 +116,8 @@ absl::Status CheckLinear(FusedContext& ctx, const Artifact& art, int layer, int 
   QF_RETURN_IF_ERROR(loaded.status());
   std::shared_ptr<FusedLinear> fused = std::move(*loaded);
   const at::Device dev = ctx.device;
-  QF_ASSIGN_OR_RETURN(at::Tensor w, TorchCall([&] { return DequantizeToTensor(q, dev); }, out.tensor));
-  at::Tensor bias;
-  if (!q.bias.empty()) {
-    QF_ASSIGN_OR_RETURN(bias, TorchCall([&] {
-      return at::from_blob(const_cast<uint16_t*>(q.bias.data()), {q.out_features}, at::kShort)
-          .view(at::kHalf).to(at::kFloat).to(dev);
-    }, out.tensor));
-  }
+  const at::Tensor& w = dequant.w;
+  const at::Tensor& bias = dequant.b;
   out.status = "ok";
   out.max_rel_err = 0;
   for (int64_t m : spec.check_ms) {
@@ -157,6 +158,7 @@ absl::Status CheckLinear(FusedContext& ctx, const Artifact& art, int layer, int 
   }
   const std::string s = ShortName(q.name);
   if (std::find(use.names.begin(), use.names.end(), s) == use.names.end()) use.names.push_back(s);
+  if (out.status != "unsupported") *fused_out = fused;
   return absl::OkStatus();
 }
 
@@ -238,53 +240,6 @@ absl::Status TimeShapes(FusedContext& ctx, const Shapes& shapes, const VerifySpe
 #endif
 }
 
-// Check 3: perplexity through the fused path against the dequantized path.
-absl::Status ComparePerplexity(FusedContext& ctx, const Artifact& art, const VerifySpec& spec, const DType& dtype,
-                               VerifyReport& report, const VerifyProgressFn& progress) {
-  VerifyPerplexity& p = report.ppl;
-  p.text = spec.text;
-  p.seqlen = spec.seqlen;
-  p.tolerance = dtype.max_ppl_rel_diff;
-  if (spec.tokens.empty()) {
-    p.note = "not measured: no text given";
-    return absl::OkStatus();
-  }
-  int unsupported = 0;
-  for (const VerifyLinear& l : report.linears) unsupported += l.status == "unsupported";
-  if (unsupported > 0) {
-    p.note = absl::StrCat("not measured: ", unsupported, " linears are unsupported by the fused kernel");
-    return absl::OkStatus();
-  }
-  EvalSpec es;
-  es.model_dir = spec.artifact_dir;
-  es.device = spec.device;
-  es.seqlen = spec.seqlen;
-  es.tokens = spec.tokens;
-  es.stop = spec.stop;
-  const at::Device dev = ctx.device;
-  QF_ASSIGN_OR_RETURN(auto dequant, OpenArtifactSource(art, dev));
-  QF_ASSIGN_OR_RETURN(EvalResult d, RunEvalOn(*dequant, es, dev, [&](int done, int total) {
-    if (progress) progress("ppl dequant", done, total);
-  }));
-  dequant.reset();
-  LinearFactory factory = [&](int layer, const kernels::QuantizedLinear& q)
-      -> absl::StatusOr<std::function<at::Tensor(const at::Tensor&)>> {
-    QF_ASSIGN_OR_RETURN(std::unique_ptr<FusedLinear> f, FusedLinear::Load(ctx, *art, layer, q));
-    return FusedLinear::AsApply(std::shared_ptr<const FusedLinear>(std::move(f)));
-  };
-  QF_ASSIGN_OR_RETURN(auto fused, OpenArtifactSource(art, dev, factory));
-  QF_ASSIGN_OR_RETURN(EvalResult f, RunEvalOn(*fused, es, dev, [&](int done, int total) {
-    if (progress) progress("ppl fused", done, total);
-  }));
-  p.measured = true;
-  p.chunks = d.chunks;
-  p.dequant = d.ppl;
-  p.fused = f.ppl;
-  p.rel_diff = std::fabs(f.ppl - d.ppl) / d.ppl;
-  p.passed = p.rel_diff <= p.tolerance;   // false for NaN too
-  return absl::OkStatus();
-}
-
 absl::Status ValidateSpec(const VerifySpec& spec) {
   if (spec.artifact_dir.empty()) return absl::InvalidArgumentError("artifact: expected a directory");
   if (FindDType(spec.dtype) == nullptr) {
@@ -337,17 +292,73 @@ absl::StatusOr<VerifyReport> RunVerify(const VerifySpec& spec, const VerifyProgr
 
   FusedContext ctx(dev, dtype.type);
   Shapes shapes;
-  const int total = static_cast<int>(art->layers.size() * storage::kLinearNames.size());
-  for (int layer = 0; layer < static_cast<int>(art->layers.size()); ++layer) {
+  // Check 3's two forwards (dequantized and fused weights of the same
+  // unpacked layer) advance with the checks, layer by layer: the artifact is
+  // read and unpacked once for all three checks (a 70B one takes minutes per
+  // pass on the host).
+  VerifyPerplexity& p = r.ppl;
+  p.text = spec.text;
+  p.seqlen = spec.seqlen;
+  p.tolerance = dtype.max_ppl_rel_diff;
+  EvalSpec es;
+  es.model_dir = spec.artifact_dir;
+  es.device = spec.device;
+  es.seqlen = spec.seqlen;
+  es.tokens = spec.tokens;
+  std::unique_ptr<WeightSource> source;   // embeddings, final norm, lm_head
+  std::optional<EvalRun> dequant_run, fused_run;
+  if (spec.tokens.empty()) {
+    p.note = "not measured: no text given";
+  } else {
+    QF_ASSIGN_OR_RETURN(source, OpenArtifactSource(art, dev));
+    QF_ASSIGN_OR_RETURN(EvalRun d, EvalRun::Start(*source, es, dev));
+    dequant_run.emplace(std::move(d));
+    QF_ASSIGN_OR_RETURN(EvalRun f, EvalRun::Start(*source, es, dev));
+    fused_run.emplace(std::move(f));
+  }
+  const int layers = static_cast<int>(art->layers.size());
+  for (int layer = 0; layer < layers; ++layer) {
     QF_ASSIGN_OR_RETURN(const kernels::LayerResult unpacked, art->Layer(layer));
+    QF_ASSIGN_OR_RETURN(const LayerWeights lw, WeightsFromResult(unpacked, dev));   // the eval path's weights
+    LayerWeights fused_lw = lw;   // norms shared; each linear replaced below
     for (int j = 0; j < static_cast<int>(unpacked.linears.size()); ++j) {
       VerifyLinear l;
-      QF_RETURN_IF_ERROR(CheckLinear(ctx, art, layer, j, unpacked.linears[j], spec, dtype, l, shapes));
+      std::shared_ptr<const FusedLinear> fused;
+      QF_RETURN_IF_ERROR(CheckLinear(ctx, art, layer, j, unpacked.linears[j], lw.lin[j], spec, dtype, l, shapes, &fused));
       r.linears.push_back(std::move(l));
-      if (progress) progress("linears", static_cast<int>(r.linears.size()), total);
       QF_RETURN_IF_ERROR(CheckStop(spec, r.linears.back().tensor));
+      if (fused) {
+        fused_lw.lin[j] = LinearWeights{at::Tensor(), at::Tensor(), FusedLinear::AsApply(std::move(fused))};
+      } else {   // perplexity through the fused path needs every linear fused
+        dequant_run.reset();
+        fused_run.reset();
+      }
     }
+    if (fused_run) {
+      QF_RETURN_IF_ERROR(dequant_run->Apply(layer, lw));
+      QF_RETURN_IF_ERROR(fused_run->Apply(layer, fused_lw));
+    }
+    if (progress) progress("layers", layer + 1, layers);
+    QF_RETURN_IF_ERROR(CheckStop(spec, absl::StrCat("the end of layer ", layer)));
   }
+  if (fused_run) {
+    QF_ASSIGN_OR_RETURN(const EvalResult d, dequant_run->Finish(*source));
+    dequant_run.reset();
+    QF_ASSIGN_OR_RETURN(const EvalResult f, fused_run->Finish(*source));
+    fused_run.reset();
+    p.measured = true;
+    p.chunks = d.chunks;
+    p.dequant = d.ppl;
+    p.fused = f.ppl;
+    p.rel_diff = std::fabs(f.ppl - d.ppl) / d.ppl;
+    p.passed = p.rel_diff <= p.tolerance;   // false for NaN too
+  } else if (!spec.tokens.empty()) {
+    int unsupported = 0;
+    for (const VerifyLinear& l : r.linears) unsupported += l.status == "unsupported";
+    p.note = absl::StrCat("not measured: ", unsupported, " linears are unsupported by the fused kernel");
+  }
+  source.reset();
+
   if (!dev.is_cuda()) {
     r.timing_note = "not measured: no CUDA device";
   } else if (shapes.empty()) {
@@ -355,8 +366,7 @@ absl::StatusOr<VerifyReport> RunVerify(const VerifySpec& spec, const VerifyProgr
   } else {
     QF_RETURN_IF_ERROR(TimeShapes(ctx, shapes, spec, r, progress));
   }
-  shapes.clear();   // frees the timed linears' device copies before the perplexity runs
-  QF_RETURN_IF_ERROR(ComparePerplexity(ctx, art, spec, dtype, r, progress));
+  shapes.clear();
 
   int failed = 0, supported = 0;
   for (const VerifyLinear& l : r.linears) {

@@ -13,7 +13,12 @@
 //      each M of spec.timing_ms (kernels/cuda/event_timer.h: L2 flushed,
 //      median);
 //   3. with tokens: perplexity with every decoder linear run by the fused
-//      path, against the dequantized path (RunEvalOn) on the same tokens.
+//      path, against the dequantized path (EvalRun, `qctl eval`'s forward)
+//      on the same tokens.
+// 1 and 3 run in one pass over the layers: each layer is unpacked once, its
+// linears checked, and both forwards of 3 advanced through it (their
+// activations stay on the device meanwhile: 2 x chunks x seqlen x hidden
+// float32); 2 runs after, on the first linear of each shape.
 // A linear the kernel does not take (bits != 4, refused shapes) is reported
 // "unsupported" with the reason and takes no part in 2 and 3.
 #pragma once
