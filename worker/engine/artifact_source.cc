@@ -1,7 +1,7 @@
 // WeightSource over a qforge artifact: decoder layers come from the packed
-// tensors (unpacked one layer at a time by LoadedArtifact::Layer, dequantized by the same
-// WeightsFromResult as a replay, or built by a LinearFactory: the fused path
-// of `qctl verify`); embeddings, final norm and lm_head are read as they are.
+// tensors (unpacked one layer at a time by LoadedArtifact::Layer, dequantized
+// by the same WeightsFromResult as a replay); embeddings, final norm and
+// lm_head are read as they are.
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "storage/artifact.h"
@@ -14,21 +14,13 @@ namespace {
 class ArtifactSource final : public WeightSource {
  public:
   ArtifactSource(std::shared_ptr<const storage::LoadedArtifact> art, std::unique_ptr<CheckpointWeights> plain,
-                 at::Device dev, LinearFactory linears)
-      : art_(std::move(art)), plain_(std::move(plain)), dev_(dev), linears_(std::move(linears)) {}
+                 at::Device dev)
+      : art_(std::move(art)), plain_(std::move(plain)), dev_(dev) {}
   const storage::ModelConfig& config() const override { return plain_->config(); }
   absl::StatusOr<LayerWeights> Layer(int layer) const override {
     // Unpacked here, one layer at a time (storage::OpenArtifact).
     QF_ASSIGN_OR_RETURN(const kernels::LayerResult r, art_->Layer(layer));
-    QF_ASSIGN_OR_RETURN(LayerWeights lw, WeightsFromResult(r, dev_));
-    if (!linears_) return lw;
-    // The norms and the checks of WeightsFromResult stay; the dense copies go.
-    for (size_t id = 0; id < lw.lin.size(); ++id) {
-      QF_ASSIGN_OR_RETURN(lw.lin[id].apply, linears_(layer, r.linears[id]));
-      lw.lin[id].w = at::Tensor();
-      lw.lin[id].b = at::Tensor();
-    }
-    return lw;
+    return WeightsFromResult(r, dev_);
   }
   absl::StatusOr<at::Tensor> Embedding() const override { return plain_->Embedding(); }
   absl::StatusOr<at::Tensor> FinalNorm() const override { return plain_->FinalNorm(); }
@@ -38,16 +30,14 @@ class ArtifactSource final : public WeightSource {
   std::shared_ptr<const storage::LoadedArtifact> art_;
   std::unique_ptr<CheckpointWeights> plain_;
   at::Device dev_;
-  LinearFactory linears_;
 };
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<WeightSource>> OpenArtifactSource(std::shared_ptr<const storage::LoadedArtifact> art,
-                                                                 const at::Device& device,
-                                                                 const LinearFactory& linears) {
+                                                                 const at::Device& device) {
   QF_ASSIGN_OR_RETURN(auto plain, CheckpointWeights::Open(art->dir, device));
-  return std::unique_ptr<WeightSource>(new ArtifactSource(std::move(art), std::move(plain), device, linears));
+  return std::unique_ptr<WeightSource>(new ArtifactSource(std::move(art), std::move(plain), device));
 }
 
 absl::StatusOr<std::unique_ptr<WeightSource>> OpenArtifactSource(const std::string& dir, const at::Device& device) {

@@ -40,15 +40,9 @@ absl::StatusOr<std::unique_ptr<WeightSource>> OpenWeightSource(const std::string
 // Artifact flavour (artifact_source.cc).
 absl::StatusOr<std::unique_ptr<WeightSource>> OpenArtifactSource(const std::string& dir, const at::Device& device);
 
-// Builds layer `layer`'s quantized linear `q` as a function (LinearWeights::apply).
-using LinearFactory = std::function<absl::StatusOr<std::function<at::Tensor(const at::Tensor&)>>(
-    int layer, const kernels::QuantizedLinear& q)>;
-// Over an artifact already read (several sources may share one). Without
-// `linears` the decoder's linears are dequantized as above; with it, each is
-// built by `linears` and no dense copy of it is kept.
+// Over an artifact already read (several sources may share one).
 absl::StatusOr<std::unique_ptr<WeightSource>> OpenArtifactSource(std::shared_ptr<const storage::LoadedArtifact> art,
-                                                                 const at::Device& device,
-                                                                 const LinearFactory& linears = nullptr);
+                                                                 const at::Device& device);
 
 // One evaluation, a layer at a time: RunEvalOn is Start, Apply(l) for each
 // layer in order, Finish. The verify stage drives two in lockstep (the

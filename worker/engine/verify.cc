@@ -240,6 +240,73 @@ absl::Status TimeShapes(FusedContext& ctx, const Shapes& shapes, const VerifySpe
 #endif
 }
 
+// Check 3: perplexity through the fused path against the dequantized path:
+// two EvalRuns that RunVerify advances in its pass over the layers, with the
+// dequantized and the fused weights of the layer it just unpacked and checked.
+class PerplexityPair {
+ public:
+  PerplexityPair() = default;
+  PerplexityPair(const PerplexityPair&) = delete;   // the runs point at es_
+  PerplexityPair& operator=(const PerplexityPair&) = delete;
+
+  // Embeds every chunk twice; without tokens nothing is measured.
+  absl::Status Start(const Artifact& art, const VerifySpec& spec, const at::Device& dev) {
+    if (spec.tokens.empty()) return absl::OkStatus();
+    wanted_ = true;
+    es_.model_dir = spec.artifact_dir;
+    es_.device = spec.device;
+    es_.seqlen = spec.seqlen;
+    es_.tokens = spec.tokens;
+    QF_ASSIGN_OR_RETURN(source_, OpenArtifactSource(art, dev));
+    QF_ASSIGN_OR_RETURN(EvalRun d, EvalRun::Start(*source_, es_, dev));
+    dequant_.emplace(std::move(d));
+    QF_ASSIGN_OR_RETURN(EvalRun f, EvalRun::Start(*source_, es_, dev));
+    fused_.emplace(std::move(f));
+    return absl::OkStatus();
+  }
+  bool active() const { return fused_.has_value(); }
+  // A linear the kernel does not take: the fused path cannot run.
+  void Drop() {
+    dequant_.reset();
+    fused_.reset();
+  }
+  absl::Status Apply(int layer, const LayerWeights& dequant, const LayerWeights& fused) {
+    QF_RETURN_IF_ERROR(dequant_->Apply(layer, dequant));
+    return fused_->Apply(layer, fused);
+  }
+  // After the last layer: fills `p` (or says why nothing was measured).
+  absl::Status Finish(const std::vector<VerifyLinear>& linears, VerifyPerplexity& p) {
+    if (!wanted_) {
+      p.note = "not measured: no text given";
+      return absl::OkStatus();
+    }
+    if (!active()) {
+      int unsupported = 0;
+      for (const VerifyLinear& l : linears) unsupported += l.status == "unsupported";
+      p.note = absl::StrCat("not measured: ", unsupported, " linears are unsupported by the fused kernel");
+      return absl::OkStatus();
+    }
+    QF_ASSIGN_OR_RETURN(const EvalResult d, dequant_->Finish(*source_));
+    dequant_.reset();
+    QF_ASSIGN_OR_RETURN(const EvalResult f, fused_->Finish(*source_));
+    Drop();
+    source_.reset();
+    p.measured = true;
+    p.chunks = d.chunks;
+    p.dequant = d.ppl;
+    p.fused = f.ppl;
+    p.rel_diff = std::fabs(f.ppl - d.ppl) / d.ppl;
+    p.passed = p.rel_diff <= p.tolerance;   // false for NaN too
+    return absl::OkStatus();
+  }
+
+ private:
+  bool wanted_ = false;
+  EvalSpec es_;
+  std::unique_ptr<WeightSource> source_;   // embeddings, final norm, lm_head
+  std::optional<EvalRun> dequant_, fused_;
+};
+
 absl::Status ValidateSpec(const VerifySpec& spec) {
   if (spec.artifact_dir.empty()) return absl::InvalidArgumentError("artifact: expected a directory");
   if (FindDType(spec.dtype) == nullptr) {
@@ -292,30 +359,14 @@ absl::StatusOr<VerifyReport> RunVerify(const VerifySpec& spec, const VerifyProgr
 
   FusedContext ctx(dev, dtype.type);
   Shapes shapes;
-  // Check 3's two forwards (dequantized and fused weights of the same
-  // unpacked layer) advance with the checks, layer by layer: the artifact is
-  // read and unpacked once for all three checks (a 70B one takes minutes per
-  // pass on the host).
-  VerifyPerplexity& p = r.ppl;
-  p.text = spec.text;
-  p.seqlen = spec.seqlen;
-  p.tolerance = dtype.max_ppl_rel_diff;
-  EvalSpec es;
-  es.model_dir = spec.artifact_dir;
-  es.device = spec.device;
-  es.seqlen = spec.seqlen;
-  es.tokens = spec.tokens;
-  std::unique_ptr<WeightSource> source;   // embeddings, final norm, lm_head
-  std::optional<EvalRun> dequant_run, fused_run;
-  if (spec.tokens.empty()) {
-    p.note = "not measured: no text given";
-  } else {
-    QF_ASSIGN_OR_RETURN(source, OpenArtifactSource(art, dev));
-    QF_ASSIGN_OR_RETURN(EvalRun d, EvalRun::Start(*source, es, dev));
-    dequant_run.emplace(std::move(d));
-    QF_ASSIGN_OR_RETURN(EvalRun f, EvalRun::Start(*source, es, dev));
-    fused_run.emplace(std::move(f));
-  }
+  // One pass over the layers: each is unpacked and dequantized once, its
+  // linears checked, and both perplexity forwards advanced through it (a 70B
+  // artifact takes minutes per pass on the host).
+  r.ppl.text = spec.text;
+  r.ppl.seqlen = spec.seqlen;
+  r.ppl.tolerance = dtype.max_ppl_rel_diff;
+  PerplexityPair ppl;
+  QF_RETURN_IF_ERROR(ppl.Start(art, spec, dev));
   const int layers = static_cast<int>(art->layers.size());
   for (int layer = 0; layer < layers; ++layer) {
     QF_ASSIGN_OR_RETURN(const kernels::LayerResult unpacked, art->Layer(layer));
@@ -327,37 +378,14 @@ absl::StatusOr<VerifyReport> RunVerify(const VerifySpec& spec, const VerifyProgr
       QF_RETURN_IF_ERROR(CheckLinear(ctx, art, layer, j, unpacked.linears[j], lw.lin[j], spec, dtype, l, shapes, &fused));
       r.linears.push_back(std::move(l));
       QF_RETURN_IF_ERROR(CheckStop(spec, r.linears.back().tensor));
-      if (fused) {
-        fused_lw.lin[j] = LinearWeights{at::Tensor(), at::Tensor(), FusedLinear::AsApply(std::move(fused))};
-      } else {   // perplexity through the fused path needs every linear fused
-        dequant_run.reset();
-        fused_run.reset();
-      }
+      if (!fused) ppl.Drop();
+      else fused_lw.lin[j] = LinearWeights{at::Tensor(), at::Tensor(), FusedLinear::AsApply(std::move(fused))};
     }
-    if (fused_run) {
-      QF_RETURN_IF_ERROR(dequant_run->Apply(layer, lw));
-      QF_RETURN_IF_ERROR(fused_run->Apply(layer, fused_lw));
-    }
+    if (ppl.active()) QF_RETURN_IF_ERROR(ppl.Apply(layer, lw, fused_lw));
     if (progress) progress("layers", layer + 1, layers);
     QF_RETURN_IF_ERROR(CheckStop(spec, absl::StrCat("the end of layer ", layer)));
   }
-  if (fused_run) {
-    QF_ASSIGN_OR_RETURN(const EvalResult d, dequant_run->Finish(*source));
-    dequant_run.reset();
-    QF_ASSIGN_OR_RETURN(const EvalResult f, fused_run->Finish(*source));
-    fused_run.reset();
-    p.measured = true;
-    p.chunks = d.chunks;
-    p.dequant = d.ppl;
-    p.fused = f.ppl;
-    p.rel_diff = std::fabs(f.ppl - d.ppl) / d.ppl;
-    p.passed = p.rel_diff <= p.tolerance;   // false for NaN too
-  } else if (!spec.tokens.empty()) {
-    int unsupported = 0;
-    for (const VerifyLinear& l : r.linears) unsupported += l.status == "unsupported";
-    p.note = absl::StrCat("not measured: ", unsupported, " linears are unsupported by the fused kernel");
-  }
-  source.reset();
+  QF_RETURN_IF_ERROR(ppl.Finish(r.linears, r.ppl));
 
   if (!dev.is_cuda()) {
     r.timing_note = "not measured: no CUDA device";
