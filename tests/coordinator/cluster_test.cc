@@ -39,6 +39,20 @@ class ClusterTest : public qf::testing::ClusterFixture {
     ADD_FAILURE() << "timed out waiting on " << job << ", state " << proto::JobState_Name(st.state());
     return st;
   }
+
+  // Starts a coordinator whose leases outlive the test (a minute) and submits
+  // `spec` with max_attempts 1 to it: a stage that moved to another worker
+  // then neither waited for its lease to expire nor counted a failure.
+  // The job id ("" on error).
+  std::string SubmitWithLongLeases(proto::JobSpec spec) {
+    SchedulerOptions so;
+    so.lease_ttl_ms = 60000;
+    StartCoordinator(so);
+    spec.set_max_attempts(1);
+    auto submitted = client_->Submit(spec);
+    EXPECT_THAT(submitted, IsOk());
+    return submitted.ok() ? submitted->job_id() : "";
+  }
 };
 
 TEST_F(ClusterTest, SequentialStagesMoveBetweenWorkersAndBytesMatch) {
@@ -289,15 +303,10 @@ TEST_F(ClusterTest, VerifyErrorsAreRetriedUnlessPermanent) {
 // Release: the next worker starts it at once, not after the lease's TTL
 // (a minute here, longer than the test's wait), and no attempt is counted.
 TEST_F(ClusterTest, StoppingWorkerGivesItsLayerStageBack) {
-  SchedulerOptions so;
-  so.lease_ttl_ms = 60000;
-  StartCoordinator(so);
-  StartWorker("w0", {}, {.layer_delay_ms = 100});
   proto::JobSpec spec = Spec(4);
-  spec.set_max_attempts(1);
-  auto submitted = client_->Submit(spec);
-  ASSERT_THAT(submitted, IsOk());
-  const std::string job = submitted->job_id();
+  const std::string job = SubmitWithLongLeases(spec);
+  ASSERT_FALSE(job.empty());
+  StartWorker("w0", {}, {.layer_delay_ms = 100});
   WaitFor(job, [](const proto::JobStatus& s) { return s.layers_committed() >= 2; });
   nodes_[0]->stop = true;
   nodes_[0]->thread.join();
@@ -321,16 +330,11 @@ TEST_F(ClusterTest, StoppingWorkerGivesItsLayerStageBack) {
 // The same for the verify stage, which has no layer boundary: the engine
 // polls the worker's stop between its checks (VerifySpec::stop).
 TEST_F(ClusterTest, StoppingWorkerGivesTheVerifyStageBack) {
-  SchedulerOptions so;
-  so.lease_ttl_ms = 60000;
-  StartCoordinator(so);
-  StartWorker("w0", {}, {.verify_delay_ms = 120000});
   proto::JobSpec spec = Spec(4);
   spec.set_verify(true);
-  spec.set_max_attempts(1);
-  auto submitted = client_->Submit(spec);
-  ASSERT_THAT(submitted, IsOk());
-  const std::string job = submitted->job_id();
+  const std::string job = SubmitWithLongLeases(spec);
+  ASSERT_FALSE(job.empty());
+  StartWorker("w0", {}, {.verify_delay_ms = 120000});
   WaitFor(job, [](const proto::JobStatus& s) { return s.state() == proto::JOB_VERIFYING; });
   while (nodes_[0]->engine->stats().verified == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   const auto t0 = std::chrono::steady_clock::now();
