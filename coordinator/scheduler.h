@@ -166,6 +166,8 @@ class Scheduler {
                                                      const std::string& out_dir);
   void QueueRunnableTasks(Txn& txn, Job& job);
   void ReleaseLease(Txn& txn, Job& job, proto::TaskRecord& task);
+  // A released or failed task back to QUEUED for any worker (after ReleaseLease).
+  void Requeue(Txn& txn, proto::TaskRecord& task);
   void FailAttempt(Txn& txn, Job& job, proto::TaskRecord& task, const std::string& error, bool permanent,
                    proto::EventKind kind);
   void StopJob(Txn& txn, Job& job, proto::JobState state, const std::string& reason);

@@ -90,9 +90,13 @@ void Scheduler::FailAttempt(Txn& txn, Job& job, proto::TaskRecord& task, const s
                          "; last error: ", error));
     return;
   }
+  Requeue(txn, task);
+}
+
+void Scheduler::Requeue(Txn& txn, proto::TaskRecord& task) {
   task.set_state(proto::TASK_QUEUED);
   task.set_queued_ms(txn.now);
-  task.set_preferred_worker("");
+  task.set_preferred_worker("");   // any worker: the one it had is gone or failed
 }
 
 void Scheduler::ExpireLocked(Txn& txn) {
@@ -526,9 +530,7 @@ absl::StatusOr<proto::ReleaseReply> Scheduler::Release(const proto::ReleaseReque
   auto [job, task] = *live;
   const std::string worker = task->worker();
   ReleaseLease(txn, *job, *task);
-  task->set_state(proto::TASK_QUEUED);
-  task->set_queued_ms(txn.now);
-  task->set_preferred_worker("");
+  Requeue(txn, *task);
   // The reason is the worker's words: one line of bounded size in the log.
   std::string reason = request.reason().empty() ? std::string("worker stopping") : request.reason().substr(0, 512);
   AddEvent(txn, *job, proto::EVENT_STAGE_RELEASED, task->stage(), -1, worker, reason);
