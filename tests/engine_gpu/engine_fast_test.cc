@@ -7,14 +7,17 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/ref/pack.h"
 #include "tests/engine_gpu/gptq_test_util.h"
+#include "tests/formats/test_linear.h"
 #include "worker/engine/engine_host.h"
 #include "worker/engine/gptq_fast.h"
 #include "worker/engine/quantize.h"
 #include "worker/engine/synthetic.h"
+#include "worker/engine/torch_util.h"
 #include "worker/engine/weights.h"
 
 namespace qf::worker {
@@ -175,6 +178,34 @@ TEST(PackGptqQweightTest, MatchesReferencePackerForEveryWidth) {
 }
 
 // ---------------------------------------------------------------- synthetic
+
+// The weights every forward and replay sees: the dequantization contract of
+// kernels/quant_types.h bit for bit (DequantizeRef's scalar loop), whether the
+// groups are runs of channels (broadcast in place) or act-order's (gathered
+// by g_idx); an act-order linear whose g_idx happens to be in order takes the
+// broadcast.
+TEST(DequantizeToTensorTest, IsTheReferenceBitForBit) {
+  using kernels::testing::LinearShape;
+  struct Case { const char* what; LinearShape s; bool sorted_g_idx; };
+  const Case cases[] = {
+      {"g128 asym", {.n = 96, .k = 512, .bits = 4, .group_size = 128}, false},
+      {"g32 sym 3-bit", {.n = 40, .k = 256, .bits = 3, .group_size = 32, .sym = true}, false},
+      {"one group per row", {.n = 33, .k = 200, .bits = 4, .group_size = -1}, false},
+      {"act-order", {.n = 64, .k = 256, .bits = 4, .group_size = 64, .desc_act = true}, false},
+      {"act-order, g_idx in order", {.n = 24, .k = 256, .bits = 4, .group_size = 64, .desc_act = true}, true},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    kernels::QuantizedLinear q = kernels::testing::RandomLinear(c.s);
+    if (c.sorted_g_idx) std::sort(q.g_idx.begin(), q.g_idx.end());
+    const std::vector<float> ref = kernels::DequantizeRef(q);
+    ASSERT_EQ(ref.size(), static_cast<size_t>(c.s.n * c.s.k));
+    const at::Tensor w = DequantizeToTensor(q, at::kCPU);
+    ASSERT_EQ(w.sizes(), at::IntArrayRef({c.s.n, c.s.k}));
+    ASSERT_TRUE(w.is_contiguous());
+    EXPECT_EQ(std::memcmp(w.data_ptr<float>(), ref.data(), ref.size() * sizeof(float)), 0);
+  }
+}
 
 TEST(SyntheticTest, ParsesPresetsAndParameters) {
   auto s = ParseSyntheticModel("synthetic:llama-70b?layers=4&seed=9");
