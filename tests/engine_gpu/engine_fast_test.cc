@@ -62,7 +62,10 @@ TEST_P(FusedTwinTest, MatchesGptqQuantizeBitForBit) {
     o.exact_lazy_update = true;
     auto r = GptqFast("w", pb.w, pb.h.clone(), p, o, nullptr);
     ASSERT_TRUE(r.ok()) << r.status();
-    ExpectSameLinear(ToQuantizedLinear("w", p, *r, 0, pb.w.size(0), {}), *ref);
+    const kernels::QuantizedLinear q = ToQuantizedLinear("w", p, *r, 0, pb.w.size(0), {});
+    ExpectSameLinear(q, *ref);
+    // The next forward's weights (from the result on its device) are a replay's.
+    EXPECT_TRUE(at::equal(DequantizeDevice(*r), DequantizeToTensor(q, at::kCPU)));
     const double loss = r->row_loss.sum().item<double>();
     EXPECT_NEAR(loss, ref_loss, 1e-9 * std::abs(ref_loss));
   }

@@ -332,6 +332,7 @@ absl::StatusOr<GptqDeviceResult> GptqFast(const std::string& name, const at::Ten
     std::vector<int64_t> g_idx(cols);
     for (int64_t col = 0; col < cols; ++col) g_idx[perm_p ? perm_p[col] : col] = col_group[col];
     r.g_idx = at::from_blob(g_idx.data(), {cols}, at::kLong).clone().to(device);
+    r.contiguous_groups = ContiguousGroups(g_idx.data(), cols, scales.size(0));
     r.codes = p.act_order ? codes.index_select(1, at::argsort(perm)) : codes;
     r.scales = scales;
     r.zeros = zeros;
@@ -349,10 +350,8 @@ kernels::QuantizedLinear ToQuantizedLinear(const std::string& name, const QuantP
 }
 
 at::Tensor DequantizeDevice(const GptqDeviceResult& r) {
-  // Same operations as DequantizeToTensor (torch_util.cc), so the same bits.
-  at::Tensor s = r.scales.index_select(0, r.g_idx).t();
-  at::Tensor z = r.zeros.index_select(0, r.g_idx).t();
-  return (s * (r.codes.to(at::kFloat) - z)).contiguous();
+  // DequantizeToTensor's arithmetic (torch_util.h), so the same bits.
+  return DequantizeInPlace(r.codes.to(at::kFloat), r.scales, r.zeros, r.g_idx, r.contiguous_groups);
 }
 
 // ---------------------------------------------------------------- a layer

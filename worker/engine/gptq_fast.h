@@ -66,6 +66,7 @@ struct GptqDeviceResult {
   at::Tensor scales;    // [groups, rows] float32, fp16-representable
   at::Tensor zeros;     // [groups, rows] float32, integer-valued
   at::Tensor g_idx;     // [cols] int64
+  bool contiguous_groups = false;   // g_idx is i / group size (torch_util.h ContiguousGroups)
   at::Tensor row_loss;  // [rows] float64: sum over columns of e^2 / 2
   bool desc_act = false;
 };

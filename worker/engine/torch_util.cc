@@ -43,43 +43,31 @@ std::string TensorBytes(const at::Tensor& t, at::ScalarType dtype) {
   return std::string(static_cast<const char*>(c.data_ptr()), c.numel() * c.element_size());
 }
 
-namespace {
-
-// Whether g_idx puts channel i in group i / (k / groups): the groups are runs
-// of consecutive channels (no act-order; group size -1 is one run).
-bool ContiguousGroups(const kernels::QuantizedLinear& q) {
-  const int64_t k = q.in_features, g = q.num_groups;
-  if (g <= 0 || k % g != 0 || static_cast<int64_t>(q.g_idx.size()) != k) return false;
-  const int64_t gs = k / g;
-  for (int64_t i = 0; i < k; ++i) {
-    if (q.g_idx[i] != i / gs) return false;
+at::Tensor DequantizeInPlace(at::Tensor codes, const at::Tensor& scales, const at::Tensor& zeros,
+                             const at::Tensor& g_idx, bool contiguous) {
+  const int64_t n = codes.size(0), k = codes.size(1), g = scales.size(0);
+  if (!codes.is_contiguous()) codes = codes.contiguous();
+  if (contiguous) {
+    codes.view({n, g, k / g}).sub_(zeros.t().unsqueeze(-1)).mul_(scales.t().unsqueeze(-1));
+  } else {
+    codes.sub_(zeros.index_select(0, g_idx).t()).mul_(scales.index_select(0, g_idx).t());
   }
-  return true;
+  return codes;
 }
-
-}  // namespace
 
 at::Tensor DequantizeToTensor(const kernels::QuantizedLinear& q, const at::Device& device) {
   const int64_t n = q.out_features, k = q.in_features, g = q.num_groups;
-  // The raw bytes move to the device first: the arithmetic runs there (the
-  // same IEEE operations, so the same values as on the CPU). The float codes
-  // become W in place: code - zero, then * scale, per element (the order
-  // DequantizeDevice in gptq_fast.cc keeps), and no [n, k] copy of the
-  // scales or zeros is made where the groups are contiguous (a 70B down_proj
-  // is 0.94 GB per float [n, k] tensor).
+  // The raw bytes move to the device first: the arithmetic runs there.
   at::Tensor w = at::from_blob(const_cast<uint8_t*>(q.codes.data()), {n, k}, at::kByte).to(device).to(at::kFloat);
   at::Tensor scales = at::from_blob(const_cast<uint16_t*>(q.scales.data()), {g, n}, at::kShort)
                           .to(device).view(at::kHalf).to(at::kFloat);
   at::Tensor zeros = at::from_blob(const_cast<uint8_t*>(q.zeros.data()), {g, n}, at::kByte).to(device).to(at::kFloat);
-  if (ContiguousGroups(q)) {
-    at::Tensor groups = w.view({n, g, k / g});
-    groups.sub_(zeros.t().unsqueeze(-1)).mul_(scales.t().unsqueeze(-1));
-    return w;
+  const bool contiguous = static_cast<int64_t>(q.g_idx.size()) == k && ContiguousGroups(q.g_idx.data(), k, g);
+  at::Tensor gidx;
+  if (!contiguous) {
+    gidx = at::from_blob(const_cast<int32_t*>(q.g_idx.data()), {k}, at::kInt).to(device).to(at::kLong);
   }
-  // act-order: each channel's group from g_idx, as [n, k] tensors.
-  at::Tensor gidx = at::from_blob(const_cast<int32_t*>(q.g_idx.data()), {k}, at::kInt).to(device).to(at::kLong);
-  w.sub_(zeros.index_select(0, gidx).t()).mul_(scales.index_select(0, gidx).t());
-  return w;
+  return DequantizeInPlace(std::move(w), scales, zeros, gidx, contiguous);
 }
 
 absl::StatusOr<at::Device> ParseDevice(const std::string& spec) {

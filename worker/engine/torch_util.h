@@ -65,6 +65,29 @@ std::string TensorBytes(const at::Tensor& t, at::ScalarType dtype);
 // quantizing forward and a replay call this, so they see identical weights.
 at::Tensor DequantizeToTensor(const kernels::QuantizedLinear& q, const at::Device& device);
 
+// Whether g_idx [k] puts channel i in group i / (k / groups): the groups are
+// runs of consecutive channels (no act-order; group size -1 is one run).
+template <typename Int>
+bool ContiguousGroups(const Int* g_idx, int64_t k, int64_t groups) {
+  if (groups <= 0 || k % groups != 0) return false;
+  const int64_t gs = k / groups;
+  for (int64_t i = 0; i < k; ++i) {
+    if (static_cast<int64_t>(g_idx[i]) != i / gs) return false;
+  }
+  return true;
+}
+
+// The arithmetic of both dequantizations (DequantizeToTensor, and
+// DequantizeDevice in gptq_fast.h), in place: codes [n, k] float32 becomes
+// (code - zero) * scale per element, the same IEEE operations whatever the
+// path, so the same bits. scales, zeros: [groups, n] float32 on its device.
+// contiguous (ContiguousGroups): they broadcast over each run of channels;
+// otherwise g_idx [k] int64 gathers each channel's ([n, k] temporaries).
+// One float [n, k] tensor in all where the groups are contiguous, against
+// five for the gather (a 70B layer's gate and up rows: 1.9 GB each).
+at::Tensor DequantizeInPlace(at::Tensor codes, const at::Tensor& scales, const at::Tensor& zeros,
+                             const at::Tensor& g_idx, bool contiguous);
+
 inline void Sync(const at::Device& d) {
   if (d.is_cuda()) at::accelerator::synchronizeDevice(d.index());
 }
