@@ -29,13 +29,17 @@ at::Tensor TensorFromView(const storage::TensorView& view, const at::Device& dev
   at::ScalarType st = at::kFloat;
   for (const Map& m : kMap) if (m.d == view.dtype) st = m.s;
   std::vector<int64_t> shape(view.shape.begin(), view.shape.end());
-  // from_blob does not own the bytes: clone before the mapping can go away.
-  at::Tensor cpu = at::from_blob(const_cast<char*>(view.data.data()), shape,
-                                 at::TensorOptions().dtype(st)).clone();
-  bool integral = st == at::kInt || st == at::kLong || st == at::kChar || st == at::kByte ||
-                  st == at::kShort || st == at::kBool;
-  if (!integral) cpu = cpu.to(at::kFloat);
-  return cpu.to(device);
+  // from_blob does not own the bytes: every path below copies them before
+  // the mapping can go away, once.
+  at::Tensor raw = at::from_blob(const_cast<char*>(view.data.data()), shape, at::TensorOptions().dtype(st));
+  const bool integral = st == at::kInt || st == at::kLong || st == at::kChar || st == at::kByte ||
+                        st == at::kShort || st == at::kBool;
+  if (device.is_cpu()) return integral || st == at::kFloat ? raw.clone() : raw.to(at::kFloat);
+  // Other devices convert after the (synchronous, pageable) copy: fp16 / bf16
+  // weights cross the bus at half the float32 size and the host does no
+  // conversion. Widening to float32 is exact, so the values are the same.
+  at::Tensor t = raw.to(device);
+  return integral ? t : t.to(at::kFloat);
 }
 
 std::string TensorBytes(const at::Tensor& t, at::ScalarType dtype) {
