@@ -16,6 +16,17 @@ namespace {
 
 constexpr int64_t kBatch = 8;  // chunks per forward
 
+// seqlen and the token count: checked by RunEval before it opens the weights
+// (an artifact's opening hashes every file) and by EvalRun::Start.
+absl::Status CheckEvalShape(const EvalSpec& spec) {
+  if (spec.seqlen <= 1) return absl::InvalidArgumentError(absl::StrCat("seqlen ", spec.seqlen, ": expected > 1"));
+  if (spec.tokens.empty() || spec.tokens.size() % spec.seqlen != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("tokens: ", spec.tokens.size(),
+                                                   " ids, expected a positive multiple of seqlen ", spec.seqlen));
+  }
+  return absl::OkStatus();
+}
+
 class CheckpointSource final : public WeightSource {
  public:
   explicit CheckpointSource(std::unique_ptr<CheckpointWeights> w) : w_(std::move(w)) {}
@@ -41,19 +52,13 @@ absl::StatusOr<std::unique_ptr<WeightSource>> OpenWeightSource(const std::string
 
 absl::StatusOr<EvalResult> RunEval(const EvalSpec& spec, const EvalProgressFn& progress) {
   QF_ASSIGN_OR_RETURN(at::Device dev, ParseDevice(spec.device));
-  if (spec.seqlen <= 1) return absl::InvalidArgumentError(absl::StrCat("seqlen ", spec.seqlen, ": expected > 1"));
-  if (spec.tokens.empty() || spec.tokens.size() % spec.seqlen != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("tokens: ", spec.tokens.size(), " ids, expected a positive multiple of seqlen ", spec.seqlen));
-  }
+  QF_RETURN_IF_ERROR(CheckEvalShape(spec));
   QF_ASSIGN_OR_RETURN(auto src, OpenWeightSource(spec.model_dir, dev));
   return RunEvalOn(*src, spec, dev, progress);
 }
 
 absl::StatusOr<EvalRun> EvalRun::Start(const WeightSource& source, const EvalSpec& spec, const at::Device& dev) {
-  if (spec.seqlen <= 1) return absl::InvalidArgumentError(absl::StrCat("seqlen ", spec.seqlen, ": expected > 1"));
-  if (spec.tokens.empty() || spec.tokens.size() % spec.seqlen != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("tokens: ", spec.tokens.size(), " ids, expected a positive multiple of seqlen ", spec.seqlen));
-  }
+  QF_RETURN_IF_ERROR(CheckEvalShape(spec));
   const storage::ModelConfig& cfg = source.config();
   for (int32_t id : spec.tokens) {
     if (id < 0 || id >= cfg.vocab_size) {

@@ -82,9 +82,10 @@ bool ContiguousGroups(const Int* g_idx, int64_t k, int64_t groups) {
 // (code - zero) * scale per element, the same IEEE operations whatever the
 // path, so the same bits. scales, zeros: [groups, n] float32 on its device.
 // contiguous (ContiguousGroups): they broadcast over each run of channels;
-// otherwise g_idx [k] int64 gathers each channel's ([n, k] temporaries).
-// One float [n, k] tensor in all where the groups are contiguous, against
-// five for the gather (a 70B layer's gate and up rows: 1.9 GB each).
+// otherwise g_idx [k] int64 gathers each channel's into [n, k] temporaries.
+// One float [n, k] tensor in all where the groups are contiguous, three with
+// the gather (the old out-of-place form made five; a 70B layer's gate and up
+// rows: 1.9 GB each).
 at::Tensor DequantizeInPlace(at::Tensor codes, const at::Tensor& scales, const at::Tensor& zeros,
                              const at::Tensor& g_idx, bool contiguous);
 

@@ -158,7 +158,7 @@ absl::Status CheckLinear(FusedContext& ctx, const Artifact& art, int layer, int 
   }
   const std::string s = ShortName(q.name);
   if (std::find(use.names.begin(), use.names.end(), s) == use.names.end()) use.names.push_back(s);
-  if (out.status != "unsupported") *fused_out = fused;
+  *fused_out = fused;   // "ok" or "fail" here: an unsupported m returned above
   return absl::OkStatus();
 }
 
