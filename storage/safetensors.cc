@@ -666,4 +666,59 @@ uint16_t FloatToBFloat16(float f) {
   return static_cast<uint16_t>(rounded >> 16);
 }
 
+namespace {
+
+// A floating-point element is NaN or Inf exactly when every bit of its
+// exponent field is set: one mask per dtype (E4M3's NaN also needs the
+// mantissa's bits, so its mask takes them too).
+struct NonFiniteMask {
+  DType dtype;
+  int width;
+  uint64_t mask;
+};
+constexpr NonFiniteMask kNonFiniteMasks[] = {
+    {DType::kF64, 8, 0x7ff0000000000000ull}, {DType::kF32, 4, 0x7f800000u}, {DType::kF16, 2, 0x7c00u},
+    {DType::kBF16, 2, 0x7f80u},              {DType::kF8E5M2, 1, 0x7cu},    {DType::kF8E4M3, 1, 0x7fu},
+};
+
+// Blocks of this many elements are tested with no early exit, so that the
+// inner loop stays branch-free and vectorizes; the block that holds one is
+// scanned again for its index.
+constexpr int64_t kFiniteBlock = 4096;
+
+template <class U>
+int64_t FirstNonFiniteOf(const char* data, int64_t n, U mask) {
+  const auto bad = [&](int64_t i) {
+    U x;
+    std::memcpy(&x, data + i * sizeof(U), sizeof(U));  // views are not always aligned
+    return (x & mask) == mask;
+  };
+  for (int64_t b = 0; b < n; b += kFiniteBlock) {
+    const int64_t e = std::min(n, b + kFiniteBlock);
+    bool any = false;
+    for (int64_t i = b; i < e; ++i) any |= bad(i);
+    if (!any) continue;
+    for (int64_t i = b; i < e; ++i) {
+      if (bad(i)) return i;
+    }
+  }
+  return -1;
+}
+
+}  // namespace
+
+int64_t FirstNonFinite(const TensorView& v) {
+  for (const NonFiniteMask& m : kNonFiniteMasks) {
+    if (m.dtype != v.dtype) continue;
+    const int64_t n = static_cast<int64_t>(v.data.size()) / m.width;
+    switch (m.width) {
+      case 8: return FirstNonFiniteOf<uint64_t>(v.data.data(), n, m.mask);
+      case 4: return FirstNonFiniteOf<uint32_t>(v.data.data(), n, static_cast<uint32_t>(m.mask));
+      case 2: return FirstNonFiniteOf<uint16_t>(v.data.data(), n, static_cast<uint16_t>(m.mask));
+      default: return FirstNonFiniteOf<uint8_t>(v.data.data(), n, static_cast<uint8_t>(m.mask));
+    }
+  }
+  return -1;  // integers and bool
+}
+
 }  // namespace qf::storage

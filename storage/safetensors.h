@@ -194,4 +194,10 @@ uint16_t FloatToHalf(float f);
 float BFloat16ToFloat(uint16_t h);
 uint16_t FloatToBFloat16(float f);
 
+// The flat index of the first NaN or Inf of a floating-point view, read from
+// its bits (no conversion, no temporary), or -1 when every element is finite
+// and for integer and bool dtypes, which have none. F8_E4M3 has no Inf; its
+// NaN is the all-ones pattern.
+int64_t FirstNonFinite(const TensorView& v);
+
 }  // namespace qf::storage

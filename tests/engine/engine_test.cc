@@ -3,8 +3,12 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstring>
+#include <filesystem>
+
 #include "storage/artifact.h"
 #include "storage/model_config.h"
+#include "storage/safetensors.h"
 #include "tests/coordinator/test_util.h"
 #include "worker/calibration.h"
 #include "worker/engine/engine_host.h"
@@ -131,6 +135,38 @@ TEST_F(EngineTest, BadSpecsFailBeforeAnyWork) {
     ASSERT_FALSE(r.ok());
     EXPECT_THAT(std::string(r.status().message()), HasSubstr(c.expect));
   }
+}
+
+// A NaN in one checkpoint weight: the layers before it quantize, the layer
+// that reads it is refused with the tensor and the element named.
+TEST_F(EngineTest, NonFiniteWeightIsRefusedNamingTensorAndElement) {
+  qf::testing::TempDir dir;
+  for (const char* f : {"config.json", "tokenizer.model"}) {
+    std::filesystem::copy_file(kModel + "/" + f, dir.Sub(f));
+  }
+  auto src = storage::SafetensorsFile::Open(kModel + "/model.safetensors");
+  ASSERT_TRUE(src.ok()) << src.status();
+  const std::string poisoned = "model.layers.1.mlp.up_proj.weight";
+  std::vector<storage::OwnedTensor> tensors;
+  for (const std::string& name : (*src)->names()) {
+    const storage::TensorView* v = *(*src)->Get(name);
+    tensors.push_back({name, v->dtype, v->shape, std::string(v->data)});
+    if (name != poisoned) continue;
+    // A quiet NaN in the tensor's own dtype at element 777.
+    const size_t w = storage::DTypeSize(v->dtype);
+    const uint32_t nan = w == 4 ? 0x7fc00000u : v->dtype == storage::DType::kBF16 ? 0x7fc0u : 0x7e00u;
+    std::memcpy(&tensors.back().data[777 * w], &nan, w);
+  }
+  ASSERT_TRUE(storage::WriteFile(dir.Sub("model.safetensors"), tensors, (*src)->metadata()).ok());
+
+  SessionSpec spec = Spec("gptq");
+  spec.model_dir = dir.path();
+  auto s = engine_->OpenSession(spec);
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_TRUE((*s)->QuantizeLayer(0, nullptr).ok());
+  auto r = (*s)->QuantizeLayer(1, nullptr);
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("'" + poisoned + "' element 777 (flat index) is NaN"));
 }
 
 // A worker asked to stop must not sit through a 70B artifact's verify stage:

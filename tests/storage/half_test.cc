@@ -4,6 +4,8 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <string>
 #include <limits>
 #include <vector>
 
@@ -163,6 +165,44 @@ TEST(HalfTest, FloatsToHalfMatchesFloatToHalf) {
   FloatsToHalf(in.data(), static_cast<int64_t>(in.size()), out.data());
   for (size_t i = 0; i < in.size(); ++i)
     ASSERT_EQ(out[i], FloatToHalf(in[i])) << "float bits " << std::bit_cast<uint32_t>(in[i]);
+}
+
+// FirstNonFinite: each float dtype's NaN and Inf patterns found at their flat
+// index, in the first, a middle and the last block, through a view that is not
+// aligned to the element; finite extremes (largest, subnormal, -0) and integer
+// dtypes pass.
+TEST(HalfTest, FirstNonFiniteFindsNaNAndInfByIndex) {
+  struct Row { DType dtype; int width; std::vector<uint64_t> finite, bad; };
+  const Row rows[] = {
+      {DType::kF16, 2, {0x7bff, 0xfbff, 0x0001, 0x8000}, {0x7c00, 0xfc00, 0x7e00, 0x7c01}},
+      {DType::kBF16, 2, {0x7f7f, 0xff7f, 0x0001, 0x8000}, {0x7f80, 0xff80, 0x7fc0, 0xffff}},
+      {DType::kF32, 4, {0x7f7fffff, 0x00000001, 0x80000000}, {0x7f800000, 0xff800000, 0x7fc00000}},
+      {DType::kF64, 8, {0x7fefffffffffffffull, 1}, {0x7ff0000000000000ull, 0xfff8000000000000ull}},
+      {DType::kF8E5M2, 1, {0x7b, 0xfb, 0x01}, {0x7c, 0xfc, 0x7f}},
+      {DType::kF8E4M3, 1, {0x7e, 0xfe, 0x01}, {0x7f, 0xff}},
+  };
+  constexpr int64_t kN = 10000;  // three blocks of the scan
+  for (const Row& r : rows) {
+    SCOPED_TRACE(std::string(DTypeName(r.dtype)));
+    // One leading byte, so that the view is not aligned to its elements.
+    std::string bytes(1 + kN * r.width, '\0');
+    const auto put = [&](int64_t i, uint64_t bits) { std::memcpy(&bytes[1 + i * r.width], &bits, r.width); };
+    for (int64_t i = 0; i < kN; ++i) put(i, r.finite[i % r.finite.size()]);
+    TensorView v{"t", r.dtype, {kN}, std::string_view(bytes).substr(1)};
+    EXPECT_EQ(FirstNonFinite(v), -1);
+    for (uint64_t bad : r.bad) {
+      for (int64_t at : {int64_t{0}, int64_t{4095}, int64_t{4096}, int64_t{7001}, kN - 1}) {
+        put(at, bad);
+        put(kN - 1, bad);  // a later one must not hide the first
+        EXPECT_EQ(FirstNonFinite(v), at) << std::hex << bad << std::dec << " at " << at;
+        put(at, r.finite[0]);
+        put(kN - 1, r.finite[0]);
+      }
+    }
+  }
+  std::string ints(64, '\xff');
+  EXPECT_EQ(FirstNonFinite(TensorView{"i", DType::kI32, {16}, ints}), -1);
+  EXPECT_EQ(FirstNonFinite(TensorView{"u", DType::kU8, {64}, ints}), -1);
 }
 
 }  // namespace

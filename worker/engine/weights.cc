@@ -39,13 +39,13 @@ absl::StatusOr<at::Tensor> CheckpointWeights::Tensor(const std::string& name,
     return absl::InvalidArgumentError(absl::StrCat(ckpt_->dir(), ": tensor '", name, "' has dtype ",
                                                    std::string(storage::DTypeName(v->dtype)), ", expected F16, BF16 or F32"));
   }
-  QF_ASSIGN_OR_RETURN(at::Tensor t, TorchCall([&] { return TensorFromView(*v, device_); }, name));
-  QF_ASSIGN_OR_RETURN(bool finite, TorchCall([&] { return at::isfinite(t).all().item<bool>(); }, name));
-  if (!finite) {
-    return absl::InvalidArgumentError(absl::StrCat(ckpt_->dir(), ": tensor '", name,
-                                                   "' contains NaN or Inf values, expected finite weights"));
+  // Checked on the source bytes: no temporary the size of the tensor, nothing
+  // uploaded that would be refused, and the message can name the element.
+  if (const int64_t bad = storage::FirstNonFinite(*v); bad >= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(ckpt_->dir(), ": tensor '", name, "' element ", bad,
+                                                   " (flat index) is NaN or Inf, expected finite weights"));
   }
-  return t;
+  return TorchCall([&] { return TensorFromView(*v, device_); }, name);
 }
 
 absl::StatusOr<LayerWeights> CheckpointWeights::Layer(int layer) const {
