@@ -23,6 +23,8 @@
 #include "gtest/gtest.h"
 #include "kernels/ref/pack.h"
 #include "tests/formats/test_linear.h"
+#include "tests/storage/mutator.h"
+#include "tests/storage/test_util.h"
 
 namespace qf::storage {
 namespace {
@@ -36,26 +38,9 @@ using ::testing::HasSubstr;
 
 const std::string kModel = QF_SOURCE_DIR "/models/tiny-llama";
 
-class TempDir {
- public:
-  TempDir() {
-    const char* base = getenv("TMPDIR");
-    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/qf-formats-test-XXXXXX";
-    EXPECT_NE(mkdtemp(tmpl.data()), nullptr);
-    path_ = tmpl;
-  }
-  ~TempDir() { (void)RemoveAll(path_); }
-  std::string Path(std::string_view name) const { return path_ + "/" + std::string(name); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
+using testing::ReadBytes;
+using testing::TempDir;
+using testing::WriteBytes;
 
 std::vector<std::string> ListDir(const std::string& dir) {
   std::vector<std::string> out;
@@ -306,9 +291,9 @@ TEST(Artifact, ConfigFilesTokenizerAndManifest) {
                                                    "qforge-manifest.json", "quantize_config.json",
                                                    "tokenizer.model", "tokenizer_config.json"));
   for (const char* f2 : {"tokenizer.model", "tokenizer_config.json", "generation_config.json"}) {
-    EXPECT_EQ(Slurp(out + "/" + f2), Slurp(kModel + "/" + f2)) << f2;
+    EXPECT_EQ(ReadBytes(out + "/" + f2), ReadBytes(kModel + "/" + f2)) << f2;
   }
-  const nlohmann::json config = nlohmann::json::parse(Slurp(out + "/config.json"));
+  const nlohmann::json config = nlohmann::json::parse(ReadBytes(out + "/config.json"));
   nlohmann::json source = f.cfg.raw;
   source["quantization_config"] = config["quantization_config"];
   EXPECT_EQ(config, source);   // everything else is the source config
@@ -319,11 +304,11 @@ TEST(Artifact, ConfigFilesTokenizerAndManifest) {
   EXPECT_EQ(qc["desc_act"], false);
   EXPECT_EQ(qc["sym"], false);
   EXPECT_EQ(qc["checkpoint_format"], "gptq");
-  const nlohmann::json qcfg = nlohmann::json::parse(Slurp(out + "/quantize_config.json"));
+  const nlohmann::json qcfg = nlohmann::json::parse(ReadBytes(out + "/quantize_config.json"));
   EXPECT_EQ(qcfg["bits"], 4);
   EXPECT_EQ(qcfg["model_file_base_name"], "model");
 
-  const nlohmann::json m = nlohmann::json::parse(Slurp(out + "/qforge-manifest.json"));
+  const nlohmann::json m = nlohmann::json::parse(ReadBytes(out + "/qforge-manifest.json"));
   EXPECT_EQ(m["format_version"], 1);
   EXPECT_EQ(m["provenance"], nlohmann::json({{"job", "j1"}}));
   EXPECT_EQ(m["quantization"], QuantSpecToJson(spec));
@@ -347,12 +332,12 @@ TEST(Artifact, AwqConfigFiles) {
   spec.group_size = 128;
   TempDir tmp;
   ASSERT_TRUE(WriteArtifact(kModel, f.cfg, spec, MakeLayers(f, spec), tmp.Path("a"), nullptr).ok());
-  const nlohmann::json qc = nlohmann::json::parse(Slurp(tmp.Path("a/config.json")))["quantization_config"];
+  const nlohmann::json qc = nlohmann::json::parse(ReadBytes(tmp.Path("a/config.json")))["quantization_config"];
   EXPECT_EQ(qc["quant_method"], "awq");
   EXPECT_EQ(qc["version"], "gemm");
   EXPECT_EQ(qc["zero_point"], true);
   EXPECT_EQ(qc["group_size"], 128);
-  EXPECT_EQ(nlohmann::json::parse(Slurp(tmp.Path("a/quantize_config.json"))),
+  EXPECT_EQ(nlohmann::json::parse(ReadBytes(tmp.Path("a/quantize_config.json"))),
             nlohmann::json({{"zero_point", true}, {"q_group_size", 128}, {"w_bit", 4}, {"version", "GEMM"}}));
 }
 
@@ -365,11 +350,11 @@ TEST(Artifact, TwoWritesAreByteIdentical) {
   ASSERT_TRUE(WriteArtifact(kModel, f.cfg, spec, layers, tmp.Path("b"), {{"run", 1}}).ok());
   ASSERT_EQ(ListDir(tmp.Path("a")), ListDir(tmp.Path("b")));
   for (const std::string& name : ListDir(tmp.Path("a"))) {
-    EXPECT_TRUE(Slurp(tmp.Path("a/" + name)) == Slurp(tmp.Path("b/" + name))) << name;
+    EXPECT_TRUE(ReadBytes(tmp.Path("a/" + name)) == ReadBytes(tmp.Path("b/" + name))) << name;
   }
   // Overwriting an earlier artifact gives the same bytes again.
   ASSERT_TRUE(WriteArtifact(kModel, f.cfg, spec, layers, tmp.Path("a"), {{"run", 1}}).ok());
-  EXPECT_EQ(Slurp(tmp.Path("a/model.safetensors")), Slurp(tmp.Path("b/model.safetensors")));
+  EXPECT_EQ(ReadBytes(tmp.Path("a/model.safetensors")), ReadBytes(tmp.Path("b/model.safetensors")));
 }
 
 // The packed layers reach the shards through a spill file, the source's own
@@ -391,7 +376,7 @@ TEST(Artifact, ShardIsTheInMemoryWriteOfItsTensors) {
   }
   EXPECT_GT(all.size(), 7u * f.cfg.num_hidden_layers * 4);   // qweight, qzeros, scales, g_idx per linear
   ASSERT_TRUE(WriteFile(tmp.Path("again.safetensors"), all, {{"format", "pt"}}).ok());
-  EXPECT_TRUE(Slurp(tmp.Path("again.safetensors")) == Slurp(out + "/model.safetensors"));
+  EXPECT_TRUE(ReadBytes(tmp.Path("again.safetensors")) == ReadBytes(out + "/model.safetensors"));
 }
 
 TEST(Artifact, UnwritableOutputLeavesNothing) {
@@ -443,8 +428,8 @@ TEST(Artifact, FullDiskMidWriteLeavesTheEarlierArtifact) {
   TempDir tmp;
   const std::string out = tmp.Path("art");
   ASSERT_TRUE(WriteArtifact(kModel, f.cfg, spec, layers, out, {{"run", 1}}).ok());
-  const std::string manifest = Slurp(out + "/qforge-manifest.json");
-  const std::string shard = Slurp(out + "/model.safetensors");
+  const std::string manifest = ReadBytes(out + "/qforge-manifest.json");
+  const std::string shard = ReadBytes(out + "/model.safetensors");
   uint64_t packed = 0;   // what the spill file holds: every layer tensor
   {
     absl::StatusOr<std::unique_ptr<SafetensorsFile>> file = SafetensorsFile::Open(out + "/model.safetensors");
@@ -475,14 +460,14 @@ TEST(Artifact, FullDiskMidWriteLeavesTheEarlierArtifact) {
     ASSERT_EQ(::waitpid(pid, &status, 0), pid);
     ASSERT_TRUE(WIFEXITED(status));
     EXPECT_EQ(WEXITSTATUS(status), 1);
-    const std::string msg = Slurp(msg_file);
+    const std::string msg = ReadBytes(msg_file);
     EXPECT_THAT(msg, HasSubstr(c.fails_in));
     EXPECT_THAT(msg, HasSubstr("File too large"));
     EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
     fs::remove(msg_file);
     EXPECT_THAT(ListDir(tmp.path()), ::testing::ElementsAre("art"));
-    EXPECT_EQ(Slurp(out + "/qforge-manifest.json"), manifest);
-    EXPECT_TRUE(Slurp(out + "/model.safetensors") == shard);
+    EXPECT_EQ(ReadBytes(out + "/qforge-manifest.json"), manifest);
+    EXPECT_TRUE(ReadBytes(out + "/model.safetensors") == shard);
   }
 }
 
@@ -573,6 +558,37 @@ TEST(Artifact, RejectsInconsistentInput) {
   other = spec;
   other.method = "squeeze";
   expect(other, good, {"method", "squeeze"});
+}
+
+// An artifact's own JSON files (config.json, quantize_config.json, the
+// manifest, whose hashes cover the shards but not itself), mutated: each
+// mutant is refused naming the artifact, or opens and then gives every layer
+// or such an error. Nothing crashes or throws.
+TEST(ArtifactTest, MutatedArtifactJsonIsRefusedNamingTheArtifact) {
+  TempDir tmp;
+  Fixture f = Load();
+  const std::string art = tmp.Path("art");
+  ASSERT_TRUE(WriteArtifact(kModel, f.cfg, Gptq4(), MakeLayers(f, Gptq4()), art, nullptr).ok());
+  for (const char* file : {"config.json", "quantize_config.json", "qforge-manifest.json"}) {
+    SCOPED_TRACE(file);
+    const std::string path = art + "/" + file;
+    const std::string original = ReadBytes(path);
+    testing::Mutator mut(11);
+    int refused = 0;
+    for (int i = 0; i < 300; ++i) {
+      WriteBytes(path, mut.Mutate(original));
+      absl::StatusOr<LoadedArtifact> a = OpenArtifact(art);
+      if (!a.ok()) {
+        ++refused;
+        testing::ExpectRefusalNames(a.status(), art, i);
+        continue;
+      }
+      for (int l = 0; l < a->config.num_hidden_layers; ++l) testing::ExpectRefusalNames(a->Layer(l).status(), art, i);
+    }
+    EXPECT_GT(refused, 100);
+    WriteBytes(path, original);
+  }
+  EXPECT_TRUE(OpenArtifact(art).ok());
 }
 
 }  // namespace

@@ -1,0 +1,70 @@
+// File: tests/storage/mutator.h
+//
+// Deterministic corruption of text inputs (JSON headers, config files) for the
+// malformed-input tests: each Mutate() applies one to three random edits from
+// a fixed seed, so a failing mutant is reproduced by its index.
+//
+//   Mutator mut(7);
+//   for (int i = 0; i < 1000; ++i) WriteBytes(path, mut.Mutate(original));
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <iterator>
+#include <random>
+#include <string>
+
+#include "absl/status/status.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace qf::storage::testing {
+
+// A refused mutant's status names `path` on one line (mutant `i`, for the log).
+inline void ExpectRefusalNames(const absl::Status& s, const std::string& path, int i) {
+  if (s.ok()) return;
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr(path)) << "mutant " << i;
+  EXPECT_EQ(std::string(s.message()).find('\n'), std::string::npos) << "mutant " << i << ": " << s;
+}
+
+// One random edit of a JSON text, biased to the edits parsers get wrong:
+// structural characters, digits and signs, dropped or repeated runs, and
+// numbers swapped for extremes (negative, zero, past int64, fractional).
+class Mutator {
+ public:
+  explicit Mutator(uint32_t seed) : rng_(seed) {}
+
+  std::string Mutate(std::string s) {
+    if (s.empty()) return s;
+    const int edits = 1 + static_cast<int>(Pick(3));
+    for (int e = 0; e < edits && !s.empty(); ++e) {
+      const size_t at = Pick(s.size());
+      switch (Pick(5)) {
+        case 0: s[at] = kChars[Pick(sizeof(kChars) - 1)]; break;
+        case 1: s.erase(at, 1 + Pick(8)); break;
+        case 2: s.insert(at, s.substr(at, 1 + Pick(16))); break;
+        case 3: s.insert(at, 1, kChars[Pick(sizeof(kChars) - 1)]); break;
+        default: ReplaceNumber(s, at); break;
+      }
+    }
+    return s;
+  }
+
+ private:
+  static constexpr char kChars[] = "{}[],:\"0123456789-+eE.tfn \\x";
+
+  size_t Pick(size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(rng_); }
+
+  void ReplaceNumber(std::string& s, size_t from) {
+    const size_t b = s.find_first_of("0123456789", from);
+    if (b == std::string::npos) return;
+    const size_t e = s.find_first_not_of("0123456789", b);
+    static const char* kNumbers[] = {"-1", "0", "1e30", "18446744073709551616", "9223372036854775807",
+                                     "4294967296", "0.5", "-9223372036854775808", "3"};
+    s.replace(b, (e == std::string::npos ? s.size() : e) - b, kNumbers[Pick(std::size(kNumbers))]);
+  }
+
+  std::mt19937 rng_;
+};
+
+}  // namespace qf::storage::testing
