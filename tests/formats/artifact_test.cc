@@ -23,7 +23,7 @@
 #include "gtest/gtest.h"
 #include "kernels/ref/pack.h"
 #include "tests/formats/test_linear.h"
-#include "tests/storage/mutator.h"
+#include "tests/mutator.h"
 #include "tests/storage/test_util.h"
 
 namespace qf::storage {
@@ -573,17 +573,17 @@ TEST(ArtifactTest, MutatedArtifactJsonIsRefusedNamingTheArtifact) {
     SCOPED_TRACE(file);
     const std::string path = art + "/" + file;
     const std::string original = ReadBytes(path);
-    testing::Mutator mut(11);
+    qf::testing::Mutator mut(11);
     int refused = 0;
     for (int i = 0; i < 300; ++i) {
       WriteBytes(path, mut.Mutate(original));
       absl::StatusOr<LoadedArtifact> a = OpenArtifact(art);
       if (!a.ok()) {
         ++refused;
-        testing::ExpectRefusalNames(a.status(), art, i);
+        qf::testing::ExpectRefusalNames(a.status(), art, i);
         continue;
       }
-      for (int l = 0; l < a->config.num_hidden_layers; ++l) testing::ExpectRefusalNames(a->Layer(l).status(), art, i);
+      for (int l = 0; l < a->config.num_hidden_layers; ++l) qf::testing::ExpectRefusalNames(a->Layer(l).status(), art, i);
     }
     EXPECT_GT(refused, 100);
     WriteBytes(path, original);

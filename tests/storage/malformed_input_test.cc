@@ -11,7 +11,7 @@
 #include "gtest/gtest.h"
 #include "storage/model_config.h"
 #include "storage/safetensors.h"
-#include "tests/storage/mutator.h"
+#include "tests/mutator.h"
 #include "tests/storage/test_util.h"
 
 namespace qf::storage {
@@ -32,7 +32,7 @@ TEST(MalformedInputTest, MutatedSafetensorsHeadersAreRefusedOrReadInBounds) {
   std::memcpy(&n, bytes.data(), 8);
   const std::string header = bytes.substr(8, n), data = bytes.substr(8 + n);
   const std::string path = dir.Path("m.safetensors");
-  testing::Mutator mut(20261205);
+  qf::testing::Mutator mut(20261205);
   int refused = 0;
   for (int i = 0; i < 3000; ++i) {
     const std::string h = mut.Mutate(header);
@@ -48,7 +48,7 @@ TEST(MalformedInputTest, MutatedSafetensorsHeadersAreRefusedOrReadInBounds) {
     auto f = SafetensorsFile::Open(path);
     if (!f.ok()) {
       ++refused;
-      testing::ExpectRefusalNames(f.status(), path, i);
+      qf::testing::ExpectRefusalNames(f.status(), path, i);
       continue;
     }
     // Accepted: every view lies inside the file's data area and has its size.
@@ -76,14 +76,14 @@ TEST(MalformedInputTest, MutatedConfigJsonIsRefusedNamingTheFile) {
   const std::string model = std::string(QF_SOURCE_DIR) + "/models/tiny-llama";
   const std::string config = testing::ReadBytes(model + "/config.json");
   ASSERT_FALSE(config.empty());
-  testing::Mutator mut(7);
+  qf::testing::Mutator mut(7);
   int refused = 0;
   for (int i = 0; i < 2000; ++i) {
     testing::WriteBytes(dir.Path("config.json"), mut.Mutate(config));
     auto c = LoadModelConfig(dir.path());
     if (c.ok()) continue;
     ++refused;
-    testing::ExpectRefusalNames(c.status(), dir.path(), i);
+    qf::testing::ExpectRefusalNames(c.status(), dir.path(), i);
   }
   EXPECT_GT(refused, 500);
 }

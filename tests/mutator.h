@@ -1,8 +1,9 @@
-// File: tests/storage/mutator.h
+// File: tests/mutator.h
 //
-// Deterministic corruption of text inputs (JSON headers, config files) for the
-// malformed-input tests: each Mutate() applies one to three random edits from
-// a fixed seed, so a failing mutant is reproduced by its index.
+// Deterministic corruption of inputs for the malformed-input tests: text
+// (JSON headers, config files: Mutate) and binary (serialized messages:
+// MutateBytes). Each call applies one to three random edits from a fixed seed,
+// so a failing mutant is reproduced by its index.
 //
 //   Mutator mut(7);
 //   for (int i = 0; i < 1000; ++i) WriteBytes(path, mut.Mutate(original));
@@ -18,12 +19,13 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace qf::storage::testing {
+namespace qf::testing {
 
-// A refused mutant's status names `path` on one line (mutant `i`, for the log).
-inline void ExpectRefusalNames(const absl::Status& s, const std::string& path, int i) {
+// A refused mutant's status names `what` (a file, a layer) on one line;
+// `i` is the mutant's index, for the log.
+inline void ExpectRefusalNames(const absl::Status& s, const std::string& what, int i) {
   if (s.ok()) return;
-  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr(path)) << "mutant " << i;
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr(what)) << "mutant " << i;
   EXPECT_EQ(std::string(s.message()).find('\n'), std::string::npos) << "mutant " << i << ": " << s;
 }
 
@@ -50,6 +52,22 @@ class Mutator {
     return s;
   }
 
+  // Binary edits: a byte set at random, a bit flipped, a run dropped or repeated.
+  std::string MutateBytes(std::string s) {
+    if (s.empty()) return s;
+    const int edits = 1 + static_cast<int>(Pick(3));
+    for (int e = 0; e < edits && !s.empty(); ++e) {
+      const size_t at = Pick(s.size());
+      switch (Pick(4)) {
+        case 0: s[at] = static_cast<char>(Pick(256)); break;
+        case 1: s[at] = static_cast<char>(s[at] ^ (1 << Pick(8))); break;
+        case 2: s.erase(at, 1 + Pick(8)); break;
+        default: s.insert(at, s.substr(at, 1 + Pick(16))); break;
+      }
+    }
+    return s;
+  }
+
  private:
   static constexpr char kChars[] = "{}[],:\"0123456789-+eE.tfn \\x";
 
@@ -67,4 +85,4 @@ class Mutator {
   std::mt19937 rng_;
 };
 
-}  // namespace qf::storage::testing
+}  // namespace qf::testing
