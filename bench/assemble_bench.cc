@@ -193,8 +193,8 @@ int main(int argc, char** argv) {
     bytes += fs::file_size(e.path());
     ++files;
   }
-  std::printf("%s: %d layers, %d files (shards and index), %.2f GB, identical in both runs\n\n", model.c_str(),
-              cfg->num_hidden_layers, files, static_cast<double>(bytes) / 1e9);
+  std::printf("%s: %lld layers, %d files (shards and index), %.2f GB, identical in both runs\n\n", model.c_str(),
+              static_cast<long long>(cfg->num_hidden_layers), files, static_cast<double>(bytes) / 1e9);
   std::printf("%-36s %9s %14s %14s\n", "assembly", "time", "peak RSS", "peak disk");
   std::printf("%-36s %8.1f s %10.2f GiB %10.2f GiB\n", "in memory (baseline)", base.seconds, base.peak_gib,
               base.peak_disk_gib);

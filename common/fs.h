@@ -25,6 +25,10 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 absl::Status WriteFileAtomic(const std::string& path, std::string_view data);
 
 bool PathExists(const std::string& path);
+// A name inside one directory, as manifests and shard indexes list them: not
+// empty, "." or "..", no '/', no NUL or other control character (a file name
+// may hold a newline, but then no message naming it is one line).
+bool IsPlainFileName(std::string_view name);
 bool IsDirectory(const std::string& path);
 
 // Copies a regular file byte for byte (tokenizer files into artifacts).

@@ -18,6 +18,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/fs.h"
@@ -474,10 +475,6 @@ absl::Status WriteArtifact(const std::string& model_dir, const ModelConfig& cfg,
 
 namespace {
 
-bool IsPlainFileName(std::string_view n) {
-  return !n.empty() && n != "." && n != ".." && n.find('/') == std::string_view::npos;
-}
-
 bool MustBeListed(std::string_view n) {
   return n == "config.json" || n == "model.safetensors.index.json" || n.ends_with(".safetensors");
 }
@@ -503,7 +500,7 @@ absl::StatusOr<nlohmann::json> VerifyManifest(const std::string& dir) {
     const std::string file = absl::StrCat(dir, "/", name);
     if (!IsPlainFileName(name) || !entry.is_object() || !entry.contains("bytes") || !entry.contains("sha256") ||
         !entry["bytes"].is_number_unsigned() || !entry["sha256"].is_string()) {
-      return absl::DataLossError(absl::StrCat(path, ": entry '", name, "' is not {\"bytes\": n, \"sha256\": hex}"));
+      return absl::DataLossError(absl::StrCat(path, ": entry '", absl::CEscape(name), "' is not {\"bytes\": n, \"sha256\": hex}"));
     }
     if (!PathExists(file) || IsDirectory(file)) {
       return absl::DataLossError(absl::StrCat(file, ": listed in the manifest but missing"));

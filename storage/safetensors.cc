@@ -15,6 +15,7 @@
 #include <set>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -195,7 +196,7 @@ absl::Status SafetensorsFile::ParseHeader(std::string_view header, std::string_v
   }
   if (!duplicate.empty()) {
     return absl::InvalidArgumentError(
-        absl::StrCat(path_, ": header lists key '", duplicate, "' twice (expected unique tensor names)"));
+        absl::StrCat(path_, ": header lists key '", absl::CEscape(duplicate), "' twice (expected unique tensor names)"));
   }
 
   struct Range { uint64_t begin, end; const std::string* name; };
@@ -209,13 +210,13 @@ absl::Status SafetensorsFile::ParseHeader(std::string_view header, std::string_v
                                                        ", expected an object of strings"));
       for (auto m = v.begin(); m != v.end(); ++m) {
         if (!m.value().is_string())
-          return absl::InvalidArgumentError(absl::StrCat(path_, ": __metadata__['", m.key(), "'] is a JSON ",
+          return absl::InvalidArgumentError(absl::StrCat(path_, ": __metadata__['", absl::CEscape(m.key()), "'] is a JSON ",
                                                          m.value().type_name(), ", expected a string"));
         metadata_[m.key()] = m.value().get<std::string>();
       }
       continue;
     }
-    const std::string where = absl::StrCat(path_, ": tensor '", name, "': ");
+    const std::string where = absl::StrCat(path_, ": tensor '", absl::CEscape(name), "': ");
     if (!v.is_object())
       return absl::InvalidArgumentError(absl::StrCat(where, "entry is a JSON ", v.type_name(),
                                                      ", expected an object with dtype, shape, data_offsets"));
@@ -272,7 +273,7 @@ absl::Status SafetensorsFile::ParseHeader(std::string_view header, std::string_v
     if (cur.begin < prev.end)
       return absl::InvalidArgumentError(absl::StrFormat(
           "%s: tensor '%s': data_offsets [%d, %d] overlap tensor '%s' at [%d, %d] (expected disjoint ranges)",
-          path_, *cur.name, cur.begin, cur.end, *prev.name, prev.begin, prev.end));
+          path_, absl::CEscape(*cur.name), cur.begin, cur.end, absl::CEscape(*prev.name), prev.begin, prev.end));
   }
   names_.reserve(ranges.size());
   for (const Range& r : ranges) names_.push_back(*r.name);
@@ -295,11 +296,6 @@ namespace {
 
 // Shard names come from an untrusted index: plain file names only, so the
 // index cannot point outside its directory.
-bool IsPlainFileName(const std::string& s) {
-  return !s.empty() && s != "." && s != ".." && s.find('/') == std::string::npos &&
-         s.find('\0') == std::string::npos;
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir) {
@@ -334,7 +330,7 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
   for (auto it = wm->begin(); it != wm->end(); ++it) {
     const std::string& tensor = it.key();
     if (!it.value().is_string() || !IsPlainFileName(it.value().get<std::string>()))
-      return absl::InvalidArgumentError(absl::StrCat(index, ": weight_map['", tensor, "'] is ", it.value().dump(),
+      return absl::InvalidArgumentError(absl::StrCat(index, ": weight_map['", absl::CEscape(tensor), "'] is ", it.value().dump(),
                                                      ", expected a shard file name in the same directory"));
     const std::string shard = it.value().get<std::string>();
     auto found = opened.find(shard);
@@ -342,12 +338,12 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
       absl::StatusOr<std::unique_ptr<SafetensorsFile>> f = SafetensorsFile::Open(JoinPath(dir, shard));
       if (!f.ok())
         return absl::Status(f.status().code(), absl::StrCat(index, ": shard '", shard, "' (listed for tensor '",
-                                                            tensor, "'): ", f.status().message()));
+                                                            absl::CEscape(tensor), "'): ", f.status().message()));
       found = opened.emplace(shard, f->get()).first;
       ck->files_.push_back(*std::move(f));
     }
     if (!found->second->Has(tensor))
-      return absl::InvalidArgumentError(absl::StrCat(index, ": tensor '", tensor, "' is mapped to shard '", shard,
+      return absl::InvalidArgumentError(absl::StrCat(index, ": tensor '", absl::CEscape(tensor), "' is mapped to shard '", shard,
                                                      "', which does not contain it"));
     ck->where_[tensor] = found->second;
   }

@@ -1,5 +1,6 @@
 // Mutated inputs: thousands of deterministic corruptions of a safetensors
-// header and of a config.json (an artifact's JSON files: formats_test). Each
+// header, a config.json and a shard index (an artifact's JSON files:
+// formats_test). Each
 // must either load or be refused with a one-line status that names the file;
 // none may crash, throw, or hand out a tensor view outside its file. The hand-written malformed cases
 // (safetensors_test.cc, model_config_test.cc) pin the messages; this covers
@@ -7,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "storage/model_config.h"
@@ -84,6 +86,36 @@ TEST(MalformedInputTest, MutatedConfigJsonIsRefusedNamingTheFile) {
     if (c.ok()) continue;
     ++refused;
     qf::testing::ExpectRefusalNames(c.status(), dir.path(), i);
+  }
+  EXPECT_GT(refused, 500);
+}
+
+// A sharded checkpoint's index (model.safetensors.index.json), mutated: the
+// checkpoint is refused naming the index, or opens and every name it lists
+// reads or fails naming the directory.
+TEST(MalformedInputTest, MutatedShardIndexIsRefusedNamingTheIndex) {
+  testing::TempDir dir;
+  std::vector<TensorRef> refs;
+  std::vector<OwnedTensor> tensors;
+  for (int i = 0; i < 6; ++i) {
+    tensors.push_back({"model.layers." + std::to_string(i) + ".w", DType::kF16, {8}, std::string(16, char(i))});
+  }
+  for (const OwnedTensor& t : tensors) refs.push_back(RefOf(t));
+  ASSERT_TRUE(WriteSharded(dir.path(), refs, 40, {}).ok());  // three shards
+  const std::string index = dir.Path("model.safetensors.index.json");
+  const std::string original = testing::ReadBytes(index);
+  ASSERT_FALSE(original.empty());
+  qf::testing::Mutator mut(5);
+  int refused = 0;
+  for (int i = 0; i < 2000; ++i) {
+    testing::WriteBytes(index, mut.Mutate(original));
+    auto c = Checkpoint::Open(dir.path());
+    if (!c.ok()) {
+      ++refused;
+      qf::testing::ExpectRefusalNames(c.status(), dir.path(), i);
+      continue;
+    }
+    for (const std::string& name : (*c)->names()) qf::testing::ExpectRefusalNames((*c)->Get(name).status(), dir.path(), i);
   }
   EXPECT_GT(refused, 500);
 }
