@@ -14,6 +14,7 @@
 #include "google/protobuf/stubs/common.h"
 #include "google/protobuf/wrappers.pb.h"
 #include "gtest/gtest.h"
+#include "tests/mutator.h"
 #include "tests/tokenizer/spm_fixture.h"
 
 namespace qf::worker {
@@ -111,6 +112,32 @@ TEST(Tokenizer, CorruptModelIsInvalidArgumentNotACrash) {
   ASSERT_FALSE(tok.ok());
   EXPECT_EQ(tok.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(tok.status().message(), HasSubstr(dir + "/tokenizer.model"));
+}
+
+// A damaged tokenizer.model (bytes set, flipped, dropped, repeated): refused
+// naming the file, or loaded and then encoding without error or ids outside
+// its vocabulary. Nothing crashes the process.
+TEST(Tokenizer, MutatedModelsAreRefusedOrEncodeInRange) {
+  const std::string model = std::string(QF_SOURCE_DIR) + "/models/tiny-llama/tokenizer.model";
+  absl::StatusOr<std::string> original = ReadFileToString(model);
+  ASSERT_TRUE(original.ok()) << original.status();
+  const std::string dir = qf::testing::MakeTempDir("mutated");
+  const std::string path = dir + "/tokenizer.model";
+  qf::testing::Mutator mut(31);
+  int refused = 0;
+  for (int i = 0; i < 400; ++i) {
+    ASSERT_TRUE(WriteFileAtomic(path, mut.MutateBytes(*original)).ok());
+    absl::StatusOr<std::unique_ptr<Tokenizer>> tok = Tokenizer::Load(dir);
+    if (!tok.ok()) {
+      ++refused;
+      qf::testing::ExpectRefusalNames(tok.status(), path, i);
+      continue;
+    }
+    absl::StatusOr<std::vector<int32_t>> ids = (*tok)->Encode("The quick brown fox, 1234 \xc3\xa9t\xc3\xa9.");
+    if (!ids.ok()) continue;
+    for (int32_t id : *ids) ASSERT_TRUE(id >= 0 && id < (*tok)->vocab_size()) << "mutant " << i << ": id " << id;
+  }
+  EXPECT_GT(refused, 0);
 }
 
 // The reason the plugin exists: libsentencepiece's embedded protobuf 3.14 and
