@@ -1,9 +1,5 @@
 #include "coordinator/layer_codec.h"
 
-#include <google/protobuf/message.h>
-
-#include <cstdint>
-#include <iterator>
 #include <random>
 
 #include "coordinator/planner.h"
@@ -11,6 +7,7 @@
 #include "tests/coordinator/fake_engine.h"
 #include "tests/coordinator/test_util.h"
 #include "tests/mutator.h"
+#include "tests/proto_mutator.h"
 
 namespace qf::coordinator {
 namespace {
@@ -150,53 +147,6 @@ TEST(LayerCodecTest, ValidateLayerRejectsWrongShapes) {
   }
 }
 
-// One random edit of a message tree through reflection, where the byte edits
-// below mostly land in bulk payload: a number set to an extreme, a bytes or
-// string field cut, grown or renamed, a repeated entry dropped, doubled or
-// changed. Descends into a random element of a repeated message field.
-void MutateMessage(google::protobuf::Message* m, std::mt19937& rng) {
-  using google::protobuf::FieldDescriptor;
-  const auto pick = [&](size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(rng); };
-  static constexpr int64_t kInts[] = {-1, 0, 1, 2, 3, 4, 7, 8, 31, 128, 256, 1 << 20, INT32_MAX, INT64_MAX};
-  const auto* d = m->GetDescriptor();
-  const auto* r = m->GetReflection();
-  const FieldDescriptor* f = d->field(static_cast<int>(pick(d->field_count())));
-  const int64_t v = kInts[pick(std::size(kInts))];
-  if (f->is_repeated()) {
-    const int n = r->FieldSize(*m, f);
-    if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE && n > 0 && pick(4) != 0) {
-      return MutateMessage(r->MutableRepeatedMessage(m, f, static_cast<int>(pick(n))), rng);
-    }
-    switch (pick(3)) {
-      case 0: if (n > 0) r->RemoveLast(m, f); return;
-      case 1: if (n > 0) r->SwapElements(m, f, static_cast<int>(pick(n)), n - 1); return;
-      default: break;
-    }
-    if (n == 0) return;
-    const int at = static_cast<int>(pick(n));
-    switch (f->cpp_type()) {
-      case FieldDescriptor::CPPTYPE_INT32: r->SetRepeatedInt32(m, f, at, static_cast<int32_t>(v)); return;
-      case FieldDescriptor::CPPTYPE_INT64: r->SetRepeatedInt64(m, f, at, v); return;
-      case FieldDescriptor::CPPTYPE_DOUBLE: r->SetRepeatedDouble(m, f, at, -static_cast<double>(v)); return;
-      case FieldDescriptor::CPPTYPE_MESSAGE: r->AddMessage(m, f)->CopyFrom(r->GetRepeatedMessage(*m, f, at)); return;
-      default: return;
-    }
-  }
-  switch (f->cpp_type()) {
-    case FieldDescriptor::CPPTYPE_INT32: r->SetInt32(m, f, static_cast<int32_t>(v)); return;
-    case FieldDescriptor::CPPTYPE_INT64: r->SetInt64(m, f, v); return;
-    case FieldDescriptor::CPPTYPE_BOOL: r->SetBool(m, f, !r->GetBool(*m, f)); return;
-    case FieldDescriptor::CPPTYPE_STRING: {
-      std::string s = r->GetString(*m, f);
-      if (pick(2) == 0 && !s.empty()) s.resize(pick(s.size()));
-      else s += f->type() == FieldDescriptor::TYPE_BYTES ? std::string(1 + pick(9), '\x7f') : "x";
-      r->SetString(m, f, s);
-      return;
-    }
-    default: return;
-  }
-}
-
 // A worker's result, corrupted (ChunkJoiner's checksums catch damage on the
 // wire; a buggy or hostile worker gets past them), field by field and byte by
 // byte: ValidateLayer refuses it naming the layer, or else it decodes.
@@ -214,7 +164,7 @@ TEST(LayerCodecTest, MutatedResultsAreRefusedOrDecode) {
     proto::LayerResultProto p;
     if (i % 2 == 0) {
       p = good;
-      for (int e = 0, edits = 1 + static_cast<int>(rng() % 3); e < edits; ++e) MutateMessage(&p, rng);
+      for (int e = 0, edits = 1 + static_cast<int>(rng() % 3); e < edits; ++e) qf::testing::MutateMessage(&p, rng);
     } else if (!p.ParseFromString(bytes.MutateBytes(good_bytes))) {
       continue;
     }

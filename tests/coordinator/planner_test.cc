@@ -1,9 +1,12 @@
 #include "coordinator/planner.h"
 
+#include <random>
 #include <string>
 #include <vector>
 
 #include "tests/coordinator/test_util.h"
+#include "tests/mutator.h"
+#include "tests/proto_mutator.h"
 
 namespace qf::coordinator {
 namespace {
@@ -196,6 +199,40 @@ TEST(PlannerTest, QuantSpecFollowsTheEngineRules) {
   s.set_static_groups(false);
   s.set_group_size(-1);
   EXPECT_FALSE(ToQuantSpec(s).desc_act);
+}
+
+// Submitted specs, mutated field by field as a client could send them: either
+// refused naming a JobSpec field, or accepted, and then what the planner
+// derives from them holds: the quantization spec the artifact writer checks is
+// valid, the model inputs are checked or named, the stages cover every layer.
+TEST(PlannerTest, MutatedSpecsAreRefusedByFieldOrPlanCleanly) {
+  const proto::JobSpec good = TinySpec();
+  std::mt19937 rng(42);
+  int refused = 0;
+  for (int i = 0; i < 3000; ++i) {
+    proto::JobSpec s = good;
+    for (int e = 0, edits = 1 + static_cast<int>(rng() % 3); e < edits; ++e) qf::testing::MutateMessage(&s, rng);
+    ApplySpecDefaults(&s);
+    const absl::Status v = ValidateJobSpec(s);
+    if (!v.ok()) {
+      ++refused;
+      EXPECT_EQ(v.code(), absl::StatusCode::kInvalidArgument) << "mutant " << i << ": " << v;
+      qf::testing::ExpectRefusalNames(v, "JobSpec.", i);
+      continue;
+    }
+    EXPECT_THAT(storage::ValidateQuantSpec(ToQuantSpec(s)), IsOk()) << "mutant " << i << ": " << s.ShortDebugString();
+    absl::StatusOr<storage::ModelConfig> cfg = CheckJobInputs(s);
+    if (!cfg.ok()) continue;
+    const int stage = ResolveStageLayers(s, *cfg, 4);
+    ASSERT_GE(stage, 1) << "mutant " << i;
+    int covered = 0;
+    for (const StagePlan& p : PlanStages(static_cast<int>(cfg->num_hidden_layers), stage)) {
+      EXPECT_EQ(p.first_layer, covered) << "mutant " << i;
+      covered = p.end_layer;
+    }
+    EXPECT_EQ(covered, cfg->num_hidden_layers) << "mutant " << i;
+  }
+  EXPECT_GT(refused, 1000);
 }
 
 }  // namespace
