@@ -4,6 +4,7 @@
 #include <cstring>
 #include <map>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
@@ -316,7 +317,8 @@ absl::Status ChunkJoiner::Add(const proto::LayerChunk& c) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": data exceeds total_bytes ", header_.total_bytes()));
   std::string got = Sha256Hex(c.data());
   if (got != c.sha256())
-    return absl::DataLossError(absl::StrCat(where, ": sha256 mismatch (computed ", got, ", sent ", c.sha256(), ")"));
+    return absl::DataLossError(
+        absl::StrCat(where, ": sha256 mismatch (computed ", got, ", sent ", absl::CEscape(c.sha256()), ")"));
   data_ += c.data();
   ++next_;
   return absl::OkStatus();

@@ -184,6 +184,39 @@ TEST(LayerCodecTest, MutatedResultsAreRefusedOrDecode) {
   EXPECT_GT(refused, 1000);
 }
 
+// A layer's chunk stream with one chunk's fields mutated (as a faulty worker
+// or a damaged stream would send it): the joiner refuses it naming the chunk
+// or the layer, on one line, or joins exactly the bytes that were sent.
+TEST(LayerCodecTest, MutatedChunkStreamsAreRefusedOrJoinTheSameBytes) {
+  std::string bytes(10000, '\0');
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 13);
+  std::vector<proto::LayerChunk> good = SplitLayer(bytes, 4096);
+  for (proto::LayerChunk& c : good) {
+    c.set_attempt_id(9);
+    c.set_job_id("j1");
+    c.set_layer(3);
+  }
+  std::mt19937 rng(77);
+  int refused = 0;
+  for (int i = 0; i < 3000; ++i) {
+    std::vector<proto::LayerChunk> chunks = good;
+    qf::testing::MutateMessage(&chunks[rng() % chunks.size()], rng);
+    ChunkJoiner joiner;
+    absl::Status st;
+    for (const proto::LayerChunk& c : chunks) {
+      if (st = joiner.Add(c); !st.ok()) break;
+    }
+    absl::StatusOr<std::string> joined = st.ok() ? joiner.Finish() : absl::StatusOr<std::string>(st);
+    if (!joined.ok()) {
+      ++refused;
+      qf::testing::ExpectRefusalNames(joined.status(), "layer", i);
+      continue;
+    }
+    EXPECT_EQ(*joined, bytes) << "mutant " << i;
+  }
+  EXPECT_GT(refused, 1500);
+}
+
 TEST(LayerCodecTest, ChunksJoinAndCatchCorruption) {
   std::string bytes(10000, '\0');
   for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 7);
