@@ -16,9 +16,9 @@
 #include <thread>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/fs.h"
@@ -500,7 +500,8 @@ absl::StatusOr<nlohmann::json> VerifyManifest(const std::string& dir) {
     const std::string file = absl::StrCat(dir, "/", name);
     if (!IsPlainFileName(name) || !entry.is_object() || !entry.contains("bytes") || !entry.contains("sha256") ||
         !entry["bytes"].is_number_unsigned() || !entry["sha256"].is_string()) {
-      return absl::DataLossError(absl::StrCat(path, ": entry '", absl::CEscape(name), "' is not {\"bytes\": n, \"sha256\": hex}"));
+      return absl::DataLossError(
+          absl::StrCat(path, ": entry '", absl::CEscape(name), "' is not {\"bytes\": n, \"sha256\": hex}"));
     }
     if (!PathExists(file) || IsDirectory(file)) {
       return absl::DataLossError(absl::StrCat(file, ": listed in the manifest but missing"));

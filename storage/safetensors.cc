@@ -196,7 +196,8 @@ absl::Status SafetensorsFile::ParseHeader(std::string_view header, std::string_v
   }
   if (!duplicate.empty()) {
     return absl::InvalidArgumentError(
-        absl::StrCat(path_, ": header lists key '", absl::CEscape(duplicate), "' twice (expected unique tensor names)"));
+        absl::StrCat(path_, ": header lists key '", absl::CEscape(duplicate),
+                     "' twice (expected unique tensor names)"));
   }
 
   struct Range { uint64_t begin, end; const std::string* name; };
@@ -210,8 +211,9 @@ absl::Status SafetensorsFile::ParseHeader(std::string_view header, std::string_v
                                                        ", expected an object of strings"));
       for (auto m = v.begin(); m != v.end(); ++m) {
         if (!m.value().is_string())
-          return absl::InvalidArgumentError(absl::StrCat(path_, ": __metadata__['", absl::CEscape(m.key()), "'] is a JSON ",
-                                                         m.value().type_name(), ", expected a string"));
+          return absl::InvalidArgumentError(absl::StrCat(path_, ": __metadata__['", absl::CEscape(m.key()),
+                                                         "'] is a JSON ", m.value().type_name(),
+                                                         ", expected a string"));
         metadata_[m.key()] = m.value().get<std::string>();
       }
       continue;
@@ -292,12 +294,6 @@ absl::StatusOr<const TensorView*> SafetensorsFile::Get(std::string_view name) co
 
 // ------------------------------------------------------------ checkpoint ---
 
-namespace {
-
-// Shard names come from an untrusted index: plain file names only, so the
-// index cannot point outside its directory.
-}  // namespace
-
 absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir) {
   std::unique_ptr<Checkpoint> ck(new Checkpoint());
   ck->dir_ = dir;
@@ -329,8 +325,11 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
   std::map<std::string, const SafetensorsFile*> opened;
   for (auto it = wm->begin(); it != wm->end(); ++it) {
     const std::string& tensor = it.key();
+    // Shard names come from an untrusted index: plain file names only, so the
+    // index cannot point outside its directory.
     if (!it.value().is_string() || !IsPlainFileName(it.value().get<std::string>()))
-      return absl::InvalidArgumentError(absl::StrCat(index, ": weight_map['", absl::CEscape(tensor), "'] is ", it.value().dump(),
+      return absl::InvalidArgumentError(absl::StrCat(index, ": weight_map['", absl::CEscape(tensor), "'] is ",
+                                                     it.value().dump(),
                                                      ", expected a shard file name in the same directory"));
     const std::string shard = it.value().get<std::string>();
     auto found = opened.find(shard);
@@ -343,8 +342,8 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
       ck->files_.push_back(*std::move(f));
     }
     if (!found->second->Has(tensor))
-      return absl::InvalidArgumentError(absl::StrCat(index, ": tensor '", absl::CEscape(tensor), "' is mapped to shard '", shard,
-                                                     "', which does not contain it"));
+      return absl::InvalidArgumentError(absl::StrCat(index, ": tensor '", absl::CEscape(tensor),
+                                                     "' is mapped to shard '", shard, "', which does not contain it"));
     ck->where_[tensor] = found->second;
   }
   return ck;

@@ -583,7 +583,9 @@ TEST(ArtifactTest, MutatedArtifactJsonIsRefusedNamingTheArtifact) {
         qf::testing::ExpectRefusalNames(a.status(), art, i);
         continue;
       }
-      for (int l = 0; l < a->config.num_hidden_layers; ++l) qf::testing::ExpectRefusalNames(a->Layer(l).status(), art, i);
+      for (int l = 0; l < a->config.num_hidden_layers; ++l) {
+        qf::testing::ExpectRefusalNames(a->Layer(l).status(), art, i);
+      }
     }
     EXPECT_GT(refused, 100);
     WriteBytes(path, original);

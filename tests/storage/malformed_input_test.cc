@@ -115,7 +115,9 @@ TEST(MalformedInputTest, MutatedShardIndexIsRefusedNamingTheIndex) {
       qf::testing::ExpectRefusalNames(c.status(), dir.path(), i);
       continue;
     }
-    for (const std::string& name : (*c)->names()) qf::testing::ExpectRefusalNames((*c)->Get(name).status(), dir.path(), i);
+    for (const std::string& name : (*c)->names()) {
+      qf::testing::ExpectRefusalNames((*c)->Get(name).status(), dir.path(), i);
+    }
   }
   EXPECT_GT(refused, 500);
 }
