@@ -14,6 +14,7 @@
 #include <iterator>
 #include <random>
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "gmock/gmock.h"
@@ -37,41 +38,44 @@ class Mutator {
   explicit Mutator(uint32_t seed) : rng_(seed) {}
 
   std::string Mutate(std::string s) {
-    if (s.empty()) return s;
-    const int edits = 1 + static_cast<int>(Pick(3));
-    for (int e = 0; e < edits && !s.empty(); ++e) {
-      const size_t at = Pick(s.size());
+    return Edit(std::move(s), [&](std::string& t, size_t at) {
       switch (Pick(5)) {
-        case 0: s[at] = kChars[Pick(sizeof(kChars) - 1)]; break;
-        case 1: s.erase(at, 1 + Pick(8)); break;
-        case 2: s.insert(at, s.substr(at, 1 + Pick(16))); break;
-        case 3: s.insert(at, 1, kChars[Pick(sizeof(kChars) - 1)]); break;
-        default: ReplaceNumber(s, at); break;
+        case 0: t[at] = kChars[Pick(sizeof(kChars) - 1)]; break;
+        case 1: t.erase(at, 1 + Pick(8)); break;
+        case 2: t.insert(at, t.substr(at, 1 + Pick(16))); break;
+        case 3: t.insert(at, 1, kChars[Pick(sizeof(kChars) - 1)]); break;
+        default: ReplaceNumber(t, at); break;
       }
-    }
-    return s;
+    });
   }
 
   // Binary edits: a byte set at random, a bit flipped, a run dropped or repeated.
   std::string MutateBytes(std::string s) {
-    if (s.empty()) return s;
-    const int edits = 1 + static_cast<int>(Pick(3));
-    for (int e = 0; e < edits && !s.empty(); ++e) {
-      const size_t at = Pick(s.size());
+    return Edit(std::move(s), [&](std::string& t, size_t at) {
       switch (Pick(4)) {
-        case 0: s[at] = static_cast<char>(Pick(256)); break;
-        case 1: s[at] = static_cast<char>(s[at] ^ (1 << Pick(8))); break;
-        case 2: s.erase(at, 1 + Pick(8)); break;
-        default: s.insert(at, s.substr(at, 1 + Pick(16))); break;
+        case 0: t[at] = static_cast<char>(Pick(256)); break;
+        case 1: t[at] = static_cast<char>(t[at] ^ (1 << Pick(8))); break;
+        case 2: t.erase(at, 1 + Pick(8)); break;
+        default: t.insert(at, t.substr(at, 1 + Pick(16))); break;
       }
-    }
-    return s;
+    });
   }
 
  private:
   static constexpr char kChars[] = "{}[],:\"0123456789-+eE.tfn \\x";
 
   size_t Pick(size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(rng_); }
+
+  // One to three calls of edit(s, position), each at a random position of
+  // what the previous left (the draws in that order, so a seed gives the same
+  // mutants whichever edit set runs).
+  template <class EditFn>
+  std::string Edit(std::string s, EditFn edit) {
+    if (s.empty()) return s;
+    const int edits = 1 + static_cast<int>(Pick(3));
+    for (int e = 0; e < edits && !s.empty(); ++e) edit(s, Pick(s.size()));
+    return s;
+  }
 
   void ReplaceNumber(std::string& s, size_t from) {
     const size_t b = s.find_first_of("0123456789", from);

@@ -7,7 +7,8 @@
 //
 //   std::mt19937 rng(7);
 //   proto::JobSpec s = good;
-//   qf::testing::MutateMessage(&s, rng);
+//   qf::testing::MutateMessage(&s, rng);       // one edit
+//   qf::testing::MutateMessageUpTo3(&s, rng);  // one to three
 #pragma once
 
 #include <google/protobuf/descriptor.h>
@@ -75,6 +76,12 @@ inline void MutateMessage(google::protobuf::Message* m, std::mt19937& rng) {
     }
     default: return;
   }
+}
+
+// One to three edits (the count drawn first), as tests/mutator.h's Mutator
+// makes of a text.
+inline void MutateMessageUpTo3(google::protobuf::Message* m, std::mt19937& rng) {
+  for (int e = 0, edits = 1 + static_cast<int>(rng() % 3); e < edits; ++e) MutateMessage(m, rng);
 }
 
 }  // namespace qf::testing

@@ -164,7 +164,7 @@ TEST(LayerCodecTest, MutatedResultsAreRefusedOrDecode) {
     proto::LayerResultProto p;
     if (i % 2 == 0) {
       p = good;
-      for (int e = 0, edits = 1 + static_cast<int>(rng() % 3); e < edits; ++e) qf::testing::MutateMessage(&p, rng);
+      qf::testing::MutateMessageUpTo3(&p, rng);
     } else if (!p.ParseFromString(bytes.MutateBytes(good_bytes))) {
       continue;
     }

@@ -111,14 +111,18 @@ TEST_F(SchedulerTest, MutatedStateRecordsLoadOrAreRefusedNamingTheStore) {
       default: return std::make_unique<proto::WorkerRecord>();
     }
   };
-  std::mt19937 rng(2026);
-  for (int i = 0; i < 300; ++i) {
+  const auto originals = [&] {
     storage::StateBatch b;
     for (const Record& r : records) b.Put(r.family, r.key, r.value);
+    return b;
+  };
+  std::mt19937 rng(2026);
+  for (int i = 0; i < 300; ++i) {
+    storage::StateBatch b = originals();
     const Record& r = records[rng() % records.size()];
     std::unique_ptr<google::protobuf::Message> m = message_for(r.family);
     ASSERT_TRUE(m->ParseFromString(r.value));
-    for (int e = 0, edits = 1 + static_cast<int>(rng() % 3); e < edits; ++e) qf::testing::MutateMessage(m.get(), rng);
+    qf::testing::MutateMessageUpTo3(m.get(), rng);
     b.Put(r.family, r.key, m->SerializeAsString());
     QF_ASSERT_OK(store_->Commit(std::move(b)));
     sched_.reset();
@@ -138,9 +142,7 @@ TEST_F(SchedulerTest, MutatedStateRecordsLoadOrAreRefusedNamingTheStore) {
     (void)sched_->ExpireLeases();
   }
   // Restored, the state loads and the job is where it was.
-  storage::StateBatch b;
-  for (const Record& r : records) b.Put(r.family, r.key, r.value);
-  QF_ASSERT_OK(store_->Commit(std::move(b)));
+  QF_ASSERT_OK(store_->Commit(originals()));
   sched_.reset();
   Reopen();
   QF_ASSERT_OK_AND_ASSIGN(proto::JobStatus st, sched_->GetJob(job));
