@@ -70,6 +70,32 @@ QF_HOST_DEVICE constexpr size_t DecodeARingSmemBytes(int m, int wn, int wk, int 
   return main > out ? main : out;
 }
 
+// Dynamic shared memory that holds a grid to the model's placement: at most
+// `blocks_per_sm` blocks (StreamGrid::blocks_per_sm) on one multiprocessor.
+// A grid launched on an idle device spreads that way by itself. A
+// programmatic dependent (W4A16GemmArgs::pdl) launches while the previous
+// kernel still holds every multiprocessor, and its blocks pack onto whichever
+// have room: two or three blocks of 72-96 KB on one multiprocessor while
+// another waits. On the H100 the decode loop then ran 15-20% slower with
+// programmatic launch than without wherever two of the planned blocks fit
+// on one multiprocessor (gate_up M = 1: 106-112 us against 89-91; down
+// M = 1 and 4: 49-52 against 43-45), and 1-11% faster wherever no more
+// than the planned blocks fit (gate_up M = 4, o M = 4 and 16, qkv and down
+// M = 16; bench/results/w4a16_h100_pdl.log). A launch cannot cap residency except
+// through its resources, so the grid asks for more shared memory than it
+// uses. `overhead`: what else each block holds (static shared memory and the
+// 1 KB the device reserves). Returns `smem` when it already caps residency,
+// or when the padded size would exceed `max_dynamic`.
+constexpr size_t PlacementSmemBytes(size_t smem, int blocks_per_sm, size_t smem_per_sm, size_t overhead,
+                                    size_t max_dynamic) {
+  if (blocks_per_sm <= 0) return smem;
+  // blocks_per_sm + 1 blocks of more than `cap` bytes each do not fit.
+  const size_t cap = smem_per_sm / static_cast<size_t>(blocks_per_sm + 1);
+  if (smem + overhead > cap || cap < overhead) return smem;
+  const size_t padded = (cap - overhead + 1 + 127) / 128 * 128;
+  return padded <= max_dynamic ? padded : smem;
+}
+
 struct StreamGridProblem {
   int sms = 0;               // multiprocessors
   double device_bytes_per_s = 0;  // attainable DRAM read bandwidth

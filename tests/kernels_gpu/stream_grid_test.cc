@@ -213,5 +213,59 @@ TEST(StreamGridTest, SharedRingDecodeSpreadsGateUpOver128Blocks) {
   }
 }
 
+// Shared memory padded to the planned placement (PlacementSmemBytes): for
+// every kernel, shape and row count the padded grid fits no more blocks per
+// multiprocessor than planned and still one wave's worth; grids that already
+// fit no more keep their size. gate_up at M = 1 (72 KB blocks, three would
+// fit) is the case measured on the H100.
+TEST(StreamGridTest, PaddedSharedMemoryHoldsThePlannedPlacement) {
+  EXPECT_EQ(PlacementSmemBytes(72 * 1024, 1, kSmemPerSm, 1024, 232448), size_t{115840});
+  EXPECT_EQ(PlacementSmemBytes(120 * 1024, 1, kSmemPerSm, 1024, 232448), size_t{120 * 1024}) << "one fits already";
+  EXPECT_EQ(PlacementSmemBytes(40 * 1024, 3, kSmemPerSm, 1024, 232448), size_t{57472});
+  EXPECT_EQ(PlacementSmemBytes(40 * 1024, 0, kSmemPerSm, 1024, 232448), size_t{40 * 1024}) << "no plan";
+  EXPECT_EQ(PlacementSmemBytes(40 * 1024, 1, kSmemPerSm, 1024, 64 * 1024), size_t{40 * 1024}) << "over the limit";
+  int padded_grids = 0;
+  for (const auto& [name, kern] : Kernels()) {
+    for (const auto& [shape, kn] : kShapes) {
+      for (const int m : {1, kern.rows}) {
+        SCOPED_TRACE(absl::StrCat(name, " ", shape, " m=", m));
+        const auto resident = [&](const StreamGridShape& s) -> absl::StatusOr<int64_t> { return Resident(kern, s); };
+        absl::StatusOr<StreamGrid> g = PickStreamGrid(Problem(kern, m, kn.second, kn.first), {}, resident);
+        ASSERT_TRUE(g.ok()) << g.status();
+        const size_t overhead = static_cast<size_t>(kern.static_smem) + 1024;
+        const size_t padded = PlacementSmemBytes(g->smem, g->blocks_per_sm, kSmemPerSm, overhead, 232448);
+        const auto by_smem = [&](size_t smem) { return static_cast<int>(kSmemPerSm / (smem + overhead)); };
+        const int threads = 32 * g->wn * g->wk;
+        const int64_t before = *resident({g->wn, g->wk, g->split, threads, g->smem});
+        const int64_t after = *resident({g->wn, g->wk, g->split, threads, padded});
+        if (padded == g->smem) {
+          EXPECT_LE(by_smem(padded), g->blocks_per_sm);
+          continue;
+        }
+        ++padded_grids;
+        EXPECT_GT(padded, g->smem);
+        EXPECT_GT(by_smem(g->smem), g->blocks_per_sm);
+        EXPECT_EQ(by_smem(padded), g->blocks_per_sm);
+        EXPECT_GE(after, std::min(g->blocks, before)) << "still one wave of the planned blocks";
+      }
+    }
+  }
+  EXPECT_GT(padded_grids, 1);
+
+  // The H100's bandwidth (2619 MHz x 5120-bit HBM3) makes gate_up at M = 1
+  // 128 blocks of 7 x 1 warps (72 KB): three fit by shared memory, two by registers.
+  const Kernel& kern = Kernels().at("dec_m8_s16");
+  StreamGridProblem h100 = Problem(kern, 1, 57344, 8192);
+  h100.device_bytes_per_s = 0.9 * 2.0 * 2.619e9 * 5120 / 8;
+  const auto resident = [&](const StreamGridShape& s) -> absl::StatusOr<int64_t> { return Resident(kern, s); };
+  absl::StatusOr<StreamGrid> g = PickStreamGrid(h100, {}, resident);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(std::make_tuple(g->wn, g->wk, g->split, g->blocks, g->blocks_per_sm),
+            std::make_tuple(7, 1, 1, int64_t{128}, 1));
+  const size_t padded = PlacementSmemBytes(g->smem, 1, kSmemPerSm, 1024, 232448);
+  EXPECT_EQ(*resident({7, 1, 1, 224, g->smem}), 2 * kSms);
+  EXPECT_EQ(*resident({7, 1, 1, 224, padded}), kSms);
+}
+
 }  // namespace
 }  // namespace qf::kernels

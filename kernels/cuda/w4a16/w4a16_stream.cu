@@ -43,6 +43,27 @@ Caches& GetCaches() {
   return *c;
 }
 
+// Pads the grid's shared memory so that no more than its planned blocks
+// share a multiprocessor (PlacementSmemBytes), when the padded grid still
+// runs in as many waves: where registers or clusters already cap residency
+// it changes nothing.
+template <typename ResidentFn>
+absl::Status HoldPlacement(StreamGrid& grid, int device, const cudaFuncAttributes& fa, size_t max_dynamic,
+                           ResidentFn& resident) {
+  int smem_per_sm = 0, reserved = 0;
+  cudaError_t e = cudaDeviceGetAttribute(&smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&reserved, cudaDevAttrReservedSharedMemoryPerBlock, device);
+  if (e != cudaSuccess) return CudaError(e, absl::StrCat("query device ", device));
+  const size_t padded = PlacementSmemBytes(grid.smem, grid.blocks_per_sm, static_cast<size_t>(smem_per_sm),
+                                           fa.sharedSizeBytes + static_cast<size_t>(reserved), max_dynamic);
+  if (padded == grid.smem) return absl::OkStatus();
+  const int threads = 32 * grid.wn * grid.wk;
+  QF_ASSIGN_OR_RETURN(const int64_t before, resident({grid.wn, grid.wk, grid.split, threads, grid.smem}));
+  QF_ASSIGN_OR_RETURN(const int64_t after, resident({grid.wn, grid.wk, grid.split, threads, padded}));
+  if (after >= std::min(grid.blocks, before)) grid.smem = padded;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<StreamGrid> PlanLocked(Caches& cache, const StreamKernel& sk, int device, int m, int64_t n, int64_t k,
                                       ForcedStreamGrid force) {
   const void* fn = reinterpret_cast<const void*>(sk.kernel);
@@ -112,6 +133,7 @@ absl::StatusOr<StreamGrid> PlanLocked(Caches& cache, const StreamKernel& sk, int
   if (!picked.ok()) {
     return absl::Status(picked.status().code(), absl::StrCat(picked.status().message(), " on device ", device));
   }
+  QF_RETURN_IF_ERROR(HoldPlacement(*picked, device, fa, static_cast<size_t>(smem_optin), resident));
   cache.plans.emplace(key, *picked);
   return picked;
 }
