@@ -13,8 +13,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -22,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "CLI/CLI.hpp"
 #include "coordinator/client.h"
 #include "coordinator/grpc_util.h"
 #include "coordinator/layer_codec.h"
@@ -144,11 +143,11 @@ void RunWorker(std::shared_ptr<grpc::Channel> channel, int id, const std::string
 int main(int argc, char** argv) {
   int jobs = 1000, workers = 64;
   std::string state;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--jobs")) jobs = std::atoi(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--workers")) workers = std::atoi(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--state")) state = argv[i + 1];
-  }
+  CLI::App app{"coordinator_bench: a real coordinator, in-process fake workers, no-op tasks over queued jobs"};
+  app.add_option("--jobs", jobs, "jobs to submit")->check(CLI::Range(1, 1000000));
+  app.add_option("--workers", workers, "fake workers leasing in parallel")->check(CLI::Range(1, 4096));
+  app.add_option("--state", state, "state directory (default: a fresh temporary one)");
+  CLI11_PARSE(app, argc, argv);
   const std::string root = (fs::temp_directory_path() / ("qf-coordinator-bench-" + std::to_string(::getpid()))).string();
   const std::string model = root + "/model";
   fs::create_directories(model);
