@@ -48,6 +48,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench/w4a16_bench_options.h"
 #include "kernels/cuda/w4a16.h"
 
 namespace {
@@ -286,59 +287,18 @@ double RelErr16(const std::vector<__half>& got, const std::vector<float>& want, 
   return std::sqrt(num / std::max(den, 1e-30));
 }
 
-std::vector<int64_t> ParseList(const char* s) {
-  std::vector<int64_t> v;
-  for (const char* p = s; *p;) {
-    v.push_back(std::strtoll(p, const_cast<char**>(&p), 10));
-    if (*p == ',') ++p;
-  }
-  return v;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  int iters = 50, warmup = 5;
-  std::vector<int64_t> ms = {1, 4, 16, 64, 256};
-  std::string shape_filter;
-  bool sweep = false;
-  std::vector<std::string> sweep_filter;  // empty: every variant
-  std::string forced_variant;
-  bool grids = false;
-  bool bf16 = false;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strncmp(argv[i], "--iters=", 8) == 0)
-      iters = std::atoi(argv[i] + 8);
-    else if (std::strncmp(argv[i], "--warmup=", 9) == 0)
-      warmup = std::atoi(argv[i] + 9);
-    else if (std::strncmp(argv[i], "--ms=", 5) == 0)
-      ms = ParseList(argv[i] + 5);
-    else if (std::strncmp(argv[i], "--shapes=", 9) == 0)
-      shape_filter = std::string(",") + (argv[i] + 9) + ",";
-    else if (std::strcmp(argv[i], "--sweep") == 0)
-      sweep = true;
-    else if (std::strncmp(argv[i], "--sweep=", 8) == 0) {
-      sweep = true;
-      for (const char* p = argv[i] + 8; *p;) {
-        const char* e = std::strchr(p, ',');
-        sweep_filter.emplace_back(p, e ? e - p : std::strlen(p));
-        p = e ? e + 1 : p + std::strlen(p);
-      }
-    }
-    else if (std::strncmp(argv[i], "--variant=", 10) == 0)
-      forced_variant = argv[i] + 10;
-    else if (std::strcmp(argv[i], "--grids") == 0)
-      grids = true;
-    else if (std::strcmp(argv[i], "--dtype=bf16") == 0 || std::strcmp(argv[i], "--dtype=fp16") == 0)
-      bf16 = std::strcmp(argv[i], "--dtype=bf16") == 0;
-    else {
-      std::fprintf(stderr,
-                   "usage: %s [--iters=N] [--warmup=N] [--ms=1,4,..] [--shapes=qkv,o,gate_up,down] [--sweep[=SUBSTR,..]] "
-                   "[--variant=NAME] [--grids] [--dtype=fp16|bf16]\n",
-                   argv[0]);
-      return 2;
-    }
-  }
+  std::vector<std::string> shape_names;
+  for (const Shape& s : kShapes) shape_names.emplace_back(s.name);
+  qf::bench::W4A16BenchOptions opt;
+  if (const int rc = qf::bench::ParseW4A16BenchOptions(argc, argv, shape_names, &opt); rc >= 0) return rc;
+  const int iters = opt.iters, warmup = opt.warmup;
+  const std::vector<int64_t>& ms = opt.ms;
+  const bool sweep = opt.sweep, grids = opt.grids, bf16 = opt.bf16;
+  const std::vector<std::string>& sweep_filter = opt.sweep_filter;
+  const std::string& forced_variant = opt.variant;
   cudaDeviceProp prop;
   CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s, %d SMs, L2 %.0f MiB, cc %d.%d\n", prop.name, prop.multiProcessorCount,
@@ -422,7 +382,7 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
     }
     for (const Shape& s : kShapes) {
-      if (!shape_filter.empty() && shape_filter.find(std::string(",") + s.name + ",") == std::string::npos) continue;
+      if (!opt.shapes.empty() && std::find(opt.shapes.begin(), opt.shapes.end(), s.name) == opt.shapes.end()) continue;
       const int64_t k = s.k, n = s.n, groups = k / kGroupSize;
       uint32_t *qweight, *zeros;
       __half *scales, *w16, *a, *c_ours, *c_ref;

@@ -1,0 +1,41 @@
+// File: bench/w4a16_bench_options.cc
+#include "bench/w4a16_bench_options.h"
+
+#include "CLI/CLI.hpp"
+
+namespace qf::bench {
+
+int ParseW4A16BenchOptions(int argc, char** argv, const std::vector<std::string>& shape_names,
+                           W4A16BenchOptions* options) {
+  W4A16BenchOptions& o = *options;
+  CLI::App app{"w4a16_bench: the fused W4A16 GEMM against cuBLAS on the Llama-70B projection shapes"};
+  app.add_option("--iters", o.iters, "timed calls (replays) per row; medians over them")->check(CLI::Range(1, 100000));
+  app.add_option("--warmup", o.warmup, "untimed calls before them")->check(CLI::Range(0, 100000));
+  app.add_option("--ms", o.ms, "rows of A, comma-separated")->delimiter(',')->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  app.add_option("--shapes", o.shapes, "shapes, comma-separated")->delimiter(',')->check(CLI::IsMember(shape_names));
+  std::string sweep;
+  app.add_flag("--sweep{*}", sweep,
+               "also time every variant that takes a row; =SUBSTR,... those whose name contains one, =NAME exactly")
+      ->expected(0, 1);
+  app.add_option("--variant", o.variant, "run this variant instead of the selection table's");
+  app.add_flag("--grids", o.grids, "with --sweep: every grid of the streaming and decode variants");
+  std::string dtype = "fp16";
+  app.add_option("--dtype", dtype, "activation type")->check(CLI::IsMember({"fp16", "bf16"}));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  o.bf16 = dtype == "bf16";
+  o.sweep = app.count("--sweep") > 0;
+  if (o.sweep && sweep != "*") {
+    for (size_t b = 0; b <= sweep.size();) {
+      const size_t e = std::min(sweep.find(',', b), sweep.size());
+      if (e > b) o.sweep_filter.push_back(sweep.substr(b, e - b));
+      b = e + 1;
+    }
+  }
+  return -1;
+}
+
+}  // namespace qf::bench

@@ -1,0 +1,30 @@
+// Command line of w4a16_bench (bench/w4a16_bench.cu), parsed by CLI11 in a
+// host-compiled file: the benchmark itself is a CUDA translation unit, and
+// nvcc's front end need not see CLI11.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace qf::bench {
+
+struct W4A16BenchOptions {
+  int iters = 50;
+  int warmup = 5;
+  std::vector<int64_t> ms = {1, 4, 16, 64, 256};
+  std::vector<std::string> shapes;        // empty: every shape
+  bool sweep = false;
+  std::vector<std::string> sweep_filter;  // empty: every variant; "=NAME": that one
+  std::string variant;                    // empty: the selection table's
+  bool grids = false;
+  bool bf16 = false;
+};
+
+// Parses argv into *options. Returns -1 to go on, else the exit code (0
+// after --help; nonzero, with a one-line message on stderr, for an unknown
+// option or a bad value).
+int ParseW4A16BenchOptions(int argc, char** argv, const std::vector<std::string>& shape_names,
+                           W4A16BenchOptions* options);
+
+}  // namespace qf::bench
