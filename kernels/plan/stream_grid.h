@@ -75,11 +75,11 @@ QF_HOST_DEVICE constexpr size_t DecodeARingSmemBytes(int m, int wn, int wk, int 
 // A grid launched on an idle device spreads that way by itself. A
 // programmatic dependent (W4A16GemmArgs::pdl) launches while the previous
 // kernel still holds every multiprocessor, and its blocks pack onto whichever
-// have room: two or three blocks of 72-96 KB on one multiprocessor while
-// another waits. On the H100 the decode loop then ran 15-20% slower with
+// have room: two blocks of 72-96 KB on one multiprocessor while another
+// waits. On the H100 the decode loop then ran 4-23% slower with
 // programmatic launch than without wherever two of the planned blocks fit
 // on one multiprocessor (gate_up M = 1: 106-112 us against 89-91; down
-// M = 1 and 4: 49-52 against 43-45), and 1-11% faster wherever no more
+// M = 1 and 4: 49-52 against 43-45), and 1-12% faster wherever no more
 // than the planned blocks fit (gate_up M = 4, o M = 4 and 16, qkv and down
 // M = 16; bench/results/w4a16_h100_pdl.log). A launch cannot cap residency except
 // through its resources, so the grid asks for more shared memory than it
