@@ -14,11 +14,12 @@ int ParseW4A16BenchOptions(int argc, char** argv, const std::vector<std::string>
   app.add_option("--ms", o.ms, "rows of A, comma-separated")->delimiter(',')->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   app.add_option("--shapes", o.shapes, "shapes, comma-separated")->delimiter(',')->check(CLI::IsMember(shape_names));
   std::string sweep;
-  app.add_flag("--sweep{*}", sweep,
-               "also time every variant that takes a row; =SUBSTR,... those whose name contains one, =NAME exactly")
-      ->expected(0, 1);
+  CLI::Option* sweep_opt =
+      app.add_flag("--sweep{*}", sweep,
+                   "also time every variant that takes a row; =SUBSTR,... those whose name contains one, =NAME exactly")
+          ->expected(0, 1);
   app.add_option("--variant", o.variant, "run this variant instead of the selection table's");
-  app.add_flag("--grids", o.grids, "with --sweep: every grid of the streaming and decode variants");
+  app.add_flag("--grids", o.grids, "every grid of the swept streaming and decode variants")->needs(sweep_opt);
   std::string dtype = "fp16";
   app.add_option("--dtype", dtype, "activation type")->check(CLI::IsMember({"fp16", "bf16"}));
   try {
