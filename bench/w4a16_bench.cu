@@ -24,7 +24,7 @@
 // run; the read floor is that kernel on the packed weights alone, timed both ways.
 //
 //   w4a16_bench [--iters=50] [--warmup=5] [--ms=1,4,16,64,256] [--shapes=qkv,o,gate_up,down]
-//               [--sweep[=SUBSTR,...]] [--variant=NAME] [--grids] [--dtype=fp16|bf16]
+//               [--sweep[=SUBSTR,...]] [--variant=NAME] [--grids (with --sweep)] [--dtype=fp16|bf16]
 //
 // --sweep also times every compiled variant (W4A16VariantNames; with
 // substrings, those whose name contains one, or =NAME exactly) per row and prints them after
