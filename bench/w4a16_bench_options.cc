@@ -1,6 +1,10 @@
 // File: bench/w4a16_bench_options.cc
 #include "bench/w4a16_bench_options.h"
 
+#include <algorithm>
+#include <string>
+#include <vector>
+
 #include "CLI/CLI.hpp"
 
 namespace qf::bench {
@@ -11,7 +15,9 @@ int ParseW4A16BenchOptions(int argc, char** argv, const std::vector<std::string>
   CLI::App app{"w4a16_bench: the fused W4A16 GEMM against cuBLAS on the Llama-70B projection shapes"};
   app.add_option("--iters", o.iters, "timed calls (replays) per row; medians over them")->check(CLI::Range(1, 100000));
   app.add_option("--warmup", o.warmup, "untimed calls before them")->check(CLI::Range(0, 100000));
-  app.add_option("--ms", o.ms, "rows of A, comma-separated")->delimiter(',')->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  app.add_option("--ms", o.ms, "rows of A, comma-separated")
+      ->delimiter(',')
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   app.add_option("--shapes", o.shapes, "shapes, comma-separated")->delimiter(',')->check(CLI::IsMember(shape_names));
   std::string sweep;
   CLI::Option* sweep_opt =

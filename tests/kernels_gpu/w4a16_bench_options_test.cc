@@ -1,0 +1,57 @@
+// w4a16_bench's command line (bench/w4a16_bench_options.h): values reach the
+// options, bad ones are refused with a nonzero exit instead of being ignored
+// or looping (the hand-written parser spun forever on --ms=abc).
+#include "bench/w4a16_bench_options.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace qf::bench {
+namespace {
+
+const std::vector<std::string> kShapes = {"qkv", "o", "gate_up", "down"};
+
+int Parse(std::vector<std::string> args, W4A16BenchOptions* o) {
+  args.insert(args.begin(), "w4a16_bench");
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  return ParseW4A16BenchOptions(static_cast<int>(argv.size()), argv.data(), kShapes, o);
+}
+
+TEST(W4A16BenchOptionsTest, ValuesReachTheOptions) {
+  W4A16BenchOptions o;
+  ASSERT_EQ(Parse({"--iters=30", "--ms=64,256", "--shapes=qkv,down", "--sweep=wg_t64,=dec_m8_s16", "--grids",
+                   "--dtype=bf16", "--variant=wg_t256_n128_s6_d2"},
+                  &o),
+            -1);
+  EXPECT_EQ(o.iters, 30);
+  EXPECT_EQ(o.warmup, 5);
+  EXPECT_EQ(o.ms, (std::vector<int64_t>{64, 256}));
+  EXPECT_EQ(o.shapes, (std::vector<std::string>{"qkv", "down"}));
+  EXPECT_TRUE(o.sweep);
+  EXPECT_EQ(o.sweep_filter, (std::vector<std::string>{"wg_t64", "=dec_m8_s16"}));
+  EXPECT_TRUE(o.grids);
+  EXPECT_TRUE(o.bf16);
+  EXPECT_EQ(o.variant, "wg_t256_n128_s6_d2");
+
+  W4A16BenchOptions d;
+  ASSERT_EQ(Parse({"--sweep"}, &d), -1);
+  EXPECT_TRUE(d.sweep);
+  EXPECT_TRUE(d.sweep_filter.empty()) << "a bare --sweep times every variant";
+  EXPECT_EQ(d.ms, (std::vector<int64_t>{1, 4, 16, 64, 256}));
+  EXPECT_FALSE(d.bf16);
+}
+
+TEST(W4A16BenchOptionsTest, BadValuesAreRefused) {
+  for (const std::vector<std::string>& bad : std::vector<std::vector<std::string>>{
+           {"--ms=abc"}, {"--ms=0"}, {"--iters=0"}, {"--shapes=ffn"}, {"--dtype=fp8"}, {"--grids"}, {"--bogus"}}) {
+    SCOPED_TRACE(bad[0]);
+    W4A16BenchOptions o;
+    EXPECT_GT(Parse(bad, &o), 0);
+  }
+}
+
+}  // namespace
+}  // namespace qf::bench
