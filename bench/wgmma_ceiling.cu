@@ -16,9 +16,10 @@
 //   wgmma_ceiling [--iters=N]
 #include <cuda_runtime.h>
 
+#include <charconv>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
+#include <system_error>
 #include <string>
 
 #include "kernels/cuda/w4a16/w4a16_wgmma_kernel.cuh"
@@ -122,7 +123,13 @@ int main(int argc, char** argv) {
   int iters = 20000;
   for (int i = 1; i < argc; ++i) {
     if (std::strncmp(argv[i], "--iters=", 8) == 0) {
-      iters = std::atoi(argv[i] + 8);
+      const char* v = argv[i] + 8;
+      const char* end = v + std::strlen(v);
+      const std::from_chars_result r = std::from_chars(v, end, iters);
+      if (r.ec != std::errc() || r.ptr != end || v == end) {
+        std::fprintf(stderr, "wgmma_ceiling: --iters expects an integer, got '%s'\n", v);
+        return 2;
+      }
     } else {
       std::fprintf(stderr, "wgmma_ceiling: unknown argument '%s' (expected --iters=N)\n", argv[i]);
       return 2;
