@@ -125,6 +125,7 @@ struct StreamGrid {
   int64_t blocks = 0;
   int blocks_per_sm = 0;  // resident on the busiest multiprocessor
   double seconds = 0;     // the model's estimate
+  size_t smem_pad = 0;    // of smem, the bytes asked for only to hold the placement (PlacementSmemBytes)
 };
 
 // A grid forced by the caller (tuning sweeps); all zero: the model's pick.

@@ -60,7 +60,10 @@ absl::Status HoldPlacement(StreamGrid& grid, int device, const cudaFuncAttribute
   const int threads = 32 * grid.wn * grid.wk;
   QF_ASSIGN_OR_RETURN(const int64_t before, resident({grid.wn, grid.wk, grid.split, threads, grid.smem}));
   QF_ASSIGN_OR_RETURN(const int64_t after, resident({grid.wn, grid.wk, grid.split, threads, padded}));
-  if (after >= std::min(grid.blocks, before)) grid.smem = padded;
+  if (after >= std::min(grid.blocks, before)) {
+    grid.smem_pad = padded - grid.smem;
+    grid.smem = padded;
+  }
   return absl::OkStatus();
 }
 
@@ -213,9 +216,11 @@ std::string DescribeStreamKernel(const StreamKernel& sk, int64_t m, int64_t n, i
   const int rows = static_cast<int>(std::min<int64_t>(m, 8 * sk.mh));
   absl::StatusOr<StreamGrid> plan = Plan(sk, device, rows, n, k);
   if (!plan.ok()) return std::string(plan.status().message());
-  return absl::StrFormat("grid %dx%d (cluster %d), %dx%d warps, %d steps, %.0f KB smem, %d/SM, model %.1f us",
+  const std::string pad =
+      plan->smem_pad > 0 ? absl::StrFormat(" (%.0f KB used)", (plan->smem - plan->smem_pad) / 1024.0) : "";
+  return absl::StrFormat("grid %dx%d (cluster %d), %dx%d warps, %d steps, %.0f KB smem%s, %d/SM, model %.1f us",
                          n / 64 / plan->wn, plan->split, plan->split, plan->wn, plan->wk, plan->steps,
-                         plan->smem / 1024.0, plan->blocks_per_sm, plan->seconds * 1e6);
+                         plan->smem / 1024.0, pad, plan->blocks_per_sm, plan->seconds * 1e6);
 }
 
 }  // namespace qf::kernels::w4a16
