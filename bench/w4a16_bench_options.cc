@@ -1,7 +1,6 @@
 // File: bench/w4a16_bench_options.cc
 #include "bench/w4a16_bench_options.h"
 
-#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -19,11 +18,13 @@ int ParseW4A16BenchOptions(int argc, char** argv, const std::vector<std::string>
       ->delimiter(',')
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   app.add_option("--shapes", o.shapes, "shapes, comma-separated")->delimiter(',')->check(CLI::IsMember(shape_names));
-  std::string sweep;
+  // A bare --sweep leaves one empty filter, dropped below.
   CLI::Option* sweep_opt =
-      app.add_flag("--sweep{*}", sweep,
-                   "also time every variant that takes a row; =SUBSTR,... those whose name contains one, =NAME exactly")
-          ->expected(0, 1);
+      app.add_option("--sweep", o.sweep_filter,
+                     "also time every variant that takes a row; =SUBSTR,... those whose name contains one, "
+                     "=NAME exactly")
+          ->expected(0, 1 << 20)
+          ->delimiter(',');
   app.add_option("--variant", o.variant, "run this variant instead of the selection table's");
   app.add_flag("--grids", o.grids, "every grid of the swept streaming and decode variants")->needs(sweep_opt);
   std::string dtype = "fp16";
@@ -34,14 +35,8 @@ int ParseW4A16BenchOptions(int argc, char** argv, const std::vector<std::string>
     return app.exit(e);
   }
   o.bf16 = dtype == "bf16";
-  o.sweep = app.count("--sweep") > 0;
-  if (o.sweep && sweep != "*") {
-    for (size_t b = 0; b <= sweep.size();) {
-      const size_t e = std::min(sweep.find(',', b), sweep.size());
-      if (e > b) o.sweep_filter.push_back(sweep.substr(b, e - b));
-      b = e + 1;
-    }
-  }
+  o.sweep = sweep_opt->count() > 0;
+  std::erase(o.sweep_filter, std::string());
   return -1;
 }
 

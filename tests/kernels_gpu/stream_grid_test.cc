@@ -235,14 +235,14 @@ TEST(StreamGridTest, PaddedSharedMemoryHoldsThePlannedPlacement) {
         const size_t overhead = static_cast<size_t>(kern.static_smem) + 1024;
         const size_t padded = PlacementSmemBytes(g->smem, g->blocks_per_sm, kSmemPerSm, overhead, 232448);
         const auto by_smem = [&](size_t smem) { return static_cast<int>(kSmemPerSm / (smem + overhead)); };
-        const int threads = 32 * g->wn * g->wk;
-        const int64_t before = *resident({g->wn, g->wk, g->split, threads, g->smem});
-        const int64_t after = *resident({g->wn, g->wk, g->split, threads, padded});
         if (padded == g->smem) {
           EXPECT_LE(by_smem(padded), g->blocks_per_sm);
           continue;
         }
         ++padded_grids;
+        const int threads = 32 * g->wn * g->wk;
+        const int64_t before = *resident({g->wn, g->wk, g->split, threads, g->smem});
+        const int64_t after = *resident({g->wn, g->wk, g->split, threads, padded});
         EXPECT_GT(padded, g->smem);
         EXPECT_GT(by_smem(g->smem), g->blocks_per_sm);
         EXPECT_EQ(by_smem(padded), g->blocks_per_sm);
