@@ -76,14 +76,15 @@ struct W4A16GemmArgs {
   // Programmatic dependent launch (sm_90), for decode loops of back-to-back
   // layers (a stream or a CUDA graph): the weight-streaming, decode and
   // wgmma variants then launch while the previous kernel on the stream is
-  // still in its epilogue, set up (the decode kernel loads its first
-  // weights) and read a and bias, write c and use the workspace only once
-  // that kernel has completed and its writes are visible. The previous
-  // kernel must not write qweight, scales or zeros. After their main loop
-  // they let the next kernel launch early the same way (it does only if
-  // launched so). The tiled variants launch as usual. Measured on the H200:
-  // 2-6% less time per call in a graph of back-to-back calls for the decode
-  // kernels (kernels/README.md).
+  // still running (as early as it allows), set up (the decode kernel loads
+  // its first weights) and read a and bias, write c and use the workspace
+  // only once that kernel has completed and its writes are visible. The
+  // previous kernel must not write qweight, scales or zeros. They let the
+  // next kernel launch early the same way (it does only if launched so):
+  // after their main loop, the 8-row decode kernels at their start. The
+  // tiled variants launch as usual. Measured on the H200: 2-6% less time per
+  // call in a graph of back-to-back calls for the decode kernels
+  // (kernels/README.md); on the H100, starting early, 2-4% more at m <= 8.
   bool pdl = false;
 };
 

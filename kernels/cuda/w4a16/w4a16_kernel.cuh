@@ -202,7 +202,10 @@ __device__ __forceinline__ void GridDependencyWait() { QF_SM90(asm volatile("gri
 // Issued after the main loop: the next grid then launches during our
 // epilogue and its blocks take multiprocessors as ours retire. Issued at
 // the start, its blocks took the free slots during our main loop and
-// competed with it: slower on the H200 (kernels/MEASUREMENTS.md).
+// competed with it: slower on the H200 (kernels/MEASUREMENTS.md), before
+// the grid planner held each grid to its planned blocks per multiprocessor.
+// The 8-row decode kernel now issues it at the start
+// (DecodeConfig::kEarlyDependents).
 __device__ __forceinline__ void AllowDependents() { QF_SM90(asm volatile("griddepcontrol.launch_dependents;\n" :::)); }
 
 // Orders this thread's generic-proxy shared-memory writes before later
