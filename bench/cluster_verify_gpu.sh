@@ -78,7 +78,7 @@ done
 t1=$(date +%s.%N)
 "$BIN/qctl" status "$job" --coordinator "$TARGET" > "$OUT/logs/status.txt" 2>&1
 "$BIN/qctl" logs "$job" --coordinator "$TARGET" > "$OUT/logs/events.txt" 2>&1
-note "model $MODEL, devices $DEVICES, verify dtype $VERIFY_DTYPE: $(echo "$t1 - $t0" | bc) s"
+note "model $MODEL, devices $DEVICES, verify dtype $VERIFY_DTYPE: $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s"
 grep -E "killed|LEASE_EXPIRED|VERIFYING|VERIFIED|SUCCEEDED|FAILED" "$OUT/logs/watch.log" | tee -a "$SUMMARY"
 tee -a "$SUMMARY" < "$OUT/logs/status.txt"
 [[ -f "$OUT/artifact/verify.json" ]] || { note "no verify.json"; exit 1; }

@@ -77,7 +77,7 @@ run() {
   "$BIN/qctl" logs "$job" --coordinator "127.0.0.1:$port" -o json > "$dir.logs/events.json" 2>/dev/null
   kill "${wpids[@]}" "$cpid" 2>/dev/null; wait "${wpids[@]}" "$cpid" 2>/dev/null
   [[ $rc == 0 ]] || { note "$name: job did not succeed (rc $rc): $(tail -3 "$dir.logs/watch.log")"; return 1; }
-  echo "$t1 - $t0" | bc
+  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f\n", b - a }'
 }
 
 note "model $MODEL, parallel mode, stage layers $STAGE_LAYERS, $SAMPLES x $SEQLEN tokens"
@@ -90,8 +90,8 @@ note "2 workers, NCCL hand-off:      ${T2} s"
 RECEIVED=$(grep -o '"message":"received from[^"]*"' "$OUT/two.logs/events.json" | wc -l)
 REPLAYED=$(grep -o '"message":"replay:[^"]*"' "$OUT/two.logs/events.json" | sort | uniq -c)
 note "stages that received their input: $RECEIVED; replays: ${REPLAYED:-none}"
-note "speedup 2 workers (hand-off) vs 1: $(echo "scale=2; $T1 / $T2" | bc)x (target >= 1.8x)"
-note "speedup 2 workers (replay) vs 1:   $(echo "scale=2; $T1 / $T2R" | bc)x"
+note "speedup 2 workers (hand-off) vs 1: $(awk -v a="$T1" -v b="$T2" 'BEGIN { printf "%.2f", a / b }')x (target >= 1.8x)"
+note "speedup 2 workers (replay) vs 1:   $(awk -v a="$T1" -v b="$T2R" 'BEGIN { printf "%.2f", a / b }')x"
 same=yes
 for f in $(cd "$OUT/one" && find . -type f | sort); do
   cmp -s "$OUT/one/$f" "$OUT/two/$f" || { same=no; note "differs: $f"; }
