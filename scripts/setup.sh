@@ -10,7 +10,9 @@
 #      nlohmann-json, GoogleTest, OpenSSL, ninja, ccache), via apt-get.
 #   2. .venv with the pinned Python packages of scripts/requirements.txt
 #      (libtorch comes from the PyPI torch wheel).
-#   3. CMake configure (Ninja, ccache, QF_CUDA=AUTO unless set) and build.
+#   3. CMake configure (Ninja, ccache) and build. QF_CUDA=OFF unless set in
+#      the environment: the tests run on the CPU, and the CUDA sources are
+#      built on GPU machines (QF_CUDA=ON, README "Commands (device)").
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${QF_BUILD_DIR:-$ROOT/build}
