@@ -29,7 +29,8 @@ if(NOT QF_CUDA STREQUAL "OFF")
   include(CheckLanguage)
   check_language(CUDA)
   if(CMAKE_CUDA_COMPILER AND EXISTS ${QF_TORCH_ROOT}/lib/libtorch_cuda.so)
-    # Only where a GPU build is wanted: CI keeps QF_CUDA=OFF to stay lean.
+    # Only where a GPU build is wanted: CI's test build keeps QF_CUDA=OFF to
+    # stay lean (its CUDA compile check, scripts/check_cuda.sh, asks for ON).
     set(QF_HAVE_CUDA ON)
   elseif(QF_CUDA STREQUAL "ON")
     message(FATAL_ERROR "QF_CUDA=ON but nvcc or a CUDA libtorch is missing")
