@@ -1,12 +1,26 @@
 // File: bench/w4a16_bench_options.cc
 #include "bench/w4a16_bench_options.h"
 
+#include <charconv>
 #include <string>
+#include <string_view>
+#include <system_error>
 #include <vector>
 
 #include "CLI/CLI.hpp"
 
 namespace qf::bench {
+
+bool ParseKxN(const std::string& text, int64_t* k, int64_t* n) {
+  const size_t x = text.find('x');
+  if (x == std::string::npos || x == 0 || x + 1 == text.size()) return false;
+  const auto whole = [](std::string_view digits, int64_t* out) {
+    const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), *out);
+    return ec == std::errc() && end == digits.data() + digits.size() && *out > 0 && *out <= (int64_t{1} << 20);
+  };
+  const std::string_view t = text;
+  return whole(t.substr(0, x), k) && whole(t.substr(x + 1), n) && *k % 128 == 0 && *n % 64 == 0;
+}
 
 int ParseW4A16BenchOptions(int argc, char** argv, const std::vector<std::string>& shape_names,
                            W4A16BenchOptions* options) {
@@ -17,7 +31,15 @@ int ParseW4A16BenchOptions(int argc, char** argv, const std::vector<std::string>
   app.add_option("--ms", o.ms, "rows of A, comma-separated")
       ->delimiter(',')
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
-  app.add_option("--shapes", o.shapes, "shapes, comma-separated")->delimiter(',')->check(CLI::IsMember(shape_names));
+  const CLI::Validator kxn(
+      [](std::string& v) {
+        int64_t k = 0, n = 0;
+        return ParseKxN(v, &k, &n) ? std::string() : "expected KxN with K % 128 == 0 and N % 64 == 0, got " + v;
+      },
+      "KxN");
+  app.add_option("--shapes", o.shapes, "shapes, comma-separated: named ones or KxN (K % 128 == 0, N % 64 == 0)")
+      ->delimiter(',')
+      ->check(CLI::IsMember(shape_names) | kxn);
   // A bare --sweep leaves one empty filter, dropped below.
   CLI::Option* sweep_opt =
       app.add_option("--sweep", o.sweep_filter,

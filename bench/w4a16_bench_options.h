@@ -13,13 +13,17 @@ struct W4A16BenchOptions {
   int iters = 50;
   int warmup = 5;
   std::vector<int64_t> ms = {1, 4, 16, 64, 256};
-  std::vector<std::string> shapes;        // empty: every shape
+  std::vector<std::string> shapes;        // empty: every named shape; names or "KxN"
   bool sweep = false;
   std::vector<std::string> sweep_filter;  // empty: every variant; "=NAME": that one
   std::string variant;                    // empty: the selection table's
   bool grids = false;
   bool bf16 = false;
 };
+
+// "KxN" (decimal, both positive, K a multiple of 128 for the bench's group
+// size, N of 64) -> *k, *n; false for anything else (a named shape).
+bool ParseKxN(const std::string& text, int64_t* k, int64_t* n);
 
 // Parses argv into *options. Returns -1 to go on, else the exit code (0
 // after --help; nonzero, with a one-line message on stderr, for an unknown

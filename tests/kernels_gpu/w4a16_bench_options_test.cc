@@ -44,9 +44,24 @@ TEST(W4A16BenchOptionsTest, ValuesReachTheOptions) {
   EXPECT_FALSE(d.bf16);
 }
 
+TEST(W4A16BenchOptionsTest, ShapesTakeKxNPairs) {
+  W4A16BenchOptions o;
+  ASSERT_EQ(Parse({"--shapes=o,768x256,256x128"}, &o), -1);
+  EXPECT_EQ(o.shapes, (std::vector<std::string>{"o", "768x256", "256x128"}));
+  int64_t k = 0, n = 0;
+  ASSERT_TRUE(ParseKxN("768x256", &k, &n));
+  EXPECT_EQ(k, 768);
+  EXPECT_EQ(n, 256);
+  for (const char* bad : {"o", "768x", "x256", "768x256x1", "-128x64", "768x100", "100x256", "0x64", "1e3x64",
+                          "768 x 256", "99999999999999999999x64"}) {
+    EXPECT_FALSE(ParseKxN(bad, &k, &n)) << bad;
+  }
+}
+
 TEST(W4A16BenchOptionsTest, BadValuesAreRefused) {
   for (const std::vector<std::string>& bad : std::vector<std::vector<std::string>>{
-           {"--ms=abc"}, {"--ms=0"}, {"--iters=0"}, {"--shapes=ffn"}, {"--dtype=fp8"}, {"--grids"}, {"--bogus"}}) {
+           {"--ms=abc"}, {"--ms=0"}, {"--iters=0"}, {"--shapes=ffn"}, {"--shapes=768x100"}, {"--shapes=o,12x"},
+           {"--dtype=fp8"}, {"--grids"}, {"--bogus"}}) {
     SCOPED_TRACE(bad[0]);
     W4A16BenchOptions o;
     EXPECT_GT(Parse(bad, &o), 0);

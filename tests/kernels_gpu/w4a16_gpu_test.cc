@@ -570,10 +570,10 @@ TEST_F(W4A16GpuTest, FewRowsGoToStreamingOnlyForLargeWeights) {
     const char* want;
   } cases[] = {
       {1, 8192, 28672, "dec_m8_a16"},    {8, 8192, 28672, "dec_m8_a16"}, {1, 57344, 8192, "dec_m8_s16"},
-      {4, 10240, 8192, "dec_m8_s16"},    {1, 768, 256, "mb1_bn256_bk256_s3"}, {5, 192, 640, "stream_m8"},
+      {4, 10240, 8192, "dec_m8_s16"},    {1, 768, 256, "mb1_bn128_bk256_s3_2blk"}, {5, 192, 640, "stream_m8"},
       {9, 8192, 28672, "dec_m16_a12"}, {16, 8192, 8192, "dec_m16_s16"},
       {12, 10240, 8192, "dec_m16_s16"},       {16, 57344, 8192, "dec_m16_s8"},
-      {16, 57344, 16384, "dec_m16_a12"}, {16, 768, 256, "mb1_bn256_bk256_s3"},
+      {16, 57344, 16384, "dec_m16_a12"}, {16, 768, 256, "mb1_bn128_bk256_s3_2blk"},
   };
   for (const auto& c : cases) {
     absl::StatusOr<std::string> v = W4A16VariantName(c.m, c.n, c.k, 128);

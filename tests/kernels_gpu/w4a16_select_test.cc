@@ -46,14 +46,26 @@ TEST(W4A16Select, Bf16TakesTheTwinOfTheFp16Choice) {
 }
 
 // The decode rows need n >= 1024 and the wgmma rows too: tiny-llama's
-// 256 x 768 layers take the tiled kernel in both types.
+// layers (k, n < 1024) take the tiled kernel's 16-row, 128-column tiles at
+// every m, in both types; from 1024 rows or columns of weights on, the other
+// rows choose again (the 64-row tiles at m = 256).
 TEST(W4A16Select, SmallLayersTakeTheTiledKernelInBothTypes) {
-  for (int64_t m : {1, 16, 64, 256}) {
-    absl::StatusOr<std::string> fp16 = W4A16VariantName(m, 768, 256, 128, kF16);
-    absl::StatusOr<std::string> bf16 = W4A16VariantName(m, 768, 256, 128, kBf16);
-    ASSERT_TRUE(fp16.ok() && bf16.ok());
-    EXPECT_EQ(*bf16, "bf16_" + *fp16) << "m=" << m;
-    EXPECT_TRUE(absl::StartsWith(*fp16, "mb") || absl::StartsWith(*fp16, "any_")) << *fp16;
+  const std::pair<int64_t, int64_t> tiny[] = {{256, 128}, {256, 256}, {256, 768}, {768, 256}};
+  for (const auto& [k, n] : tiny) {
+    for (int64_t m : {1, 16, 17, 64, 256, 1000}) {
+      SCOPED_TRACE("m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k));
+      absl::StatusOr<std::string> fp16 = W4A16VariantName(m, n, k, 128, kF16);
+      absl::StatusOr<std::string> bf16 = W4A16VariantName(m, n, k, 128, kBf16);
+      ASSERT_TRUE(fp16.ok()) << fp16.status();
+      ASSERT_TRUE(bf16.ok()) << bf16.status();
+      EXPECT_EQ(*fp16, "mb1_bn128_bk256_s3_2blk");
+      EXPECT_EQ(*bf16, "bf16_" + *fp16);
+    }
+  }
+  for (const auto& [k, n] : {std::pair<int64_t, int64_t>{1024, 768}, {768, 1024}}) {
+    absl::StatusOr<std::string> fp16 = W4A16VariantName(256, n, k, 128, kF16);
+    ASSERT_TRUE(fp16.ok()) << fp16.status();
+    EXPECT_NE(*fp16, "mb1_bn128_bk256_s3_2blk") << "k=" << k << " n=" << n;
   }
 }
 

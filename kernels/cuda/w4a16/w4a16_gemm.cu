@@ -19,7 +19,7 @@ namespace {
 
 using w4a16::Variant;
 
-// Selection table: the first row with m <= max_m, n >= min_n and
+// Selection table: the first row with m <= max_m, min_n <= n < max_n and
 // min_k <= k < max_k whose variant takes n, k and the group size runs (rows
 // of one m range are alternatives for shapes the first cannot take). Tuned
 // with w4a16_bench --sweep --grids (kernels/MEASUREMENTS.md): up to 8 rows of A and
@@ -42,12 +42,14 @@ using w4a16::Variant;
 // only the shapes the tiled variants reject.
 constexpr int64_t kAnyM = int64_t{1} << 40;
 constexpr int64_t kAnyK = int64_t{1} << 40;
+constexpr int64_t kAnyN = int64_t{1} << 40;
 struct Row {
   int64_t max_m;
   int64_t min_n;
   int64_t min_k;
   const Variant* v;
   int64_t max_k = kAnyK;  // exclusive
+  int64_t max_n = kAnyN;  // exclusive
 };
 constexpr int64_t kWgMinN = 1024;
 // Below, the streaming kernels' fixed cost (cluster launch, staging A) loses
@@ -62,9 +64,19 @@ constexpr int64_t kDeepK = 16384;
 // From here 16 rows of A take the 8-slot ring (see above), and more than 128
 // rows the 5-slot wgmma ring.
 constexpr int64_t kWideN = 16384;
+// Below this many rows and columns of weights (both; tiny-llama's layers) a
+// call is a few microseconds of launch and ramp, and what counts is how many
+// blocks share it: 16-row, 128-column tiles (two blocks per SM) for every m.
+// H100, cold calls (bench/results/w4a16_h100_small.log): fastest of every
+// variant at each of 256 x {128, 256, 768} and 768 x 256 with m in {1, 16,
+// 64, 256}, e.g. k 768 x n 256 at m = 256 in 8.7 us where the 64-row,
+// 256-column tiles' 12 blocks took 19.6 (cuBLAS 6.8), at m = 1 7.8 against
+// 8.1-8.3 for 16-row, 256-column tiles.
+constexpr int64_t kSmallKN = 1024;
 // C arrays whose sizes the initializers give: a std::array longer than its
 // list would hold null rows.
 const Row kTable[] = {
+    {kAnyM, 0, 0, &w4a16::kW4A16Mb1TwoBlocks, kSmallKN, kSmallKN},
     {8, kLargeN, kDeepK, &w4a16::kW4A16DecodeM8A16},
     {8, kLargeN, 0, &w4a16::kW4A16DecodeM8S16},
     {16, kWideN, 0, &w4a16::kW4A16DecodeM16S8, kDeepK},
@@ -301,7 +313,7 @@ absl::StatusOr<const Variant*> Select(absl::string_view who, int64_t m, int64_t 
   }
   const auto runs_here = [&](const Variant* v) { return v->RunsOn(sm) && same_type(v); };
   for (const Row& r : table.rows) {
-    const bool in_range = m_eff <= r.max_m && n >= r.min_n && k >= r.min_k && k < r.max_k;
+    const bool in_range = m_eff <= r.max_m && n >= r.min_n && n < r.max_n && k >= r.min_k && k < r.max_k;
     if (in_range && Fits(*r.v, n, k, gs) && runs_here(r.v)) return r.v;
   }
   for (const Variant* v : table.fallbacks) {
