@@ -29,8 +29,9 @@ using w4a16::Variant;
 // kernel on the H200 (decode loop, M = 1: down 34.6 vs 40.8 / 39.8 us, o 14.2
 // vs 15.1 / 15.9) and ties the streaming kernel on qkv and gate_up (20.4 vs
 // 20.5, 71.9 vs 70.9); all of them beat the tiled kernel there (gate_up 93.9
-// us, cold call), which keeps n < kLargeN (see there). For deep k it carries
-// A in its ring instead (dec_m8_a16, kDeepK). From 9 to 16 rows the 16-row
+// us, cold call), which keeps n < kLargeN (see there). For deep k it carried
+// A in its ring instead (dec_m8_a16, kDeepK); since the runs on the H100
+// with padded grids and the early start, it does so for every k. From 9 to 16 rows the 16-row
 // decode kernel takes n >= kLargeN below kDeepK: staged whole, 16 rows of A
 // fill most of a block's shared memory, so for wide weights (kWideN) an
 // 8-slot ring lets 16 warps share one k-part (gate_up m = 16, decode loop:
@@ -77,7 +78,13 @@ constexpr int64_t kSmallKN = 1024;
 // list would hold null rows.
 const Row kTable[] = {
     {kAnyM, 0, 0, &w4a16::kW4A16Mb1TwoBlocks, kSmallKN, kSmallKN},
-    {8, kLargeN, kDeepK, &w4a16::kW4A16DecodeM8A16},
+    // A rides in the ring at every depth and width: on the H100, with the
+    // padded grids and the early start, staging A whole before the first
+    // step (dec_m8_s16, now the alternative) cost qkv 17.6 against 18.9 us at
+    // m = 1 and 17.8 against 20.6 at m = 4, o 13.9 / 14.1 and 14.2 / 15.5,
+    // gate_up 80.6 / 88.3 and 80.9 / 83.8 (decode loop,
+    // bench/results/w4a16_h100_aring.log).
+    {8, kLargeN, 0, &w4a16::kW4A16DecodeM8A16},
     {8, kLargeN, 0, &w4a16::kW4A16DecodeM8S16},
     {16, kWideN, 0, &w4a16::kW4A16DecodeM16S8, kDeepK},
     {16, kLargeN, 0, &w4a16::kW4A16DecodeM16S16, kDeepK},

@@ -177,8 +177,8 @@ extern const Variant kW4A16StreamM16Fold;
 // rows dec_m16_s16 / _s12 / _s8 (16, 12, 8 slots: shallower rings leave
 // room for more warps beside whole A); dec_m8_a16, dec_m16_a12, dec_m16_a8:
 // A's slices ride in that ring with the weights (nothing staged whole), 16,
-// 12 or 8 slots. The table uses dec_m8_s16, dec_m8_a16, dec_m16_s16,
-// dec_m16_s8 and dec_m16_a12.
+// 12 or 8 slots. The table uses dec_m8_a16 (dec_m8_s16 as its alternative),
+// dec_m16_s16, dec_m16_s8 and dec_m16_a12.
 extern const Variant kW4A16DecodeM8;
 extern const Variant kW4A16DecodeM16;
 extern const Variant kW4A16DecodeM8S16;
