@@ -30,10 +30,15 @@ constexpr int kMaxStreamWarps = 8;
 // 95.8 (bench/results/w4a16_h200_m16.log, run 6). The model has no term for
 // this traffic (one that charged A / wn picked the 8-way clusters), so it is
 // a preference: at least kMinARingWn warps per k-part, at most
-// kMaxARingSplit blocks per cluster.
+// kMaxARingSplit blocks per cluster, from kShallowASlices of k on. Below,
+// A is small enough (256 KB at k = 8192) that the model's own pick runs
+// fastest: qkv at m = 16 on the H100 (decode loop), 1 x 4 warps in clusters
+// of 2 21.4 us (dec_m16_a8) and 23.4 (dec_m16_a12), against 26.7 and 26.1
+// for the preference's 2 x 8 and 2 x 6 (bench/results/w4a16_h100_aring.log).
 constexpr int kHeavyASlot = 512;
 constexpr int kMinARingWn = 2;
 constexpr int kMaxARingSplit = 2;
+constexpr int64_t kShallowASlices = 1024;  // k = 16384
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 bool PowerOfTwo(int x) { return x > 0 && (x & (x - 1)) == 0; }
@@ -88,7 +93,8 @@ absl::StatusOr<StreamGrid> PickStreamGrid(const StreamGridProblem& p, ForcedStre
         const double rate = std::min(warps_per_sm * ahead * 512 / kLatencyS, sm_cap);
         double t = busiest_bytes / rate + waves * kWaveS;
         if (split > 2) t *= kLargeClusterFactor;
-        const bool a_shared = p.a_slot < kHeavyASlot || (wn >= kMinARingWn && split <= kMaxARingSplit);
+        const bool a_shared = p.a_slot < kHeavyASlot || p.slices < kShallowASlices ||
+                              (wn >= kMinARingWn && split <= kMaxARingSplit);
         const bool preferred = warps >= std::min(kMinWarps, p.max_warps) && a_shared &&
                                (p.whole_a || p.a_slot > 0 || (PowerOfTwo(wk) && warps <= kMaxStreamWarps));
         const bool better =

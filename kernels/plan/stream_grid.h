@@ -25,8 +25,9 @@
 // warps and, for the streaming kernel, at most 8 warps (its block barrier
 // waits for the slowest warp) and a power-of-two wk (3, 6 or 12 k-parts per
 // block measured up to 70% slower there; the barrier-free decode kernel runs
-// best at 12), and for the decode kernel with 16 rows of A in its ring at
-// least 2 warps per k-part and clusters of at most 2 (stream_grid.cc). Ties
+// best at 12), and for the decode kernel with 16 rows of A in its ring and
+// k >= 16384 at least 2 warps per k-part and clusters of at most 2
+// (stream_grid.cc). Ties
 // go to fewer blocks, then the smaller split.
 //
 //   PickStreamGrid(problem, {}, [&](const StreamGridShape& g) { return Resident(g); });

@@ -47,6 +47,7 @@ const std::map<std::string, Kernel>& Kernels() {
       {"dec_m8", {8, 165, 12, 0, true, 8, true}},
       {"dec_m16", {16, 167, 12, 0, true, 8, true}},
       {"dec_m16_a12", {16, 145, 12, 0, false, 12, false, 512}},
+      {"dec_m16_a8", {16, 128, 16, 0, false, 8, false, 512}},
       {"dec_m8_s16", {8, 128, 16, 0, true, 16, false}},
   };
   return *k;
@@ -163,29 +164,36 @@ TEST(StreamGridTest, NarrowAndDeepShapesSpreadOverTheDevice) {
   }
 }
 
-// With A in the ring a block's shared memory is its rings, whatever k is,
-// and 16 rows of A are shared between at least two warps in clusters of at
-// most two (stream_grid.cc); on down (k = 28672) that is the measured best
-// grid, one wave of 2 x 6 warps, where staging A's k-part whole leaves fewer
-// warps or more waves.
+// With A in the ring a block's shared memory is its rings, whatever k is.
+// For deep k, 16 rows of A are shared between at least two warps in clusters
+// of at most two (stream_grid.cc); on down (k = 28672) that is the measured
+// best grid, one wave of 2 x 6 warps, where staging A's k-part whole leaves
+// fewer warps or more waves. Below 16384 k the model picks freely: on qkv
+// (k = 8192) that is 4 warps of one column tile in clusters of 2, the
+// H100's fastest grid for both rings (bench/results/w4a16_h100_aring.log:
+// dec_m16_a8 21.4 us against 26.7 for the 2 x 8 warps the preference took).
 TEST(StreamGridTest, ARingGridsDoNotGrowWithK) {
-  const Kernel& ring = Kernels().at("dec_m16_a12");
   const Kernel& whole = Kernels().at("dec_m16");
-  for (const auto& [shape, kn] : kShapes) {
-    SCOPED_TRACE(shape);
-    const auto [k, n] = kn;
-    const auto resident = [&](const StreamGridShape& s) -> absl::StatusOr<int64_t> { return Resident(ring, s); };
-    absl::StatusOr<StreamGrid> g = PickStreamGrid(Problem(ring, 16, n, k), {}, resident);
-    ASSERT_TRUE(g.ok()) << g.status();
-    EXPECT_EQ(g->smem, DecodeARingSmemBytes(16, g->wn, g->wk, 12, 512));
-    EXPECT_LE(g->smem, size_t{232448});
-    EXPECT_GE(g->wn, 2) << "A's slices shared by two warps";
-    EXPECT_LE(g->split, 2);
-    if (shape != "down") continue;
-    EXPECT_EQ(std::make_tuple(g->wn, g->wk, g->split), std::make_tuple(2, 6, 2));
-    const int64_t slots = *resident({g->wn, g->wk, g->split, 32 * g->wn * g->wk, g->smem});
-    EXPECT_LE(g->blocks, slots) << "one wave";
-    EXPECT_GE(g->blocks_per_sm * g->wn * g->wk, 12);
+  for (const char* name : {"dec_m16_a12", "dec_m16_a8"}) {
+    const Kernel& ring = Kernels().at(name);
+    for (const auto& [shape, kn] : kShapes) {
+      SCOPED_TRACE(absl::StrCat(name, " ", shape));
+      const auto [k, n] = kn;
+      const auto resident = [&](const StreamGridShape& s) -> absl::StatusOr<int64_t> { return Resident(ring, s); };
+      absl::StatusOr<StreamGrid> g = PickStreamGrid(Problem(ring, 16, n, k), {}, resident);
+      ASSERT_TRUE(g.ok()) << g.status();
+      EXPECT_EQ(g->smem, DecodeARingSmemBytes(16, g->wn, g->wk, ring.depth, 512));
+      EXPECT_LE(g->smem, size_t{232448});
+      if (shape == "qkv") EXPECT_EQ(std::make_tuple(g->wn, g->wk, g->split), std::make_tuple(1, 4, 2));
+      if (k < 16384) continue;
+      EXPECT_GE(g->wn, 2) << "A's slices shared by two warps";
+      EXPECT_LE(g->split, 2);
+      if (shape != "down" || ring.depth != 12) continue;
+      EXPECT_EQ(std::make_tuple(g->wn, g->wk, g->split), std::make_tuple(2, 6, 2));
+      const int64_t slots = *resident({g->wn, g->wk, g->split, 32 * g->wn * g->wk, g->smem});
+      EXPECT_LE(g->blocks, slots) << "one wave";
+      EXPECT_GE(g->blocks_per_sm * g->wn * g->wk, 12);
+    }
   }
   const auto resident = [&](const StreamGridShape& s) -> absl::StatusOr<int64_t> { return Resident(whole, s); };
   absl::StatusOr<StreamGrid> g = PickStreamGrid(Problem(whole, 16, 8192, 28672), {}, resident);

@@ -476,7 +476,7 @@ TEST_F(W4A16GpuTest, ProgrammaticLaunchChainsMatchPlainLaunches) {
   };
   std::vector<ChainCase> cases;
   for (const char* v : {static_cast<const char*>(nullptr), "dec_m8", "stream_m8", "dec_m16", "bal_m8", "dec_m8_s16",
-                        "dec_m8_a16", "dec_m16_a12", "dec_m16_s16", "dec_m16_s8"}) {
+                        "dec_m8_a16", "dec_m16_a12", "dec_m16_s16", "dec_m16_s8", "dec_m16_a8"}) {
     cases.push_back({v, {1, 5}});
   }
   if (W4A16VariantName(64, kDim, kDim, 128).value_or("").rfind("wg_", 0) == 0) {
@@ -561,8 +561,9 @@ TEST_F(W4A16GpuTest, ProgrammaticLaunchChainsMatchPlainLaunches) {
 
 // The table's policy for few rows on sm_90 (kernels/MEASUREMENTS.md, measured on the
 // H200 and the H100): the decode kernel up to 16 rows for large weights (up
-// to 8 rows with A in its ring, from 9 rows A in its ring for deep k and an
-// 8-slot ring for wide weights), the tiled kernel for small weights.
+// to 8 rows with A in its ring; from 9 rows A in a 12-slot ring for deep k,
+// in an 8-slot ring below 16384 columns, and an 8-slot weight ring beside
+// whole A for wider weights), the tiled kernel for small weights.
 TEST_F(W4A16GpuTest, FewRowsGoToStreamingOnlyForLargeWeights) {
   if (!HasStreamingVariants()) GTEST_SKIP() << "weight-streaming variants need sm_90";
   const struct {
@@ -571,8 +572,8 @@ TEST_F(W4A16GpuTest, FewRowsGoToStreamingOnlyForLargeWeights) {
   } cases[] = {
       {1, 8192, 28672, "dec_m8_a16"},    {8, 8192, 28672, "dec_m8_a16"}, {1, 57344, 8192, "dec_m8_a16"},
       {4, 10240, 8192, "dec_m8_a16"},    {1, 768, 256, "mb1_bn128_bk256_s3_2blk"}, {5, 192, 640, "stream_m8"},
-      {9, 8192, 28672, "dec_m16_a12"}, {16, 8192, 8192, "dec_m16_s16"},
-      {12, 10240, 8192, "dec_m16_s16"},       {16, 57344, 8192, "dec_m16_s8"},
+      {9, 8192, 28672, "dec_m16_a12"}, {16, 8192, 8192, "dec_m16_a8"},
+      {12, 10240, 8192, "dec_m16_a8"},       {16, 57344, 8192, "dec_m16_s8"},
       {16, 57344, 16384, "dec_m16_a12"}, {16, 768, 256, "mb1_bn128_bk256_s3_2blk"},
   };
   for (const auto& c : cases) {

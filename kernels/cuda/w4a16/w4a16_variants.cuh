@@ -178,7 +178,7 @@ extern const Variant kW4A16StreamM16Fold;
 // room for more warps beside whole A); dec_m8_a16, dec_m16_a12, dec_m16_a8:
 // A's slices ride in that ring with the weights (nothing staged whole), 16,
 // 12 or 8 slots. The table uses dec_m8_a16 (dec_m8_s16 as its alternative),
-// dec_m16_s16, dec_m16_s8 and dec_m16_a12.
+// dec_m16_s8, dec_m16_a8 (dec_m16_s16 as its alternative) and dec_m16_a12.
 extern const Variant kW4A16DecodeM8;
 extern const Variant kW4A16DecodeM16;
 extern const Variant kW4A16DecodeM8S16;
@@ -258,6 +258,7 @@ extern const Variant kW4A16Bf16DecodeM8S16;
 extern const Variant kW4A16Bf16DecodeM16S8;
 extern const Variant kW4A16Bf16DecodeM16S16;
 extern const Variant kW4A16Bf16DecodeM16A12;
+extern const Variant kW4A16Bf16DecodeM16A8;
 // ... and the weight-streaming kernel's (sm_90: n % 64 for m <= 32), as bf16.
 extern const Variant kW4A16Bf16StreamM8;
 extern const Variant kW4A16Bf16StreamM16;
