@@ -86,13 +86,13 @@ struct Shape {
 };
 const Shape kShapes[] = {{"qkv", 8192, 10240}, {"o", 8192, 8192}, {"gate_up", 8192, 57344}, {"down", 28672, 8192}};
 
-// The shapes a run measures: the named ones in table order, then the K x N
-// pairs in the order given (W4A16BenchOptions::shapes, already validated).
 bool IsKxN(const std::string& name) {
   int64_t k = 0, n = 0;
   return qf::bench::ParseKxN(name, &k, &n);
 }
 
+// The shapes a run measures: the named ones in table order, then the K x N
+// pairs in the order given (W4A16BenchOptions::shapes, already validated).
 std::vector<Shape> SelectedShapes(const std::vector<std::string>& wanted) {
   std::vector<Shape> out;
   for (const Shape& s : kShapes) {
@@ -351,7 +351,8 @@ int main(int argc, char** argv) {
       "after %d warmup\n",
       iters, warmup);
   std::printf(
-      "decode loop: one CUDA graph of back-to-back calls rotating over weight copies (> 4x L2 together), replayed "
+      "decode loop: one CUDA graph of back-to-back calls rotating over weight copies (> 4x L2 together; at most "
+      "256 for small K x N shapes, which then stay in L2), replayed "
       "%d times after %d; median per call. Ours launched with pdl (programmatic dependent launch) and without; "
       "cuBLAS as torch calls it. The targets are checked on this one.\n",
       iters, warmup);

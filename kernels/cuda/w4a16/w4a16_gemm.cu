@@ -31,16 +31,17 @@ using w4a16::Variant;
 // 20.5, 71.9 vs 70.9); all of them beat the tiled kernel there (gate_up 93.9
 // us, cold call), which keeps n < kLargeN (see there). For deep k it carried
 // A in its ring instead (dec_m8_a16, kDeepK); since the runs on the H100
-// with padded grids and the early start, it does so for every k. From 9 to 16 rows the 16-row
-// decode kernel takes n >= kLargeN below kDeepK: staged whole, 16 rows of A
-// fill most of a block's shared memory, so for wide weights (kWideN) an
-// 8-slot ring lets 16 warps share one k-part (gate_up m = 16, decode loop:
-// 79.2-83.2 us against 93.6-94.0 with 16 slots and 95.2-100.1 tiled), and
-// otherwise the 16-slot ring (o 18.3 against 20.8 tiled; qkv 23.4 against
-// 23.3, where 8 slots took 27.2). With deep k, A in a 12-slot ring
-// (dec_m16_a12) on grids that share A's slices between two warps (down m =
-// 16: 45.3 us against 51.9 tiled and 99.4 for dec_m16_s16). Streaming serves
-// only the shapes the tiled variants reject.
+// with padded grids and the early start, it does so for every k. From 9 to
+// 16 rows the 16-row decode kernel takes n >= kLargeN: for wide weights
+// (kWideN) below kDeepK with A staged whole, where an 8-slot ring lets 16
+// warps share one k-part (gate_up m = 16, decode loop: 79.2-83.2 us against
+// 93.6-94.0 with 16 slots and 95.2-100.1 tiled); narrower, A in an 8-slot
+// ring (on the H200, before the padding, the 16-slot ring with A staged
+// whole led: o 18.3 against 20.8 tiled; qkv 23.4 against 23.3, where 8
+// slots took 27.2); with deep k, A in a 12-slot ring (dec_m16_a12) on grids
+// that share A's slices between two warps (down m = 16: 45.3 us against 51.9
+// tiled and 99.4 for dec_m16_s16). Streaming serves only the shapes the
+// tiled variants reject.
 constexpr int64_t kAnyM = int64_t{1} << 40;
 constexpr int64_t kAnyK = int64_t{1} << 40;
 constexpr int64_t kAnyN = int64_t{1} << 40;
