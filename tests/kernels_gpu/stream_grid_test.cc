@@ -1,10 +1,11 @@
 // The grid model of the weight-streaming / decode kernels (kernels/plan/stream_grid.h)
-// against what the grids measured on an H200: for every shape, kernel and m
-// in bench/results/w4a16_h200_grids.log, the grid it picks must have run
+// against what the grids measured on an H200 and an H100: for every shape,
+// kernel and m in bench/results/w4a16_h200_grids.log (cold calls) and the
+// H100 logs' grid sweeps (decode loop), the grid it picks must have run
 // within 20% of the fastest grid measured there (and within 8% on average).
-// The device is the H200's numbers: 132 multiprocessors, its attainable
-// bandwidth, 227 KB of shared memory per block, and residency from each
-// kernel's registers per thread (ptxas, nvcc 13.0, sm_90a).
+// The devices: 132 multiprocessors, each one's attainable bandwidth, 227 KB
+// of shared memory per block, and residency from each kernel's registers
+// per thread (ptxas, nvcc 13.0, sm_90a).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -49,6 +50,8 @@ const std::map<std::string, Kernel>& Kernels() {
       {"dec_m16_a12", {16, 145, 12, 0, false, 12, false, 512}},
       {"dec_m16_a8", {16, 128, 16, 0, false, 8, false, 512}},
       {"dec_m8_s16", {8, 128, 16, 0, true, 16, false}},
+      {"dec_m16_s16", {16, 128, 16, 0, true, 16, false}},
+      {"dec_m8_a16", {8, 128, 16, 0, false, 16, false, 256}},
   };
   return *k;
 }
@@ -64,10 +67,20 @@ int64_t Resident(const Kernel& kern, const StreamGridShape& g) {
   return int64_t{bps} * kSms / g.split * g.split;
 }
 
-StreamGridProblem Problem(const Kernel& kern, int m, int64_t n, int64_t k) {
+// The device the grids were measured on: multiprocessors and the attainable
+// DRAM bandwidth the planner assumes (0.9 x the memory interface's peak, as
+// w4a16_stream.cu computes it from the device's clock and bus width).
+struct Device {
+  int sms;
+  double bytes_per_s;
+};
+constexpr Device kH200 = {kSms, 0.9 * 2.0 * 3.2e9 * 6144 / 8};   // 3.2 GHz x 6144-bit HBM3e
+constexpr Device kH100 = {kSms, 0.9 * 2.0 * 2.619e9 * 5120 / 8};  // 2.619 GHz x 5120-bit HBM3
+
+StreamGridProblem Problem(const Kernel& kern, int m, int64_t n, int64_t k, const Device& dev = kH200) {
   StreamGridProblem p;
-  p.sms = kSms;
-  p.device_bytes_per_s = 0.9 * 2.0 * 3.2e9 * 6144 / 8;  // H200: 3.2 GHz x 6144-bit HBM3e
+  p.sms = dev.sms;
+  p.device_bytes_per_s = dev.bytes_per_s;
   p.smem_per_block = 232448 - kern.static_smem;
   p.m = m;
   p.n64 = n / 64;
@@ -83,38 +96,69 @@ StreamGridProblem Problem(const Kernel& kern, int m, int64_t n, int64_t k) {
 const std::map<std::string, std::pair<int64_t, int64_t>> kShapes = {
     {"qkv", {8192, 10240}}, {"o", {8192, 8192}}, {"gate_up", {8192, 57344}}, {"down", {28672, 8192}}};
 
-TEST(StreamGridTest, PicksAGridMeasuredNearTheFastestOnTheH200) {
-  const std::string path = std::string(QF_SOURCE_DIR) + "/bench/results/w4a16_h200_grids.log";
+// Every (shape, m, variant) whose grids a results log lists (w4a16_bench
+// --sweep --grids rows; `column` 0 = the cold call's microseconds, 1 = the
+// decode loop's): the grid the model picks must be one of them and run
+// within `worst` of the fastest, and within `mean` on average. Returns the
+// number of cases.
+int CheckPicks(const std::string& log, const Device& dev, int column, double worst, double mean) {
+  const std::string path = std::string(QF_SOURCE_DIR) + "/bench/results/" + log;
   std::ifstream in(path);
-  ASSERT_TRUE(in) << path;
+  EXPECT_TRUE(in) << path;
   // (shape, m, variant) -> (wn, wk, split) -> microseconds
   std::map<std::tuple<std::string, int, std::string>, std::map<std::tuple<int, int, int>, double>> measured;
-  const std::regex row(R"(\|   grid \| (\w+) \| (\d+) \| (\w+) \| wn (\d+) wk (\d+) split (\d+) \| ([\d.]+) \|)");
+  const std::regex row(
+      R"(\|   grid \| (\w+) \| (\d+) \| (\w+) \| wn (\d+) wk (\d+) split (\d+) \| ([\d.]+) \|(?: [\d.]+x \| ([\d.]+) \|)?)");
   for (std::string line; std::getline(in, line);) {
     std::smatch s;
-    if (!std::regex_search(line, s, row)) continue;
-    measured[{s[1], std::stoi(s[2]), s[3]}][{std::stoi(s[4]), std::stoi(s[5]), std::stoi(s[6])}] = std::stod(s[7]);
+    if (!std::regex_search(line, s, row) || !s[7 + column].matched) continue;
+    measured[{s[1], std::stoi(s[2]), s[3]}][{std::stoi(s[4]), std::stoi(s[5]), std::stoi(s[6])}] =
+        std::stod(s[7 + column]);
   }
-  ASSERT_GE(measured.size(), 20u) << path;
   double regret_sum = 0;
   for (const auto& [key, grids] : measured) {
     const auto& [shape, m, variant] = key;
-    SCOPED_TRACE(absl::StrCat(shape, " m=", m, " ", variant));
+    SCOPED_TRACE(absl::StrCat(log, ": ", shape, " m=", m, " ", variant));
+    if (Kernels().count(variant) == 0) {
+      ADD_FAILURE() << "no registers or launch bound listed for " << variant << " (Kernels())";
+      continue;
+    }
     const Kernel& kern = Kernels().at(variant);
     const auto [k, n] = kShapes.at(shape);
     absl::StatusOr<StreamGrid> g =
-        PickStreamGrid(Problem(kern, std::min(m, kern.rows), n, k), {},
+        PickStreamGrid(Problem(kern, std::min(m, kern.rows), n, k, dev), {},
                        [&](const StreamGridShape& s) -> absl::StatusOr<int64_t> { return Resident(kern, s); });
-    ASSERT_TRUE(g.ok()) << g.status();
+    EXPECT_TRUE(g.ok()) << g.status();
+    if (!g.ok()) continue;
     const auto it = grids.find({g->wn, g->wk, g->split});
-    ASSERT_NE(it, grids.end()) << "picked wn=" << g->wn << " wk=" << g->wk << " split=" << g->split
+    EXPECT_NE(it, grids.end()) << "picked wn=" << g->wn << " wk=" << g->wk << " split=" << g->split
                                << ", which the sweep did not run";
+    if (it == grids.end()) continue;
     double best = it->second;
     for (const auto& [grid, us] : grids) best = std::min(best, us);
-    EXPECT_LE(it->second, 1.2 * best) << "picked wn=" << g->wn << " wk=" << g->wk << " split=" << g->split;
+    EXPECT_LE(it->second, (1 + worst) * best) << "picked wn=" << g->wn << " wk=" << g->wk << " split=" << g->split;
     regret_sum += it->second / best - 1;
   }
-  EXPECT_LE(regret_sum / measured.size(), 0.08);
+  if (!measured.empty()) EXPECT_LE(regret_sum / measured.size(), mean) << log;
+  return static_cast<int>(measured.size());
+}
+
+TEST(StreamGridTest, PicksAGridMeasuredNearTheFastestOnTheH200) {
+  EXPECT_GE(CheckPicks("w4a16_h200_grids.log", kH200, 0, 0.20, 0.08), 20);
+}
+
+// The same model with the H100's bandwidth, against the decode loop's times
+// of every grid swept there (the timing the targets use; programmatic
+// launches, padded placement). The A-in-the-ring preference for two warps per
+// k-part, applied at every k, picked 2 x 8 warps for dec_m16_a8 on qkv at
+// m = 16: 26.7 us against 21.4, 25% over.
+TEST(StreamGridTest, PicksAGridMeasuredNearTheFastestOnTheH100) {
+  int cases = 0;
+  for (const char* log : {"w4a16_h100_grids.log", "w4a16_h100_early.log", "w4a16_h100_variants.log",
+                          "w4a16_h100_aring.log"}) {
+    cases += CheckPicks(log, kH100, 1, 0.20, 0.08);
+  }
+  EXPECT_GE(cases, 20);
 }
 
 TEST(StreamGridTest, ForcedGridIsTakenAsIsOrRefusedWithTheShape) {
