@@ -4,7 +4,7 @@
 // (kernels/cuda/w4a16/w4a16_stream.cu launches what this picks). Plain C++:
 // the device's answers (how many blocks of a shape stay resident) come in
 // through a callback, so the choice is unit-tested on the CPU against grids
-// measured on the H200 (tests/kernels_gpu/stream_grid_test.cc).
+// measured on the H200 and the H100 (tests/kernels_gpu/stream_grid_test.cc).
 //
 // A grid: `split` blocks per column group (one thread-block cluster), each
 // block wn x wk warps; warp (i, j) streams QF4 column tile i of the block's
