@@ -58,10 +58,12 @@ constexpr int64_t kWgMinN = 1024;
 // to the tiled kernel: tiny-llama's n <= 768 at m = 1 ran in 8.1-9.1 us
 // against 6.0-8.4 us tiled (verify on the H200).
 constexpr int64_t kLargeN = 1024;
-// From here the decode kernel carries A in its ring (dec_m8_a16): staged
-// whole, A's k-part crowds the weight rings out of shared memory (down,
-// k = 28672, H200 decode loop: m = 4 33.8 vs 39.6 us, m = 8 41.6 vs 100.5;
-// at k = 8192 the whole-A form keeps the lead, gate_up m = 4 63.2 vs 70.7).
+// From here 16 rows of A ride in a 12-slot ring (dec_m16_a12): staged whole,
+// A's k-part crowds the weight rings out of shared memory (down, k = 28672,
+// H200 decode loop, m = 16: 45.3 us against 99.4 for dec_m16_s16). Up to 8
+// rows this bound no longer splits the table: dec_m8_a16 carries A in its
+// ring at every k (it was first chosen only from here: down m = 8 41.6 vs
+// 100.5 us on the H200, while at k = 8192 the whole-A form led there).
 constexpr int64_t kDeepK = 16384;
 // From here 16 rows of A take the 8-slot ring (see above), and more than 128
 // rows the 5-slot wgmma ring.
