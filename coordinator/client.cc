@@ -3,6 +3,7 @@
 #include <chrono>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "coordinator/grpc_util.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
@@ -20,12 +21,27 @@ void SetDeadline(grpc::ClientContext* ctx, int timeout_ms) {
 std::unique_ptr<JobClient> JobClient::Connect(const std::string& target, ClientOptions options) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(16 << 20);
-  return std::make_unique<JobClient>(
+  auto client = std::make_unique<JobClient>(
       grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args), options);
+  client->target_ = target;
+  return client;
 }
 
 JobClient::JobClient(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
     : channel_(std::move(channel)), stub_(proto::JobService::NewStub(channel_)), options_(options) {}
+
+// gRPC's own text for a coordinator it cannot reach ("failed to connect to all
+// addresses; ...", "Deadline Exceeded") names neither the call nor the
+// address; those two codes get both in front. Statuses the coordinator
+// returned pass unchanged.
+absl::Status JobClient::RpcStatus(const char* rpc, const grpc::Status& s) const {
+  absl::Status st = FromGrpcStatus(s);
+  if (s.error_code() != grpc::StatusCode::UNAVAILABLE && s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return st;
+  }
+  const std::string where = target_.empty() ? "" : absl::StrCat(" to ", target_);
+  return absl::Status(st.code(), absl::StrCat("JobService.", rpc, where, ": ", st.message()));
+}
 
 absl::StatusOr<proto::SubmitReply> JobClient::Submit(const proto::JobSpec& spec, const std::string& request_id) {
   grpc::ClientContext ctx;
@@ -34,7 +50,7 @@ absl::StatusOr<proto::SubmitReply> JobClient::Submit(const proto::JobSpec& spec,
   *req.mutable_spec() = spec;
   req.set_request_id(request_id);
   proto::SubmitReply reply;
-  absl::Status s = FromGrpcStatus(stub_->Submit(&ctx, req, &reply));
+  absl::Status s = RpcStatus("Submit", stub_->Submit(&ctx, req, &reply));
   if (!s.ok()) return s;
   return reply;
 }
@@ -45,7 +61,7 @@ absl::StatusOr<proto::JobStatus> JobClient::Get(const std::string& job_id) {
   proto::GetRequest req;
   req.set_job_id(job_id);
   proto::JobStatus reply;
-  absl::Status s = FromGrpcStatus(stub_->Get(&ctx, req, &reply));
+  absl::Status s = RpcStatus("Get", stub_->Get(&ctx, req, &reply));
   if (!s.ok()) return s;
   return reply;
 }
@@ -58,7 +74,7 @@ absl::StatusOr<std::vector<proto::JobStatus>> JobClient::List(const std::vector<
   for (proto::JobState st : states) req.add_states(st);
   req.set_limit(limit);
   proto::ListReply reply;
-  absl::Status s = FromGrpcStatus(stub_->List(&ctx, req, &reply));
+  absl::Status s = RpcStatus("List", stub_->List(&ctx, req, &reply));
   if (!s.ok()) return s;
   return std::vector<proto::JobStatus>(reply.jobs().begin(), reply.jobs().end());
 }
@@ -81,9 +97,9 @@ absl::StatusOr<proto::JobStatus> JobClient::Watch(const std::string& job_id,
     }
     grpc::Status gs = reader->Finish();
     if (gs.ok()) return Get(job_id);
-    if (gs.error_code() != grpc::StatusCode::UNAVAILABLE) return FromGrpcStatus(gs);
+    if (gs.error_code() != grpc::StatusCode::UNAVAILABLE) return RpcStatus("Watch", gs);
     if (std::chrono::steady_clock::now() - unavailable_since > std::chrono::milliseconds(options_.reconnect_window_ms))
-      return FromGrpcStatus(gs);
+      return RpcStatus("Watch", gs);
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
 }
@@ -95,7 +111,7 @@ absl::StatusOr<proto::JobStatus> JobClient::Cancel(const std::string& job_id, co
   req.set_job_id(job_id);
   req.set_reason(reason);
   proto::JobStatus reply;
-  absl::Status s = FromGrpcStatus(stub_->Cancel(&ctx, req, &reply));
+  absl::Status s = RpcStatus("Cancel", stub_->Cancel(&ctx, req, &reply));
   if (!s.ok()) return s;
   return reply;
 }
@@ -106,7 +122,7 @@ absl::StatusOr<proto::JobStatus> JobClient::Resume(const std::string& job_id) {
   proto::ResumeRequest req;
   req.set_job_id(job_id);
   proto::JobStatus reply;
-  absl::Status s = FromGrpcStatus(stub_->Resume(&ctx, req, &reply));
+  absl::Status s = RpcStatus("Resume", stub_->Resume(&ctx, req, &reply));
   if (!s.ok()) return s;
   return reply;
 }
@@ -120,7 +136,7 @@ absl::StatusOr<std::vector<proto::JobEvent>> JobClient::Logs(const std::string& 
   req.set_after_seq(after_seq);
   req.set_limit(limit);
   proto::LogsReply reply;
-  absl::Status s = FromGrpcStatus(stub_->Logs(&ctx, req, &reply));
+  absl::Status s = RpcStatus("Logs", stub_->Logs(&ctx, req, &reply));
   if (!s.ok()) return s;
   return std::vector<proto::JobEvent>(reply.events().begin(), reply.events().end());
 }

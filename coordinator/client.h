@@ -3,7 +3,9 @@
 // The client library of JobService, for `qctl submit/status/watch/list/
 // cancel/resume/logs` and for embedded mode. Every call returns the
 // coordinator's status unchanged (INVALID_ARGUMENT naming the field,
-// NOT_FOUND for an unknown job, ...); UNAVAILABLE when it cannot be reached.
+// NOT_FOUND for an unknown job, ...); UNAVAILABLE (DEADLINE_EXCEEDED) when it
+// cannot be reached (in time), naming the call and, from Connect, the address:
+// "JobService.Submit to 10.0.0.5:7070: failed to connect to all addresses; ...".
 //
 //   auto client = JobClient::Connect("127.0.0.1:7070");
 //   QF_ASSIGN_OR_RETURN(proto::SubmitReply r, client->Submit(spec));
@@ -55,9 +57,12 @@ class JobClient {
                                                     int limit = 0);
 
  private:
+  absl::Status RpcStatus(const char* rpc, const grpc::Status& s) const;
+
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<proto::JobService::Stub> stub_;
   ClientOptions options_;
+  std::string target_;  // as given to Connect; empty for a channel built elsewhere
 };
 
 }  // namespace qf::coordinator

@@ -513,5 +513,22 @@ TEST_F(ClusterProcessTest, QctlSubmitWithVerify) {
   EXPECT_EQ(report["linear_checks"]["ok"], 28);
 }
 
+// A worker whose coordinator never answers gives up after its retry window
+// with one line that names the address and the call, and exit status 1.
+TEST(WorkerProcessTest, UnreachableCoordinatorIsOneLineNamingTheAddress) {
+  if (!Exists(kBin + "/qworker")) GTEST_SKIP() << "qworker not built";
+  qf::testing::TempDir tmp;
+  Subprocess w({kBin + "/qworker", "--coordinator", "127.0.0.1:1", "--device", "cpu", "--name", "w0",
+                "--retry-window-ms", "300"},
+               tmp.Sub("w0.log"));
+  const int status = w.Wait();
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  std::string log = w.Log();
+  while (!log.empty() && log.back() == '\n') log.pop_back();
+  EXPECT_EQ(log.find('\n'), std::string::npos) << log;
+  EXPECT_THAT(log, ::testing::StartsWith("qworker: --coordinator 127.0.0.1:1: Register: coordinator unreachable"));
+}
+
 }  // namespace
 }  // namespace qf::coordinator

@@ -229,6 +229,17 @@ TEST_F(QctlTest, CommandLineErrorsAreOneLine) {
   EXPECT_EQ(Qctl("quantize --help").code, 0);
 }
 
+// A coordinator that cannot be reached: the line names the call and the
+// address, not only gRPC's "failed to connect to all addresses".
+TEST_F(QctlTest, UnreachableCoordinatorIsNamedWithTheCall) {
+  const std::string out = tmp_ + "/art";
+  ExpectOneLineError(Qctl("submit --model " + kModel + " --out " + out + " --coordinator 127.0.0.1:1"),
+                     "JobService.Submit to 127.0.0.1:1: ");
+  ExpectOneLineError(Qctl("status job-000001 --coordinator 127.0.0.1:1"), "JobService.Get to 127.0.0.1:1: ");
+  ExpectOneLineError(Qctl("logs job-000001 --coordinator 127.0.0.1:1"), "JobService.Logs to 127.0.0.1:1: ");
+  ExpectNoArtifact(out);
+}
+
 TEST_F(QctlTest, SameCommandTwiceWritesIdenticalBytes) {
   for (const char* method : {"gptq", "awq"}) {
     SCOPED_TRACE(method);

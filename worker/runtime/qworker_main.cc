@@ -12,10 +12,12 @@
 #include <csignal>
 #include <cstdio>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "absl/status/status.h"
 #include "common/log.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -97,7 +99,9 @@ int main(int argc, char** argv) {
     loops.emplace_back([&, i] {
       results[i] = workers[i]->Run(&stop);
       if (!results[i].ok() && !stop) {
-        std::fprintf(stderr, "qworker: %s\n", std::string(results[i].message()).c_str());
+        // Unreachable: say which address was tried (the RPC names itself).
+        const std::string where = absl::IsUnavailable(results[i]) ? "--coordinator " + coordinator + ": " : "";
+        std::fprintf(stderr, "qworker: %s%s\n", where.c_str(), std::string(results[i].message()).c_str());
         std::_Exit(1);  // the signal thread is still waiting
       }
     });
