@@ -76,7 +76,7 @@ absl::StatusOr<StreamGrid> PickStreamGrid(const StreamGridProblem& p, ForcedStre
         const int64_t chunk = CeilDiv(p.slices, split);
         const int part = static_cast<int>(CeilDiv(chunk, wk));
         const int steps = static_cast<int>(CeilDiv(part, p.depth) * p.depth);
-        const size_t smem = p.a_slot > 0 ? DecodeARingSmemBytes(p.m, wn, wk, p.depth, p.a_slot)
+        const size_t smem = p.a_slot > 0 ? DecodeARingSmemBytes(p.m, wn, wk, p.depth, p.a_slot, p.a_depth)
                             : p.whole_a  ? DecodeSmemBytes(p.m, wn, wk, steps, p.reg_ring ? 0 : p.depth)
                                          : StreamSmemBytes(p.m, wn, wk, p.depth, p.reg_ring);
         if (smem > p.smem_per_block) continue;

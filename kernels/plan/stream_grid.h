@@ -64,10 +64,11 @@ QF_HOST_DEVICE constexpr size_t DecodeSmemBytes(int m, int wn, int wk, int steps
 
 // Dynamic shared memory of one block of the decode kernel with A in its ring
 // (w4a16_decode_kernel.cuh, ARING): per warp `depth` slots of 512 bytes of
-// weights and `a_slot` bytes of A (32 bytes per row of A, 8 * MH rows); or
-// the partial tiles.
-QF_HOST_DEVICE constexpr size_t DecodeARingSmemBytes(int m, int wn, int wk, int depth, int a_slot) {
-  const size_t main = size_t{512 + static_cast<size_t>(a_slot)} * wn * wk * depth;
+// weights and `a_depth` (0: `depth`) slots of `a_slot` bytes of A (32 bytes
+// per row of A, 8 * MH rows); or the partial tiles.
+QF_HOST_DEVICE constexpr size_t DecodeARingSmemBytes(int m, int wn, int wk, int depth, int a_slot, int a_depth = 0) {
+  const size_t per_warp = size_t{512} * depth + static_cast<size_t>(a_slot) * (a_depth > 0 ? a_depth : depth);
+  const size_t main = per_warp * wn * wk;
   const size_t out = size_t{4} * wk * m * (64 * wn + 4);
   return main > out ? main : out;
 }
@@ -110,6 +111,7 @@ struct StreamGridProblem {
   bool reg_ring = false;     // weights in registers: depth slices in flight (else depth - 2)
   bool whole_a = false;      // the decode kernel: A's k-part staged whole
   int a_slot = 0;            // the decode kernel with A in its ring: A bytes per slot (else 0)
+  int a_depth = 0;           // its A slots per warp when fewer than `depth` (else 0)
   int max_split = 8;         // cluster size limit
 };
 

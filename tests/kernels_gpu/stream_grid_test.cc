@@ -39,6 +39,7 @@ struct Kernel {
   int depth;
   bool reg_ring;
   int a_slot = 0;  // decode kernel with A in its ring: A bytes per slot
+  int a_depth = 0;  // its A slots per warp when fewer than `depth` (a split ring)
 };
 const std::map<std::string, Kernel>& Kernels() {
   static const auto* k = new std::map<std::string, Kernel>{
@@ -49,6 +50,7 @@ const std::map<std::string, Kernel>& Kernels() {
       {"dec_m16", {16, 167, 12, 0, true, 8, true}},
       {"dec_m16_a12", {16, 145, 12, 0, false, 12, false, 512}},
       {"dec_m16_a8", {16, 128, 16, 0, false, 8, false, 512}},
+      {"dec_m16_w16a8", {16, 168, 12, 0, false, 16, false, 512, 8}},
       {"dec_m8_s16", {8, 128, 16, 0, true, 16, false}},
       {"dec_m16_s16", {16, 128, 16, 0, true, 16, false}},
       {"dec_m8_a16", {8, 128, 16, 0, false, 16, false, 256}},
@@ -90,6 +92,7 @@ StreamGridProblem Problem(const Kernel& kern, int m, int64_t n, int64_t k, const
   p.reg_ring = kern.reg_ring;
   p.whole_a = kern.whole_a;
   p.a_slot = kern.a_slot;
+  p.a_depth = kern.a_depth;
   return p;
 }
 
@@ -139,7 +142,9 @@ int CheckPicks(const std::string& log, const Device& dev, int column, double wor
     EXPECT_LE(it->second, (1 + worst) * best) << "picked wn=" << g->wn << " wk=" << g->wk << " split=" << g->split;
     regret_sum += it->second / best - 1;
   }
-  if (!measured.empty()) EXPECT_LE(regret_sum / measured.size(), mean) << log;
+  if (!measured.empty()) {
+    EXPECT_LE(regret_sum / measured.size(), mean) << log;
+  }
   return static_cast<int>(measured.size());
 }
 
@@ -216,6 +221,25 @@ TEST(StreamGridTest, NarrowAndDeepShapesSpreadOverTheDevice) {
 // (k = 8192) that is 4 warps of one column tile in clusters of 2, the
 // H100's fastest grid for both rings (bench/results/w4a16_h100_aring.log:
 // dec_m16_a8 21.4 us against 26.7 for the 2 x 8 warps the preference took).
+// A split ring (dec_m16_w16a8: 16 weight slots and 8 A slots per warp) is
+// planned with 16 x 512 + 8 x 512 bytes per warp: the 12-slot ring's 12 KB,
+// with the weights 14 slices ahead instead of 10, in less than 16 slots of
+// both would take.
+TEST(StreamGridTest, SplitRingPlansItsOwnASlots) {
+  const Kernel& split = Kernels().at("dec_m16_w16a8");
+  for (const auto& [shape, kn] : kShapes) {
+    SCOPED_TRACE(shape);
+    const auto [k, n] = kn;
+    const auto resident = [&](const StreamGridShape& s) -> absl::StatusOr<int64_t> { return Resident(split, s); };
+    absl::StatusOr<StreamGrid> g = PickStreamGrid(Problem(split, 16, n, k), {}, resident);
+    ASSERT_TRUE(g.ok()) << g.status();
+    EXPECT_EQ(g->smem, DecodeARingSmemBytes(16, g->wn, g->wk, 16, 512, 8));
+    EXPECT_EQ(DecodeARingSmemBytes(16, g->wn, g->wk, 16, 512, 8), DecodeARingSmemBytes(16, g->wn, g->wk, 12, 512));
+    EXPECT_LT(DecodeARingSmemBytes(16, g->wn, g->wk, 16, 512, 8), DecodeARingSmemBytes(16, g->wn, g->wk, 16, 512));
+    EXPECT_LE(g->wn * g->wk, 12);
+  }
+}
+
 TEST(StreamGridTest, ARingGridsDoNotGrowWithK) {
   const Kernel& whole = Kernels().at("dec_m16");
   for (const char* name : {"dec_m16_a12", "dec_m16_a8"}) {
@@ -228,7 +252,9 @@ TEST(StreamGridTest, ARingGridsDoNotGrowWithK) {
       ASSERT_TRUE(g.ok()) << g.status();
       EXPECT_EQ(g->smem, DecodeARingSmemBytes(16, g->wn, g->wk, ring.depth, 512));
       EXPECT_LE(g->smem, size_t{232448});
-      if (shape == "qkv") EXPECT_EQ(std::make_tuple(g->wn, g->wk, g->split), std::make_tuple(1, 4, 2));
+      if (shape == "qkv") {
+        EXPECT_EQ(std::make_tuple(g->wn, g->wk, g->split), std::make_tuple(1, 4, 2));
+      }
       if (k < 16384) continue;
       EXPECT_GE(g->wn, 2) << "A's slices shared by two warps";
       EXPECT_LE(g->split, 2);

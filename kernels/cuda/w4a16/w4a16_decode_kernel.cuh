@@ -53,7 +53,7 @@
 
 namespace qf::kernels::w4a16 {
 
-template <int MH, int DEPTH, bool SRING = false, bool ARING = false>
+template <int MH, int DEPTH, bool SRING = false, bool ARING = false, int ADEPTH = DEPTH>
 struct DecodeConfig {
   static constexpr int kMh = MH;
   static constexpr int kDepth = DEPTH;  // ring slots per warp
@@ -62,6 +62,19 @@ struct DecodeConfig {
   // Bytes of A per ring slot (ARING): 16 k of 8 * MH rows.
   static constexpr int kASlot = ARING ? 256 * MH : 0;
   static constexpr int kSlot = 512 + kASlot;
+  // SPLIT RING (ARING, ADEPTH < DEPTH): A's slices come from L2, the
+  // weights' from DRAM, so A needs fewer slots in flight than the weights.
+  // The warp's ring is then DEPTH weight slots followed by ADEPTH A slots
+  // (instead of DEPTH slots of both): the weights stay DEPTH - 2 slices
+  // ahead, and before the programmatic wait DEPTH - 1 of them are requested,
+  // in less shared memory per warp than DEPTH slots of both. Otherwise each
+  // slot holds a slice's weights and, 512 bytes in, its A.
+  static constexpr int kADepth = ARING ? ADEPTH : DEPTH;
+  static constexpr bool kSplitRing = ARING && ADEPTH < DEPTH;
+  static constexpr int kWStride = kSplitRing ? 512 : kSlot;     // between weight slots
+  static constexpr int kAStride = kSplitRing ? kASlot : kSlot;  // between A slots
+  static constexpr int kABase = kSplitRing ? 512 * DEPTH : 512;  // A slot 0 in the warp's ring
+  static constexpr int kWarpRing = 512 * DEPTH + kASlot * kADepth;  // bytes per warp
   // Register ring: 4 * DEPTH registers; 12 warps give 168 registers per
   // thread (at 16 warps' 128 dec_m8 spilled), 8 warps 255 for a 16-deep ring
   // (212 used; 9-17% slower than dec_m8 on the best grids of each on the
@@ -75,7 +88,9 @@ struct DecodeConfig {
   // A in the ring: 16 warps for 8 rows; 12 for 16 rows (at 16 warps' 128
   // registers they spilled), except the 8-slot form (dec_m16_a8, a tuning
   // row): 16 warps with a 32-byte spill, so that grids of up to 16 warps
-  // can be swept.
+  // can be swept. The split rings for 16 rows (16 weight slots) take 12:
+  // 168 registers and a 4-byte spill (ptxas 13.5), where 16 warps' 128
+  // spilled 76-100 bytes.
   static constexpr int kMaxWarps = ARING ? (MH == 1 || DEPTH == 8 ? 16 : 12)
                                    : SRING ? 16
                                    : DEPTH <= 8 ? 12
@@ -93,8 +108,10 @@ struct DecodeConfig {
   // w4a16_h100_early.log). Before the padding it was slower (H200).
   static constexpr bool kEarlyDependents = MH == 1;
   static_assert(MH == 1 || MH == 2, "8 or 16 rows of A");
-  static_assert(DEPTH == 8 || DEPTH == 12 || DEPTH == 16, "ring depth");
+  static_assert(DEPTH == 8 || DEPTH == 12 || DEPTH == 16 || DEPTH == 24, "ring depth");
   static_assert(!ARING || SRING, "A rides in a shared-memory ring");
+  static_assert(ADEPTH == DEPTH || (ARING && ADEPTH >= 4 && DEPTH % ADEPTH == 0),
+                "a split ring's A slots divide its weight slots");
 };
 
 // ARING: where 16-byte chunk h (k 8h .. 8h+7) of row r of a slot's A lies,
@@ -103,13 +120,14 @@ struct DecodeConfig {
 __device__ __forceinline__ int ARingChunk(int r, int h) { return 2 * r + (h ^ ((r >> 2) & 1)); }
 
 // ELEM: F16, or BF16 for bf16 activations, scales, bias and output.
-template <int MH, int DEPTH, bool SRING, bool ARING = false, class ELEM = F16>
-__global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING, ARING>::kMaxThreads, 1)
+template <int MH, int DEPTH, bool SRING, bool ARING = false, class ELEM = F16, int ADEPTH = DEPTH>
+__global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING, ARING, ADEPTH>::kMaxThreads, 1)
     W4A16DecodeKernel(const StreamParams p) {
-  using Cfg = DecodeConfig<MH, DEPTH, SRING, ARING>;
+  using Cfg = DecodeConfig<MH, DEPTH, SRING, ARING, ADEPTH>;
   if constexpr (Cfg::kEarlyDependents) AllowDependents();
   constexpr int D = DEPTH;
-  constexpr int kSlot = Cfg::kSlot;
+  constexpr int AD = Cfg::kADepth;  // A slots per warp (ARING)
+  constexpr int kWs = Cfg::kWStride, kAs = Cfg::kAStride;
   constexpr int kStaticSpg = 8;  // slices per 128-row group
   constexpr bool kCanStatic = SRING && D % kStaticSpg == 0;
   extern __shared__ int4 smem[];
@@ -132,13 +150,13 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING, ARING>::kMaxThr
   const long long b_stride = static_cast<long long>(p.n64) * 32;  // int4 per slice
   const int4* b_next = p.b + (static_cast<long long>(s0) * p.n64 + col_tile) * 32 + lane;
   int4 rr[SRING ? 1 : D];
-  const uint32_t warp_ring = ARING ? SmemAddr(smem) + sw.warp * D * kSlot
+  const uint32_t warp_ring = ARING ? SmemAddr(smem) + sw.warp * Cfg::kWarpRing
                                    : SmemAddr(smem + wk * m * row_int4 + sw.warp * D * 32);
   const uint32_t ring = warp_ring + lane * 16;
   if constexpr (SRING) {
     StaticFor<D - 1>([&](auto ic) {
       constexpr int i = decltype(ic)::value;
-      if (i < len) CpAsyncAt<i * kSlot>(ring, b_next, policy);
+      if (i < len) CpAsyncAt<i * kWs>(ring, b_next, policy);
       b_next += b_stride;
       CpAsyncCommit();
     });
@@ -159,14 +177,14 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING, ARING>::kMaxThr
   // wn warps of the part sharing the copies.
   const int a_row = lane >> 1;
   const bool a_copier = lane < 16 * MH;
-  const uint32_t a_dst = warp_ring + 512 + ARingChunk(a_row, lane & 1) * 16;
+  const uint32_t a_dst = warp_ring + Cfg::kABase + ARingChunk(a_row, lane & 1) * 16;
   const __half* a_next =
       p.a + static_cast<long long>(min(a_row, m - 1)) * p.k + static_cast<long long>(s0) * 16 + 8 * (lane & 1);
   int4* sh_a = smem + wk_i * m * row_int4;
   if constexpr (ARING) {
-    StaticFor<D - 1>([&](auto ic) {
+    StaticFor<AD - 1>([&](auto ic) {
       constexpr int i = decltype(ic)::value;
-      if (a_copier) CpAsyncZfillAt<i * kSlot>(a_dst, a_next, i < len ? 16u : 0u);
+      if (a_copier) CpAsyncZfillAt<i * kAs>(a_dst, a_next, i < len ? 16u : 0u);
       a_next += 16;
     });
     CpAsyncCommit();
@@ -198,7 +216,7 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING, ARING>::kMaxThr
   // k half (l/8)%2); rows past m read row m-1 (their outputs are dropped).
   const int mat = lane >> 3;
   const uint32_t a_lane =
-      ARING ? warp_ring + 512 + ARingChunk(8 * (mat >> 1) + (lane & 7), mat & 1) * 16
+      ARING ? warp_ring + Cfg::kABase + ARingChunk(8 * (mat >> 1) + (lane & 7), mat & 1) * 16
             : SmemAddr(sh_a + min(8 * (mat >> 1) + (lane & 7), m - 1) * row_int4 + (mat & 1));
   // The A fragments at a_lane + addr_off + OFF (OFF a compile-time byte offset).
   auto load_a = [&](auto offc, uint32_t addr_off, uint32_t (&af)[MH][2]) QF_INLINE {
@@ -239,21 +257,25 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING, ARING>::kMaxThr
       constexpr int j = decltype(jc)::value;
       int4 bv;
       if constexpr (SRING) {
-        // Refill the slot of slice base + j - 1 with slice base + j + D - 1,
-        // wait for slice base + j + 1 (this lane's own 16 bytes) and load it.
-        constexpr int kRefill = ((j + D - 1) % D) * kSlot;
+        // Refill the slot of slice base + j - 1 with slice base + j + D - 1
+        // (its A slot with slice base + j + AD - 1), wait for slice
+        // base + j + 1 (this lane's own 16 bytes) and load it. A's slices
+        // are the later ones in the commit order (AD <= D), so waiting for
+        // A's group of that slice also waits for its weights.
+        constexpr int kRefill = ((j + D - 1) % D) * kWs;
         bv = bv_ring;
         const bool in_part = decltype(all_refills)::value || base + j + D - 1 < len;
         if (in_part) CpAsyncAt<kRefill>(ring, b_next, policy);
         b_next += b_stride;
         if constexpr (ARING) {
-          if (a_copier) CpAsyncZfillAt<kRefill>(a_dst, a_next, in_part ? 16u : 0u);
+          const bool a_in_part = decltype(all_refills)::value || base + j + AD - 1 < len;
+          if (a_copier) CpAsyncZfillAt<((j + AD - 1) % AD) * kAs>(a_dst, a_next, a_in_part ? 16u : 0u);
           a_next += 16;
         }
         CpAsyncCommit();
-        CpAsyncWaitMem<D - 2>();
+        CpAsyncWaitMem<AD - 2>();
         if constexpr (ARING) __syncwarp();  // slice base + j + 1's A chunks, from every lane
-        bv_ring = LdShared16<((j + 1) % D) * kSlot>(ring);
+        bv_ring = LdShared16<((j + 1) % D) * kWs>(ring);
       } else {
         bv = rr[j];
         if (decltype(all_refills)::value || base + j + D < len) rr[j] = LdStream16(b_next, policy);
@@ -261,7 +283,7 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING, ARING>::kMaxThr
       }
       uint32_t af_next[MH][2];
       if constexpr (ARING) {
-        if (j + 1 < D || base + D < steps) load_a(std::integral_constant<int, ((j + 1) % D) * kSlot>{}, 0u, af_next);
+        if (j + 1 < D || base + D < steps) load_a(std::integral_constant<int, ((j + 1) % AD) * kAs>{}, 0u, af_next);
       } else if constexpr (j + 1 < D) {
         load_a(std::integral_constant<int, (j + 1) * 32>{}, off, af_next);
       } else if (base + D < steps) {

@@ -106,6 +106,7 @@ absl::StatusOr<StreamGrid> PlanLocked(Caches& cache, const StreamKernel& sk, int
   problem.reg_ring = sk.reg_ring;
   problem.whole_a = sk.whole_a;
   problem.a_slot = sk.a_slot;
+  problem.a_depth = sk.a_depth;
   problem.max_split = kMaxSplit;
   // Resident blocks of one candidate: the occupancy query, and for clusters
   // the cluster-occupancy query (whole clusters, placed within one GPC).

@@ -30,8 +30,10 @@ struct StreamKernel {
   // The decode kernel: every k-part of A staged whole (shared memory grows
   // with k / split), no barrier in the main loop.
   bool whole_a = false;
-  // The decode kernel with A in its ring: A bytes per ring slot (else 0).
+  // The decode kernel with A in its ring: A bytes per ring slot (else 0),
+  // and its A slots per warp when fewer than `depth` (else 0).
   int a_slot = 0;
+  int a_depth = 0;
 };
 
 // The kernel parameters of one call (one 64-column tile per warp, one k-part).
@@ -66,22 +68,28 @@ std::string DescribeStream(int64_t m, int64_t n, int64_t k, int device) {
   return DescribeStreamKernel(StreamKernelOf<MH, DEPTH, FOLD, REG, ELEM>(), m, n, k, device);
 }
 
-template <int MH, int DEPTH, bool SRING, bool ARING, class ELEM>
+template <int MH, int DEPTH, bool SRING, bool ARING, class ELEM, int ADEPTH>
 const StreamKernel& DecodeKernelOf() {
-  using Cfg = DecodeConfig<MH, DEPTH, SRING, ARING>;
-  static const StreamKernel sk{&W4A16DecodeKernel<MH, DEPTH, SRING, ARING, ELEM>, MH, DEPTH, !SRING, Cfg::kMaxWarps,
-                               !ARING, Cfg::kASlot};
+  using Cfg = DecodeConfig<MH, DEPTH, SRING, ARING, ADEPTH>;
+  static const StreamKernel sk{&W4A16DecodeKernel<MH, DEPTH, SRING, ARING, ELEM, ADEPTH>,
+                               MH,
+                               DEPTH,
+                               !SRING,
+                               Cfg::kMaxWarps,
+                               !ARING,
+                               Cfg::kASlot,
+                               Cfg::kSplitRing ? ADEPTH : 0};
   return sk;
 }
 
-template <int MH, int DEPTH, bool SRING, bool ARING, class ELEM>
+template <int MH, int DEPTH, bool SRING, bool ARING, class ELEM, int ADEPTH>
 absl::Status RunDecode(const StreamCall& call, int device) {
-  return RunStreamKernel(DecodeKernelOf<MH, DEPTH, SRING, ARING, ELEM>(), call, device);
+  return RunStreamKernel(DecodeKernelOf<MH, DEPTH, SRING, ARING, ELEM, ADEPTH>(), call, device);
 }
 
-template <int MH, int DEPTH, bool SRING, bool ARING, class ELEM>
+template <int MH, int DEPTH, bool SRING, bool ARING, class ELEM, int ADEPTH>
 std::string DescribeDecode(int64_t m, int64_t n, int64_t k, int device) {
-  return DescribeStreamKernel(DecodeKernelOf<MH, DEPTH, SRING, ARING, ELEM>(), m, n, k, device);
+  return DescribeStreamKernel(DecodeKernelOf<MH, DEPTH, SRING, ARING, ELEM, ADEPTH>(), m, n, k, device);
 }
 
 // A table row of the streaming family: rows of A per launch, threads of the
@@ -97,15 +105,16 @@ inline Variant StreamFamilyVariant(const char* name, int rows, int max_threads, 
 
 // The decode kernel (w4a16_decode_kernel.cuh): MH 8-row blocks of A, a
 // DEPTH-slice weight ring per warp, in registers or (SRING) shared memory,
-// and with ARING A's slices in the same ring instead of staged whole; ELEM
-// F16 or BF16.
-template <int MH, int DEPTH, bool SRING = false, bool ARING = false, class ELEM = F16>
+// and with ARING A's slices in the same ring instead of staged whole (in
+// ADEPTH slots per warp: ADEPTH < DEPTH gives A a shallower ring of its own);
+// ELEM F16 or BF16.
+template <int MH, int DEPTH, bool SRING = false, bool ARING = false, class ELEM = F16, int ADEPTH = DEPTH>
 Variant MakeDecodeVariant(const char* name) {
-  using Cfg = DecodeConfig<MH, DEPTH, SRING, ARING>;
-  Variant v = StreamFamilyVariant(name, Cfg::kRows, Cfg::kMaxThreads, DEPTH,
-                                  reinterpret_cast<const void*>(&W4A16DecodeKernel<MH, DEPTH, SRING, ARING, ELEM>),
-                                  &RunDecode<MH, DEPTH, SRING, ARING, ELEM>,
-                                  &DescribeDecode<MH, DEPTH, SRING, ARING, ELEM>);
+  using Cfg = DecodeConfig<MH, DEPTH, SRING, ARING, ADEPTH>;
+  Variant v = StreamFamilyVariant(
+      name, Cfg::kRows, Cfg::kMaxThreads, DEPTH,
+      reinterpret_cast<const void*>(&W4A16DecodeKernel<MH, DEPTH, SRING, ARING, ELEM, ADEPTH>),
+      &RunDecode<MH, DEPTH, SRING, ARING, ELEM, ADEPTH>, &DescribeDecode<MH, DEPTH, SRING, ARING, ELEM, ADEPTH>);
   v.bf16 = ELEM::kBf16;
   return v;
 }

@@ -1,0 +1,6 @@
+// One W4A16 GEMM variant per file, so the instances compile in parallel.
+#include "kernels/cuda/w4a16/w4a16_stream.cuh"
+
+namespace qf::kernels::w4a16 {
+const Variant kW4A16DecodeM16W16A4 = MakeDecodeVariant<2, 16, true, true, F16, 4>("dec_m16_w16a4");
+}  // namespace qf::kernels::w4a16
