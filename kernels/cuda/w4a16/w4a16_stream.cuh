@@ -71,14 +71,8 @@ std::string DescribeStream(int64_t m, int64_t n, int64_t k, int device) {
 template <int MH, int DEPTH, bool SRING, bool ARING, class ELEM, int ADEPTH>
 const StreamKernel& DecodeKernelOf() {
   using Cfg = DecodeConfig<MH, DEPTH, SRING, ARING, ADEPTH>;
-  static const StreamKernel sk{&W4A16DecodeKernel<MH, DEPTH, SRING, ARING, ELEM, ADEPTH>,
-                               MH,
-                               DEPTH,
-                               !SRING,
-                               Cfg::kMaxWarps,
-                               !ARING,
-                               Cfg::kASlot,
-                               Cfg::kSplitRing ? ADEPTH : 0};
+  static const StreamKernel sk{&W4A16DecodeKernel<MH, DEPTH, SRING, ARING, ELEM, ADEPTH>, MH, DEPTH, !SRING,
+                               Cfg::kMaxWarps, !ARING, Cfg::kASlot, Cfg::kSplitRing ? ADEPTH : 0};
   return sk;
 }
 
