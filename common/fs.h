@@ -9,8 +9,10 @@
 //   QF_RETURN_IF_ERROR(dir.Commit());   // atomic rename onto out/model-gptq
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -23,6 +25,34 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 // Writes `data` to `path` via a temp file + fsync + rename, so readers see the
 // old content or the new, never a torn file.
 absl::Status WriteFileAtomic(const std::string& path, std::string_view data);
+
+// The same for a file written piece by piece (a multi-GB export): appends go
+// to `path`.tmp-<pid>; Commit() fsyncs it, renames it onto `path` and fsyncs
+// the directory. Destroyed (or failed) before Commit, it removes the temp file
+// and leaves `path` as it was. Errors name the path and the operation.
+//
+//   QF_ASSIGN_OR_RETURN(qf::AtomicFileWriter f, qf::AtomicFileWriter::Create("out/model.gguf"));
+//   QF_RETURN_IF_ERROR(f.Append(header));  ...  QF_RETURN_IF_ERROR(f.Commit());
+class AtomicFileWriter {
+ public:
+  static absl::StatusOr<AtomicFileWriter> Create(const std::string& path);
+  AtomicFileWriter(AtomicFileWriter&& other) noexcept;
+  AtomicFileWriter& operator=(AtomicFileWriter&& other) noexcept;
+  AtomicFileWriter(const AtomicFileWriter&) = delete;
+  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
+  ~AtomicFileWriter();
+
+  absl::Status Append(std::string_view data);
+  absl::Status Commit();
+  uint64_t bytes() const { return bytes_; }  // appended so far
+
+ private:
+  AtomicFileWriter(std::string path, std::string tmp, int fd) : path_(std::move(path)), tmp_(std::move(tmp)), fd_(fd) {}
+  void Abandon();  // closes and removes the temp file unless committed
+  std::string path_, tmp_;
+  int fd_ = -1;
+  uint64_t bytes_ = 0;
+};
 
 bool PathExists(const std::string& path);
 // A name inside one directory, as manifests and shard indexes list them: not

@@ -23,6 +23,7 @@ using CommandFn = std::function<absl::Status()>;
 CommandFn SetupQuantize(CLI::App* sub);
 CommandFn SetupEval(CLI::App* sub);
 CommandFn SetupVerify(CLI::App* sub);
+CommandFn SetupExport(CLI::App* sub);
 // submit, status, watch, list, cancel, resume, logs.
 void SetupClusterCommands(CLI::App& app, std::vector<std::pair<CLI::App*, CommandFn>>* subs);
 

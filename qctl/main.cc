@@ -19,6 +19,8 @@ constexpr CommandEntry kCommands[] = {
     {"quantize", "Quantize an HF checkpoint (GPTQ, AWQ or RTN) into a GPTQ/AWQ artifact", qf::qctl::SetupQuantize},
     {"eval", "Perplexity of a checkpoint or artifact on a text file", qf::qctl::SetupEval},
     {"verify", "Check an artifact's fused W4A16 GEMM, throughput and perplexity; writes verify.json", qf::qctl::SetupVerify},
+    {"export", "Write an artifact as a GGUF file that llama.cpp loads (Q4_0 / Q4_1 / Q8_0 blocks, codes kept)",
+     qf::qctl::SetupExport},
 };
 
 }  // namespace

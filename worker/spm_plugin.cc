@@ -23,6 +23,12 @@
 //   int32_t  qf_spm_bos_id(void* h);      -1 when the model has no BOS piece
 //   int32_t  qf_spm_eos_id(void* h);      -1 when the model has no EOS piece
 //   int32_t  qf_spm_vocab_size(void* h);
+//   int      qf_spm_piece(void* h, int32_t id, const char** piece, size_t* len,
+//                         float* score, int32_t* type);
+//              0 on success: *piece (valid while h is open, not NUL-ended)
+//              holds *len bytes; *type is sentencepiece's piece type (1
+//              normal, 2 unknown, 3 control, 5 unused, 6 byte); non-zero for
+//              an id outside the vocabulary
 //   void     qf_spm_close(void* h);
 // No C++ exception crosses this boundary: every entry point catches.
 // NOTE: qf_spm_encode may be called from several threads on one handle
@@ -44,7 +50,7 @@
 
 namespace {
 
-constexpr int kAbiVersion = 1;
+constexpr int kAbiVersion = 2;
 
 static_assert(sizeof(int) == sizeof(int32_t), "sentencepiece ids are int; the ABI hands out int32_t");
 
@@ -127,6 +133,24 @@ QF_SPM_EXPORT int32_t qf_spm_eos_id(void* handle) {
 
 QF_SPM_EXPORT int32_t qf_spm_vocab_size(void* handle) {
   return handle == nullptr ? 0 : Processor(handle)->GetPieceSize();
+}
+
+QF_SPM_EXPORT int qf_spm_piece(void* handle, int32_t id, const char** piece, size_t* len, float* score,
+                               int32_t* type) {
+  if (handle == nullptr || piece == nullptr || len == nullptr || score == nullptr || type == nullptr) return 1;
+  const sentencepiece::SentencePieceProcessor* p = Processor(handle);
+  if (id < 0 || id >= p->GetPieceSize()) return 1;
+  try {
+    const std::string& s = p->IdToPiece(id);
+    *piece = s.data();
+    *len = s.size();
+    *score = p->GetScore(id);
+    // sentencepiece's ModelProto numbering (GGUF's token types use the same).
+    *type = p->IsUnknown(id) ? 2 : p->IsControl(id) ? 3 : p->IsUnused(id) ? 5 : p->IsByte(id) ? 6 : 1;
+    return 0;
+  } catch (...) {
+    return 1;
+  }
 }
 
 QF_SPM_EXPORT void qf_spm_close(void* handle) { delete Processor(handle); }

@@ -14,7 +14,7 @@ namespace qf::worker {
 
 // Mirrors the C ABI documented at the top of worker/spm_plugin.cc.
 struct SpmPluginApi {
-  static constexpr int kAbiVersion = 1;
+  static constexpr int kAbiVersion = 2;
   static constexpr const char* kModuleName = "libqf_spm_plugin.so";
 
   void* (*open)(const char* model_path, char* err, size_t errlen);
@@ -22,7 +22,9 @@ struct SpmPluginApi {
                 size_t errlen);
   void (*free_ids)(int32_t* ids);
   int32_t (*bos_id)(void* handle);
+  int32_t (*eos_id)(void* handle);
   int32_t (*vocab_size)(void* handle);
+  int (*piece)(void* handle, int32_t id, const char** piece, size_t* len, float* score, int32_t* type);
   void (*close)(void* handle);
 };
 
@@ -53,7 +55,9 @@ absl::StatusOr<const SpmPluginApi*> OpenPlugin() {
   QF_RETURN_IF_ERROR(Resolve(module, "qf_spm_encode", &api->encode));
   QF_RETURN_IF_ERROR(Resolve(module, "qf_spm_free_ids", &api->free_ids));
   QF_RETURN_IF_ERROR(Resolve(module, "qf_spm_bos_id", &api->bos_id));
+  QF_RETURN_IF_ERROR(Resolve(module, "qf_spm_eos_id", &api->eos_id));
   QF_RETURN_IF_ERROR(Resolve(module, "qf_spm_vocab_size", &api->vocab_size));
+  QF_RETURN_IF_ERROR(Resolve(module, "qf_spm_piece", &api->piece));
   QF_RETURN_IF_ERROR(Resolve(module, "qf_spm_close", &api->close));
   return api.release();  // lives as long as the process, like the module
 }
@@ -93,6 +97,22 @@ Tokenizer::Tokenizer(const SpmPluginApi* api, void* handle, std::string model_pa
       vocab_size_(api->vocab_size(handle)) {}
 
 Tokenizer::~Tokenizer() { api_->close(handle_); }
+
+int32_t Tokenizer::eos_id() const { return api_->eos_id(handle_); }
+
+absl::StatusOr<std::vector<Tokenizer::Piece>> Tokenizer::Pieces() const {
+  std::vector<Piece> out(static_cast<size_t>(vocab_size_));
+  for (int32_t id = 0; id < vocab_size_; ++id) {
+    const char* text = nullptr;
+    size_t len = 0;
+    Piece& p = out[static_cast<size_t>(id)];
+    if (api_->piece(handle_, id, &text, &len, &p.score, &p.type) != 0) {
+      return absl::InternalError(absl::StrCat(model_path_, ": piece ", id, " of ", vocab_size_, " unreadable"));
+    }
+    p.text.assign(text, len);
+  }
+  return out;
+}
 
 absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text) const {
   char err[kErrLen] = {0};

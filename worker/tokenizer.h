@@ -46,7 +46,17 @@ class Tokenizer {
 
   // -1 when the model defines no BOS piece.
   int32_t bos_id() const { return bos_id_; }
+  // -1 when the model defines no EOS piece.
+  int32_t eos_id() const;
   int32_t vocab_size() const { return vocab_size_; }
+  // Every piece in id order, with its score and sentencepiece type (1 normal,
+  // 2 unknown, 3 control, 5 unused, 6 byte): the vocabulary as GGUF stores it.
+  struct Piece {
+    std::string text;
+    float score = 0;
+    int32_t type = 1;
+  };
+  absl::StatusOr<std::vector<Piece>> Pieces() const;
   // <model_dir>/tokenizer.model, for error messages.
   const std::string& model_path() const { return model_path_; }
 

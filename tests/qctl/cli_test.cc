@@ -229,6 +229,25 @@ TEST_F(QctlTest, CommandLineErrorsAreOneLine) {
   EXPECT_EQ(Qctl("quantize --help").code, 0);
 }
 
+// qctl export --gguf: what llama.cpp's blocks cannot hold, a directory that
+// is no artifact, a path that cannot be written: one line, exit 1, no file.
+TEST_F(QctlTest, ExportErrorsAreOneLineAndLeaveNoFile) {
+  const std::string act = tmp_ + "/act", three = tmp_ + "/three", gguf = tmp_ + "/m.gguf";
+  ASSERT_EQ(Qctl(QuantizeArgs(kModel, act, "--act-order --sym")).code, 0);
+  ASSERT_EQ(Qctl(QuantizeArgs(kModel, three, "--bits 3")).code, 0);
+  ExpectOneLineError(Qctl("export " + act + " --gguf " + gguf), "self_attn.q_proj: input channel");
+  ExpectOneLineError(Qctl("export " + three + " --gguf " + gguf), "self_attn.q_proj: bits 3");
+  ExpectOneLineError(Qctl("export " + kModel + " --gguf " + gguf), "qforge-manifest.json");
+  EXPECT_FALSE(fs::exists(gguf));
+  const std::string four = tmp_ + "/four";
+  ASSERT_EQ(Qctl(QuantizeArgs(kModel, four)).code, 0);
+  ExpectOneLineError(Qctl("export " + four + " --gguf " + tmp_ + "/no/such/dir/m.gguf"), "no/such/dir/m.gguf");
+  const RunResult ok = Qctl("export " + four + " --gguf " + gguf);
+  EXPECT_EQ(ok.code, 0) << ok.err;
+  EXPECT_THAT(ok.out, HasSubstr("wrote " + gguf));
+  EXPECT_EQ(ReadAll(gguf).substr(0, 4), "GGUF");
+}
+
 // A coordinator that cannot be reached: the line names the call and the
 // address, not only gRPC's "failed to connect to all addresses".
 TEST_F(QctlTest, UnreachableCoordinatorIsNamedWithTheCall) {

@@ -144,5 +144,35 @@ TEST(StagingDirTest, CommitAndDestructorStillBehave) {
   EXPECT_TRUE(fs::exists(out + "/qforge-manifest.json"));
 }
 
+// A file written piece by piece appears whole at Commit, or not at all: an
+// abandoned writer leaves the earlier file and no temp file behind.
+TEST(AtomicFileWriterTest, CommitReplacesAndAbandonLeavesTheEarlierFile) {
+  TempDir tmp;
+  const std::string path = tmp.Path("model.gguf");
+  {
+    absl::StatusOr<AtomicFileWriter> f = AtomicFileWriter::Create(path);
+    ASSERT_TRUE(f.ok()) << f.status();
+    ASSERT_TRUE(f->Append("GG").ok());
+    ASSERT_TRUE(f->Append("UF").ok());
+    EXPECT_EQ(f->bytes(), 4u);
+    EXPECT_FALSE(fs::exists(path));
+    ASSERT_TRUE(f->Commit().ok());
+    EXPECT_FALSE(f->Append("x").ok()) << "no writes after Commit";
+  }
+  EXPECT_EQ(storage::testing::ReadBytes(path), "GGUF");
+  {
+    absl::StatusOr<AtomicFileWriter> f = AtomicFileWriter::Create(path);
+    ASSERT_TRUE(f.ok());
+    ASSERT_TRUE(f->Append("half").ok());
+  }  // destroyed before Commit
+  EXPECT_EQ(storage::testing::ReadBytes(path), "GGUF");
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(tmp.path())) names.push_back(e.path().filename().string());
+  EXPECT_THAT(names, ::testing::ElementsAre("model.gguf"));
+  absl::StatusOr<AtomicFileWriter> bad = AtomicFileWriter::Create(tmp.Path("no/such/dir/f"));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(), ::testing::HasSubstr("no/such/dir/f.tmp-"));
+}
+
 }  // namespace
 }  // namespace qf

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "common/fs.h"
@@ -45,6 +46,23 @@ TEST(Tokenizer, ModelProperties) {
   EXPECT_EQ(tok->bos_id(), SpmExpected()["bos_id"].get<int32_t>());
   EXPECT_EQ(tok->vocab_size(), SpmExpected()["vocab_size"].get<int32_t>());
   EXPECT_EQ(tok->model_path(), qf::testing::ModelDir() + "/tokenizer.model");
+}
+
+// The vocabulary as GGUF stores it (qctl export): pieces, scores and types as
+// sentencepiece's Python package reports them for tiny-llama's model.
+TEST(Tokenizer, PiecesAreTheModelsInIdOrder) {
+  auto tok = LoadTinyLlama();
+  ASSERT_NE(tok, nullptr);
+  absl::StatusOr<std::vector<Tokenizer::Piece>> pieces = tok->Pieces();
+  ASSERT_TRUE(pieces.ok()) << pieces.status();
+  ASSERT_EQ(static_cast<int32_t>(pieces->size()), tok->vocab_size());
+  const auto piece = [&](int id) { return std::tuple((*pieces)[id].text, (*pieces)[id].score, (*pieces)[id].type); };
+  EXPECT_EQ(piece(0), std::tuple(std::string("<unk>"), 0.f, 2));   // unknown
+  EXPECT_EQ(piece(1), std::tuple(std::string("<s>"), 0.f, 3));     // control
+  EXPECT_EQ(piece(3), std::tuple(std::string("<0x00>"), 0.f, 6));  // byte
+  EXPECT_EQ(piece(300), std::tuple(std::string("at"), -41.f, 1));
+  EXPECT_EQ(piece(7999), std::tuple(std::string("Q"), -7740.f, 1));
+  EXPECT_EQ(tok->eos_id(), 2);
 }
 
 TEST(Tokenizer, EncodesStringsLikePython) {
