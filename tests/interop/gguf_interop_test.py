@@ -18,13 +18,13 @@ Then, with code that is not ours:
 
 Exit 77 (ctest: skipped) when gguf or transformers is missing in this Python.
 """
-import argparse
 import importlib.metadata
 import importlib.util
 import os
-import subprocess
 import sys
 import tempfile
+
+import qctl_runs
 
 SKIP = 77
 
@@ -36,13 +36,6 @@ CASES = [
 ]
 ATOL, MIN_ARGMAX = 2e-2, 0.99
 LLAMA_CPP_ATOL, LLAMA_CPP_MIN_ARGMAX = 0.5, 0.9
-
-
-def run(cmd):
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        print(f"FAILED ({res.returncode}): {' '.join(cmd)}\n{res.stdout[-2000:]}{res.stderr[-4000:]}", file=sys.stderr)
-    return res.returncode == 0
 
 
 def compare(name, consumer, out, ref, atol, min_argmax):
@@ -96,12 +89,7 @@ def check_case(name, art, gguf_path, block_type, logits_path, text):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--qctl", required=True)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--calib", required=True)
-    ap.add_argument("--text", required=True)
-    args = ap.parse_args()
+    args = qctl_runs.parse_args()
     missing = [m for m in ("gguf", "transformers", "sentencepiece") if importlib.util.find_spec(m) is None]
     if missing:
         print(f"skipped: {', '.join(missing)} not installed in {sys.executable}")
@@ -111,11 +99,8 @@ def main():
         for name, flags, block_type in CASES:
             art, logits = f"{tmp}/{name}", f"{tmp}/{name}.logits.safetensors"
             first, second = f"{tmp}/{name}.gguf", f"{tmp}/{name}-again.gguf"
-            ok = run([args.qctl, "quantize", "--model", args.model, "--calib", args.calib, "--samples", "16",
-                      "--seqlen", "128", "--out", art] + flags)
-            ok = ok and run([args.qctl, "eval", "--model", art, "--text", args.text, "--seqlen", "128",
-                             "--max-chunks", "1", "--logits-out", logits])
-            ok = ok and run([args.qctl, "export", art, "--gguf", first]) and run([args.qctl, "export", art, "--gguf", second])
+            ok = qctl_runs.quantize_and_eval(args, art, logits, flags)
+            ok = ok and all(qctl_runs.run([args.qctl, "export", art, "--gguf", f]).returncode == 0 for f in (first, second))
             if ok:
                 with open(first, "rb") as a, open(second, "rb") as b:
                     same = a.read() == b.read()

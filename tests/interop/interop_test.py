@@ -9,12 +9,12 @@ unpacking, not ours) and compares. Any failing case fails the test.
 Exit 77 (ctest: skipped) when gptqmodel / optimum are not installed in this
 Python, so a machine without the interop packages still runs everything else.
 """
-import argparse
 import importlib.util
 import os
-import subprocess
 import sys
 import tempfile
+
+import qctl_runs
 
 SKIP = 77
 
@@ -28,20 +28,8 @@ CASES = [
 ]
 
 
-def run(cmd):
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        print(f"FAILED ({res.returncode}): {' '.join(cmd)}\n{res.stdout[-2000:]}{res.stderr[-4000:]}", file=sys.stderr)
-    return res
-
-
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--qctl", required=True)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--calib", required=True)
-    ap.add_argument("--text", required=True)
-    args = ap.parse_args()
+    args = qctl_runs.parse_args()
     missing = [m for m in ("gptqmodel", "optimum") if importlib.util.find_spec(m) is None]
     if missing:
         print(f"skipped: {', '.join(missing)} not installed in {sys.executable}")
@@ -51,12 +39,9 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for name, flags in CASES:
             art, logits = f"{tmp}/{name}", f"{tmp}/{name}.logits.safetensors"
-            ok = run([args.qctl, "quantize", "--model", args.model, "--calib", args.calib, "--samples", "16",
-                      "--seqlen", "128", "--out", art] + flags).returncode == 0
-            ok = ok and run([args.qctl, "eval", "--model", art, "--text", args.text, "--seqlen", "128",
-                             "--max-chunks", "1", "--logits-out", logits]).returncode == 0
+            ok = qctl_runs.quantize_and_eval(args, art, logits, flags)
             if ok:
-                res = run([sys.executable, check, art, "--logits", logits])
+                res = qctl_runs.run([sys.executable, check, art, "--logits", logits])
                 keep = ("consumer:", "gptq ", "awq ", "PASS", "FAIL")
                 print(f"[{name}] " + " | ".join(l for l in res.stdout.splitlines() if l.startswith(keep)))
                 ok = res.returncode == 0
