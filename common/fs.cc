@@ -81,6 +81,20 @@ void RemoveStaleStaging(const std::string& parent, const std::string& prefix) {
   }
 }
 
+// Removes every regular file `parent/<prefix>*` that no live AtomicFileWriter
+// holds (each keeps its temp file flock()ed). Best effort, as above.
+void RemoveStaleTempFiles(const std::string& parent, const std::string& prefix) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(parent, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.compare(0, prefix.size(), prefix) != 0 || !e.is_regular_file(ec)) continue;
+    const int fd = ::open(e.path().c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) ::unlink(e.path().c_str());
+    ::close(fd);
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
@@ -96,9 +110,14 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
 }
 
 absl::StatusOr<AtomicFileWriter> AtomicFileWriter::Create(const std::string& path) {
+  // A killed writer's temp file (a multi-GB export) goes when the next one starts.
+  const fs::path p(path);
+  RemoveStaleTempFiles(p.parent_path().empty() ? "." : p.parent_path().string(),
+                       absl::StrCat(p.filename().string(), ".tmp-"));
   std::string tmp = absl::StrCat(path, ".tmp-", ::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoStatus(errno, "create", tmp);
+  ::flock(fd, LOCK_EX | LOCK_NB);  // held while we write; where flock is missing, no cleanup above
   return AtomicFileWriter(path, std::move(tmp), fd);
 }
 

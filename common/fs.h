@@ -29,7 +29,9 @@ absl::Status WriteFileAtomic(const std::string& path, std::string_view data);
 // The same for a file written piece by piece (a multi-GB export): appends go
 // to `path`.tmp-<pid>; Commit() fsyncs it, renames it onto `path` and fsyncs
 // the directory. Destroyed (or failed) before Commit, it removes the temp file
-// and leaves `path` as it was. Errors name the path and the operation.
+// and leaves `path` as it was; a killed writer's temp file (flock()ed while it
+// lived) is removed by the next Create for the same path. Errors name the path
+// and the operation.
 //
 //   QF_ASSIGN_OR_RETURN(qf::AtomicFileWriter f, qf::AtomicFileWriter::Create("out/model.gguf"));
 //   QF_RETURN_IF_ERROR(f.Append(header));  ...  QF_RETURN_IF_ERROR(f.Commit());

@@ -35,9 +35,7 @@ class Bytes {
     U64(s.size());
     out_.append(s);
   }
-  void Pad(uint64_t to) { out_.append((to - out_.size() % to) % to, '\0'); }
   const std::string& str() const { return out_; }
-  size_t size() const { return out_.size(); }
 
  private:
   static_assert(std::endian::native == std::endian::little, "GGUF is little-endian; so is every host we build for");

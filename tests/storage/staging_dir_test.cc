@@ -169,6 +169,27 @@ TEST(AtomicFileWriterTest, CommitReplacesAndAbandonLeavesTheEarlierFile) {
   std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(tmp.path())) names.push_back(e.path().filename().string());
   EXPECT_THAT(names, ::testing::ElementsAre("model.gguf"));
+  // A writer killed half way leaves its temp file; the next Create removes it,
+  // and leaves a live writer's alone.
+  InChild([&] {
+    absl::StatusOr<AtomicFileWriter> f = AtomicFileWriter::Create(path);
+    if (f.ok()) f->Append("killed").IgnoreError();
+    ::_exit(0);  // no destructor
+  });
+  names.clear();
+  for (const auto& e : fs::directory_iterator(tmp.path())) names.push_back(e.path().filename().string());
+  EXPECT_EQ(names.size(), 2u) << "the killed writer's temp file";
+  {
+    absl::StatusOr<AtomicFileWriter> live = AtomicFileWriter::Create(path);
+    ASSERT_TRUE(live.ok());
+    InChild([&] { AtomicFileWriter::Create(path).IgnoreError(); ::_exit(0); });
+    names.clear();
+    for (const auto& e : fs::directory_iterator(tmp.path())) names.push_back(e.path().filename().string());
+    EXPECT_EQ(names.size(), 2u) << "model.gguf and the live writer's temp file";
+  }
+  names.clear();
+  for (const auto& e : fs::directory_iterator(tmp.path())) names.push_back(e.path().filename().string());
+  EXPECT_THAT(names, ::testing::ElementsAre("model.gguf"));
   absl::StatusOr<AtomicFileWriter> bad = AtomicFileWriter::Create(tmp.Path("no/such/dir/f"));
   ASSERT_FALSE(bad.ok());
   EXPECT_THAT(bad.status().message(), ::testing::HasSubstr("no/such/dir/f.tmp-"));
