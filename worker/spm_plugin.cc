@@ -11,7 +11,8 @@
 // `namespace absl { using std::string_view; }`, which clashes with Debian's
 // Abseil (its absl::string_view is a class of its own).
 //
-// ABI (bump kAbiVersion on any change; tokenizer.cc refuses a mismatch):
+// ABI (bump kSpmPluginAbiVersion, worker/spm_abi.h, on any change; tokenizer.cc
+// refuses a mismatch):
 //   int      qf_spm_abi_version(void);
 //   void*    qf_spm_open(const char* model_path, char* err, size_t errlen);
 //              null on failure, with the reason in err
@@ -46,11 +47,13 @@
 
 #include <sentencepiece_processor.h>
 
+#include "worker/spm_abi.h"
+
 #define QF_SPM_EXPORT extern "C" __attribute__((visibility("default")))
 
 namespace {
 
-constexpr int kAbiVersion = 2;
+constexpr int kAbiVersion = qf::worker::kSpmPluginAbiVersion;
 
 static_assert(sizeof(int) == sizeof(int32_t), "sentencepiece ids are int; the ABI hands out int32_t");
 

@@ -9,12 +9,13 @@
 #include "common/dl_module.h"
 #include "common/fs.h"
 #include "common/status_macros.h"
+#include "worker/spm_abi.h"
 
 namespace qf::worker {
 
 // Mirrors the C ABI documented at the top of worker/spm_plugin.cc.
 struct SpmPluginApi {
-  static constexpr int kAbiVersion = 2;
+  static constexpr int kAbiVersion = kSpmPluginAbiVersion;
   static constexpr const char* kModuleName = "libqf_spm_plugin.so";
 
   void* (*open)(const char* model_path, char* err, size_t errlen);

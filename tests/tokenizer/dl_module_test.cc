@@ -9,6 +9,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/tokenizer/spm_fixture.h"
+#include "worker/spm_abi.h"
 
 namespace qf {
 namespace {
@@ -39,7 +40,7 @@ TEST(DlModule, FindsThePluginBesideTheBinary) {
   ASSERT_TRUE(module.ok()) << module.status();
   absl::StatusOr<void*> sym = ModuleSymbol(*module, "qf_spm_abi_version");
   ASSERT_TRUE(sym.ok()) << sym.status();
-  EXPECT_EQ(reinterpret_cast<int (*)()>(*sym)(), 1);
+  EXPECT_EQ(reinterpret_cast<int (*)()>(*sym)(), worker::kSpmPluginAbiVersion);
 }
 
 TEST(DlModule, MissingModuleListsWhereItLooked) {
