@@ -9,7 +9,9 @@
 // (Q8_0) (kernels/ref/ggml_blocks.h); nothing is requantized. Norms are
 // written as F32, the embeddings and lm_head in their dtype (F16, BF16, F32;
 // no lm_head when tie_word_embeddings). Architecture `llama` (llama and
-// mistral checkpoints), with its metadata, and the sentencepiece vocabulary.
+// mistral checkpoints; a mistral sliding window is not written, as llama.cpp's
+// own converter writes none), with its metadata, and the sentencepiece
+// vocabulary.
 // q_proj and k_proj rows are reordered as llama.cpp's converter does: it
 // pairs RoPE dimensions (2i, 2i + 1) of a head where HF pairs (i, i + d/2).
 //
