@@ -116,7 +116,10 @@ absl::StatusOr<AtomicFileWriter> AtomicFileWriter::Create(const std::string& pat
                        absl::StrCat(p.filename().string(), ".tmp-"));
   std::string tmp = absl::StrCat(path, ".tmp-", ::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoStatus(errno, "create", tmp);
+  if (fd < 0) {
+    const int err = errno;  // named by the path asked for; the temp file is ours
+    return ErrnoStatus(err, absl::StrCat("create temp file ", fs::path(tmp).filename().string()).c_str(), path);
+  }
   ::flock(fd, LOCK_EX | LOCK_NB);  // held while we write; where flock is missing, no cleanup above
   return AtomicFileWriter(path, std::move(tmp), fd);
 }

@@ -192,7 +192,7 @@ TEST(AtomicFileWriterTest, CommitReplacesAndAbandonLeavesTheEarlierFile) {
   EXPECT_THAT(names, ::testing::ElementsAre("model.gguf"));
   absl::StatusOr<AtomicFileWriter> bad = AtomicFileWriter::Create(tmp.Path("no/such/dir/f"));
   ASSERT_FALSE(bad.ok());
-  EXPECT_THAT(bad.status().message(), ::testing::HasSubstr("no/such/dir/f.tmp-"));
+  EXPECT_THAT(bad.status().message(), ::testing::HasSubstr("no/such/dir/f: create temp file f.tmp-"));
 }
 
 }  // namespace
