@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <utility>
 #include <vector>
@@ -50,12 +51,12 @@ std::string ParentOf(const std::string& path) {
   return parent.empty() ? std::string(".") : parent.string();
 }
 
-// The directory at `path` opened and flock()ed exclusively without waiting;
-// -1 (errno kept) when it cannot be opened or locked: EWOULDBLOCK when someone
-// holds the lock. The lock lives as long as the descriptor, so it goes with
-// its process, however that ends.
-int LockDir(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+// The directory (or file) at `path` opened and flock()ed exclusively without
+// waiting; -1 (errno kept) when it cannot be opened or locked: EWOULDBLOCK
+// when someone holds the lock. The lock lives as long as the descriptor, so it
+// goes with its process, however that ends.
+int LockPath(const std::string& path, bool directory) {
+  const int fd = ::open(path.c_str(), O_RDONLY | (directory ? O_DIRECTORY : 0) | O_CLOEXEC);
   if (fd < 0) return -1;
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
@@ -66,31 +67,17 @@ int LockDir(const std::string& path) {
   return fd;
 }
 
-// Removes every directory `parent/<prefix>XXXXXX` that no live StagingDir
-// holds. Best effort: what cannot be removed stays.
-void RemoveStaleStaging(const std::string& parent, const std::string& prefix) {
+// Removes every directory (or regular file) `parent/<name>` whose name
+// `matches` and that no live writer holds flock()ed: a StagingDir's directory,
+// an AtomicFileWriter's temp file. Best effort: what cannot be removed stays.
+void RemoveUnlocked(const std::string& parent, bool directories, const std::function<bool(const std::string&)>& matches) {
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(parent, ec)) {
-    const std::string name = e.path().filename().string();
-    if (name.size() != prefix.size() + 6 || name.compare(0, prefix.size(), prefix) != 0) continue;
-    if (!e.is_directory(ec)) continue;
-    const int fd = LockDir(e.path().string());
+    if (!matches(e.path().filename().string())) continue;
+    if (directories ? !e.is_directory(ec) : !e.is_regular_file(ec)) continue;
+    const int fd = LockPath(e.path().string(), directories);
     if (fd < 0) continue;   // alive, not ours to open, or a file system without flock
     RemoveAll(e.path().string()).IgnoreError();
-    ::close(fd);
-  }
-}
-
-// Removes every regular file `parent/<prefix>*` that no live AtomicFileWriter
-// holds (each keeps its temp file flock()ed). Best effort, as above.
-void RemoveStaleTempFiles(const std::string& parent, const std::string& prefix) {
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(parent, ec)) {
-    const std::string name = e.path().filename().string();
-    if (name.compare(0, prefix.size(), prefix) != 0 || !e.is_regular_file(ec)) continue;
-    const int fd = ::open(e.path().c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) continue;
-    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) ::unlink(e.path().c_str());
     ::close(fd);
   }
 }
@@ -111,9 +98,9 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
 
 absl::StatusOr<AtomicFileWriter> AtomicFileWriter::Create(const std::string& path) {
   // A killed writer's temp file (a multi-GB export) goes when the next one starts.
-  const fs::path p(path);
-  RemoveStaleTempFiles(p.parent_path().empty() ? "." : p.parent_path().string(),
-                       absl::StrCat(p.filename().string(), ".tmp-"));
+  const std::string prefix = absl::StrCat(fs::path(path).filename().string(), ".tmp-");
+  RemoveUnlocked(ParentOf(path), /*directories=*/false,
+                 [&](const std::string& name) { return name.compare(0, prefix.size(), prefix) == 0; });
   std::string tmp = absl::StrCat(path, ".tmp-", ::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
@@ -178,8 +165,7 @@ absl::Status AtomicFileWriter::Commit() {
     ::unlink(tmp_.c_str());
     return ErrnoStatus(err, "rename", path_);
   }
-  const fs::path parent = fs::path(path_).parent_path();
-  return FsyncPath(parent.empty() ? "." : parent.string(), /*directory=*/true);
+  return FsyncPath(ParentOf(path_), /*directory=*/true);
 }
 
 absl::Status WriteFileAtomic(const std::string& path, std::string_view data) {
@@ -238,7 +224,9 @@ absl::StatusOr<StagingDir> StagingDir::Create(const std::string& final_path) {
   std::string base = fs::path(final_path).lexically_normal().filename().string();
   if (base.empty()) base = fs::path(final_path).lexically_normal().parent_path().filename().string();
   const std::string prefix = absl::StrCat(".", base, ".staging-");
-  RemoveStaleStaging(parent, prefix);
+  RemoveUnlocked(parent, /*directories=*/true, [&](const std::string& name) {
+    return name.size() == prefix.size() + 6 && name.compare(0, prefix.size(), prefix) == 0;  // mkdtemp's XXXXXX
+  });
   // A sweep in another process can remove a directory between our mkdtemp and
   // our flock; then the inode at the path is no longer ours: make another.
   for (int attempt = 0; attempt < 8; ++attempt) {
@@ -247,7 +235,7 @@ absl::StatusOr<StagingDir> StagingDir::Create(const std::string& final_path) {
     buf.push_back('\0');
     if (::mkdtemp(buf.data()) == nullptr) return ErrnoStatus(errno, "create staging directory in", parent);
     std::string path(buf.data());
-    const int fd = LockDir(path);
+    const int fd = LockPath(path, /*directory=*/true);
     if (fd < 0 && errno != EWOULDBLOCK && errno != ENOENT) {
       // No flock on this file system: unlocked, so never swept either (a sweep
       // there cannot lock anything).

@@ -575,16 +575,9 @@ absl::StatusOr<QuantizedLinear> ReadLinear(const Checkpoint& ckpt, const QuantSp
     if (b.dtype == DType::kBF16 || b.dtype == DType::kF32) {
       const size_t n = static_cast<size_t>(b.numel());
       bias_f16.resize(n * 2);
+      const size_t es = DTypeSize(b.dtype);
       for (size_t i = 0; i < n; ++i) {
-        float f;
-        if (b.dtype == DType::kF32) {
-          std::memcpy(&f, b.data.data() + 4 * i, 4);
-        } else {
-          uint16_t h;
-          std::memcpy(&h, b.data.data() + 2 * i, 2);
-          f = BFloat16ToFloat(h);
-        }
-        const uint16_t h = FloatToHalf(f);
+        const uint16_t h = FloatToHalf(FloatElement(b.dtype, b.data.data() + es * i));
         std::memcpy(bias_f16.data() + 2 * i, &h, 2);
       }
       b = TensorView{b.name, DType::kF16, b.shape, bias_f16};

@@ -2,7 +2,6 @@
 
 #include <array>
 #include <bit>
-#include <cstring>
 #include <optional>
 #include <string_view>
 #include <utility>
@@ -112,16 +111,6 @@ std::optional<GgmlType> KeptType(DType d) {
   }
 }
 
-float ToFloat(DType d, const char* p) {
-  uint16_t h;
-  float f;
-  switch (d) {
-    case DType::kF16: std::memcpy(&h, p, 2); return HalfToFloat(h);
-    case DType::kBF16: std::memcpy(&h, p, 2); return BFloat16ToFloat(h);
-    default: std::memcpy(&f, p, 4); return f;
-  }
-}
-
 // Norm weights as F32, whatever the artifact stored (F16, BF16, F32).
 absl::StatusOr<std::string> NormF32(const std::string& where, DType d, const std::vector<int64_t>& shape,
                                     std::string_view data, int64_t hidden) {
@@ -131,7 +120,7 @@ absl::StatusOr<std::string> NormF32(const std::string& where, DType d, const std
   }
   Bytes out;
   const size_t es = DTypeSize(d);
-  for (int64_t i = 0; i < hidden; ++i) out.F32(ToFloat(d, data.data() + i * es));
+  for (int64_t i = 0; i < hidden; ++i) out.F32(FloatElement(d, data.data() + i * es));
   return out.str();
 }
 
@@ -318,8 +307,9 @@ absl::Status WriteGguf(const LoadedArtifact& a, const GgufVocab& vocab, const st
   if (a.layers.empty()) return absl::InvalidArgumentError(absl::StrCat(a.dir, ": no decoder layers"));
   // Every linear of an artifact shares bits and symmetry; layer 0 decides the
   // block type and each linear is checked against it as it is written.
-  QF_ASSIGN_OR_RETURN(const kernels::LayerResult first, a.Layer(0));
-  QF_ASSIGN_OR_RETURN(const GgmlType linear_type, InLayer(a, 0, kernels::GgmlTypeFor(first.linears.at(0))));
+  // `layer` holds the decoder layer being written (one at a time), layer 0 first.
+  QF_ASSIGN_OR_RETURN(kernels::LayerResult layer, a.Layer(0));
+  QF_ASSIGN_OR_RETURN(const GgmlType linear_type, InLayer(a, 0, kernels::GgmlTypeFor(layer.linears.at(0))));
 
   Metadata meta;
   AddModelMetadata(a, linear_type, &meta);
@@ -347,7 +337,6 @@ absl::Status WriteGguf(const LoadedArtifact& a, const GgufVocab& vocab, const st
   QF_RETURN_IF_ERROR(file.Append(std::string_view(pad).substr(0, (kAlignment - file.bytes() % kAlignment) % kAlignment)));
   const uint64_t data_start = file.bytes();
 
-  kernels::LayerResult layer = first;
   for (const Tensor& t : tensors) {
     if (t.src.layer >= 0 && t.src.layer != layer.layer) {
       QF_ASSIGN_OR_RETURN(layer, a.Layer(t.src.layer));

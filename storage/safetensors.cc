@@ -653,6 +653,16 @@ uint16_t FloatToHalf(float f) {
 
 float BFloat16ToFloat(uint16_t h) { return std::bit_cast<float>(static_cast<uint32_t>(h) << 16); }
 
+float FloatElement(DType d, const char* p) {
+  uint16_t h;
+  float f;
+  switch (d) {
+    case DType::kF16: std::memcpy(&h, p, 2); return HalfToFloat(h);
+    case DType::kBF16: std::memcpy(&h, p, 2); return BFloat16ToFloat(h);
+    default: std::memcpy(&f, p, 4); return f;
+  }
+}
+
 uint16_t FloatToBFloat16(float f) {
   const uint32_t bits = std::bit_cast<uint32_t>(f);
   if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x0040);  // quiet NaN

@@ -193,6 +193,9 @@ float HalfToFloat(uint16_t h);
 uint16_t FloatToHalf(float f);
 float BFloat16ToFloat(uint16_t h);
 uint16_t FloatToBFloat16(float f);
+// The element at `p` (little-endian, any alignment) of an F16, BF16 or F32
+// tensor as float; `d` must be one of those three.
+float FloatElement(DType d, const char* p);
 
 // The flat index of the first NaN or Inf of a floating-point view, read from
 // its bits (no conversion, no temporary), or -1 when every element is finite

@@ -62,13 +62,18 @@ QF_HOST_DEVICE constexpr size_t DecodeSmemBytes(int m, int wn, int wk, int steps
   return main > out ? main : out;
 }
 
-// Dynamic shared memory of one block of the decode kernel with A in its ring
-// (w4a16_decode_kernel.cuh, ARING): per warp `depth` slots of 512 bytes of
-// weights and `a_depth` (0: `depth`) slots of `a_slot` bytes of A (32 bytes
-// per row of A, 8 * MH rows); or the partial tiles.
+// One warp's ring in the decode kernel with A in its ring
+// (w4a16_decode_kernel.cuh, ARING): `depth` slots of 512 bytes of weights and
+// `a_depth` (0: `depth`) slots of `a_slot` bytes of A (32 bytes per row of A,
+// 8 * MH rows). The kernel lays its rings out by this size.
+QF_HOST_DEVICE constexpr size_t DecodeARingWarpBytes(int depth, int a_slot, int a_depth = 0) {
+  return size_t{512} * depth + static_cast<size_t>(a_slot) * (a_depth > 0 ? a_depth : depth);
+}
+
+// Dynamic shared memory of one block of that kernel: wn * wk warps' rings, or
+// the partial tiles.
 QF_HOST_DEVICE constexpr size_t DecodeARingSmemBytes(int m, int wn, int wk, int depth, int a_slot, int a_depth = 0) {
-  const size_t per_warp = size_t{512} * depth + static_cast<size_t>(a_slot) * (a_depth > 0 ? a_depth : depth);
-  const size_t main = per_warp * wn * wk;
+  const size_t main = DecodeARingWarpBytes(depth, a_slot, a_depth) * wn * wk;
   const size_t out = size_t{4} * wk * m * (64 * wn + 4);
   return main > out ? main : out;
 }

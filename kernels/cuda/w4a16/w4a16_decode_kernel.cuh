@@ -49,7 +49,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/w4a16/w4a16_stream_kernel.cuh"
-#include "kernels/plan/stream_grid.h"  // DecodeSmemBytes
+#include "kernels/plan/stream_grid.h"  // DecodeARingWarpBytes
 
 namespace qf::kernels::w4a16 {
 
@@ -74,7 +74,7 @@ struct DecodeConfig {
   static constexpr int kWStride = kSplitRing ? 512 : kSlot;     // between weight slots
   static constexpr int kAStride = kSplitRing ? kASlot : kSlot;  // between A slots
   static constexpr int kABase = kSplitRing ? 512 * DEPTH : 512;  // A slot 0 in the warp's ring
-  static constexpr int kWarpRing = 512 * DEPTH + kASlot * kADepth;  // bytes per warp
+  static constexpr int kWarpRing = static_cast<int>(DecodeARingWarpBytes(DEPTH, kASlot, kADepth));  // bytes per warp
   // Register ring: 4 * DEPTH registers; 12 warps give 168 registers per
   // thread (at 16 warps' 128 dec_m8 spilled), 8 warps 255 for a 16-deep ring
   // (212 used; 9-17% slower than dec_m8 on the best grids of each on the
