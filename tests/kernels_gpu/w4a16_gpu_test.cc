@@ -282,7 +282,7 @@ TEST_F(W4A16GpuTest, StreamingVariantsMatchCpuReference) {
       {"dec_m16", {1, 9, 16, 33}},        {"bal_m8", {1, 2, 7, 8, 20}},    {"dec_m8_s16", {1, 2, 7, 8, 20}},
       {"dec_m8_a16", {1, 3, 8, 20}},      {"dec_m16_a12", {1, 9, 16, 33}}, {"dec_m16_s16", {1, 9, 16, 33}},
       {"dec_m16_s8", {1, 9, 16, 33}},     {"dec_m16_s12", {1, 9, 16, 33}}, {"dec_m16_a8", {1, 9, 16, 33}},
-      {"dec_m16_w16a8", {1, 9, 16, 33}},  {"dec_m16_w16a4", {1, 9, 16, 33}}, {"dec_m8_w24a8", {1, 3, 8, 20}},
+      {"dec_m16_w16a8", {1, 9, 16, 33}},  {"dec_m16_w24a8", {1, 9, 16, 33}}, {"dec_m16_w32a8", {1, 9, 16, 33}},
   };
   for (const StreamCase& c : cases) {
     const QuantizedLinear q = RandomLinear(c.spec, 71);
@@ -413,8 +413,8 @@ TEST_F(W4A16GpuTest, ForcedStreamGridsMatchCpuReferenceOrAreRefused) {
   const W4A16GemmArgs::StreamPlan fit[] = {{1, 1, 1}, {2, 3, 2}, {1, 12, 1}, {8, 1, 8}, {4, 2, 4}, {1, 5, 3}};
   for (const char* variant :
        {"dec_m8", "dec_m16", "stream_m8", "dec_m8_s16", "dec_m8_a16", "dec_m16_a12", "dec_m16_s16",
-        "dec_m16_s8", "dec_m16_s12", "dec_m16_a8", "dec_m16_w16a8", "dec_m16_w16a4",
-        "dec_m8_w24a8"}) {
+        "dec_m16_s8", "dec_m16_s12", "dec_m16_a8", "dec_m16_w16a8", "dec_m16_w24a8",
+        "dec_m16_w32a8"}) {
     for (int64_t m : {1, 7, 16}) {
       const std::vector<uint16_t> a = RandomActivations(m, q.in_features, 900 + m);
       absl::StatusOr<std::vector<float>> want = GemmW4A16Ref(a, m, *w);
@@ -479,7 +479,7 @@ TEST_F(W4A16GpuTest, ProgrammaticLaunchChainsMatchPlainLaunches) {
   std::vector<ChainCase> cases;
   for (const char* v : {static_cast<const char*>(nullptr), "dec_m8", "stream_m8", "dec_m16", "bal_m8", "dec_m8_s16",
                         "dec_m8_a16", "dec_m16_a12", "dec_m16_s16", "dec_m16_s8", "dec_m16_a8", "dec_m16_w16a8",
-                        "dec_m16_w16a4", "dec_m8_w24a8"}) {
+                        "dec_m16_w24a8", "dec_m16_w32a8"}) {
     cases.push_back({v, {1, 5}});
   }
   if (W4A16VariantName(64, kDim, kDim, 128).value_or("").rfind("wg_", 0) == 0) {
@@ -564,7 +564,8 @@ TEST_F(W4A16GpuTest, ProgrammaticLaunchChainsMatchPlainLaunches) {
 
 // The table's policy for few rows on sm_90 (kernels/MEASUREMENTS.md, measured on the
 // H200 and the H100): the decode kernel up to 16 rows for large weights (up
-// to 8 rows with A in its ring; from 9 rows A in a 12-slot ring for deep k,
+// to 8 rows with A in its ring; from 9 rows a split ring (16 weight slots, 8
+// of A) for deep k,
 // in an 8-slot ring below 16384 columns, and an 8-slot weight ring beside
 // whole A for wider weights), the tiled kernel for small weights.
 TEST_F(W4A16GpuTest, FewRowsGoToStreamingOnlyForLargeWeights) {
@@ -575,9 +576,9 @@ TEST_F(W4A16GpuTest, FewRowsGoToStreamingOnlyForLargeWeights) {
   } cases[] = {
       {1, 8192, 28672, "dec_m8_a16"},    {8, 8192, 28672, "dec_m8_a16"}, {1, 57344, 8192, "dec_m8_a16"},
       {4, 10240, 8192, "dec_m8_a16"},    {1, 768, 256, "mb1_bn128_bk256_s3_2blk"}, {5, 192, 640, "stream_m8"},
-      {9, 8192, 28672, "dec_m16_a12"}, {16, 8192, 8192, "dec_m16_a8"},
+      {9, 8192, 28672, "dec_m16_w16a8"}, {16, 8192, 8192, "dec_m16_a8"},
       {12, 10240, 8192, "dec_m16_a8"},       {16, 57344, 8192, "dec_m16_s8"},
-      {16, 57344, 16384, "dec_m16_a12"}, {16, 768, 256, "mb1_bn128_bk256_s3_2blk"},
+      {16, 57344, 16384, "dec_m16_w16a8"}, {16, 768, 256, "mb1_bn128_bk256_s3_2blk"},
   };
   for (const auto& c : cases) {
     absl::StatusOr<std::string> v = W4A16VariantName(c.m, c.n, c.k, 128);

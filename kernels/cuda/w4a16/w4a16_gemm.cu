@@ -38,9 +38,12 @@ using w4a16::Variant;
 // 93.6-94.0 with 16 slots and 95.2-100.1 tiled); narrower, A in an 8-slot
 // ring (on the H200, before the padding, the 16-slot ring with A staged
 // whole led: o 18.3 against 20.8 tiled; qkv 23.4 against 23.3, where 8
-// slots took 27.2); with deep k, A in a 12-slot ring (dec_m16_a12) on grids
-// that share A's slices between two warps (down m = 16: 45.3 us against 51.9
-// tiled and 99.4 for dec_m16_s16). Streaming serves only the shapes the
+// slots took 27.2); with deep k, a split ring (dec_m16_w16a8: 16 weight
+// slots, then 8 of A) on grids that share A's slices between two warps (down
+// m = 16 on the H100, decode loop: 48.0-48.3 us against 49.4-50.2 for 12
+// slots of both, dec_m16_a12, bench/results/w4a16_h100_split_ring.log; on
+// the H200 dec_m16_a12 took 45.3 against 51.9 tiled and 99.4 for
+// dec_m16_s16). Streaming serves only the shapes the
 // tiled variants reject.
 constexpr int64_t kAnyM = int64_t{1} << 40;
 constexpr int64_t kAnyK = int64_t{1} << 40;
@@ -58,7 +61,7 @@ constexpr int64_t kWgMinN = 1024;
 // to the tiled kernel: tiny-llama's n <= 768 at m = 1 ran in 8.1-9.1 us
 // against 6.0-8.4 us tiled (verify on the H200).
 constexpr int64_t kLargeN = 1024;
-// From here 16 rows of A ride in a 12-slot ring (dec_m16_a12): staged whole,
+// From here 16 rows of A ride in a split ring (dec_m16_w16a8): staged whole,
 // A's k-part crowds the weight rings out of shared memory (down, k = 28672,
 // H200 decode loop, m = 16: 45.3 us against 99.4 for dec_m16_s16). Up to 8
 // rows this bound no longer splits the table: dec_m8_a16 carries A in its
@@ -96,7 +99,7 @@ const Row kTable[] = {
     // staged whole, o 18.3 against 20.7 (bench/results/w4a16_h100_aring.log).
     {16, kLargeN, 0, &w4a16::kW4A16DecodeM16A8, kDeepK, kWideN},
     {16, kLargeN, 0, &w4a16::kW4A16DecodeM16S16, kDeepK},
-    {16, kLargeN, kDeepK, &w4a16::kW4A16DecodeM16A12},
+    {16, kLargeN, kDeepK, &w4a16::kW4A16DecodeM16W16A8},
     {16, 0, 0, &w4a16::kW4A16Mb1Bn256},
     {16, 0, 0, &w4a16::kW4A16Mb1Bk512},
     {16, 0, 0, &w4a16::kW4A16Mb1TwoBlocks},
@@ -150,8 +153,8 @@ const Variant* const kTuningVariants[] = {
     &w4a16::kW4A16StreamM8Reg,      &w4a16::kW4A16StreamM16Reg,
     &w4a16::kW4A16StreamM16Fold,    &w4a16::kW4A16StreamM64,     &w4a16::kW4A16DecodeM16,
     &w4a16::kW4A16BalancedM8,       &w4a16::kW4A16DecodeM8,      &w4a16::kW4A16StreamM8D16,
-    &w4a16::kW4A16DecodeM16S12,     &w4a16::kW4A16DecodeM16W16A8, &w4a16::kW4A16DecodeM16W16A4,
-    &w4a16::kW4A16DecodeM8W24A8,
+    &w4a16::kW4A16DecodeM16S12,     &w4a16::kW4A16DecodeM16A12,   &w4a16::kW4A16DecodeM16W24A8,
+    &w4a16::kW4A16DecodeM16W32A8,
     &w4a16::kW4A16TuneMb1Bk128,
     &w4a16::kW4A16TuneMb2TwoBlocks, &w4a16::kW4A16TuneMb4Bk128,  &w4a16::kW4A16TmaMb1TwoBlocks,
     &w4a16::kW4A16TmaMb1Bk512,      &w4a16::kW4A16TmaMb2,        &w4a16::kW4A16TmaMb4Bn128,
@@ -167,7 +170,7 @@ const std::pair<const Variant*, const Variant*> kBf16Twins[] = {
     {&w4a16::kW4A16DecodeM8S16, &w4a16::kW4A16Bf16DecodeM8S16},
     {&w4a16::kW4A16DecodeM16S8, &w4a16::kW4A16Bf16DecodeM16S8},
     {&w4a16::kW4A16DecodeM16S16, &w4a16::kW4A16Bf16DecodeM16S16},
-    {&w4a16::kW4A16DecodeM16A12, &w4a16::kW4A16Bf16DecodeM16A12},
+    {&w4a16::kW4A16DecodeM16W16A8, &w4a16::kW4A16Bf16DecodeM16W16A8},
     {&w4a16::kW4A16DecodeM16A8, &w4a16::kW4A16Bf16DecodeM16A8},
     {&w4a16::kW4A16Mb1Bn256, &w4a16::kW4A16Bf16Mb1Bn256},
     {&w4a16::kW4A16Mb1Bk512, &w4a16::kW4A16Bf16Mb1Bk512},

@@ -178,9 +178,10 @@ extern const Variant kW4A16StreamM16Fold;
 // room for more warps beside whole A); dec_m8_a16, dec_m16_a12, dec_m16_a8:
 // A's slices ride in that ring with the weights (nothing staged whole), 16,
 // 12 or 8 slots. The table uses dec_m8_a16 (dec_m8_s16 as its alternative),
-// dec_m16_s8, dec_m16_a8 (dec_m16_s16 as its alternative) and dec_m16_a12.
-// dec_m16_w16a8 / _w16a4, dec_m8_w24a8: split rings, 16 (24) weight slots
-// and 8 or 4 A slots per warp (DecodeConfig::kSplitRing), for tuning.
+// dec_m16_s8, dec_m16_a8 (dec_m16_s16 as its alternative) and, for deep k,
+// dec_m16_w16a8: a split ring (DecodeConfig::kSplitRing) of 16 weight slots
+// and 8 A slots per warp; dec_m16_w24a8 / _w32a8 (24, 32 weight slots) are
+// for tuning.
 extern const Variant kW4A16DecodeM8;
 extern const Variant kW4A16DecodeM16;
 extern const Variant kW4A16DecodeM8S16;
@@ -191,8 +192,8 @@ extern const Variant kW4A16DecodeM16S8;
 extern const Variant kW4A16DecodeM16S12;
 extern const Variant kW4A16DecodeM16A8;
 extern const Variant kW4A16DecodeM16W16A8;
-extern const Variant kW4A16DecodeM16W16A4;
-extern const Variant kW4A16DecodeM8W24A8;
+extern const Variant kW4A16DecodeM16W24A8;
+extern const Variant kW4A16DecodeM16W32A8;
 // The balanced decode kernel (w4a16_balanced_kernel.cuh), sm_90: every warp
 // of a one-wave grid streams the same number of slices; 8 rows per launch.
 extern const Variant kW4A16BalancedM8;
@@ -262,7 +263,7 @@ extern const Variant kW4A16Bf16DecodeM8A16;
 extern const Variant kW4A16Bf16DecodeM8S16;
 extern const Variant kW4A16Bf16DecodeM16S8;
 extern const Variant kW4A16Bf16DecodeM16S16;
-extern const Variant kW4A16Bf16DecodeM16A12;
+extern const Variant kW4A16Bf16DecodeM16W16A8;
 extern const Variant kW4A16Bf16DecodeM16A8;
 // ... and the weight-streaming kernel's (sm_90: n % 64 for m <= 32), as bf16.
 extern const Variant kW4A16Bf16StreamM8;

@@ -2,5 +2,5 @@
 #include "kernels/cuda/w4a16/w4a16_stream.cuh"
 
 namespace qf::kernels::w4a16 {
-const Variant kW4A16DecodeM8W24A8 = MakeDecodeVariant<1, 24, true, true, F16, 8>("dec_m8_w24a8");
+const Variant kW4A16DecodeM16W24A8 = MakeDecodeVariant<2, 24, true, true, F16, 8>("dec_m16_w24a8");
 }  // namespace qf::kernels::w4a16
