@@ -19,6 +19,11 @@ struct ExportOptions {
 
 absl::StatusOr<storage::GgufVocab> VocabOf(const std::string& dir) {
   QF_ASSIGN_OR_RETURN(std::unique_ptr<worker::Tokenizer> tok, worker::Tokenizer::Load(dir));
+  if (tok->kind() != worker::TokenizerKind::kSentencePiece) {  // GgufVocab is sentencepiece's ("llama")
+    return absl::InvalidArgumentError(absl::StrCat(tok->model_path(),
+                                                   ": GGUF export supports sentencepiece tokenizers only "
+                                                   "(this model has an HF BPE tokenizer.json)"));
+  }
   QF_ASSIGN_OR_RETURN(const std::vector<worker::Tokenizer::Piece> pieces, tok->Pieces());
   storage::GgufVocab v;
   for (size_t id = 0; id < pieces.size(); ++id) {

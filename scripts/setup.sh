@@ -6,8 +6,8 @@
 #   QF_BUILD_DIR=out scripts/setup.sh
 #
 # Steps:
-#   1. Debian packages (gRPC, Protobuf, Abseil, RocksDB, sentencepiece, CLI11,
-#      nlohmann-json, GoogleTest, OpenSSL, ninja, ccache), via apt-get.
+#   1. Debian packages (gRPC, Protobuf, Abseil, RocksDB, sentencepiece, RE2,
+#      ICU, CLI11, nlohmann-json, GoogleTest, OpenSSL, ninja, ccache), via apt-get.
 #   2. .venv with the pinned Python packages of scripts/requirements.txt
 #      (libtorch comes from the PyPI torch wheel).
 #   3. CMake configure (Ninja, ccache) and build. QF_CUDA=OFF unless set in
@@ -24,7 +24,7 @@ APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git python3 python3-venv
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev librocksdb-dev libsentencepiece-dev nlohmann-json3-dev libcli11-dev
-  libgtest-dev libgmock-dev libssl-dev
+  libgtest-dev libgmock-dev libssl-dev libre2-dev libicu-dev
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

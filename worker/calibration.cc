@@ -114,8 +114,10 @@ absl::StatusOr<std::vector<int32_t>> BuildEvalTokens(const Tokenizer& tokenizer,
   QF_RETURN_IF_ERROR(CheckPositive("eval seqlen", seqlen));
   QF_RETURN_IF_ERROR(CheckPositive("eval max_chunks", max_chunks));
   if (tokenizer.bos_id() < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        tokenizer.model_path(), ": the tokenizer has no BOS token; the eval protocol starts with BOS"));
+    // Qwen2-style tokenizer.json models have none; a missing config is the other cause.
+    const char* where = tokenizer.kind() == TokenizerKind::kHfBpe ? " (no bos_token in tokenizer_config.json)" : "";
+    return absl::InvalidArgumentError(absl::StrCat(tokenizer.model_path(), ": the tokenizer has no BOS token", where,
+                                                   "; the eval protocol starts with BOS"));
   }
   QF_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(path));
   QF_ASSIGN_OR_RETURN(const std::vector<int32_t> ids, tokenizer.Encode(text));

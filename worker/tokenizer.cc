@@ -1,130 +1,24 @@
 #include "worker/tokenizer.h"
 
-#include <dlfcn.h>
-
-#include <memory>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "common/dl_module.h"
 #include "common/fs.h"
-#include "common/status_macros.h"
-#include "worker/spm_abi.h"
+#include "worker/bpe_tokenizer.h"
+#include "worker/spm_tokenizer.h"
 
 namespace qf::worker {
 
-// Mirrors the C ABI documented at the top of worker/spm_plugin.cc.
-struct SpmPluginApi {
-  static constexpr int kAbiVersion = kSpmPluginAbiVersion;
-  static constexpr const char* kModuleName = "libqf_spm_plugin.so";
-
-  void* (*open)(const char* model_path, char* err, size_t errlen);
-  int (*encode)(void* handle, const char* text, size_t len, int32_t** ids, size_t* n, char* err,
-                size_t errlen);
-  void (*free_ids)(int32_t* ids);
-  int32_t (*bos_id)(void* handle);
-  int32_t (*eos_id)(void* handle);
-  int32_t (*vocab_size)(void* handle);
-  int (*piece)(void* handle, int32_t id, const char** piece, size_t* len, float* score, int32_t* type);
-  void (*close)(void* handle);
-};
-
-namespace {
-
-constexpr size_t kErrLen = 1024;
-
-template <typename Fn>
-absl::Status Resolve(void* module, const char* name, Fn* out) {
-  QF_ASSIGN_OR_RETURN(void* sym, ModuleSymbol(module, name));
-  *out = reinterpret_cast<Fn>(sym);
-  return absl::OkStatus();
-}
-
-absl::StatusOr<const SpmPluginApi*> OpenPlugin() {
-  // RTLD_DEEPBIND: the plugin and libsentencepiece resolve their protobuf
-  // symbols in their own scope first, never in libprotobuf 3.21 (gRPC).
-  QF_ASSIGN_OR_RETURN(void* module, OpenModule(SpmPluginApi::kModuleName, RTLD_DEEPBIND));
-  int (*abi_version)() = nullptr;
-  QF_RETURN_IF_ERROR(Resolve(module, "qf_spm_abi_version", &abi_version));
-  if (abi_version() != SpmPluginApi::kAbiVersion) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(SpmPluginApi::kModuleName, ": ABI version ", abi_version(), ", expected ",
-                     SpmPluginApi::kAbiVersion, " (a stale build of the plugin?)"));
-  }
-  auto api = std::make_unique<SpmPluginApi>();
-  QF_RETURN_IF_ERROR(Resolve(module, "qf_spm_open", &api->open));
-  QF_RETURN_IF_ERROR(Resolve(module, "qf_spm_encode", &api->encode));
-  QF_RETURN_IF_ERROR(Resolve(module, "qf_spm_free_ids", &api->free_ids));
-  QF_RETURN_IF_ERROR(Resolve(module, "qf_spm_bos_id", &api->bos_id));
-  QF_RETURN_IF_ERROR(Resolve(module, "qf_spm_eos_id", &api->eos_id));
-  QF_RETURN_IF_ERROR(Resolve(module, "qf_spm_vocab_size", &api->vocab_size));
-  QF_RETURN_IF_ERROR(Resolve(module, "qf_spm_piece", &api->piece));
-  QF_RETURN_IF_ERROR(Resolve(module, "qf_spm_close", &api->close));
-  return api.release();  // lives as long as the process, like the module
-}
-
-// The plugin is opened once; its outcome (the API or the error) is kept for
-// the process's lifetime. Thread-safe through the function-local static.
-absl::StatusOr<const SpmPluginApi*> Plugin() {
-  static const absl::StatusOr<const SpmPluginApi*> api = OpenPlugin();
-  return api;
-}
-
-}  // namespace
+Tokenizer::Tokenizer(TokenizerKind kind, std::string model_path, int32_t bos_id, int32_t eos_id, int32_t vocab_size)
+    : kind_(kind), model_path_(std::move(model_path)), bos_id_(bos_id), eos_id_(eos_id), vocab_size_(vocab_size) {}
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& model_dir) {
   const std::string model_path = model_dir + "/tokenizer.model";
-  if (!PathExists(model_path)) {
-    const std::string json_path = model_dir + "/tokenizer.json";
-    if (PathExists(json_path)) {
-      return absl::UnimplementedError(absl::StrCat(
-          json_path, ": HF tokenizer.json tokenizers are not supported yet; need a sentencepiece ",
-          model_path));
-    }
-    return absl::NotFoundError(absl::StrCat(model_path, ": no such file (need a sentencepiece tokenizer.model)"));
-  }
-  QF_ASSIGN_OR_RETURN(const SpmPluginApi* api, Plugin());
-  char err[kErrLen] = {0};
-  void* handle = api->open(model_path.c_str(), err, sizeof err);
-  if (handle == nullptr) return absl::InvalidArgumentError(absl::StrCat(model_path, ": ", err));
-  return std::unique_ptr<Tokenizer>(new Tokenizer(api, handle, model_path));
-}
-
-Tokenizer::Tokenizer(const SpmPluginApi* api, void* handle, std::string model_path)
-    : api_(api),
-      handle_(handle),
-      model_path_(std::move(model_path)),
-      bos_id_(api->bos_id(handle)),
-      vocab_size_(api->vocab_size(handle)) {}
-
-Tokenizer::~Tokenizer() { api_->close(handle_); }
-
-int32_t Tokenizer::eos_id() const { return api_->eos_id(handle_); }
-
-absl::StatusOr<std::vector<Tokenizer::Piece>> Tokenizer::Pieces() const {
-  std::vector<Piece> out(static_cast<size_t>(vocab_size_));
-  for (int32_t id = 0; id < vocab_size_; ++id) {
-    const char* text = nullptr;
-    size_t len = 0;
-    Piece& p = out[static_cast<size_t>(id)];
-    if (api_->piece(handle_, id, &text, &len, &p.score, &p.type) != 0) {
-      return absl::InternalError(absl::StrCat(model_path_, ": piece ", id, " of ", vocab_size_, " unreadable"));
-    }
-    p.text.assign(text, len);
-  }
-  return out;
-}
-
-absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text) const {
-  char err[kErrLen] = {0};
-  int32_t* ids = nullptr;
-  size_t n = 0;
-  if (api_->encode(handle_, text.data(), text.size(), &ids, &n, err, sizeof err) != 0) {
-    return absl::InternalError(absl::StrCat(model_path_, ": encoding ", text.size(), " bytes: ", err));
-  }
-  std::vector<int32_t> out(ids, ids + n);
-  api_->free_ids(ids);
-  return out;
+  if (PathExists(model_path)) return LoadSpmTokenizer(model_path);
+  const std::string json_path = model_dir + "/tokenizer.json";
+  if (PathExists(json_path)) return LoadHfBpeTokenizer(json_path);
+  return absl::NotFoundError(absl::StrCat(model_path, ": no such file, nor ", json_path,
+                                          " (need a sentencepiece tokenizer.model or an HF tokenizer.json)"));
 }
 
 }  // namespace qf::worker

@@ -66,6 +66,18 @@ class QctlTest : public ::testing::Test {
     return dir;
   }
 
+  // A private copy of tiny-llama whose tokenizer is an HF tokenizer.json from
+  // tests/tokenizer/data/<fixture> (byte-level BPE) instead of tokenizer.model.
+  std::string CopyModelWithBpeTokenizer(const std::string& fixture) {
+    std::string dir = CopyModel();
+    fs::remove(dir + "/tokenizer.model");
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {
+      fs::copy_file(kSrc + "/tests/tokenizer/data/" + fixture + "/" + f, dir + "/" + f,
+                    fs::copy_options::overwrite_existing);
+    }
+    return dir;
+  }
+
   // Rewrites the safetensors header of `file` through `edit`; data unchanged.
   void EditHeader(const std::string& file, const std::function<void(nlohmann::json&)>& edit) {
     std::string bytes = ReadAll(file);
@@ -347,6 +359,41 @@ TEST_F(QctlTest, EvalOfArtifactIsCloseToFp16AndReportsJson) {
   EXPECT_GT(pf, 1.0);
   EXPECT_NE(pf, pq);                  // the artifact really is a different model
   EXPECT_NEAR(pq / pf, 1.0, 0.01);    // 8-bit RTN loses < 1%
+}
+
+// A Llama 3-style BPE tokenizer (1542 ids, within tiny-llama's 8000): eval
+// and quantize (calibration) run through it; the artifact keeps
+// tokenizer.json, and GGUF export, which writes a sentencepiece vocabulary,
+// refuses it on one line.
+TEST_F(QctlTest, BpeTokenizerEvalsQuantizesAndIsRefusedByGgufExport) {
+  const std::string m = CopyModelWithBpeTokenizer("bpe-llama3");
+  const std::string text = kSrc + "/data/books-heldout.txt";
+  const RunResult ev = Qctl("eval --model " + m + " --text " + text + " --seqlen 128 --max-chunks 4 --json");
+  ASSERT_EQ(ev.code, 0) << ev.err;
+  const auto j = nlohmann::json::parse(ev.out);
+  EXPECT_EQ(j["tokens"].get<int>(), 4 * 127);
+  EXPECT_GT(j["ppl"].get<double>(), 1.0);
+  const std::string art = tmp_ + "/art", gguf = tmp_ + "/m.gguf";
+  const RunResult q = Qctl(QuantizeArgs(m, art));
+  ASSERT_EQ(q.code, 0) << q.err;
+  EXPECT_TRUE(fs::exists(art + "/tokenizer.json"));
+  ExpectOneLineError(Qctl("export " + art + " --gguf " + gguf),
+                     art + "/tokenizer.json: GGUF export supports sentencepiece tokenizers only");
+  EXPECT_FALSE(fs::exists(gguf));
+}
+
+// Token ids past the model's embeddings (a tokenizer.json of 8040 ids on a
+// model of 8000): one error line, no crash.
+TEST_F(QctlTest, BpeIdsBeyondTheEmbeddingsAreAnError) {
+  const std::string m = CopyModelWithBpeTokenizer("bpe-llama3");
+  nlohmann::json j = nlohmann::json::parse(ReadAll(m + "/tokenizer.json"));
+  auto& vocab = j["model"]["vocab"];
+  for (int i = 0; vocab.size() < 8040; ++i) vocab["\u0120filler" + std::to_string(i)] = vocab.size();
+  for (auto& added : j["added_tokens"]) added["id"] = vocab.size() + (added["content"] == "<|end_of_text|>");
+  WriteAll(m + "/tokenizer.json", j.dump());
+  const std::string text = kSrc + "/data/books-heldout.txt";
+  ExpectOneLineError(Qctl("eval --model " + m + " --text " + text + " --seqlen 128 --max-chunks 2"),
+                     "tokens: id 8040 outside the vocabulary");
 }
 
 }  // namespace

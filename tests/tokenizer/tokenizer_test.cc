@@ -46,6 +46,7 @@ TEST(Tokenizer, ModelProperties) {
   EXPECT_EQ(tok->bos_id(), SpmExpected()["bos_id"].get<int32_t>());
   EXPECT_EQ(tok->vocab_size(), SpmExpected()["vocab_size"].get<int32_t>());
   EXPECT_EQ(tok->model_path(), qf::testing::ModelDir() + "/tokenizer.model");
+  EXPECT_EQ(tok->kind(), TokenizerKind::kSentencePiece);
 }
 
 // The vocabulary as GGUF stores it (qctl export): pieces, scores and types as
@@ -106,21 +107,24 @@ TEST(Tokenizer, EncodesBytesThatAreNotUtf8WithoutError) {
   }
 }
 
-TEST(Tokenizer, MissingTokenizerIsNotFoundNamingThePath) {
+TEST(Tokenizer, MissingTokenizerIsNotFoundNamingBothPaths) {
   const std::string dir = qf::testing::MakeTempDir("no_tokenizer");
   absl::StatusOr<std::unique_ptr<Tokenizer>> tok = Tokenizer::Load(dir);
   ASSERT_FALSE(tok.ok());
   EXPECT_EQ(tok.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(tok.status().message(), HasSubstr(dir + "/tokenizer.model"));
+  EXPECT_THAT(tok.status().message(), HasSubstr(dir + "/tokenizer.json"));
 }
 
-TEST(Tokenizer, TokenizerJsonOnlyIsUnimplemented) {
+// A tokenizer.json alone is read as HF BPE (bpe_tokenizer_test.cc); this one
+// has no vocabulary.
+TEST(Tokenizer, TokenizerJsonWithoutVocabIsInvalidArgumentNamingTheField) {
   const std::string dir = qf::testing::MakeTempDir("json_only");
   ASSERT_TRUE(WriteFileAtomic(dir + "/tokenizer.json", R"({"model": {"type": "BPE"}})").ok());
   absl::StatusOr<std::unique_ptr<Tokenizer>> tok = Tokenizer::Load(dir);
   ASSERT_FALSE(tok.ok());
-  EXPECT_EQ(tok.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(tok.status().message(), HasSubstr(dir + "/tokenizer.json"));
+  EXPECT_EQ(tok.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(tok.status().message(), HasSubstr(dir + "/tokenizer.json: model.vocab: missing"));
 }
 
 TEST(Tokenizer, CorruptModelIsInvalidArgumentNotACrash) {
