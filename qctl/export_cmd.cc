@@ -1,6 +1,11 @@
 // qctl export: a qforge artifact as a GGUF file for llama.cpp (storage/gguf.h).
+#include <algorithm>
 #include <cstdio>
+#include <iterator>
 #include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -17,21 +22,59 @@ struct ExportOptions {
   std::string gguf;
 };
 
+// tokenizer.ggml.pre for each split pattern, as llama.cpp's converter names
+// it. The Qwen2 pattern is refused: it ships with Qwen2 models, an
+// architecture the export does not write, and with an NFC normalizer that
+// llama.cpp's tokenizer does not apply.
+struct PreName {
+  worker::BpePattern pattern;
+  const char* name;  // for messages
+  const char* gguf;  // nullptr: refused
+};
+constexpr PreName kPreNames[] = {
+    {worker::BpePattern::kLlama3, "Llama 3", "llama-bpe"},
+    {worker::BpePattern::kGpt2, "GPT-2", "gpt-2"},
+    {worker::BpePattern::kQwen2, "Qwen2", nullptr},
+};
+
+// GGUF's "gpt2" vocabulary: tokens and types from Pieces() (3 for special
+// added tokens), 4 for the non-special added ones, no scores. InvalidArgument
+// naming the file and the field for a refused pattern or an NFC normalizer.
+absl::Status AddBpe(const worker::Tokenizer& tok, storage::GgufVocab* v) {
+  QF_ASSIGN_OR_RETURN(worker::Tokenizer::BpeModel bpe, tok.Bpe());
+  const auto bad = [&](const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat(tok.model_path(), ": ", what));
+  };
+  const PreName* pre = std::find_if(std::begin(kPreNames), std::end(kPreNames),
+                                    [&](const PreName& p) { return p.pattern == bpe.pattern; });
+  if (pre == std::end(kPreNames) || pre->gguf == nullptr) {
+    return bad(absl::StrCat("pre_tokenizer: the ", pre == std::end(kPreNames) ? "unknown" : pre->name,
+                            " split pattern, expected the Llama 3 or GPT-2 one (the GGUF export writes "
+                            "llama-architecture models)"));
+  }
+  if (bpe.nfc) {
+    return bad("normalizer: NFC, expected none (llama.cpp's BPE tokenizer does not normalize, so the GGUF file "
+               "would encode differently)");
+  }
+  v->model = storage::GgufVocab::Model::kGpt2;
+  v->pre = pre->gguf;
+  v->merges = std::move(bpe.merges);
+  for (int32_t id : bpe.user_defined) v->types[static_cast<size_t>(id)] = 4;  // ids of this vocabulary
+  return absl::OkStatus();
+}
+
 absl::StatusOr<storage::GgufVocab> VocabOf(const std::string& dir) {
   QF_ASSIGN_OR_RETURN(std::unique_ptr<worker::Tokenizer> tok, worker::Tokenizer::Load(dir));
-  if (tok->kind() != worker::TokenizerKind::kSentencePiece) {  // GgufVocab is sentencepiece's ("llama")
-    return absl::InvalidArgumentError(absl::StrCat(tok->model_path(),
-                                                   ": GGUF export supports sentencepiece tokenizers only "
-                                                   "(this model has an HF BPE tokenizer.json)"));
-  }
   QF_ASSIGN_OR_RETURN(const std::vector<worker::Tokenizer::Piece> pieces, tok->Pieces());
+  const bool spm = tok->kind() == worker::TokenizerKind::kSentencePiece;
   storage::GgufVocab v;
   for (size_t id = 0; id < pieces.size(); ++id) {
     v.tokens.push_back(pieces[id].text);
-    v.scores.push_back(pieces[id].score);
     v.types.push_back(pieces[id].type);
+    if (spm) v.scores.push_back(pieces[id].score);
     if (pieces[id].type == 2 && v.unk_id < 0) v.unk_id = static_cast<int32_t>(id);
   }
+  if (!spm) QF_RETURN_IF_ERROR(AddBpe(*tok, &v));
   v.bos_id = tok->bos_id();
   v.eos_id = tok->eos_id();
   return v;

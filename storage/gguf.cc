@@ -180,30 +180,61 @@ void AddModelMetadata(const LoadedArtifact& a, GgmlType linear_type, Metadata* m
   m->U32("llama.vocab_size", static_cast<uint32_t>(c.vocab_size));
 }
 
-absl::Status AddVocabMetadata(const LoadedArtifact& a, const GgufVocab& v, Metadata* m) {
+// "A B": two non-empty tokens and one space, where llama.cpp splits a merge.
+bool IsMerge(std::string_view m) {
+  const size_t space = m.find(' ');
+  return space != 0 && space != std::string_view::npos && space + 1 < m.size() &&
+         m.find(' ', space + 1) == std::string_view::npos;
+}
+
+// One line naming what `v` lacks for its model kind, or OK.
+absl::Status CheckVocab(const LoadedArtifact& a, const GgufVocab& v) {
   const int64_t n = a.config.vocab_size;
-  if (v.tokens.empty() || static_cast<int64_t>(v.tokens.size()) > n || v.scores.size() != v.tokens.size() ||
+  const bool gpt2 = v.model == GgufVocab::Model::kGpt2;
+  const size_t want_scores = gpt2 ? 0 : v.tokens.size();
+  const auto bad = [&](const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat(a.dir, ": tokenizer: ", what));
+  };
+  if (v.tokens.empty() || static_cast<int64_t>(v.tokens.size()) > n || v.scores.size() != want_scores ||
       v.types.size() != v.tokens.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(a.dir, ": tokenizer: ", v.tokens.size(), " pieces (",
-                                                   v.scores.size(), " scores, ", v.types.size(),
-                                                   " types), expected 1 to vocab_size ", n, " of each"));
+    return bad(absl::StrCat(v.tokens.size(), " pieces (", v.scores.size(), " scores, ", v.types.size(),
+                            " types), expected 1 to vocab_size ", n, gpt2 ? ", a type each and no scores (gpt2)"
+                                                                          : " of each"));
   }
+  if (!gpt2) {
+    if (v.merges.empty() && v.pre.empty()) return absl::OkStatus();
+    return bad("a sentencepiece (llama) vocabulary with merges or a pre-tokenizer name, expected neither");
+  }
+  if (v.pre.empty()) return bad("a gpt2 vocabulary without a pre-tokenizer name (tokenizer.ggml.pre)");
+  if (v.merges.empty()) return bad("a gpt2 vocabulary without merges (llama.cpp requires tokenizer.ggml.merges)");
+  for (size_t i = 0; i < v.merges.size(); ++i) {
+    if (!IsMerge(v.merges[i])) return bad(absl::StrCat("merges[", i, "] is '", v.merges[i], "', expected \"A B\""));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AddVocabMetadata(const LoadedArtifact& a, const GgufVocab& v, Metadata* m) {
+  QF_RETURN_IF_ERROR(CheckVocab(a, v));
+  const bool gpt2 = v.model == GgufVocab::Model::kGpt2;
   std::vector<std::string> tokens = v.tokens;
   std::vector<float> scores = v.scores;
   std::vector<int32_t> types = v.types;
+  const int64_t n = a.config.vocab_size;
   for (int64_t id = static_cast<int64_t>(tokens.size()); id < n; ++id) {  // as llama.cpp's converter pads
     tokens.push_back(absl::StrCat("[PAD", id, "]"));
-    scores.push_back(-1000.f);
+    if (!gpt2) scores.push_back(-1000.f);
     types.push_back(5);
   }
-  m->Str("tokenizer.ggml.model", "llama");
+  m->Str("tokenizer.ggml.model", gpt2 ? "gpt2" : "llama");
+  if (gpt2) m->Str("tokenizer.ggml.pre", v.pre);
   m->Strings("tokenizer.ggml.tokens", tokens);
-  m->F32s("tokenizer.ggml.scores", scores);
+  if (!gpt2) m->F32s("tokenizer.ggml.scores", scores);  // llama.cpp's converter writes none for gpt2
   m->I32s("tokenizer.ggml.token_type", types);
+  if (gpt2) m->Strings("tokenizer.ggml.merges", v.merges);
   if (v.bos_id >= 0) m->U32("tokenizer.ggml.bos_token_id", static_cast<uint32_t>(v.bos_id));
   if (v.eos_id >= 0) m->U32("tokenizer.ggml.eos_token_id", static_cast<uint32_t>(v.eos_id));
   if (v.unk_id >= 0) m->U32("tokenizer.ggml.unknown_token_id", static_cast<uint32_t>(v.unk_id));
-  m->Bool("tokenizer.ggml.add_bos_token", true);
+  m->Bool("tokenizer.ggml.add_bos_token", v.bos_id >= 0);
   m->Bool("tokenizer.ggml.add_eos_token", false);
   return absl::OkStatus();
 }

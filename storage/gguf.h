@@ -10,8 +10,10 @@
 // written as F32, the embeddings and lm_head in their dtype (F16, BF16, F32;
 // no lm_head when tie_word_embeddings). Architecture `llama` (llama and
 // mistral checkpoints; a mistral sliding window is not written, as llama.cpp's
-// own converter writes none), with its metadata, and the sentencepiece
-// vocabulary.
+// own converter writes none), with its metadata, and the vocabulary as
+// llama.cpp's converter writes it: a sentencepiece one as tokenizer `llama`
+// (pieces, scores, types), a byte-level BPE tokenizer.json as `gpt2` (tokens
+// in the byte alphabet, types, merges, the pre-tokenizer name; no scores).
 // q_proj and k_proj rows are reordered as llama.cpp's converter does: it
 // pairs RoPE dimensions (2i, 2i + 1) of a head where HF pairs (i, i + d/2).
 //
@@ -33,25 +35,39 @@
 
 namespace qf::storage {
 
-// A sentencepiece vocabulary as GGUF's `llama` tokenizer stores it. `types`
-// are sentencepiece's piece types (1 normal, 2 unknown, 3 control, 4 user
-// defined, 5 unused, 6 byte); -1 ids are left out of the metadata.
+// A vocabulary as GGUF's tokenizer keys store it (tokenizer.ggml.*). `types`
+// are llama.cpp's token types, sentencepiece's piece types (1 normal,
+// 2 unknown, 3 control, 4 user defined, 5 unused, 6 byte); -1 ids are left
+// out of the metadata.
 struct GgufVocab {
+  enum class Model {
+    kLlama,  // sentencepiece: tokens, scores, types
+    kGpt2,   // byte-level BPE: tokens, types, merges, pre; no scores
+  };
+  Model model = Model::kLlama;
+  // kGpt2: llama.cpp's pre-tokenizer name ("llama-bpe", "gpt-2"); kLlama: empty.
+  std::string pre;
   std::vector<std::string> tokens;
-  std::vector<float> scores;
-  std::vector<int32_t> types;
+  std::vector<float> scores;        // kLlama: one per token; kGpt2: empty
+  std::vector<int32_t> types;       // one per token
+  std::vector<std::string> merges;  // kGpt2: "a b" in rank order; kLlama: empty
   int32_t bos_id = -1, eos_id = -1, unk_id = -1;
 };
 
 // Writes `artifact` to `path` (see above). Returns
 //   InvalidArgument naming the artifact and the field, linear or tensor: a
 //     model type other than llama / mistral, linears with biases, a RoPE type
-//     other than default / linear, a vocabulary that is empty or longer than
-//     vocab_size, codes llama.cpp's blocks cannot hold (GgmlTypeFor), a
+//     other than default / linear, a vocabulary that is empty, longer than
+//     vocab_size or not of its model's shape (see GgufVocab: a count of
+//     scores or types that is not the count of tokens, a kGpt2 vocabulary
+//     without merges or pre, a merge not "a b", a kLlama one with either),
+//     codes llama.cpp's blocks cannot hold (GgmlTypeFor), a
 //     norm, embedding or lm_head tensor of an unexpected shape or dtype;
 //   the artifact's own errors (Layer()); I/O errors naming the path.
 // A vocabulary shorter than vocab_size is padded as llama.cpp's converter
-// pads it: "[PAD<id>]" pieces, score -1000, type unused.
+// pads it: "[PAD<id>]" pieces, type unused (kLlama: score -1000).
+// tokenizer.ggml.add_bos_token is true when the vocabulary has a BOS (qforge's
+// eval and calibration start with it), add_eos_token false.
 absl::Status WriteGguf(const LoadedArtifact& artifact, const GgufVocab& vocab, const std::string& path);
 
 }  // namespace qf::storage

@@ -52,14 +52,15 @@ using Json = nlohmann::json;
 
 struct KnownPattern {
   const char* name;
+  BpePattern id;
   const char* hf;  // exactly as tokenizer.json (or HF's ByteLevel) spells it
 };
 constexpr KnownPattern kKnownPatterns[] = {
-    {"Llama 3",
+    {"Llama 3", BpePattern::kLlama3,
      R"re((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)re"},
-    {"Qwen2",
+    {"Qwen2", BpePattern::kQwen2,
      R"re((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)re"},
-    {"GPT-2", R"re('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)re"},
+    {"GPT-2", BpePattern::kGpt2, R"re('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)re"},
 };
 constexpr int kGpt2Pattern = 2;  // what ByteLevel(use_regex: true) splits with
 
@@ -154,6 +155,8 @@ struct BpeData {
   std::vector<bool> special;                         // id -> a special added token
   std::unordered_map<std::string, int32_t> vocab;    // model.vocab only
   std::unordered_map<uint64_t, MergeTarget> merges;  // (left id, right id) -> rank, merged id
+  std::vector<std::string> merge_list;               // "a b" in rank order, for Bpe()
+  std::vector<int32_t> user_defined;                 // non-special added token ids, ascending
   bool ignore_merges = false;
   int32_t unk_id = -1;
   bool fuse_unk = false;
@@ -223,6 +226,10 @@ class BpeTokenizer final : public Tokenizer {
     std::vector<Piece> out(d_.tokens.size());
     for (size_t id = 0; id < out.size(); ++id) out[id] = {d_.tokens[id], 0.f, d_.special[id] ? 3 : 1};
     return out;
+  }
+
+  absl::StatusOr<BpeModel> Bpe() const override {
+    return BpeModel{kKnownPatterns[d_.pattern].id, d_.nfc, d_.merge_list, d_.user_defined};
   }
 
  private:
@@ -411,6 +418,15 @@ absl::Status ReadVocab(const std::string& file, const Json& model, BpeData* d) {
   return absl::OkStatus();
 }
 
+// merges[i] as GGUF writes it: "a b" as given; ["a", "b"] joined by a space,
+// a space inside a or b written U+0120 (GPT-2's byte symbol for a space), as
+// llama.cpp's converter joins it.
+std::string GgufMerge(const Json& m, const std::string& a, const std::string& b) {
+  if (m.is_string()) return m.get<std::string>();
+  const auto spelled = [](const std::string& s) { return absl::StrReplaceAll(s, {{" ", "\xC4\xA0"}}); };  // U+0120
+  return absl::StrCat(spelled(a), " ", spelled(b));
+}
+
 // The two halves of merges[i]: "a b" or ["a", "b"].
 absl::StatusOr<std::pair<std::string, std::string>> MergePair(const std::string& file, const Json& m, size_t i) {
   if (m.is_string()) {
@@ -440,6 +456,7 @@ absl::Status ReadMerges(const std::string& file, const Json& model, BpeData* d) 
     }
     // A repeated pair takes its last rank, as HF's merge map is built.
     d->merges[PairKey(ids[0], ids[1])] = {static_cast<uint32_t>(i), ids[2]};
+    d->merge_list.push_back(GgufMerge((*merges)[i], a, b));
   }
   return absl::OkStatus();
 }
@@ -631,7 +648,9 @@ absl::Status AssignIds(const std::string& file, const std::vector<AddedEntry>& a
     }
     QF_RETURN_IF_ERROR(place(field, a.content, a.id));
     d->special[a.id] = a.special;
+    if (!a.special) d->user_defined.push_back(a.id);
   }
+  std::sort(d->user_defined.begin(), d->user_defined.end());
   // n tokens, each placed below n at an id no other token holds: all taken.
   return absl::OkStatus();
 }

@@ -22,6 +22,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace qf::worker {
@@ -30,6 +31,9 @@ enum class TokenizerKind {
   kSentencePiece,  // tokenizer.model
   kHfBpe,          // tokenizer.json (byte-level BPE)
 };
+
+// The split pattern of a byte-level BPE pre-tokenizer (worker/bpe_tokenizer.h).
+enum class BpePattern { kLlama3, kQwen2, kGpt2 };
 
 class Tokenizer {
  public:
@@ -64,6 +68,22 @@ class Tokenizer {
     int32_t type = 1;
   };
   virtual absl::StatusOr<std::vector<Piece>> Pieces() const = 0;
+
+  // What a byte-level BPE tokenizer holds beyond Pieces(), as GGUF's "gpt2"
+  // vocabulary stores it.
+  struct BpeModel {
+    BpePattern pattern = BpePattern::kGpt2;
+    bool nfc = false;  // the normalizer is NFC
+    // "a b" in rank order, every entry of model.merges; a space inside a
+    // token of the [["a", "b"]] form is written U+0120, as llama.cpp's
+    // converter writes it.
+    std::vector<std::string> merges;
+    std::vector<int32_t> user_defined;  // ids of the non-special added tokens, ascending
+  };
+  // FailedPrecondition naming model_path() for a sentencepiece tokenizer.
+  virtual absl::StatusOr<BpeModel> Bpe() const {
+    return absl::FailedPreconditionError(model_path() + ": not a byte-level BPE tokenizer");
+  }
 
   TokenizerKind kind() const { return kind_; }
   // -1 when the model defines no BOS piece (BPE: tokenizer_config.json has no

@@ -6,7 +6,11 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <map>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "common/fs.h"
 #include "gmock/gmock.h"
@@ -100,7 +104,10 @@ struct GgufFile {
   uint32_t version = 0;
   std::map<std::string, std::string> strings;  // string values
   std::map<std::string, uint64_t> ints;        // u32 / i32 values
+  std::map<std::string, bool> bools;
   std::map<std::string, uint64_t> array_sizes;
+  std::map<std::string, std::vector<std::string>> string_arrays;
+  std::map<std::string, std::vector<int32_t>> i32_arrays;
   struct Info {
     std::vector<uint64_t> dims;
     uint32_t type = 0;
@@ -130,6 +137,7 @@ GgufFile ReadGguf(const std::string& path) {
     return std::string_view(f.bytes).substr(at, n);
   };
   const auto u32 = [&] { uint32_t v; std::memcpy(&v, take(4).data(), 4); return v; };
+  const auto i32 = [&] { int32_t v; std::memcpy(&v, take(4).data(), 4); return v; };
   const auto u64 = [&] { uint64_t v; std::memcpy(&v, take(8).data(), 8); return v; };
   const auto str = [&] { const uint64_t n = u64(); return std::string(take(n)); };
   // Value sizes by GGUF type id (strings and arrays handled apart).
@@ -146,9 +154,19 @@ GgufFile ReadGguf(const std::string& path) {
       const uint32_t elem = u32();
       const uint64_t n = u64();
       f.array_sizes[key] = n;
-      for (uint64_t j = 0; j < n; ++j) elem == 8 ? (void)str() : (void)take(size.at(elem));
+      for (uint64_t j = 0; j < n; ++j) {
+        if (elem == 8) {
+          f.string_arrays[key].push_back(str());
+        } else if (elem == 5) {
+          f.i32_arrays[key].push_back(i32());
+        } else {
+          take(size.at(elem));
+        }
+      }
     } else if (type == 4 || type == 5) {
       f.ints[key] = u32();
+    } else if (type == 7) {
+      f.bools[key] = take(1)[0] != 0;
     } else {
       take(size.at(type));
     }
@@ -191,7 +209,7 @@ struct Exported {
   std::string gguf;
   absl::Status status;
 };
-void Export(const QuantSpec& spec, int vocab, Exported* e) {
+void Export(const QuantSpec& spec, const GgufVocab& vocab, Exported* e) {
   Fixture f = Load();
   e->layers = MakeLayers(f, spec);
   const std::string art = e->tmp.Path("art");
@@ -199,8 +217,9 @@ void Export(const QuantSpec& spec, int vocab, Exported* e) {
   absl::StatusOr<LoadedArtifact> a = OpenArtifact(art);
   ASSERT_TRUE(a.ok()) << a.status();
   e->gguf = e->tmp.Path("model.gguf");
-  e->status = WriteGguf(*a, TestVocab(vocab), e->gguf);
+  e->status = WriteGguf(*a, vocab, e->gguf);
 }
+void Export(const QuantSpec& spec, int vocab, Exported* e) { Export(spec, TestVocab(vocab), e); }
 
 TEST(Gguf, TinyLlamaQ4_0HeaderMetadataAndTensors) {
   Exported e;
@@ -210,6 +229,9 @@ TEST(Gguf, TinyLlamaQ4_0HeaderMetadataAndTensors) {
   EXPECT_EQ(g.version, 3u);
   EXPECT_EQ(g.strings.at("general.architecture"), "llama");
   EXPECT_EQ(g.strings.at("tokenizer.ggml.model"), "llama");
+  EXPECT_EQ(g.array_sizes.at("tokenizer.ggml.scores"), 8000u);
+  EXPECT_EQ(g.strings.count("tokenizer.ggml.pre"), 0u);
+  EXPECT_EQ(g.array_sizes.count("tokenizer.ggml.merges"), 0u);
   EXPECT_EQ(g.ints.at("general.file_type"), 2u);  // mostly Q4_0
   EXPECT_EQ(g.ints.at("llama.block_count"), 4u);
   EXPECT_EQ(g.ints.at("llama.embedding_length"), 256u);
@@ -289,6 +311,103 @@ TEST(Gguf, WhatLlamaCppCannotHoldIsRefusedAndLeavesNoFile) {
   Export(Spec(4, 128, true), 8001, &e);
   EXPECT_THAT(e.status.message(), HasSubstr("expected 1 to vocab_size 8000"));
   EXPECT_FALSE(PathExists(e.gguf));
+}
+
+// ---- the byte-level BPE vocabulary (tokenizer "gpt2")
+
+// A Llama 3-style vocabulary: the 256 byte symbols are not all here, only what
+// the writer must carry through: byte-alphabet tokens (U+0120 is "Ġ"), a
+// special added token (control), a non-special one (user defined), merges.
+GgufVocab TestBpeVocab() {
+  GgufVocab v;
+  v.model = GgufVocab::Model::kGpt2;
+  v.pre = "llama-bpe";
+  v.tokens = {"t", "h", "e", "\xC4\xA0", "\xC4\xA0t", "he", "\xC4\xA0the", "\xC4\x8A",
+              "<|begin_of_text|>", "<|end_of_text|>", "[[note]]"};
+  v.types = {1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 4};
+  v.merges = {"\xC4\xA0 t", "h e", "\xC4\xA0t he"};
+  v.bos_id = 8;
+  v.eos_id = 9;
+  return v;
+}
+
+TEST(Gguf, BpeVocabularyIsWrittenAsLlamaCppsGpt2Tokenizer) {
+  const GgufVocab v = TestBpeVocab();
+  Exported e;
+  Export(Spec(4, 128, true), v, &e);
+  ASSERT_TRUE(e.status.ok()) << e.status;
+  const GgufFile g = ReadGguf(e.gguf);
+  EXPECT_EQ(g.strings.at("tokenizer.ggml.model"), "gpt2");
+  EXPECT_EQ(g.strings.at("tokenizer.ggml.pre"), "llama-bpe");
+  // Tokens and types as given, then padded to vocab_size as llama.cpp's converter pads.
+  const std::vector<std::string>& tokens = g.string_arrays.at("tokenizer.ggml.tokens");
+  const std::vector<int32_t>& types = g.i32_arrays.at("tokenizer.ggml.token_type");
+  ASSERT_EQ(tokens.size(), 8000u);
+  ASSERT_EQ(types.size(), 8000u);
+  EXPECT_EQ(std::vector<std::string>(tokens.begin(), tokens.begin() + 11), v.tokens);
+  EXPECT_EQ(std::vector<int32_t>(types.begin(), types.begin() + 11), v.types);
+  EXPECT_EQ(tokens[11], "[PAD11]");
+  EXPECT_EQ(tokens[7999], "[PAD7999]");
+  EXPECT_EQ(types[7999], 5);  // unused
+  EXPECT_EQ(g.string_arrays.at("tokenizer.ggml.merges"), v.merges);
+  EXPECT_EQ(g.array_sizes.count("tokenizer.ggml.scores"), 0u);  // llama.cpp's converter writes none for gpt2
+  EXPECT_EQ(g.ints.at("tokenizer.ggml.bos_token_id"), 8u);
+  EXPECT_EQ(g.ints.at("tokenizer.ggml.eos_token_id"), 9u);
+  EXPECT_EQ(g.ints.count("tokenizer.ggml.unknown_token_id"), 0u);
+  EXPECT_TRUE(g.bools.at("tokenizer.ggml.add_bos_token"));
+  EXPECT_FALSE(g.bools.at("tokenizer.ggml.add_eos_token"));
+}
+
+TEST(Gguf, TwoBpeExportsAreByteIdenticalAndNoBosIsNotAdded) {
+  GgufVocab v = TestBpeVocab();
+  v.pre = "gpt-2";
+  v.bos_id = -1;
+  Exported a, b;
+  Export(Spec(4, 32, false), v, &a);
+  Export(Spec(4, 32, false), v, &b);
+  ASSERT_TRUE(a.status.ok() && b.status.ok()) << a.status << b.status;
+  EXPECT_TRUE(ReadBytes(a.gguf) == ReadBytes(b.gguf));
+  const GgufFile g = ReadGguf(a.gguf);
+  EXPECT_EQ(g.strings.at("tokenizer.ggml.pre"), "gpt-2");
+  EXPECT_EQ(g.ints.count("tokenizer.ggml.bos_token_id"), 0u);
+  EXPECT_FALSE(g.bools.at("tokenizer.ggml.add_bos_token"));
+}
+
+// A vocabulary not of its model's shape: one line naming what was expected,
+// no file.
+TEST(Gguf, AVocabularyNotOfItsModelsShapeIsRefusedOnOneLine) {
+  const auto bpe = [](const std::function<void(GgufVocab&)>& edit) {
+    GgufVocab v = TestBpeVocab();
+    edit(v);
+    return v;
+  };
+  const auto spm = [](const std::function<void(GgufVocab&)>& edit) {
+    GgufVocab v = TestVocab(100);
+    edit(v);
+    return v;
+  };
+  const std::pair<GgufVocab, std::string> cases[] = {
+      {bpe([](GgufVocab& v) { v.scores.assign(v.tokens.size(), 0.f); }),
+       "11 pieces (11 scores, 11 types), expected 1 to vocab_size 8000, a type each and no scores (gpt2)"},
+      {bpe([](GgufVocab& v) { v.types.pop_back(); }), "(0 scores, 10 types)"},
+      {bpe([](GgufVocab& v) { v.merges.clear(); }), "a gpt2 vocabulary without merges"},
+      {bpe([](GgufVocab& v) { v.pre.clear(); }), "a gpt2 vocabulary without a pre-tokenizer name"},
+      {bpe([](GgufVocab& v) { v.merges[1] = "he"; }), "merges[1] is 'he', expected \"A B\""},
+      {bpe([](GgufVocab& v) { v.merges[2] = "\xC4\xA0t h e"; }), "merges[2] is '\xC4\xA0t h e', expected \"A B\""},
+      {bpe([](GgufVocab& v) { v.merges[0] = " t"; }), "merges[0] is ' t', expected \"A B\""},
+      {spm([](GgufVocab& v) { v.merges = {"a b"}; }), "a sentencepiece (llama) vocabulary with merges"},
+      {spm([](GgufVocab& v) { v.pre = "llama-bpe"; }), "or a pre-tokenizer name, expected neither"},
+  };
+  for (const auto& [vocab, why] : cases) {
+    SCOPED_TRACE(why);
+    Exported e;
+    Export(Spec(4, 128, true), vocab, &e);
+    EXPECT_EQ(e.status.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(e.status.message(), HasSubstr("/art: tokenizer: "));
+    EXPECT_THAT(e.status.message(), HasSubstr(why));
+    EXPECT_EQ(std::string(e.status.message()).find('\n'), std::string::npos);
+    EXPECT_FALSE(PathExists(e.gguf));
+  }
 }
 
 }  // namespace

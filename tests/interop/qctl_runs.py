@@ -26,10 +26,10 @@ def run(cmd):
     return res
 
 
-def quantize_and_eval(args, art, logits, flags):
-    """`qctl quantize` (16 x 128 calibration tokens) into art, then `qctl eval --logits-out logits`
-    over the first 128-token chunk of the text. True when both succeed."""
-    return (run([args.qctl, "quantize", "--model", args.model, "--calib", args.calib, "--samples", "16",
+def quantize_and_eval(args, art, logits, flags, model=None):
+    """`qctl quantize` (16 x 128 calibration tokens) of model (default: args.model) into art, then
+    `qctl eval --logits-out logits` over the first 128-token chunk of the text. True when both succeed."""
+    return (run([args.qctl, "quantize", "--model", model or args.model, "--calib", args.calib, "--samples", "16",
                  "--seqlen", "128", "--out", art] + flags).returncode == 0 and
             run([args.qctl, "eval", "--model", art, "--text", args.text, "--seqlen", "128", "--max-chunks", "1",
                  "--logits-out", logits]).returncode == 0)

@@ -3,13 +3,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <sstream>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -361,11 +365,66 @@ TEST_F(QctlTest, EvalOfArtifactIsCloseToFp16AndReportsJson) {
   EXPECT_NEAR(pq / pf, 1.0, 0.01);    // 8-bit RTN loses < 1%
 }
 
+// The tokenizer keys of a GGUF file (tests/formats/gguf_test.cc reads the
+// whole layout): string and u32 values, every array's size, and the arrays of
+// strings or of i32.
+struct GgufTokenizer {
+  std::map<std::string, std::string> strings;
+  std::map<std::string, uint64_t> array_sizes;
+  std::map<std::string, std::vector<std::string>> string_arrays;
+  std::map<std::string, std::vector<int32_t>> i32_arrays;
+  std::map<std::string, uint32_t> u32s;
+};
+GgufTokenizer ReadGgufTokenizer(const std::string& path) {
+  const std::string bytes = ReadAll(path);
+  size_t p = 0;
+  const auto take = [&](size_t n) {
+    if (p + n > bytes.size()) throw std::runtime_error(path + ": truncated");
+    p += n;
+    return bytes.substr(p - n, n);
+  };
+  const auto num = [&](auto v) {
+    std::memcpy(&v, take(sizeof(v)).data(), sizeof(v));
+    return v;
+  };
+  const auto str = [&] { return take(num(uint64_t{})); };
+  GgufTokenizer g;
+  EXPECT_EQ(take(4), "GGUF");
+  take(4 + 8);  // version, tensor count
+  const uint64_t n_kv = num(uint64_t{});
+  for (uint64_t i = 0; i < n_kv; ++i) {
+    const std::string key = str();
+    const uint32_t type = num(uint32_t{});
+    if (type == 8) {
+      g.strings[key] = str();
+    } else if (type == 4) {
+      g.u32s[key] = num(uint32_t{});
+    } else if (type == 9) {
+      const uint32_t elem = num(uint32_t{});
+      const uint64_t n = num(uint64_t{});
+      g.array_sizes[key] = n;
+      for (uint64_t j = 0; j < n; ++j) {
+        if (elem == 8) {
+          g.string_arrays[key].push_back(str());
+        } else if (elem == 5) {
+          g.i32_arrays[key].push_back(num(int32_t{}));
+        } else {
+          take(4);  // f32 (scores); the writer writes no other arrays
+        }
+      }
+    } else {
+      take(type == 7 ? 1 : 4);  // bool; f32
+    }
+  }
+  return g;
+}
+
 // A Llama 3-style BPE tokenizer (1542 ids, within tiny-llama's 8000): eval
 // and quantize (calibration) run through it; the artifact keeps
-// tokenizer.json, and GGUF export, which writes a sentencepiece vocabulary,
-// refuses it on one line.
-TEST_F(QctlTest, BpeTokenizerEvalsQuantizesAndIsRefusedByGgufExport) {
+// tokenizer.json, and GGUF export writes it as llama.cpp's "gpt2" tokenizer
+// with the "llama-bpe" pre-tokenizer: the tokens in id order padded to the
+// model's 8000, the merges, BOS/EOS, no scores; the same bytes twice.
+TEST_F(QctlTest, BpeTokenizerEvalsQuantizesAndExportsToGguf) {
   const std::string m = CopyModelWithBpeTokenizer("bpe-llama3");
   const std::string text = kSrc + "/data/books-heldout.txt";
   const RunResult ev = Qctl("eval --model " + m + " --text " + text + " --seqlen 128 --max-chunks 4 --json");
@@ -377,8 +436,50 @@ TEST_F(QctlTest, BpeTokenizerEvalsQuantizesAndIsRefusedByGgufExport) {
   const RunResult q = Qctl(QuantizeArgs(m, art));
   ASSERT_EQ(q.code, 0) << q.err;
   EXPECT_TRUE(fs::exists(art + "/tokenizer.json"));
+  const RunResult ex = Qctl("export " + art + " --gguf " + gguf);
+  ASSERT_EQ(ex.code, 0) << ex.err;
+  EXPECT_THAT(ex.out, HasSubstr("1542 pieces"));
+  ASSERT_EQ(Qctl("export " + art + " --gguf " + gguf + ".again").code, 0);
+  EXPECT_TRUE(ReadAll(gguf) == ReadAll(gguf + ".again"));
+
+  const nlohmann::json fixture = nlohmann::json::parse(ReadAll(m + "/tokenizer.json"));
+  std::vector<std::string> want(fixture["model"]["vocab"].size() + fixture["added_tokens"].size());
+  for (const auto& [token, id] : fixture["model"]["vocab"].items()) want.at(id.get<size_t>()) = token;
+  for (const auto& added : fixture["added_tokens"]) want.at(added["id"].get<size_t>()) = added["content"];
+  ASSERT_EQ(want.size(), 1542u);
+  const GgufTokenizer g = ReadGgufTokenizer(gguf);
+  EXPECT_EQ(g.strings.at("tokenizer.ggml.model"), "gpt2");
+  EXPECT_EQ(g.strings.at("tokenizer.ggml.pre"), "llama-bpe");
+  const std::vector<std::string>& tokens = g.string_arrays.at("tokenizer.ggml.tokens");
+  ASSERT_EQ(tokens.size(), 8000u);  // config.json's vocab_size
+  EXPECT_EQ(std::vector<std::string>(tokens.begin(), tokens.begin() + 1542), want);
+  EXPECT_EQ(tokens[1542], "[PAD1542]");
+  const std::vector<int32_t>& types = g.i32_arrays.at("tokenizer.ggml.token_type");
+  ASSERT_EQ(types.size(), 8000u);
+  EXPECT_EQ(std::count(types.begin(), types.end(), 3), 2);  // <|begin_of_text|>, <|end_of_text|>
+  EXPECT_EQ(types[1540], 3);
+  EXPECT_EQ(std::count(types.begin(), types.begin() + 1540, 1), 1540);
+  std::vector<std::string> want_merges;  // the fixture's are ["a", "b"] pairs
+  for (const auto& pair : fixture["model"]["merges"]) {
+    want_merges.push_back(pair[0].get<std::string>() + " " + pair[1].get<std::string>());
+  }
+  ASSERT_EQ(want_merges.size(), 1244u);
+  EXPECT_EQ(g.string_arrays.at("tokenizer.ggml.merges"), want_merges);
+  EXPECT_EQ(g.array_sizes.count("tokenizer.ggml.scores"), 0u);
+  EXPECT_EQ(g.u32s.at("tokenizer.ggml.bos_token_id"), 1540u);  // <|begin_of_text|>
+  EXPECT_EQ(g.u32s.at("tokenizer.ggml.eos_token_id"), 1541u);  // <|end_of_text|>
+}
+
+// A Qwen2-layout tokenizer.json on a llama model: its split pattern ships
+// with Qwen2 models, an architecture the export does not write, so the export
+// refuses it on one line and leaves no file.
+TEST_F(QctlTest, GgufExportRefusesTheQwen2SplitPattern) {
+  const std::string m = CopyModelWithBpeTokenizer("bpe-qwen2");
+  const std::string art = tmp_ + "/art", gguf = tmp_ + "/m.gguf";
+  ASSERT_EQ(Qctl(QuantizeArgs(m, art, "--method rtn")).code, 0);
   ExpectOneLineError(Qctl("export " + art + " --gguf " + gguf),
-                     art + "/tokenizer.json: GGUF export supports sentencepiece tokenizers only");
+                     art + "/tokenizer.json: pre_tokenizer: the Qwen2 split pattern, expected the Llama 3 or "
+                           "GPT-2 one");
   EXPECT_FALSE(fs::exists(gguf));
 }
 
