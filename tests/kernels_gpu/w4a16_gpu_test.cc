@@ -282,7 +282,7 @@ TEST_F(W4A16GpuTest, StreamingVariantsMatchCpuReference) {
       {"dec_m16", {1, 9, 16, 33}},        {"bal_m8", {1, 2, 7, 8, 20}},    {"dec_m8_s16", {1, 2, 7, 8, 20}},
       {"dec_m8_a16", {1, 3, 8, 20}},      {"dec_m16_a12", {1, 9, 16, 33}}, {"dec_m16_s16", {1, 9, 16, 33}},
       {"dec_m16_s8", {1, 9, 16, 33}},     {"dec_m16_s12", {1, 9, 16, 33}}, {"dec_m16_a8", {1, 9, 16, 33}},
-      {"dec_m16_w16a8", {1, 9, 16, 33}},  {"dec_m16_w24a8", {1, 9, 16, 33}}, {"dec_m16_w32a8", {1, 9, 16, 33}},
+      {"dec_m16_w16a8", {1, 9, 16, 33}},
   };
   for (const StreamCase& c : cases) {
     const QuantizedLinear q = RandomLinear(c.spec, 71);
@@ -413,8 +413,7 @@ TEST_F(W4A16GpuTest, ForcedStreamGridsMatchCpuReferenceOrAreRefused) {
   const W4A16GemmArgs::StreamPlan fit[] = {{1, 1, 1}, {2, 3, 2}, {1, 12, 1}, {8, 1, 8}, {4, 2, 4}, {1, 5, 3}};
   for (const char* variant :
        {"dec_m8", "dec_m16", "stream_m8", "dec_m8_s16", "dec_m8_a16", "dec_m16_a12", "dec_m16_s16",
-        "dec_m16_s8", "dec_m16_s12", "dec_m16_a8", "dec_m16_w16a8", "dec_m16_w24a8",
-        "dec_m16_w32a8"}) {
+        "dec_m16_s8", "dec_m16_s12", "dec_m16_a8", "dec_m16_w16a8"}) {
     for (int64_t m : {1, 7, 16}) {
       const std::vector<uint16_t> a = RandomActivations(m, q.in_features, 900 + m);
       absl::StatusOr<std::vector<float>> want = GemmW4A16Ref(a, m, *w);
@@ -478,8 +477,7 @@ TEST_F(W4A16GpuTest, ProgrammaticLaunchChainsMatchPlainLaunches) {
   };
   std::vector<ChainCase> cases;
   for (const char* v : {static_cast<const char*>(nullptr), "dec_m8", "stream_m8", "dec_m16", "bal_m8", "dec_m8_s16",
-                        "dec_m8_a16", "dec_m16_a12", "dec_m16_s16", "dec_m16_s8", "dec_m16_a8", "dec_m16_w16a8",
-                        "dec_m16_w24a8", "dec_m16_w32a8"}) {
+                        "dec_m8_a16", "dec_m16_a12", "dec_m16_s16", "dec_m16_s8", "dec_m16_a8", "dec_m16_w16a8"}) {
     cases.push_back({v, {1, 5}});
   }
   if (W4A16VariantName(64, kDim, kDim, 128).value_or("").rfind("wg_", 0) == 0) {

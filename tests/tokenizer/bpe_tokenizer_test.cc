@@ -75,8 +75,8 @@ TEST(BpeFixture, MatchesBundledText) {
   absl::StatusOr<std::string> calib = Sha256FileHex(qf::testing::CalibPath());
   absl::StatusOr<std::string> heldout = Sha256FileHex(qf::testing::HeldoutPath());
   ASSERT_TRUE(calib.ok() && heldout.ok());
-  EXPECT_EQ(*calib, Expected()["calib_sha256"]) << "rerun tests/tokenizer/gen_bpe_fixture.py";
-  EXPECT_EQ(*heldout, Expected()["heldout_sha256"]) << "rerun tests/tokenizer/gen_bpe_fixture.py";
+  EXPECT_EQ(*calib, Expected()["calib_sha256"].get<std::string>()) << "rerun tests/tokenizer/gen_bpe_fixture.py";
+  EXPECT_EQ(*heldout, Expected()["heldout_sha256"].get<std::string>()) << "rerun tests/tokenizer/gen_bpe_fixture.py";
 }
 
 // One fixture per layout: Llama 3 (Split + ByteLevel, ignore_merges, added
@@ -131,7 +131,7 @@ TEST_P(BpeParity, EncodesWholeFilesLikePython) {
     absl::StatusOr<std::vector<int32_t>> ids = tok_->Encode(ReadOrDie(path));
     ASSERT_TRUE(ids.ok()) << ids.status();
     EXPECT_EQ(ids->size(), fx()[key]["count"].get<size_t>()) << key;
-    EXPECT_EQ(IdsSha256(*ids), fx()[key]["sha256"]) << key;
+    EXPECT_EQ(IdsSha256(*ids), fx()[key]["sha256"].get<std::string>()) << key;
   }
 }
 
@@ -145,7 +145,7 @@ TEST_P(BpeParity, PiecesAreTheTokensInIdOrder) {
   }
   for (const Json& added : file["added_tokens"]) {
     const Tokenizer::Piece& p = (*pieces)[added["id"].get<size_t>()];
-    EXPECT_EQ(p.text, added["content"]);
+    EXPECT_EQ(p.text, added["content"].get<std::string>());
     EXPECT_EQ(p.type, added["special"].get<bool>() ? 3 : 1) << p.text;
     EXPECT_EQ(p.score, 0.f);
   }

@@ -36,8 +36,8 @@ TEST(SpmFixture, MatchesBundledFiles) {
   absl::StatusOr<std::string> model = Sha256FileHex(qf::testing::ModelDir() + "/tokenizer.model");
   absl::StatusOr<std::string> heldout = Sha256FileHex(qf::testing::HeldoutPath());
   ASSERT_TRUE(model.ok() && heldout.ok());
-  EXPECT_EQ(*model, fx["model_sha256"]) << "rerun tests/tokenizer/gen_spm_fixture.py";
-  EXPECT_EQ(*heldout, fx["heldout_sha256"]) << "rerun tests/tokenizer/gen_spm_fixture.py";
+  EXPECT_EQ(*model, fx["model_sha256"].get<std::string>()) << "rerun tests/tokenizer/gen_spm_fixture.py";
+  EXPECT_EQ(*heldout, fx["heldout_sha256"].get<std::string>()) << "rerun tests/tokenizer/gen_spm_fixture.py";
 }
 
 TEST(Tokenizer, ModelProperties) {

@@ -180,8 +180,7 @@ extern const Variant kW4A16StreamM16Fold;
 // 12 or 8 slots. The table uses dec_m8_a16 (dec_m8_s16 as its alternative),
 // dec_m16_s8, dec_m16_a8 (dec_m16_s16 as its alternative) and, for deep k,
 // dec_m16_w16a8: a split ring (DecodeConfig::kSplitRing) of 16 weight slots
-// and 8 A slots per warp; dec_m16_w24a8 / _w32a8 (24, 32 weight slots) are
-// for tuning.
+// and 8 A slots per warp.
 extern const Variant kW4A16DecodeM8;
 extern const Variant kW4A16DecodeM16;
 extern const Variant kW4A16DecodeM8S16;
@@ -192,8 +191,6 @@ extern const Variant kW4A16DecodeM16S8;
 extern const Variant kW4A16DecodeM16S12;
 extern const Variant kW4A16DecodeM16A8;
 extern const Variant kW4A16DecodeM16W16A8;
-extern const Variant kW4A16DecodeM16W24A8;
-extern const Variant kW4A16DecodeM16W32A8;
 // The balanced decode kernel (w4a16_balanced_kernel.cuh), sm_90: every warp
 // of a one-wave grid streams the same number of slices; 8 rows per launch.
 extern const Variant kW4A16BalancedM8;

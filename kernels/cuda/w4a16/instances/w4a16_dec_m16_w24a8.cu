@@ -1,6 +1,0 @@
-// One W4A16 GEMM variant per file, so the instances compile in parallel.
-#include "kernels/cuda/w4a16/w4a16_stream.cuh"
-
-namespace qf::kernels::w4a16 {
-const Variant kW4A16DecodeM16W24A8 = MakeDecodeVariant<2, 24, true, true, F16, 8>("dec_m16_w24a8");
-}  // namespace qf::kernels::w4a16
