@@ -38,7 +38,7 @@ constexpr PreName kPreNames[] = {
 };
 
 // GGUF's "gpt2" vocabulary: tokens and types from Pieces() (3 for special
-// added tokens), 4 for the non-special added ones, no scores. InvalidArgument
+// added tokens, 4 for the others), no scores. InvalidArgument
 // naming the file and the field for a refused pattern or an NFC normalizer.
 absl::Status AddBpe(const worker::Tokenizer& tok, storage::GgufVocab* v) {
   QF_ASSIGN_OR_RETURN(worker::Tokenizer::BpeModel bpe, tok.Bpe());
@@ -59,7 +59,6 @@ absl::Status AddBpe(const worker::Tokenizer& tok, storage::GgufVocab* v) {
   v->model = storage::GgufVocab::Model::kGpt2;
   v->pre = pre->gguf;
   v->merges = std::move(bpe.merges);
-  for (int32_t id : bpe.user_defined) v->types[static_cast<size_t>(id)] = 4;  // ids of this vocabulary
   return absl::OkStatus();
 }
 

@@ -152,11 +152,10 @@ uint64_t PairKey(int32_t a, int32_t b) { return (uint64_t{static_cast<uint32_t>(
 // Everything Load reads from the two files.
 struct BpeData {
   std::vector<std::string> tokens;                   // id -> token (byte alphabet) or added content
-  std::vector<bool> special;                         // id -> a special added token
+  std::vector<int32_t> types;                        // id -> 1 normal, 3 special added, 4 other added
   std::unordered_map<std::string, int32_t> vocab;    // model.vocab only
   std::unordered_map<uint64_t, MergeTarget> merges;  // (left id, right id) -> rank, merged id
   std::vector<std::string> merge_list;               // "a b" in rank order, for Bpe()
-  std::vector<int32_t> user_defined;                 // non-special added token ids, ascending
   bool ignore_merges = false;
   int32_t unk_id = -1;
   bool fuse_unk = false;
@@ -224,12 +223,12 @@ class BpeTokenizer final : public Tokenizer {
 
   absl::StatusOr<std::vector<Piece>> Pieces() const override {
     std::vector<Piece> out(d_.tokens.size());
-    for (size_t id = 0; id < out.size(); ++id) out[id] = {d_.tokens[id], 0.f, d_.special[id] ? 3 : 1};
+    for (size_t id = 0; id < out.size(); ++id) out[id] = {d_.tokens[id], 0.f, d_.types[id]};
     return out;
   }
 
   absl::StatusOr<BpeModel> Bpe() const override {
-    return BpeModel{kKnownPatterns[d_.pattern].id, d_.nfc, d_.merge_list, d_.user_defined};
+    return BpeModel{kKnownPatterns[d_.pattern].id, d_.nfc, d_.merge_list};
   }
 
  private:
@@ -615,13 +614,13 @@ absl::Status BuildMatchers(const std::vector<AddedEntry>& added, BpeData* d) {
   return absl::OkStatus();
 }
 
-// d->tokens and d->special from model.vocab and the added tokens: every id in
+// d->tokens and d->types from model.vocab and the added tokens: every id in
 // 0..N-1 once.
 absl::Status AssignIds(const std::string& file, const std::vector<AddedEntry>& added, BpeData* d) {
   size_t n = d->vocab.size();
   for (const AddedEntry& a : added) n += d->vocab.count(a.content) ? 0 : 1;
   d->tokens.assign(n, std::string());
-  d->special.assign(n, false);
+  d->types.assign(n, 1);
   std::vector<bool> taken(n, false);
   const auto place = [&](const std::string& field, const std::string& token, int32_t id) -> absl::Status {
     if (static_cast<size_t>(id) >= n) {
@@ -647,10 +646,8 @@ absl::Status AssignIds(const std::string& file, const std::vector<AddedEntry>& a
                         absl::StrCat(a.id, ", but model.vocab gives ", Quoted(a.content), " id ", in_vocab->second));
     }
     QF_RETURN_IF_ERROR(place(field, a.content, a.id));
-    d->special[a.id] = a.special;
-    if (!a.special) d->user_defined.push_back(a.id);
+    d->types[a.id] = a.special ? 3 : 4;  // sentencepiece's CONTROL and USER_DEFINED, as GGUF types them
   }
-  std::sort(d->user_defined.begin(), d->user_defined.end());
   // n tokens, each placed below n at an id no other token holds: all taken.
   return absl::OkStatus();
 }

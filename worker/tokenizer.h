@@ -61,7 +61,8 @@ class Tokenizer {
   // Every piece in id order, with its score and sentencepiece type (1 normal,
   // 2 unknown, 3 control, 5 unused, 6 byte): the vocabulary as GGUF stores it.
   // A BPE tokenizer gives its tokens (byte-level alphabet) with score 0 and
-  // type 3 for special added tokens, 1 for the rest.
+  // type 3 for special added tokens, 4 (user-defined) for the other added
+  // tokens, 1 for the rest.
   struct Piece {
     std::string text;
     float score = 0;
@@ -78,7 +79,6 @@ class Tokenizer {
     // token of the [["a", "b"]] form is written U+0120, as llama.cpp's
     // converter writes it.
     std::vector<std::string> merges;
-    std::vector<int32_t> user_defined;  // ids of the non-special added tokens, ascending
   };
   // FailedPrecondition naming model_path() for a sentencepiece tokenizer.
   virtual absl::StatusOr<BpeModel> Bpe() const {

@@ -146,7 +146,7 @@ TEST_P(BpeParity, PiecesAreTheTokensInIdOrder) {
   for (const Json& added : file["added_tokens"]) {
     const Tokenizer::Piece& p = (*pieces)[added["id"].get<size_t>()];
     EXPECT_EQ(p.text, added["content"].get<std::string>());
-    EXPECT_EQ(p.type, added["special"].get<bool>() ? 3 : 1) << p.text;
+    EXPECT_EQ(p.type, added["special"].get<bool>() ? 3 : 4) << p.text;
     EXPECT_EQ(p.score, 0.f);
   }
 }
