@@ -32,7 +32,9 @@
 // ran with (W4A16LaunchDescription) is listed under the table. --grids adds,
 // for the swept weight-streaming and decode variants, every grid
 // (W4A16GemmArgs::stream_plan: wn x wk warps, cluster split) that fits: the
-// data for checking the planner's model. --shapes also takes K x N pairs
+// data for checking the planner's model; for the swept tiled and wgmma
+// variants, grids of whole tiles, even splits and stream-K
+// (W4A16GemmArgs::tile_blocks). --shapes also takes K x N pairs
 // ("768x256": a model's own projections, such as the ones qctl verify times);
 // their decode loop rotates over at most kMaxCopies weight copies.
 #include <cublas_v2.h>
@@ -540,6 +542,33 @@ int main(int argc, char** argv) {
             // that fits (W4A16Gemm refuses a grid for the other variants and
             // for grids that do not fit, without launching).
             if (!grids) continue;
+            // Tiled and wgmma variants: stream-K grids of whole tiles, even
+            // splits, and the most blocks the device holds.
+            if (const auto tr = qf::kernels::W4A16TileGrids(m, n, k, name.c_str(), dtype); tr.ok()) {
+              std::vector<int64_t> blocks = {tr->max_blocks, tr->planned};
+              for (int64_t w = 1; w <= 8; ++w) blocks.push_back(tr->tiles * w);
+              int sms = 0;
+              CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+              for (int64_t per_sm = 1; per_sm <= 3; ++per_sm) blocks.push_back(per_sm * sms);
+              std::sort(blocks.begin(), blocks.end());
+              blocks.erase(std::unique(blocks.begin(), blocks.end()), blocks.end());
+              for (int64_t g : blocks) {
+                if (g < 1 || g > tr->max_blocks) continue;
+                qf::kernels::W4A16GemmArgs tg_args = forced;
+                tg_args.tile_blocks = static_cast<int>(g);
+                const double tg =
+                    timer.MedianUs([&] { Check(qf::kernels::W4A16Gemm(tg_args), name.c_str()); }, flush, warmup, iters);
+                const double tgl = loop_ours(tg_args, true);
+                std::printf("|   tile grid | %s | %lld | %s | %lld blocks%s (%lld tiles, %lld units) | %.1f | %.2fx | %.1f | "
+                            "%.2fx | %.0f%% |\n",
+                            s.name.c_str(), static_cast<long long>(m), name.c_str(), static_cast<long long>(g),
+                            g == tr->planned ? " planned" : "", static_cast<long long>(tr->tiles),
+                            static_cast<long long>(tr->units), tg, t_cublas / tg, tgl,
+                            cublas_loop_us[{s.name, m}] / tgl, 100 * bytes / peak_bw * 1e6 / tgl);
+              }
+              std::fflush(stdout);
+              continue;
+            }
             bool planned_shown = false;
             for (int wn : {1, 2, 4, 5, 7, 8, 10, 14, 16}) {
               for (int wk : {1, 2, 3, 4, 6, 8, 12, 16}) {

@@ -48,7 +48,7 @@ int ParseW4A16BenchOptions(int argc, char** argv, const std::vector<std::string>
           ->expected(0, 1 << 20)
           ->delimiter(',');
   app.add_option("--variant", o.variant, "run this variant instead of the selection table's");
-  app.add_flag("--grids", o.grids, "every grid of the swept streaming and decode variants")->needs(sweep_opt);
+  app.add_flag("--grids", o.grids, "every grid of the swept streaming and decode variants; whole-tile, even-split and stream-K grids of the others")->needs(sweep_opt);
   std::string dtype = "fp16";
   app.add_option("--dtype", dtype, "activation type")->check(CLI::IsMember({"fp16", "bf16"}));
   try {

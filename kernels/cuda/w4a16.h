@@ -73,6 +73,13 @@ struct W4A16GemmArgs {
   // the planner's.
   using StreamPlan = ForcedStreamGrid;
   StreamPlan stream_plan;
+  // Tiled and wgmma variants only, for tuning sweeps: launch this many
+  // stream-K blocks (block b takes units [U*b/G, U*(b+1)/G) of the U =
+  // tiles x k-tiles units, as every planned grid does) instead of the
+  // planner's (kernels/plan/tile_grid.h); W4A16TileGrids gives the range.
+  // InvalidArgument outside 1..max_blocks or for a streaming variant. 0: the
+  // planner's.
+  int tile_blocks = 0;
   // Programmatic dependent launch (sm_90), for decode loops of back-to-back
   // layers (a stream or a CUDA graph): the weight-streaming, decode and
   // wgmma variants then launch while the previous kernel on the stream is
@@ -123,6 +130,17 @@ absl::StatusOr<std::string> W4A16VariantName(int64_t m, int64_t n, int64_t k, in
 absl::StatusOr<std::string> W4A16LaunchDescription(int64_t m, int64_t n, int64_t k, int group_size,
                                                    const char* variant = nullptr,
                                                    W4A16DType dtype = W4A16DType::kF16);
+
+// The grids a tiled or wgmma variant can be forced onto
+// (W4A16GemmArgs::tile_blocks) for this shape on the current device: tiles
+// (column tiles x row chunks), units (tiles x k-tiles), max_blocks
+// (min(units, resident blocks)) and the planner's grid. InvalidArgument for a
+// streaming variant; other errors as W4A16Gemm.
+struct W4A16TileGridRange {
+  int64_t tiles = 0, units = 0, max_blocks = 0, planned = 0;
+};
+absl::StatusOr<W4A16TileGridRange> W4A16TileGrids(int64_t m, int64_t n, int64_t k, const char* variant = nullptr,
+                                                  W4A16DType dtype = W4A16DType::kF16);
 
 // Every compiled variant of `dtype`: the selection table's, then the
 // tuning-only ones.

@@ -78,7 +78,8 @@ void W4A16GpuFixture::SetUp() {
 
 absl::StatusOr<std::vector<uint16_t>> W4A16GpuFixture::RunFused(const DeviceLinear& d, const std::vector<uint16_t>& a,
                                                                 int64_t m, const char* variant,
-                                                                W4A16GemmArgs::StreamPlan stream_plan) {
+                                                                W4A16GemmArgs::StreamPlan stream_plan,
+                                                                int tile_blocks) {
   const W4A16Weights& w = *d.host;
   DeviceArray<uint16_t> a_dev(a);
   DeviceArray<uint16_t> a_perm(d.perm.size() ? a.size() : 0);
@@ -106,6 +107,7 @@ absl::StatusOr<std::vector<uint16_t>> W4A16GpuFixture::RunFused(const DeviceLine
   args.workspace_bytes = ws_.size();
   args.variant = variant;
   args.stream_plan = stream_plan;
+  args.tile_blocks = tile_blocks;
   if (absl::Status s = W4A16Gemm(args); !s.ok()) return s;
   if (cudaError_t e = cudaDeviceSynchronize(); e != cudaSuccess) return absl::InternalError(cudaGetErrorString(e));
   return c.ToHost();

@@ -117,7 +117,7 @@ class W4A16GpuFixture : public ::testing::Test {
   // elements, or an error status.
   absl::StatusOr<std::vector<uint16_t>> RunFused(const DeviceLinear& d, const std::vector<uint16_t>& a, int64_t m,
                                                  const char* variant = nullptr,
-                                                 W4A16GemmArgs::StreamPlan stream_plan = {});
+                                                 W4A16GemmArgs::StreamPlan stream_plan = {}, int tile_blocks = 0);
 
   W4A16Workspace ws_;
 };

@@ -74,8 +74,8 @@ class W4A16GpuTest : public W4A16GpuFixture {
   // The fused GEMM on fp16 weights and activations (RunFused); C as floats.
   absl::StatusOr<std::vector<float>> Fused(const DeviceLinear& d, const std::vector<uint16_t>& a, int64_t m,
                                            const char* variant = nullptr,
-                                           W4A16GemmArgs::StreamPlan stream_plan = {}) {
-    absl::StatusOr<std::vector<uint16_t>> c = RunFused(d, a, m, variant, stream_plan);
+                                           W4A16GemmArgs::StreamPlan stream_plan = {}, int tile_blocks = 0) {
+    absl::StatusOr<std::vector<uint16_t>> c = RunFused(d, a, m, variant, stream_plan, tile_blocks);
     if (!c.ok()) return c.status();
     return HalfsToFloats(*c);
   }
@@ -443,6 +443,60 @@ TEST_F(W4A16GpuTest, ForcedStreamGridsMatchCpuReferenceOrAreRefused) {
   ASSERT_FALSE(tiled.ok());
   EXPECT_EQ(tiled.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(tiled.status().message()), HasSubstr("stream_plan (wn=1, wk=1, split=1)"));
+}
+
+// Grids forced on the tiled and wgmma variants (W4A16GemmArgs::tile_blocks,
+// the bench's --grids): from one block that walks every tile to the most
+// the workspace serves, with block ranges that start and end inside tiles,
+// every grid computes the same product within the same bound; a grid out of
+// range, or one for a streaming variant, is refused with the range.
+TEST_F(W4A16GpuTest, ForcedTileGridsMatchCpuReferenceOrAreRefused) {
+  const QuantizedLinear q = RandomLinear({.n = 512, .k = 2048, .group_size = 128, .bias = true}, 93);
+  absl::StatusOr<W4A16Weights> w = RepackW4A16Ref(q);
+  ASSERT_TRUE(w.ok()) << w.status();
+  const DeviceLinear d(*w);
+  std::vector<std::string> variants = {"mb1_bn128_bk256_s3_2blk", "mb4_bn256_bk128_s3"};
+  if (HasStreamingVariants()) {
+    variants.insert(variants.end(), {"wg_t64_n128_w1_s4_k128_2blk", "wg_t128_n256_s5", "wg_t256_n128_s6_d2"});
+  }
+  int ran = 0;
+  for (const std::string& variant : variants) {
+    for (int64_t m : {5, 64, 130}) {
+      absl::StatusOr<W4A16TileGridRange> range = W4A16TileGrids(m, q.out_features, q.in_features, variant.c_str());
+      if (absl::IsUnimplemented(range.status())) continue;  // a variant of this build that does not take m
+      ASSERT_TRUE(range.ok()) << variant << " m=" << m << ": " << range.status();
+      ASSERT_GE(range->max_blocks, 1);
+      ASSERT_LE(range->max_blocks, range->units);
+      const std::vector<uint16_t> a = RandomActivations(m, q.in_features, 700 + m);
+      absl::StatusOr<std::vector<float>> want = GemmW4A16Ref(a, m, *w);
+      ASSERT_TRUE(want.ok());
+      std::vector<int64_t> grids = {1, 3, range->tiles, range->max_blocks, range->max_blocks - 1, range->planned};
+      for (int64_t g : grids) {
+        if (g < 1 || g > range->max_blocks) continue;
+        SCOPED_TRACE(absl::StrCat(variant, " m=", m, " tile_blocks=", g, " of ", range->max_blocks));
+        absl::StatusOr<std::vector<float>> got = Fused(d, a, m, variant.c_str(), {}, static_cast<int>(g));
+        ASSERT_TRUE(got.ok()) << got.status();
+        EXPECT_LT(RelErr(*got, *want), Threshold(q, false));
+        ++ran;
+      }
+      for (int64_t g : {int64_t{-1}, range->max_blocks + 1}) {
+        absl::StatusOr<std::vector<float>> got = Fused(d, a, m, variant.c_str(), {}, static_cast<int>(g));
+        ASSERT_FALSE(got.ok()) << variant << " tile_blocks=" << g;
+        EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument);
+        EXPECT_THAT(std::string(got.status().message()),
+                    HasSubstr(absl::StrCat("tile_blocks=", g, " for variant ", variant, ": expected 1..",
+                                           range->max_blocks)));
+      }
+    }
+  }
+  EXPECT_GT(ran, 0);
+  if (!HasStreamingVariants()) return;
+  const std::vector<uint16_t> a = RandomActivations(1, q.in_features, 98);
+  absl::StatusOr<std::vector<float>> streaming = Fused(d, a, 1, "dec_m8_a16", {}, 4);
+  ASSERT_FALSE(streaming.ok());
+  EXPECT_EQ(streaming.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(streaming.status().message()), HasSubstr("tile_blocks=4 applies to the tiled and wgmma"));
+  EXPECT_FALSE(W4A16TileGrids(1, q.out_features, q.in_features, "dec_m8_a16").ok());
 }
 
 // Programmatic dependent launch (W4A16GemmArgs::pdl): a chain of layers,

@@ -374,6 +374,7 @@ size_t CounterRegion(size_t workspace_bytes) { return workspace_bytes / 16 / 256
 struct Plan {
   int64_t n_tiles, m_chunks, k_tiles, units;
   int grid;
+  int64_t max_grid;      // min(units, resident blocks): the largest grid the workspace serves
   size_t counter_bytes;  // tiles * cluster * 4
   size_t partial_bytes;  // 2 * grid * bm * bn * 4
 
@@ -405,6 +406,7 @@ Plan MakePlan(const Variant& v, const DeviceFacts& f, int64_t m, int64_t n, int6
   g.slots = slots;
   g.full_tile_partials = v.full_tile_partials;
   p.grid = static_cast<int>(PickTileGrid(g).grid);
+  p.max_grid = std::min(p.units, slots);
   p.counter_bytes = static_cast<size_t>(p.n_tiles * p.m_chunks * v.cluster) * sizeof(int);
   // Sized for the stream-K grid even when the plan takes whole tiles, so a
   // workspace sized for some m serves every smaller m of the same variant.
@@ -456,6 +458,10 @@ absl::Status W4A16Gemm(const W4A16GemmArgs& args) {
   }
   const int gs_eff = gsz == -1 ? static_cast<int>(k) : gsz;
   const W4A16GemmArgs::StreamPlan& sp = args.stream_plan;
+  if (args.tile_blocks != 0 && v->stream_run != nullptr) {
+    return bad(absl::StrCat("tile_blocks=", args.tile_blocks,
+                            " applies to the tiled and wgmma variants only; variant ", v->name, " streams"));
+  }
   if (sp.Any() && v->stream_run == nullptr) {
     return bad(absl::StrCat("stream_plan (wn=", sp.wn, ", wk=", sp.wk, ", split=", sp.split,
                             ") applies to the weight-streaming and decode variants only; variant ", v->name,
@@ -503,7 +509,17 @@ absl::Status W4A16Gemm(const W4A16GemmArgs& args) {
     return absl::OkStatus();
   }
   QF_ASSIGN_OR_RETURN(const DeviceFacts facts, Facts(*v, device));
-  const Plan plan = MakePlan(*v, facts, m, n, k);
+  Plan plan = MakePlan(*v, facts, m, n, k);
+  if (args.tile_blocks != 0) {
+    // Every grid up to max_grid keeps its partial slots (2 per block) inside
+    // the workspace the plan sizes.
+    if (args.tile_blocks < 1 || args.tile_blocks > plan.max_grid) {
+      return bad(absl::StrCat("tile_blocks=", args.tile_blocks, " for variant ", v->name, ": expected 1..",
+                              plan.max_grid, " (", plan.units, " units, ", facts.sms * facts.blocks_per_sm / v->cluster,
+                              " resident blocks)"));
+    }
+    plan.grid = args.tile_blocks;
+  }
   if (args.workspace == nullptr || !plan.Fits(args.workspace_bytes)) {
     return bad(absl::StrCat("workspace of ", args.workspace_bytes, " bytes (null: ", args.workspace == nullptr,
                             "), variant ", v->name, " needs ", plan.MinWorkspace(), " (W4A16WorkspaceBytes)"));
@@ -594,6 +610,19 @@ absl::StatusOr<std::string> W4A16LaunchDescription(int64_t m, int64_t n, int64_t
   const Plan plan = MakePlan(*v, facts, m, n, k);
   return absl::StrCat(v->name, ": grid ", plan.grid, v->cluster > 1 ? absl::StrCat(" clusters of ", v->cluster) : "",
                       ", ", plan.units, " units of ", v->bk, " rows");
+}
+
+absl::StatusOr<W4A16TileGridRange> W4A16TileGrids(int64_t m, int64_t n, int64_t k, const char* variant,
+                                                  W4A16DType dtype) {
+  QF_ASSIGN_OR_RETURN(const int device, CurrentDevice());
+  QF_ASSIGN_OR_RETURN(const Variant* v, Select("W4A16TileGrids", m, n, k, -1, variant, DeviceSm(device), dtype));
+  if (v->stream_run != nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("W4A16TileGrids(", Shape(m, n, k, -1), "): variant ", v->name, " streams; it plans no tile grid"));
+  }
+  QF_ASSIGN_OR_RETURN(const DeviceFacts facts, Facts(*v, device));
+  const Plan plan = MakePlan(*v, facts, m, n, k);
+  return W4A16TileGridRange{plan.n_tiles * plan.m_chunks, plan.units, plan.max_grid, plan.grid};
 }
 
 std::vector<std::string> W4A16VariantNames(W4A16DType dtype) {
