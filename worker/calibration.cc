@@ -113,24 +113,21 @@ absl::StatusOr<std::vector<int32_t>> BuildEvalTokens(const Tokenizer& tokenizer,
                                                      int max_chunks) {
   QF_RETURN_IF_ERROR(CheckPositive("eval seqlen", seqlen));
   QF_RETURN_IF_ERROR(CheckPositive("eval max_chunks", max_chunks));
-  if (tokenizer.bos_id() < 0) {
-    // Qwen2-style tokenizer.json models have none; a missing config is the other cause.
-    const char* where = tokenizer.kind() == TokenizerKind::kHfBpe ? " (no bos_token in tokenizer_config.json)" : "";
-    return absl::InvalidArgumentError(absl::StrCat(tokenizer.model_path(), ": the tokenizer has no BOS token", where,
-                                                   "; the eval protocol starts with BOS"));
-  }
   QF_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(path));
   QF_ASSIGN_OR_RETURN(const std::vector<int32_t> ids, tokenizer.Encode(text));
-  const size_t n = ids.size() + 1;  // with BOS
+  // A tokenizer without BOS (Qwen2's tokenizer.json) scores the text from its
+  // first token, as its own encoding of the file gives it.
+  const bool bos = tokenizer.bos_id() >= 0;
+  const size_t n = ids.size() + (bos ? 1 : 0);
   const size_t chunks = std::min(static_cast<size_t>(max_chunks), n / static_cast<size_t>(seqlen));
   if (chunks == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": ", n, " tokens (BOS included) make no chunk of seqlen ", seqlen));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", n, " tokens", bos ? " (BOS included)" : "",
+                                                   " make no chunk of seqlen ", seqlen));
   }
   std::vector<int32_t> out;
   out.reserve(chunks * static_cast<size_t>(seqlen));
-  out.push_back(tokenizer.bos_id());
-  out.insert(out.end(), ids.begin(), ids.begin() + (chunks * seqlen - 1));
+  if (bos) out.push_back(tokenizer.bos_id());
+  out.insert(out.end(), ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(chunks * seqlen - out.size()));
   return out;
 }
 

@@ -64,11 +64,12 @@ absl::StatusOr<std::vector<int32_t>> BuildCalibrationTokens(const Tokenizer& tok
 std::vector<uint64_t> SampleWindowStarts(uint64_t seed, int samples, uint64_t max_start);
 
 // The eval protocol, exactly: tokens = [BOS] + the encoding of the whole file
-// (bytes as read, no normalisation of ours); cut into non-overlapping chunks of
-// seqlen; keep the first min(max_chunks, floor(n / seqlen)) chunks. Returns
-// chunks * seqlen ids, row-major.
-// InvalidArgument: seqlen or max_chunks <= 0 (naming the field); the tokenizer
-// has no BOS; zero chunks (the message gives the token count and seqlen).
+// (bytes as read, no normalisation of ours), without the BOS for a tokenizer
+// that has none (Qwen2's); cut into non-overlapping chunks of seqlen; keep the
+// first min(max_chunks, floor(n / seqlen)) chunks. Returns chunks * seqlen
+// ids, row-major.
+// InvalidArgument: seqlen or max_chunks <= 0 (naming the field); zero chunks
+// (the message gives the token count and seqlen).
 // NotFound: no such file.
 absl::StatusOr<std::vector<int32_t>> BuildEvalTokens(const Tokenizer& tokenizer,
                                                      const std::string& path, int seqlen,

@@ -470,11 +470,20 @@ TEST_F(QctlTest, BpeTokenizerEvalsQuantizesAndExportsToGguf) {
   EXPECT_EQ(g.u32s.at("tokenizer.ggml.eos_token_id"), 1541u);  // <|end_of_text|>
 }
 
-// A Qwen2-layout tokenizer.json on a llama model: its split pattern ships
-// with Qwen2 models, an architecture the export does not write, so the export
-// refuses it on one line and leaves no file.
-TEST_F(QctlTest, GgufExportRefusesTheQwen2SplitPattern) {
+// A Qwen2-layout tokenizer.json on a llama model: it has no BOS, so eval
+// scores every chunk from the text's first token (4 x 127 predicted tokens,
+// as with a BOS). Its split pattern ships with Qwen2 models, an architecture
+// the export does not write, so the export refuses it on one line and leaves
+// no file.
+TEST_F(QctlTest, Qwen2TokenizerEvalsWithoutBosAndGgufExportRefusesItsPattern) {
   const std::string m = CopyModelWithBpeTokenizer("bpe-qwen2");
+  const RunResult ev = Qctl("eval --model " + m + " --text " + kSrc + "/data/books-heldout.txt" +
+                            " --seqlen 128 --max-chunks 4 --json");
+  if (ev.code != 0 && ev.err.find("NFC") != std::string::npos) GTEST_SKIP() << ev.err;  // built without ICU
+  ASSERT_EQ(ev.code, 0) << ev.err;
+  const auto j = nlohmann::json::parse(ev.out);
+  EXPECT_EQ(j["tokens"].get<int>(), 4 * 127);
+  EXPECT_GT(j["ppl"].get<double>(), 1.0);
   const std::string art = tmp_ + "/art", gguf = tmp_ + "/m.gguf";
   ASSERT_EQ(Qctl(QuantizeArgs(m, art, "--method rtn")).code, 0);
   ExpectOneLineError(Qctl("export " + art + " --gguf " + gguf),

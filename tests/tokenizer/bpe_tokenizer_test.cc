@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/fs.h"
 #include "common/sha256.h"
@@ -442,16 +443,32 @@ TEST(BpeCalibration, CalibrationWindowsComeFromTheEncoding) {
   }
 }
 
-TEST(BpeCalibration, EvalWithoutBosIsRefusedNamingTheTokenizerFile) {
-  absl::StatusOr<std::unique_ptr<Tokenizer>> loaded = Tokenizer::Load(FixtureDir("bpe-qwen2"));  // no BOS
-  if (BuiltWithoutNfc(loaded.status())) GTEST_SKIP() << loaded.status();
-  ASSERT_TRUE(loaded.ok()) << loaded.status();
-  const std::unique_ptr<Tokenizer> tok = std::move(*loaded);
-  absl::StatusOr<std::vector<int32_t>> eval = BuildEvalTokens(*tok, qf::testing::HeldoutPath(), 128, 4);
-  ASSERT_FALSE(eval.ok());
-  EXPECT_EQ(eval.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(eval.status().message(),
-              AllOf(HasSubstr(tok->model_path()), HasSubstr("no BOS token (no bos_token in tokenizer_config.json)")));
+// Without a BOS (Qwen2) the eval chunks are the file's own encoding from its
+// first token; with one (Llama 3) they start with it and run one token short.
+TEST(BpeCalibration, EvalChunksStartWithBosOnlyWhenTheTokenizerHasOne) {
+  for (const char* fixture : {"bpe-qwen2", "bpe-llama3"}) {
+    SCOPED_TRACE(fixture);
+    absl::StatusOr<std::unique_ptr<Tokenizer>> loaded = Tokenizer::Load(FixtureDir(fixture));
+    if (BuiltWithoutNfc(loaded.status())) continue;
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    const std::unique_ptr<Tokenizer> tok = std::move(*loaded);
+    absl::StatusOr<std::vector<int32_t>> eval = BuildEvalTokens(*tok, qf::testing::HeldoutPath(), 128, 4);
+    ASSERT_TRUE(eval.ok()) << eval.status();
+    ASSERT_EQ(eval->size(), 4u * 128);
+    absl::StatusOr<std::vector<int32_t>> all = tok->Encode(ReadOrDie(qf::testing::HeldoutPath()));
+    ASSERT_TRUE(all.ok());
+    const bool bos = tok->bos_id() >= 0;
+    EXPECT_EQ(bos, std::string(fixture) == "bpe-llama3");
+    if (bos) EXPECT_EQ(eval->front(), tok->bos_id());
+    EXPECT_TRUE(std::equal(eval->begin() + (bos ? 1 : 0), eval->end(), all->begin()));
+    // Too little text for one chunk names the file and the count.
+    absl::StatusOr<std::vector<int32_t>> none = BuildEvalTokens(*tok, qf::testing::HeldoutPath(), 1 << 20, 1);
+    ASSERT_FALSE(none.ok());
+    EXPECT_THAT(none.status().message(),
+                AllOf(HasSubstr(qf::testing::HeldoutPath()),
+                      HasSubstr(absl::StrCat(all->size() + (bos ? 1 : 0), " tokens", bos ? " (BOS included)" : "",
+                                             " make no chunk of seqlen 1048576"))));
+  }
 }
 
 }  // namespace
