@@ -23,23 +23,27 @@ struct ExportOptions {
 };
 
 // tokenizer.ggml.pre for each split pattern, as llama.cpp's converter names
-// it. The Qwen2 pattern is refused: it ships with Qwen2 models, an
-// architecture the export does not write, and with an NFC normalizer that
-// llama.cpp's tokenizer does not apply.
+// it. llama.cpp's BPE tokenizer never normalizes; its converter writes Qwen2's
+// tokenizer (NFC normalizer) as `qwen2` all the same, so the export takes NFC
+// with that pattern only: the file then encodes text that is not already in
+// NFC differently from tokenizer.json (the same holds for llama.cpp's own
+// conversions of Qwen2 models).
 struct PreName {
   worker::BpePattern pattern;
   const char* name;  // for messages
-  const char* gguf;  // nullptr: refused
+  const char* gguf;
+  bool takes_nfc;
 };
 constexpr PreName kPreNames[] = {
-    {worker::BpePattern::kLlama3, "Llama 3", "llama-bpe"},
-    {worker::BpePattern::kGpt2, "GPT-2", "gpt-2"},
-    {worker::BpePattern::kQwen2, "Qwen2", nullptr},
+    {worker::BpePattern::kLlama3, "Llama 3", "llama-bpe", false},
+    {worker::BpePattern::kGpt2, "GPT-2", "gpt-2", false},
+    {worker::BpePattern::kQwen2, "Qwen2", "qwen2", true},
 };
 
 // GGUF's "gpt2" vocabulary: tokens and types from Pieces() (3 for special
-// added tokens, 4 for the others), no scores. InvalidArgument
-// naming the file and the field for a refused pattern or an NFC normalizer.
+// added tokens, 4 for the others), no scores. InvalidArgument naming the file
+// and the field for an unknown pattern or an NFC normalizer beside a pattern
+// that does not take it.
 absl::Status AddBpe(const worker::Tokenizer& tok, storage::GgufVocab* v) {
   QF_ASSIGN_OR_RETURN(worker::Tokenizer::BpeModel bpe, tok.Bpe());
   const auto bad = [&](const std::string& what) {
@@ -47,14 +51,13 @@ absl::Status AddBpe(const worker::Tokenizer& tok, storage::GgufVocab* v) {
   };
   const PreName* pre = std::find_if(std::begin(kPreNames), std::end(kPreNames),
                                     [&](const PreName& p) { return p.pattern == bpe.pattern; });
-  if (pre == std::end(kPreNames) || pre->gguf == nullptr) {
-    return bad(absl::StrCat("pre_tokenizer: the ", pre == std::end(kPreNames) ? "unknown" : pre->name,
-                            " split pattern, expected the Llama 3 or GPT-2 one (the GGUF export writes "
-                            "llama-architecture models)"));
+  if (pre == std::end(kPreNames)) {
+    return bad("pre_tokenizer: an unknown split pattern, expected the Llama 3, GPT-2 or Qwen2 one");
   }
-  if (bpe.nfc) {
-    return bad("normalizer: NFC, expected none (llama.cpp's BPE tokenizer does not normalize, so the GGUF file "
-               "would encode differently)");
+  if (bpe.nfc && !pre->takes_nfc) {
+    return bad(absl::StrCat("normalizer: NFC beside the ", pre->name,
+                            " split pattern, expected none (llama.cpp's BPE tokenizer does not normalize, so the "
+                            "GGUF file would encode differently)"));
   }
   v->model = storage::GgufVocab::Model::kGpt2;
   v->pre = pre->gguf;

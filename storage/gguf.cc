@@ -80,10 +80,10 @@ class Metadata {
 
 // Where a tensor's bytes come from.
 struct Source {
-  enum Kind { kGlobal, kNorm, kLinear } kind;
+  enum Kind { kGlobal, kNorm, kLinear, kBias } kind;
   std::string name;   // kGlobal: checkpoint tensor; kNorm: the layer's dense tensor
-  int layer = -1;     // kNorm, kLinear
-  int linear = -1;    // kLinear: index into kLinearNames
+  int layer = -1;     // kNorm, kLinear, kBias
+  int linear = -1;    // kLinear, kBias: index into kLinearNames
   int64_t heads = 0;  // kLinear: > 0 reorders the rows of `heads` RoPE heads (q, k)
 };
 
@@ -131,6 +131,28 @@ int64_t HfRow(int64_t r, int64_t heads, int64_t rows) {
   return h * d + j * (d / 2) + i;
 }
 
+// The architectures the export writes, by HF model_type. llama.cpp's `llama`
+// rotates RoPE pairs (2i, 2i + 1), so q and k rows are reordered (HfRow);
+// its `qwen2` rotates HF's pairs (NEOX), and adds q/k/v biases (F32).
+struct Arch {
+  const char* model_type;
+  const char* gguf;  // general.architecture, and the prefix of its keys
+  bool reorder_qk;   // rows of q and k in llama.cpp's RoPE pair order
+  bool qkv_bias;     // q/k/v projections carry biases (attention_bias)
+};
+constexpr Arch kArchs[] = {
+    {"llama", "llama", true, false},
+    {"mistral", "llama", true, false},
+    {"qwen2", "qwen2", false, true},
+};
+
+const Arch* ArchOf(const ModelConfig& c) {
+  for (const Arch& a : kArchs) {
+    if (c.model_type == a.model_type) return &a;
+  }
+  return nullptr;
+}
+
 // `r`'s error, prefixed with the artifact and the layer (the linear names itself).
 absl::StatusOr<GgmlType> InLayer(const LoadedArtifact& a, int layer, absl::StatusOr<GgmlType> r) {
   if (r.ok()) return r;
@@ -142,11 +164,13 @@ absl::Status CheckModel(const LoadedArtifact& a) {
   const auto bad = [&](const std::string& what) {
     return absl::InvalidArgumentError(absl::StrCat(a.dir, "/config.json: ", what));
   };
-  if (c.model_type != "llama" && c.model_type != "mistral") {
-    return bad(absl::StrCat("model_type '", c.model_type, "': the GGUF export writes llama and mistral models"));
+  const Arch* arch = ArchOf(c);
+  if (arch == nullptr) {
+    return bad(absl::StrCat("model_type '", c.model_type, "': the GGUF export writes llama, mistral and qwen2 models"));
   }
-  if (c.attention_bias || c.o_proj_bias || c.mlp_bias) {
-    return bad("attention_bias / mlp_bias: the GGUF export writes linears without biases");
+  if (c.attention_bias != arch->qkv_bias || c.o_proj_bias || c.mlp_bias) {
+    return bad(absl::StrCat("attention_bias / mlp_bias: the GGUF export writes ", c.model_type, " linears ",
+                            arch->qkv_bias ? "with q/k/v biases and no others" : "without biases"));
   }
   if (c.rope.type != "default" && c.rope.type != "linear") {
     return bad(absl::StrCat("rope type '", c.rope.type, "': the GGUF export writes default and linear RoPE"));
@@ -157,27 +181,29 @@ absl::Status CheckModel(const LoadedArtifact& a) {
 void AddModelMetadata(const LoadedArtifact& a, GgmlType linear_type, Metadata* m) {
   const ModelConfig& c = a.config;
   const QuantSpec& q = a.spec;
-  m->Str("general.architecture", "llama");
+  const std::string arch = ArchOf(c)->gguf;  // CheckModel passed
+  const auto key = [&](const char* k) { return absl::StrCat(arch, ".", k); };
+  m->Str("general.architecture", arch);
   m->Str("general.name", absl::StrCat(c.model_type, "-", q.method, "-w", q.bits, "-g", q.group_size));
   // llama.cpp's file types: mostly Q4_0 = 2, Q4_1 = 3, Q8_0 = 7.
   m->U32("general.file_type", linear_type == GgmlType::kQ4_0 ? 2 : linear_type == GgmlType::kQ4_1 ? 3 : 7);
   m->U32("general.quantization_version", 2);
-  m->U32("llama.block_count", static_cast<uint32_t>(c.num_hidden_layers));
-  m->U32("llama.context_length", static_cast<uint32_t>(c.max_position_embeddings));
-  m->U32("llama.embedding_length", static_cast<uint32_t>(c.hidden_size));
-  m->U32("llama.feed_forward_length", static_cast<uint32_t>(c.intermediate_size));
-  m->U32("llama.attention.head_count", static_cast<uint32_t>(c.num_attention_heads));
-  m->U32("llama.attention.head_count_kv", static_cast<uint32_t>(c.num_key_value_heads));
-  m->U32("llama.attention.key_length", static_cast<uint32_t>(c.head_dim));
-  m->U32("llama.attention.value_length", static_cast<uint32_t>(c.head_dim));
-  m->F32("llama.attention.layer_norm_rms_epsilon", static_cast<float>(c.rms_norm_eps));
-  m->U32("llama.rope.dimension_count", static_cast<uint32_t>(c.head_dim));
-  m->F32("llama.rope.freq_base", static_cast<float>(c.rope.theta));
+  m->U32(key("block_count"), static_cast<uint32_t>(c.num_hidden_layers));
+  m->U32(key("context_length"), static_cast<uint32_t>(c.max_position_embeddings));
+  m->U32(key("embedding_length"), static_cast<uint32_t>(c.hidden_size));
+  m->U32(key("feed_forward_length"), static_cast<uint32_t>(c.intermediate_size));
+  m->U32(key("attention.head_count"), static_cast<uint32_t>(c.num_attention_heads));
+  m->U32(key("attention.head_count_kv"), static_cast<uint32_t>(c.num_key_value_heads));
+  m->U32(key("attention.key_length"), static_cast<uint32_t>(c.head_dim));
+  m->U32(key("attention.value_length"), static_cast<uint32_t>(c.head_dim));
+  m->F32(key("attention.layer_norm_rms_epsilon"), static_cast<float>(c.rms_norm_eps));
+  m->U32(key("rope.dimension_count"), static_cast<uint32_t>(c.head_dim));
+  m->F32(key("rope.freq_base"), static_cast<float>(c.rope.theta));
   if (c.rope.type == "linear") {
-    m->Str("llama.rope.scaling.type", "linear");
-    m->F32("llama.rope.scaling.factor", static_cast<float>(c.rope.factor));
+    m->Str(key("rope.scaling.type"), "linear");
+    m->F32(key("rope.scaling.factor"), static_cast<float>(c.rope.factor));
   }
-  m->U32("llama.vocab_size", static_cast<uint32_t>(c.vocab_size));
+  m->U32(key("vocab_size"), static_cast<uint32_t>(c.vocab_size));
 }
 
 // "A B": two non-empty tokens and one space, where llama.cpp splits a merge.
@@ -259,6 +285,7 @@ absl::StatusOr<std::vector<Tensor>> PlanTensors(const LoadedArtifact& a, GgmlTyp
     return Tensor{std::move(gguf), {static_cast<uint64_t>(c.hidden_size)}, GgmlType::kF32,
                   static_cast<uint64_t>(c.hidden_size) * 4, 0, std::move(src)};
   };
+  const Arch& arch = *ArchOf(c);  // CheckModel passed
   std::vector<Tensor> t;
   QF_ASSIGN_OR_RETURN(Tensor embed, KeptTensor(a, "model.embed_tokens.weight", "token_embd.weight"));
   t.push_back(std::move(embed));
@@ -268,13 +295,19 @@ absl::StatusOr<std::vector<Tensor>> PlanTensors(const LoadedArtifact& a, GgmlTyp
     t.push_back(norm(blk + kNormGguf[0].second, Source{Source::kNorm, kNormGguf[0].first, l}));
     for (int i = 0; i < static_cast<int>(kLinearNames.size()); ++i) {
       if (i == 4) t.push_back(norm(blk + kNormGguf[1].second, Source{Source::kNorm, kNormGguf[1].first, l}));
-      const int64_t heads = i == 0 ? c.num_attention_heads : i == 1 ? c.num_key_value_heads : 0;
+      const int64_t heads =
+          !arch.reorder_qk ? 0 : i == 0 ? c.num_attention_heads : i == 1 ? c.num_key_value_heads : 0;
       t.push_back(Tensor{absl::StrCat(blk, kLinearGguf[i], ".weight"),
                          {static_cast<uint64_t>(shapes[i].in), static_cast<uint64_t>(shapes[i].out)},
                          linear_type,
                          kernels::GgmlRowBytes(linear_type, shapes[i].in) * static_cast<uint64_t>(shapes[i].out),
                          0,
                          Source{Source::kLinear, "", l, i, heads}});
+      if (arch.qkv_bias && i < 3) {
+        t.push_back(Tensor{absl::StrCat(blk, kLinearGguf[i], ".bias"), {static_cast<uint64_t>(shapes[i].out)},
+                           GgmlType::kF32, static_cast<uint64_t>(shapes[i].out) * 4, 0,
+                           Source{Source::kBias, "", l, i}});
+      }
     }
   }
   t.push_back(norm("output_norm.weight", Source{Source::kGlobal, "model.norm.weight"}));
@@ -295,7 +328,7 @@ absl::StatusOr<std::string> TensorBytes(const LoadedArtifact& a, const Tensor& t
                                         const kernels::LayerResult& layer) {
   const Source& s = t.src;
   const std::string where = absl::StrCat(a.dir, ": ", s.layer >= 0 ? absl::StrCat("layer ", s.layer, " ") : "",
-                                         s.kind == Source::kLinear ? std::string(kLinearNames[s.linear]) : s.name);
+                                         s.kind == Source::kLinear || s.kind == Source::kBias ? std::string(kLinearNames[s.linear]) : s.name);
   switch (s.kind) {
     case Source::kGlobal: {
       QF_ASSIGN_OR_RETURN(const TensorView* v, a.Get(s.name));
@@ -326,6 +359,16 @@ absl::StatusOr<std::string> TensorBytes(const LoadedArtifact& a, const Tensor& t
         QF_RETURN_IF_ERROR(kernels::AppendGgmlRow(q, type, src, &out));
       }
       return out;
+    }
+    case Source::kBias: {
+      const kernels::QuantizedLinear& q = layer.linears[static_cast<size_t>(s.linear)];
+      if (static_cast<int64_t>(q.bias.size()) != q.out_features) {
+        return absl::InvalidArgumentError(absl::StrCat(where, ": bias of ", q.bias.size(), " values, expected ",
+                                                       q.out_features, " (attention_bias)"));
+      }
+      Bytes out;
+      for (uint16_t h : q.bias) out.F32(HalfToFloat(h));
+      return out.str();
     }
   }
   return absl::InternalError("unreachable");

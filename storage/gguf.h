@@ -10,12 +10,14 @@
 // written as F32, the embeddings and lm_head in their dtype (F16, BF16, F32;
 // no lm_head when tie_word_embeddings). Architecture `llama` (llama and
 // mistral checkpoints; a mistral sliding window is not written, as llama.cpp's
-// own converter writes none), with its metadata, and the vocabulary as
+// own converter writes none) or `qwen2` (with the q/k/v biases, F32), with its
+// metadata, and the vocabulary as
 // llama.cpp's converter writes it: a sentencepiece one as tokenizer `llama`
 // (pieces, scores, types), a byte-level BPE tokenizer.json as `gpt2` (tokens
 // in the byte alphabet, types, merges, the pre-tokenizer name; no scores).
-// q_proj and k_proj rows are reordered as llama.cpp's converter does: it
-// pairs RoPE dimensions (2i, 2i + 1) of a head where HF pairs (i, i + d/2).
+// For `llama`, q_proj and k_proj rows are reordered as llama.cpp's converter
+// does: it pairs RoPE dimensions (2i, 2i + 1) of a head where HF pairs
+// (i, i + d/2); `qwen2` pairs them as HF does.
 //
 // Layout: header, metadata, tensor infos, then the tensors in that order, each
 // at a multiple of 32 bytes. The file is streamed one decoder layer at a time
@@ -56,7 +58,8 @@ struct GgufVocab {
 
 // Writes `artifact` to `path` (see above). Returns
 //   InvalidArgument naming the artifact and the field, linear or tensor: a
-//     model type other than llama / mistral, linears with biases, a RoPE type
+//     model type other than llama / mistral / qwen2, biases other than
+//     qwen2's q/k/v ones (a bias of the wrong length names its linear), a RoPE type
 //     other than default / linear, a vocabulary that is empty, longer than
 //     vocab_size or not of its model's shape (see GgufVocab: a count of
 //     scores or types that is not the count of tokens, a kGpt2 vocabulary

@@ -313,6 +313,74 @@ TEST(Gguf, WhatLlamaCppCannotHoldIsRefusedAndLeavesNoFile) {
   EXPECT_FALSE(PathExists(e.gguf));
 }
 
+// Qwen2 is llama.cpp's `qwen2`: its own keys, q/k/v biases as F32 tensors
+// after their weights, and q and k rows in HF's order (its RoPE rotates HF's
+// pairs). A llama with attention biases (o_proj's among them) is refused
+// naming config.json, and no file is left.
+TEST(Gguf, Qwen2IsWrittenAsLlamaCppsQwen2WithQkvBiasesAndRowsInHfOrder) {
+  // tiny-llama relabelled: qwen2 (biases on q, k, v), or llama with
+  // attention_bias (biases on q, k, v, o).
+  const auto export_as = [](const std::string& model_type, Exported* e, std::vector<kernels::LayerResult>* layers) {
+    Fixture f = Load();
+    const bool qwen2 = model_type == "qwen2";
+    f.cfg.model_type = model_type;
+    f.cfg.raw["model_type"] = model_type;
+    f.cfg.attention_bias = true;
+    f.cfg.o_proj_bias = !qwen2;
+    if (!qwen2) f.cfg.raw["attention_bias"] = true;
+    *layers = MakeLayers(f, Spec(4, 128, true));
+    for (kernels::LayerResult& l : *layers) {
+      for (int i = 0; i < (qwen2 ? 3 : 4); ++i) {
+        QuantizedLinear& q = l.linears[i];
+        for (int64_t r = 0; r < q.out_features; ++r) {
+          q.bias.push_back(storage::FloatToHalf(0.25f * static_cast<float>((l.layer * 7 + i * 3 + r) % 64 - 32)));
+        }
+      }
+    }
+    const std::string art = e->tmp.Path("art");
+    const absl::Status written = WriteArtifact(kModel, f.cfg, Spec(4, 128, true), *layers, art, nullptr);
+    ASSERT_TRUE(written.ok()) << written;
+    absl::StatusOr<LoadedArtifact> a = OpenArtifact(art);
+    ASSERT_TRUE(a.ok()) << a.status();
+    ASSERT_EQ(a->config.model_type, model_type);
+    e->gguf = e->tmp.Path("model.gguf");
+    e->status = WriteGguf(*a, TestVocab(8000), e->gguf);
+  };
+  Exported e;
+  std::vector<kernels::LayerResult> layers;
+  export_as("qwen2", &e, &layers);
+  ASSERT_TRUE(e.status.ok()) << e.status;
+  const GgufFile g = ReadGguf(e.gguf);
+  EXPECT_EQ(g.strings.at("general.architecture"), "qwen2");
+  EXPECT_EQ(g.ints.at("qwen2.block_count"), 4u);
+  EXPECT_EQ(g.ints.at("qwen2.attention.head_count_kv"), 2u);
+  EXPECT_EQ(g.ints.count("llama.block_count"), 0u);
+  ASSERT_EQ(g.tensors.size(), 2u + 4 * 12 + 1);  // 9 per layer and 3 biases
+  EXPECT_EQ(g.tensors[3].first, "blk.0.attn_q.bias");
+  for (const auto& [lin, name, rows] : {std::tuple{0, "blk.1.attn_q", 256}, std::tuple{1, "blk.1.attn_k", 128},
+                                        std::tuple{2, "blk.1.attn_v", 128}}) {
+    SCOPED_TRACE(name);
+    const QuantizedLinear& q = layers[1].linears[lin];
+    const std::vector<float> ref = kernels::DequantizeRef(q);
+    const std::string_view blocks = g.Data(std::string(name) + ".weight", static_cast<size_t>(rows) * 8 * 18);
+    const std::string_view bias = g.Data(std::string(name) + ".bias", static_cast<size_t>(rows) * 4);
+    for (int64_t r = 0; r < rows; ++r) {
+      const std::vector<float> got = kernels::DequantizeGgmlRow(GgmlType::kQ4_0, blocks.substr(r * 8 * 18, 8 * 18), 256);
+      for (int64_t c = 0; c < 256; ++c) ASSERT_EQ(got[c], ref[r * 256 + c]) << "row " << r;
+      float b = 0;
+      std::memcpy(&b, bias.data() + r * 4, 4);
+      ASSERT_EQ(b, storage::HalfToFloat(q.bias[r])) << "bias " << r;
+    }
+  }
+  Exported bad;
+  std::vector<kernels::LayerResult> unused;
+  export_as("llama", &bad, &unused);
+  EXPECT_EQ(bad.status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status.message(),
+              HasSubstr("config.json: attention_bias / mlp_bias: the GGUF export writes llama linears without biases"));
+  EXPECT_FALSE(PathExists(bad.gguf));
+}
+
 // ---- the byte-level BPE vocabulary (tokenizer "gpt2")
 
 // A Llama 3-style vocabulary: the 256 byte symbols are not all here, only what

@@ -66,7 +66,9 @@ class QctlTest : public ::testing::Test {
   std::string CopyModel() {
     std::string dir = tmp_ + "/model";
     fs::create_directories(dir);
-    for (const auto& e : fs::directory_iterator(kModel)) fs::copy_file(e.path(), dir + "/" + e.path().filename().string());
+    for (const auto& e : fs::directory_iterator(kModel)) {
+      fs::copy_file(e.path(), dir + "/" + e.path().filename().string(), fs::copy_options::overwrite_existing);
+    }
     return dir;
   }
 
@@ -472,10 +474,11 @@ TEST_F(QctlTest, BpeTokenizerEvalsQuantizesAndExportsToGguf) {
 
 // A Qwen2-layout tokenizer.json on a llama model: it has no BOS, so eval
 // scores every chunk from the text's first token (4 x 127 predicted tokens,
-// as with a BOS). Its split pattern ships with Qwen2 models, an architecture
-// the export does not write, so the export refuses it on one line and leaves
-// no file.
-TEST_F(QctlTest, Qwen2TokenizerEvalsWithoutBosAndGgufExportRefusesItsPattern) {
+// as with a BOS). The GGUF export writes it as llama.cpp's converter writes
+// Qwen2's: pre-tokenizer `qwen2`, no BOS added. An NFC normalizer beside
+// another pattern (the Llama 3 one here) is refused on one line, leaving no
+// file.
+TEST_F(QctlTest, Qwen2TokenizerEvalsWithoutBosAndExportsToGguf) {
   const std::string m = CopyModelWithBpeTokenizer("bpe-qwen2");
   const RunResult ev = Qctl("eval --model " + m + " --text " + kSrc + "/data/books-heldout.txt" +
                             " --seqlen 128 --max-chunks 4 --json");
@@ -486,10 +489,22 @@ TEST_F(QctlTest, Qwen2TokenizerEvalsWithoutBosAndGgufExportRefusesItsPattern) {
   EXPECT_GT(j["ppl"].get<double>(), 1.0);
   const std::string art = tmp_ + "/art", gguf = tmp_ + "/m.gguf";
   ASSERT_EQ(Qctl(QuantizeArgs(m, art, "--method rtn")).code, 0);
-  ExpectOneLineError(Qctl("export " + art + " --gguf " + gguf),
-                     art + "/tokenizer.json: pre_tokenizer: the Qwen2 split pattern, expected the Llama 3 or "
-                           "GPT-2 one");
-  EXPECT_FALSE(fs::exists(gguf));
+  const RunResult ex = Qctl("export " + art + " --gguf " + gguf);
+  ASSERT_EQ(ex.code, 0) << ex.err;
+  const GgufTokenizer g = ReadGgufTokenizer(gguf);
+  EXPECT_EQ(g.strings.at("tokenizer.ggml.model"), "gpt2");
+  EXPECT_EQ(g.strings.at("tokenizer.ggml.pre"), "qwen2");
+  EXPECT_EQ(g.u32s.count("tokenizer.ggml.bos_token_id"), 0u);
+
+  const std::string nfc = CopyModelWithBpeTokenizer("bpe-llama3");  // the same directory, rewritten
+  nlohmann::json tj = nlohmann::json::parse(ReadAll(nfc + "/tokenizer.json"));
+  tj["normalizer"] = {{"type", "NFC"}};
+  WriteAll(nfc + "/tokenizer.json", tj.dump());
+  const std::string art2 = tmp_ + "/art2", gguf2 = tmp_ + "/m2.gguf";
+  ASSERT_EQ(Qctl(QuantizeArgs(nfc, art2, "--method rtn")).code, 0);
+  ExpectOneLineError(Qctl("export " + art2 + " --gguf " + gguf2),
+                     art2 + "/tokenizer.json: normalizer: NFC beside the Llama 3 split pattern, expected none");
+  EXPECT_FALSE(fs::exists(gguf2));
 }
 
 // Token ids past the model's embeddings (a tokenizer.json of 8040 ids on a
