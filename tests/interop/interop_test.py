@@ -4,7 +4,10 @@
 For each row of CASES: `qctl quantize` writes an artifact of tiny-llama,
 `qctl eval --logits-out` records the logits our engine computes with it, and
 check_artifact.py loads the artifact through transformers + gptqmodel (their
-unpacking, not ours) and compares. Any failing case fails the test.
+unpacking, not ours) and compares. Any failing case fails the test. The
+qwen2- case quantizes a Qwen2 checkpoint made from tiny-llama
+(qwen2_checkpoint.py: q/k/v biases, RoPE base 1e6), which transformers loads
+as a GPTQ Qwen2ForCausalLM, biases from the artifact.
 
 Exit 77 (ctest: skipped) when gptqmodel / optimum are not installed in this
 Python, so a machine without the interop packages still runs everything else.
@@ -15,6 +18,7 @@ import sys
 import tempfile
 
 import qctl_runs
+import qwen2_checkpoint
 
 SKIP = 77
 
@@ -25,6 +29,7 @@ CASES = [
     ("gptq-4bit-g128-actorder-sym", ["--method", "gptq", "--bits", "4", "--group-size", "128", "--act-order", "--sym"]),
     ("gptq-3bit-g128", ["--method", "gptq", "--bits", "3", "--group-size", "128"]),
     ("awq-4bit-g128", ["--method", "awq", "--format", "awq", "--bits", "4", "--group-size", "128"]),
+    ("qwen2-gptq-4bit-g128-sym", ["--method", "gptq", "--bits", "4", "--group-size", "128", "--sym"]),
 ]
 
 
@@ -39,7 +44,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for name, flags in CASES:
             art, logits = f"{tmp}/{name}", f"{tmp}/{name}.logits.safetensors"
-            ok = qctl_runs.quantize_and_eval(args, art, logits, flags)
+            model = qwen2_checkpoint.make_qwen2(args.model, f"{tmp}/{name}-checkpoint") if name.startswith("qwen2-") else None
+            ok = qctl_runs.quantize_and_eval(args, art, logits, flags, model)
             if ok:
                 res = qctl_runs.run([sys.executable, check, art, "--logits", logits])
                 keep = ("consumer:", "gptq ", "awq ", "PASS", "FAIL")
