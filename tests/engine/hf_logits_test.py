@@ -9,7 +9,8 @@ so they agree to float32 round-off accumulated over 4 layers. Tolerance: max
 
 --as-qwen2 runs the same comparison on a Qwen2 checkpoint made from the model
 (tests/interop/qwen2_checkpoint.py: q/k/v biases, RoPE base 1e6), which
-transformers loads as Qwen2ForCausalLM.
+transformers loads as Qwen2ForCausalLM; --tie-embeddings makes it tie its head
+to the input embeddings, as the small Qwen2 models do.
 """
 import argparse
 import json
@@ -34,10 +35,11 @@ def main():
     ap.add_argument("--model", required=True)
     ap.add_argument("--text", required=True)
     ap.add_argument("--as-qwen2", action="store_true", help="compare on a Qwen2 checkpoint made from --model")
+    ap.add_argument("--tie-embeddings", action="store_true", help="with --as-qwen2: no lm_head, tied embeddings")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.as_qwen2:
-            args.model = qwen2_checkpoint.make_qwen2(args.model, f"{tmp}/qwen2")
+            args.model = qwen2_checkpoint.make_qwen2(args.model, f"{tmp}/qwen2", args.tie_embeddings)
         out = f"{tmp}/logits.safetensors"
         res = subprocess.run([args.qctl, "eval", "--model", args.model, "--text", args.text,
                               "--seqlen", "512", "--max-chunks", "2", "--json", "--logits-out", out],
