@@ -327,8 +327,9 @@ absl::StatusOr<std::vector<Tensor>> PlanTensors(const LoadedArtifact& a, GgmlTyp
 absl::StatusOr<std::string> TensorBytes(const LoadedArtifact& a, const Tensor& t, GgmlType linear_type,
                                         const kernels::LayerResult& layer) {
   const Source& s = t.src;
+  const bool of_linear = s.kind == Source::kLinear || s.kind == Source::kBias;
   const std::string where = absl::StrCat(a.dir, ": ", s.layer >= 0 ? absl::StrCat("layer ", s.layer, " ") : "",
-                                         s.kind == Source::kLinear || s.kind == Source::kBias ? std::string(kLinearNames[s.linear]) : s.name);
+                                         of_linear ? std::string(kLinearNames[s.linear]) : s.name);
   switch (s.kind) {
     case Source::kGlobal: {
       QF_ASSIGN_OR_RETURN(const TensorView* v, a.Get(s.name));
