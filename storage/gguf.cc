@@ -1,6 +1,7 @@
 #include "storage/gguf.h"
 
 #include <array>
+#include <cmath>
 #include <bit>
 #include <optional>
 #include <string_view>
@@ -80,7 +81,7 @@ class Metadata {
 
 // Where a tensor's bytes come from.
 struct Source {
-  enum Kind { kGlobal, kNorm, kLinear, kBias } kind;
+  enum Kind { kGlobal, kNorm, kLinear, kBias, kRopeFreqs } kind;
   std::string name;   // kGlobal: checkpoint tensor; kNorm: the layer's dense tensor
   int layer = -1;     // kNorm, kLinear, kBias
   int linear = -1;    // kLinear, kBias: index into kLinearNames
@@ -172,8 +173,8 @@ absl::Status CheckModel(const LoadedArtifact& a) {
     return bad(absl::StrCat("attention_bias / mlp_bias: the GGUF export writes ", c.model_type, " linears ",
                             arch->qkv_bias ? "with q/k/v biases and no others" : "without biases"));
   }
-  if (c.rope.type != "default" && c.rope.type != "linear") {
-    return bad(absl::StrCat("rope type '", c.rope.type, "': the GGUF export writes default and linear RoPE"));
+  if (c.rope.type != "default" && c.rope.type != "linear" && c.rope.type != "llama3") {
+    return bad(absl::StrCat("rope type '", c.rope.type, "': the GGUF export writes default, linear and llama3 RoPE"));
   }
   return absl::OkStatus();
 }
@@ -204,6 +205,34 @@ void AddModelMetadata(const LoadedArtifact& a, GgmlType linear_type, Metadata* m
     m->F32(key("rope.scaling.factor"), static_cast<float>(c.rope.factor));
   }
   m->U32(key("vocab_size"), static_cast<uint32_t>(c.vocab_size));
+}
+
+// Llama 3.1's RoPE scaling as llama.cpp takes it: no metadata, but a tensor
+// rope_freqs.weight of head_dim / 2 factors that each frequency is divided by
+// (as llama.cpp's converter computes them from rope_scaling): 1 for
+// wavelengths below original_max_position_embeddings / high_freq_factor,
+// `factor` above original / low_freq_factor, and between them the smooth
+// blend 1 / ((1 - s) / factor + s), s = (original / wavelength - low) /
+// (high - low): the inverse of what the engine multiplies the frequency by
+// (worker/engine/decoder.cc).
+std::string RopeFreqFactors(const ModelConfig& c) {
+  const RopeConfig& r = c.rope;
+  const double old_ctx = static_cast<double>(r.original_max_position_embeddings);
+  const double low_wavelen = old_ctx / r.low_freq_factor, high_wavelen = old_ctx / r.high_freq_factor;
+  Bytes out;
+  for (int64_t i = 0; i < c.head_dim / 2; ++i) {
+    const double freq = 1.0 / std::pow(r.theta, static_cast<double>(2 * i) / static_cast<double>(c.head_dim));
+    const double wavelen = 2 * M_PI / freq;
+    double f = 1.0;
+    if (wavelen > low_wavelen) {
+      f = r.factor;
+    } else if (wavelen >= high_wavelen) {
+      const double smooth = (old_ctx / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+      f = 1.0 / ((1 - smooth) / r.factor + smooth);
+    }
+    out.F32(static_cast<float>(f));
+  }
+  return out.str();
 }
 
 // "A B": two non-empty tokens and one space, where llama.cpp splits a merge.
@@ -289,6 +318,10 @@ absl::StatusOr<std::vector<Tensor>> PlanTensors(const LoadedArtifact& a, GgmlTyp
   std::vector<Tensor> t;
   QF_ASSIGN_OR_RETURN(Tensor embed, KeptTensor(a, "model.embed_tokens.weight", "token_embd.weight"));
   t.push_back(std::move(embed));
+  if (c.rope.type == "llama3") {
+    const uint64_t half = static_cast<uint64_t>(c.head_dim / 2);
+    t.push_back(Tensor{"rope_freqs.weight", {half}, GgmlType::kF32, half * 4, 0, Source{Source::kRopeFreqs, ""}});
+  }
   const std::array<LinearShape, 7> shapes = DecoderLinearShapes(c);
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     const std::string blk = absl::StrCat("blk.", l, ".");
@@ -361,6 +394,8 @@ absl::StatusOr<std::string> TensorBytes(const LoadedArtifact& a, const Tensor& t
       }
       return out;
     }
+    case Source::kRopeFreqs:
+      return RopeFreqFactors(a.config);
     case Source::kBias: {
       const kernels::QuantizedLinear& q = layer.linears[static_cast<size_t>(s.linear)];
       if (static_cast<int64_t>(q.bias.size()) != q.out_features) {

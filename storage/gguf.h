@@ -11,7 +11,8 @@
 // no lm_head when tie_word_embeddings). Architecture `llama` (llama and
 // mistral checkpoints; a mistral sliding window is not written, as llama.cpp's
 // own converter writes none) or `qwen2` (with the q/k/v biases, F32), with its
-// metadata, and the vocabulary as
+// metadata (Llama 3.1's llama3 RoPE scaling as the rope_freqs.weight tensor of
+// per-frequency factors llama.cpp takes it as), and the vocabulary as
 // llama.cpp's converter writes it: a sentencepiece one as tokenizer `llama`
 // (pieces, scores, types), a byte-level BPE tokenizer.json as `gpt2` (tokens
 // in the byte alphabet, types, merges, the pre-tokenizer name; no scores).
@@ -60,7 +61,7 @@ struct GgufVocab {
 //   InvalidArgument naming the artifact and the field, linear or tensor: a
 //     model type other than llama / mistral / qwen2, biases other than
 //     qwen2's q/k/v ones (a bias of the wrong length names its linear), a RoPE type
-//     other than default / linear, a vocabulary that is empty, longer than
+//     other than default / linear / llama3, a vocabulary that is empty, longer than
 //     vocab_size or not of its model's shape (see GgufVocab: a count of
 //     scores or types that is not the count of tokens, a kGpt2 vocabulary
 //     without merges or pre, a merge not "a b", a kLlama one with either),

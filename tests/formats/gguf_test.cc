@@ -381,6 +381,48 @@ TEST(Gguf, Qwen2IsWrittenAsLlamaCppsQwen2WithQkvBiasesAndRowsInHfOrder) {
   EXPECT_FALSE(PathExists(bad.gguf));
 }
 
+// Llama 3.1's RoPE scaling (rope_type llama3) is llama.cpp's rope_freqs.weight:
+// head_dim / 2 F32 factors, each frequency divided by its own. With theta
+// 1e4, head_dim 64 and original_max_position_embeddings 256 (factor 8, low 1,
+// high 4), pair i has wavelength 2 pi 10^(i / 8): below 64 (i <= 8) factor 1,
+// above 256 (i >= 13) 8, between them the smooth blend, e.g. i = 9: s =
+// (256 / 83.787 - 1) / 3 = 0.68512, 1 / ((1 - s) / 8 + s) = 1.38031.
+TEST(Gguf, Llama3RopeScalingIsWrittenAsLlamaCppsRopeFreqsTensor) {
+  Fixture f = Load();
+  f.cfg.rope.type = "llama3";
+  f.cfg.rope.factor = 8;
+  f.cfg.rope.low_freq_factor = 1;
+  f.cfg.rope.high_freq_factor = 4;
+  f.cfg.rope.original_max_position_embeddings = 256;
+  f.cfg.raw["rope_parameters"] = {{"rope_theta", 10000.0}, {"rope_type", "llama3"}, {"factor", 8.0},
+                                  {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
+                                  {"original_max_position_embeddings", 256}};
+  const std::vector<kernels::LayerResult> layers = MakeLayers(f, Spec(4, 128, true));
+  TempDir tmp;
+  const std::string art = tmp.Path("art"), gguf = tmp.Path("model.gguf");
+  const absl::Status written = WriteArtifact(kModel, f.cfg, Spec(4, 128, true), layers, art, nullptr);
+  ASSERT_TRUE(written.ok()) << written;
+  absl::StatusOr<LoadedArtifact> a = OpenArtifact(art);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_EQ(a->config.rope.type, "llama3");
+  const absl::Status s = WriteGguf(*a, TestVocab(8000), gguf);
+  ASSERT_TRUE(s.ok()) << s;
+  const GgufFile g = ReadGguf(gguf);
+  EXPECT_EQ(g.strings.count("llama.rope.scaling.type"), 0u);  // llama.cpp reads the tensor
+  ASSERT_EQ(g.tensors.size(), 3u + 4 * 9 + 1);
+  EXPECT_EQ(g.tensors[1].first, "rope_freqs.weight");
+  const std::string_view data = g.Data("rope_freqs.weight", 32 * 4);
+  std::vector<float> factors(32);
+  std::memcpy(factors.data(), data.data(), 32 * 4);
+  for (int i = 0; i <= 8; ++i) EXPECT_EQ(factors[i], 1.0f) << i;
+  for (int i = 13; i < 32; ++i) EXPECT_EQ(factors[i], 8.0f) << i;
+  EXPECT_NEAR(factors[9], 1.38031, 1e-4);
+  for (int i = 10; i <= 12; ++i) {
+    EXPECT_GT(factors[i], factors[i - 1]) << i;
+    EXPECT_LT(factors[i], 8.0f) << i;
+  }
+}
+
 // ---- the byte-level BPE vocabulary (tokenizer "gpt2")
 
 // A Llama 3-style vocabulary: the 256 byte symbols are not all here, only what
