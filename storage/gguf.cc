@@ -134,17 +134,19 @@ int64_t HfRow(int64_t r, int64_t heads, int64_t rows) {
 
 // The architectures the export writes, by HF model_type. llama.cpp's `llama`
 // rotates RoPE pairs (2i, 2i + 1), so q and k rows are reordered (HfRow);
-// its `qwen2` rotates HF's pairs (NEOX), and adds q/k/v biases (F32).
+// its `qwen2` rotates HF's pairs (NEOX), adds q/k/v biases (F32) and has no
+// rope_freqs tensor (Llama 3.1's RoPE scaling).
 struct Arch {
   const char* model_type;
   const char* gguf;  // general.architecture, and the prefix of its keys
   bool reorder_qk;   // rows of q and k in llama.cpp's RoPE pair order
   bool qkv_bias;     // q/k/v projections carry biases (attention_bias)
+  bool llama3_rope;  // takes rope_type llama3 (as rope_freqs.weight)
 };
 constexpr Arch kArchs[] = {
-    {"llama", "llama", true, false},
-    {"mistral", "llama", true, false},
-    {"qwen2", "qwen2", false, true},
+    {"llama", "llama", true, false, true},
+    {"mistral", "llama", true, false, true},
+    {"qwen2", "qwen2", false, true, false},
 };
 
 const Arch* ArchOf(const ModelConfig& c) {
@@ -173,8 +175,9 @@ absl::Status CheckModel(const LoadedArtifact& a) {
     return bad(absl::StrCat("attention_bias / mlp_bias: the GGUF export writes ", c.model_type, " linears ",
                             arch->qkv_bias ? "with q/k/v biases and no others" : "without biases"));
   }
-  if (c.rope.type != "default" && c.rope.type != "linear" && c.rope.type != "llama3") {
-    return bad(absl::StrCat("rope type '", c.rope.type, "': the GGUF export writes default, linear and llama3 RoPE"));
+  if (c.rope.type != "default" && c.rope.type != "linear" && (c.rope.type != "llama3" || !arch->llama3_rope)) {
+    return bad(absl::StrCat("rope type '", c.rope.type, "': the GGUF export writes default, linear",
+                            arch->llama3_rope ? " and llama3" : "", " RoPE for ", c.model_type));
   }
   return absl::OkStatus();
 }

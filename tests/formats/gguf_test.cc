@@ -315,14 +315,22 @@ TEST(Gguf, WhatLlamaCppCannotHoldIsRefusedAndLeavesNoFile) {
 
 // Qwen2 is llama.cpp's `qwen2`: its own keys, q/k/v biases as F32 tensors
 // after their weights, and q and k rows in HF's order (its RoPE rotates HF's
-// pairs). A llama with attention biases (o_proj's among them) is refused
-// naming config.json, and no file is left.
+// pairs). A llama with attention biases (o_proj's among them), and a qwen2
+// with Llama 3.1's RoPE scaling, are refused naming config.json, and no file
+// is left.
 TEST(Gguf, Qwen2IsWrittenAsLlamaCppsQwen2WithQkvBiasesAndRowsInHfOrder) {
   // tiny-llama relabelled: qwen2 (biases on q, k, v), or llama with
   // attention_bias (biases on q, k, v, o).
-  const auto export_as = [](const std::string& model_type, Exported* e, std::vector<kernels::LayerResult>* layers) {
+  const auto export_as = [](const std::string& model_type, Exported* e, std::vector<kernels::LayerResult>* layers,
+                            bool llama3_rope = false) {
     Fixture f = Load();
     const bool qwen2 = model_type == "qwen2";
+    if (llama3_rope) {
+      f.cfg.rope.type = "llama3";
+      f.cfg.raw["rope_parameters"] = {{"rope_theta", 10000.0}, {"rope_type", "llama3"}, {"factor", 8.0},
+                                      {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
+                                      {"original_max_position_embeddings", 256}};
+    }
     f.cfg.model_type = model_type;
     f.cfg.raw["model_type"] = model_type;
     f.cfg.attention_bias = true;
@@ -379,6 +387,13 @@ TEST(Gguf, Qwen2IsWrittenAsLlamaCppsQwen2WithQkvBiasesAndRowsInHfOrder) {
   EXPECT_THAT(bad.status.message(),
               HasSubstr("config.json: attention_bias / mlp_bias: the GGUF export writes llama linears without biases"));
   EXPECT_FALSE(PathExists(bad.gguf));
+  // llama.cpp's qwen2 has no rope_freqs tensor for Llama 3.1's scaling.
+  Exported scaled;
+  export_as("qwen2", &scaled, &unused, /*llama3_rope=*/true);
+  EXPECT_EQ(scaled.status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(scaled.status.message(),
+              HasSubstr("config.json: rope type 'llama3': the GGUF export writes default, linear RoPE for qwen2"));
+  EXPECT_FALSE(PathExists(scaled.gguf));
 }
 
 // Llama 3.1's RoPE scaling (rope_type llama3) is llama.cpp's rope_freqs.weight:
