@@ -547,9 +547,7 @@ int main(int argc, char** argv) {
             if (const auto tr = qf::kernels::W4A16TileGrids(m, n, k, name.c_str(), dtype); tr.ok()) {
               std::vector<int64_t> blocks = {tr->max_blocks, tr->planned};
               for (int64_t w = 1; w <= 8; ++w) blocks.push_back(tr->tiles * w);
-              int sms = 0;
-              CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-              for (int64_t per_sm = 1; per_sm <= 3; ++per_sm) blocks.push_back(per_sm * sms);
+              for (int64_t per_sm = 1; per_sm <= 3; ++per_sm) blocks.push_back(per_sm * prop.multiProcessorCount);
               std::sort(blocks.begin(), blocks.end());
               blocks.erase(std::unique(blocks.begin(), blocks.end()), blocks.end());
               for (int64_t g : blocks) {

@@ -1,8 +1,8 @@
 #include "storage/gguf.h"
 
 #include <array>
-#include <cmath>
 #include <bit>
+#include <cmath>
 #include <optional>
 #include <string_view>
 #include <utility>

@@ -206,20 +206,40 @@ QuantSpec Spec(int bits, int group_size, bool sym) {
 struct Exported {
   TempDir tmp;
   std::vector<kernels::LayerResult> layers;
+  ModelConfig config;  // as the artifact's config.json reads back
   std::string gguf;
   absl::Status status;
 };
-void Export(const QuantSpec& spec, const GgufVocab& vocab, Exported* e) {
+// `edit`, when given, relabels the model (its config, parsed and raw) and
+// changes the layers before the artifact is written.
+using ModelEdit = std::function<void(ModelConfig&, std::vector<kernels::LayerResult>&)>;
+void Export(const QuantSpec& spec, const GgufVocab& vocab, Exported* e, const ModelEdit& edit = nullptr) {
   Fixture f = Load();
   e->layers = MakeLayers(f, spec);
+  if (edit) edit(f.cfg, e->layers);
   const std::string art = e->tmp.Path("art");
-  ASSERT_TRUE(WriteArtifact(kModel, f.cfg, spec, e->layers, art, nullptr).ok());
+  const absl::Status written = WriteArtifact(kModel, f.cfg, spec, e->layers, art, nullptr);
+  ASSERT_TRUE(written.ok()) << written;
   absl::StatusOr<LoadedArtifact> a = OpenArtifact(art);
   ASSERT_TRUE(a.ok()) << a.status();
+  e->config = a->config;
   e->gguf = e->tmp.Path("model.gguf");
   e->status = WriteGguf(*a, vocab, e->gguf);
 }
 void Export(const QuantSpec& spec, int vocab, Exported* e) { Export(spec, TestVocab(vocab), e); }
+
+// Llama 3.1's RoPE scaling with a short original context (factor 8, low 1,
+// high 4, original_max_position_embeddings 256).
+void UseLlama3Rope(ModelConfig& cfg) {
+  cfg.rope.type = "llama3";
+  cfg.rope.factor = 8;
+  cfg.rope.low_freq_factor = 1;
+  cfg.rope.high_freq_factor = 4;
+  cfg.rope.original_max_position_embeddings = 256;
+  cfg.raw["rope_parameters"] = {{"rope_theta", 10000.0}, {"rope_type", "llama3"}, {"factor", 8.0},
+                                {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
+                                {"original_max_position_embeddings", 256}};
+}
 
 TEST(Gguf, TinyLlamaQ4_0HeaderMetadataAndTensors) {
   Exported e;
@@ -321,42 +341,28 @@ TEST(Gguf, WhatLlamaCppCannotHoldIsRefusedAndLeavesNoFile) {
 TEST(Gguf, Qwen2IsWrittenAsLlamaCppsQwen2WithQkvBiasesAndRowsInHfOrder) {
   // tiny-llama relabelled: qwen2 (biases on q, k, v), or llama with
   // attention_bias (biases on q, k, v, o).
-  const auto export_as = [](const std::string& model_type, Exported* e, std::vector<kernels::LayerResult>* layers,
-                            bool llama3_rope = false) {
-    Fixture f = Load();
-    const bool qwen2 = model_type == "qwen2";
-    if (llama3_rope) {
-      f.cfg.rope.type = "llama3";
-      f.cfg.raw["rope_parameters"] = {{"rope_theta", 10000.0}, {"rope_type", "llama3"}, {"factor", 8.0},
-                                      {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
-                                      {"original_max_position_embeddings", 256}};
-    }
-    f.cfg.model_type = model_type;
-    f.cfg.raw["model_type"] = model_type;
-    f.cfg.attention_bias = true;
-    f.cfg.o_proj_bias = !qwen2;
-    if (!qwen2) f.cfg.raw["attention_bias"] = true;
-    *layers = MakeLayers(f, Spec(4, 128, true));
-    for (kernels::LayerResult& l : *layers) {
-      for (int i = 0; i < (qwen2 ? 3 : 4); ++i) {
-        QuantizedLinear& q = l.linears[i];
-        for (int64_t r = 0; r < q.out_features; ++r) {
-          q.bias.push_back(storage::FloatToHalf(0.25f * static_cast<float>((l.layer * 7 + i * 3 + r) % 64 - 32)));
+  const auto export_as = [](const std::string& model_type, Exported* e, bool llama3_rope = false) {
+    Export(Spec(4, 128, true), TestVocab(8000), e, [&](ModelConfig& cfg, std::vector<kernels::LayerResult>& layers) {
+      const bool qwen2 = model_type == "qwen2";
+      if (llama3_rope) UseLlama3Rope(cfg);
+      cfg.model_type = model_type;
+      cfg.raw["model_type"] = model_type;
+      cfg.attention_bias = true;
+      cfg.o_proj_bias = !qwen2;
+      if (!qwen2) cfg.raw["attention_bias"] = true;
+      for (kernels::LayerResult& l : layers) {
+        for (int i = 0; i < (qwen2 ? 3 : 4); ++i) {
+          QuantizedLinear& q = l.linears[i];
+          for (int64_t r = 0; r < q.out_features; ++r) {
+            q.bias.push_back(storage::FloatToHalf(0.25f * static_cast<float>((l.layer * 7 + i * 3 + r) % 64 - 32)));
+          }
         }
       }
-    }
-    const std::string art = e->tmp.Path("art");
-    const absl::Status written = WriteArtifact(kModel, f.cfg, Spec(4, 128, true), *layers, art, nullptr);
-    ASSERT_TRUE(written.ok()) << written;
-    absl::StatusOr<LoadedArtifact> a = OpenArtifact(art);
-    ASSERT_TRUE(a.ok()) << a.status();
-    ASSERT_EQ(a->config.model_type, model_type);
-    e->gguf = e->tmp.Path("model.gguf");
-    e->status = WriteGguf(*a, TestVocab(8000), e->gguf);
+    });
+    ASSERT_EQ(e->config.model_type, model_type);
   };
   Exported e;
-  std::vector<kernels::LayerResult> layers;
-  export_as("qwen2", &e, &layers);
+  export_as("qwen2", &e);
   ASSERT_TRUE(e.status.ok()) << e.status;
   const GgufFile g = ReadGguf(e.gguf);
   EXPECT_EQ(g.strings.at("general.architecture"), "qwen2");
@@ -368,7 +374,7 @@ TEST(Gguf, Qwen2IsWrittenAsLlamaCppsQwen2WithQkvBiasesAndRowsInHfOrder) {
   for (const auto& [lin, name, rows] : {std::tuple{0, "blk.1.attn_q", 256}, std::tuple{1, "blk.1.attn_k", 128},
                                         std::tuple{2, "blk.1.attn_v", 128}}) {
     SCOPED_TRACE(name);
-    const QuantizedLinear& q = layers[1].linears[lin];
+    const QuantizedLinear& q = e.layers[1].linears[lin];
     const std::vector<float> ref = kernels::DequantizeRef(q);
     const std::string_view blocks = g.Data(std::string(name) + ".weight", static_cast<size_t>(rows) * 8 * 18);
     const std::string_view bias = g.Data(std::string(name) + ".bias", static_cast<size_t>(rows) * 4);
@@ -381,15 +387,14 @@ TEST(Gguf, Qwen2IsWrittenAsLlamaCppsQwen2WithQkvBiasesAndRowsInHfOrder) {
     }
   }
   Exported bad;
-  std::vector<kernels::LayerResult> unused;
-  export_as("llama", &bad, &unused);
+  export_as("llama", &bad);
   EXPECT_EQ(bad.status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(bad.status.message(),
               HasSubstr("config.json: attention_bias / mlp_bias: the GGUF export writes llama linears without biases"));
   EXPECT_FALSE(PathExists(bad.gguf));
   // llama.cpp's qwen2 has no rope_freqs tensor for Llama 3.1's scaling.
   Exported scaled;
-  export_as("qwen2", &scaled, &unused, /*llama3_rope=*/true);
+  export_as("qwen2", &scaled, /*llama3_rope=*/true);
   EXPECT_EQ(scaled.status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(scaled.status.message(),
               HasSubstr("config.json: rope type 'llama3': the GGUF export writes default, linear RoPE for qwen2"));
@@ -403,26 +408,13 @@ TEST(Gguf, Qwen2IsWrittenAsLlamaCppsQwen2WithQkvBiasesAndRowsInHfOrder) {
 // above 256 (i >= 13) 8, between them the smooth blend, e.g. i = 9: s =
 // (256 / 83.787 - 1) / 3 = 0.68512, 1 / ((1 - s) / 8 + s) = 1.38031.
 TEST(Gguf, Llama3RopeScalingIsWrittenAsLlamaCppsRopeFreqsTensor) {
-  Fixture f = Load();
-  f.cfg.rope.type = "llama3";
-  f.cfg.rope.factor = 8;
-  f.cfg.rope.low_freq_factor = 1;
-  f.cfg.rope.high_freq_factor = 4;
-  f.cfg.rope.original_max_position_embeddings = 256;
-  f.cfg.raw["rope_parameters"] = {{"rope_theta", 10000.0}, {"rope_type", "llama3"}, {"factor", 8.0},
-                                  {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
-                                  {"original_max_position_embeddings", 256}};
-  const std::vector<kernels::LayerResult> layers = MakeLayers(f, Spec(4, 128, true));
-  TempDir tmp;
-  const std::string art = tmp.Path("art"), gguf = tmp.Path("model.gguf");
-  const absl::Status written = WriteArtifact(kModel, f.cfg, Spec(4, 128, true), layers, art, nullptr);
-  ASSERT_TRUE(written.ok()) << written;
-  absl::StatusOr<LoadedArtifact> a = OpenArtifact(art);
-  ASSERT_TRUE(a.ok()) << a.status();
-  ASSERT_EQ(a->config.rope.type, "llama3");
-  const absl::Status s = WriteGguf(*a, TestVocab(8000), gguf);
-  ASSERT_TRUE(s.ok()) << s;
-  const GgufFile g = ReadGguf(gguf);
+  Exported e;
+  Export(Spec(4, 128, true), TestVocab(8000), &e, [](ModelConfig& cfg, std::vector<kernels::LayerResult>&) {
+    UseLlama3Rope(cfg);
+  });
+  ASSERT_EQ(e.config.rope.type, "llama3");
+  ASSERT_TRUE(e.status.ok()) << e.status;
+  const GgufFile g = ReadGguf(e.gguf);
   EXPECT_EQ(g.strings.count("llama.rope.scaling.type"), 0u);  // llama.cpp reads the tensor
   ASSERT_EQ(g.tensors.size(), 3u + 4 * 9 + 1);
   EXPECT_EQ(g.tensors[1].first, "rope_freqs.weight");
