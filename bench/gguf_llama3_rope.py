@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """llama.cpp against our engine on Llama 3.1's RoPE scaling (rope_type llama3).
 
-tiny-llama relabelled with llama3 RoPE scaling (factor 8, low 1, high 4, and
-original_max_position_embeddings 32, so that the scaling reaches most of
-tiny-llama's 32 frequency pairs within a 128-token chunk) and the unscaled
+tiny-llama relabelled with llama3 RoPE scaling (tests/interop/checkpoints.py:
+factor 8, low 1, high 4, and original_max_position_embeddings 32, so that the
+scaling reaches most of tiny-llama's 32 frequency pairs within a 128-token
+chunk) and the unscaled
 tiny-llama are each quantized (GPTQ 4-bit g128 sym), evaluated with
 `qctl eval --logits-out` and exported with `qctl export --gguf`. llama.cpp
 (llama-cpp-python, on PYTHONPATH) runs the llama3 file, whose scaling it takes
@@ -13,8 +14,7 @@ tests/interop/gguf_interop_test.py) and not the unscaled ones.
 
     PYTHONPATH=<llama-cpp-python site-packages> .venv/bin/python bench/gguf_llama3_rope.py build/bin/qctl
 """
-import json
-import shutil
+import os
 import subprocess
 import sys
 import tempfile
@@ -22,6 +22,9 @@ import tempfile
 import llama_cpp
 import torch
 from safetensors.torch import load_file
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "interop"))
+import checkpoints  # noqa: E402
 
 
 def run(*cmd):
@@ -33,14 +36,7 @@ def run(*cmd):
 def main():
     qctl = sys.argv[1] if len(sys.argv) > 1 else "build/bin/qctl"
     with tempfile.TemporaryDirectory() as tmp:
-        scaled = f"{tmp}/llama3-rope"
-        shutil.copytree("models/tiny-llama", scaled)
-        with open(f"{scaled}/config.json") as f:
-            cfg = json.load(f)
-        cfg["rope_parameters"] = {"rope_theta": 10000.0, "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                  "high_freq_factor": 4.0, "original_max_position_embeddings": 32}
-        with open(f"{scaled}/config.json", "w") as f:
-            json.dump(cfg, f)
+        scaled = checkpoints.make_llama3_rope("models/tiny-llama", f"{tmp}/llama3-rope")
         logits = {}
         for name, model in (("llama3", scaled), ("default", "models/tiny-llama")):
             art = f"{tmp}/art-{name}"

@@ -217,7 +217,10 @@ void AddModelMetadata(const LoadedArtifact& a, GgmlType linear_type, Metadata* m
 // `factor` above original / low_freq_factor, and between them the smooth
 // blend 1 / ((1 - s) / factor + s), s = (original / wavelength - low) /
 // (high - low): the inverse of what the engine multiplies the frequency by
-// (worker/engine/decoder.cc).
+// (worker/engine/decoder.cc). Not shared with the engine on purpose: the
+// engine reproduces transformers' float32 tensor arithmetic bit for bit (its
+// logits equal transformers', engine_hf_logits_llama3_rope), these factors are
+// a file's constants, computed once in double and rounded to F32.
 std::string RopeFreqFactors(const ModelConfig& c) {
   const RopeConfig& r = c.rope;
   const double old_ctx = static_cast<double>(r.original_max_position_embeddings);

@@ -7,10 +7,12 @@ float32, runs the same ids; both compute in float32 from the same fp16 weights,
 so they agree to float32 round-off accumulated over 4 layers. Tolerance: max
 |diff| <= 1e-3 on logits of magnitude ~10, and identical argmax everywhere.
 
---as-qwen2 runs the same comparison on a Qwen2 checkpoint made from the model
-(tests/interop/qwen2_checkpoint.py: q/k/v biases, RoPE base 1e6), which
-transformers loads as Qwen2ForCausalLM; --tie-embeddings makes it tie its head
-to the input embeddings, as the small Qwen2 models do.
+--as runs the same comparison on a checkpoint made from the model
+(tests/interop/checkpoints.py): qwen2 (q/k/v biases, RoPE base 1e6; transformers
+loads it as Qwen2ForCausalLM), qwen2-tied (the same with its head tied to the
+input embeddings, as the small Qwen2 models ship), llama3-rope (Llama 3.1's
+RoPE scaling with a 32-token original context, so that the 512-token chunk
+runs through all three of its bands).
 """
 import argparse
 import json
@@ -24,9 +26,16 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "interop"))
-import qwen2_checkpoint  # noqa: E402
+import checkpoints  # noqa: E402
 
 MAX_ABS = 1e-3
+
+# --as: the checkpoint made from --model.
+MAKERS = {
+    "qwen2": lambda model, out: checkpoints.make_qwen2(model, out),
+    "qwen2-tied": lambda model, out: checkpoints.make_qwen2(model, out, tie_embeddings=True),
+    "llama3-rope": checkpoints.make_llama3_rope,
+}
 
 
 def main():
@@ -34,12 +43,11 @@ def main():
     ap.add_argument("--qctl", required=True)
     ap.add_argument("--model", required=True)
     ap.add_argument("--text", required=True)
-    ap.add_argument("--as-qwen2", action="store_true", help="compare on a Qwen2 checkpoint made from --model")
-    ap.add_argument("--tie-embeddings", action="store_true", help="with --as-qwen2: no lm_head, tied embeddings")
+    ap.add_argument("--as", dest="as_", choices=sorted(MAKERS), help="compare on this checkpoint made from --model")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        if args.as_qwen2:
-            args.model = qwen2_checkpoint.make_qwen2(args.model, f"{tmp}/qwen2", args.tie_embeddings)
+        if args.as_:
+            args.model = MAKERS[args.as_](args.model, f"{tmp}/{args.as_}")
         out = f"{tmp}/logits.safetensors"
         res = subprocess.run([args.qctl, "eval", "--model", args.model, "--text", args.text,
                               "--seqlen", "512", "--max-chunks", "2", "--json", "--logits-out", out],
@@ -55,8 +63,8 @@ def main():
             ref = model(tokens).logits[0]
     diff = (ref - ours["logits"]).abs().max().item()
     agree = (ref.argmax(-1) == ours["logits"].argmax(-1)).float().mean().item()
-    print(json.dumps({"model": type(model).__name__, "max_abs_diff": diff, "argmax_agreement": agree,
-                      "tolerance": MAX_ABS}))
+    print(json.dumps({"model": type(model).__name__, "rope": model.config.rope_parameters, "max_abs_diff": diff,
+                      "argmax_agreement": agree, "tolerance": MAX_ABS}))
     if diff > MAX_ABS or agree < 1.0:
         print(f"FAIL: logits differ from transformers (max |diff| {diff:.3g} > {MAX_ABS} or argmax {agree:.4f} < 1)",
               file=sys.stderr)

@@ -23,7 +23,7 @@ Then, with code that is not ours:
     held-out lines as the tokenizers package does.
 
 The Qwen2 case quantizes a Qwen2 checkpoint made from tiny-llama
-(qwen2_checkpoint.py: q/k/v biases, RoPE base 1e6) with the Qwen2 fixture
+(checkpoints.py: q/k/v biases, RoPE base 1e6) with the Qwen2 fixture
 tokenizer (NFC normalizer, no BOS): llama.cpp's `qwen2` architecture, biases
 and all.
 
@@ -37,8 +37,8 @@ import shutil
 import sys
 import tempfile
 
+import checkpoints
 import qctl_runs
-import qwen2_checkpoint
 
 SKIP = 77
 
@@ -227,9 +227,7 @@ def main():
         for name, flags, block_type, fixture in CASES:
             art, logits = f"{tmp}/{name}", f"{tmp}/{name}.logits.safetensors"
             first, second = f"{tmp}/{name}.gguf", f"{tmp}/{name}-again.gguf"
-            model = args.model
-            if name.startswith("qwen2-"):
-                model = qwen2_checkpoint.make_qwen2(model, f"{tmp}/{name}-checkpoint")
+            model = checkpoints.for_case(name, args.model, tmp)
             model = model if fixture is None else model_with_bpe(model, fixture, tmp)
             ok = qctl_runs.quantize_and_eval(args, art, logits, flags, model)
             ok = ok and all(qctl_runs.run([args.qctl, "export", art, "--gguf", f]).returncode == 0 for f in (first, second))

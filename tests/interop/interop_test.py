@@ -6,8 +6,10 @@ For each row of CASES: `qctl quantize` writes an artifact of tiny-llama,
 check_artifact.py loads the artifact through transformers + gptqmodel (their
 unpacking, not ours) and compares. Any failing case fails the test. The
 qwen2- case quantizes a Qwen2 checkpoint made from tiny-llama
-(qwen2_checkpoint.py: q/k/v biases, RoPE base 1e6), which transformers loads
-as a GPTQ Qwen2ForCausalLM, biases from the artifact.
+(checkpoints.py: q/k/v biases, RoPE base 1e6), which transformers loads
+as a GPTQ Qwen2ForCausalLM, biases from the artifact; the llama3rope- case
+tiny-llama with Llama 3.1's RoPE scaling (checkpoints.py), whose config the
+artifact must carry for transformers to compute the same rotations.
 
 Exit 77 (ctest: skipped) when gptqmodel / optimum are not installed in this
 Python, so a machine without the interop packages still runs everything else.
@@ -17,8 +19,8 @@ import os
 import sys
 import tempfile
 
+import checkpoints
 import qctl_runs
-import qwen2_checkpoint
 
 SKIP = 77
 
@@ -30,6 +32,7 @@ CASES = [
     ("gptq-3bit-g128", ["--method", "gptq", "--bits", "3", "--group-size", "128"]),
     ("awq-4bit-g128", ["--method", "awq", "--format", "awq", "--bits", "4", "--group-size", "128"]),
     ("qwen2-gptq-4bit-g128-sym", ["--method", "gptq", "--bits", "4", "--group-size", "128", "--sym"]),
+    ("llama3rope-gptq-4bit-g128", ["--method", "gptq", "--bits", "4", "--group-size", "128"]),
 ]
 
 
@@ -44,8 +47,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for name, flags in CASES:
             art, logits = f"{tmp}/{name}", f"{tmp}/{name}.logits.safetensors"
-            model = qwen2_checkpoint.make_qwen2(args.model, f"{tmp}/{name}-checkpoint") if name.startswith("qwen2-") else None
-            ok = qctl_runs.quantize_and_eval(args, art, logits, flags, model)
+            ok = qctl_runs.quantize_and_eval(args, art, logits, flags, checkpoints.for_case(name, args.model, tmp))
             if ok:
                 res = qctl_runs.run([sys.executable, check, art, "--logits", logits])
                 keep = ("consumer:", "gptq ", "awq ", "PASS", "FAIL")

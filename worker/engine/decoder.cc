@@ -35,13 +35,17 @@ RopeTables MakeRope(const storage::ModelConfig& cfg, int64_t seqlen, const at::D
     inv_freq = inv_freq / r.factor;
   } else if (r.type == "llama3") {
     // transformers' _compute_llama3_parameters: long wavelengths are divided by
-    // `factor`, short ones kept, the band between blended smoothly.
+    // `factor`, short ones kept, the band between blended smoothly. A scalar
+    // over a tensor is written as Python evaluates it (torch.Tensor.__rtruediv__:
+    // the tensor's reciprocal times the scalar), not as ATen's C++ operator/,
+    // which divides: the two differ in the last bit of the blended band's
+    // frequencies, and the logits then by ~1e-4 (engine_hf_logits_llama3_rope).
     double old_ctx = static_cast<double>(r.original_max_position_embeddings);
     double low_wavelen = old_ctx / r.low_freq_factor;
     double high_wavelen = old_ctx / r.high_freq_factor;
-    at::Tensor wavelen = 2 * M_PI / inv_freq;
+    at::Tensor wavelen = inv_freq.reciprocal() * (2 * M_PI);
     at::Tensor scaled = at::where(wavelen > low_wavelen, inv_freq / r.factor, inv_freq);
-    at::Tensor smooth = (old_ctx / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+    at::Tensor smooth = (wavelen.reciprocal() * old_ctx - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
     at::Tensor smoothed = (1 - smooth) * scaled / r.factor + smooth * scaled;
     at::Tensor medium = at::logical_not(wavelen < high_wavelen).logical_and(at::logical_not(wavelen > low_wavelen));
     inv_freq = at::where(medium, smoothed, scaled);
