@@ -39,6 +39,18 @@ constexpr int kHeavyASlot = 512;
 constexpr int kMinARingWn = 2;
 constexpr int kMaxARingSplit = 2;
 constexpr int64_t kShallowASlices = 1024;  // k = 16384
+// For the same kernels the model's rate comes from the busiest multiprocessor's
+// own warps (not the average), and ties go to smaller blocks: grids of 4-warp
+// blocks in clusters of 2 then win where they measured fastest. H100, m = 16,
+// decode loop (bench/results/w4a16_h100_m16_ties.log): o (dec_m16_a8) 17.5 us
+// against 18.3 for 1 x 8 warps unsplit, which the average-rate model with
+// "fewer blocks" picked; Llama 8B's qkv (4096 x 6144) 10.2 against 11.7 for
+// 1 x 16. Mean regret against the fastest swept grid: that log's 8 cases 8.0%
+// -> 4.0%, w4a16_h100_aring.log 1.1% -> 0.6% (one case worse: dec_m16_a12,
+// which the table does not take, on o at m = 4, 0.6% -> 2.9%),
+// w4a16_h100_tile_grids.log 0.7% -> 0, the H200's 3.2% -> 3.1%. The other
+// kernels keep the average, as fitted on the H200 (the busiest SM's warps
+// there picked 8 x 1 warps for dec_m8 on gate_up, 24% slower).
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 bool PowerOfTwo(int x) { return x > 0 && (x & (x - 1)) == 0; }
@@ -54,6 +66,7 @@ absl::StatusOr<StreamGrid> PickStreamGrid(const StreamGridProblem& p, ForcedStre
   const double sm_cap = p.device_bytes_per_s / p.sms;
   StreamGrid best;
   bool best_preferred = false;
+  const bool heavy_a = p.a_slot >= kHeavyASlot;
   // The model's choices: the values the H200 sweep measured (a forced grid may be any).
   const auto candidate = [&](int v, int forced, std::initializer_list<int> measured) {
     return force.Any() ? v == forced : std::find(measured.begin(), measured.end(), v) != measured.end();
@@ -90,7 +103,10 @@ absl::StatusOr<StreamGrid> PickStreamGrid(const StreamGridProblem& p, ForcedStre
         const int per_sm = static_cast<int>(CeilDiv(wave_blocks, p.sms));
         const double warps_per_sm = static_cast<double>(wave_blocks) * warps / p.sms;
         const double busiest_bytes = static_cast<double>(waves) * per_sm * warps * part * 512;
-        const double rate = std::min(warps_per_sm * ahead * 512 / kLatencyS, sm_cap);
+        // The busiest multiprocessor's own warps set the A-heavy kernels' rate
+        // (above); the average, as fitted on the H200, the others'.
+        const double rate_warps = heavy_a ? static_cast<double>(per_sm) * warps : warps_per_sm;
+        const double rate = std::min(rate_warps * ahead * 512 / kLatencyS, sm_cap);
         double t = busiest_bytes / rate + waves * kWaveS;
         if (split > 2) t *= kLargeClusterFactor;
         const bool a_shared = p.a_slot < kHeavyASlot || p.slices < kShallowASlices ||
@@ -102,7 +118,8 @@ absl::StatusOr<StreamGrid> PickStreamGrid(const StreamGridProblem& p, ForcedStre
             (preferred == best_preferred &&
              (t < best.seconds * (1 - 1e-6) ||
               (t <= best.seconds * (1 + 1e-6) &&
-               (blocks < best.blocks || (blocks == best.blocks && split < best.split)))));
+               ((heavy_a && warps != best.wn * best.wk) ? warps < best.wn * best.wk
+                : (blocks < best.blocks || (blocks == best.blocks && split < best.split))))));
         if (better) {
           best = StreamGrid{wn, wk, split, steps, smem, blocks, per_sm, t};
           best_preferred = preferred;

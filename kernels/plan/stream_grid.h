@@ -29,7 +29,10 @@
 // block measured up to 70% slower there; the barrier-free decode kernel runs
 // best at 12), and for the decode kernel with 16 rows of A in its ring and
 // k >= 16384 at least 2 warps per k-part and clusters of at most 2
-// (stream_grid.cc). Ties go to fewer blocks, then the smaller split.
+// (stream_grid.cc). Ties go to fewer blocks, then the smaller split. For
+// that 16-row A-in-the-ring kernel, the rate counts the busiest
+// multiprocessor's warps instead of the average, and ties go first to smaller
+// blocks (measured on the H100, stream_grid.cc).
 //
 //   PickStreamGrid(problem, {}, [&](const StreamGridShape& g) { return Resident(g); });
 #pragma once

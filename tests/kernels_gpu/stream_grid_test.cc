@@ -53,6 +53,7 @@ const std::map<std::string, Kernel>& Kernels() {
       {"dec_m16_w16a8", {16, 168, 12, 0, false, 16, false, 512, 8}},
       {"dec_m8_s16", {8, 128, 16, 0, true, 16, false}},
       {"dec_m16_s16", {16, 128, 16, 0, true, 16, false}},
+      {"dec_m16_s8", {16, 128, 16, 0, true, 8, false}},
       {"dec_m8_a16", {8, 128, 16, 0, false, 16, false, 256}},
   };
   return *k;
@@ -99,6 +100,13 @@ StreamGridProblem Problem(const Kernel& kern, int m, int64_t n, int64_t k, const
 const std::map<std::string, std::pair<int64_t, int64_t>> kShapes = {
     {"qkv", {8192, 10240}}, {"o", {8192, 8192}}, {"gate_up", {8192, 57344}}, {"down", {28672, 8192}}};
 
+// (k, n) of a shape as w4a16_bench names it: a 70B name or "KxN".
+std::pair<int64_t, int64_t> ShapeKn(const std::string& name) {
+  if (const auto it = kShapes.find(name); it != kShapes.end()) return it->second;
+  const size_t x = name.find('x');
+  return {std::stoll(name.substr(0, x)), std::stoll(name.substr(x + 1))};
+}
+
 // Every (shape, m, variant) whose grids a results log lists (w4a16_bench
 // --sweep --grids rows; `column` 0 = the cold call's microseconds, 1 = the
 // decode loop's): the grid the model picks must be one of them and run
@@ -127,7 +135,7 @@ int CheckPicks(const std::string& log, const Device& dev, int column, double wor
       continue;
     }
     const Kernel& kern = Kernels().at(variant);
-    const auto [k, n] = kShapes.at(shape);
+    const auto [k, n] = ShapeKn(shape);
     absl::StatusOr<StreamGrid> g =
         PickStreamGrid(Problem(kern, std::min(m, kern.rows), n, k, dev), {},
                        [&](const StreamGridShape& s) -> absl::StatusOr<int64_t> { return Resident(kern, s); });
@@ -160,10 +168,31 @@ TEST(StreamGridTest, PicksAGridMeasuredNearTheFastestOnTheH200) {
 TEST(StreamGridTest, PicksAGridMeasuredNearTheFastestOnTheH100) {
   int cases = 0;
   for (const char* log : {"w4a16_h100_grids.log", "w4a16_h100_early.log", "w4a16_h100_variants.log",
-                          "w4a16_h100_aring.log"}) {
+                          "w4a16_h100_aring.log", "w4a16_h100_tile_grids.log", "w4a16_h100_m16_ties.log"}) {
     cases += CheckPicks(log, kH100, 1, 0.20, 0.08);
   }
   EXPECT_GE(cases, 20);
+}
+
+// The 16-row A-in-the-ring kernels: the busiest multiprocessor's warps set the
+// rate, and ties go to smaller blocks. On the H100 (decode loop,
+// w4a16_h100_m16_ties.log) that picks the fastest grid swept for dec_m16_a8
+// on o (1 x 4 warps in clusters of 2, 17.5 us; "fewer blocks" on the average
+// rate picked 1 x 8 unsplit, 18.3), on Llama 8B's qkv 4096 x 6144 (10.2 us;
+// before, 1 x 16 unsplit, 11.7) and on 70B qkv (21.1 us, unchanged).
+TEST(StreamGridTest, SixteenRowARingPicksTheFastestSweptGrid) {
+  const auto pick = [](const char* variant, int64_t k, int64_t n) {
+    const Kernel& kern = Kernels().at(variant);
+    absl::StatusOr<StreamGrid> g = PickStreamGrid(
+        Problem(kern, 16, n, k, kH100), {},
+        [&](const StreamGridShape& s) -> absl::StatusOr<int64_t> { return Resident(kern, s); });
+    EXPECT_TRUE(g.ok()) << g.status();
+    return g.ok() ? std::make_tuple(g->wn, g->wk, g->split) : std::make_tuple(0, 0, 0);
+  };
+  EXPECT_EQ(pick("dec_m16_a8", 8192, 8192), std::make_tuple(1, 4, 2));
+  EXPECT_EQ(pick("dec_m16_a8", 4096, 6144), std::make_tuple(1, 4, 2));
+  EXPECT_EQ(pick("dec_m16_a8", 8192, 10240), std::make_tuple(1, 4, 2));
+  EXPECT_EQ(pick("dec_m16_w16a8", 8192, 8192), std::make_tuple(1, 4, 2));
 }
 
 TEST(StreamGridTest, ForcedGridIsTakenAsIsOrRefusedWithTheShape) {
