@@ -39,6 +39,17 @@ constexpr int kHeavyASlot = 512;
 constexpr int kMinARingWn = 2;
 constexpr int kMaxARingSplit = 2;
 constexpr int64_t kShallowASlices = 1024;  // k = 16384
+// ... unless the model rates the best such grid this much slower than the
+// best of all: with few column groups (narrow n) clusters of at most 2 leave
+// multiprocessors idle. H100, m = 16, decode loop (bench/results/
+// w4a16_h100_m16_deep.log): Qwen2 7B's down (k 18944, n 3584) 2 x 4 warps in
+// clusters of 2 (28 groups, 56 blocks) 31.7 us, where the model's own pick,
+// 1 x 8 in clusters of 2, ran 23.5 (the fastest grid 22.4); k 28672 x n 4096
+// 38.4 against 32.2. The model rates those A-sharing grids 1.8-1.9x slower
+// than its own pick, and the A-sharing grids of 70B's down (2 x 4 x 2, the
+// fastest there, 47.9) and of the H200 fit no slower than any: every slack
+// from 0 to 0.8 picks the same grids on every log.
+constexpr double kASharedSlack = 0.25;
 // For the same kernels the model's rate comes from the busiest multiprocessor's
 // own warps (not the average), and ties go to smaller blocks: grids of 4-warp
 // blocks in clusters of 2 then win where they measured fastest. H100, m = 16,
@@ -64,9 +75,24 @@ absl::StatusOr<StreamGrid> PickStreamGrid(const StreamGridProblem& p, ForcedStre
   // the 8-deep ring's, 4-6% faster, not grids of fewer warps).
   const int ahead = std::min(p.reg_ring ? p.depth : p.depth - 2, kMaxAhead);
   const double sm_cap = p.device_bytes_per_s / p.sms;
-  StreamGrid best;
-  bool best_preferred = false;
   const bool heavy_a = p.a_slot >= kHeavyASlot;
+  // The best grid (preferred ones first), and the best of those that also
+  // share A as the deep 16-row kernels want (kMinARingWn, kMaxARingSplit).
+  struct Best {
+    StreamGrid grid;
+    bool preferred = false;
+    // Whether (g, preferred) beats this one: preferred first, then the
+    // model's seconds, then on a tie smaller blocks for the A-heavy kernels,
+    // else fewer blocks and the smaller split.
+    bool BeatenBy(const StreamGrid& g, bool pref, bool heavy) const {
+      if (grid.wn == 0 || pref != preferred) return grid.wn == 0 || pref;
+      if (g.seconds < grid.seconds * (1 - 1e-6)) return true;
+      if (g.seconds > grid.seconds * (1 + 1e-6)) return false;
+      const int w = g.wn * g.wk, best_w = grid.wn * grid.wk;
+      if (heavy && w != best_w) return w < best_w;
+      return g.blocks < grid.blocks || (g.blocks == grid.blocks && g.split < grid.split);
+    }
+  } best, best_shared;
   // The model's choices: the values the H200 sweep measured (a forced grid may be any).
   const auto candidate = [&](int v, int forced, std::initializer_list<int> measured) {
     return force.Any() ? v == forced : std::find(measured.begin(), measured.end(), v) != measured.end();
@@ -111,34 +137,31 @@ absl::StatusOr<StreamGrid> PickStreamGrid(const StreamGridProblem& p, ForcedStre
         if (split > 2) t *= kLargeClusterFactor;
         const bool a_shared = p.a_slot < kHeavyASlot || p.slices < kShallowASlices ||
                               (wn >= kMinARingWn && split <= kMaxARingSplit);
-        const bool preferred = warps >= std::min(kMinWarps, p.max_warps) && a_shared &&
+        const bool preferred = warps >= std::min(kMinWarps, p.max_warps) &&
                                (p.whole_a || p.a_slot > 0 || (PowerOfTwo(wk) && warps <= kMaxStreamWarps));
-        const bool better =
-            best.wn == 0 || (preferred && !best_preferred) ||
-            (preferred == best_preferred &&
-             (t < best.seconds * (1 - 1e-6) ||
-              (t <= best.seconds * (1 + 1e-6) &&
-               ((heavy_a && warps != best.wn * best.wk) ? warps < best.wn * best.wk
-                : (blocks < best.blocks || (blocks == best.blocks && split < best.split))))));
-        if (better) {
-          best = StreamGrid{wn, wk, split, steps, smem, blocks, per_sm, t};
-          best_preferred = preferred;
-        }
+        const StreamGrid g{wn, wk, split, steps, smem, blocks, per_sm, t};
+        if (best.BeatenBy(g, preferred, heavy_a)) best = Best{g, preferred};
+        if (a_shared && best_shared.BeatenBy(g, preferred, heavy_a)) best_shared = Best{g, preferred};
       }
     }
   }
-  if (best.wn == 0 && force.Any()) {
+  // The A-sharing grid, unless the model rates it far slower than the best.
+  if (best_shared.grid.wn != 0 && best_shared.preferred == best.preferred &&
+      best_shared.grid.seconds <= best.grid.seconds * (1 + kASharedSlack)) {
+    best = best_shared;
+  }
+  if (best.grid.wn == 0 && force.Any()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "W4A16 stream: forced grid wn=", force.wn, ", wk=", force.wk, ", split=", force.split, " does not fit m=", p.m,
         ", n=", p.n64 * 64, ", k=", p.slices * 16, " (expected wn | n/64, wn*wk <= ", p.max_warps,
         ", split <= ", p.max_split, ", split*wk <= k/16, and the shared memory and registers to fit)"));
   }
-  if (best.wn == 0) {
+  if (best.grid.wn == 0) {
     return absl::InternalError(absl::StrCat("W4A16 stream: no grid fits m=", p.m, ", n=", p.n64 * 64,
                                             ", k=", p.slices * 16, " (", p.smem_per_block,
                                             " bytes of shared memory per block)"));
   }
-  return best;
+  return best.grid;
 }
 
 }  // namespace qf::kernels

@@ -28,11 +28,12 @@
 // waits for the slowest warp) and a power-of-two wk (3, 6 or 12 k-parts per
 // block measured up to 70% slower there; the barrier-free decode kernel runs
 // best at 12), and for the decode kernel with 16 rows of A in its ring and
-// k >= 16384 at least 2 warps per k-part and clusters of at most 2
-// (stream_grid.cc). Ties go to fewer blocks, then the smaller split. For
-// that 16-row A-in-the-ring kernel, the rate counts the busiest
-// multiprocessor's warps instead of the average, and ties go first to smaller
-// blocks (measured on the H100, stream_grid.cc).
+// k >= 16384 at least 2 warps per k-part and clusters of at most 2, unless
+// the model rates the best such grid 25% slower than its own pick (narrow n:
+// too few column groups to fill the device; stream_grid.cc). Ties go to fewer
+// blocks, then the smaller split. For that 16-row A-in-the-ring kernel the
+// rate counts the busiest multiprocessor's warps instead of the average, and
+// ties go first to smaller blocks (measured on the H100, stream_grid.cc).
 //
 //   PickStreamGrid(problem, {}, [&](const StreamGridShape& g) { return Resident(g); });
 #pragma once

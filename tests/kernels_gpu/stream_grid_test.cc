@@ -168,7 +168,8 @@ TEST(StreamGridTest, PicksAGridMeasuredNearTheFastestOnTheH200) {
 TEST(StreamGridTest, PicksAGridMeasuredNearTheFastestOnTheH100) {
   int cases = 0;
   for (const char* log : {"w4a16_h100_grids.log", "w4a16_h100_early.log", "w4a16_h100_variants.log",
-                          "w4a16_h100_aring.log", "w4a16_h100_tile_grids.log", "w4a16_h100_m16_ties.log"}) {
+                          "w4a16_h100_aring.log", "w4a16_h100_tile_grids.log", "w4a16_h100_m16_ties.log",
+                          "w4a16_h100_m16_deep.log"}) {
     cases += CheckPicks(log, kH100, 1, 0.20, 0.08);
   }
   EXPECT_GE(cases, 20);
@@ -193,6 +194,25 @@ TEST(StreamGridTest, SixteenRowARingPicksTheFastestSweptGrid) {
   EXPECT_EQ(pick("dec_m16_a8", 4096, 6144), std::make_tuple(1, 4, 2));
   EXPECT_EQ(pick("dec_m16_a8", 8192, 10240), std::make_tuple(1, 4, 2));
   EXPECT_EQ(pick("dec_m16_w16a8", 8192, 8192), std::make_tuple(1, 4, 2));
+}
+
+// Deep k (k >= 16384): clusters of at most 2 with 2 warps per k-part share A,
+// unless the model rates them far slower (kASharedSlack). H100, decode loop
+// (w4a16_h100_m16_deep.log), dec_m16_w16a8: 70B down keeps 2 x 4 x 2 (47.9 us,
+// the fastest); Qwen2 7B's down (18944 x 3584) takes 1 x 8 x 2 (23.5; the
+// A-sharing 2 x 4 x 2, 28 groups in 56 blocks, 31.7).
+TEST(StreamGridTest, DeepKSharesAUnlessTooFewGroupsFillTheDevice) {
+  const Kernel& kern = Kernels().at("dec_m16_w16a8");
+  const auto pick = [&](int64_t k, int64_t n) {
+    absl::StatusOr<StreamGrid> g = PickStreamGrid(
+        Problem(kern, 16, n, k, kH100), {},
+        [&](const StreamGridShape& s) -> absl::StatusOr<int64_t> { return Resident(kern, s); });
+    EXPECT_TRUE(g.ok()) << g.status();
+    return g.ok() ? std::make_tuple(g->wn, g->wk, g->split) : std::make_tuple(0, 0, 0);
+  };
+  EXPECT_EQ(pick(28672, 8192), std::make_tuple(2, 4, 2));
+  EXPECT_EQ(pick(18944, 3584), std::make_tuple(1, 8, 2));
+  EXPECT_EQ(pick(28672, 4096), std::make_tuple(1, 8, 2));
 }
 
 TEST(StreamGridTest, ForcedGridIsTakenAsIsOrRefusedWithTheShape) {
