@@ -12,8 +12,9 @@
 // grids measured on the H200 (bench/results/w4a16_h200_grids.log; over 27
 // shape/kernel/m cases its picks run 3% slower than the best grid on average,
 // 15% at worst; the previous Little's-law model's: 8%, and 77% at worst; on
-// the H100, over the 22 cases of its logs' grid sweeps, decode loop: 1.4% on
-// average, 6% at worst):
+// the H100, over the 48 cases of its logs' grid sweeps, decode loop, the
+// 70B projections and Llama 8B's and Qwen2 7B's at m = 1 and 16: 2.3% on
+// average, 14% at worst):
 //
 //   waves    = ceil(blocks / resident blocks)
 //   busiest  = slices the busiest multiprocessor streams over all waves
