@@ -32,7 +32,7 @@ MAX_ABS = 1e-3
 
 # --as: the checkpoint made from --model.
 MAKERS = {
-    "qwen2": lambda model, out: checkpoints.make_qwen2(model, out),
+    "qwen2": checkpoints.make_qwen2,
     "qwen2-tied": lambda model, out: checkpoints.make_qwen2(model, out, tie_embeddings=True),
     "llama3-rope": checkpoints.make_llama3_rope,
 }

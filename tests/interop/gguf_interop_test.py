@@ -101,9 +101,11 @@ def check_spm_tokenizer(name, art, tok, text):
 
 def expected_gpt2_vocab(art, n_vocab):
     """tokens, token types, merges, BOS and EOS ids of a gpt2 GGUF vocabulary, from the artifact's
-    tokenizer.json and tokenizer_config.json as llama.cpp's converter writes them."""
+    tokenizer.json and tokenizer_config.json as llama.cpp's converter writes them; and the added
+    tokens that tokenizer.json's normalizer (Qwen2's NFC) rewrites."""
     with open(os.path.join(art, "tokenizer.json"), encoding="utf-8") as f:
         j = json.load(f)
+    normalized = {a["content"] for a in j["added_tokens"] if j.get("normalizer") and a.get("normalized")}
     tokens = {i: t for t, i in j["model"]["vocab"].items()}
     types = {i: 1 for i in tokens}
     for a in j["added_tokens"]:
@@ -117,7 +119,7 @@ def expected_gpt2_vocab(art, n_vocab):
     ids = [None if config.get(k) is None else
            tokens.index(config[k] if isinstance(config[k], str) else config[k]["content"])
            for k in ("bos_token", "eos_token")]
-    return tokens, types, merges, ids
+    return tokens, types, merges, ids, normalized
 
 
 def check_bpe_tokenizer(name, art, reader, tok, fixture, text):
@@ -130,7 +132,7 @@ def check_bpe_tokenizer(name, art, reader, tok, fixture, text):
         return None if f is None else f.contents()
 
     tokens = field("tokenizer.ggml.tokens")
-    want_tokens, want_types, want_merges, want_ids = expected_gpt2_vocab(art, len(tokens))
+    want_tokens, want_types, want_merges, want_ids, normalized = expected_gpt2_vocab(art, len(tokens))
     got = {"model": field("tokenizer.ggml.model"), "pre": field("tokenizer.ggml.pre"), "tokens": tokens,
            "types": field("tokenizer.ggml.token_type"), "merges": field("tokenizer.ggml.merges"),
            "scores": field("tokenizer.ggml.scores"),
@@ -148,9 +150,6 @@ def check_bpe_tokenizer(name, art, reader, tok, fixture, text):
     added = [t for t, kind in zip(want_tokens, want_types) if kind in (3, 4)]
     # An added token that tokenizer.json's normalizer (Qwen2's NFC) rewrites matches only normalized
     # text there; GGUF consumers do not normalize (the export's NFC caveat), so it is left out.
-    with open(os.path.join(art, "tokenizer.json"), encoding="utf-8") as f:
-        j = json.load(f)
-    normalized = {a["content"] for a in j["added_tokens"] if j.get("normalizer") and a.get("normalized")}
     if normalized:
         print(f"[{name}] left out of the added-token line: {sorted(normalized)!r} (normalized by tokenizer.json)")
     lines = held_out_lines(text) + [" and ".join(t for t in added if t not in normalized)]  # they stay whole

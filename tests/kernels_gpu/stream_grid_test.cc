@@ -107,6 +107,21 @@ std::pair<int64_t, int64_t> ShapeKn(const std::string& name) {
   return {std::stoll(name.substr(0, x)), std::stoll(name.substr(x + 1))};
 }
 
+// The model's grid for `kern` at (m, n, k) on `dev`, resident blocks from the
+// occupancy arithmetic above.
+absl::StatusOr<StreamGrid> Pick(const Kernel& kern, int m, int64_t n, int64_t k, const Device& dev) {
+  return PickStreamGrid(Problem(kern, m, n, k, dev), {},
+                        [&](const StreamGridShape& s) -> absl::StatusOr<int64_t> { return Resident(kern, s); });
+}
+
+// (wn, wk, split) of `variant`'s grid at m = 16 on the H100; (0, 0, 0) and a
+// failure when the model finds none.
+std::tuple<int, int, int> PickedOnH100AtM16(const char* variant, int64_t k, int64_t n) {
+  const absl::StatusOr<StreamGrid> g = Pick(Kernels().at(variant), 16, n, k, kH100);
+  EXPECT_TRUE(g.ok()) << g.status();
+  return g.ok() ? std::make_tuple(g->wn, g->wk, g->split) : std::make_tuple(0, 0, 0);
+}
+
 // Every (shape, m, variant) whose grids a results log lists (w4a16_bench
 // --sweep --grids rows; `column` 0 = the cold call's microseconds, 1 = the
 // decode loop's): the grid the model picks must be one of them and run
@@ -136,9 +151,7 @@ int CheckPicks(const std::string& log, const Device& dev, int column, double wor
     }
     const Kernel& kern = Kernels().at(variant);
     const auto [k, n] = ShapeKn(shape);
-    absl::StatusOr<StreamGrid> g =
-        PickStreamGrid(Problem(kern, std::min(m, kern.rows), n, k, dev), {},
-                       [&](const StreamGridShape& s) -> absl::StatusOr<int64_t> { return Resident(kern, s); });
+    absl::StatusOr<StreamGrid> g = Pick(kern, std::min(m, kern.rows), n, k, dev);
     EXPECT_TRUE(g.ok()) << g.status();
     if (!g.ok()) continue;
     const auto it = grids.find({g->wn, g->wk, g->split});
@@ -182,18 +195,10 @@ TEST(StreamGridTest, PicksAGridMeasuredNearTheFastestOnTheH100) {
 // rate picked 1 x 8 unsplit, 18.3), on Llama 8B's qkv 4096 x 6144 (10.2 us;
 // before, 1 x 16 unsplit, 11.7) and on 70B qkv (21.1 us, unchanged).
 TEST(StreamGridTest, SixteenRowARingPicksTheFastestSweptGrid) {
-  const auto pick = [](const char* variant, int64_t k, int64_t n) {
-    const Kernel& kern = Kernels().at(variant);
-    absl::StatusOr<StreamGrid> g = PickStreamGrid(
-        Problem(kern, 16, n, k, kH100), {},
-        [&](const StreamGridShape& s) -> absl::StatusOr<int64_t> { return Resident(kern, s); });
-    EXPECT_TRUE(g.ok()) << g.status();
-    return g.ok() ? std::make_tuple(g->wn, g->wk, g->split) : std::make_tuple(0, 0, 0);
-  };
-  EXPECT_EQ(pick("dec_m16_a8", 8192, 8192), std::make_tuple(1, 4, 2));
-  EXPECT_EQ(pick("dec_m16_a8", 4096, 6144), std::make_tuple(1, 4, 2));
-  EXPECT_EQ(pick("dec_m16_a8", 8192, 10240), std::make_tuple(1, 4, 2));
-  EXPECT_EQ(pick("dec_m16_w16a8", 8192, 8192), std::make_tuple(1, 4, 2));
+  EXPECT_EQ(PickedOnH100AtM16("dec_m16_a8", 8192, 8192), std::make_tuple(1, 4, 2));
+  EXPECT_EQ(PickedOnH100AtM16("dec_m16_a8", 4096, 6144), std::make_tuple(1, 4, 2));
+  EXPECT_EQ(PickedOnH100AtM16("dec_m16_a8", 8192, 10240), std::make_tuple(1, 4, 2));
+  EXPECT_EQ(PickedOnH100AtM16("dec_m16_w16a8", 8192, 8192), std::make_tuple(1, 4, 2));
 }
 
 // Deep k (k >= 16384): clusters of at most 2 with 2 warps per k-part share A,
@@ -202,17 +207,9 @@ TEST(StreamGridTest, SixteenRowARingPicksTheFastestSweptGrid) {
 // the fastest); Qwen2 7B's down (18944 x 3584) takes 1 x 8 x 2 (23.5; the
 // A-sharing 2 x 4 x 2, 28 groups in 56 blocks, 31.7).
 TEST(StreamGridTest, DeepKSharesAUnlessTooFewGroupsFillTheDevice) {
-  const Kernel& kern = Kernels().at("dec_m16_w16a8");
-  const auto pick = [&](int64_t k, int64_t n) {
-    absl::StatusOr<StreamGrid> g = PickStreamGrid(
-        Problem(kern, 16, n, k, kH100), {},
-        [&](const StreamGridShape& s) -> absl::StatusOr<int64_t> { return Resident(kern, s); });
-    EXPECT_TRUE(g.ok()) << g.status();
-    return g.ok() ? std::make_tuple(g->wn, g->wk, g->split) : std::make_tuple(0, 0, 0);
-  };
-  EXPECT_EQ(pick(28672, 8192), std::make_tuple(2, 4, 2));
-  EXPECT_EQ(pick(18944, 3584), std::make_tuple(1, 8, 2));
-  EXPECT_EQ(pick(28672, 4096), std::make_tuple(1, 8, 2));
+  EXPECT_EQ(PickedOnH100AtM16("dec_m16_w16a8", 28672, 8192), std::make_tuple(2, 4, 2));
+  EXPECT_EQ(PickedOnH100AtM16("dec_m16_w16a8", 18944, 3584), std::make_tuple(1, 8, 2));
+  EXPECT_EQ(PickedOnH100AtM16("dec_m16_w16a8", 28672, 4096), std::make_tuple(1, 8, 2));
 }
 
 TEST(StreamGridTest, ForcedGridIsTakenAsIsOrRefusedWithTheShape) {
