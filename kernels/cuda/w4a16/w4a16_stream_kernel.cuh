@@ -174,10 +174,24 @@ __device__ __forceinline__ void Mma16816A(float (&d)[4], const uint32_t (&a)[4],
 }
 
 // Whole-cluster barrier; release/acquire orders the partial tiles in shared
-// memory before the other blocks read them.
+// memory before the other blocks read them. ptxas (13.0 and 13.5) compiles the
+// release to MEMBAR.ALL.GPU: each thread waits until its earlier memory
+// operations are visible device-wide.
 __device__ __forceinline__ void ClusterSync() {
   QF_SM90(asm volatile("barrier.cluster.arrive.release.aligned;\n"
                        "barrier.cluster.wait.acquire.aligned;\n" ::
+                           : "memory"));
+}
+
+// The barrier that keeps a block's shared memory alive until the other blocks
+// of its cluster have read it: execution order only. Their loads of our tiles
+// have returned before they arrive (the values feed the sums they store
+// first), so the arrive is relaxed and compiles to no MEMBAR. With release,
+// the MEMBAR.ALL.GPU it brought waited for the block's output stores to reach
+// L2 before any block of the pair could exit.
+__device__ __forceinline__ void ClusterExitSync() {
+  QF_SM90(asm volatile("barrier.cluster.arrive.relaxed.aligned;\n"
+                       "barrier.cluster.wait.aligned;\n" ::
                            : "memory"));
 }
 
@@ -442,7 +456,7 @@ __device__ __forceinline__ void StreamReduceStore(const StreamParams& p, const f
     for (int i = 0; i < 4; ++i) out[i] = Elem::Pack2(v[2 * i], v[2 * i + 1]);
     *reinterpret_cast<int4*>(p.c + static_cast<long long>(r) * p.n + col) = *reinterpret_cast<const int4*>(out);
   }
-  if (split > 1) ClusterSync();  // no block leaves while others read its tiles
+  if (split > 1) ClusterExitSync();  // no block leaves while others read its tiles
 }
 
 // ---------------------------------------------------------------- the kernel
