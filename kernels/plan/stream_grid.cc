@@ -115,14 +115,28 @@ absl::StatusOr<StreamGrid> PickStreamGrid(const StreamGridProblem& p, ForcedStre
         const int64_t chunk = CeilDiv(p.slices, split);
         const int part = static_cast<int>(CeilDiv(chunk, wk));
         const int steps = static_cast<int>(CeilDiv(part, p.depth) * p.depth);
-        const size_t smem = p.a_slot > 0 ? DecodeARingSmemBytes(p.m, wn, wk, p.depth, p.a_slot, p.a_depth)
-                            : p.whole_a  ? DecodeSmemBytes(p.m, wn, wk, steps, p.reg_ring ? 0 : p.depth)
-                                         : StreamSmemBytes(p.m, wn, wk, p.depth, p.reg_ring);
+        size_t smem = p.a_slot > 0 ? DecodeARingSmemBytes(p.m, wn, wk, p.depth, p.a_slot, p.a_depth)
+                      : p.whole_a  ? DecodeSmemBytes(p.m, wn, wk, steps, p.reg_ring ? 0 : p.depth)
+                                   : StreamSmemBytes(p.m, wn, wk, p.depth, p.reg_ring);
         if (smem > p.smem_per_block) continue;
         const int warps = wn * wk;
         absl::StatusOr<int64_t> slots = resident({wn, wk, split, 32 * warps, smem});
         if (!slots.ok()) return slots.status();
         if (*slots <= 0) continue;
+        // The push reduction's region, where it costs no resident blocks.
+        size_t recv_off = 0;
+        if (p.push && split > 1) {
+          const size_t off = (smem + 15) / 16 * 16;
+          const size_t with_push = off + PushRecvBytes(p.m, wn, split);
+          if (with_push <= p.smem_per_block) {
+            absl::StatusOr<int64_t> push_slots = resident({wn, wk, split, 32 * warps, with_push});
+            if (!push_slots.ok()) return push_slots.status();
+            if (*push_slots == *slots) {
+              smem = with_push;
+              recv_off = off;
+            }
+          }
+        }
         const int64_t blocks = p.n64 / wn * split;
         const int64_t waves = CeilDiv(blocks, *slots);
         const int64_t wave_blocks = std::min(blocks, *slots);
@@ -139,7 +153,8 @@ absl::StatusOr<StreamGrid> PickStreamGrid(const StreamGridProblem& p, ForcedStre
                               (wn >= kMinARingWn && split <= kMaxARingSplit);
         const bool preferred = warps >= std::min(kMinWarps, p.max_warps) &&
                                (p.whole_a || p.a_slot > 0 || (PowerOfTwo(wk) && warps <= kMaxStreamWarps));
-        const StreamGrid g{wn, wk, split, steps, smem, blocks, per_sm, t};
+        StreamGrid g{wn, wk, split, steps, smem, blocks, per_sm, t};
+        g.recv_off = recv_off;
         if (best.BeatenBy(g, preferred, heavy_a)) best = Best{g, preferred};
         if (a_shared && best_shared.BeatenBy(g, preferred, heavy_a)) best_shared = Best{g, preferred};
       }

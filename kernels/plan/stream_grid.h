@@ -83,6 +83,14 @@ QF_HOST_DEVICE constexpr size_t DecodeARingSmemBytes(int m, int wn, int wk, int 
   return main > out ? main : out;
 }
 
+// The push reduction's region (w4a16_stream_kernel.cuh, StreamReduceStore):
+// rank 0's mbarrier (16 bytes) and the other split - 1 blocks' sums, 8 fp32
+// per item of 8 columns, m x 8 * wn items. Placed after the rings and
+// partial tiles, so the other blocks may send while rank 0 still streams.
+QF_HOST_DEVICE constexpr size_t PushRecvBytes(int m, int wn, int split) {
+  return split > 1 ? 16 + size_t{32} * (split - 1) * m * 8 * wn : 0;
+}
+
 // Dynamic shared memory that holds a grid to the model's placement: at most
 // `blocks_per_sm` blocks (StreamGrid::blocks_per_sm) on one multiprocessor.
 // A grid launched on an idle device spreads that way by itself. A
@@ -123,6 +131,10 @@ struct StreamGridProblem {
   int a_slot = 0;            // the decode kernel with A in its ring: A bytes per slot (else 0)
   int a_depth = 0;           // its A slots per warp when fewer than `depth` (else 0)
   int max_split = 8;         // cluster size limit
+  // The kernel can push its split-K sums to rank 0 (the decode kernels):
+  // split grids then get PushRecvBytes more shared memory where that keeps
+  // their blocks per multiprocessor, else they reduce by pulling.
+  bool push = false;
 };
 
 // One candidate, as the residency callback sees it.
@@ -140,6 +152,7 @@ struct StreamGrid {
   int blocks_per_sm = 0;  // resident on the busiest multiprocessor
   double seconds = 0;     // the model's estimate
   size_t smem_pad = 0;    // of smem, the bytes asked for only to hold the placement (PlacementSmemBytes)
+  size_t recv_off = 0;    // of smem, where the push reduction's region starts (0: the grid pulls)
 };
 
 // A grid forced by the caller (tuning sweeps); all zero: the model's pick.

@@ -391,5 +391,63 @@ TEST(StreamGridTest, PaddedSharedMemoryHoldsThePlannedPlacement) {
   EXPECT_EQ(*resident({7, 1, 1, 224, padded}), kSms);
 }
 
+// The push reduction's region (PushRecvBytes) rides on split grids of the
+// decode kernels only where it costs no resident blocks: the same grid as
+// without it, then either its region after the rings and partial tiles or
+// none. gate_up's 16-row grid (184 KB blocks) has no room; qkv's has.
+TEST(StreamGridTest, PushRegionOnlyWhereItCostsNoResidentBlocks) {
+  EXPECT_EQ(PushRecvBytes(16, 1, 1), size_t{0});
+  EXPECT_EQ(PushRecvBytes(1, 1, 2), size_t{16 + 256});
+  EXPECT_EQ(PushRecvBytes(16, 2, 4), size_t{16 + 3 * 16 * 16 * 32});
+  int pushed = 0, refused = 0;
+  for (const auto& [name, kern] : Kernels()) {
+    if (!kern.whole_a && kern.a_slot == 0) continue;  // the streaming kernel pulls
+    for (const auto& [shape, kn] : kShapes) {
+      for (const int m : {1, kern.rows}) {
+        SCOPED_TRACE(absl::StrCat(name, " ", shape, " m=", m));
+        const auto resident = [&](const StreamGridShape& s) -> absl::StatusOr<int64_t> { return Resident(kern, s); };
+        StreamGridProblem p = Problem(kern, m, kn.second, kn.first, kH100);
+        absl::StatusOr<StreamGrid> pull = PickStreamGrid(p, {}, resident);
+        p.push = true;
+        absl::StatusOr<StreamGrid> g = PickStreamGrid(p, {}, resident);
+        ASSERT_TRUE(pull.ok() && g.ok()) << pull.status() << " " << g.status();
+        EXPECT_EQ(std::make_tuple(g->wn, g->wk, g->split, g->blocks_per_sm),
+                  std::make_tuple(pull->wn, pull->wk, pull->split, pull->blocks_per_sm));
+        EXPECT_EQ(pull->recv_off, size_t{0});
+        if (g->recv_off == 0) {
+          EXPECT_EQ(g->smem, pull->smem);
+          refused += g->split > 1;
+          continue;
+        }
+        ++pushed;
+        EXPECT_GT(g->split, 1);
+        EXPECT_EQ(g->recv_off % 16, size_t{0});
+        EXPECT_GE(g->recv_off, pull->smem);
+        EXPECT_LT(g->recv_off, pull->smem + 16);
+        EXPECT_EQ(g->smem, g->recv_off + PushRecvBytes(m, g->wn, g->split));
+        const int threads = 32 * g->wn * g->wk;
+        EXPECT_EQ(*resident({g->wn, g->wk, g->split, threads, g->smem}),
+                  *resident({g->wn, g->wk, g->split, threads, pull->smem}));
+      }
+    }
+  }
+  EXPECT_GT(pushed, 0);
+  EXPECT_GT(refused, 0);
+  const Kernel& s8 = Kernels().at("dec_m16_s8");
+  StreamGridProblem gate_up = Problem(s8, 16, 57344, 8192, kH100);
+  gate_up.push = true;
+  absl::StatusOr<StreamGrid> g = PickStreamGrid(
+      gate_up, {}, [&](const StreamGridShape& s) -> absl::StatusOr<int64_t> { return Resident(s8, s); });
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(std::make_tuple(g->wn, g->split, g->recv_off), std::make_tuple(14, 2, size_t{0}));
+  const Kernel& a8 = Kernels().at("dec_m16_a8");
+  StreamGridProblem qkv = Problem(a8, 16, 10240, 8192, kH100);
+  qkv.push = true;
+  g = PickStreamGrid(qkv, {}, [&](const StreamGridShape& s) -> absl::StatusOr<int64_t> { return Resident(a8, s); });
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(std::make_tuple(g->wn, g->wk, g->split), std::make_tuple(1, 4, 2));
+  EXPECT_GT(g->recv_off, size_t{0});
+}
+
 }  // namespace
 }  // namespace qf::kernels

@@ -15,7 +15,8 @@
 //             (cp.async, once; the wn warps of a k-part share it)
 //   step i:   take slice i from the ring, refill the slot with slice
 //             i + DEPTH, ldmatrix A of step i, 4 words -> 4 x MH mma
-//   end:      StreamReduceStore (DSMEM, fixed order, + bias, fp16)
+//   end:      StreamReduceStore (DSMEM, fixed order, + bias, fp16), pushed
+//             to rank 0 where the grid has room for it (PushReduceBegin)
 //
 // Launched as a programmatic dependent, the 8-row kernel lets the next
 // kernel launch as soon as it starts (DecodeConfig::kEarlyDependents).
@@ -132,6 +133,7 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING, ARING, ADEPTH>:
   constexpr int kStaticSpg = 8;  // slices per 128-row group
   constexpr bool kCanStatic = SRING && D % kStaticSpg == 0;
   extern __shared__ int4 smem[];
+  PushReduceBegin(p, smem);
   const StreamWarp sw(p);
   const int lane = sw.lane, wn = p.wn, wk = p.wk, wn_i = sw.wn_i, wk_i = sw.wk_i, col_tile = sw.col_tile;
   const int m = p.m;
@@ -322,7 +324,7 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING, ARING, ADEPTH>:
 
   if constexpr (SRING) CpAsyncWaitMem<0>();  // no copy lands in the partial tiles
   if constexpr (!Cfg::kEarlyDependents) AllowDependents();
-  StreamReduceStore<MH, ELEM>(p, acc, smem);
+  StreamReduceStore<MH, ELEM, /*PUSH=*/true>(p, acc, smem);
 }
 
 }  // namespace qf::kernels::w4a16

@@ -7,6 +7,7 @@
 // queries run once per shape.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -107,6 +108,7 @@ absl::StatusOr<StreamGrid> PlanLocked(Caches& cache, const StreamKernel& sk, int
   problem.whole_a = sk.whole_a;
   problem.a_slot = sk.a_slot;
   problem.a_depth = sk.a_depth;
+  problem.push = sk.push;
   problem.max_split = kMaxSplit;
   // Resident blocks of one candidate: the occupancy query, and for clusters
   // the cluster-occupancy query (whole clusters, placed within one GPC).
@@ -196,6 +198,8 @@ absl::Status RunStreamKernel(const StreamKernel& sk, const StreamCall& call, int
   StreamParams p = StreamParamsOf(call);
   p.wn = plan->wn;
   p.wk = plan->wk;
+  static const bool kPullOnly = getenv("QF_W4A16_PULL") != nullptr;  // A/B only
+  p.recv_off = kPullOnly ? 0 : static_cast<int>(plan->recv_off);
 
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(static_cast<unsigned>(p.n64 / plan->wn), static_cast<unsigned>(plan->split), 1);
@@ -219,8 +223,9 @@ std::string DescribeStreamKernel(const StreamKernel& sk, int64_t m, int64_t n, i
   if (!plan.ok()) return std::string(plan.status().message());
   const std::string pad =
       plan->smem_pad > 0 ? absl::StrFormat(" (%.0f KB used)", (plan->smem - plan->smem_pad) / 1024.0) : "";
-  return absl::StrFormat("grid %dx%d (cluster %d), %dx%d warps, %d steps, %.0f KB smem%s, %d/SM, model %.1f us",
-                         n / 64 / plan->wn, plan->split, plan->split, plan->wn, plan->wk, plan->steps,
+  return absl::StrFormat("grid %dx%d (cluster %d%s), %dx%d warps, %d steps, %.0f KB smem%s, %d/SM, model %.1f us",
+                         n / 64 / plan->wn, plan->split, plan->split, plan->recv_off > 0 ? ", push" : "", plan->wn,
+                         plan->wk, plan->steps,
                          plan->smem / 1024.0, pad, plan->blocks_per_sm, plan->seconds * 1e6);
 }
 

@@ -34,6 +34,8 @@ struct StreamKernel {
   // and its A slots per warp when fewer than `depth` (else 0).
   int a_slot = 0;
   int a_depth = 0;
+  // Split-K sums pushed to rank 0 where the grid has room (StreamReduceStore's PUSH).
+  bool push = false;
 };
 
 // The kernel parameters of one call (one 64-column tile per warp, one k-part).
@@ -72,7 +74,7 @@ template <int MH, int DEPTH, bool SRING, bool ARING, class ELEM, int ADEPTH>
 const StreamKernel& DecodeKernelOf() {
   using Cfg = DecodeConfig<MH, DEPTH, SRING, ARING, ADEPTH>;
   static const StreamKernel sk{&W4A16DecodeKernel<MH, DEPTH, SRING, ARING, ELEM, ADEPTH>, MH, DEPTH, !SRING,
-                               Cfg::kMaxWarps, !ARING, Cfg::kASlot, Cfg::kSplitRing ? ADEPTH : 0};
+                               Cfg::kMaxWarps, !ARING, Cfg::kASlot, Cfg::kSplitRing ? ADEPTH : 0, /*push=*/true};
   return sk;
 }
 

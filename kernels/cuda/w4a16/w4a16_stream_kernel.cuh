@@ -68,6 +68,8 @@ struct StreamParams {
   int groups;            // k / group size
   int wn;                // warps across n per block (one 64-column tile each)
   int wk;                // warps per column tile: the block's k-chunk in wk parts
+  int recv_off;          // bytes into shared memory: the push reduction's mbarrier and
+                         // receive buffer (PushRecvBytes), or 0: the pull reduction
 };
 
 template <int MH, int DEPTH, bool FOLD, bool REG>
@@ -195,6 +197,15 @@ __device__ __forceinline__ void ClusterExitSync() {
                            : "memory"));
 }
 
+// The first half of a cluster barrier, relaxed (no MEMBAR), and the second.
+// Between them a block may run its whole main loop.
+__device__ __forceinline__ void ClusterArriveRelaxed() {
+  QF_SM90(asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory"));
+}
+__device__ __forceinline__ void ClusterWait() {
+  QF_SM90(asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory"));
+}
+
 // Address of the same shared-memory location in block `rank` of the cluster.
 __device__ __forceinline__ uint32_t MapShared(uint32_t smem, uint32_t rank) {
   uint32_t r = smem;
@@ -209,6 +220,33 @@ __device__ __forceinline__ float4 LdCluster16(uint32_t addr) {
                        : "r"(addr)
                        : "memory"));
   return v;
+}
+
+// 16 bytes into another block's shared memory (`addr`, from MapShared),
+// counted against that block's mbarrier `bar` (also mapped) when they land.
+// Weak stores: no fence, no MEMBAR; the receiver's wait on `bar` orders them.
+__device__ __forceinline__ void StAsync16(uint32_t addr, float a, float b, float c, float d, uint32_t bar) {
+  QF_SM90(asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.f32 [%0], {%1, %2, %3, %4}, [%5];\n" ::
+                           "r"(addr), "f"(a), "f"(b), "f"(c), "f"(d), "r"(bar)
+                       : "memory"));
+}
+
+// Waits for phase `parity` of the local mbarrier `bar` with acquire at
+// cluster scope: the other blocks' st.async data is visible after it.
+__device__ __forceinline__ void MbarWaitCluster(uint32_t bar, uint32_t parity) {
+  for (uint32_t tries = 0;; ++tries) {
+    uint32_t done = 1;
+    QF_SM90(asm volatile("{\n"
+                         "  .reg .pred p;\n"
+                         "  mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
+                         "  selp.u32 %0, 1, 0, p;\n"
+                         "}\n"
+                         : "=r"(done)
+                         : "r"(bar), "r"(parity)
+                         : "memory"));
+    if (done != 0) return;
+    if (tries > (1u << 24)) __trap();
+  }
 }
 
 // One QF4 word -> the four A-operand registers of columns 16kW..16kW+15:
@@ -381,18 +419,35 @@ __device__ __forceinline__ void EndGroup(StreamGroupsOf<GC>& grp, const StreamPa
 // The end of every weight-streaming kernel (this one and w4a16_decode_kernel.cuh):
 // each warp's fp32 accumulators (warp = wn_i + wn * wk_i, columns of tile
 // blockIdx.x * wn + wn_i) become the block's partial tiles [wk][m][64*wn] in
-// shared memory (reusing its operand buffers), then the cluster-wide
-// reduction. Block `rank` finishes items [items*rank/split,
-// items*(rank+1)/split) of the tile, an item being 8 consecutive columns of
-// one row, summing the partials of every block (rank order) and k-part (part
-// order): deterministic. Adds the bias and stores C, in Elem's type.
-template <int MH, class Elem = F16>
+// shared memory (reusing its operand buffers). An item is 8 consecutive
+// columns of one row.
+//
+// Pull (the default): after one cluster barrier, block `rank` finishes items
+// [items*rank/split, items*(rank+1)/split) of the tile, summing the partials
+// of every block (rank order) and k-part (part order) through distributed
+// shared memory; a second barrier keeps every block's tiles alive until the
+// others have read them.
+//
+// Push (PUSH, the decode kernels, when the grid reserved p.recv_off; see
+// PushReduceBegin): no barrier after the main loop. Every block sums its own
+// k-parts per item (part order); the blocks of rank > 0 send those sums by
+// st.async into rank 0's receive buffer, counted on its mbarrier, and leave;
+// rank 0 adds them in rank order. Why: the pull's first barrier has to
+// release the partial tiles to the cluster, which ptxas compiles to
+// MEMBAR.ALL.GPU, and both barriers make every block of a cluster wait for
+// the slowest; the st.async bytes need no fence, and the senders' multi-
+// processors go to the next kernel as soon as their sums are sent.
+//
+// Then the bias, and C in Elem's type. Both orders of sums are fixed:
+// deterministic (push and pull differ in the last bits).
+template <int MH, class Elem = F16, bool PUSH = false>
 __device__ __forceinline__ void StreamReduceStore(const StreamParams& p, const float (&acc)[MH][4][4], int4* smem) {
   const StreamWarp sw(p);
   const int tid = threadIdx.x, lane = sw.lane, wn_i = sw.wn_i, wk_i = sw.wk_i;
   const int nthreads = blockDim.x, wn = p.wn, wk = p.wk;
   const int split = gridDim.y, rank = blockIdx.y;
   const int m = p.m;
+  const bool push = PUSH && split > 1 && p.recv_off > 0;
   __syncthreads();  // every warp is done with A and its ring
   const int out_stride = 64 * wn + 4;  // +4 floats: the 32 lanes' stores hit 32 banks
   const int out_part = m * out_stride;  // floats per k-part
@@ -407,39 +462,37 @@ __device__ __forceinline__ void StreamReduceStore(const StreamParams& p, const f
         const int col = 64 * wn_i + AccCol(lane, w, e);
         if (row < m) sh_out[wk_i * out_part + row * out_stride + col] = acc[h][w][e];
       }
-  if (split > 1) {
+  if (split > 1 && !push) {
     ClusterSync();
   } else {
     __syncthreads();
   }
   const int per_row = 8 * wn, items = m * per_row;
-  const int i_end = items * (rank + 1) / split;
   const uint32_t out_base = SmemAddr(sh_out);
-  for (int it = items * rank / split + tid; it < i_end; it += nthreads) {
-    const int r = it / per_row, q = it - r * per_row;
-    float v[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-    for (int src = 0; src < split; ++src) {
-      for (int part = 0; part < wk; ++part) {
-        const int off = part * out_part + r * out_stride + 8 * q;  // floats
-        float4 x, y;
-        if (split > 1) {
-          const uint32_t addr = MapShared(out_base + static_cast<uint32_t>(off) * 4, src);
-          x = LdCluster16(addr);
-          y = LdCluster16(addr + 16);
-        } else {
-          x = *reinterpret_cast<const float4*>(sh_out + off);
-          y = *reinterpret_cast<const float4*>(sh_out + off + 4);
-        }
-        v[0] += x.x;
-        v[1] += x.y;
-        v[2] += x.z;
-        v[3] += x.w;
-        v[4] += y.x;
-        v[5] += y.y;
-        v[6] += y.z;
-        v[7] += y.w;
+  // Adds block src's k-parts of item (r, q), in part order, into v.
+  const auto add_parts = [&](int src, int r, int q, float (&v)[8]) QF_INLINE {
+    for (int part = 0; part < wk; ++part) {
+      const int off = part * out_part + r * out_stride + 8 * q;  // floats
+      float4 x, y;
+      if (src != rank) {
+        const uint32_t addr = MapShared(out_base + static_cast<uint32_t>(off) * 4, src);
+        x = LdCluster16(addr);
+        y = LdCluster16(addr + 16);
+      } else {
+        x = *reinterpret_cast<const float4*>(sh_out + off);
+        y = *reinterpret_cast<const float4*>(sh_out + off + 4);
       }
+      v[0] += x.x;
+      v[1] += x.y;
+      v[2] += x.z;
+      v[3] += x.w;
+      v[4] += y.x;
+      v[5] += y.y;
+      v[6] += y.z;
+      v[7] += y.w;
     }
+  };
+  const auto store = [&](int r, int q, float (&v)[8]) QF_INLINE {
     const int col = blockIdx.x * 64 * wn + 8 * q;
     if (p.bias != nullptr) {
       const int4 braw = *reinterpret_cast<const int4*>(p.bias + col);
@@ -455,8 +508,65 @@ __device__ __forceinline__ void StreamReduceStore(const StreamParams& p, const f
 #pragma unroll
     for (int i = 0; i < 4; ++i) out[i] = Elem::Pack2(v[2 * i], v[2 * i + 1]);
     *reinterpret_cast<int4*>(p.c + static_cast<long long>(r) * p.n + col) = *reinterpret_cast<const int4*>(out);
+  };
+  if constexpr (PUSH) {
+    if (push) {
+      const uint32_t bar = out_base + static_cast<uint32_t>(p.recv_off);
+      const uint32_t recv = bar + 16;  // [split - 1][items][8] floats
+      ClusterWait();  // rank 0's mbarrier is initialised (returns at once by now)
+      if (rank > 0) {
+        const uint32_t to_bar = MapShared(bar, 0);
+        const uint32_t to = MapShared(recv, 0) + static_cast<uint32_t>((rank - 1) * items) * 32;
+        for (int it = tid; it < items; it += nthreads) {
+          const int r = it / per_row, q = it - r * per_row;
+          float v[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+          add_parts(rank, r, q, v);
+          StAsync16(to + it * 32, v[0], v[1], v[2], v[3], to_bar);
+          StAsync16(to + it * 32 + 16, v[4], v[5], v[6], v[7], to_bar);
+        }
+        return;
+      }
+      const float* sh_recv = reinterpret_cast<const float*>(reinterpret_cast<const char*>(smem) + p.recv_off + 16);
+      for (int it = tid; it < items; it += nthreads) {
+        const int r = it / per_row, q = it - r * per_row;
+        float v[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+        add_parts(0, r, q, v);
+        MbarWaitCluster(bar, 0);
+        for (int src = 1; src < split; ++src) {
+          const float* in = sh_recv + ((src - 1) * items + it) * 8;
+#pragma unroll
+          for (int i = 0; i < 8; ++i) v[i] += in[i];
+        }
+        store(r, q, v);
+      }
+      return;
+    }
+  }
+  const int i_end = items * (rank + 1) / split;
+  for (int it = items * rank / split + tid; it < i_end; it += nthreads) {
+    const int r = it / per_row, q = it - r * per_row;
+    float v[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    for (int src = 0; src < split; ++src) add_parts(src, r, q, v);
+    store(r, q, v);
   }
   if (split > 1) ClusterExitSync();  // no block leaves while others read its tiles
+}
+
+// The push reduction's set-up (StreamReduceStore), first thing in a kernel:
+// rank 0 readies its mbarrier for the (split - 1) x items x 32 bytes the
+// other blocks will send, and every block arrives (relaxed) on the cluster
+// barrier that StreamReduceStore waits on before sending, so that no block
+// sends to an mbarrier not yet initialised. Arriving here, the wait after
+// the main loop finds the barrier complete.
+__device__ __forceinline__ void PushReduceBegin(const StreamParams& p, int4* smem) {
+  if (gridDim.y == 1 || p.recv_off == 0) return;
+  if (blockIdx.y == 0 && threadIdx.x == 0) {
+    uint64_t* bar = reinterpret_cast<uint64_t*>(reinterpret_cast<char*>(smem) + p.recv_off);
+    MbarInit(bar, 1);
+    MbarArriveExpectTx(bar, static_cast<uint32_t>((gridDim.y - 1) * p.m * 8 * p.wn * 32));
+    QF_SM90(asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"));
+  }
+  ClusterArriveRelaxed();
 }
 
 // ---------------------------------------------------------------- the kernel
