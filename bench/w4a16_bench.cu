@@ -24,7 +24,7 @@
 // run; the read floor is that kernel on the packed weights alone, timed both ways.
 //
 //   w4a16_bench [--iters=50] [--warmup=5] [--ms=1,4,16,64,256] [--shapes=qkv,o,gate_up,down|KxN,...]
-//               [--sweep[=SUBSTR,...]] [--variant=NAME] [--grids (with --sweep)] [--dtype=fp16|bf16]
+//               [--sweep[=SUBSTR,...]] [--variant=NAME] [--grids (with --sweep)] [--dtype=fp16|bf16] [--pull]
 //
 // --sweep also times every compiled variant (W4A16VariantNames; with
 // substrings, those whose name contains one, or =NAME exactly) per row and prints them after
@@ -36,7 +36,9 @@
 // variants, grids of whole tiles, even splits and stream-K
 // (W4A16GemmArgs::tile_blocks). --shapes also takes K x N pairs
 // ("768x256": a model's own projections, such as the ones qctl verify times);
-// their decode loop rotates over at most kMaxCopies weight copies.
+// their decode loop rotates over at most kMaxCopies weight copies. --pull
+// runs split decode grids with the pull reduction (W4A16GemmArgs::stream_plan
+// .pull; the grid lines still name the planned push): the push reduction's A/B.
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -320,13 +322,14 @@ int main(int argc, char** argv) {
   if (const int rc = qf::bench::ParseW4A16BenchOptions(argc, argv, shape_names, &opt); rc >= 0) return rc;
   const int iters = opt.iters, warmup = opt.warmup;
   const std::vector<int64_t>& ms = opt.ms;
-  const bool sweep = opt.sweep, grids = opt.grids, bf16 = opt.bf16;
+  const bool sweep = opt.sweep, grids = opt.grids, bf16 = opt.bf16, pull = opt.pull;
   const std::vector<std::string>& sweep_filter = opt.sweep_filter;
   const std::string& forced_variant = opt.variant;
   cudaDeviceProp prop;
   CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s, %d SMs, L2 %.0f MiB, cc %d.%d\n", prop.name, prop.multiProcessorCount,
               prop.l2CacheSize / 1048576.0, prop.major, prop.minor);
+  if (pull) std::printf("split decode grids: pull reduction (--pull)\n");
 
   // Peak read bandwidth: a 2 GiB streaming read. Its first 256 MiB double as the L2 flush.
   const size_t bw_bytes = size_t{2} << 30, flush_bytes = size_t{256} << 20;
@@ -508,6 +511,7 @@ int main(int argc, char** argv) {
         args.workspace = ws.data();
         args.workspace_bytes = ws.size();
         args.variant = forced_variant.empty() ? nullptr : forced_variant.c_str();
+        args.stream_plan.pull = pull;
         const double bytes = k * n / 2.0 + groups * n * 2.0 + groups * n / 2.0 + m * k * 2.0 + m * n * 2.0;
         // The decode loop: copy i % copies of the weights in call i.
         const auto loop_ours = [&](const qf::kernels::W4A16GemmArgs& base, bool pdl) {
@@ -572,7 +576,7 @@ int main(int argc, char** argv) {
               for (int wk : {1, 2, 3, 4, 6, 8, 12, 16}) {
                 for (int split : {1, 2, 3, 4, 6, 8}) {
                   qf::kernels::W4A16GemmArgs g = forced;
-                  g.stream_plan = {wn, wk, split};
+                  g.stream_plan = {wn, wk, split, pull};
                   if (!qf::kernels::W4A16Gemm(g).ok()) continue;
                   if (!planned_shown) {
                     const auto planned =

@@ -19,6 +19,7 @@ struct W4A16BenchOptions {
   std::string variant;                    // empty: the selection table's
   bool grids = false;
   bool bf16 = false;
+  bool pull = false;  // W4A16GemmArgs::stream_plan.pull
 };
 
 // "KxN" (decimal, both positive, K a multiple of 128 for the bench's group

@@ -70,7 +70,8 @@ struct W4A16GemmArgs {
   // (wn column tiles x wk k-parts per block, split blocks per cluster) instead
   // of the planner's; InvalidArgument when it does not fit the shape or the
   // device, or when the variant that runs is not a streaming one. {0, 0, 0}:
-  // the planner's.
+  // the planner's. `pull`: split grids sum their k-parts by the pull
+  // reduction even where the push one fits (w4a16_stream_kernel.cuh).
   using StreamPlan = ForcedStreamGrid;
   StreamPlan stream_plan;
   // Tiled and wgmma variants only, for tuning sweeps: launch this many

@@ -125,7 +125,7 @@ absl::StatusOr<StreamGrid> PickStreamGrid(const StreamGridProblem& p, ForcedStre
         if (*slots <= 0) continue;
         // The push reduction's region, where it costs no resident blocks.
         size_t recv_off = 0;
-        if (p.push && split > 1) {
+        if (p.push && !force.pull && split > 1) {
           const size_t off = (smem + 15) / 16 * 16;
           const size_t with_push = off + PushRecvBytes(p.m, wn, split);
           if (with_push <= p.smem_per_block) {

@@ -157,8 +157,11 @@ struct StreamGrid {
 
 // A grid forced by the caller (tuning sweeps); all zero: the model's pick.
 // Anything else must be a grid that fits (negative values never do).
+// `pull`: split grids reduce by pulling even where the push region would fit
+// (StreamGridProblem::push), for A/B runs and tests of both reductions.
 struct ForcedStreamGrid {
   int wn = 0, wk = 0, split = 0;
+  bool pull = false;
   bool Any() const { return wn != 0 || wk != 0 || split != 0; }
 };
 

@@ -447,6 +447,14 @@ TEST(StreamGridTest, PushRegionOnlyWhereItCostsNoResidentBlocks) {
   ASSERT_TRUE(g.ok()) << g.status();
   EXPECT_EQ(std::make_tuple(g->wn, g->wk, g->split), std::make_tuple(1, 4, 2));
   EXPECT_GT(g->recv_off, size_t{0});
+  ForcedStreamGrid pull;
+  pull.pull = true;
+  absl::StatusOr<StreamGrid> pulled =
+      PickStreamGrid(qkv, pull, [&](const StreamGridShape& s) -> absl::StatusOr<int64_t> { return Resident(a8, s); });
+  ASSERT_TRUE(pulled.ok()) << pulled.status();
+  EXPECT_EQ(std::make_tuple(pulled->wn, pulled->wk, pulled->split, pulled->recv_off),
+            std::make_tuple(1, 4, 2, size_t{0}));
+  EXPECT_EQ(pulled->smem, DecodeARingSmemBytes(16, 1, 4, 8, 512));
 }
 
 }  // namespace

@@ -23,7 +23,7 @@ int Parse(std::vector<std::string> args, W4A16BenchOptions* o) {
 TEST(W4A16BenchOptionsTest, ValuesReachTheOptions) {
   W4A16BenchOptions o;
   ASSERT_EQ(Parse({"--iters=30", "--ms=64,256", "--shapes=qkv,down", "--sweep=wg_t64,=dec_m8_s16", "--grids",
-                   "--dtype=bf16", "--variant=wg_t256_n128_s6_d2"},
+                   "--dtype=bf16", "--variant=wg_t256_n128_s6_d2", "--pull"},
                   &o),
             -1);
   EXPECT_EQ(o.iters, 30);
@@ -35,6 +35,7 @@ TEST(W4A16BenchOptionsTest, ValuesReachTheOptions) {
   EXPECT_TRUE(o.grids);
   EXPECT_TRUE(o.bf16);
   EXPECT_EQ(o.variant, "wg_t256_n128_s6_d2");
+  EXPECT_TRUE(o.pull);
 
   W4A16BenchOptions d;
   ASSERT_EQ(Parse({"--sweep"}, &d), -1);
@@ -42,6 +43,7 @@ TEST(W4A16BenchOptionsTest, ValuesReachTheOptions) {
   EXPECT_TRUE(d.sweep_filter.empty()) << "a bare --sweep times every variant";
   EXPECT_EQ(d.ms, (std::vector<int64_t>{1, 4, 16, 64, 256}));
   EXPECT_FALSE(d.bf16);
+  EXPECT_FALSE(d.pull);
 }
 
 TEST(W4A16BenchOptionsTest, ShapesTakeKxNPairs) {

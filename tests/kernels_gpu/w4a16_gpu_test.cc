@@ -445,6 +445,45 @@ TEST_F(W4A16GpuTest, ForcedStreamGridsMatchCpuReferenceOrAreRefused) {
   EXPECT_THAT(std::string(tiled.status().message()), HasSubstr("stream_plan (wn=1, wk=1, split=1)"));
 }
 
+// The two reductions of split decode grids (w4a16_stream_kernel.cuh,
+// StreamReduceStore): the push one (the planner's wherever its region fits)
+// and the pull one (stream_plan.pull) compute the same product within the
+// bound; they differ only in the order of the fp32 sums, and each gives the
+// same bits call after call.
+TEST_F(W4A16GpuTest, SplitDecodeGridsPushAndPullAgree) {
+  if (!HasStreamingVariants()) GTEST_SKIP() << "decode variants need sm_90";
+  const QuantizedLinear q = RandomLinear({.n = 512, .k = 4096, .group_size = 128, .bias = true}, 95);
+  absl::StatusOr<W4A16Weights> w = RepackW4A16Ref(q);
+  ASSERT_TRUE(w.ok()) << w.status();
+  const DeviceLinear d(*w);
+  // Eight column tiles on a whole device: the planner splits k in clusters.
+  absl::StatusOr<std::string> planned = W4A16LaunchDescription(1, 512, 4096, 128, "dec_m8_a16");
+  ASSERT_TRUE(planned.ok()) << planned.status();
+  EXPECT_THAT(*planned, HasSubstr(", push)"));
+  const W4A16GemmArgs::StreamPlan grids[] = {{1, 4, 2}, {2, 2, 4}, {1, 1, 8}, {4, 2, 3}};
+  for (const char* variant : {"dec_m8_a16", "dec_m8_s16", "dec_m16_a8", "dec_m16_w16a8", "dec_m16_s8"}) {
+    for (int64_t m : {1, 5, 16}) {
+      const std::vector<uint16_t> a = RandomActivations(m, q.in_features, 950 + m);
+      absl::StatusOr<std::vector<float>> want = GemmW4A16Ref(a, m, *w);
+      ASSERT_TRUE(want.ok());
+      for (const W4A16GemmArgs::StreamPlan& g : grids) {
+        SCOPED_TRACE(absl::StrCat(variant, " m=", m, " wn=", g.wn, " wk=", g.wk, " split=", g.split));
+        W4A16GemmArgs::StreamPlan pulled = g;
+        pulled.pull = true;
+        absl::StatusOr<std::vector<float>> push = Fused(d, a, m, variant, g);
+        absl::StatusOr<std::vector<float>> pull = Fused(d, a, m, variant, pulled);
+        ASSERT_TRUE(push.ok() && pull.ok()) << push.status() << " " << pull.status();
+        EXPECT_LT(RelErr(*push, *want), Threshold(q, false));
+        EXPECT_LT(RelErr(*pull, *want), Threshold(q, false));
+        EXPECT_LT(RelErr(*push, *pull), 1e-3);
+        absl::StatusOr<std::vector<float>> again = Fused(d, a, m, variant, g);
+        ASSERT_TRUE(again.ok());
+        EXPECT_EQ(*again, *push);
+      }
+    }
+  }
+}
+
 // Grids forced on the tiled and wgmma variants (W4A16GemmArgs::tile_blocks,
 // the bench's --grids): from one block that walks every tile to the most
 // the workspace serves, with block ranges that start and end inside tiles,

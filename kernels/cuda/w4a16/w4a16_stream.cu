@@ -7,7 +7,6 @@
 // queries run once per shape.
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -33,8 +32,8 @@ absl::Status CudaError(cudaError_t e, absl::string_view what) {
 
 struct Caches {
   std::mutex mu;
-  // (kernel, device, m, n, k, forced wn, wk, split)
-  std::map<std::tuple<const void*, int, int64_t, int64_t, int64_t, int, int, int>, StreamGrid> plans;
+  // (kernel, device, m, n, k, forced wn, wk, split, pull)
+  std::map<std::tuple<const void*, int, int64_t, int64_t, int64_t, int, int, int, bool>, StreamGrid> plans;
   // (kernel, device, threads, split, smem); resident blocks: w4a16_residency.h
   std::map<std::tuple<const void*, int, int, int, size_t>, int> clusters;
 };
@@ -71,7 +70,7 @@ absl::Status HoldPlacement(StreamGrid& grid, int device, const cudaFuncAttribute
 absl::StatusOr<StreamGrid> PlanLocked(Caches& cache, const StreamKernel& sk, int device, int m, int64_t n, int64_t k,
                                       ForcedStreamGrid force) {
   const void* fn = reinterpret_cast<const void*>(sk.kernel);
-  const auto key = std::make_tuple(fn, device, int64_t{m}, n, k, force.wn, force.wk, force.split);
+  const auto key = std::make_tuple(fn, device, int64_t{m}, n, k, force.wn, force.wk, force.split, force.pull);
   if (auto it = cache.plans.find(key); it != cache.plans.end()) return it->second;
 
   QF_ASSIGN_OR_RETURN(const int sms, MultiprocessorCount(device));
@@ -198,8 +197,7 @@ absl::Status RunStreamKernel(const StreamKernel& sk, const StreamCall& call, int
   StreamParams p = StreamParamsOf(call);
   p.wn = plan->wn;
   p.wk = plan->wk;
-  static const bool kPullOnly = getenv("QF_W4A16_PULL") != nullptr;  // A/B only
-  p.recv_off = kPullOnly ? 0 : static_cast<int>(plan->recv_off);
+  p.recv_off = static_cast<int>(plan->recv_off);
 
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(static_cast<unsigned>(p.n64 / plan->wn), static_cast<unsigned>(plan->split), 1);
