@@ -109,6 +109,12 @@ struct DecodeConfig {
   // 0.2 us less; 16 rows level or 0.2 us slower (bench/results/
   // w4a16_h100_early.log). Before the padding it was slower (H200).
   static constexpr bool kEarlyDependents = MH == 1;
+  // The fp16 dequantization with the high nibbles shifted down (DequantWordA's
+  // SHIFT_HI): fewer live group constants where 16 rows and A in the ring fill
+  // the registers (ptxas 13.5: dec_m16_a8 44 bytes of spill -> 0, dec_m16_w16a8
+  // 4 -> 0, dec_m16_a12 146 -> 136 registers). The whole-A dec_m16_s16 spilled
+  // more with it (16 -> 44 bytes), so it keeps the fma form.
+  static constexpr bool kShiftHi = MH == 2 && ARING;
   static_assert(MH == 1 || MH == 2, "8 or 16 rows of A");
   static_assert(DEPTH == 8 || DEPTH == 12 || DEPTH == 16, "ring depth");
   static_assert(!ARING || SRING, "A rides in a shared-memory ring");
@@ -293,9 +299,9 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING, ARING, ADEPTH>:
         load_a(std::integral_constant<int, 0>{}, off + D * 32, af_next);
       }
       if constexpr (kFold) {
-        DequantMmaSlice<MH, false>(bv, grp.gc, af, accg);
+        DequantMmaSlice<MH, false, Cfg::kShiftHi>(bv, grp.gc, af, accg);
       } else {
-        DequantMmaSlice<MH>(bv, grp.gc, af, acc);
+        DequantMmaSlice<MH, true, Cfg::kShiftHi>(bv, grp.gc, af, acc);
       }
       if constexpr (decltype(static_groups)::value) {
         if constexpr (j % kStaticSpg == kStaticSpg - 1) EndGroup<kFold>(grp, p, len, accg, acc);

@@ -251,16 +251,28 @@ __device__ __forceinline__ void MbarWaitCluster(uint32_t bar, uint32_t parity) {
 
 // One QF4 word -> the four A-operand registers of columns 16kW..16kW+15:
 // exact integers (q - z) in [-15, 15], times the fp16 scale when SCALE.
-template <int kW, bool SCALE>
+// SHIFT_HI: the high nibbles shifted down and taken as the low ones (two
+// more shifts per word), so only zlo is live and the group's constants take
+// 16 registers instead of 24. The same exact integers: the same bits. Under
+// the 128-register bound of the 16-warp, 16-row decode kernels the 24 spilled
+// (dec_m16_a8: 44 bytes with ptxas 13.5; the bf16 twin, 16 registers of
+// constants, none).
+template <int kW, bool SCALE, bool SHIFT_HI = false>
 __device__ __forceinline__ void DequantWordA(uint32_t x, const GroupConsts& g, uint32_t (&a)[4]) {
   constexpr uint32_t kLo = 0x000F000Fu, kHi = 0x00F000F0u, kMagic = 0x64006400u;
   const half2 kSixteenth = AsHalf2(0x2C002C00u);
   const uint32_t x8 = x >> 8;
   constexpr int f0 = 2 * kW, f1 = 2 * kW + 1;
-  half2 v0 = __hsub2(AsHalf2(AndOr(x, kLo, kMagic)), g.zlo[f0]);              // fragment f0, rows k, k+1
-  half2 v1 = __hsub2(AsHalf2(AndOr(x8, kLo, kMagic)), g.zlo[f1]);             // fragment f1, rows k, k+1
-  half2 v2 = __hfma2(AsHalf2(AndOr(x, kHi, kMagic)), kSixteenth, g.zhi[f0]);  // f0, rows k+8, k+9
-  half2 v3 = __hfma2(AsHalf2(AndOr(x8, kHi, kMagic)), kSixteenth, g.zhi[f1]);
+  half2 v0 = __hsub2(AsHalf2(AndOr(x, kLo, kMagic)), g.zlo[f0]);   // fragment f0, rows k, k+1
+  half2 v1 = __hsub2(AsHalf2(AndOr(x8, kLo, kMagic)), g.zlo[f1]);  // fragment f1, rows k, k+1
+  half2 v2, v3;                                                    // f0 and f1, rows k+8, k+9
+  if constexpr (SHIFT_HI) {
+    v2 = __hsub2(AsHalf2(AndOr(x >> 4, kLo, kMagic)), g.zlo[f0]);
+    v3 = __hsub2(AsHalf2(AndOr(x >> 12, kLo, kMagic)), g.zlo[f1]);
+  } else {
+    v2 = __hfma2(AsHalf2(AndOr(x, kHi, kMagic)), kSixteenth, g.zhi[f0]);
+    v3 = __hfma2(AsHalf2(AndOr(x8, kHi, kMagic)), kSixteenth, g.zhi[f1]);
+  }
   if constexpr (SCALE) {
     v0 = __hmul2(v0, g.scale[f0]);
     v1 = __hmul2(v1, g.scale[f1]);
@@ -275,8 +287,8 @@ __device__ __forceinline__ void DequantWordA(uint32_t x, const GroupConsts& g, u
 
 // The bf16 twin (GroupConstsBf16, w4a16_kernel.cuh): each nibble shifted to
 // bits 0..3 of its half, 128 + q - (128 + z) exact, times the bf16 scale
-// when SCALE.
-template <int kW, bool SCALE>
+// when SCALE (its nibbles are always shifted: SHIFT_HI is moot).
+template <int kW, bool SCALE, bool SHIFT_HI = false>
 __device__ __forceinline__ void DequantWordA(uint32_t x, const GroupConstsBf16& g, uint32_t (&a)[4]) {
   constexpr uint32_t kLo = 0x000F000Fu, kMagic = 0x43004300u;
   constexpr int f0 = 2 * kW, f1 = 2 * kW + 1;
@@ -296,7 +308,8 @@ __device__ __forceinline__ void DequantWordA(uint32_t x, const GroupConstsBf16& 
 // into MH 8-row blocks of A (fragments af) for its 64 columns; fp16, or bf16
 // when GC is GroupConstsBf16. SCALE = false: the exact integers (q - z) go
 // into the mma and the group's scales are applied later (FoldGroup).
-template <int MH, bool SCALE = true, class GC>
+// SHIFT_HI as DequantWordA's.
+template <int MH, bool SCALE = true, bool SHIFT_HI = false, class GC>
 __device__ __forceinline__ void DequantMmaSlice(const int4 bv, const GC& gc, const uint32_t (&af)[MH][2],
                                                 float (&acc)[MH][4][4]) {
   constexpr bool kBf16 = GC::kBf16;
@@ -305,7 +318,7 @@ __device__ __forceinline__ void DequantMmaSlice(const int4 bv, const GC& gc, con
   StaticFor<4>([&](auto wc) {
     constexpr int w = decltype(wc)::value;
     uint32_t wa[4];
-    DequantWordA<w, SCALE>(words[w], gc, wa);
+    DequantWordA<w, SCALE, SHIFT_HI>(words[w], gc, wa);
 #pragma unroll
     for (int h = 0; h < MH; ++h) Mma16816A<kBf16>(acc[h][w], wa, af[h][0], af[h][1]);
   });
