@@ -25,8 +25,9 @@
 // a thread-block cluster: each writes its fp32 partial tiles to its own
 // shared memory, and after one cluster barrier block y sums its slice of the
 // tile over all partials in rank and part order (distributed shared memory),
-// adds the bias and stores fp16. One launch, no workspace, bit-identical from
-// call to call.
+// adds the bias and stores fp16. The decode kernels push instead where the
+// grid has room (StreamReduceStore): no cluster barrier after the main loop.
+// One launch, no workspace, bit-identical from call to call.
 //
 // Dequantization (per QF4 word = 8 codes): 1 shift, 4 lop3 (code | 0x6400 =
 // 1024 + q, exact), 2 hsub2 + 2 hfma2 (minus 1024 + z, resp. (1024 + 16q)/16
