@@ -45,6 +45,26 @@ TEST(W4A16Select, Bf16TakesTheTwinOfTheFp16Choice) {
   }
 }
 
+// 9 to 16 rows of A on the 16-row decode kernels, by width and depth of the
+// weights: A in an 8-slot ring below 16384 columns at any k (the 70B qkv, o
+// and down; Qwen2 72B's down, k = 29568), beside whole A from there below
+// 16384 rows (gate_up), and a split ring where both are large.
+TEST(W4A16Select, SixteenRowsTakeTheDecodeKernelByWidthAndDepth) {
+  const struct {
+    int64_t m, n, k;
+    const char* want;
+  } cases[] = {{16, 10240, 8192, "dec_m16_a8"},  {16, 8192, 28672, "dec_m16_a8"},    {9, 8192, 29568, "dec_m16_a8"},
+               {16, 3584, 18944, "dec_m16_a8"},  {16, 57344, 8192, "dec_m16_s8"},    {16, 57344, 16384, "dec_m16_w16a8"},
+               {12, 16384, 16384, "dec_m16_w16a8"}, {16, 16320, 16384, "dec_m16_a8"}};
+  for (const auto& c : cases) {
+    for (const W4A16DType t : {kF16, kBf16}) {
+      absl::StatusOr<std::string> v = W4A16VariantName(c.m, c.n, c.k, 128, t);
+      ASSERT_TRUE(v.ok()) << v.status();
+      EXPECT_EQ(*v, std::string(t == kBf16 ? "bf16_" : "") + c.want) << "m=" << c.m << " n=" << c.n << " k=" << c.k;
+    }
+  }
+}
+
 // The decode rows need n >= 1024 and the wgmma rows too: tiny-llama's
 // layers (k, n < 1024) take the tiled kernel's 16-row, 128-column tiles at
 // every m, in both types; from 1024 rows or columns of weights on, the other

@@ -38,12 +38,13 @@ using w4a16::Variant;
 // 93.6-94.0 with 16 slots and 95.2-100.1 tiled); narrower, A in an 8-slot
 // ring (on the H200, before the padding, the 16-slot ring with A staged
 // whole led: o 18.3 against 20.8 tiled; qkv 23.4 against 23.3, where 8
-// slots took 27.2); with deep k, a split ring (dec_m16_w16a8: 16 weight
-// slots, then 8 of A) on grids that share A's slices between two warps (down
-// m = 16 on the H100, decode loop: 48.0-48.3 us against 49.4-50.2 for 12
-// slots of both, dec_m16_a12, bench/results/w4a16_h100_split_ring.log; on
-// the H200 dec_m16_a12 took 45.3 against 51.9 tiled and 99.4 for
-// dec_m16_s16). Streaming serves only the shapes the
+// slots took 27.2), also for deep k (the split ring, dec_m16_w16a8: 16
+// weight slots, then 8 of A, led there until the 8-slot ring stopped
+// spilling, and keeps deep and wide weights; on grids that share A's slices
+// between two warps, down m = 16 on the H100 took 48.0-48.3 us against
+// 49.4-50.2 for 12 slots of both, dec_m16_a12,
+// bench/results/w4a16_h100_split_ring.log; on the H200 dec_m16_a12 took
+// 45.3 against 51.9 tiled and 99.4 for dec_m16_s16). Streaming serves only the shapes the
 // tiled variants reject.
 constexpr int64_t kAnyM = int64_t{1} << 40;
 constexpr int64_t kAnyK = int64_t{1} << 40;
@@ -61,9 +62,10 @@ constexpr int64_t kWgMinN = 1024;
 // to the tiled kernel: tiny-llama's n <= 768 at m = 1 ran in 8.1-9.1 us
 // against 6.0-8.4 us tiled (verify on the H200).
 constexpr int64_t kLargeN = 1024;
-// From here 16 rows of A ride in a split ring (dec_m16_w16a8): staged whole,
-// A's k-part crowds the weight rings out of shared memory (down, k = 28672,
-// H200 decode loop, m = 16: 45.3 us against 99.4 for dec_m16_s16). Up to 8
+// From here 16 rows of A ride in a ring (dec_m16_a8, or dec_m16_w16a8 for
+// wide weights): staged whole, A's k-part crowds the weight rings out of
+// shared memory (down, k = 28672, H200 decode loop, m = 16: 45.3 us against
+// 99.4 for dec_m16_s16). Up to 8
 // rows this bound no longer splits the table: dec_m8_a16 carries A in its
 // ring at every k (it was first chosen only from here: down m = 8 41.6 vs
 // 100.5 us on the H200, while at k = 8192 the whole-A form led there).
@@ -97,9 +99,14 @@ const Row kTable[] = {
     // (stream_grid.cc: one warp per k-part below kShallowASlices). H100
     // decode loop: qkv 21.4 us against 24.7 for the 16-slot ring with A
     // staged whole, o 18.3 against 20.7 (bench/results/w4a16_h100_aring.log).
-    {16, kLargeN, 0, &w4a16::kW4A16DecodeM16A8, kDeepK, kWideN},
+    // At every k since it stopped spilling (DecodeConfig::kShiftHi; H100,
+    // alternating processes against the split ring, bench/results/
+    // w4a16_h100_deep_k16.log): 70B down and Qwen2 7B's level (46.7-46.8
+    // against 46.7-46.9 us, 22.6-22.9 against 22.5-22.6), Qwen2 72B's down
+    // (k = 29568) 52.7-52.9 against 74.0-74.4.
+    {16, kLargeN, 0, &w4a16::kW4A16DecodeM16A8, kAnyK, kWideN},
     {16, kLargeN, 0, &w4a16::kW4A16DecodeM16S16, kDeepK},
-    {16, kLargeN, kDeepK, &w4a16::kW4A16DecodeM16W16A8},
+    {16, kWideN, kDeepK, &w4a16::kW4A16DecodeM16W16A8},
     {16, 0, 0, &w4a16::kW4A16Mb1Bn256},
     {16, 0, 0, &w4a16::kW4A16Mb1Bk512},
     {16, 0, 0, &w4a16::kW4A16Mb1TwoBlocks},
