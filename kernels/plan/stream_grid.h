@@ -87,8 +87,13 @@ QF_HOST_DEVICE constexpr size_t DecodeARingSmemBytes(int m, int wn, int wk, int 
 // rank 0's mbarrier (16 bytes) and the other split - 1 blocks' sums, 8 fp32
 // per item of 8 columns, m x 8 * wn items. Placed after the rings and
 // partial tiles, so the other blocks may send while rank 0 still streams.
+// PushSumBytes: the sums alone, what rank 0's mbarrier counts.
+inline constexpr size_t kPushBarrierBytes = 16;
+QF_HOST_DEVICE constexpr uint32_t PushSumBytes(uint32_t m, uint32_t wn, uint32_t split) {
+  return 32u * (split - 1) * m * 8 * wn;
+}
 QF_HOST_DEVICE constexpr size_t PushRecvBytes(int m, int wn, int split) {
-  return split > 1 ? 16 + size_t{32} * (split - 1) * m * 8 * wn : 0;
+  return split > 1 ? kPushBarrierBytes + PushSumBytes(m, wn, split) : 0;
 }
 
 // Dynamic shared memory that holds a grid to the model's placement: at most

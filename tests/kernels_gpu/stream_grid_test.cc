@@ -108,9 +108,13 @@ std::pair<int64_t, int64_t> ShapeKn(const std::string& name) {
 }
 
 // The model's grid for `kern` at (m, n, k) on `dev`, resident blocks from the
-// occupancy arithmetic above.
-absl::StatusOr<StreamGrid> Pick(const Kernel& kern, int m, int64_t n, int64_t k, const Device& dev) {
-  return PickStreamGrid(Problem(kern, m, n, k, dev), {},
+// occupancy arithmetic above; `push` as StreamGridProblem's, `force` as
+// PickStreamGrid's.
+absl::StatusOr<StreamGrid> Pick(const Kernel& kern, int m, int64_t n, int64_t k, const Device& dev,
+                                bool push = false, ForcedStreamGrid force = {}) {
+  StreamGridProblem p = Problem(kern, m, n, k, dev);
+  p.push = push;
+  return PickStreamGrid(p, force,
                         [&](const StreamGridShape& s) -> absl::StatusOr<int64_t> { return Resident(kern, s); });
 }
 
@@ -405,11 +409,8 @@ TEST(StreamGridTest, PushRegionOnlyWhereItCostsNoResidentBlocks) {
     for (const auto& [shape, kn] : kShapes) {
       for (const int m : {1, kern.rows}) {
         SCOPED_TRACE(absl::StrCat(name, " ", shape, " m=", m));
-        const auto resident = [&](const StreamGridShape& s) -> absl::StatusOr<int64_t> { return Resident(kern, s); };
-        StreamGridProblem p = Problem(kern, m, kn.second, kn.first, kH100);
-        absl::StatusOr<StreamGrid> pull = PickStreamGrid(p, {}, resident);
-        p.push = true;
-        absl::StatusOr<StreamGrid> g = PickStreamGrid(p, {}, resident);
+        absl::StatusOr<StreamGrid> pull = Pick(kern, m, kn.second, kn.first, kH100);
+        absl::StatusOr<StreamGrid> g = Pick(kern, m, kn.second, kn.first, kH100, /*push=*/true);
         ASSERT_TRUE(pull.ok() && g.ok()) << pull.status() << " " << g.status();
         EXPECT_EQ(std::make_tuple(g->wn, g->wk, g->split, g->blocks_per_sm),
                   std::make_tuple(pull->wn, pull->wk, pull->split, pull->blocks_per_sm));
@@ -426,31 +427,24 @@ TEST(StreamGridTest, PushRegionOnlyWhereItCostsNoResidentBlocks) {
         EXPECT_LT(g->recv_off, pull->smem + 16);
         EXPECT_EQ(g->smem, g->recv_off + PushRecvBytes(m, g->wn, g->split));
         const int threads = 32 * g->wn * g->wk;
-        EXPECT_EQ(*resident({g->wn, g->wk, g->split, threads, g->smem}),
-                  *resident({g->wn, g->wk, g->split, threads, pull->smem}));
+        EXPECT_EQ(Resident(kern, {g->wn, g->wk, g->split, threads, g->smem}),
+                  Resident(kern, {g->wn, g->wk, g->split, threads, pull->smem}));
       }
     }
   }
   EXPECT_GT(pushed, 0);
   EXPECT_GT(refused, 0);
-  const Kernel& s8 = Kernels().at("dec_m16_s8");
-  StreamGridProblem gate_up = Problem(s8, 16, 57344, 8192, kH100);
-  gate_up.push = true;
-  absl::StatusOr<StreamGrid> g = PickStreamGrid(
-      gate_up, {}, [&](const StreamGridShape& s) -> absl::StatusOr<int64_t> { return Resident(s8, s); });
+  absl::StatusOr<StreamGrid> g = Pick(Kernels().at("dec_m16_s8"), 16, 57344, 8192, kH100, /*push=*/true);
   ASSERT_TRUE(g.ok()) << g.status();
   EXPECT_EQ(std::make_tuple(g->wn, g->split, g->recv_off), std::make_tuple(14, 2, size_t{0}));
   const Kernel& a8 = Kernels().at("dec_m16_a8");
-  StreamGridProblem qkv = Problem(a8, 16, 10240, 8192, kH100);
-  qkv.push = true;
-  g = PickStreamGrid(qkv, {}, [&](const StreamGridShape& s) -> absl::StatusOr<int64_t> { return Resident(a8, s); });
+  g = Pick(a8, 16, 10240, 8192, kH100, /*push=*/true);
   ASSERT_TRUE(g.ok()) << g.status();
   EXPECT_EQ(std::make_tuple(g->wn, g->wk, g->split), std::make_tuple(1, 4, 2));
   EXPECT_GT(g->recv_off, size_t{0});
   ForcedStreamGrid pull;
   pull.pull = true;
-  absl::StatusOr<StreamGrid> pulled =
-      PickStreamGrid(qkv, pull, [&](const StreamGridShape& s) -> absl::StatusOr<int64_t> { return Resident(a8, s); });
+  absl::StatusOr<StreamGrid> pulled = Pick(a8, 16, 10240, 8192, kH100, /*push=*/true, pull);
   ASSERT_TRUE(pulled.ok()) << pulled.status();
   EXPECT_EQ(std::make_tuple(pulled->wn, pulled->wk, pulled->split, pulled->recv_off),
             std::make_tuple(1, 4, 2, size_t{0}));

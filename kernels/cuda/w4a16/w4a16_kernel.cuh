@@ -130,28 +130,55 @@ __device__ __forceinline__ void MbarArriveExpectTx(uint64_t* bar, uint32_t bytes
   MbarArriveExpectTx(SmemAddr(bar), bytes);
 }
 
+// kCluster: acquire at cluster scope, for phases that other blocks of the
+// cluster complete (st.async into this block); else the default, acquire at
+// CTA scope (this block's own bulk copies).
+template <bool kCluster = false>
 __device__ __forceinline__ bool MbarTryWait(uint32_t bar, uint32_t parity) {
   uint32_t done = 0;
-  QF_SM90(
-      asm volatile("{\n"
-                   "  .reg .pred p;\n"
-                   "  mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-                   "  selp.u32 %0, 1, 0, p;\n"
-                   "}\n"
-                   : "=r"(done)
-                   : "r"(bar), "r"(parity)
-                   : "memory"));
+#define QF_MBAR_TRY_WAIT(SEM)                                                  \
+  QF_SM90(asm volatile("{\n"                                                   \
+                       "  .reg .pred p;\n"                                     \
+                       "  mbarrier.try_wait.parity" SEM ".shared::cta.b64 p, [%1], %2;\n" \
+                       "  selp.u32 %0, 1, 0, p;\n"                             \
+                       "}\n"                                                   \
+                       : "=r"(done)                                            \
+                       : "r"(bar), "r"(parity)                                 \
+                       : "memory"))
+  if constexpr (kCluster) {
+    QF_MBAR_TRY_WAIT(".acquire.cluster");
+  } else {
+    QF_MBAR_TRY_WAIT("");
+  }
+#undef QF_MBAR_TRY_WAIT
   return done != 0;
 }
 
 // Waits for phase `parity` of `bar`. A phase that never completes (a byte
 // count that does not match the copies) traps instead of hanging the GPU.
+template <bool kCluster = false>
 __device__ __forceinline__ void MbarWait(uint32_t bar, uint32_t parity) {
-  for (uint32_t tries = 0; !MbarTryWait(bar, parity); ++tries) {
+  for (uint32_t tries = 0; !MbarTryWait<kCluster>(bar, parity); ++tries) {
     if (tries > (1u << 24)) __trap();
   }
 }
 __device__ __forceinline__ void MbarWait(uint64_t* bar, uint32_t parity) { MbarWait(SmemAddr(bar), parity); }
+
+// The cluster barrier, split: every thread of every CTA of the cluster arrives
+// and later waits (acquire) for all the arrivals. ClusterArrive releases its
+// earlier memory accesses to the cluster (ptxas 13.0 and 13.5: MEMBAR.ALL.GPU
+// first, each thread waiting until they are visible device-wide);
+// ClusterArriveRelaxed orders execution only (no MEMBAR), for barriers whose
+// peers need no data from before it.
+__device__ __forceinline__ void ClusterArrive() {
+  QF_SM90(asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory"));
+}
+__device__ __forceinline__ void ClusterArriveRelaxed() {
+  QF_SM90(asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory"));
+}
+__device__ __forceinline__ void ClusterWait() {
+  QF_SM90(asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory"));
+}
 
 // Arrives once on `bar` (release at CTA scope).
 __device__ __forceinline__ void MbarArrive(uint32_t bar) {

@@ -177,13 +177,10 @@ __device__ __forceinline__ void Mma16816A(float (&d)[4], const uint32_t (&a)[4],
 }
 
 // Whole-cluster barrier; release/acquire orders the partial tiles in shared
-// memory before the other blocks read them. ptxas (13.0 and 13.5) compiles the
-// release to MEMBAR.ALL.GPU: each thread waits until its earlier memory
-// operations are visible device-wide.
+// memory before the other blocks read them (the release is a MEMBAR.ALL.GPU).
 __device__ __forceinline__ void ClusterSync() {
-  QF_SM90(asm volatile("barrier.cluster.arrive.release.aligned;\n"
-                       "barrier.cluster.wait.acquire.aligned;\n" ::
-                           : "memory"));
+  ClusterArrive();
+  ClusterWait();
 }
 
 // The barrier that keeps a block's shared memory alive until the other blocks
@@ -193,18 +190,8 @@ __device__ __forceinline__ void ClusterSync() {
 // the MEMBAR.ALL.GPU it brought waited for the block's output stores to reach
 // L2 before any block of the pair could exit.
 __device__ __forceinline__ void ClusterExitSync() {
-  QF_SM90(asm volatile("barrier.cluster.arrive.relaxed.aligned;\n"
-                       "barrier.cluster.wait.aligned;\n" ::
-                           : "memory"));
-}
-
-// The first half of a cluster barrier, relaxed (no MEMBAR), and the second.
-// Between them a block may run its whole main loop.
-__device__ __forceinline__ void ClusterArriveRelaxed() {
-  QF_SM90(asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory"));
-}
-__device__ __forceinline__ void ClusterWait() {
-  QF_SM90(asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory"));
+  ClusterArriveRelaxed();
+  ClusterWait();
 }
 
 // Address of the same shared-memory location in block `rank` of the cluster.
@@ -230,24 +217,6 @@ __device__ __forceinline__ void StAsync16(uint32_t addr, float a, float b, float
   QF_SM90(asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.f32 [%0], {%1, %2, %3, %4}, [%5];\n" ::
                            "r"(addr), "f"(a), "f"(b), "f"(c), "f"(d), "r"(bar)
                        : "memory"));
-}
-
-// Waits for phase `parity` of the local mbarrier `bar` with acquire at
-// cluster scope: the other blocks' st.async data is visible after it.
-__device__ __forceinline__ void MbarWaitCluster(uint32_t bar, uint32_t parity) {
-  for (uint32_t tries = 0;; ++tries) {
-    uint32_t done = 1;
-    QF_SM90(asm volatile("{\n"
-                         "  .reg .pred p;\n"
-                         "  mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
-                         "  selp.u32 %0, 1, 0, p;\n"
-                         "}\n"
-                         : "=r"(done)
-                         : "r"(bar), "r"(parity)
-                         : "memory"));
-    if (done != 0) return;
-    if (tries > (1u << 24)) __trap();
-  }
 }
 
 // One QF4 word -> the four A-operand registers of columns 16kW..16kW+15:
@@ -526,7 +495,7 @@ __device__ __forceinline__ void StreamReduceStore(const StreamParams& p, const f
   if constexpr (PUSH) {
     if (push) {
       const uint32_t bar = out_base + static_cast<uint32_t>(p.recv_off);
-      const uint32_t recv = bar + 16;  // [split - 1][items][8] floats
+      const uint32_t recv = bar + kPushBarrierBytes;  // [split - 1][items][8] floats
       ClusterWait();  // rank 0's mbarrier is initialised (returns at once by now)
       if (rank > 0) {
         const uint32_t to_bar = MapShared(bar, 0);
@@ -540,12 +509,13 @@ __device__ __forceinline__ void StreamReduceStore(const StreamParams& p, const f
         }
         return;
       }
-      const float* sh_recv = reinterpret_cast<const float*>(reinterpret_cast<const char*>(smem) + p.recv_off + 16);
+      const float* sh_recv =
+          reinterpret_cast<const float*>(reinterpret_cast<const char*>(smem) + p.recv_off + kPushBarrierBytes);
       for (int it = tid; it < items; it += nthreads) {
         const int r = it / per_row, q = it - r * per_row;
         float v[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
         add_parts(0, r, q, v);
-        MbarWaitCluster(bar, 0);
+        MbarWait</*kCluster=*/true>(bar, 0);  // the senders' st.async data is visible after it
         for (int src = 1; src < split; ++src) {
           const float* in = sh_recv + ((src - 1) * items + it) * 8;
 #pragma unroll
@@ -577,7 +547,7 @@ __device__ __forceinline__ void PushReduceBegin(const StreamParams& p, int4* sme
   if (blockIdx.y == 0 && threadIdx.x == 0) {
     uint64_t* bar = reinterpret_cast<uint64_t*>(reinterpret_cast<char*>(smem) + p.recv_off);
     MbarInit(bar, 1);
-    MbarArriveExpectTx(bar, static_cast<uint32_t>((gridDim.y - 1) * p.m * 8 * p.wn * 32));
+    MbarArriveExpectTx(bar, PushSumBytes(p.m, p.wn, gridDim.y));
     QF_SM90(asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"));
   }
   ClusterArriveRelaxed();

@@ -135,15 +135,8 @@ __device__ __forceinline__ void TmaLoad2dMulticast(void* smem, const CUtensorMap
       : "memory"));
 }
 
-// The cluster barrier, split: every thread of every CTA of the cluster
-// arrives (release: its earlier accesses, including the wgmma reads a wait
-// retired, happen before) and later waits (acquire) for all the arrivals.
-__device__ __forceinline__ void ClusterArrive() {
-  QF_SM90(asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory"));
-}
-__device__ __forceinline__ void ClusterWait() {
-  QF_SM90(asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory"));
-}
+// The cluster barrier halves (ClusterArrive, ClusterWait) are
+// w4a16_kernel.cuh's: the release covers the wgmma reads a wait retired.
 
 // Waits for phase `parity` of `bar` with the retry loop inside one asm block:
 // a C++ loop around try_wait is control flow that ptxas answers by draining
