@@ -65,6 +65,27 @@ TEST(W4A16Select, SixteenRowsTakeTheDecodeKernelByWidthAndDepth) {
   }
 }
 
+// 33-128 rows of narrow weights (n < 8192: Llama 8B's and Qwen2 7B's
+// projections but for gate_up) take 128-column tiles with one block per SM;
+// 70B's projections and wide weights keep the rows tuned on them.
+TEST(W4A16Select, NarrowWeightsTakeOneBlockPerSmTilesFrom33To128Rows) {
+  const struct {
+    int64_t m, n, k;
+    const char* want;
+  } cases[] = {{64, 4096, 4096, "wg_t64_n128_s6_k128"},          {33, 6144, 4096, "wg_t64_n128_s6_k128"},
+               {64, 3584, 18944, "wg_t64_n128_s6_k128"},         {128, 4096, 14336, "wg_t128_n128_s5"},
+               {65, 4608, 3584, "wg_t128_n128_s5"},              {64, 8192, 8192, "wg_t64_n128_w1_s4_k128_2blk"},
+               {64, 28672, 4096, "wg_t64_n128_w1_s4_k128_2blk"}, {128, 8192, 28672, "wg_t128_n256_s5"},
+               {128, 28672, 4096, "wg_t128_n256_s5"},            {256, 4096, 4096, "wg_t256_n128_s6_d2"}};
+  for (const auto& c : cases) {
+    for (const W4A16DType t : {kF16, kBf16}) {
+      absl::StatusOr<std::string> v = W4A16VariantName(c.m, c.n, c.k, 128, t);
+      ASSERT_TRUE(v.ok()) << v.status();
+      EXPECT_EQ(*v, std::string(t == kBf16 ? "bf16_" : "") + c.want) << "m=" << c.m << " n=" << c.n << " k=" << c.k;
+    }
+  }
+}
+
 // The decode rows need n >= 1024 and the wgmma rows too: tiny-llama's
 // layers (k, n < 1024) take the tiled kernel's 16-row, 128-column tiles at
 // every m, in both types; from 1024 rows or columns of weights on, the other

@@ -82,6 +82,20 @@ constexpr int64_t kWideN = 16384;
 // 256-column tiles' 12 blocks took 19.6 (cuBLAS 6.8), at m = 1 7.8 against
 // 8.1-8.3 for 16-row, 256-column tiles.
 constexpr int64_t kSmallKN = 1024;
+// Below this many columns (Llama 8B's and Qwen2 7B's projections but for
+// gate_up), 33-128 rows take tiles of 128 columns with one block per SM.
+// The 70B-tuned rows' tiles leave too few of them for 132 SMs: the plan
+// then splits each tile's k 8 ways, and the fixup that sums full fp32 tile
+// partials from L2 outweighs the k it spreads. H100 decode loop, every
+// wgmma variant and grid swept (bench/results/w4a16_h100_narrow_m64.log):
+// 4096 x 4096 at m = 64 12.2 us on wg_t64_n128_s6_k128 against 16.8 on
+// the 2-block 64 x 128 tiles split 8 ways (cuBLAS 14.1), 4096 x 6144 16.4
+// against 17.3, 14336 x 4096 26.7 against 27.4; at m = 128 wg_t128_n128_s5
+// 18.2 against 30.1 for the 128 x 256 tiles (cuBLAS 14.2), 23.5 against
+// 30.7, 38.7 against 49.7. At n = 28672 the 128-column tiles of one block
+// per SM lost (4096 x 28672, m = 64: 50.7 against 42.7) and at n >= 8192
+// (every 70B projection) the rows below were tuned: they keep them.
+constexpr int64_t kNarrowN = 8192;
 // C arrays whose sizes the initializers give: a std::array longer than its
 // list would hold null rows.
 const Row kTable[] = {
@@ -123,6 +137,9 @@ const Row kTable[] = {
     // 128; 256-row tiles with two stages of wgmma in flight above. Only from
     // kWgMinN columns: below, its few large tiles leave most SMs idle
     // (tiny-llama's n <= 768: 10.8-28 us in verify against 8.7-19 us tiled).
+    // Narrow weights (kNarrowN): 64 x 128 tiles of two warpgroups, one
+    // block per SM.
+    {64, kWgMinN, 0, &w4a16::kW4A16WgT64N128K128, kAnyK, kNarrowN},
     {64, kWgMinN, 0, &w4a16::kW4A16WgT64W1K128TwoBlocks},
     {48, 0, 0, &w4a16::kW4A16Mb3Bn128},
     {48, 0, 0, &w4a16::kW4A16Mb3Bn256},
@@ -131,6 +148,7 @@ const Row kTable[] = {
     {64, 0, 16384, &w4a16::kW4A16Mb4Bk256},
     {64, 0, 0, &w4a16::kW4A16Mb4Bn128},
     {64, 0, 0, &w4a16::kW4A16Mb4Bn256},
+    {128, kWgMinN, 0, &w4a16::kW4A16WgT128N128, kAnyK, kNarrowN},
     {128, kWgMinN, 0, &w4a16::kW4A16WgT128},
     {128, kWgMinN, 0, &w4a16::kW4A16WgT128N128},
     // Above 128 rows: a 6-slot ring below 16384 columns (H200, run 54, decode
@@ -150,7 +168,7 @@ const Variant* const kFallbackVariants[] = {&w4a16::kW4A16AnyBk128, &w4a16::kW4A
 const Variant* const kTuningVariants[] = {
     &w4a16::kW4A16WgT64,           &w4a16::kW4A16WgT64D2,       &w4a16::kW4A16WgT256N128,
     &w4a16::kW4A16WgT128N128TwoBlocks, &w4a16::kW4A16WgT256N128K128, &w4a16::kW4A16WgT64N128TwoBlocks,
-    &w4a16::kW4A16WgT64N128K128,    &w4a16::kW4A16WgT64K128,
+    &w4a16::kW4A16WgT64K128,
     &w4a16::kW4A16WgT64S6K128,      &w4a16::kW4A16WgT64N128K128TwoBlocks,
     &w4a16::kW4A16WsT64N128TwoBlocks, &w4a16::kW4A16WsT64N256,
     &w4a16::kW4A16WgSsT128N256,     &w4a16::kW4A16WgSsT64N256,   &w4a16::kW4A16WgSsT64N256O4,
@@ -186,6 +204,7 @@ const std::pair<const Variant*, const Variant*> kBf16Twins[] = {
     {&w4a16::kW4A16StreamM16, &w4a16::kW4A16Bf16StreamM16},
     {&w4a16::kW4A16StreamM32, &w4a16::kW4A16Bf16StreamM32},
     {&w4a16::kW4A16WgT64W1K128TwoBlocks, &w4a16::kW4A16Bf16WgT64W1K128TwoBlocks},
+    {&w4a16::kW4A16WgT64N128K128, &w4a16::kW4A16Bf16WgT64N128K128},
     {&w4a16::kW4A16Mb4Bk256, &w4a16::kW4A16Bf16Mb4Bk256},
     {&w4a16::kW4A16Mb4Bn128, &w4a16::kW4A16Bf16Mb4Bn128},
     {&w4a16::kW4A16Mb4Bn256, &w4a16::kW4A16Bf16Mb4Bn256},

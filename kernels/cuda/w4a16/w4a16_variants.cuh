@@ -199,8 +199,8 @@ extern const Variant kW4A16BalancedM8;
 // wg_t<rows of A>_n<columns>[_w1: one warpgroup per block]_s<stages>[_2blk:
 // two blocks per SM][_d2: two stages of wgmma in flight][_k128: 128-row
 // stages]. The table uses
-// t64_n128_w1_s4_k128_2blk, t128_n256, t128_n128, t256_n128_s5_d2 and
-// t256_n128_s6_d2; the rest are for tuning sweeps.
+// t64_n128_w1_s4_k128_2blk, t64_n128_s6_k128, t128_n256, t128_n128,
+// t256_n128_s5_d2 and t256_n128_s6_d2; the rest are for tuning sweeps.
 extern const Variant kW4A16WgT64;
 extern const Variant kW4A16WgT128;
 extern const Variant kW4A16WgT128N128;
@@ -251,6 +251,7 @@ extern const Variant kW4A16Bf16AnyBk128;
 extern const Variant kW4A16Bf16AnyBk64;
 // ... and the wgmma kernel's table rows (sm_90a), as bf16.
 extern const Variant kW4A16Bf16WgT64W1K128TwoBlocks;
+extern const Variant kW4A16Bf16WgT64N128K128;
 extern const Variant kW4A16Bf16WgT128;
 extern const Variant kW4A16Bf16WgT128N128;
 extern const Variant kW4A16Bf16WgT256N128D2;
