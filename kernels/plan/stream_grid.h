@@ -12,9 +12,11 @@
 // grids measured on the H200 (bench/results/w4a16_h200_grids.log; over 27
 // shape/kernel/m cases its picks run 3% slower than the best grid on average,
 // 15% at worst; the previous Little's-law model's: 8%, and 77% at worst; on
-// the H100, over the 48 cases of its logs' grid sweeps, decode loop, the
-// 70B projections and Llama 8B's and Qwen2 7B's at m = 1 and 16: 2.3% on
-// average, 14% at worst):
+// the H100, over the 79 cases of the grid sweeps tests/kernels_gpu/
+// stream_grid_test.cc reads, decode loop, the 70B projections and Llama 8B's
+// and Qwen2 7B's at m = 1 to 16: 2.8% on average, 19% at worst, Qwen2 7B's
+// qkv at m = 1, 8.6 us against 7.2 for 1 x 4 warps in clusters of 4;
+// bench/results/w4a16_h100_refit_grids.log):
 //
 //   waves    = ceil(blocks / resident blocks)
 //   busiest  = slices the busiest multiprocessor streams over all waves
