@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/types/span.h"
 #include "kernels/cuda/w4a16.h"
 
 namespace qf::kernels {
@@ -45,18 +46,13 @@ TEST(W4A16Select, Bf16TakesTheTwinOfTheFp16Choice) {
   }
 }
 
-// 9 to 16 rows of A on the 16-row decode kernels, by width and depth of the
-// weights: A in an 8-slot ring below 16384 columns at any k (the 70B qkv, o
-// and down; Qwen2 72B's down, k = 29568), beside whole A from there below
-// 16384 rows (gate_up), and a split ring where both are large.
-TEST(W4A16Select, SixteenRowsTakeTheDecodeKernelByWidthAndDepth) {
-  const struct {
-    int64_t m, n, k;
-    const char* want;
-  } cases[] = {{16, 10240, 8192, "dec_m16_a8"},  {16, 8192, 28672, "dec_m16_a8"},    {9, 8192, 29568, "dec_m16_a8"},
-               {16, 3584, 18944, "dec_m16_a8"},  {16, 57344, 8192, "dec_m16_s8"},    {16, 57344, 16384, "dec_m16_w16a8"},
-               {12, 16384, 16384, "dec_m16_w16a8"}, {16, 16320, 16384, "dec_m16_a8"}};
-  for (const auto& c : cases) {
+// A call's shape and the fp16 variant the table must pick for it (bf16: its twin).
+struct Pick {
+  int64_t m, n, k;
+  const char* want;
+};
+void ExpectPicks(absl::Span<const Pick> cases) {
+  for (const Pick& c : cases) {
     for (const W4A16DType t : {kF16, kBf16}) {
       absl::StatusOr<std::string> v = W4A16VariantName(c.m, c.n, c.k, 128, t);
       ASSERT_TRUE(v.ok()) << v.status();
@@ -65,25 +61,27 @@ TEST(W4A16Select, SixteenRowsTakeTheDecodeKernelByWidthAndDepth) {
   }
 }
 
+// 9 to 16 rows of A on the 16-row decode kernels, by width and depth of the
+// weights: A in an 8-slot ring below 16384 columns at any k (the 70B qkv, o
+// and down; Qwen2 72B's down, k = 29568), beside whole A from there below
+// 16384 rows (gate_up), and a split ring where both are large.
+TEST(W4A16Select, SixteenRowsTakeTheDecodeKernelByWidthAndDepth) {
+  const Pick cases[] = {{16, 10240, 8192, "dec_m16_a8"},  {16, 8192, 28672, "dec_m16_a8"},    {9, 8192, 29568, "dec_m16_a8"},
+               {16, 3584, 18944, "dec_m16_a8"},  {16, 57344, 8192, "dec_m16_s8"},    {16, 57344, 16384, "dec_m16_w16a8"},
+               {12, 16384, 16384, "dec_m16_w16a8"}, {16, 16320, 16384, "dec_m16_a8"}};
+  ExpectPicks(cases);
+}
+
 // 33-128 rows of narrow weights (n < 8192: Llama 8B's and Qwen2 7B's
 // projections but for gate_up) take 128-column tiles with one block per SM;
 // 70B's projections and wide weights keep the rows tuned on them.
 TEST(W4A16Select, NarrowWeightsTakeOneBlockPerSmTilesFrom33To128Rows) {
-  const struct {
-    int64_t m, n, k;
-    const char* want;
-  } cases[] = {{64, 4096, 4096, "wg_t64_n128_s6_k128"},          {33, 6144, 4096, "wg_t64_n128_s6_k128"},
+  const Pick cases[] = {{64, 4096, 4096, "wg_t64_n128_s6_k128"},          {33, 6144, 4096, "wg_t64_n128_s6_k128"},
                {64, 3584, 18944, "wg_t64_n128_s6_k128"},         {128, 4096, 14336, "wg_t128_n128_s5"},
                {65, 4608, 3584, "wg_t128_n128_s5"},              {64, 8192, 8192, "wg_t64_n128_w1_s4_k128_2blk"},
                {64, 28672, 4096, "wg_t64_n128_w1_s4_k128_2blk"}, {128, 8192, 28672, "wg_t128_n256_s5"},
                {128, 28672, 4096, "wg_t128_n256_s5"},            {256, 4096, 4096, "wg_t256_n128_s6_d2"}};
-  for (const auto& c : cases) {
-    for (const W4A16DType t : {kF16, kBf16}) {
-      absl::StatusOr<std::string> v = W4A16VariantName(c.m, c.n, c.k, 128, t);
-      ASSERT_TRUE(v.ok()) << v.status();
-      EXPECT_EQ(*v, std::string(t == kBf16 ? "bf16_" : "") + c.want) << "m=" << c.m << " n=" << c.n << " k=" << c.k;
-    }
-  }
+  ExpectPicks(cases);
 }
 
 // The decode rows need n >= 1024 and the wgmma rows too: tiny-llama's
