@@ -72,15 +72,18 @@ TEST(W4A16Select, SixteenRowsTakeTheDecodeKernelByWidthAndDepth) {
   ExpectPicks(cases);
 }
 
-// 33-128 rows of narrow weights (n < 8192: Llama 8B's and Qwen2 7B's
-// projections but for gate_up) take 128-column tiles with one block per SM;
-// 70B's projections and wide weights keep the rows tuned on them.
-TEST(W4A16Select, NarrowWeightsTakeOneBlockPerSmTilesFrom33To128Rows) {
-  const Pick cases[] = {{64, 4096, 4096, "wg_t64_n128_s6_k128"},          {33, 6144, 4096, "wg_t64_n128_s6_k128"},
-               {64, 3584, 18944, "wg_t64_n128_s6_k128"},         {128, 4096, 14336, "wg_t128_n128_s5"},
-               {65, 4608, 3584, "wg_t128_n128_s5"},              {64, 8192, 8192, "wg_t64_n128_w1_s4_k128_2blk"},
-               {64, 28672, 4096, "wg_t64_n128_w1_s4_k128_2blk"}, {128, 8192, 28672, "wg_t128_n256_s5"},
-               {128, 28672, 4096, "wg_t128_n256_s5"},            {256, 4096, 4096, "wg_t256_n128_s6_d2"}};
+// 17-128 rows of narrow weights (n < 8192: Llama 8B's and Qwen2 7B's
+// projections but for gate_up) take 128-column tiles with one block per SM,
+// up to 64 rows only for k < 8192; deep k, 70B's projections and wide
+// weights keep the rows tuned on them, and 16 rows or fewer the decode kernels.
+TEST(W4A16Select, NarrowWeightsTakeOneBlockPerSmTilesFrom17To128Rows) {
+  const Pick cases[] = {{64, 4096, 4096, "wg_t64_n128_s6_k128"},           {17, 6144, 4096, "wg_t64_n128_s6_k128"},
+                        {32, 4608, 3584, "wg_t64_n128_s6_k128"},           {16, 4096, 4096, "dec_m16_a8"},
+                        {64, 3584, 18944, "wg_t64_n128_w1_s4_k128_2blk"},  {32, 4096, 14336, "mb2_bn128_bk256_s4"},
+                        {128, 4096, 14336, "wg_t128_n128_s5"},             {65, 4608, 3584, "wg_t128_n128_s5"},
+                        {64, 8192, 8192, "wg_t64_n128_w1_s4_k128_2blk"},   {32, 8192, 8192, "mb2_bn128_bk256_s4"},
+                        {64, 28672, 4096, "wg_t64_n128_w1_s4_k128_2blk"},  {128, 8192, 28672, "wg_t128_n256_s5"},
+                        {128, 28672, 4096, "wg_t128_n256_s5"},             {256, 4096, 4096, "wg_t256_n128_s6_d2"}};
   ExpectPicks(cases);
 }
 

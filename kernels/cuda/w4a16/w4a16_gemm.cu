@@ -19,7 +19,7 @@ namespace {
 
 using w4a16::Variant;
 
-// Selection table: the first row with m <= max_m, min_n <= n < max_n and
+// Selection table: the first row with min_m <= m <= max_m, min_n <= n < max_n and
 // min_k <= k < max_k whose variant takes n, k and the group size runs (rows
 // of one m range are alternatives for shapes the first cannot take). Tuned
 // with w4a16_bench --sweep --grids (kernels/MEASUREMENTS.md): up to 8 rows of A and
@@ -56,6 +56,7 @@ struct Row {
   const Variant* v;
   int64_t max_k = kAnyK;  // exclusive
   int64_t max_n = kAnyN;  // exclusive
+  int64_t min_m = 0;
 };
 constexpr int64_t kWgMinN = 1024;
 // Below, the streaming kernels' fixed cost (cluster launch, staging A) loses
@@ -83,19 +84,24 @@ constexpr int64_t kWideN = 16384;
 // 8.1-8.3 for 16-row, 256-column tiles.
 constexpr int64_t kSmallKN = 1024;
 // Below this many columns (Llama 8B's and Qwen2 7B's projections but for
-// gate_up), 33-128 rows take tiles of 128 columns with one block per SM.
-// The 70B-tuned rows' tiles leave too few of them for 132 SMs: the plan
-// then splits each tile's k 8 ways, and the fixup that sums full fp32 tile
-// partials from L2 outweighs the k it spreads. H100 decode loop, every
-// wgmma variant and grid swept (bench/results/w4a16_h100_narrow_m64.log):
-// 4096 x 4096 at m = 64 12.2 us on wg_t64_n128_s6_k128 against 16.8 on
-// the 2-block 64 x 128 tiles split 8 ways (cuBLAS 14.1), 4096 x 6144 16.4
-// against 17.3, 14336 x 4096 26.7 against 27.4; at m = 128 wg_t128_n128_s5
-// 18.2 against 30.1 for the 128 x 256 tiles (cuBLAS 14.2), 23.5 against
-// 30.7, 38.7 against 49.7. At n = 28672 the 128-column tiles of one block
-// per SM lost (4096 x 28672, m = 64: 50.7 against 42.7) and at n >= 8192
-// (every 70B projection) the rows below were tuned: they keep them.
+// gate_up), 17-128 rows take tiles of 128 columns with one block per SM,
+// and up to 64 rows only below kNarrowK. The 70B-tuned rows' tiles leave too
+// few of them for 132 SMs: the plan then splits each tile's k 8 ways, and
+// the fixup that sums full fp32 tile partials from L2 outweighs the k it
+// spreads. H100 decode loop (bench/results/w4a16_h100_narrow_m64.log: every
+// wgmma variant and grid swept; w4a16_h100_narrow.log: the rows against the
+// ones before, alternating processes): 4096 x 4096 at m = 64 12.5 us on
+// wg_t64_n128_s6_k128 against 16.6 on the 2-block 64 x 128 tiles split 8
+// ways (cuBLAS 14.5), at m = 24 11.8 against 14.2 on the tiled kernel's
+// 32-row tiles; at m = 128 wg_t128_n128_s5 18.4 against 29.6 for the
+// 128 x 256 tiles (cuBLAS 14.6), Llama 8B's down (14336 x 4096) 38.3
+// against 51.3. From kNarrowK rows the 2-block tiles split deep enough
+// (Qwen2 7B's down, 18944 x 3584, m = 64: 29.3 against 31.9) and the
+// tiled ones at 17-32 rows tie. At n = 28672 the one-block tiles lost
+// (4096 x 28672, m = 64: 50.7 against 42.7), and at n >= 8192 (every 70B
+// projection) the rows below were tuned: they keep them.
 constexpr int64_t kNarrowN = 8192;
+constexpr int64_t kNarrowK = 8192;
 // C arrays whose sizes the initializers give: a std::array longer than its
 // list would hold null rows.
 const Row kTable[] = {
@@ -124,6 +130,9 @@ const Row kTable[] = {
     {16, 0, 0, &w4a16::kW4A16Mb1Bn256},
     {16, 0, 0, &w4a16::kW4A16Mb1Bk512},
     {16, 0, 0, &w4a16::kW4A16Mb1TwoBlocks},
+    // Narrow, shallow weights from 17 rows (kNarrowN, kNarrowK): 64 x 128
+    // tiles of two warpgroups, one block per SM.
+    {64, kWgMinN, 0, &w4a16::kW4A16WgT64N128K128, kNarrowK, kNarrowN, 17},
     {32, 0, 0, &w4a16::kW4A16Mb2Bn128},
     // Weight streaming (sm_90): any n % 64 and k % 16 for m <= 32.
     {8, 0, 0, &w4a16::kW4A16StreamM8},
@@ -137,9 +146,6 @@ const Row kTable[] = {
     // 128; 256-row tiles with two stages of wgmma in flight above. Only from
     // kWgMinN columns: below, its few large tiles leave most SMs idle
     // (tiny-llama's n <= 768: 10.8-28 us in verify against 8.7-19 us tiled).
-    // Narrow weights (kNarrowN): 64 x 128 tiles of two warpgroups, one
-    // block per SM.
-    {64, kWgMinN, 0, &w4a16::kW4A16WgT64N128K128, kAnyK, kNarrowN},
     {64, kWgMinN, 0, &w4a16::kW4A16WgT64W1K128TwoBlocks},
     {48, 0, 0, &w4a16::kW4A16Mb3Bn128},
     {48, 0, 0, &w4a16::kW4A16Mb3Bn256},
@@ -148,6 +154,7 @@ const Row kTable[] = {
     {64, 0, 16384, &w4a16::kW4A16Mb4Bk256},
     {64, 0, 0, &w4a16::kW4A16Mb4Bn128},
     {64, 0, 0, &w4a16::kW4A16Mb4Bn256},
+    // Narrow weights at 65-128 rows, at any k (kNarrowN).
     {128, kWgMinN, 0, &w4a16::kW4A16WgT128N128, kAnyK, kNarrowN},
     {128, kWgMinN, 0, &w4a16::kW4A16WgT128},
     {128, kWgMinN, 0, &w4a16::kW4A16WgT128N128},
@@ -358,7 +365,8 @@ absl::StatusOr<const Variant*> Select(absl::string_view who, int64_t m, int64_t 
   }
   const auto runs_here = [&](const Variant* v) { return v->RunsOn(sm) && same_type(v); };
   for (const Row& r : table.rows) {
-    const bool in_range = m_eff <= r.max_m && n >= r.min_n && n < r.max_n && k >= r.min_k && k < r.max_k;
+    const bool in_range =
+        m_eff >= r.min_m && m_eff <= r.max_m && n >= r.min_n && n < r.max_n && k >= r.min_k && k < r.max_k;
     if (in_range && Fits(*r.v, n, k, gs) && runs_here(r.v)) return r.v;
   }
   for (const Variant* v : table.fallbacks) {
