@@ -102,6 +102,7 @@ constexpr int64_t kSmallKN = 1024;
 // projection) the rows below were tuned: they keep them.
 constexpr int64_t kNarrowN = 8192;
 constexpr int64_t kNarrowK = 8192;
+constexpr int64_t kNarrowMinM = 17;  // the decode kernels' rows end at 16
 // C arrays whose sizes the initializers give: a std::array longer than its
 // list would hold null rows.
 const Row kTable[] = {
@@ -132,7 +133,7 @@ const Row kTable[] = {
     {16, 0, 0, &w4a16::kW4A16Mb1TwoBlocks},
     // Narrow, shallow weights from 17 rows (kNarrowN, kNarrowK): 64 x 128
     // tiles of two warpgroups, one block per SM.
-    {64, kWgMinN, 0, &w4a16::kW4A16WgT64N128K128, kNarrowK, kNarrowN, 17},
+    {64, kWgMinN, 0, &w4a16::kW4A16WgT64N128K128, kNarrowK, kNarrowN, kNarrowMinM},
     {32, 0, 0, &w4a16::kW4A16Mb2Bn128},
     // Weight streaming (sm_90): any n % 64 and k % 16 for m <= 32.
     {8, 0, 0, &w4a16::kW4A16StreamM8},
