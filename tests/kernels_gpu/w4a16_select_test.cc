@@ -66,9 +66,10 @@ void ExpectPicks(absl::Span<const Pick> cases) {
 // and down; Qwen2 72B's down, k = 29568), beside whole A from there below
 // 16384 rows (gate_up), and a split ring where both are large.
 TEST(W4A16Select, SixteenRowsTakeTheDecodeKernelByWidthAndDepth) {
-  const Pick cases[] = {{16, 10240, 8192, "dec_m16_a8"},  {16, 8192, 28672, "dec_m16_a8"},    {9, 8192, 29568, "dec_m16_a8"},
-               {16, 3584, 18944, "dec_m16_a8"},  {16, 57344, 8192, "dec_m16_s8"},    {16, 57344, 16384, "dec_m16_w16a8"},
-               {12, 16384, 16384, "dec_m16_w16a8"}, {16, 16320, 16384, "dec_m16_a8"}};
+  const Pick cases[] = {{16, 10240, 8192, "dec_m16_a8"},       {16, 8192, 28672, "dec_m16_a8"},
+                        {9, 8192, 29568, "dec_m16_a8"},        {16, 3584, 18944, "dec_m16_a8"},
+                        {16, 57344, 8192, "dec_m16_s8"},       {16, 57344, 16384, "dec_m16_w16a8"},
+                        {12, 16384, 16384, "dec_m16_w16a8"},   {16, 16320, 16384, "dec_m16_a8"}};
   ExpectPicks(cases);
 }
 
