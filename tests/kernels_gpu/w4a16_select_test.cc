@@ -88,6 +88,19 @@ TEST(W4A16Select, NarrowWeightsTakeOneBlockPerSmTilesFrom17To128Rows) {
   ExpectPicks(cases);
 }
 
+// Deep k that the tiled kernel's 256-row stages refuse (k % 256 != 0: Qwen2
+// 72B's down, k = 29568) takes the one-warpgroup wgmma tiles from 17 rows,
+// not the weight-streaming kernels; 16 rows stay on the decode kernel, deep
+// k that is a multiple of 256 on the tiled rows, and shallow odd k or narrow
+// n (below 1024) still streams.
+TEST(W4A16Select, DeepOddKTakesTheWgmmaTilesFrom17Rows) {
+  const Pick cases[] = {{17, 8192, 29568, "wg_t64_n128_w1_s4_k128_2blk"}, {32, 1024, 16512, "wg_t64_n128_w1_s4_k128_2blk"},
+                        {16, 8192, 29568, "dec_m16_a8"},                  {24, 8192, 28672, "mb2_bn128_bk256_s4"},
+                        {24, 8192, 16256, "stream_m32"},                  {24, 960, 29568, "stream_m32"},
+                        {48, 8192, 29568, "wg_t64_n128_w1_s4_k128_2blk"}};
+  ExpectPicks(cases);
+}
+
 // The decode rows need n >= 1024 and the wgmma rows too: tiny-llama's
 // layers (k, n < 1024) take the tiled kernel's 16-row, 128-column tiles at
 // every m, in both types; from 1024 rows or columns of weights on, the other

@@ -102,7 +102,10 @@ constexpr int64_t kSmallKN = 1024;
 // projection) the rows below were tuned: they keep them.
 constexpr int64_t kNarrowN = 8192;
 constexpr int64_t kNarrowK = 8192;
-constexpr int64_t kNarrowMinM = 17;  // the decode kernels' rows end at 16
+// The decode kernels' rows end at 16 rows. The wgmma rows placed among the
+// tiled ones start after them, so that shapes the decode rows refuse at 16
+// rows or fewer still reach the tiled kernel's 16-row tiles.
+constexpr int64_t kPastDecodeM = 17;
 // C arrays whose sizes the initializers give: a std::array longer than its
 // list would hold null rows.
 const Row kTable[] = {
@@ -133,8 +136,14 @@ const Row kTable[] = {
     {16, 0, 0, &w4a16::kW4A16Mb1TwoBlocks},
     // Narrow, shallow weights from 17 rows (kNarrowN, kNarrowK): 64 x 128
     // tiles of two warpgroups, one block per SM.
-    {64, kWgMinN, 0, &w4a16::kW4A16WgT64N128K128, kNarrowK, kNarrowN, kNarrowMinM},
+    {64, kWgMinN, 0, &w4a16::kW4A16WgT64N128K128, kNarrowK, kNarrowN, kPastDecodeM},
     {32, 0, 0, &w4a16::kW4A16Mb2Bn128},
+    // Deep k that the 256-row stages above refuse (k % 256 != 0: Qwen2
+    // 72B's down, k = 29568) would fall to the streaming kernels: the
+    // one-warpgroup 64 x 128 tiles take it from 17 rows. H100 decode loop,
+    // 29568 x 8192, two processes (bench/results/w4a16_h100_deep_odd_k.log):
+    // 69.7-75.1 us at m = 17-32 against 102.2-110.0 for stream_m32.
+    {32, kWgMinN, kDeepK, &w4a16::kW4A16WgT64W1K128TwoBlocks, kAnyK, kAnyN, kPastDecodeM},
     // Weight streaming (sm_90): any n % 64 and k % 16 for m <= 32.
     {8, 0, 0, &w4a16::kW4A16StreamM8},
     {16, 0, 0, &w4a16::kW4A16StreamM16},
