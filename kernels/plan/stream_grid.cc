@@ -82,12 +82,21 @@ absl::StatusOr<StreamGrid> PickStreamGrid(const StreamGridProblem& p, ForcedStre
     StreamGrid grid;
     bool preferred = false;
     // Whether (g, preferred) beats this one: preferred first, then the
-    // model's seconds, then on a tie smaller blocks for the A-heavy kernels,
-    // else fewer blocks and the smaller split.
+    // model's seconds, then on a tie a power-of-two wk, then smaller blocks
+    // for the A-heavy kernels, else fewer blocks and the smaller split.
+    //
+    // Why wk: the model rates the busiest multiprocessor's bytes, and where
+    // k / 16 divides by 3 (Qwen2 72B's down, k = 29568: 1848 slices) the
+    // grids of 6 and 8 warps per k-part carry exactly the same bytes, so the
+    // first found, 6, won. It measured 61.3 us at M = 1 on the H100 against
+    // 40-41 for 70B's down on 8 (bench/results/w4a16_h100_deep_odd_k.log),
+    // and every earlier sweep shows wk = 3, 6 and 12 behind 2, 4 and 8 on the
+    // one-block decode grids (H200, down M = 1: 6 warps 60.6 us, 8 45.4).
     bool BeatenBy(const StreamGrid& g, bool pref, bool heavy) const {
       if (grid.wn == 0 || pref != preferred) return grid.wn == 0 || pref;
       if (g.seconds < grid.seconds * (1 - 1e-6)) return true;
       if (g.seconds > grid.seconds * (1 + 1e-6)) return false;
+      if (PowerOfTwo(g.wk) != PowerOfTwo(grid.wk)) return PowerOfTwo(g.wk);
       const int w = g.wn * g.wk, best_w = grid.wn * grid.wk;
       if (heavy && w != best_w) return w < best_w;
       return g.blocks < grid.blocks || (g.blocks == grid.blocks && g.split < grid.split);

@@ -324,6 +324,22 @@ TEST(StreamGridTest, ARingGridsDoNotGrowWithK) {
       << "whole A at m = 16, k = 28672: wn=" << g->wn << " wk=" << g->wk << " split=" << g->split;
 }
 
+// Where k / 16 divides by 3 (Qwen2 72B's down, k = 29568: 1848 slices) 6 and
+// 8 warps per k-part carry the same bytes on the busiest multiprocessor; the
+// tie goes to 8 (measured on the H100: 61.3 us at M = 1 on 1 x 6 warps, 70B's
+// down 40-41 on 1 x 8). Where 8 warps carry more bytes (k = 28672: 1792
+// slices, 224 per warp against 299 for 6), nothing changes.
+TEST(StreamGridTest, ByteTiesGoToPowerOfTwoWarpsPerKPart) {
+  for (const bool push : {false, true}) {
+    for (const int64_t k : {29568, 28672}) {
+      SCOPED_TRACE(absl::StrCat("k=", k, " push=", push));
+      const absl::StatusOr<StreamGrid> g = Pick(Kernels().at("dec_m8_a16"), 1, 8192, k, kH100, push);
+      ASSERT_TRUE(g.ok()) << g.status();
+      EXPECT_EQ(std::make_tuple(g->wn, g->wk, g->split), std::make_tuple(1, 8, 1));
+    }
+  }
+}
+
 // gate_up's 896 column tiles on the shared-ring decode kernel: 128 blocks of
 // 7 x 2 warps (the decode loop's fastest grid in three processes on the
 // H200), not 112 of 8 x 2; kernels with other rings keep power-of-two wn.

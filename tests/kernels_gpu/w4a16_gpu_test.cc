@@ -182,8 +182,10 @@ TEST_F(W4A16GpuTest, MatchesCpuReferenceAcrossFormatsAndShapes) {
       {"asym_g32_n384", {.n = 384, .k = 640, .group_size = 32}, {1, 3, 16, 33, 64, 118, 256}},
       {"asym_g64_act_order", {.n = 512, .k = 512, .group_size = 64, .desc_act = true}, {2, 48, 100}},
       {"asym_g128_deep_k", {.n = 256, .k = 4096, .group_size = 128}, {1, 16, 64}},
-      // k % 256 != 0 from 16384 on: the wgmma tiles at 17-32 rows (Qwen2 72B's down).
+      // k % 256 != 0: the wgmma tiles at 17-32 rows, two blocks per SM from k = 8192 (Qwen2
+      // 72B's down), one below (Qwen2 0.5B's gate_up).
       {"asym_g128_deep_odd_k", {.n = 1024, .k = 16512, .group_size = 128}, {1, 24}},
+      {"asym_g128_wide_odd_k", {.n = 8192, .k = 896, .group_size = 128}, {24}},
       {"asym_channelwise", {.n = 1280, .k = 384, .group_size = -1, .bias = true}, {1, 24, 37, 256}},
       {"asym_g64_k576", {.n = 512, .k = 576, .group_size = 64}, {1, 40, 64, 130}},
       {"asym_g32_long_runs", {.n = 512, .k = 1024, .group_size = 32}, {1, 16, 30, 64, 200}},

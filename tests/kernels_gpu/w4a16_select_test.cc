@@ -88,16 +88,16 @@ TEST(W4A16Select, NarrowWeightsTakeOneBlockPerSmTilesFrom17To128Rows) {
   ExpectPicks(cases);
 }
 
-// Deep k that the tiled kernel's 256-row stages refuse (k % 256 != 0: Qwen2
-// 72B's down, k = 29568) takes the one-warpgroup wgmma tiles from 17 rows,
-// not the weight-streaming kernels; 16 rows stay on the decode kernel, deep
-// k that is a multiple of 256 on the tiled rows, and shallow odd k or narrow
-// n (below 1024) still streams.
-TEST(W4A16Select, DeepOddKTakesTheWgmmaTilesFrom17Rows) {
-  const Pick cases[] = {{17, 8192, 29568, "wg_t64_n128_w1_s4_k128_2blk"}, {32, 1024, 16512, "wg_t64_n128_w1_s4_k128_2blk"},
+// k that the tiled kernel's 256-row stages refuse (k % 256 != 0: Qwen2 72B's
+// down, k = 29568; Qwen2 0.5B's gate_up, k = 896) takes the wgmma tiles from
+// 17 rows, not the weight-streaming kernels: one block per SM below k = 8192,
+// the one-warpgroup 2-block tiles from there. 16 rows stay on the decode
+// kernel, k % 256 == 0 on the tiled rows, and n below 1024 still streams.
+TEST(W4A16Select, OddKTakesTheWgmmaTilesFrom17Rows) {
+  const Pick cases[] = {{17, 8192, 29568, "wg_t64_n128_w1_s4_k128_2blk"}, {32, 1024, 8320, "wg_t64_n128_w1_s4_k128_2blk"},
+                        {24, 9728, 896, "wg_t64_n128_s6_k128"},           {32, 8192, 8064, "wg_t64_n128_s6_k128"},
                         {16, 8192, 29568, "dec_m16_a8"},                  {24, 8192, 28672, "mb2_bn128_bk256_s4"},
-                        {24, 8192, 16256, "stream_m32"},                  {24, 960, 29568, "stream_m32"},
-                        {48, 8192, 29568, "wg_t64_n128_w1_s4_k128_2blk"}};
+                        {24, 960, 29568, "stream_m32"},                   {48, 8192, 29568, "wg_t64_n128_w1_s4_k128_2blk"}};
   ExpectPicks(cases);
 }
 

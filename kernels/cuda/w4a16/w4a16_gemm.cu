@@ -138,12 +138,16 @@ const Row kTable[] = {
     // tiles of two warpgroups, one block per SM.
     {64, kWgMinN, 0, &w4a16::kW4A16WgT64N128K128, kNarrowK, kNarrowN, kPastDecodeM},
     {32, 0, 0, &w4a16::kW4A16Mb2Bn128},
-    // Deep k that the 256-row stages above refuse (k % 256 != 0: Qwen2
-    // 72B's down, k = 29568) would fall to the streaming kernels: the
-    // one-warpgroup 64 x 128 tiles take it from 17 rows. H100 decode loop,
-    // 29568 x 8192, two processes (bench/results/w4a16_h100_deep_odd_k.log):
-    // 69.7-75.1 us at m = 17-32 against 102.2-110.0 for stream_m32.
-    {32, kWgMinN, kDeepK, &w4a16::kW4A16WgT64W1K128TwoBlocks, kAnyK, kAnyN, kPastDecodeM},
+    // k % 256 != 0, which the 256-row stages above refuse, would fall to
+    // the weight-streaming kernels: the wgmma tiles' 128-row stages take it
+    // from 17 rows, one block per SM below kNarrowK as for narrow weights,
+    // two one-warpgroup blocks per SM from there. H100 decode loop, two
+    // processes each (bench/results/w4a16_h100_deep_odd_k.log): Qwen2 72B's
+    // down (29568 x 8192) 69.7-75.1 us at m = 17-32 against 102.2-110.0 for
+    // stream_m32; Qwen2 0.5B's gate_up (896 x 9728) 7.1-7.2 against 9.6-13.7
+    // (the 2-block tiles 8.9-9.0).
+    {32, kWgMinN, 0, &w4a16::kW4A16WgT64N128K128, kNarrowK, kAnyN, kPastDecodeM},
+    {32, kWgMinN, kNarrowK, &w4a16::kW4A16WgT64W1K128TwoBlocks, kAnyK, kAnyN, kPastDecodeM},
     // Weight streaming (sm_90): any n % 64 and k % 16 for m <= 32.
     {8, 0, 0, &w4a16::kW4A16StreamM8},
     {16, 0, 0, &w4a16::kW4A16StreamM16},
