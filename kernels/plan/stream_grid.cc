@@ -82,20 +82,26 @@ absl::StatusOr<StreamGrid> PickStreamGrid(const StreamGridProblem& p, ForcedStre
     StreamGrid grid;
     bool preferred = false;
     // Whether (g, preferred) beats this one: preferred first, then the
-    // model's seconds, then on a tie a power-of-two wk, then smaller blocks
-    // for the A-heavy kernels, else fewer blocks and the smaller split.
+    // model's seconds; on a tie the fewer padded steps on the busiest
+    // multiprocessor, then a power-of-two wk, then smaller blocks for the
+    // A-heavy kernels, else fewer blocks and the smaller split.
     //
-    // Why wk: the model rates the busiest multiprocessor's bytes, and where
-    // k / 16 divides by 3 (Qwen2 72B's down, k = 29568: 1848 slices) the
-    // grids of 6 and 8 warps per k-part carry exactly the same bytes, so the
-    // first found, 6, won. It measured 61.3 us at M = 1 on the H100 against
-    // 40-41 for 70B's down on 8 (bench/results/w4a16_h100_deep_odd_k.log),
-    // and every earlier sweep shows wk = 3, 6 and 12 behind 2, 4 and 8 on the
-    // one-block decode grids (H200, down M = 1: 6 warps 60.6 us, 8 45.4).
+    // Why the two new ties: the model rates the busiest multiprocessor's
+    // bytes, and where k / 16 divides by 3 grids of different warps per
+    // k-part carry exactly the same bytes, so the first found won. H100,
+    // decode loop, M = 1, dec_m8_a16 (bench/results/w4a16_h100_deep_odd_k.log):
+    // Qwen2 72B's down (29568 x 8192, 1848 slices) took 1 x 6 warps, 61.3 us,
+    // where 1 x 8 runs 50.0; Llama 3.2 3B's gate_up (3072 x 16384) 2 x 3,
+    // 11.3 us, where 2 x 4 runs 11.1. Qwen2 1.5B's qkv (1536 x 2048) ties
+    // 1 x 12 and 1 x 16 in clusters of 2: parts of 4 and 3 slices, both
+    // padded to the 16-step ring, and 1 x 12 ran 5.7 us, 1 x 16 6.5.
     bool BeatenBy(const StreamGrid& g, bool pref, bool heavy) const {
       if (grid.wn == 0 || pref != preferred) return grid.wn == 0 || pref;
       if (g.seconds < grid.seconds * (1 - 1e-6)) return true;
       if (g.seconds > grid.seconds * (1 + 1e-6)) return false;
+      const int64_t padded = int64_t{g.blocks_per_sm} * g.wn * g.wk * g.steps;
+      const int64_t best_padded = int64_t{grid.blocks_per_sm} * grid.wn * grid.wk * grid.steps;
+      if (padded != best_padded) return padded < best_padded;
       if (PowerOfTwo(g.wk) != PowerOfTwo(grid.wk)) return PowerOfTwo(g.wk);
       const int w = g.wn * g.wk, best_w = grid.wn * grid.wk;
       if (heavy && w != best_w) return w < best_w;
