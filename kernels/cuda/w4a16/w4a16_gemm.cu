@@ -145,7 +145,9 @@ const Row kTable[] = {
     // processes each (bench/results/w4a16_h100_deep_odd_k.log): Qwen2 72B's
     // down (29568 x 8192) 69.7-75.1 us at m = 17-32 against 102.2-110.0 for
     // stream_m32; Qwen2 0.5B's gate_up (896 x 9728) 7.1-7.2 against 9.6-13.7
-    // (the 2-block tiles 8.9-9.0).
+    // (the 2-block tiles 8.9-9.0); between them, 12160 x 8192 at m = 24,
+    // 33.8-34.5 on the 2-block tiles against 38.2 on one block and 44.3
+    // streamed.
     {32, kWgMinN, 0, &w4a16::kW4A16WgT64N128K128, kNarrowK, kAnyN, kPastDecodeM},
     {32, kWgMinN, kNarrowK, &w4a16::kW4A16WgT64W1K128TwoBlocks, kAnyK, kAnyN, kPastDecodeM},
     // Weight streaming (sm_90): any n % 64 and k % 16 for m <= 32.
