@@ -15,9 +15,9 @@
 // the H100, over the 83 cases of the grid sweeps tests/kernels_gpu/
 // stream_grid_test.cc reads, decode loop, the 70B projections, Llama 8B's,
 // Qwen2 7B's, two of Llama 3.2 3B's, and the down of Qwen2 72B and 1.5B, at
-// m = 1 to 16: 2.9% on
-// average, 19% at worst, Qwen2 7B's qkv at m = 1, 8.6 us against 7.2 for
-// 1 x 4 warps in clusters of 4; bench/results/w4a16_h100_refit_grids.log.
+// m = 1 to 16: 2.9% on average, 19% at worst, Qwen2 7B's qkv at m = 1, 8.6 us
+// against 7.2 for 1 x 4 warps in clusters of 4;
+// bench/results/w4a16_h100_refit_grids.log.
 // A known miss outside that set: Qwen2 1.5B's qkv (1536 x 2048) at m = 1,
 // 5.7 us against 3.2, w4a16_h100_deep_odd_k.log):
 //
