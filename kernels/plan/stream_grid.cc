@@ -99,11 +99,11 @@ absl::StatusOr<StreamGrid> PickStreamGrid(const StreamGridProblem& p, ForcedStre
       if (grid.wn == 0 || pref != preferred) return grid.wn == 0 || pref;
       if (g.seconds < grid.seconds * (1 - 1e-6)) return true;
       if (g.seconds > grid.seconds * (1 + 1e-6)) return false;
-      const int64_t padded = int64_t{g.blocks_per_sm} * g.wn * g.wk * g.steps;
-      const int64_t best_padded = int64_t{grid.blocks_per_sm} * grid.wn * grid.wk * grid.steps;
+      const int w = g.wn * g.wk, best_w = grid.wn * grid.wk;
+      const int64_t padded = int64_t{g.blocks_per_sm} * w * g.steps;
+      const int64_t best_padded = int64_t{grid.blocks_per_sm} * best_w * grid.steps;
       if (padded != best_padded) return padded < best_padded;
       if (PowerOfTwo(g.wk) != PowerOfTwo(grid.wk)) return PowerOfTwo(g.wk);
-      const int w = g.wn * g.wk, best_w = grid.wn * grid.wk;
       if (heavy && w != best_w) return w < best_w;
       return g.blocks < grid.blocks || (g.blocks == grid.blocks && g.split < grid.split);
     }
