@@ -63,6 +63,29 @@ constexpr double kASharedSlack = 0.25;
 // kernels keep the average, as fitted on the H200 (the busiest SM's warps
 // there picked 8 x 1 warps for dec_m8 on gate_up, 24% slower).
 
+// The 8-row decode kernel with A in its ring (A bytes per slot below
+// kHeavyASlot: dec_m8_a16, the table's kernel for m <= 8) on small weights,
+// where a grid leaves most multiprocessors idle. The average-warps rate above
+// rates few-warp grids by the idle multiprocessors too, and its bytes leave
+// out the padded steps, which this kernel runs (A zero-filled). Qwen2 1.5B's
+// qkv (1536 x 2048, 96 slices) at m = 1 on the H100, decode loop
+// (bench/results/w4a16_h100_deep_odd_k.log): the model took 1 x 12 warps in
+// clusters of 2 (parts of 4 slices, 16 steps), 5.7 us, behind cuBLAS's 5.2;
+// every grid whose parts fill the 16-deep ring exactly ran 3.2-4.0 with at
+// most 6 warps per SM, and grids of the same 16 steps with 4-12 padded ones
+// 4.6-6.6. So for this kernel:
+//   seconds = max(waves x max(chain, busiest bytes / (kSmPeakShare x the
+//                 multiprocessor's share of the bandwidth)),
+//                 all bytes / the device's bandwidth) + waves x kWaveS
+//   chain   = steps x kLatencyS / slices in flight (one warp's ring, padded
+//             steps included)
+// with at least kMinARingLightWarps warps per block and ties going first to
+// the fewest padded steps on the busiest multiprocessor (Best::BeatenBy).
+// Of the logged H100 and H200 cases only that pick moved, to 1 x 3 warps in
+// clusters of 2 (3.2 us, the fastest swept).
+constexpr double kSmPeakShare = 2.0;
+constexpr int kMinARingLightWarps = 3;
+
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 bool PowerOfTwo(int x) { return x > 0 && (x & (x - 1)) == 0; }
 
@@ -76,6 +99,7 @@ absl::StatusOr<StreamGrid> PickStreamGrid(const StreamGridProblem& p, ForcedStre
   const int ahead = std::min(p.reg_ring ? p.depth : p.depth - 2, kMaxAhead);
   const double sm_cap = p.device_bytes_per_s / p.sms;
   const bool heavy_a = p.a_slot >= kHeavyASlot;
+  const bool light_a_ring = p.a_slot > 0 && !heavy_a;
   // The best grid (preferred ones first), and the best of those that also
   // share A as the deep 16-row kernels want (kMinARingWn, kMaxARingSplit).
   struct Best {
@@ -83,7 +107,8 @@ absl::StatusOr<StreamGrid> PickStreamGrid(const StreamGridProblem& p, ForcedStre
     bool preferred = false;
     // Whether (g, preferred) beats this one: preferred first, then the
     // model's seconds; on a tie the fewer padded steps on the busiest
-    // multiprocessor, then a power-of-two wk, then smaller blocks for the
+    // multiprocessor (first those past the parts, then all), then a
+    // power-of-two wk, then smaller blocks for the
     // A-heavy kernels, else fewer blocks and the smaller split.
     //
     // Why the two new ties: the model rates the busiest multiprocessor's
@@ -100,6 +125,9 @@ absl::StatusOr<StreamGrid> PickStreamGrid(const StreamGridProblem& p, ForcedStre
       if (g.seconds < grid.seconds * (1 - 1e-6)) return true;
       if (g.seconds > grid.seconds * (1 + 1e-6)) return false;
       const int w = g.wn * g.wk, best_w = grid.wn * grid.wk;
+      const int64_t waste = int64_t{g.blocks_per_sm} * w * (g.steps - g.part);
+      const int64_t best_waste = int64_t{grid.blocks_per_sm} * best_w * (grid.steps - grid.part);
+      if (waste != best_waste) return waste < best_waste;
       const int64_t padded = int64_t{g.blocks_per_sm} * w * g.steps;
       const int64_t best_padded = int64_t{grid.blocks_per_sm} * best_w * grid.steps;
       if (padded != best_padded) return padded < best_padded;
@@ -163,12 +191,19 @@ absl::StatusOr<StreamGrid> PickStreamGrid(const StreamGridProblem& p, ForcedStre
         const double rate_warps = heavy_a ? static_cast<double>(per_sm) * warps : warps_per_sm;
         const double rate = std::min(rate_warps * ahead * 512 / kLatencyS, sm_cap);
         double t = busiest_bytes / rate + waves * kWaveS;
+        if (light_a_ring) {
+          const double chain = steps * kLatencyS / ahead;
+          const double sm_bytes = static_cast<double>(per_sm) * warps * part * 512;
+          const double all_bytes = static_cast<double>(p.n64) * p.slices * 512;
+          t = std::max(waves * std::max(chain, sm_bytes / (kSmPeakShare * sm_cap)), all_bytes / p.device_bytes_per_s) +
+              waves * kWaveS;
+        }
         if (split > 2) t *= kLargeClusterFactor;
         const bool a_shared = p.a_slot < kHeavyASlot || p.slices < kShallowASlices ||
                               (wn >= kMinARingWn && split <= kMaxARingSplit);
-        const bool preferred = warps >= std::min(kMinWarps, p.max_warps) &&
+        const bool preferred = warps >= std::min(light_a_ring ? kMinARingLightWarps : kMinWarps, p.max_warps) &&
                                (p.whole_a || p.a_slot > 0 || (PowerOfTwo(wk) && warps <= kMaxStreamWarps));
-        StreamGrid g{wn, wk, split, steps, smem, blocks, per_sm, t};
+        StreamGrid g{wn, wk, split, steps, part, smem, blocks, per_sm, t};
         g.recv_off = recv_off;
         if (best.BeatenBy(g, preferred, heavy_a)) best = Best{g, preferred};
         if (a_shared && best_shared.BeatenBy(g, preferred, heavy_a)) best_shared = Best{g, preferred};

@@ -157,6 +157,7 @@ struct StreamGridShape {
 struct StreamGrid {
   int wn = 0, wk = 0, split = 0;
   int steps = 0;        // slices of the longest k-part, padded to the ring depth
+  int part = 0;         // slices of the longest k-part
   size_t smem = 0;
   int64_t blocks = 0;
   int blocks_per_sm = 0;  // resident on the busiest multiprocessor
