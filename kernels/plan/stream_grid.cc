@@ -79,12 +79,20 @@ constexpr double kASharedSlack = 0.25;
 //                 all bytes / the device's bandwidth) + waves x kWaveS
 //   chain   = steps x kLatencyS / slices in flight (one warp's ring, padded
 //             steps included)
-// with at least kMinARingLightWarps warps per block and ties going first to
-// the fewest padded steps on the busiest multiprocessor (Best::BeatenBy).
-// Of the logged H100 and H200 cases only that pick moved, to 1 x 3 warps in
-// clusters of 2 (3.2 us, the fastest swept).
+// with 3 to 8 warps per block and ties going first to the fewest padded
+// steps on the busiest multiprocessor (Best::BeatenBy). Why at most 8: of
+// the 28 sweeps of every grid of this kernel in the H100 logs (m = 1 and
+// 4), grids of at most 8 warps per block ran fastest in 27, by 4-60%
+// (Qwen2 72B's down: 12 warps 44.9 us against 45.8). Without the bound
+// Llama 3.2 1B's down (8192 x 2048) took 1 x 16 in clusters of 2, 7.8 us;
+// with it 1 x 8 in clusters of 4, 7.3 (the fastest, 1 x 8 x 2, 6.7;
+// bench/results/w4a16_h100_small_models.log). What moved on those logs:
+// Qwen2 1.5B's qkv to 1 x 3 x 2 (3.2 us, the fastest swept; was 5.7),
+// Llama 3.2 3B's qkv to 1 x 6 x 2 (6.2 against 6.6) and Qwen2 1.5B's down
+// to 1 x 6 x 8 (7.0, the fastest); no 70B or Llama 8B pick.
 constexpr double kSmPeakShare = 2.0;
 constexpr int kMinARingLightWarps = 3;
+constexpr int kMaxARingLightWarps = 8;
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 bool PowerOfTwo(int x) { return x > 0 && (x & (x - 1)) == 0; }
@@ -202,7 +210,8 @@ absl::StatusOr<StreamGrid> PickStreamGrid(const StreamGridProblem& p, ForcedStre
         const bool a_shared = p.a_slot < kHeavyASlot || p.slices < kShallowASlices ||
                               (wn >= kMinARingWn && split <= kMaxARingSplit);
         const bool preferred = warps >= std::min(light_a_ring ? kMinARingLightWarps : kMinWarps, p.max_warps) &&
-                               (p.whole_a || p.a_slot > 0 || (PowerOfTwo(wk) && warps <= kMaxStreamWarps));
+                               (p.whole_a || p.a_slot > 0 || (PowerOfTwo(wk) && warps <= kMaxStreamWarps)) &&
+                               (!light_a_ring || warps <= kMaxARingLightWarps);
         StreamGrid g{wn, wk, split, steps, part, smem, blocks, per_sm, t};
         g.recv_off = recv_off;
         if (best.BeatenBy(g, preferred, heavy_a)) best = Best{g, preferred};

@@ -196,7 +196,39 @@ TEST(StreamGridTest, PicksAGridMeasuredNearTheFastestOnTheH100) {
   // Qwen2 1.5B's down and qkv (1536 x 2048, 1.5 MB of weights; a known miss
   // until the small-weight model of the 8-row A-ring kernel, stream_grid.cc).
   cases += CheckPicks("w4a16_h100_deep_odd_k.log", kH100, 1, 0.20, 0.08);
+  // Small models' projections at m = 1 and 4 (Qwen2 0.5B and 1.5B, Llama 3.2
+  // 1B and 3B): weights of 0.6-8 MB that leave most multiprocessors idle.
+  cases += CheckPicks("w4a16_h100_small_models.log", kH100, 1, 0.20, 0.08);
   EXPECT_GE(cases, 20);
+}
+
+// Small weights on the 8-row A-ring kernel (stream_grid.cc, kSmPeakShare):
+// each warp's ring chain and the busiest multiprocessor's bytes, 3 to 8 warps
+// per block, ties to the fewest padded steps. H100, decode loop, every grid
+// swept (bench/results/w4a16_h100_small_models.log, w4a16_h100_deep_odd_k.log):
+// Qwen2 1.5B's qkv and o take 1 x 3 warps in clusters of 2, parts of one
+// 16-slice ring turn (3.2 us, the fastest; the byte model's 1 x 12 x 2 ran
+// 5.7 and 6.6), and its down 1 x 6 x 8 (7.0, the fastest; parts of 12). No grid of more
+// than 8 warps per block: Llama 3.2 1B's down ran 7.8 us on 1 x 16 x 2.
+TEST(StreamGridTest, SmallWeightsOnTheEightRowARingFillWholeRingTurnsWithFewWarps) {
+  const struct {
+    int64_t k, n;
+    std::tuple<int, int, int> want;
+  } cases[] = {{1536, 2048, {1, 3, 2}}, {1536, 1536, {1, 3, 2}}, {8960, 1536, {1, 6, 8}}};
+  for (const auto& c : cases) {
+    SCOPED_TRACE(absl::StrCat(c.k, " x ", c.n));
+    const absl::StatusOr<StreamGrid> g = Pick(Kernels().at("dec_m8_a16"), 1, c.n, c.k, kH100, /*push=*/true);
+    ASSERT_TRUE(g.ok()) << g.status();
+    EXPECT_EQ(std::make_tuple(g->wn, g->wk, g->split), c.want);
+    if (c.k == 1536) {
+      EXPECT_EQ(g->part, g->steps);  // one whole ring turn
+    }
+  }
+  for (const auto& [k, n] : {std::pair<int64_t, int64_t>{8192, 2048}, {2048, 3072}, {3072, 5120}, {896, 1152}}) {
+    const absl::StatusOr<StreamGrid> g = Pick(Kernels().at("dec_m8_a16"), 1, n, k, kH100, /*push=*/true);
+    ASSERT_TRUE(g.ok()) << g.status();
+    EXPECT_LE(g->wn * g->wk, 8) << k << " x " << n;
+  }
 }
 
 // The 16-row A-in-the-ring kernels: the busiest multiprocessor's warps set the
