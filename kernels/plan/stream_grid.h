@@ -12,14 +12,15 @@
 // grids measured on the H200 (bench/results/w4a16_h200_grids.log; over 27
 // shape/kernel/m cases its picks run 3% slower than the best grid on average,
 // 15% at worst; the previous Little's-law model's: 8%, and 77% at worst; on
-// the H100, over the 83 cases of the grid sweeps tests/kernels_gpu/
+// the H100, over the 94 cases of the grid sweeps tests/kernels_gpu/
 // stream_grid_test.cc reads, decode loop, the 70B projections, Llama 8B's,
-// Qwen2 7B's, two of Llama 3.2 3B's, and the down of Qwen2 72B and 1.5B, at
-// m = 1 to 16: 2.9% on average, 19% at worst, Qwen2 7B's qkv at m = 1, 8.6 us
-// against 7.2 for 1 x 4 warps in clusters of 4;
-// bench/results/w4a16_h100_refit_grids.log.
-// A known miss outside that set: Qwen2 1.5B's qkv (1536 x 2048) at m = 1,
-// 5.7 us against 3.2, w4a16_h100_deep_odd_k.log):
+// Qwen2 7B's, the down of Qwen2 72B, and small models' projections (Qwen2
+// 0.5B and 1.5B, Llama 3.2 1B and 3B), at m = 1 to 16: 2.8% on average, 19%
+// at worst, Qwen2 7B's qkv at m = 1, 9.3 us on 1 x 8 warps in clusters of 2
+// against 7.8 unsplit; bench/results/w4a16_h100_m1_shapes.log), is this; for
+// the 8-row A-ring kernel stream_grid.cc replaces its seconds with each
+// warp's ring chain and the busiest multiprocessor's bytes (kSmPeakShare),
+// which small weights need:
 //
 //   waves    = ceil(blocks / resident blocks)
 //   busiest  = slices the busiest multiprocessor streams over all waves
@@ -30,14 +31,15 @@
 // over wn in {1, 2, 4, 8, 16} (and 7, 14 for the shared-ring decode kernel:
 // gate_up's 896 column tiles in 128 blocks), wk in {1, 2, 3, 4, 6, 8, 12, 16} and split in
 // {1, 2, 4, 8} (what the sweep measured), preferring blocks of at least 4
-// warps and, for the streaming kernel, at most 8 warps (its block barrier
+// warps (3 to 8 for the 8-row A-ring kernel) and, for the streaming kernel, at most 8 warps (its block barrier
 // waits for the slowest warp) and a power-of-two wk (3, 6 or 12 k-parts per
 // block measured up to 70% slower there; the barrier-free decode kernel runs
 // best at 12), and for the decode kernel with 16 rows of A in its ring and
 // k >= 16384 at least 2 warps per k-part and clusters of at most 2, unless
 // the model rates the best such grid 25% slower than its own pick (narrow n:
-// too few column groups to fill the device; stream_grid.cc). Ties go to fewer
-// blocks, then the smaller split. For that 16-row A-in-the-ring kernel the
+// too few column groups to fill the device; stream_grid.cc). Ties go to the
+// fewest padded steps on the busiest multiprocessor, then to fewer blocks and
+// the smaller split. For that 16-row A-in-the-ring kernel the
 // rate counts the busiest multiprocessor's warps instead of the average, and
 // ties go first to smaller blocks (measured on the H100, stream_grid.cc).
 //
