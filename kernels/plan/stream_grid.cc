@@ -119,15 +119,17 @@ absl::StatusOr<StreamGrid> PickStreamGrid(const StreamGridProblem& p, ForcedStre
     // power-of-two wk, then smaller blocks for the
     // A-heavy kernels, else fewer blocks and the smaller split.
     //
-    // Why the two new ties: the model rates the busiest multiprocessor's
-    // bytes, and where k / 16 divides by 3 grids of different warps per
-    // k-part carry exactly the same bytes, so the first found won. H100,
-    // decode loop, M = 1, dec_m8_a16 (bench/results/w4a16_h100_deep_odd_k.log):
-    // Qwen2 72B's down (29568 x 8192, 1848 slices) took 1 x 6 warps, 61.3 us,
-    // where 1 x 8 runs 50.0; Llama 3.2 3B's gate_up (3072 x 16384) 2 x 3,
-    // 11.3 us, where 2 x 4 runs 11.1. Qwen2 1.5B's qkv (1536 x 2048) ties
-    // 1 x 12 and 1 x 16 in clusters of 2: parts of 4 and 3 slices, both
-    // padded to the 16-step ring, and 1 x 12 ran 5.7 us, 1 x 16 6.5.
+    // Why the padded-step and power-of-two ties: the model rates the busiest
+    // multiprocessor's bytes, and where k / 16 divides by 3 grids of
+    // different warps per k-part carry exactly the same bytes, so the first
+    // found won. H100, decode loop, M = 1, dec_m8_a16
+    // (bench/results/w4a16_h100_deep_odd_k.log): Qwen2 72B's down (29568 x
+    // 8192, 1848 slices) took 1 x 6 warps, 61.3 us, where 1 x 8 runs 50.0;
+    // Llama 3.2 3B's gate_up (3072 x 16384) 2 x 3, 11.3 us, where 2 x 4 runs
+    // 11.1. Steps past the parts come first because the small-weight model
+    // below ties every grid bound by the same ring chain: of those, the ones
+    // whose parts fill whole ring turns ran fastest (Qwen2 1.5B's qkv 1 x 3
+    // x 2, 3.2 us, against 4.7 for 1 x 4 x 2's 12-slice parts).
     bool BeatenBy(const StreamGrid& g, bool pref, bool heavy) const {
       if (grid.wn == 0 || pref != preferred) return grid.wn == 0 || pref;
       if (g.seconds < grid.seconds * (1 - 1e-6)) return true;
@@ -192,19 +194,20 @@ absl::StatusOr<StreamGrid> PickStreamGrid(const StreamGridProblem& p, ForcedStre
         const int64_t waves = CeilDiv(blocks, *slots);
         const int64_t wave_blocks = std::min(blocks, *slots);
         const int per_sm = static_cast<int>(CeilDiv(wave_blocks, p.sms));
-        const double warps_per_sm = static_cast<double>(wave_blocks) * warps / p.sms;
-        const double busiest_bytes = static_cast<double>(waves) * per_sm * warps * part * 512;
-        // The busiest multiprocessor's own warps set the A-heavy kernels' rate
-        // (above); the average, as fitted on the H200, the others'.
-        const double rate_warps = heavy_a ? static_cast<double>(per_sm) * warps : warps_per_sm;
-        const double rate = std::min(rate_warps * ahead * 512 / kLatencyS, sm_cap);
-        double t = busiest_bytes / rate + waves * kWaveS;
+        const double sm_bytes = static_cast<double>(per_sm) * warps * part * 512;  // per wave
+        double t;
         if (light_a_ring) {
           const double chain = steps * kLatencyS / ahead;
-          const double sm_bytes = static_cast<double>(per_sm) * warps * part * 512;
           const double all_bytes = static_cast<double>(p.n64) * p.slices * 512;
           t = std::max(waves * std::max(chain, sm_bytes / (kSmPeakShare * sm_cap)), all_bytes / p.device_bytes_per_s) +
               waves * kWaveS;
+        } else {
+          // The busiest multiprocessor's own warps set the A-heavy kernels'
+          // rate (above); the average, as fitted on the H200, the others'.
+          const double warps_per_sm = static_cast<double>(wave_blocks) * warps / p.sms;
+          const double rate_warps = heavy_a ? static_cast<double>(per_sm) * warps : warps_per_sm;
+          const double rate = std::min(rate_warps * ahead * 512 / kLatencyS, sm_cap);
+          t = waves * sm_bytes / rate + waves * kWaveS;
         }
         if (split > 2) t *= kLargeClusterFactor;
         const bool a_shared = p.a_slot < kHeavyASlot || p.slices < kShallowASlices ||

@@ -146,10 +146,8 @@ int CheckPicks(const std::string& log, const Device& dev, int column, double wor
         std::stod(s[7 + column]);
   }
   double regret_sum = 0;
-  int cases = 0;
   for (const auto& [key, grids] : measured) {
     const auto& [shape, m, variant] = key;
-    ++cases;
     SCOPED_TRACE(absl::StrCat(log, ": ", shape, " m=", m, " ", variant));
     if (Kernels().count(variant) == 0) {
       ADD_FAILURE() << "no registers or launch bound listed for " << variant << " (Kernels())";
@@ -169,10 +167,10 @@ int CheckPicks(const std::string& log, const Device& dev, int column, double wor
     EXPECT_LE(it->second, (1 + worst) * best) << "picked wn=" << g->wn << " wk=" << g->wk << " split=" << g->split;
     regret_sum += it->second / best - 1;
   }
-  if (cases > 0) {
-    EXPECT_LE(regret_sum / cases, mean) << log;
+  if (!measured.empty()) {
+    EXPECT_LE(regret_sum / measured.size(), mean) << log;
   }
-  return cases;
+  return static_cast<int>(measured.size());
 }
 
 TEST(StreamGridTest, PicksAGridMeasuredNearTheFastestOnTheH200) {
@@ -215,13 +213,15 @@ TEST(StreamGridTest, SmallWeightsOnTheEightRowARingFillWholeRingTurnsWithFewWarp
     int64_t k, n;
     std::tuple<int, int, int> want;
   } cases[] = {{1536, 2048, {1, 3, 2}}, {1536, 1536, {1, 3, 2}}, {8960, 1536, {1, 6, 8}}};
-  for (const auto& c : cases) {
-    SCOPED_TRACE(absl::StrCat(c.k, " x ", c.n));
-    const absl::StatusOr<StreamGrid> g = Pick(Kernels().at("dec_m8_a16"), 1, c.n, c.k, kH100, /*push=*/true);
-    ASSERT_TRUE(g.ok()) << g.status();
-    EXPECT_EQ(std::make_tuple(g->wn, g->wk, g->split), c.want);
-    if (c.k == 1536) {
-      EXPECT_EQ(g->part, g->steps);  // one whole ring turn
+  for (const bool push : {false, true}) {
+    for (const auto& c : cases) {
+      SCOPED_TRACE(absl::StrCat(c.k, " x ", c.n, " push=", push));
+      const absl::StatusOr<StreamGrid> g = Pick(Kernels().at("dec_m8_a16"), 1, c.n, c.k, kH100, push);
+      ASSERT_TRUE(g.ok()) << g.status();
+      EXPECT_EQ(std::make_tuple(g->wn, g->wk, g->split), c.want);
+      if (c.k == 1536) {
+        EXPECT_EQ(g->part, g->steps);  // one whole ring turn
+      }
     }
   }
   for (const auto& [k, n] : {std::pair<int64_t, int64_t>{8192, 2048}, {2048, 3072}, {3072, 5120}, {896, 1152}}) {
@@ -368,16 +368,13 @@ TEST(StreamGridTest, ARingGridsDoNotGrowWithK) {
 // decode loop, M = 1 (bench/results/w4a16_h100_deep_odd_k.log): Qwen2 72B's
 // down 1 x 8 50.0 us against 61.3 for the 1 x 6 picked before, Llama 3.2
 // 3B's gate_up 2 x 4 11.1 against 11.3. 70B's down (1792 slices) had no tie
-// and keeps 1 x 8. Qwen2 1.5B's qkv (96 slices) is a small weight that leaves
-// most multiprocessors idle: its chain-bound grids tie, and of those the
-// fewest padded steps win, 1 x 3 warps in clusters of 2 (parts of 16 slices,
-// one ring turn; 3.2 us, the fastest swept), where the byte model had taken
-// 1 x 12 (parts of 4 slices padded to 16 steps; 5.7 us) and 1 x 16 ran 6.5.
+// and keeps 1 x 8. (Small weights, whose chain-bound grids tie too:
+// SmallWeightsOnTheEightRowARingFillWholeRingTurnsWithFewWarps.)
 TEST(StreamGridTest, ByteTiesGoToFewerPaddedStepsThenPowerOfTwoWarpsPerKPart) {
   const struct {
     int64_t k, n;
     std::tuple<int, int, int> want;
-  } cases[] = {{29568, 8192, {1, 8, 1}}, {3072, 16384, {2, 4, 1}}, {1536, 2048, {1, 3, 2}}, {28672, 8192, {1, 8, 1}}};
+  } cases[] = {{29568, 8192, {1, 8, 1}}, {3072, 16384, {2, 4, 1}}, {28672, 8192, {1, 8, 1}}};
   for (const bool push : {false, true}) {
     for (const auto& c : cases) {
       SCOPED_TRACE(absl::StrCat(c.k, " x ", c.n, " push=", push));
