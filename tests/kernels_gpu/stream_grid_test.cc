@@ -12,11 +12,13 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <regex>
 #include <string>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -200,6 +202,26 @@ TEST(StreamGridTest, PicksAGridMeasuredNearTheFastestOnTheH100) {
   EXPECT_GE(cases, 20);
 }
 
+// The 8-row A-ring kernel's pick at M = 1 on the H100 for each k x n, with
+// both reductions (push and pull): wn x wk x split as wanted, and whatever
+// `more` checks of the grid.
+struct WantedGrid {
+  int64_t k, n;
+  std::tuple<int, int, int> want;
+};
+void ExpectEightRowPicks(const std::vector<WantedGrid>& cases,
+                         const std::function<void(const WantedGrid&, const StreamGrid&)>& more = nullptr) {
+  for (const bool push : {false, true}) {
+    for (const WantedGrid& c : cases) {
+      SCOPED_TRACE(absl::StrCat(c.k, " x ", c.n, " push=", push));
+      const absl::StatusOr<StreamGrid> g = Pick(Kernels().at("dec_m8_a16"), 1, c.n, c.k, kH100, push);
+      ASSERT_TRUE(g.ok()) << g.status();
+      EXPECT_EQ(std::make_tuple(g->wn, g->wk, g->split), c.want);
+      if (more) more(c, *g);
+    }
+  }
+}
+
 // Small weights on the 8-row A-ring kernel (stream_grid.cc, kSmPeakShare):
 // each warp's ring chain and the busiest multiprocessor's bytes, 3 to 8 warps
 // per block, ties to the fewest padded steps. H100, decode loop, every grid
@@ -209,21 +231,12 @@ TEST(StreamGridTest, PicksAGridMeasuredNearTheFastestOnTheH100) {
 // 5.7 and 6.6), and its down 1 x 6 x 8 (7.0, the fastest; parts of 12). No grid of more
 // than 8 warps per block: Llama 3.2 1B's down ran 7.8 us on 1 x 16 x 2.
 TEST(StreamGridTest, SmallWeightsOnTheEightRowARingFillWholeRingTurnsWithFewWarps) {
-  const struct {
-    int64_t k, n;
-    std::tuple<int, int, int> want;
-  } cases[] = {{1536, 2048, {1, 3, 2}}, {1536, 1536, {1, 3, 2}}, {8960, 1536, {1, 6, 8}}};
-  for (const bool push : {false, true}) {
-    for (const auto& c : cases) {
-      SCOPED_TRACE(absl::StrCat(c.k, " x ", c.n, " push=", push));
-      const absl::StatusOr<StreamGrid> g = Pick(Kernels().at("dec_m8_a16"), 1, c.n, c.k, kH100, push);
-      ASSERT_TRUE(g.ok()) << g.status();
-      EXPECT_EQ(std::make_tuple(g->wn, g->wk, g->split), c.want);
-      if (c.k == 1536) {
-        EXPECT_EQ(g->part, g->steps);  // one whole ring turn
-      }
-    }
-  }
+  ExpectEightRowPicks({{1536, 2048, {1, 3, 2}}, {1536, 1536, {1, 3, 2}}, {8960, 1536, {1, 6, 8}}},
+                      [](const WantedGrid& c, const StreamGrid& g) {
+                        if (c.k == 1536) {
+                          EXPECT_EQ(g.part, g.steps);  // one whole ring turn
+                        }
+                      });
   for (const auto& [k, n] : {std::pair<int64_t, int64_t>{8192, 2048}, {2048, 3072}, {3072, 5120}, {896, 1152}}) {
     const absl::StatusOr<StreamGrid> g = Pick(Kernels().at("dec_m8_a16"), 1, n, k, kH100, /*push=*/true);
     ASSERT_TRUE(g.ok()) << g.status();
@@ -371,18 +384,7 @@ TEST(StreamGridTest, ARingGridsDoNotGrowWithK) {
 // and keeps 1 x 8. (Small weights, whose chain-bound grids tie too:
 // SmallWeightsOnTheEightRowARingFillWholeRingTurnsWithFewWarps.)
 TEST(StreamGridTest, ByteTiesGoToFewerPaddedStepsThenPowerOfTwoWarpsPerKPart) {
-  const struct {
-    int64_t k, n;
-    std::tuple<int, int, int> want;
-  } cases[] = {{29568, 8192, {1, 8, 1}}, {3072, 16384, {2, 4, 1}}, {28672, 8192, {1, 8, 1}}};
-  for (const bool push : {false, true}) {
-    for (const auto& c : cases) {
-      SCOPED_TRACE(absl::StrCat(c.k, " x ", c.n, " push=", push));
-      const absl::StatusOr<StreamGrid> g = Pick(Kernels().at("dec_m8_a16"), 1, c.n, c.k, kH100, push);
-      ASSERT_TRUE(g.ok()) << g.status();
-      EXPECT_EQ(std::make_tuple(g->wn, g->wk, g->split), c.want);
-    }
-  }
+  ExpectEightRowPicks({{29568, 8192, {1, 8, 1}}, {3072, 16384, {2, 4, 1}}, {28672, 8192, {1, 8, 1}}});
 }
 
 // gate_up's 896 column tiles on the shared-ring decode kernel: 128 blocks of
