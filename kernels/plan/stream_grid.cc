@@ -108,6 +108,8 @@ absl::StatusOr<StreamGrid> PickStreamGrid(const StreamGridProblem& p, ForcedStre
   const double sm_cap = p.device_bytes_per_s / p.sms;
   const bool heavy_a = p.a_slot >= kHeavyASlot;
   const bool light_a_ring = p.a_slot > 0 && !heavy_a;
+  // Every slice of the weights at the device's bandwidth: the light A-ring model's floor.
+  const double all_bytes_s = static_cast<double>(p.n64) * p.slices * 512 / p.device_bytes_per_s;
   // The best grid (preferred ones first), and the best of those that also
   // share A as the deep 16-row kernels want (kMinARingWn, kMaxARingSplit).
   struct Best {
@@ -198,9 +200,7 @@ absl::StatusOr<StreamGrid> PickStreamGrid(const StreamGridProblem& p, ForcedStre
         double t;
         if (light_a_ring) {
           const double chain = steps * kLatencyS / ahead;
-          const double all_bytes = static_cast<double>(p.n64) * p.slices * 512;
-          t = std::max(waves * std::max(chain, sm_bytes / (kSmPeakShare * sm_cap)), all_bytes / p.device_bytes_per_s) +
-              waves * kWaveS;
+          t = std::max(waves * std::max(chain, sm_bytes / (kSmPeakShare * sm_cap)), all_bytes_s) + waves * kWaveS;
         } else {
           // The busiest multiprocessor's own warps set the A-heavy kernels'
           // rate (above); the average, as fitted on the H200, the others'.
