@@ -185,6 +185,22 @@ __device__ __forceinline__ void MbarArrive(uint32_t bar) {
   QF_SM90(asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory"));
 }
 
+// Address of the same shared-memory location in block `rank` of the cluster.
+__device__ __forceinline__ uint32_t MapShared(uint32_t smem, uint32_t rank) {
+  uint32_t r = smem;
+  QF_SM90(asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(smem), "r"(rank)));
+  return r;
+}
+
+// Arrives once on the mbarrier at `bar`, a shared::cluster address (MapShared)
+// in this block or another of its cluster. Default semantics (release at CTA
+// scope: no MEMBAR), as the arrivals that free a multicast ring slot are
+// usually made; what they order is this warp's retired wgmma reads of the
+// slot before the peer's next copies into it.
+__device__ __forceinline__ void MbarArriveCluster(uint32_t bar) {
+  QF_SM90(asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];\n" ::"r"(bar) : "memory"));
+}
+
 // Arrives once on `bar` (release at CTA scope) when `pred` holds; predicated
 // rather than branched, so the caller's wgmma pipeline sees no control flow.
 __device__ __forceinline__ void MbarArriveIf(uint32_t bar, bool pred) {

@@ -194,13 +194,6 @@ __device__ __forceinline__ void ClusterExitSync() {
   ClusterWait();
 }
 
-// Address of the same shared-memory location in block `rank` of the cluster.
-__device__ __forceinline__ uint32_t MapShared(uint32_t smem, uint32_t rank) {
-  uint32_t r = smem;
-  QF_SM90(asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(smem), "r"(rank)));
-  return r;
-}
-
 __device__ __forceinline__ float4 LdCluster16(uint32_t addr) {
   float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
   QF_SM90(asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];\n"

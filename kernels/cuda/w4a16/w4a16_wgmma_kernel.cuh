@@ -39,10 +39,13 @@
 // zeros, issued by lane 0 of each warp and completing on one mbarrier per
 // slot, which every thread waits on instead of cp.async.wait_group.
 //
-// Cluster form (WgConfig CLUSTER = 2, the wg_*_mc2 tuning variants; measured
-// slower, kernels/MEASUREMENTS.md): the TMA form on a pair of CTAs that take
+// Cluster form (WgConfig CLUSTER = 2, the wg_*_mc2 tuning variants;
+// kernels/MEASUREMENTS.md): the TMA form on a pair of CTAs that take
 // neighbouring column tiles of the same rows and units, each multicasting
-// half of every A stage into both; a cluster barrier replaces the block's.
+// half of every A stage into both. No barrier ties the pair's stages: a
+// slot is handed back on its "empty" mbarrier in both CTAs, which every warp
+// of the pair arrives on once it has retired the slot's wgmma, and the lanes
+// that refill the slot wait on their own CTA's.
 //
 // Warp-specialized form (WgConfig WS, the wg_ws_* tuning variants; measured
 // slower, kernels/MEASUREMENTS.md): a ninth warp issues every copy into the ring
@@ -333,10 +336,11 @@ struct WgConfig {
   // each on its own BN columns of a 2*BN-column tile (the host's bn), and
   // each loads half of every A stage by TMA multicast into both, so A
   // crosses from L2 once per two column tiles. (At M = 256, dropping the A
-  // copies altogether took 18-29% off the time; as built, the pairs ran
-  // 30-40% slower: kernels/MEASUREMENTS.md.) A slot is refilled once both CTAs
-  // have retired its wgmma: the cluster barrier, arrived at the end of each
-  // stage and waited on just before the next refill.
+  // copies altogether took 18-29% off the time: kernels/MEASUREMENTS.md.) A
+  // slot is refilled once both CTAs have retired its wgmma: every warp of the
+  // pair arrives on the slot's empty barrier in both CTAs after the wait that
+  // retires it. (A cluster barrier per stage instead, which compiled to
+  // MEMBAR.ALL.GPU before every arrival, ran the pairs 30-40% slower.)
   static constexpr int kCluster = CLUSTER;
   static constexpr int kAccSet = BT / 2;  // fp32 per thread per 64-column block
   static constexpr int kAcc = MW * kAccSet;
@@ -382,8 +386,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   // lanes' copies into slot s have landed, empty[s] when the 256 compute
   // threads have retired the wgmma that read it.
   // TMA: full[s] completes when the bulk and tensor copies into slot s have
-  // landed (lane 0 of warp 0 arms it with the stage's byte count).
-  __shared__ uint64_t ring_bar[Cfg::kWs ? 2 * STAGES : Cfg::kTma ? STAGES : 1];
+  // landed (lane 0 of warp 0 arms it with the stage's byte count). Cluster
+  // pairs: empty[s] (after full) when every warp of both CTAs has retired the
+  // wgmma that read slot s.
+  __shared__ uint64_t ring_bar[Cfg::kWs || Cfg::kCluster > 1 ? 2 * STAGES : Cfg::kTma ? STAGES : 1];
   char* base = reinterpret_cast<char*>(smem_raw) + ((1024 - (SmemAddr(smem_raw) & 1023)) & 1023);
   char* sh_a = base;                                                          // [STAGES][BT][128 B]
   char* sh_b = sh_a + STAGES * Cfg::kAStage;                               // [STAGES][KS][kColTiles][32] int4
@@ -527,9 +533,18 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   [[maybe_unused]] const uint32_t stage_bytes =
       Cfg::kAStage + Cfg::kBStage + group_rows * (BN * 2 + (p.zeros != nullptr ? BN / 2 : 0));
   [[maybe_unused]] const int stage_copies = Cfg::kHalves + Cfg::kKs + group_rows * (p.zeros != nullptr ? 2 : 1);
+  // Cluster pairs: a refill (the fetch's fill of its slot past the first)
+  // first waits until both CTAs have retired the slot's previous stage; its
+  // multicast writes the peer's slot too. The arming needs no wait: this
+  // CTA's own wait on the slot's last phase came before.
+  [[maybe_unused]] int fetched = 0;  // stages fetched by this block so far
   auto fetch_stage_tma = [&](int slot) {
     if (lane != 0) return;
     uint64_t* bar = ring_bar + slot;
+    if constexpr (kCluster > 1) {
+      const int round = fetched / STAGES;  // this fill of the slot, from 0
+      if (round > 0 && warp < stage_copies) MbarWait(ring_bar + STAGES + slot, (round - 1) & 1);
+    }
     if (warp == 0) MbarArriveExpectTx(bar, stage_bytes);
     const int k0 = f_kt * Cfg::kBk, f_ct = cta_tile(f_nt);
     constexpr int kBFirst = Cfg::kHalves, kSFirst = kBFirst + Cfg::kKs;
@@ -562,6 +577,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   auto fetch_stage = [&](int slot) {
     if constexpr (Cfg::kTma) {
       fetch_stage_tma(slot);
+      if constexpr (kCluster > 1) ++fetched;
     } else {
       fetch_stage_cp(slot);
     }
@@ -750,14 +766,17 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     CpAsyncCommit();
   };
   uint32_t phase = 0;  // parity of slot `slot`'s current fill (mbarrier hand-offs)
+  // Cluster pairs: lane 0 of each warp hands a retired slot back to both
+  // CTAs (the addresses of empty[0] there; each warp arrives for itself,
+  // so no lane relies on another warp's wait).
+  [[maybe_unused]] uint32_t empty_at[kCluster];
+  if constexpr (kCluster > 1) {
+#pragma unroll
+    for (int r = 0; r < kCluster; ++r) empty_at[r] = MapShared(SmemAddr(ring_bar + STAGES), r);
+  }
   auto step = [&](int i, AFrags& af, const AFrags& old, auto one_group) {
     if constexpr (kCluster > 1) {
-      // Both CTAs retired stage i-1-kDepth's wgmma (arrived at the end of the
-      // last step): its slot may be refilled in both.
-      if constexpr (!kFetchLate) {
-        ClusterWait();
-        refill(i);
-      }
+      if constexpr (!kFetchLate) refill(i);  // waits for both CTAs to retire stage i-1-kDepth's slot
       MbarWaitInFlight(ring_bar + slot, phase);
     } else if constexpr (Cfg::kTma) {
       __syncthreads();  // every warpgroup retired stage i-1-kDepth's wgmma: its slot may be refilled
@@ -770,13 +789,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
       if constexpr (!kFetchLate) refill(i);
     }
     compute_stage(slot, af, one_group);
-    if constexpr (kFetchLate) {
-      if constexpr (kCluster > 1) ClusterWait();
-      refill(i);
-    }
+    if constexpr (kFetchLate) refill(i);
     WgmmaWait<kDepth>();  // stage i-kDepth's group: its A registers and ring slot are free
     retire(old);
-    if constexpr (kCluster > 1) ClusterArrive();
+    if constexpr (kCluster > 1) {
+      const uint32_t off = static_cast<uint32_t>(slot >= kDepth ? slot - kDepth : slot - kDepth + STAGES) * 8;
+      if (lane == 0 && i >= kDepth) {
+#pragma unroll
+        for (int r = 0; r < kCluster; ++r) MbarArriveCluster(empty_at[r] + off);
+      }
+    }
     if (slot == STAGES - 1) {
       slot = 0;
       phase ^= 1;
@@ -857,9 +879,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     if constexpr (Cfg::kTma) {
       if (tid == 0) {
         for (int s = 0; s < STAGES; ++s) MbarInit(ring_bar + s, 1);
+        if constexpr (kCluster > 1) {
+          for (int s = 0; s < STAGES; ++s) MbarInit(ring_bar + STAGES + s, kCluster * kThreads / 32);
+        }
         QF_SM90(asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"));
       }
-      if constexpr (kCluster > 1) {  // the peer's first copies signal our barriers
+      if constexpr (kCluster > 1) {  // the peer's first copies and arrivals signal our barriers
         ClusterArrive();
         ClusterWait();
       } else {
@@ -872,7 +897,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
       if (s < count) fetch_stage(s);
       CpAsyncCommit();
     }
-    if constexpr (kCluster > 1) ClusterArrive();  // for the first step's wait
   }
   // With 128-row stages the loop is compiled twice: for group sizes of at
   // least a stage (one group per stage: the common 128, or per-column) and for
@@ -925,10 +949,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     run(std::false_type{});
   }
   if constexpr (!Cfg::kWs) CpAsyncWait<0>();
-  // The last step's arrival: no CTA leaves while its peer may still multicast
-  // into it (every copy into a CTA completes on its own barriers, which it
-  // waited on; this also pairs the barrier's last phase).
-  if constexpr (kCluster > 1) ClusterWait();
+  // No CTA leaves while its peer may still arrive on its empty barriers: the
+  // release orders each warp's last arrivals before the pair's barrier (every
+  // copy into a CTA completes on its own full barriers, which it waited on).
+  if constexpr (kCluster > 1) {
+    ClusterArrive();
+    ClusterWait();
+  }
   if (sink == 0x9E3779B9u && p.m < 0) p.counters[0] = 0;
 }
 
