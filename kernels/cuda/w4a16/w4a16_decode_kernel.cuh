@@ -115,6 +115,18 @@ struct DecodeConfig {
   // 4 -> 0, dec_m16_a12 146 -> 136 registers). The whole-A dec_m16_s16 spilled
   // more with it (16 -> 44 bytes), so it keeps the fma form.
   static constexpr bool kShiftHi = MH == 2 && ARING;
+  // A in pairs of slices (16 rows, A in the ring): every other step the
+  // warp copies the next two slices of A at once, lane l taking 16 of the 64
+  // bytes of row l / 4 (and of row 8 + l / 4), so each row's two slices are
+  // one request of two adjacent sectors instead of two requests a step
+  // apart. A timing probe without the in-loop A copies ran the 16-row
+  // kernels 2-8% faster (bench/results/w4a16_h100_m16_a_probe.log): at 16
+  // rows a slice of A is as many bytes as its weights, but in 16 rows. The
+  // pairs, H100, decode loop, m = 16 (bench/results/w4a16_h100_m16_a_pairs.log):
+  // 70B down 48.0-48.1 -> 46.5-46.8 us, qkv 19.8-19.9 -> 19.0-19.2, Llama 8B
+  // o 8.1 -> 7.1 and down 16.6-16.8 -> 15.5-16.0; 1-4% slower on 70B o, Llama
+  // 8B and Qwen2 7B qkv, and on down at m = 12.
+  static constexpr bool kAPairs = ARING && MH == 2 && ADEPTH % 2 == 0;
   static_assert(MH == 1 || MH == 2, "8 or 16 rows of A");
   static_assert(DEPTH == 8 || DEPTH == 12 || DEPTH == 16, "ring depth");
   static_assert(!ARING || SRING, "A rides in a shared-memory ring");
@@ -181,16 +193,41 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING, ARING, ADEPTH>:
   GridDependencyWait();
 
   // ---- A. In the ring: lane l copies row l / 2 (rows past m repeat row
-  // m - 1; their outputs are dropped), k half l % 2, of every slice; slices
-  // past the part are zero-filled. Else rows [0, m) of the part, whole, the
+  // m - 1; their outputs are dropped), k half l % 2, of every slice (8 rows;
+  // 16 rows copy in pairs of slices, below); slices past the part are
+  // zero-filled. Else rows [0, m) of the part, whole, the
   // wn warps of the part sharing the copies.
-  const int a_row = lane >> 1;
-  const bool a_copier = lane < 16 * MH;
-  const uint32_t a_dst = warp_ring + Cfg::kABase + ARingChunk(a_row, lane & 1) * 16;
-  const __half* a_next =
-      p.a + static_cast<long long>(min(a_row, m - 1)) * p.k + static_cast<long long>(s0) * 16 + 8 * (lane & 1);
+  // Pairs (Cfg::kAPairs): lane l copies chunk c = l % 4 of rows l / 4 and
+  // 8 + l / 4, i.e. k half c % 2 of slice c / 2 of the pair (ARingChunk(r + 8, h)
+  // is ARingChunk(r, h) + 16 chunks, 256 bytes further); the prologue copies
+  // slices 0..AD-1, then odd steps j copy the pair j + AD - 1, j + AD.
+  constexpr bool kPairs = Cfg::kAPairs;
+  const int a_row = kPairs ? lane >> 2 : lane >> 1;
+  const int a_half = lane & 1;                        // k half of the chunk
+  const int a_pair = kPairs ? (lane >> 1) & 1 : 0;  // slice of the pair
+  const bool a_copier = kPairs || lane < 16 * MH;
+  const uint32_t a_dst = warp_ring + Cfg::kABase + a_pair * kAs + ARingChunk(a_row, a_half) * 16;
+  const __half* a_next = p.a + static_cast<long long>(min(a_row, m - 1)) * p.k + static_cast<long long>(s0) * 16 +
+                         (kPairs ? 8 * (lane & 3) : 8 * (lane & 1));
+  // The second round's rows (8 + l / 4), as an offset from the first's.
+  const long long a_hi = kPairs ? static_cast<long long>(min(8 + a_row, m - 1) - min(a_row, m - 1)) * p.k : 0;
+  // Copies slice pair (slice, slice + 1) of the part into the slots from
+  // OFF on; slices past the part are zero-filled.
+  auto copy_a_pair = [&](auto offc, int slice, bool all_in) QF_INLINE {
+    constexpr int kOff = decltype(offc)::value;
+    const uint32_t bytes = all_in || slice + a_pair < len ? 16u : 0u;
+    CpAsyncZfillAt<kOff>(a_dst, a_next, bytes);
+    CpAsyncZfillAt<kOff + 256>(a_dst, a_next + a_hi, bytes);
+    a_next += 32;
+  };
   int4* sh_a = smem + wk_i * m * row_int4;
-  if constexpr (ARING) {
+  if constexpr (kPairs) {
+    StaticFor<AD / 2>([&](auto ic) {
+      constexpr int t = decltype(ic)::value;
+      copy_a_pair(std::integral_constant<int, 2 * t * kAs>{}, 2 * t, false);
+    });
+    CpAsyncCommit();
+  } else if constexpr (ARING) {
     StaticFor<AD - 1>([&](auto ic) {
       constexpr int i = decltype(ic)::value;
       if (a_copier) CpAsyncZfillAt<i * kAs>(a_dst, a_next, i < len ? 16u : 0u);
@@ -276,7 +313,15 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING, ARING, ADEPTH>:
         const bool in_part = decltype(all_refills)::value || base + j + D - 1 < len;
         if (in_part) CpAsyncAt<kRefill>(ring, b_next, policy);
         b_next += b_stride;
-        if constexpr (ARING) {
+        if constexpr (kPairs) {
+          // Odd j: slices base + j + AD - 1 and + AD into the slots of slices
+          // base + j - 1 and base + j, whose fragments were loaded in the two
+          // steps before (AD divides D, so the pair's slots are adjacent).
+          if constexpr (j % 2 == 1) {
+            copy_a_pair(std::integral_constant<int, ((j + AD - 1) % AD) * kAs>{}, base + j + AD - 1,
+                        decltype(all_refills)::value);
+          }
+        } else if constexpr (ARING) {
           const bool a_in_part = decltype(all_refills)::value || base + j + AD - 1 < len;
           if (a_copier) CpAsyncZfillAt<((j + AD - 1) % AD) * kAs>(a_dst, a_next, a_in_part ? 16u : 0u);
           a_next += 16;
