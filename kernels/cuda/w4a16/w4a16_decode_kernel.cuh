@@ -205,7 +205,7 @@ __global__ void __launch_bounds__(DecodeConfig<MH, DEPTH, SRING, ARING, ADEPTH>:
   const int a_row = kPairs ? lane >> 2 : lane >> 1;
   const int a_half = lane & 1;                        // k half of the chunk
   const int a_pair = kPairs ? (lane >> 1) & 1 : 0;  // slice of the pair
-  const bool a_copier = kPairs || lane < 16 * MH;
+  const bool a_copier = lane < 16 * MH;  // per-slice copies (not pairs): the lanes of 8 * MH rows
   const uint32_t a_dst = warp_ring + Cfg::kABase + a_pair * kAs + ARingChunk(a_row, a_half) * 16;
   const __half* a_next = p.a + static_cast<long long>(min(a_row, m - 1)) * p.k + static_cast<long long>(s0) * 16 +
                          (kPairs ? 8 * (lane & 3) : 8 * (lane & 1));
