@@ -139,7 +139,8 @@ __device__ __forceinline__ void TmaLoad2dMulticast(void* smem, const CUtensorMap
 }
 
 // The cluster barrier halves (ClusterArrive, ClusterWait) are
-// w4a16_kernel.cuh's: the release covers the wgmma reads a wait retired.
+// w4a16_kernel.cuh's; the pairs meet there only after initializing their
+// barriers and before exit (the ring's slots go back through empty mbarriers).
 
 // Waits for phase `parity` of `bar` with the retry loop inside one asm block:
 // a C++ loop around try_wait is control flow that ptxas answers by draining
@@ -543,7 +544,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     uint64_t* bar = ring_bar + slot;
     if constexpr (kCluster > 1) {
       const int round = fetched / STAGES;  // this fill of the slot, from 0
-      if (round > 0 && warp < stage_copies) MbarWait(ring_bar + STAGES + slot, (round - 1) & 1);
+      if (round > 0 && warp < stage_copies) MbarWaitInFlight(ring_bar + STAGES + slot, (round - 1) & 1);
     }
     if (warp == 0) MbarArriveExpectTx(bar, stage_bytes);
     const int k0 = f_kt * Cfg::kBk, f_ct = cta_tile(f_nt);
@@ -794,10 +795,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     retire(old);
     if constexpr (kCluster > 1) {
       const uint32_t off = static_cast<uint32_t>(slot >= kDepth ? slot - kDepth : slot - kDepth + STAGES) * 8;
-      if (lane == 0 && i >= kDepth) {
 #pragma unroll
-        for (int r = 0; r < kCluster; ++r) MbarArriveCluster(empty_at[r] + off);
-      }
+      for (int r = 0; r < kCluster; ++r) MbarArriveClusterIf(empty_at[r] + off, lane == 0 && i >= kDepth);
     }
     if (slot == STAGES - 1) {
       slot = 0;
