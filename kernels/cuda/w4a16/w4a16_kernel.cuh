@@ -192,32 +192,28 @@ __device__ __forceinline__ uint32_t MapShared(uint32_t smem, uint32_t rank) {
   return r;
 }
 
-// Arrives once on the mbarrier at `bar`, a shared::cluster address (MapShared)
-// in this block or another of its cluster, when `pred` holds; predicated as
-// MbarArriveIf below, so a wgmma pipeline around it sees no control flow.
-// Default semantics (release at CTA scope: no MEMBAR), as the arrivals that
-// free a multicast ring slot are usually made; what they order is this warp's
-// retired wgmma reads of the slot before the peer's next copies into it.
-__device__ __forceinline__ void MbarArriveClusterIf(uint32_t bar, bool pred) {
-  QF_SM90(asm volatile("{\n"
-                       "  .reg .pred p;\n"
-                       "  setp.ne.u32 p, %1, 0;\n"
-                       "  @p mbarrier.arrive.shared::cluster.b64 _, [%0];\n"
-                       "}\n" ::"r"(bar),
-                       "r"(static_cast<uint32_t>(pred))
-                       : "memory"));
-}
-
 // Arrives once on `bar` (release at CTA scope) when `pred` holds; predicated
 // rather than branched, so the caller's wgmma pipeline sees no control flow.
+// kCluster: `bar` is a shared::cluster address (MapShared), in this block or
+// another of its cluster, as the arrivals that free a multicast ring slot are
+// usually made (no MEMBAR); what they order is this warp's retired wgmma reads
+// of the slot before the peer's next copies into it.
+template <bool kCluster = false>
 __device__ __forceinline__ void MbarArriveIf(uint32_t bar, bool pred) {
-  QF_SM90(asm volatile("{\n"
-                       "  .reg .pred p;\n"
-                       "  setp.ne.u32 p, %1, 0;\n"
-                       "  @p mbarrier.arrive.shared::cta.b64 _, [%0];\n"
-                       "}\n" ::"r"(bar),
-                       "r"(static_cast<uint32_t>(pred))
-                       : "memory"));
+#define QF_MBAR_ARRIVE_IF(SPACE)                                                \
+  QF_SM90(asm volatile("{\n"                                                    \
+                       "  .reg .pred p;\n"                                      \
+                       "  setp.ne.u32 p, %1, 0;\n"                              \
+                       "  @p mbarrier.arrive" SPACE ".b64 _, [%0];\n"           \
+                       "}\n" ::"r"(bar),                                        \
+                       "r"(static_cast<uint32_t>(pred))                         \
+                       : "memory"))
+  if constexpr (kCluster) {
+    QF_MBAR_ARRIVE_IF(".shared::cluster");
+  } else {
+    QF_MBAR_ARRIVE_IF(".shared::cta");
+  }
+#undef QF_MBAR_ARRIVE_IF
 }
 __device__ __forceinline__ void MbarArriveIf(uint64_t* bar, bool pred) { MbarArriveIf(SmemAddr(bar), pred); }
 

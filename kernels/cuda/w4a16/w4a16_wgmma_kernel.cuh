@@ -796,7 +796,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     if constexpr (kCluster > 1) {
       const uint32_t off = static_cast<uint32_t>(slot >= kDepth ? slot - kDepth : slot - kDepth + STAGES) * 8;
 #pragma unroll
-      for (int r = 0; r < kCluster; ++r) MbarArriveClusterIf(empty_at[r] + off, lane == 0 && i >= kDepth);
+      for (int r = 0; r < kCluster; ++r) MbarArriveIf<true>(empty_at[r] + off, lane == 0 && i >= kDepth);
     }
     if (slot == STAGES - 1) {
       slot = 0;
