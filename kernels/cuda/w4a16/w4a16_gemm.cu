@@ -198,7 +198,6 @@ const Variant* const kTuningVariants[] = {
     &w4a16::kW4A16WgT256N128D2Tma,  &w4a16::kW4A16WgT256N128Tma, &w4a16::kW4A16WgT64S6K128Tma,
     &w4a16::kW4A16WgT64N128K128TwoBlocksTma,
     &w4a16::kW4A16WgT256N128S6D2Mc2, &w4a16::kW4A16WgT256N128D2Mc2, &w4a16::kW4A16WgT64W1K128TwoBlocksMc2,
-    &w4a16::kW4A16WgT64N64W1K128TwoBlocks, &w4a16::kW4A16WgT64N64W1K128ThreeBlocks,
     &w4a16::kW4A16StreamM8Reg,      &w4a16::kW4A16StreamM16Reg,
     &w4a16::kW4A16StreamM16Fold,    &w4a16::kW4A16StreamM64,     &w4a16::kW4A16DecodeM16,
     &w4a16::kW4A16BalancedM8,       &w4a16::kW4A16DecodeM8,      &w4a16::kW4A16StreamM8D16,

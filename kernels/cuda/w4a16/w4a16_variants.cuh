@@ -217,12 +217,6 @@ extern const Variant kW4A16WgT64N128K128;
 extern const Variant kW4A16WgT64N128K128TwoBlocks;
 // _w1: one warpgroup per block, two blocks per SM (the table's m <= 64).
 extern const Variant kW4A16WgT64W1K128TwoBlocks;
-// _n64 (tuning only): 64-column tiles, one warpgroup per block, two or three
-// blocks per SM. At M = 64 qkv (160 tiles) and o (128) fit the resident
-// blocks whole, so no tile is split over k and no split-K fixup runs; the
-// price is twice the A traffic from L2 of the 128-column tiles.
-extern const Variant kW4A16WgT64N64W1K128TwoBlocks;
-extern const Variant kW4A16WgT64N64W1K128ThreeBlocks;
 // _tma (tuning only): the same tiles staged by TMA tensor and bulk copies,
 // one or two issued per warp, onto one mbarrier per ring slot (WgConfig TMA).
 extern const Variant kW4A16WgT256N128D2Tma;
