@@ -25,6 +25,7 @@
 //
 //   w4a16_bench [--iters=50] [--warmup=5] [--ms=1,4,16,64,256] [--shapes=qkv,o,gate_up,down|KxN,...]
 //               [--sweep[=SUBSTR,...]] [--variant=NAME] [--grids (with --sweep)] [--dtype=fp16|bf16] [--pull]
+//               [--settle-ms=MS]
 //
 // --sweep also times every compiled variant (W4A16VariantNames; with
 // substrings, those whose name contains one, or =NAME exactly) per row and prints them after
@@ -45,12 +46,14 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -216,6 +219,14 @@ int Blocks(size_t n) { return static_cast<int>(std::min<size_t>((n + 255) / 256,
 
 struct Timer {
   cudaEvent_t e0, e1;
+  int settle_ms = 0;  // W4A16BenchOptions::settle_ms
+  // Waits for the device, then idles settle_ms: the SM clock recovers from
+  // the power cap that the previous measurement may have driven it into.
+  void Settle() const {
+    if (settle_ms <= 0) return;
+    CUDA_CHECK(cudaDeviceSynchronize());
+    std::this_thread::sleep_for(std::chrono::milliseconds(settle_ms));
+  }
   Timer() {
     CUDA_CHECK(cudaEventCreate(&e0));
     CUDA_CHECK(cudaEventCreate(&e1));
@@ -223,6 +234,7 @@ struct Timer {
   // Median microseconds of `launch`, each call preceded by `flush` (outside the events).
   template <class F, class G>
   double MedianUs(F launch, G flush, int warmup, int iters) {
+    Settle();
     for (int i = 0; i < warmup; ++i) {
       flush();
       launch();
@@ -248,6 +260,7 @@ struct Timer {
   // together exceed L2 several times, so each finds its weights cold).
   template <class F>
   double GraphUs(cudaStream_t stream, F launch, int calls, int warmup, int iters) {
+    Settle();
     cudaGraph_t graph;
     cudaGraphExec_t exec;
     CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
@@ -339,6 +352,7 @@ int main(int argc, char** argv) {
   CUDA_CHECK(cudaMalloc(&sink, sizeof(int)));
   CUDA_CHECK(cudaMemset(bw_buf, 0x5A, bw_bytes));
   Timer timer;
+  timer.settle_ms = opt.settle_ms;
   const int stream_blocks = prop.multiProcessorCount * 8;
   const auto no_flush = [] {};
   const auto flush = [&] { StreamRead<<<stream_blocks, 512>>>(bw_buf, flush_bytes / 16, sink); };
@@ -357,6 +371,8 @@ int main(int argc, char** argv) {
       "%d times after %d; median per call. Ours launched with pdl (programmatic dependent launch) and without; "
       "cuBLAS as torch calls it. The targets are checked on this one.\n",
       iters, warmup);
+  if (opt.settle_ms > 0)
+    std::printf("settle: the device idles %d ms before every timed measurement (power-cap recovery)\n", opt.settle_ms);
   const qf::kernels::W4A16DType dtype = bf16 ? qf::kernels::W4A16DType::kBF16 : qf::kernels::W4A16DType::kF16;
   const cudaDataType cuda_type = bf16 ? CUDA_R_16BF : CUDA_R_16F;
   const char* type_name = bf16 ? "bf16" : "fp16";

@@ -49,6 +49,8 @@ int ParseW4A16BenchOptions(int argc, char** argv, const std::vector<std::string>
           ->delimiter(',');
   app.add_option("--variant", o.variant, "run this variant instead of the selection table's");
   app.add_flag("--grids", o.grids, "every grid of the swept streaming and decode variants; whole-tile, even-split and stream-K grids of the others")->needs(sweep_opt);
+  app.add_option("--settle-ms", o.settle_ms, "idle milliseconds before every timed measurement (power-cap recovery)")
+      ->check(CLI::Range(0, 10000));
   app.add_flag("--pull", o.pull, "split decode grids reduce by pulling (the push reduction's A/B)");
   std::string dtype = "fp16";
   app.add_option("--dtype", dtype, "activation type")->check(CLI::IsMember({"fp16", "bf16"}));

@@ -20,6 +20,11 @@ struct W4A16BenchOptions {
   bool grids = false;
   bool bf16 = false;
   bool pull = false;  // W4A16GemmArgs::stream_plan.pull
+  // Idle milliseconds before every timed measurement. Long, heavy rows
+  // (M = 256, gate_up) drive the H100 into its software power cap, and the
+  // SM clock then stays low (1050-1100 MHz against 1980) into the next rows.
+  // A pause lets it recover, so no row is timed in the previous one's wake.
+  int settle_ms = 0;
 };
 
 // "KxN" (decimal, both positive, K a multiple of 128 for the bench's group
