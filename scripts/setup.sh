@@ -37,6 +37,19 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# Free space, checked before the steps that need it, so that a full disk is one
+# line naming the directory instead of an OSError from the middle of pip or
+# a truncated object file from the compiler. Measured on Debian 12: the .venv
+# is 4.9 GiB and the install peaks at ~8 GiB; build/ is ~2 GiB.
+need_space() {  # DIR GIB WHAT
+  local avail_kib
+  avail_kib=$(df -Pk "$1" | awk 'NR == 2 {print $4}')
+  if ((avail_kib < $2 * 1024 * 1024)); then
+    echo "setup: error: $1: $3 needs about $2 GiB free; $((avail_kib / 1024)) MiB is free" >&2
+    exit 1
+  fi
+}
+
 VENV=$ROOT/.venv
 REQ=$ROOT/scripts/requirements.txt
 STAMP=$VENV/.qforge-requirements
@@ -46,9 +59,13 @@ if [[ ! -x $VENV/bin/python ]]; then
 fi
 REQ_INTEROP=$ROOT/scripts/requirements-interop.txt
 if ! cat "$REQ" "$REQ_INTEROP" | cmp -s - "$STAMP"; then
+  need_space "$VENV" 8 "the Python packages (torch and its CUDA libraries)"
+  need_space "${TMPDIR:-/tmp}" 2 "pip's unpacking of the torch wheel"
   log "installing Python packages (torch wheel: a few minutes the first time)"
-  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQ"
-  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps -r "$REQ_INTEROP"
+  # --no-cache-dir: pip would otherwise keep a second copy of the ~3 GB of
+  # wheels under ~/.cache/pip, which nothing here reads again.
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-cache-dir -r "$REQ"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-cache-dir --no-deps -r "$REQ_INTEROP"
   cat "$REQ" "$REQ_INTEROP" > "$STAMP"
 fi
 
@@ -57,5 +74,6 @@ if [[ ! -f $BUILD/build.ninja ]]; then
   cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQF_CUDA="$QF_CUDA" \
         -DQF_PYTHON="$VENV/bin/python" >/dev/null
 fi
+[[ -f $BUILD/bin/qctl ]] || need_space "$BUILD" 3 "the first build"
 log "building ($(nproc) jobs)"
 cmake --build "$BUILD" -j"$(nproc)"

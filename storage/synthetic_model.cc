@@ -8,6 +8,7 @@
 #include <vector>
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -95,7 +96,12 @@ __attribute__((target("avx,f16c"))) void FloatsToHalfF16c(const float* in, int64
 
 void FloatsToHalf(const float* in, int64_t n, uint16_t* out) {
 #if defined(__x86_64__)
-  static const bool f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+  // F16C from CPUID leaf 1 (ECX bit 29): clang before 16 has no "f16c" name
+  // for __builtin_cpu_supports; "avx" also checks that the OS saves YMM state.
+  static const bool f16c = [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0 && __builtin_cpu_supports("avx");
+  }();
   if (f16c) return FloatsToHalfF16c(in, n, out);
 #endif
   for (int64_t i = 0; i < n; ++i) out[i] = FloatToHalf(in[i]);
