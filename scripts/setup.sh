@@ -40,7 +40,8 @@ fi
 # Free space, checked before the steps that need it, so that a full disk is one
 # line naming the directory instead of an OSError from the middle of pip or
 # a truncated object file from the compiler. Measured on Debian 12: the .venv
-# is 4.9 GiB and the install peaks at ~8 GiB; build/ is ~2 GiB.
+# is 4.9 GiB, the disk use peaked 8 GiB above its start during the install,
+# and build/ is 1.4 GiB.
 need_space() {  # DIR GIB WHAT
   local avail_kib
   avail_kib=$(df -Pk "$1" | awk 'NR == 2 {print $4}')
@@ -59,7 +60,11 @@ if [[ ! -x $VENV/bin/python ]]; then
 fi
 REQ_INTEROP=$ROOT/scripts/requirements-interop.txt
 if ! cat "$REQ" "$REQ_INTEROP" | cmp -s - "$STAMP"; then
-  need_space "$VENV" 8 "the Python packages (torch and its CUDA libraries)"
+  if compgen -G "$VENV/lib/python3*/site-packages/torch" >/dev/null; then
+    need_space "$VENV" 1 "updating the Python packages"
+  else
+    need_space "$VENV" 8 "the Python packages (torch and its CUDA libraries)"
+  fi
   need_space "${TMPDIR:-/tmp}" 2 "pip's unpacking of the torch wheel"
   log "installing Python packages (torch wheel: a few minutes the first time)"
   # --no-cache-dir: pip would otherwise keep a second copy of the ~3 GB of

@@ -248,7 +248,7 @@ __device__ __forceinline__ void DequantWordA(uint32_t x, const GroupConsts& g, u
   a[3] = AsU32(v3);
 }
 
-// The bf16 twin (GroupConstsBf16, w4a16_kernel.cuh): each nibble shifted to
+// The bf16 twin (GroupConstsBf16, w4a16_dequant.cuh): each nibble shifted to
 // bits 0..3 of its half, 128 + q - (128 + z) exact, times the bf16 scale
 // when SCALE (its nibbles are always shifted: SHIFT_HI is moot).
 template <int kW, bool SCALE, bool SHIFT_HI = false>
