@@ -8,6 +8,10 @@
 #
 #   source .devdeps/activate && bash bench/run_w4a16_device.sh [w4a16_bench args]
 #   QF_PTXAS=path/to/ptxas bash bench/run_w4a16_device.sh ...   # build with a newer ptxas
+#   W4A16_SETTLE_AB=250:4 bash bench/run_w4a16_device.sh --iters=30
+#       # then 4 more table processes, alternating without and with
+#       # --settle-ms=250, the SM clock and power sampled every 50 ms
+#       # (settle_ab/: one log per process, clocks.csv, the targets line of each)
 set -u -o pipefail
 OUT=${OUT:-/tmp/w4a16_out}
 mkdir -p "$OUT"
@@ -76,4 +80,24 @@ if [ -n "${W4A16_NCU:-}" ] && command -v ncu >/dev/null; then
     done
     echo "ncu m=$m ${v:-auto} rc=$rc"
   done
+fi
+# The settle A/B (W4A16_SETTLE_AB=MS[:PROCESSES]): whole table processes, the
+# plain ones and the --settle-ms ones alternating, so that both see the same
+# drift of the card; nvidia-smi samples the clocks beside them.
+if [ -n "${W4A16_SETTLE_AB:-}" ]; then
+  ms=${W4A16_SETTLE_AB%%:*}; procs=${W4A16_SETTLE_AB#*:}; [ "$procs" = "$W4A16_SETTLE_AB" ] && procs=4
+  mkdir -p "$OUT/settle_ab"
+  nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active \
+    --format=csv,noheader -lms 50 >"$OUT/settle_ab/clocks.csv" 2>&1 &
+  smi=$!
+  for i in $(seq 1 "$procs"); do
+    if [ $((i % 2)) = 1 ]; then extra=(); tag=plain; else extra=(--settle-ms="$ms"); tag=settle$ms; fi
+    log="$OUT/settle_ab/$i-$tag.log"
+    echo "# $(date +%T.%N) start" >"$log"
+    timeout 300 "$BIN/w4a16_bench" "$@" "${extra[@]}" >>"$log" 2>&1
+    rc=$?
+    echo "# $(date +%T.%N) end rc=$rc" >>"$log"
+    echo "settle A/B $i ($tag): rc=$rc, $(grep -m1 '^targets' "$log" || echo 'no targets line')"
+  done
+  kill "$smi" 2>/dev/null
 fi
