@@ -10,8 +10,8 @@
 namespace qf::fuzz {
 
 const std::string& ScratchDir() {
-  // Never destroyed: the atexit cleanup below runs after static destructors
-  // of objects constructed before it was registered.
+  // Never destroyed: the atexit handler below is registered while this is
+  // being initialized, so it runs after the destructor of a static string.
   static const std::string* const dir = [] {
     const char* tmp = std::getenv("TMPDIR");
     const std::filesystem::path p = std::filesystem::path(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") /
