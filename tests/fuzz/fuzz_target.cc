@@ -35,6 +35,8 @@ std::string WriteScratch(const std::string& name, std::string_view bytes) {
   return path;
 }
 
+volatile unsigned g_sink = 0;
+
 namespace {
 int accepted = 0;
 }  // namespace

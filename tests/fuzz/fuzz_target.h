@@ -41,6 +41,9 @@ const std::string& ScratchDir();
 // Writes `bytes` to ScratchDir()/name and returns the path.
 std::string WriteScratch(const std::string& name, std::string_view bytes);
 
+// Where a target stores what it read only to make the read happen.
+extern volatile unsigned g_sink;
+
 // Counts the inputs the code under test accepted (replay_main.cc prints it
 // and can require a minimum, so that the seeds keep reaching the checks that
 // only accepted inputs get).
