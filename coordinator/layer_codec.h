@@ -43,7 +43,10 @@ absl::StatusOr<kernels::LayerResult> LayerFromProto(const proto::LayerResultProt
 // a wrong layer index; a linear missing, repeated or unknown; out/in features
 // other than config.json's; bits / group_size / sym / act_order other than the
 // spec's; a wrong group count; packed sizes or g_idx entries that do not match;
-// a dense tensor whose dtype/shape/bytes disagree (norms must be [hidden]).
+// a dense tensor whose dtype/shape/bytes disagree (norms must be [hidden]);
+// and what the assembler's packing would refuse later (ValidateQuantizedLinear):
+// a non-finite fp16 scale, a zero other than 2^(bits-1) in a symmetric job, a
+// g_idx entry other than k / group_size without act-order.
 absl::Status ValidateLayer(const proto::LayerResultProto& result, int layer,
                            const storage::ModelConfig& cfg, const proto::JobSpec& spec);
 

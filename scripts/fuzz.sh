@@ -17,7 +17,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${QF_FUZZ_BUILD_DIR:-$ROOT/build-fuzz}
 SECS=${1:-60}
 shift || true
-ALL=(safetensors model_config packed_linear artifact bpe_tokenizer bpe_encode)
+ALL=(safetensors model_config packed_linear artifact layer_result bpe_tokenizer bpe_encode)
 TARGETS=("${@:-${ALL[@]}}")
 
 log() { echo "fuzz: $*" >&2; }
@@ -26,11 +26,12 @@ if ! command -v clang++ >/dev/null; then
   echo "fuzz: error: clang++ not found: install Debian's clang (libFuzzer ships with it)" >&2
   exit 1
 fi
-if [[ ! -f $BUILD/build.ninja ]]; then
-  log "configuring $BUILD (clang, libFuzzer, ASan + UBSan)"
-  CC=clang CXX=clang++ cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQF_FUZZ=ON \
-    -DQF_CUDA=OFF -DQF_SERVICES=OFF -DQF_BENCH=OFF -DQF_PYTHON="$ROOT/.venv/bin/python" >/dev/null
-fi
+# Configured every time (seconds): the flags below are the build's, whatever
+# an earlier version of this script left in the cache. QF_SERVICES for the
+# layer_result target (Protobuf); only the fuzz targets are built.
+[[ -f $BUILD/build.ninja ]] || log "configuring $BUILD (clang, libFuzzer, ASan + UBSan)"
+CC=clang CXX=clang++ cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQF_FUZZ=ON \
+  -DQF_CUDA=OFF -DQF_SERVICES=ON -DQF_BENCH=OFF -DQF_PYTHON="$ROOT/.venv/bin/python" >/dev/null
 cmake --build "$BUILD" -j"$(nproc)" --target "${TARGETS[@]/%/_fuzz}"
 
 mkdir -p "$BUILD/crashes"

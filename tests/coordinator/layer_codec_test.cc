@@ -3,6 +3,7 @@
 #include <random>
 
 #include "coordinator/planner.h"
+#include "kernels/ref/pack.h"
 #include "storage/model_config.h"
 #include "tests/coordinator/fake_engine.h"
 #include "tests/coordinator/test_util.h"
@@ -137,6 +138,22 @@ TEST(LayerCodecTest, ValidateLayerRejectsWrongShapes) {
          p->mutable_dense(0)->mutable_data()->resize(256);
        }},
       {"data bytes", [](proto::LayerResultProto* p) { p->mutable_dense(1)->mutable_data()->append("xx"); }},
+      // Values the assembler's packing refuses (ValidateQuantizedLinear), so
+      // refused before they are committed: an fp16 Inf scale, a NaN one, and
+      // a group index in range but not k / group_size without act-order.
+      {"self_attn.q_proj: scales[0, 3]: expected a finite fp16 value, got 0x7c00", [](proto::LayerResultProto* p) {
+         std::string* sc = p->mutable_linears(0)->mutable_scales();
+         (*sc)[6] = 0x00;
+         (*sc)[7] = 0x7c;
+       }},
+      {"mlp.gate_proj: scales[1, 0]: expected a finite fp16 value, got 0xfe00", [](proto::LayerResultProto* p) {
+         const int64_t out = p->linears(4).out_features();
+         std::string* sc = p->mutable_linears(4)->mutable_scales();
+         (*sc)[2 * out] = 0x00;
+         (*sc)[2 * out + 1] = static_cast<char>(0xfe);
+       }},
+      {"self_attn.o_proj: g_idx[0] = 1, expected 0 (no act-order)",
+       [](proto::LayerResultProto* p) { p->mutable_linears(3)->set_g_idx(0, 1); }},
   };
   for (const Case& c : cases) {
     proto::LayerResultProto p = good;
@@ -145,6 +162,21 @@ TEST(LayerCodecTest, ValidateLayerRejectsWrongShapes) {
                 StatusIs(absl::StatusCode::kInvalidArgument, AllOf(HasSubstr("layer 1"), HasSubstr(c.expect))))
         << c.expect;
   }
+}
+
+// A symmetric job's layer with one zero other than 2^(bits-1): the packing
+// would refuse it at assembly, so ValidateLayer does at commit.
+TEST(LayerCodecTest, ValidateLayerRefusesAsymmetricZerosInASymmetricJob) {
+  storage::ModelConfig cfg = TinyConfig();
+  worker::QuantParams q;
+  q.sym = true;
+  proto::LayerResultProto p = LayerToProto(qf::testing::MakeFakeLayer(cfg, q, 1, 5));
+  ASSERT_THAT(ValidateLayer(p, 1, cfg, SpecFor(q)), IsOk());
+  std::string* zeros = p.mutable_linears(2)->mutable_zeros();
+  (*zeros)[0] = static_cast<char>((*zeros)[0] ^ 0x01);  // 4 bits: zero [0, 0] 8 -> 9
+  EXPECT_THAT(ValidateLayer(p, 1, cfg, SpecFor(q)),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("layer 1: self_attn.v_proj: zeros[0, 0]: expected 8 (symmetric), got 9")));
 }
 
 // A worker's result, corrupted (ChunkJoiner's checksums catch damage on the
@@ -176,7 +208,11 @@ TEST(LayerCodecTest, MutatedResultsAreRefusedOrDecode) {
       qf::testing::ExpectRefusalNames(v, "layer 1", i);
       continue;
     }
-    EXPECT_THAT(LayerFromProto(p).status(), IsOk()) << "mutant " << i;
+    // What ValidateLayer lets through must be what the assembler can pack.
+    auto decoded = LayerFromProto(p);
+    ASSERT_THAT(decoded.status(), IsOk()) << "mutant " << i;
+    for (const kernels::QuantizedLinear& l : decoded->linears)
+      EXPECT_THAT(kernels::ValidateQuantizedLinear(l), IsOk()) << "mutant " << i;
   }
   // The field edits nearly all break something ValidateLayer checks; most
   // byte edits land in the codes, which stay valid codes.

@@ -18,7 +18,6 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -29,6 +28,7 @@
 #include "storage/model_config.h"
 #include "storage/safetensors.h"
 #include "tests/fuzz/fuzz_target.h"
+#include "tests/fuzz/micro_model.h"
 
 namespace {
 
@@ -39,11 +39,6 @@ std::string ReadAll(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
-
-constexpr const char* kConfig = R"({"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
-  "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32,
-  "vocab_size": 64, "max_position_embeddings": 128, "rms_norm_eps": 1e-05, "hidden_act": "silu",
-  "dtype": "float16", "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": false})";
 
 OwnedTensor Ones(const std::string& name, std::vector<int64_t> shape) {
   int64_t numel = 1;
@@ -65,47 +60,22 @@ Artifact Build() {
   namespace ks = qf::kernels;
   const std::string src = qf::fuzz::ScratchDir() + "/src", dir = qf::fuzz::ScratchDir() + "/art";
   std::filesystem::create_directories(src);
-  std::ofstream(src + "/config.json") << kConfig;
-  auto cfg = qf::storage::LoadModelConfig(src);
-  QF_FUZZ_CHECK(cfg.ok(), "config: %s", std::string(cfg.status().message()).c_str());
-
-  const auto shapes = qf::storage::DecoderLinearShapes(*cfg);
+  std::ofstream(src + "/config.json") << qf::fuzz::MicroConfigJson();
+  const qf::storage::ModelConfig cfg = qf::fuzz::MicroConfig();
+  const ks::LayerResult layer = qf::fuzz::MicroLayer();
+  // The source checkpoint: every tensor the artifact copies or replaces.
   std::vector<OwnedTensor> tensors = {Ones("model.embed_tokens.weight", {64, 64}), Ones("model.norm.weight", {64}),
                                       Ones("lm_head.weight", {64, 64}),
                                       Ones("model.layers.0.input_layernorm.weight", {64}),
                                       Ones("model.layers.0.post_attention_layernorm.weight", {64})};
-  ks::LayerResult layer;
-  std::mt19937 rng(7);
-  for (size_t i = 0; i < shapes.size(); ++i) {
-    const std::string name(qf::storage::kLinearNames[i]);
-    tensors.push_back(Ones("model.layers.0." + name + ".weight", {shapes[i].out, shapes[i].in}));
-    ks::QuantizedLinear q;
-    q.name = name;
-    q.bits = 4;
-    q.group_size = 32;
-    q.sym = false;
-    q.out_features = shapes[i].out;
-    q.in_features = shapes[i].in;
-    q.num_groups = q.in_features / 32;
-    q.codes.resize(static_cast<size_t>(q.out_features * q.in_features));
-    for (auto& c : q.codes) c = static_cast<uint8_t>(rng() % 16);
-    q.zeros.resize(static_cast<size_t>(q.num_groups * q.out_features));
-    for (auto& z : q.zeros) z = static_cast<uint8_t>(1 + rng() % 15);
-    q.scales.assign(q.zeros.size(), 0x2000);  // fp16 2^-7
-    for (int64_t k = 0; k < q.in_features; ++k) q.g_idx.push_back(static_cast<int32_t>(k / 32));
-    layer.linears.push_back(std::move(q));
-    layer.errors.push_back(0.0);
-  }
-  for (const char* norm : {"input_layernorm.weight", "post_attention_layernorm.weight"}) {
-    const OwnedTensor t = Ones(norm, {64});
-    layer.dense.push_back(ks::DenseTensor{norm, "F16", t.shape, t.data});
-  }
+  for (const ks::QuantizedLinear& q : layer.linears)
+    tensors.push_back(Ones("model.layers.0." + q.name + ".weight", {q.out_features, q.in_features}));
   auto written = qf::storage::WriteSharded(src, tensors, uint64_t{1} << 30, {});
   QF_FUZZ_CHECK(written.ok(), "source: %s", std::string(written.status().message()).c_str());
   qf::storage::QuantSpec spec{.method = "rtn", .bits = 4, .group_size = 32, .sym = false, .desc_act = false,
                               .damp_percent = 0.01, .static_groups = false, .true_sequential = true,
                               .format = "gptq"};
-  const absl::Status s = qf::storage::WriteArtifact(src, *cfg, spec, std::vector<ks::LayerResult>{layer}, dir, {});
+  const absl::Status s = qf::storage::WriteArtifact(src, cfg, spec, std::vector<ks::LayerResult>{layer}, dir, {});
   QF_FUZZ_CHECK(s.ok(), "artifact: %s", std::string(s.message()).c_str());
 
   Artifact a;
