@@ -119,10 +119,15 @@ absl::Status ValidateLinear(const proto::QuantizedLinearProto& q, const std::str
 
 absl::Status ValidateDense(const proto::DenseTensorProto& d, const std::string& where,
                            const storage::ModelConfig& cfg) {
-  if (d.name().empty() || d.name().find("..") != std::string::npos || d.name().front() == '.')
-    return absl::InvalidArgumentError(absl::StrCat(where, ": expected a module path, got \"", d.name(), "\""));
+  // A module path: dotted identifiers ([A-Za-z0-9_], as torch names modules).
+  const bool path_chars = std::all_of(d.name().begin(), d.name().end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.';
+  });
+  if (d.name().empty() || !path_chars || d.name().find("..") != std::string::npos || d.name().front() == '.' ||
+      d.name().back() == '.')
+    return absl::InvalidArgumentError(absl::StrCat(where, ": expected a module path, got \"", absl::CHexEscape(d.name()), "\""));
   int elem = DtypeBytes(d.dtype());
-  if (elem == 0) return absl::InvalidArgumentError(absl::StrCat(where, ": dtype: expected F16, BF16 or F32, got \"", d.dtype(), "\""));
+  if (elem == 0) return absl::InvalidArgumentError(absl::StrCat(where, ": dtype: expected F16, BF16 or F32, got \"", absl::CHexEscape(d.dtype()), "\""));
   int64_t numel = 1;
   for (int64_t s : d.shape()) {
     if (s < 0 || s > (int64_t{1} << 40)) return absl::InvalidArgumentError(absl::StrCat(where, ": negative or huge dimension ", s));
@@ -260,7 +265,7 @@ absl::StatusOr<kernels::LayerResult> LayerFromProto(const proto::LayerResultProt
   kernels::LayerResult r;
   r.layer = p.layer();
   for (const proto::QuantizedLinearProto& l : p.linears()) {
-    const std::string where = absl::StrCat("layer ", p.layer(), ": ", l.name());
+    const std::string where = absl::StrCat("layer ", p.layer(), ": ", absl::CHexEscape(l.name()));
     if (l.bits() < 1 || l.bits() > 8 || l.out_features() < 0 || l.in_features() < 0 || l.num_groups() < 0 ||
         l.out_features() * l.in_features() > (int64_t{1} << 36))
       return absl::InvalidArgumentError(absl::StrCat(where, ": bits or shape out of range"));
@@ -300,7 +305,8 @@ absl::Status ValidateLayer(const proto::LayerResultProto& result, int layer, con
   auto expected = ExpectedLinears(cfg);
   std::map<std::string, int> seen;
   for (const proto::QuantizedLinearProto& q : result.linears()) {
-    const std::string where = absl::StrCat(prefix, ": ", q.name());
+    // Names come from the worker: escaped, so that a refusal stays one line.
+    const std::string where = absl::StrCat(prefix, ": ", absl::CHexEscape(q.name()));
     auto it = expected.find(q.name());
     if (it == expected.end()) return absl::InvalidArgumentError(absl::StrCat(where, ": not a linear of a decoder layer"));
     if (seen[q.name()]++ > 0) return absl::InvalidArgumentError(absl::StrCat(where, ": sent twice"));
@@ -313,7 +319,7 @@ absl::Status ValidateLayer(const proto::LayerResultProto& result, int layer, con
     return absl::InvalidArgumentError(absl::StrCat(prefix, ": errors: expected ", result.linears_size(),
                                                    " entries, got ", result.errors_size()));
   for (const proto::DenseTensorProto& d : result.dense())
-    QF_RETURN_IF_ERROR(ValidateDense(d, absl::StrCat(prefix, ": ", d.name()), cfg));
+    QF_RETURN_IF_ERROR(ValidateDense(d, absl::StrCat(prefix, ": ", absl::CHexEscape(d.name())), cfg));
   return absl::OkStatus();
 }
 

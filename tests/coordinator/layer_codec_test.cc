@@ -154,13 +154,19 @@ TEST(LayerCodecTest, ValidateLayerRejectsWrongShapes) {
        }},
       {"self_attn.o_proj: g_idx[0] = 1, expected 0 (no act-order)",
        [](proto::LayerResultProto* p) { p->mutable_linears(3)->set_g_idx(0, 1); }},
+      // Names come from the worker: a newline in one stays escaped, so the
+      // refusal is still one line.
+      {"layer 1: self_attn.q_proj\\n: not a linear",
+       [](proto::LayerResultProto* p) { p->mutable_linears(0)->set_name("self_attn.q_proj\n"); }},
+      {"expected a module path, got \"\\nx\"", [](proto::LayerResultProto* p) { p->mutable_dense(0)->set_name("\nx"); }},
   };
   for (const Case& c : cases) {
     proto::LayerResultProto p = good;
     c.mutate(&p);
-    EXPECT_THAT(ValidateLayer(p, 1, cfg, spec),
-                StatusIs(absl::StatusCode::kInvalidArgument, AllOf(HasSubstr("layer 1"), HasSubstr(c.expect))))
+    const absl::Status v = ValidateLayer(p, 1, cfg, spec);
+    EXPECT_THAT(v, StatusIs(absl::StatusCode::kInvalidArgument, AllOf(HasSubstr("layer 1"), HasSubstr(c.expect))))
         << c.expect;
+    EXPECT_EQ(std::string(v.message()).find('\n'), std::string::npos) << v;
   }
 }
 
