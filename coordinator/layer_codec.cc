@@ -63,10 +63,9 @@ absl::Status Expect(const std::string& where, const char* what, const A& expecte
 // zeros below 2^bits hold by construction of the bit streams.
 absl::Status ValidateLinearValues(const proto::QuantizedLinearProto& q, const std::string& where, int64_t groups,
                                   int64_t out, int64_t in) {
-  const std::string& scales = q.scales();
+  const std::vector<uint16_t> scales = U16FromBytes(q.scales());
   for (int64_t i = 0; i < groups * out; ++i) {
-    const uint16_t h = static_cast<uint16_t>(static_cast<uint8_t>(scales[2 * i]) |
-                                             (static_cast<uint8_t>(scales[2 * i + 1]) << 8));
+    const uint16_t h = scales[i];
     if ((h & 0x7c00u) == 0x7c00u)  // fp16 Inf or NaN
       return absl::InvalidArgumentError(
           absl::StrCat(where, ": scales[", i / out, ", ", i % out, "]: expected a finite fp16 value, got 0x",

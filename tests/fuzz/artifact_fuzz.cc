@@ -17,10 +17,10 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <string>
 #include <vector>
 
+#include "common/fs.h"
 #include "common/sha256.h"
 #include "kernels/ref/pack.h"
 #include "nlohmann/json.hpp"
@@ -36,16 +36,15 @@ using qf::storage::DType;
 using qf::storage::OwnedTensor;
 
 std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto bytes = qf::ReadFileToString(path);
+  QF_FUZZ_CHECK(bytes.ok(), "%s", std::string(bytes.status().message()).c_str());
+  return *std::move(bytes);
 }
 
 OwnedTensor Ones(const std::string& name, std::vector<int64_t> shape) {
   int64_t numel = 1;
   for (int64_t d : shape) numel *= d;
-  std::string data(static_cast<size_t>(numel) * 2, '\0');
-  for (int64_t i = 0; i < numel; ++i) data[2 * i + 1] = 0x3C;  // fp16 1.0, little-endian
-  return OwnedTensor{name, DType::kF16, std::move(shape), std::move(data)};
+  return OwnedTensor{name, DType::kF16, std::move(shape), qf::fuzz::HalfOnes(numel)};
 }
 
 struct Artifact {

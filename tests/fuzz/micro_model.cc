@@ -9,6 +9,12 @@
 
 namespace qf::fuzz {
 
+std::string HalfOnes(int64_t numel) {
+  std::string s(static_cast<size_t>(numel) * 2, '\0');
+  for (int64_t i = 0; i < numel; ++i) s[2 * i + 1] = 0x3C;  // 1.0 = 0x3C00
+  return s;
+}
+
 const char* MicroConfigJson() {
   return R"({"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
   "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32,
@@ -44,13 +50,8 @@ kernels::LayerResult MicroLayer() {
     layer.linears.push_back(std::move(q));
     layer.errors.push_back(0.0);
   }
-  const std::string ones = [] {
-    std::string s(2 * 64, '\0');
-    for (int i = 0; i < 64; ++i) s[2 * i + 1] = 0x3C;  // fp16 1.0, little-endian
-    return s;
-  }();
   for (const char* norm : {"input_layernorm.weight", "post_attention_layernorm.weight"})
-    layer.dense.push_back(kernels::DenseTensor{norm, "F16", {64}, ones});
+    layer.dense.push_back(kernels::DenseTensor{norm, "F16", {64}, HalfOnes(64)});
   return layer;
 }
 

@@ -6,10 +6,16 @@
 // worker would return it (random codes from a fixed seed).
 #pragma once
 
+#include <cstdint>
+#include <string>
+
 #include "kernels/quant_types.h"
 #include "storage/model_config.h"
 
 namespace qf::fuzz {
+
+// `numel` fp16 ones, little-endian bytes (norm weights, source tensors).
+std::string HalfOnes(int64_t numel);
 
 // config.json of the model.
 const char* MicroConfigJson();
