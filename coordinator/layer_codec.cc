@@ -9,6 +9,7 @@
 #include "common/sha256.h"
 #include "common/status_macros.h"
 #include "coordinator/planner.h"
+#include "kernels/ref/pack.h"
 #include "storage/artifact.h"
 
 namespace qf::coordinator {
@@ -56,39 +57,26 @@ absl::Status Expect(const std::string& where, const char* what, const A& expecte
   return absl::InvalidArgumentError(absl::StrCat(where, ": ", what, ": expected ", expected, ", got ", got));
 }
 
-// The values the dequantization contract (kernels/ref/pack.h,
-// ValidateQuantizedLinear) asks for beyond the sizes: checked here so that a
-// layer the assembler would refuse is refused before it is committed, where
-// the task can still run again (sizes are checked by the caller). Codes and
-// zeros below 2^bits hold by construction of the bit streams.
+// The values the dequantization contract asks for beyond the sizes
+// (kernels::ValidateGroupValues, the check the assembler's packing runs):
+// checked here so that a layer the assembler would refuse is refused before it
+// is committed, where the task can still run again. The caller has checked
+// the sizes; codes below 2^bits hold by construction of the bit stream.
 absl::Status ValidateLinearValues(const proto::QuantizedLinearProto& q, const std::string& where, int64_t groups,
                                   int64_t out, int64_t in) {
   const std::vector<uint16_t> scales = U16FromBytes(q.scales());
-  for (int64_t i = 0; i < groups * out; ++i) {
-    const uint16_t h = scales[i];
-    if ((h & 0x7c00u) == 0x7c00u)  // fp16 Inf or NaN
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, ": scales[", i / out, ", ", i % out, "]: expected a finite fp16 value, got 0x",
-                       absl::Hex(h, absl::kZeroPad4)));
-  }
-  if (q.sym()) {
-    QF_ASSIGN_OR_RETURN(const std::vector<uint8_t> zeros, UnpackBits(q.zeros(), q.bits(), groups * out));
-    const uint8_t mid = static_cast<uint8_t>(1u << (q.bits() - 1));
-    for (int64_t i = 0; i < groups * out; ++i) {
-      if (zeros[i] != mid)
-        return absl::InvalidArgumentError(absl::StrCat(where, ": zeros[", i / out, ", ", i % out, "]: expected ",
-                                                       mid, " (symmetric), got ", zeros[i]));
-    }
-  }
-  if (!q.desc_act()) {  // groups of consecutive input channels
-    for (int64_t k = 0; k < in; ++k) {
-      const int64_t g = q.group_size() == -1 ? 0 : k / q.group_size();
-      if (q.g_idx(static_cast<int>(k)) != g)
-        return absl::InvalidArgumentError(absl::StrCat(where, ": g_idx[", k, "] = ", q.g_idx(static_cast<int>(k)),
-                                                       ", expected ", g, " (no act-order)"));
-    }
-  }
-  return absl::OkStatus();
+  QF_ASSIGN_OR_RETURN(const std::vector<uint8_t> zeros, UnpackBits(q.zeros(), q.bits(), groups * out));
+  return kernels::ValidateGroupValues({.bits = q.bits(),
+                                       .group_size = q.group_size(),
+                                       .sym = q.sym(),
+                                       .desc_act = q.desc_act(),
+                                       .n = out,
+                                       .k = in,
+                                       .g = groups,
+                                       .scales = scales,
+                                       .zeros = zeros,
+                                       .g_idx = {q.g_idx().data(), static_cast<size_t>(q.g_idx_size())}},
+                                      where);
 }
 
 absl::Status ValidateLinear(const proto::QuantizedLinearProto& q, const std::string& where, int64_t out,
@@ -107,11 +95,6 @@ absl::Status ValidateLinear(const proto::QuantizedLinearProto& q, const std::str
   QF_RETURN_IF_ERROR(Expect(where, "zeros bytes", PackedBytes(groups * out, q.bits()),
                             static_cast<int64_t>(q.zeros().size())));
   QF_RETURN_IF_ERROR(Expect(where, "g_idx entries", in, static_cast<int64_t>(q.g_idx_size())));
-  for (int i = 0; i < q.g_idx_size(); ++i) {
-    if (q.g_idx(i) < 0 || q.g_idx(i) >= groups)
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, ": g_idx[", i, "] = ", q.g_idx(i), ", expected a value in [0, ", groups, ")"));
-  }
   if (!q.bias().empty()) QF_RETURN_IF_ERROR(Expect(where, "bias bytes", 2 * out, static_cast<int64_t>(q.bias().size())));
   return ValidateLinearValues(q, where, groups, out, in);
 }

@@ -44,7 +44,7 @@ absl::StatusOr<kernels::LayerResult> LayerFromProto(const proto::LayerResultProt
 // other than config.json's; bits / group_size / sym / act_order other than the
 // spec's; a wrong group count; packed sizes or g_idx entries that do not match;
 // a dense tensor whose dtype/shape/bytes disagree (norms must be [hidden]);
-// and what the assembler's packing would refuse later (ValidateQuantizedLinear):
+// and what the assembler's packing would refuse later (kernels::ValidateGroupValues):
 // a non-finite fp16 scale, a zero other than 2^(bits-1) in a symmetric job, a
 // g_idx entry other than k / group_size without act-order.
 absl::Status ValidateLayer(const proto::LayerResultProto& result, int layer,

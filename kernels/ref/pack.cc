@@ -178,32 +178,48 @@ absl::Status ValidateQuantizedLinear(const QuantizedLinear& q) {
                                                "] is not below 2^bits = ", levels));
     }
   }
-  const uint32_t sym_zero = levels / 2;
-  for (size_t i = 0; i < q.zeros.size(); ++i) {
-    if (q.zeros[i] >= levels) {
-      return Invalid(nm, "zeros", absl::StrCat("zero ", int{q.zeros[i]}, " at [", i / n, ", ", i % n,
-                                               "] is not below 2^bits = ", levels));
-    }
-    if (q.sym && q.zeros[i] != sym_zero) {
-      return Invalid(nm, "zeros", absl::StrCat("sym is set but zero at [", i / n, ", ", i % n, "] is ",
-                                               int{q.zeros[i]}, ", expected 2^(bits-1) = ", sym_zero));
-    }
+  return ValidateGroupValues({.bits = q.bits,
+                              .group_size = q.group_size,
+                              .sym = q.sym,
+                              .desc_act = q.desc_act,
+                              .n = n,
+                              .k = k,
+                              .g = g,
+                              .scales = q.scales,
+                              .zeros = q.zeros,
+                              .g_idx = q.g_idx},
+                             absl::StrCat("linear '", nm, "'"));
+}
+
+absl::Status ValidateGroupValues(const GroupValues& v, std::string_view where_sv) {
+  const absl::string_view where = Sv(where_sv);
+  const int64_t n = v.n;
+  const auto at = [n](size_t i) { return absl::StrCat("[", i / n, ", ", i % n, "]"); };
+  const uint32_t levels = 1u << v.bits, sym_zero = levels / 2;
+  for (size_t i = 0; i < v.zeros.size(); ++i) {
+    const uint32_t z = v.zeros[i];
+    if (z >= levels)
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": zeros", at(i), ": expected a value below 2^bits = ", levels, ", got ", z));
+    if (v.sym && z != sym_zero)
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": zeros", at(i), ": expected ", sym_zero, " (symmetric), got ", z));
   }
-  for (size_t i = 0; i < q.scales.size(); ++i) {
-    if (!HalfIsFinite(q.scales[i])) {
-      return Invalid(nm, "scales", absl::StrCat("scale at [", i / n, ", ", i % n, "] is not finite"));
-    }
+  for (size_t i = 0; i < v.scales.size(); ++i) {
+    if (!HalfIsFinite(v.scales[i]))
+      return absl::InvalidArgumentError(absl::StrCat(where, ": scales", at(i),
+                                                     ": expected a finite fp16 value, got 0x",
+                                                     absl::Hex(v.scales[i], absl::kZeroPad4)));
   }
-  for (int64_t i = 0; i < k; ++i) {
-    const int32_t gi = q.g_idx[i];
-    if (gi < 0 || gi >= g) {
-      return Invalid(nm, "g_idx", absl::StrCat("g_idx[", i, "] = ", gi, " is outside [0, ", g, ")"));
-    }
-    const int64_t natural = q.group_size == -1 ? 0 : i / q.group_size;
-    if (!q.desc_act && gi != natural) {
-      return Invalid(nm, "g_idx", absl::StrCat("g_idx[", i, "] = ", gi, " but desc_act is off (expected ",
-                                               natural, " = k / group_size)"));
-    }
+  for (size_t i = 0; i < v.g_idx.size(); ++i) {
+    const int32_t gi = v.g_idx[i];
+    if (gi < 0 || gi >= v.g)
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": g_idx[", i, "] = ", gi, ", expected a value in [0, ", v.g, ")"));
+    const int64_t natural = v.group_size == -1 ? 0 : static_cast<int64_t>(i) / v.group_size;
+    if (!v.desc_act && gi != natural)
+      return absl::InvalidArgumentError(absl::StrCat(where, ": g_idx[", i, "] = ", gi, ", expected ", natural,
+                                                     " = k / group_size (desc_act is off)"));
   }
   return absl::OkStatus();
 }

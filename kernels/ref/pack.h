@@ -66,6 +66,7 @@
 #include <array>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -88,6 +89,26 @@ inline constexpr std::array<int, 8> kAwqOrder = {0, 2, 4, 6, 1, 3, 5, 7};
 // finite scales; bias empty or out_features long. InvalidArgument naming the
 // linear and the field.
 absl::Status ValidateQuantizedLinear(const QuantizedLinear& q);
+
+// The per-value half of that contract, on views, so that a reader holding the
+// values in another form (the coordinator's check of a worker's layer,
+// coordinator/layer_codec.cc) refuses exactly what the packing would:
+// zeros below 2^bits and, when sym, equal to 2^(bits-1); finite fp16 scales;
+// g_idx in [0, G) and, without desc_act, k / group_size. The caller has
+// checked the sizes (scales and zeros G x N, g_idx K; G is 1 for group_size
+// -1). InvalidArgument "<where>: <field>[...]: expected ..., got ..." for the
+// first value that is not.
+struct GroupValues {
+  int bits = 4;
+  int64_t group_size = 128;
+  bool sym = false;
+  bool desc_act = false;
+  int64_t n = 0, k = 0, g = 0;           // out_features, in_features, num_groups
+  std::span<const uint16_t> scales;      // fp16 bits, [G x N]
+  std::span<const uint8_t> zeros;        // [G x N]
+  std::span<const int32_t> g_idx;        // [K]
+};
+absl::Status ValidateGroupValues(const GroupValues& v, std::string_view where);
 
 // The packed tensors of one linear. Names are the bare suffixes ("qweight",
 // "qzeros", "scales", "g_idx", "bias"); Take() prefixes them.

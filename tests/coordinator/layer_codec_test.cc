@@ -152,7 +152,7 @@ TEST(LayerCodecTest, ValidateLayerRejectsWrongShapes) {
          (*sc)[2 * out] = 0x00;
          (*sc)[2 * out + 1] = static_cast<char>(0xfe);
        }},
-      {"self_attn.o_proj: g_idx[0] = 1, expected 0 (no act-order)",
+      {"self_attn.o_proj: g_idx[0] = 1, expected 0 = k / group_size (desc_act is off)",
        [](proto::LayerResultProto* p) { p->mutable_linears(3)->set_g_idx(0, 1); }},
       // Names come from the worker: a newline in one stays escaped, so the
       // refusal is still one line.
