@@ -326,6 +326,10 @@ absl::Status ChunkJoiner::Add(const proto::LayerChunk& c) {
   if (next_ == 0) {
     if (c.count() == 0 || c.total_bytes() > kMaxLayerBytes)
       return absl::InvalidArgumentError(absl::StrCat(where, ": count must be >= 1 and total_bytes <= ", kMaxLayerBytes));
+    // A stream that can never add up is refused before anything is held for it.
+    if (c.total_bytes() > uint64_t{c.count()} * kMaxChunkBytes)
+      return absl::InvalidArgumentError(absl::StrCat(where, ": total_bytes ", c.total_bytes(), " does not fit in ",
+                                                     c.count(), " chunks of at most ", kMaxChunkBytes, " bytes"));
     header_ = c;
     header_.clear_data();
     header_.clear_sha256();

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/fs.h"
+#include "common/quote.h"
 #include "common/status_macros.h"
 #include "common/verify_vocab.h"
 #include "storage/synthetic_model.h"
@@ -21,7 +22,7 @@ absl::Status CheckRange(const std::string& field, int64_t v, int64_t lo, int64_t
   return absl::OkStatus();
 }
 
-std::string Quoted(const std::string& s) { return absl::StrCat("\"", s, "\""); }
+std::string Quoted(const std::string& s) { return absl::StrCat("\"", EscapeForError(s), "\""); }
 
 // The verify stage's fields: only with verify, and in range (the worker's
 // engine takes the same dtypes: common/verify_vocab.h).

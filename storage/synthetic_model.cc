@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/quote.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "storage/artifact.h"
@@ -174,8 +175,9 @@ uint64_t SyntheticTensorSeed(uint64_t seed, int64_t layer, int tensor) {
 }
 
 absl::StatusOr<SyntheticSpec> ParseSyntheticModel(const std::string& model) {
+  const std::string shown = EscapeForError(model);
   if (!IsSyntheticModel(model)) {
-    return absl::InvalidArgumentError(absl::StrCat("model '", model, "': expected synthetic:<preset>"));
+    return absl::InvalidArgumentError(absl::StrCat("model '", shown, "': expected synthetic:<preset>"));
   }
   std::string rest = model.substr(std::string(kSyntheticPrefix).size());
   std::vector<std::string> parts = absl::StrSplit(rest, absl::MaxSplits('?', 1));
@@ -184,27 +186,27 @@ absl::StatusOr<SyntheticSpec> ParseSyntheticModel(const std::string& model) {
   if (!FindPreset(spec.preset)) {
     std::vector<std::string> names;
     for (const Preset& p : kPresets) names.push_back(p.name);
-    return absl::InvalidArgumentError(absl::StrCat("model '", model, "': unknown synthetic preset '", spec.preset,
+    return absl::InvalidArgumentError(absl::StrCat("model '", shown, "': unknown synthetic preset '", EscapeForError(spec.preset),
                                                    "', expected one of ", absl::StrJoin(names, ", ")));
   }
   if (parts.size() == 2) {
     for (absl::string_view kv : absl::StrSplit(parts[1], '&')) {
       std::vector<std::string> p = absl::StrSplit(kv, absl::MaxSplits('=', 1));
       if (p.size() != 2) {
-        return absl::InvalidArgumentError(absl::StrCat("model '", model, "': '", kv, "' is not key=value"));
+        return absl::InvalidArgumentError(absl::StrCat("model '", shown, "': '", EscapeForError(std::string_view(kv.data(), kv.size())), "' is not key=value"));
       }
       if (p[0] == "layers") {
         if (!absl::SimpleAtoi(p[1], &spec.layers) || spec.layers <= 0 || spec.layers > 100000) {
-          return absl::InvalidArgumentError(absl::StrCat("model '", model, "': layers '", p[1],
-                                                         "', expected a positive number"));
+          return absl::InvalidArgumentError(absl::StrCat("model '", shown, "': layers '", EscapeForError(p[1]),
+                                                         "', expected a number in [1, 100000]"));
         }
       } else if (p[0] == "seed") {
         if (!absl::SimpleAtoi(p[1], &spec.seed)) {
-          return absl::InvalidArgumentError(absl::StrCat("model '", model, "': seed '", p[1],
+          return absl::InvalidArgumentError(absl::StrCat("model '", shown, "': seed '", EscapeForError(p[1]),
                                                          "', expected a non-negative number"));
         }
       } else {
-        return absl::InvalidArgumentError(absl::StrCat("model '", model, "': unknown parameter '", p[0],
+        return absl::InvalidArgumentError(absl::StrCat("model '", shown, "': unknown parameter '", EscapeForError(p[0]),
                                                        "', expected layers or seed"));
       }
     }

@@ -301,6 +301,16 @@ TEST(LayerCodecTest, ChunksJoinAndCatchCorruption) {
     other.set_layer(3);
     EXPECT_THAT(j.Add(other), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("header differs")));
   }
+  {
+    // A first chunk whose count cannot carry its total_bytes is refused at once.
+    ChunkJoiner j;
+    proto::LayerChunk lying = chunks[0];
+    lying.set_count(1);
+    lying.set_total_bytes(kMaxChunkBytes + 1);
+    EXPECT_THAT(j.Add(lying), StatusIs(absl::StatusCode::kInvalidArgument,
+                                       HasSubstr("chunk 1/1 of layer 2: total_bytes 4194305 does not fit in 1 chunks")));
+    EXPECT_FALSE(j.started());
+  }
   EXPECT_EQ(SplitLayer("", 4096).size(), 1u);
 }
 

@@ -234,7 +234,7 @@ TEST(SyntheticTest, BadNamesAreOneLineErrors) {
   EXPECT_THAT(ParseSyntheticModel("synthetic:llama-7b").status().message(),
               HasSubstr("unknown synthetic preset 'llama-7b', expected one of llama-70b, llama-8b, llama-tiny"));
   EXPECT_THAT(ParseSyntheticModel("synthetic:llama-70b?layers=0").status().message(),
-              HasSubstr("layers '0', expected a positive number"));
+              HasSubstr("layers '0', expected a number in [1, 100000]"));
   EXPECT_THAT(ParseSyntheticModel("synthetic:llama-70b?depth=3").status().message(),
               HasSubstr("unknown parameter 'depth'"));
   EXPECT_THAT(ParseSyntheticModel("synthetic:llama-70b?layers").status().message(), HasSubstr("not key=value"));

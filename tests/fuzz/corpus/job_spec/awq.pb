@@ -1,0 +1,2 @@
+
+/models/tiny-llamaawq¢/data/calib.jsonlú/out/jobÈ

@@ -1,0 +1,2 @@
+
+/models/tiny-llamagptq(¢/data/calib.txtú/out/jobÈ
