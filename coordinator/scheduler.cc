@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "common/quote.h"
 #include "common/status_macros.h"
 #include "coordinator/layer_codec.h"
 #include "coordinator/planner.h"
@@ -368,7 +369,7 @@ absl::StatusOr<proto::SubmitReply> Scheduler::Submit(const proto::SubmitRequest&
 absl::StatusOr<proto::JobStatus> Scheduler::GetJob(const std::string& job_id) const {
   std::lock_guard<std::mutex> l(mu_);
   Job* job = FindJob(job_id);
-  if (job == nullptr) return absl::NotFoundError(absl::StrCat("job ", job_id, ": no such job"));
+  if (job == nullptr) return absl::NotFoundError(absl::StrCat("job ", EscapeForError(job_id), ": no such job"));
   return MakeStatus(*job);
 }
 
@@ -399,7 +400,7 @@ void Scheduler::StopJob(Txn& txn, Job& job, proto::JobState state, const std::st
 absl::StatusOr<proto::JobStatus> Scheduler::Cancel(const std::string& job_id, const std::string& reason) {
   std::unique_lock<std::mutex> lock(mu_);
   Job* job = FindJob(job_id);
-  if (job == nullptr) return absl::NotFoundError(absl::StrCat("job ", job_id, ": no such job"));
+  if (job == nullptr) return absl::NotFoundError(absl::StrCat("job ", EscapeForError(job_id), ": no such job"));
   proto::JobState st = job->rec.state();
   if (st == proto::JOB_CANCELLED) return MakeStatus(*job);
   if (!IsLeasable(st))
@@ -419,7 +420,7 @@ absl::StatusOr<proto::JobStatus> Scheduler::Resume(const std::string& job_id) {
   {
     std::lock_guard<std::mutex> l(mu_);
     Job* job = FindJob(job_id);
-    if (job == nullptr) return absl::NotFoundError(absl::StrCat("job ", job_id, ": no such job"));
+    if (job == nullptr) return absl::NotFoundError(absl::StrCat("job ", EscapeForError(job_id), ": no such job"));
     spec = job->rec.spec();
     needs_plan = job->config == nullptr;
   }
@@ -469,7 +470,7 @@ absl::StatusOr<std::vector<proto::JobEvent>> Scheduler::Events(const std::string
                                                                int limit) const {
   {
     std::lock_guard<std::mutex> l(mu_);
-    if (FindJob(job_id) == nullptr) return absl::NotFoundError(absl::StrCat("job ", job_id, ": no such job"));
+    if (FindJob(job_id) == nullptr) return absl::NotFoundError(absl::StrCat("job ", EscapeForError(job_id), ": no such job"));
   }
   std::vector<proto::JobEvent> out;
   absl::Status parse = absl::OkStatus();
@@ -506,7 +507,7 @@ absl::StatusOr<AssemblyInput> Scheduler::LoadAssemblyInput(const std::string& jo
   {
     std::lock_guard<std::mutex> l(mu_);
     Job* job = FindJob(job_id);
-    if (job == nullptr) return absl::NotFoundError(absl::StrCat("job ", job_id, ": no such job"));
+    if (job == nullptr) return absl::NotFoundError(absl::StrCat("job ", EscapeForError(job_id), ": no such job"));
     in.job = job->rec;
     in.config = job->config;
     if (!job->tasks.empty()) in.stage_layers = job->tasks[0].end_layer() - job->tasks[0].first_layer();
@@ -524,7 +525,7 @@ absl::StatusOr<AssemblyInput> Scheduler::LoadAssemblyInput(const std::string& jo
 absl::Status Scheduler::FinishAssembly(const std::string& job_id, const absl::Status& result) {
   std::unique_lock<std::mutex> lock(mu_);
   Job* job = FindJob(job_id);
-  if (job == nullptr) return absl::NotFoundError(absl::StrCat("job ", job_id, ": no such job"));
+  if (job == nullptr) return absl::NotFoundError(absl::StrCat("job ", EscapeForError(job_id), ": no such job"));
   job->assembling = false;
   if (job->rec.state() != proto::JOB_ASSEMBLING) return absl::OkStatus();
   Txn txn;

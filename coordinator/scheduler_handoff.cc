@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "common/quote.h"
 #include "common/status_macros.h"
 #include "coordinator/scheduler_internal.h"
 
@@ -39,7 +40,7 @@ absl::StatusOr<proto::HandoffReply> Scheduler::Handoff(const proto::HandoffReque
   Txn txn;
   txn.now = clock_->NowMs();
   Job* job = FindJob(request.job_id());
-  if (job == nullptr) return absl::NotFoundError(absl::StrCat("job ", request.job_id(), ": unknown"));
+  if (job == nullptr) return absl::NotFoundError(absl::StrCat("job ", EscapeForError(request.job_id()), ": unknown"));
   if (job->rec.spec().mode() != proto::MODE_PARALLEL)
     return absl::FailedPreconditionError(absl::StrCat("job ", request.job_id(), ": sequential; no hand-off"));
   // The receiving stage: the one whose first layer is the boundary.

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/fs.h"
+#include "common/quote.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
 #include "common/verify_vocab.h"
@@ -173,9 +174,9 @@ absl::StatusOr<proto::LeaseReply> Scheduler::Lease(const proto::LeaseRequest& re
   std::unique_lock<std::mutex> lock(mu_);
   auto wit = workers_.find(request.worker_id());
   if (wit == workers_.end())
-    return absl::NotFoundError(absl::StrCat("worker ", request.worker_id(), ": not registered"));
+    return absl::NotFoundError(absl::StrCat("worker ", EscapeForError(request.worker_id()), ": not registered"));
   if (wit->second.record.incarnation() != request.incarnation())
-    return absl::AbortedError(absl::StrCat("worker ", request.worker_id(), ": stale incarnation; register again"));
+    return absl::AbortedError(absl::StrCat("worker ", EscapeForError(request.worker_id()), ": stale incarnation; register again"));
   Txn txn;
   txn.now = clock_->NowMs();
   wit->second.last_seen_ms = txn.now;
@@ -541,7 +542,7 @@ absl::StatusOr<proto::ReleaseReply> Scheduler::Release(const proto::ReleaseReque
 absl::StatusOr<std::string> Scheduler::FetchLayer(const std::string& job_id, int layer) const {
   QF_ASSIGN_OR_RETURN(auto value, store_->Get(StateFamily::kResults, storage::ResultKey(job_id, layer)));
   if (!value.has_value())
-    return absl::NotFoundError(absl::StrCat("job ", job_id, ": layer ", layer, " is not committed"));
+    return absl::NotFoundError(absl::StrCat("job ", EscapeForError(job_id), ": layer ", layer, " is not committed"));
   proto::CommittedLayer c;
   if (!c.ParseFromString(*value) || Sha256Hex(c.result()) != c.sha256())
     return absl::DataLossError(absl::StrCat("job ", job_id, ": committed layer ", layer, " fails its checksum"));

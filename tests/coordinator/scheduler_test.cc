@@ -358,6 +358,15 @@ TEST_F(SchedulerTest, BadRequestsAndUnknownIds) {
   proto::LeaseRequest unknown;
   unknown.set_worker_id("ghost");
   EXPECT_THAT(sched_->Lease(unknown), StatusIs(absl::StatusCode::kNotFound, HasSubstr("ghost")));
+  // Ids from a client are shown escaped: a newline cannot split the refusal.
+  EXPECT_THAT(sched_->GetJob("job-1\nFAKE"), StatusIs(absl::StatusCode::kNotFound, HasSubstr("job job-1\\nFAKE: no such job")));
+  unknown.set_worker_id("ghost\r\n");
+  EXPECT_THAT(sched_->Lease(unknown), StatusIs(absl::StatusCode::kNotFound, HasSubstr("worker ghost\\r\\n: not registered")));
+  req.mutable_spec()->set_bits(4);
+  req.mutable_spec()->set_method(std::string(400, '\n'));
+  const absl::Status long_method = sched_->Submit(req).status();
+  EXPECT_THAT(long_method, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("... (400 bytes)")));
+  EXPECT_EQ(std::string(long_method.message()).find('\n'), std::string::npos) << long_method;
 }
 
 TEST_F(SchedulerTest, RetriedCallsAreIdempotent) {
