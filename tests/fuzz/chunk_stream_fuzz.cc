@@ -7,7 +7,6 @@
 // stops at the first refusal, as the service does. A refusal is one line that
 // names the chunk or the layer; an accepted layer is exactly its chunks' data,
 // in order, total_bytes long, each chunk's SHA-256 as sent.
-#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -53,11 +52,7 @@ void WriteSeeds(const std::string& dir) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const bool seeded = [] {
-    if (const char* dir = std::getenv("QF_FUZZ_WRITE_CHUNK_SEEDS")) WriteSeeds(dir);
-    return true;
-  }();
-  (void)seeded;
+  qf::fuzz::WriteSeedsOnce("QF_FUZZ_WRITE_CHUNK_SEEDS", WriteSeeds);
   qf::coordinator::ChunkJoiner joiner;
   std::string sent;  // the data of every chunk the joiner took
   uint32_t taken = 0;

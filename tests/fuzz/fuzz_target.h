@@ -50,6 +50,17 @@ extern volatile unsigned g_sink;
 void NoteAccepted();
 int AcceptedCount();
 
+// Calls write(DIR) once per process when the environment variable `env` names
+// a directory: how a target writes its own seeds into corpus/<name>/.
+template <class F>
+void WriteSeedsOnce(const char* env, F write) {
+  static const bool written = [&] {
+    if (const char* dir = std::getenv(env)) write(std::string(dir));
+    return true;
+  }();
+  (void)written;
+}
+
 // The error contract of every loader here: one line that names `path`.
 inline void CheckRefusal(const absl::Status& s, const std::string& path) {
   const std::string msg(s.message());

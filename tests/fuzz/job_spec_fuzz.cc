@@ -6,7 +6,6 @@
 // names no file) the model string and the stage plan. A refusal is one line
 // that names the JobSpec field; an accepted spec plans into stages that cover
 // every layer once, in order.
-#include <cstdlib>
 #include <fstream>
 #include <string>
 
@@ -42,11 +41,7 @@ void WriteSeeds(const std::string& dir) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const bool seeded = [] {
-    if (const char* dir = std::getenv("QF_FUZZ_WRITE_JOBSPEC_SEEDS")) WriteSeeds(dir);
-    return true;
-  }();
-  (void)seeded;
+  qf::fuzz::WriteSeedsOnce("QF_FUZZ_WRITE_JOBSPEC_SEEDS", WriteSeeds);
   qf::proto::JobSpec spec;
   if (!spec.ParseFromArray(data, static_cast<int>(size))) return 0;  // the RPC layer refuses these
   qf::coordinator::ApplySpecDefaults(&spec);
