@@ -9,7 +9,7 @@
 #   source .devdeps/activate && bash bench/run_w4a16_device.sh [w4a16_bench args]
 #   QF_PTXAS=path/to/ptxas bash bench/run_w4a16_device.sh ...   # build with a newer ptxas
 #   W4A16_SETTLE_AB=250:4 bash bench/run_w4a16_device.sh --iters=30
-#       # then 4 more table processes, alternating without and with
+#       # then 4 more table processes, alternating --settle-ms=0 and
 #       # --settle-ms=250, the SM clock and power sampled every 50 ms
 #       # (settle_ab/: one log per process, clocks.csv, the targets line of each)
 set -u -o pipefail
@@ -91,7 +91,7 @@ if [ -n "${W4A16_SETTLE_AB:-}" ]; then
     --format=csv,noheader -lms 50 >"$OUT/settle_ab/clocks.csv" 2>&1 &
   smi=$!
   for i in $(seq 1 "$procs"); do
-    if [ $((i % 2)) = 1 ]; then extra=(); tag=plain; else extra=(--settle-ms="$ms"); tag=settle$ms; fi
+    if [ $((i % 2)) = 1 ]; then extra=(--settle-ms=0); tag=plain; else extra=(--settle-ms="$ms"); tag=settle$ms; fi
     log="$OUT/settle_ab/$i-$tag.log"
     echo "# $(date +%T.%N) start" >"$log"
     timeout 300 "$BIN/w4a16_bench" "$@" "${extra[@]}" >>"$log" 2>&1

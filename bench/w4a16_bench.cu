@@ -25,7 +25,7 @@
 //
 //   w4a16_bench [--iters=50] [--warmup=5] [--ms=1,4,16,64,256] [--shapes=qkv,o,gate_up,down|KxN,...]
 //               [--sweep[=SUBSTR,...]] [--variant=NAME] [--grids (with --sweep)] [--dtype=fp16|bf16] [--pull]
-//               [--settle-ms=MS]
+//               [--settle-ms=MS (250)] [--sweep-settle-ms=MS (0)]
 //
 // --sweep also times every compiled variant (W4A16VariantNames; with
 // substrings, those whose name contains one, or =NAME exactly) per row and prints them after
@@ -371,8 +371,9 @@ int main(int argc, char** argv) {
       "%d times after %d; median per call. Ours launched with pdl (programmatic dependent launch) and without; "
       "cuBLAS as torch calls it. The targets are checked on this one.\n",
       iters, warmup);
-  if (opt.settle_ms > 0)
-    std::printf("settle: the device idles %d ms before every timed measurement (power-cap recovery)\n", opt.settle_ms);
+  std::printf("settle: the device idles %d ms before every timed measurement of the table, %d ms in the sweep "
+              "(power-cap recovery)\n",
+              opt.settle_ms, opt.sweep_settle_ms);
   const qf::kernels::W4A16DType dtype = bf16 ? qf::kernels::W4A16DType::kBF16 : qf::kernels::W4A16DType::kF16;
   const cudaDataType cuda_type = bf16 ? CUDA_R_16BF : CUDA_R_16F;
   const char* type_name = bf16 ? "bf16" : "fp16";
@@ -419,6 +420,7 @@ int main(int argc, char** argv) {
   // every variant, printed as it goes so that a failing one loses nothing.
   for (int pass = 0; pass < (sweep ? 2 : 1); ++pass) {
     if (pass == 1) {
+      timer.settle_ms = opt.sweep_settle_ms;
       print_summary();
       std::printf(
           "\nsweep: every variant that takes the shape (cold call, then decode loop with pdl)\n"

@@ -49,7 +49,10 @@ int ParseW4A16BenchOptions(int argc, char** argv, const std::vector<std::string>
           ->delimiter(',');
   app.add_option("--variant", o.variant, "run this variant instead of the selection table's");
   app.add_flag("--grids", o.grids, "every grid of the swept streaming and decode variants; whole-tile, even-split and stream-K grids of the others")->needs(sweep_opt);
-  app.add_option("--settle-ms", o.settle_ms, "idle milliseconds before every timed measurement (power-cap recovery)")
+  app.add_option("--settle-ms", o.settle_ms,
+                 "idle milliseconds before every timed measurement of the table (power-cap recovery; 0: none)")
+      ->check(CLI::Range(0, 10000));
+  app.add_option("--sweep-settle-ms", o.sweep_settle_ms, "the same for the sweep's measurements")
       ->check(CLI::Range(0, 10000));
   app.add_flag("--pull", o.pull, "split decode grids reduce by pulling (the push reduction's A/B)");
   std::string dtype = "fp16";

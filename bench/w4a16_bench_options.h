@@ -24,7 +24,12 @@ struct W4A16BenchOptions {
   // (M = 256, gate_up) drive the H100 into its software power cap, and the
   // SM clock then stays low (1050-1100 MHz against 1980) into the next rows.
   // A pause lets it recover, so no row is timed in the previous one's wake.
-  int settle_ms = 0;
+  // Measured (bench/results/w4a16_h100_settle_ab.log): without it cuBLAS's
+  // decode loop, timed right after ours, ran gate_up at M = 256 in 455-460 us
+  // against 383-391 settled, so the table's default settles; the sweep's
+  // hundreds of rows do not unless asked (--sweep-settle-ms).
+  int settle_ms = 250;
+  int sweep_settle_ms = 0;
 };
 
 // "KxN" (decimal, both positive, K a multiple of 128 for the bench's group

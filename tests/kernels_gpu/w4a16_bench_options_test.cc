@@ -23,7 +23,7 @@ int Parse(std::vector<std::string> args, W4A16BenchOptions* o) {
 TEST(W4A16BenchOptionsTest, ValuesReachTheOptions) {
   W4A16BenchOptions o;
   ASSERT_EQ(Parse({"--iters=30", "--ms=64,256", "--shapes=qkv,down", "--sweep=wg_t64,=dec_m8_s16", "--grids",
-                   "--dtype=bf16", "--variant=wg_t256_n128_s6_d2", "--pull", "--settle-ms=300"},
+                   "--dtype=bf16", "--variant=wg_t256_n128_s6_d2", "--pull", "--settle-ms=300", "--sweep-settle-ms=40"},
                   &o),
             -1);
   EXPECT_EQ(o.iters, 30);
@@ -37,6 +37,7 @@ TEST(W4A16BenchOptionsTest, ValuesReachTheOptions) {
   EXPECT_EQ(o.variant, "wg_t256_n128_s6_d2");
   EXPECT_TRUE(o.pull);
   EXPECT_EQ(o.settle_ms, 300);
+  EXPECT_EQ(o.sweep_settle_ms, 40);
 
   W4A16BenchOptions d;
   ASSERT_EQ(Parse({"--sweep"}, &d), -1);
@@ -45,7 +46,8 @@ TEST(W4A16BenchOptionsTest, ValuesReachTheOptions) {
   EXPECT_EQ(d.ms, (std::vector<int64_t>{1, 4, 16, 64, 256}));
   EXPECT_FALSE(d.bf16);
   EXPECT_FALSE(d.pull);
-  EXPECT_EQ(d.settle_ms, 0) << "no pause unless asked";
+  EXPECT_EQ(d.settle_ms, 250) << "the table settles unless told not to";
+  EXPECT_EQ(d.sweep_settle_ms, 0) << "the sweep does not unless asked";
 }
 
 TEST(W4A16BenchOptionsTest, ShapesTakeKxNPairs) {
@@ -65,7 +67,7 @@ TEST(W4A16BenchOptionsTest, ShapesTakeKxNPairs) {
 TEST(W4A16BenchOptionsTest, BadValuesAreRefused) {
   for (const std::vector<std::string>& bad : std::vector<std::vector<std::string>>{
            {"--ms=abc"}, {"--ms=0"}, {"--iters=0"}, {"--shapes=ffn"}, {"--shapes=768x100"}, {"--shapes=o,12x"},
-           {"--dtype=fp8"}, {"--grids"}, {"--bogus"}, {"--settle-ms=-1"}, {"--settle-ms=x"}}) {
+           {"--dtype=fp8"}, {"--grids"}, {"--bogus"}, {"--settle-ms=-1"}, {"--settle-ms=x"}, {"--sweep-settle-ms=-5"}}) {
     SCOPED_TRACE(bad[0]);
     W4A16BenchOptions o;
     EXPECT_GT(Parse(bad, &o), 0);
