@@ -193,6 +193,9 @@ absl::Status ValidateQuantizedLinear(const QuantizedLinear& q) {
 
 absl::Status ValidateGroupValues(const GroupValues& v, std::string_view where_sv) {
   const absl::string_view where = Sv(where_sv);
+  if (v.bits < 1 || v.bits > 8 || v.n < 1)
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": bits ", v.bits, " and out_features ", v.n, ": expected 1..8 and a positive count"));
   const int64_t n = v.n;
   const auto at = [n](size_t i) { return absl::StrCat("[", i / n, ", ", i % n, "]"); };
   const uint32_t levels = 1u << v.bits, sym_zero = levels / 2;
