@@ -4,8 +4,9 @@
 #include <cstring>
 #include <map>
 
-#include "absl/strings/escaping.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/quote.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
 #include "coordinator/planner.h"
@@ -102,14 +103,13 @@ absl::Status ValidateLinear(const proto::QuantizedLinearProto& q, const std::str
 absl::Status ValidateDense(const proto::DenseTensorProto& d, const std::string& where,
                            const storage::ModelConfig& cfg) {
   // A module path: dotted identifiers ([A-Za-z0-9_], as torch names modules).
-  const bool path_chars = std::all_of(d.name().begin(), d.name().end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.';
-  });
+  const bool path_chars = std::all_of(d.name().begin(), d.name().end(),
+                                      [](char c) { return absl::ascii_isalnum(c) || c == '_' || c == '.'; });
   if (d.name().empty() || !path_chars || d.name().find("..") != std::string::npos || d.name().front() == '.' ||
       d.name().back() == '.')
-    return absl::InvalidArgumentError(absl::StrCat(where, ": expected a module path, got \"", absl::CHexEscape(d.name()), "\""));
+    return absl::InvalidArgumentError(absl::StrCat(where, ": expected a module path, got \"", EscapeForError(d.name()), "\""));
   int elem = DtypeBytes(d.dtype());
-  if (elem == 0) return absl::InvalidArgumentError(absl::StrCat(where, ": dtype: expected F16, BF16 or F32, got \"", absl::CHexEscape(d.dtype()), "\""));
+  if (elem == 0) return absl::InvalidArgumentError(absl::StrCat(where, ": dtype: expected F16, BF16 or F32, got \"", EscapeForError(d.dtype()), "\""));
   int64_t numel = 1;
   for (int64_t s : d.shape()) {
     if (s < 0 || s > (int64_t{1} << 40)) return absl::InvalidArgumentError(absl::StrCat(where, ": negative or huge dimension ", s));
@@ -247,7 +247,7 @@ absl::StatusOr<kernels::LayerResult> LayerFromProto(const proto::LayerResultProt
   kernels::LayerResult r;
   r.layer = p.layer();
   for (const proto::QuantizedLinearProto& l : p.linears()) {
-    const std::string where = absl::StrCat("layer ", p.layer(), ": ", absl::CHexEscape(l.name()));
+    const std::string where = absl::StrCat("layer ", p.layer(), ": ", EscapeForError(l.name()));
     if (l.bits() < 1 || l.bits() > 8 || l.out_features() < 0 || l.in_features() < 0 || l.num_groups() < 0 ||
         l.out_features() * l.in_features() > (int64_t{1} << 36))
       return absl::InvalidArgumentError(absl::StrCat(where, ": bits or shape out of range"));
@@ -288,7 +288,7 @@ absl::Status ValidateLayer(const proto::LayerResultProto& result, int layer, con
   std::map<std::string, int> seen;
   for (const proto::QuantizedLinearProto& q : result.linears()) {
     // Names come from the worker: escaped, so that a refusal stays one line.
-    const std::string where = absl::StrCat(prefix, ": ", absl::CHexEscape(q.name()));
+    const std::string where = absl::StrCat(prefix, ": ", EscapeForError(q.name()));
     auto it = expected.find(q.name());
     if (it == expected.end()) return absl::InvalidArgumentError(absl::StrCat(where, ": not a linear of a decoder layer"));
     if (seen[q.name()]++ > 0) return absl::InvalidArgumentError(absl::StrCat(where, ": sent twice"));
@@ -301,7 +301,7 @@ absl::Status ValidateLayer(const proto::LayerResultProto& result, int layer, con
     return absl::InvalidArgumentError(absl::StrCat(prefix, ": errors: expected ", result.linears_size(),
                                                    " entries, got ", result.errors_size()));
   for (const proto::DenseTensorProto& d : result.dense())
-    QF_RETURN_IF_ERROR(ValidateDense(d, absl::StrCat(prefix, ": ", absl::CHexEscape(d.name())), cfg));
+    QF_RETURN_IF_ERROR(ValidateDense(d, absl::StrCat(prefix, ": ", EscapeForError(d.name())), cfg));
   return absl::OkStatus();
 }
 
@@ -346,7 +346,7 @@ absl::Status ChunkJoiner::Add(const proto::LayerChunk& c) {
   std::string got = Sha256Hex(c.data());
   if (got != c.sha256())
     return absl::DataLossError(
-        absl::StrCat(where, ": sha256 mismatch (computed ", got, ", sent ", absl::CEscape(c.sha256()), ")"));
+        absl::StrCat(where, ": sha256 mismatch (computed ", got, ", sent ", EscapeForError(c.sha256()), ")"));
   data_ += c.data();
   ++next_;
   return absl::OkStatus();

@@ -28,6 +28,11 @@ bool IsLeasable(proto::JobState s) {
 
 namespace {
 
+// The id comes from a client: shown escaped, so the refusal stays one line.
+absl::Status NoSuchJob(const std::string& job_id) {
+  return absl::NotFoundError(absl::StrCat("job ", EscapeForError(job_id), ": no such job"));
+}
+
 std::string JobIdFor(uint64_t n) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "job-%06llu", static_cast<unsigned long long>(n));
@@ -369,7 +374,7 @@ absl::StatusOr<proto::SubmitReply> Scheduler::Submit(const proto::SubmitRequest&
 absl::StatusOr<proto::JobStatus> Scheduler::GetJob(const std::string& job_id) const {
   std::lock_guard<std::mutex> l(mu_);
   Job* job = FindJob(job_id);
-  if (job == nullptr) return absl::NotFoundError(absl::StrCat("job ", EscapeForError(job_id), ": no such job"));
+  if (job == nullptr) return NoSuchJob(job_id);
   return MakeStatus(*job);
 }
 
@@ -400,7 +405,7 @@ void Scheduler::StopJob(Txn& txn, Job& job, proto::JobState state, const std::st
 absl::StatusOr<proto::JobStatus> Scheduler::Cancel(const std::string& job_id, const std::string& reason) {
   std::unique_lock<std::mutex> lock(mu_);
   Job* job = FindJob(job_id);
-  if (job == nullptr) return absl::NotFoundError(absl::StrCat("job ", EscapeForError(job_id), ": no such job"));
+  if (job == nullptr) return NoSuchJob(job_id);
   proto::JobState st = job->rec.state();
   if (st == proto::JOB_CANCELLED) return MakeStatus(*job);
   if (!IsLeasable(st))
@@ -420,7 +425,7 @@ absl::StatusOr<proto::JobStatus> Scheduler::Resume(const std::string& job_id) {
   {
     std::lock_guard<std::mutex> l(mu_);
     Job* job = FindJob(job_id);
-    if (job == nullptr) return absl::NotFoundError(absl::StrCat("job ", EscapeForError(job_id), ": no such job"));
+    if (job == nullptr) return NoSuchJob(job_id);
     spec = job->rec.spec();
     needs_plan = job->config == nullptr;
   }
@@ -470,7 +475,7 @@ absl::StatusOr<std::vector<proto::JobEvent>> Scheduler::Events(const std::string
                                                                int limit) const {
   {
     std::lock_guard<std::mutex> l(mu_);
-    if (FindJob(job_id) == nullptr) return absl::NotFoundError(absl::StrCat("job ", EscapeForError(job_id), ": no such job"));
+    if (FindJob(job_id) == nullptr) return NoSuchJob(job_id);
   }
   std::vector<proto::JobEvent> out;
   absl::Status parse = absl::OkStatus();
@@ -507,7 +512,7 @@ absl::StatusOr<AssemblyInput> Scheduler::LoadAssemblyInput(const std::string& jo
   {
     std::lock_guard<std::mutex> l(mu_);
     Job* job = FindJob(job_id);
-    if (job == nullptr) return absl::NotFoundError(absl::StrCat("job ", EscapeForError(job_id), ": no such job"));
+    if (job == nullptr) return NoSuchJob(job_id);
     in.job = job->rec;
     in.config = job->config;
     if (!job->tasks.empty()) in.stage_layers = job->tasks[0].end_layer() - job->tasks[0].first_layer();
@@ -525,7 +530,7 @@ absl::StatusOr<AssemblyInput> Scheduler::LoadAssemblyInput(const std::string& jo
 absl::Status Scheduler::FinishAssembly(const std::string& job_id, const absl::Status& result) {
   std::unique_lock<std::mutex> lock(mu_);
   Job* job = FindJob(job_id);
-  if (job == nullptr) return absl::NotFoundError(absl::StrCat("job ", EscapeForError(job_id), ": no such job"));
+  if (job == nullptr) return NoSuchJob(job_id);
   job->assembling = false;
   if (job->rec.state() != proto::JOB_ASSEMBLING) return absl::OkStatus();
   Txn txn;
