@@ -67,8 +67,13 @@ absl::Status Scheduler::Load() {
   Txn txn;
   txn.now = clock_->NowMs();
   absl::Status parse_error;
-  auto corrupt = [&](const std::string& what) {
-    parse_error = absl::DataLossError(absl::StrCat(store_->dir(), ": unparsable ", what, " record"));
+  // Names the record, so that whoever restores it knows which one: the
+  // family and the key (task and lease keys hold big-endian numbers, hence
+  // the escaping).
+  auto corrupt = [&](StateFamily family, std::string_view key, const google::protobuf::Message& as) {
+    parse_error = absl::DataLossError(absl::StrCat(store_->dir(), ": record \"", EscapeForError(key), "\" of family ",
+                                                   std::string(storage::StateFamilyName(family)), " does not parse as ",
+                                                   as.GetTypeName()));
     return false;
   };
   QF_RETURN_IF_ERROR(store_->Scan(StateFamily::kMeta, "", [&](std::string_view k, std::string_view v) {
@@ -76,28 +81,29 @@ absl::Status Scheduler::Load() {
     if (k == storage::kMetaNextAttempt) next_attempt_ = std::max<uint64_t>(1, ParseU64(v));
     if (k.substr(0, storage::kWorkerPrefix.size()) == storage::kWorkerPrefix) {
       Worker w;
-      if (!w.record.ParseFromArray(v.data(), static_cast<int>(v.size()))) return corrupt("worker");
+      if (!w.record.ParseFromArray(v.data(), static_cast<int>(v.size())))
+        return corrupt(StateFamily::kMeta, k, w.record);
       workers_[w.record.name()] = w;
     }
     return true;
   }));
-  QF_RETURN_IF_ERROR(store_->Scan(StateFamily::kJobs, "", [&](std::string_view, std::string_view v) {
+  QF_RETURN_IF_ERROR(store_->Scan(StateFamily::kJobs, "", [&](std::string_view k, std::string_view v) {
     auto job = std::make_unique<Job>();
-    if (!job->rec.ParseFromArray(v.data(), static_cast<int>(v.size()))) return corrupt("job");
+    if (!job->rec.ParseFromArray(v.data(), static_cast<int>(v.size()))) return corrupt(StateFamily::kJobs, k, job->rec);
     if (!job->rec.request_id().empty()) request_ids_[job->rec.request_id()] = job->rec.job_id();
     jobs_[job->rec.job_id()] = std::move(job);
     return true;
   }));
-  QF_RETURN_IF_ERROR(store_->Scan(StateFamily::kTasks, "", [&](std::string_view, std::string_view v) {
+  QF_RETURN_IF_ERROR(store_->Scan(StateFamily::kTasks, "", [&](std::string_view k, std::string_view v) {
     proto::TaskRecord t;
-    if (!t.ParseFromArray(v.data(), static_cast<int>(v.size()))) return corrupt("task");
+    if (!t.ParseFromArray(v.data(), static_cast<int>(v.size()))) return corrupt(StateFamily::kTasks, k, t);
     Job* job = FindJob(t.job_id());
     if (job != nullptr && t.stage() == static_cast<int>(job->tasks.size())) job->tasks.push_back(std::move(t));
     return true;
   }));
   QF_RETURN_IF_ERROR(store_->Scan(StateFamily::kLeases, "", [&](std::string_view k, std::string_view v) {
     proto::LeaseRecord l;
-    if (!l.ParseFromArray(v.data(), static_cast<int>(v.size()))) return corrupt("lease");
+    if (!l.ParseFromArray(v.data(), static_cast<int>(v.size()))) return corrupt(StateFamily::kLeases, k, l);
     Job* job = FindJob(l.job_id());
     bool live = job != nullptr && l.stage() >= 0 && l.stage() < static_cast<int>(job->tasks.size()) &&
                 job->tasks[l.stage()].state() == proto::TASK_LEASED &&
@@ -481,10 +487,11 @@ absl::StatusOr<std::vector<proto::JobEvent>> Scheduler::Events(const std::string
   absl::Status parse = absl::OkStatus();
   QF_RETURN_IF_ERROR(store_->Scan(
       StateFamily::kEvents, storage::JobPrefix(job_id),
-      [&](std::string_view, std::string_view v) {
+      [&](std::string_view k, std::string_view v) {
         proto::JobEvent e;
         if (!e.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-          parse = absl::DataLossError(absl::StrCat("job ", job_id, ": unparsable event record"));
+          parse = absl::DataLossError(absl::StrCat(store_->dir(), ": event ", storage::ReadBigEndianSuffix(k, 8),
+                                                   " of job ", job_id, " does not parse as ", e.GetTypeName()));
           return false;
         }
         out.push_back(std::move(e));

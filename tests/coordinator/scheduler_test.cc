@@ -149,6 +149,50 @@ TEST_F(SchedulerTest, MutatedStateRecordsLoadOrAreRefusedNamingTheStore) {
   EXPECT_GE(st.layers_committed(), 1);
 }
 
+// A record that does not parse at all stops the restart with one line that
+// names the state directory, the record's family and key (escaped: task and
+// lease keys end in big-endian numbers) and the message it should hold, so
+// the operator knows which record to restore. Its event log names the event.
+TEST_F(SchedulerTest, UnparsableRecordsAreNamedByFamilyAndKey) {
+  const std::string job = SubmitOk(Spec(2));
+  Register("a");
+  const proto::TaskAssignment t = LeaseOk("a");
+  struct Case {
+    storage::StateFamily family;
+    std::string key, expect_key, expect_type;
+  };
+  const Case cases[] = {
+      {storage::StateFamily::kJobs, job, job, "qf.proto.JobRecord"},
+      {storage::StateFamily::kTasks, storage::TaskKey(job, 1), job + "/\\x00\\x00\\x00\\x01", "qf.proto.TaskRecord"},
+      {storage::StateFamily::kLeases, storage::LeaseKey(t.attempt_id()), "\\x00", "qf.proto.LeaseRecord"},
+      {storage::StateFamily::kMeta, storage::WorkerKey("a"), "worker/a", "qf.proto.WorkerRecord"},
+  };
+  for (const Case& c : cases) {
+    QF_ASSERT_OK_AND_ASSIGN(std::optional<std::string> original, store_->Get(c.family, c.key));
+    ASSERT_TRUE(original.has_value()) << c.key;
+    storage::StateBatch bad;
+    bad.Put(c.family, c.key, "\xff\xff not a record");
+    QF_ASSERT_OK(store_->Commit(std::move(bad)));
+    sched_.reset();
+    auto s = Scheduler::Create(store_.get(), &clock_, options_);
+    ASSERT_FALSE(s.ok()) << c.expect_type;
+    EXPECT_THAT(s.status(), StatusIs(absl::StatusCode::kDataLoss,
+                                     AllOf(HasSubstr(store_->dir()), HasSubstr(c.expect_key),
+                                           HasSubstr(std::string(storage::StateFamilyName(c.family))), HasSubstr(c.expect_type))));
+    EXPECT_EQ(std::string(s.status().message()).find('\n'), std::string::npos);
+    storage::StateBatch restore;
+    restore.Put(c.family, c.key, *original);
+    QF_ASSERT_OK(store_->Commit(std::move(restore)));
+  }
+  Reopen();
+  storage::StateBatch bad_event;
+  bad_event.Put(storage::StateFamily::kEvents, storage::EventKey(job, 2), "\xff\xff");
+  QF_ASSERT_OK(store_->Commit(std::move(bad_event)));
+  EXPECT_THAT(sched_->Events(job, 0, 0),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       AllOf(HasSubstr(store_->dir()), HasSubstr("event 2 of job " + job), HasSubstr("qf.proto.JobEvent"))));
+}
+
 TEST_F(SchedulerTest, AffinityGivesWayAfterGraceOrWhenTheWorkerIsGone) {
   SubmitOk(Spec(2));
   Register("a");
