@@ -22,20 +22,10 @@
 #include "coordinator/scheduler.h"
 #include "storage/state_store.h"
 #include "tests/coordinator/fake_engine.h"
+#include "tests/coordinator/quant_params_of.h"
 #include "tests/coordinator/test_util.h"
 
 namespace qf::testing {
-
-inline worker::QuantParams QuantParamsOf(const proto::JobSpec& s) {
-  worker::QuantParams q;
-  q.method = s.method();
-  q.bits = s.bits();
-  q.group_size = s.group_size();
-  q.sym = s.sym();
-  q.act_order = s.act_order();
-  q.static_groups = s.static_groups();
-  return q;
-}
 
 class SchedulerFixture : public ::testing::Test {
  protected:

@@ -34,6 +34,7 @@
 #include "storage/state_store.h"
 #include "storage/synthetic_model.h"
 #include "tests/coordinator/fake_engine.h"
+#include "tests/coordinator/quant_params_of.h"
 #include "tests/fuzz/fuzz_target.h"
 
 namespace {
@@ -82,11 +83,24 @@ qf::proto::SubmitRequest TinyJob() {
   return submit;
 }
 
-qf::proto::TaskAssignment LeaseFor(qf::coordinator::Scheduler& s, const std::string& worker) {
+// What worker `name` sends (setup and Exercise alike).
+qf::proto::RegisterRequest RegisterRequestFor(const std::string& name) {
+  qf::proto::RegisterRequest reg;
+  reg.set_name(name);
+  reg.set_incarnation("boot");
+  reg.set_device("cpu");
+  return reg;
+}
+
+qf::proto::LeaseRequest LeaseRequestFor(const std::string& name) {
   qf::proto::LeaseRequest lease;
-  lease.set_worker_id(worker);
+  lease.set_worker_id(name);
   lease.set_incarnation("boot");
-  auto leased = s.Lease(lease);
+  return lease;
+}
+
+qf::proto::TaskAssignment LeaseFor(qf::coordinator::Scheduler& s, const std::string& worker) {
+  auto leased = s.Lease(LeaseRequestFor(worker));
   QF_FUZZ_SETUP_OK(leased.status());
   QF_FUZZ_CHECK(leased->has_task(), "worker %s got no task", worker.c_str());
   return leased->task();
@@ -95,28 +109,18 @@ qf::proto::TaskAssignment LeaseFor(qf::coordinator::Scheduler& s, const std::str
 void CommitFake(qf::coordinator::Scheduler& s, const qf::proto::TaskAssignment& t, int layer) {
   auto cfg = qf::storage::LoadModelConfigOrSynthetic(t.spec().model_path());
   QF_FUZZ_SETUP_OK(cfg.status());
-  qf::worker::QuantParams q;
-  q.method = t.spec().method();
-  q.bits = t.spec().bits();
-  q.group_size = t.spec().group_size();
-  q.sym = t.spec().sym();
-  q.act_order = t.spec().act_order();
-  q.static_groups = t.spec().static_groups();
   qf::proto::LayerChunk header;
   header.set_attempt_id(t.attempt_id());
   header.set_job_id(t.job_id());
   header.set_layer(layer);
   const std::string bytes =
-      qf::coordinator::LayerToProto(qf::testing::MakeFakeLayer(*cfg, q, layer, 1000 + layer)).SerializeAsString();
+      qf::coordinator::LayerToProto(
+          qf::testing::MakeFakeLayer(*cfg, qf::testing::QuantParamsOf(t.spec()), layer, 1000 + layer)).SerializeAsString();
   QF_FUZZ_SETUP_OK(s.CommitLayer(header, bytes).status());
 }
 
 void Register(qf::coordinator::Scheduler& s, const std::string& worker) {
-  qf::proto::RegisterRequest reg;
-  reg.set_name(worker);
-  reg.set_incarnation("boot");
-  reg.set_device("cpu");
-  QF_FUZZ_SETUP_OK(s.Register(reg).status());
+  QF_FUZZ_SETUP_OK(s.Register(RegisterRequestFor(worker)).status());
 }
 
 // Runs the scheduler through both jobs as far as the header says and keeps
@@ -230,15 +234,8 @@ void Exercise(qf::coordinator::Scheduler& s, qf::coordinator::FakeClock& clock, 
     (void)s.FetchLayer(id, 0);
   }
   for (const char* worker : {"a", "b"}) {
-    qf::proto::RegisterRequest reg;
-    reg.set_name(worker);
-    reg.set_incarnation("boot");
-    reg.set_device("cpu");
-    (void)s.Register(reg);
-    qf::proto::LeaseRequest lease;
-    lease.set_worker_id(worker);
-    lease.set_incarnation("boot");
-    auto l = s.Lease(lease);
+    (void)s.Register(RegisterRequestFor(worker));
+    auto l = s.Lease(LeaseRequestFor(worker));
     if (l.ok() && l->has_task()) {
       qf::proto::RenewRequest renew;
       renew.set_attempt_id(l->task().attempt_id());
