@@ -23,7 +23,7 @@ COUNT = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "sev
 
 
 def processes(path):
-    """Yields (settled, dtype, cells) per table process of one log."""
+    """Yields {"settled", "dtype", "cells": {(shape, m): cell}} per table process of one log."""
     cur = None
     with open(path, encoding="utf-8") as f:
         for line in f:
