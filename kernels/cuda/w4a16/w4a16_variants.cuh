@@ -232,6 +232,14 @@ extern const Variant kW4A16WgT64W1K128TwoBlocksMc2;
 // compute warpgroups hand stages back through mbarriers, no block barrier.
 extern const Variant kW4A16WsT64N128TwoBlocks;
 extern const Variant kW4A16WsT64N256;
+// Producer warpgroup (wg_pc_*, tuning only): one thread of a fourth warpgroup
+// stages the ring by TMA onto full/empty mbarriers, and setmaxnreg moves its
+// registers to the two compute warpgroups (WgConfig WS and TMA).
+extern const Variant kW4A16WgPcT256N128S6;
+extern const Variant kW4A16WgPcT256N128S6D2;
+extern const Variant kW4A16WgPcT128N256S8;
+extern const Variant kW4A16WgPcT64N256S6K128;
+extern const Variant kW4A16WgPcT64N128S8K128;
 // Dequantize-to-shared (w4a16_wgss_kernel.cuh, tuning only; wg_ss_t<rows>_n<columns>
 // _o<B slots>_w<raw weight slots>_a<A slots>[_x2: two transform warpgroups]):
 // transform warps dequantize each stage into shared memory, consumer

@@ -126,6 +126,14 @@ struct WgConfig {
   // warps put three on one SM sub-partition, which caps registers at 168 per
   // thread: only tiles with BT*MW <= 128 keep their wgmma unserialized.
   static constexpr bool kWs = WS;
+  // Producer warpgroup (WS and TMA, the wg_pc_* tuning variants): the
+  // producer is a whole warpgroup so that `setmaxnreg` can move
+  // registers between roles (it acts on warpgroups): the producer keeps
+  // kProducerRegs, the compute warpgroups take kConsumerRegs, and one thread
+  // of the producer issues each stage's tensor and bulk copies. The 168 cap
+  // above then no longer holds the 256-row tiles.
+  static constexpr bool kProducerWg = WS && TMA;
+  static constexpr int kProducerRegs = 40, kConsumerRegs = 232;
   // TMA: each slot is staged by one tensor copy of A per 64-row half (the
   // hardware writes the 128-byte swizzle and zero-fills rows past m) and one
   // bulk copy per row of QF4 tiles, scales and zeros, all completing on the
@@ -135,7 +143,8 @@ struct WgConfig {
   // 4 warps, and the two blocks an SM runs drift apart, so one can dequantize
   // while the other's wgmma run.
   static constexpr int kComputeThreads = 128 * WGS;
-  static constexpr int kThreads = WS ? kComputeThreads + 32 : kComputeThreads;  // + the producer warp
+  static constexpr int kProducerThreads = !WS ? 0 : TMA ? 128 : 32;
+  static constexpr int kThreads = kComputeThreads + kProducerThreads;
   static constexpr int kCopyThreads = WS ? 32 : kComputeThreads;               // threads that issue the copies
   // Pairs of CTAs that share A (CLUSTER = 2, the _mc2 variants; TMA only):
   // the two CTAs of a cluster work on the same rows of A and stream-K units,
@@ -165,8 +174,8 @@ struct WgConfig {
   static_assert(BT * 8 * kHalves % kCopyThreads == 0 && (KS * kColTiles * 32) % kCopyThreads == 0,
                 "equal copy shares");
   static_assert(DEPTH == 1 || DEPTH == 2, "two or three A register sets");
-  static_assert(!WS || DEPTH == 1, "the producer hand-off releases one stage per wait");
-  static_assert(!(WS && TMA), "one copy scheme");
+  static_assert(!kProducerWg || kConsumerRegs * kComputeThreads + kProducerRegs * 128 <= 65536,
+                "the roles' registers fit the SM's register file");
   static_assert(WGS == 1 || WGS == 2, "one or two compute warpgroups");
   static_assert(STAGES >= DEPTH + 2, "slot i-1-DEPTH is refilled at stage i");
   static_assert(CLUSTER == 1 || (CLUSTER == 2 && TMA && !WS), "A is multicast by TMA");
@@ -320,7 +329,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
                   p.scales + (g_off + gr * (p.n / 8) + ch));
       }
     }
-    static_assert(Cfg::kGroupRows * (BN / 32) <= kCT / 2, "one round of zero copies");
+    static_assert(Cfg::kTma || Cfg::kGroupRows * (BN / 32) <= kCT / 2, "one round of zero copies");
     if (const int t = ct ^ (kCT / 2); p.zeros != nullptr && t < rows * (BN / 32)) {
       const int gr = t / (BN / 32), ch = t % (BN / 32);
       CpAsync16(reinterpret_cast<int4*>(sh_z + (slot * Cfg::kGroupRows + gr) * (BN / 8)) + ch,
@@ -351,11 +360,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
       const int round = fetched / STAGES;  // this fill of the slot, from 0
       if (round > 0 && warp < stage_copies) MbarWaitInFlight(ring_bar + STAGES + slot, (round - 1) & 1);
     }
-    if (warp == 0) MbarArriveExpectTx(bar, stage_bytes);
+    // The producer warpgroup's one copying thread issues them all.
+    constexpr int kCopyWarps = Cfg::kProducerWg ? 1 : kThreads / 32;
+    const int cw = Cfg::kProducerWg ? 0 : warp;
+    if (cw == 0) MbarArriveExpectTx(bar, stage_bytes);
     const int k0 = f_kt * Cfg::kBk, f_ct = cta_tile(f_nt);
     constexpr int kBFirst = Cfg::kHalves, kSFirst = kBFirst + Cfg::kKs;
     const int z_first = kSFirst + group_rows;
-    for (int c = warp; c < stage_copies; c += kThreads / 32) {
+    for (int c = cw; c < stage_copies; c += kCopyWarps) {
       if (c < kBFirst) {
         if constexpr (kCluster > 1) {  // this CTA's share of the rows, into every CTA of the cluster
           constexpr int kRows = BT / kCluster;
@@ -612,22 +624,33 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   };
 
   // ---- Warp-specialized stage (kWs): wait until the producer's copies of
-  // the stage have landed, compute it, retire the previous stage's group and
-  // hand that stage's slot back (`held`; none at a tile's first stage, whose
-  // predecessor the tile-end wait retired and released).
+  // the stage have landed, compute it, retire stage i-kDepth's group and hand
+  // the oldest held slot back (`held`, in ring order; `holding` counts the
+  // tile's stages computed and not yet handed back: a tile's first stages
+  // hand back nothing, the tile-end wait retired and released the rest). The
+  // hand-off is a predicated arrive, not a branch beside the wgmma.
   uint64_t* const full_bar = ring_bar;
   uint64_t* const empty_bar = ring_bar + (Cfg::kWs ? STAGES : 0);
-  int held = 0;
-  bool holding = false;
+  int held = 0, holding = 0;
+  auto release = [&](bool pred) {
+    MbarArriveIf(empty_bar + held, pred);
+    held = pred ? (held == STAGES - 1 ? 0 : held + 1) : held;
+    holding -= pred;
+  };
   auto step_ws = [&](AFrags& af, const AFrags& old, auto one_group) {
-    MbarWait(full_bar + slot, phase);
-    FenceProxyAsync();  // the producer's cp.async bytes, acquired above, before wgmma reads them
+    if constexpr (Cfg::kProducerWg) {
+      MbarWaitRaised<Cfg::kProducerRegs>(SmemAddr(full_bar + slot), phase);
+    } else {
+      MbarWait(full_bar + slot, phase);
+    }
+    // The producer's cp.async bytes, acquired above, before wgmma reads them
+    // (TMA writes through the async proxy already).
+    if constexpr (!Cfg::kTma) FenceProxyAsync();
     compute_stage(slot, af, one_group);
-    WgmmaWait<1>();
+    ++holding;
+    WgmmaWait<kDepth>();
     retire(old);
-    MbarArriveIf(empty_bar + held, holding);
-    held = slot;
-    holding = true;
+    release(holding > kDepth);
     if (++slot == STAGES) {
       slot = 0;
       phase ^= 1;
@@ -654,31 +677,40 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   if constexpr (Cfg::kWs) {
     if (tid == 0) {
       for (int s = 0; s < STAGES; ++s) {
-        MbarInit(full_bar + s, kCT);
+        // cp.async: one arrival per producer lane; TMA: the arming thread's
+        // (the bytes complete the phase).
+        MbarInit(full_bar + s, Cfg::kProducerWg ? 1 : kCT);
         MbarInit(empty_bar + s, kThreads);
       }
       QF_SM90(asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"));
     }
     __syncthreads();
     if (count <= 0) return;
-    if (warp == kThreads / 32) {
-      // The producer warp: the block's stages in order into the ring, each
-      // slot refilled once the compute threads have released its last use
-      // (the first round finds every slot free: parity 1 of a fresh barrier).
+    if (warp >= kThreads / 32) {
+      // The producer: the block's stages in order into the ring, each slot
+      // refilled once the compute threads have released its last use (the
+      // first round finds every slot free: parity 1 of a fresh barrier). A
+      // producer warpgroup first gives its registers to the compute
+      // warpgroups; then one thread copies and the others leave.
+      if constexpr (Cfg::kProducerWg) {
+        SetMaxNRegDec<Cfg::kProducerRegs>();
+        if (warp != kThreads / 32 || lane != 0) return;
+      }
       int ps = 0;
       uint32_t pphase = 0;
       for (int i = 0; i < count; ++i) {
         MbarWait(empty_bar + ps, pphase ^ 1);
         fetch_stage(ps);
-        CpAsyncMbarArrive(full_bar + ps);
+        if constexpr (!Cfg::kTma) CpAsyncMbarArrive(full_bar + ps);
         if (++ps == STAGES) {
           ps = 0;
           pphase ^= 1;
         }
       }
-      asm volatile("cp.async.wait_all;\n" ::: "memory");
+      if constexpr (!Cfg::kTma) asm volatile("cp.async.wait_all;\n" ::: "memory");
       return;
     }
+    if constexpr (Cfg::kProducerWg) SetMaxNRegInc<Cfg::kConsumerRegs>();
   } else {
     if constexpr (Cfg::kTma) {
       if (tid == 0) {
@@ -722,19 +754,19 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
         }
       } else {  // x, y, z: stage i retires stage i-2's set, the next in the rotation
         while (true) {
-          step(i, af_x, af_y, one_group);
+          stage(i, af_x, af_y, one_group);
           if (++i == end) break;
-          step(i, af_y, af_z, one_group);
+          stage(i, af_y, af_z, one_group);
           if (++i == end) break;
-          step(i, af_z, af_x, one_group);
+          stage(i, af_z, af_x, one_group);
           if (++i == end) break;
         }
       }
       WgmmaWait<0>();
       if (i == count) AllowDependents();  // the last tile's fixup and epilogue overlap the next launch
       if constexpr (Cfg::kWs) {
-        MbarArriveIf(empty_bar + held, true);
-        holding = false;
+#pragma unroll
+        for (int r = 0; r < kDepth; ++r) release(holding > 0);
       }
 #pragma unroll
       for (int mw = 0; mw < MW; ++mw) FenceRegs(acc[mw]);

@@ -38,6 +38,37 @@ __device__ __forceinline__ void WgmmaWait() {
   QF_SM90A(asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory"));
 }
 
+// Register reallocation between the warpgroups of a block (every thread of
+// the warpgroup executes it): the producer gives registers back (dec) and the
+// consumers take them (inc), so the launch bound's per-thread share no longer
+// caps the accumulators. ptxas allocates the code after each to its count.
+template <int kRegs>
+__device__ __forceinline__ void SetMaxNRegDec() {
+  static_assert(kRegs % 8 == 0 && kRegs >= 24 && kRegs <= 256, "setmaxnreg takes multiples of 8 in [24, 256]");
+  QF_SM90A(asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegs)));
+}
+template <int kRegs>
+__device__ __forceinline__ void SetMaxNRegInc() {
+  static_assert(kRegs % 8 == 0 && kRegs >= 24 && kRegs <= 256, "setmaxnreg takes multiples of 8 in [24, 256]");
+  QF_SM90A(asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegs)));
+}
+
+// MbarWait for a warpgroup that raised its registers with SetMaxNRegInc.
+// ptxas allocates any region that can reach a trap to the launch bound's
+// per-thread count (ptxas 13.5: 168 registers at 384 threads, whatever the
+// setmaxnreg; the 256-row tiles then spilled and serialized their wgmma), so
+// the timeout gives the registers back before it traps. Every thread of the
+// warpgroup waits on the same phase, so all of them reach the `dec`.
+template <int kRegs>
+__device__ __forceinline__ void MbarWaitRaised(uint32_t bar, uint32_t parity) {
+  for (uint32_t tries = 0; !MbarTryWait(bar, parity); ++tries) {
+    if (tries > (1u << 24)) {
+      SetMaxNRegDec<kRegs>();
+      __trap();
+    }
+  }
+}
+
 // Makes the compiler treat `r` as rewritten here, so no read of an
 // accumulator moves above the wgmma wait that completes it.
 template <int N>
