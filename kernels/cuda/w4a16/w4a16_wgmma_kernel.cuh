@@ -178,7 +178,7 @@ struct WgConfig {
                 "the roles' registers fit the SM's register file");
   static_assert(WGS == 1 || WGS == 2, "one or two compute warpgroups");
   static_assert(STAGES >= DEPTH + 2, "slot i-1-DEPTH is refilled at stage i");
-  static_assert(CLUSTER == 1 || (CLUSTER == 2 && TMA && !WS), "A is multicast by TMA");
+  static_assert(CLUSTER == 1 || (CLUSTER == 2 && TMA), "A is multicast by TMA");
   static_assert(BT % (8 * CLUSTER) == 0, "each CTA's share of A is whole 8-row swizzle atoms");
   static_assert(!(TMA && ELEM::kBf16), "the TMA map of A is an fp16 map");
 };
@@ -356,7 +356,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   auto fetch_stage_tma = [&](int slot) {
     if (lane != 0) return;
     uint64_t* bar = ring_bar + slot;
-    if constexpr (kCluster > 1) {
+    if constexpr (kCluster > 1 && !Cfg::kProducerWg) {  // (the producer waited on empty[slot])
       const int round = fetched / STAGES;  // this fill of the slot, from 0
       if (round > 0 && warp < stage_copies) MbarWaitInFlight(ring_bar + STAGES + slot, (round - 1) & 1);
     }
@@ -633,7 +633,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   uint64_t* const empty_bar = ring_bar + (Cfg::kWs ? STAGES : 0);
   int held = 0, holding = 0;
   auto release = [&](bool pred) {
-    MbarArriveIf(empty_bar + held, pred);
+    if constexpr (kCluster > 1) {  // lane 0 of each warp, in both CTAs (empty_at)
+#pragma unroll
+      for (int r = 0; r < kCluster; ++r) MbarArriveIf<true>(empty_at[r] + held * 8, pred && lane == 0);
+    } else {
+      MbarArriveIf(empty_bar + held, pred);
+    }
     held = pred ? (held == STAGES - 1 ? 0 : held + 1) : held;
     holding -= pred;
   };
@@ -680,34 +685,51 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
         // cp.async: one arrival per producer lane; TMA: the arming thread's
         // (the bytes complete the phase).
         MbarInit(full_bar + s, Cfg::kProducerWg ? 1 : kCT);
-        MbarInit(empty_bar + s, kThreads);
+        // Cluster pairs: one arrival per compute warp of each CTA.
+        MbarInit(empty_bar + s, kCluster > 1 ? kCluster * kThreads / 32 : kThreads);
       }
       QF_SM90(asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"));
     }
-    __syncthreads();
-    if (count <= 0) return;
+    if constexpr (kCluster > 1) {  // the peer's copies and arrivals signal our barriers
+      ClusterArrive();
+      ClusterWait();
+    } else {
+      __syncthreads();
+    }
+    if (count <= 0) return;  // the same for every CTA of a cluster
     if (warp >= kThreads / 32) {
       // The producer: the block's stages in order into the ring, each slot
       // refilled once the compute threads have released its last use (the
       // first round finds every slot free: parity 1 of a fresh barrier). A
       // producer warpgroup first gives its registers to the compute
-      // warpgroups; then one thread copies and the others leave.
+      // warpgroups; then one thread copies and the others leave (in a
+      // cluster pair, at the pair's exit barrier: a CTA stays until its
+      // peer can no longer arrive on its barriers).
+      auto produce = [&]() {
+        int ps = 0;
+        uint32_t pphase = 0;
+        for (int i = 0; i < count; ++i) {
+          MbarWait(empty_bar + ps, pphase ^ 1);
+          fetch_stage(ps);
+          if constexpr (!Cfg::kTma) CpAsyncMbarArrive(full_bar + ps);
+          if (++ps == STAGES) {
+            ps = 0;
+            pphase ^= 1;
+          }
+        }
+        if constexpr (!Cfg::kTma) asm volatile("cp.async.wait_all;\n" ::: "memory");
+      };
       if constexpr (Cfg::kProducerWg) {
         SetMaxNRegDec<Cfg::kProducerRegs>();
-        if (warp != kThreads / 32 || lane != 0) return;
-      }
-      int ps = 0;
-      uint32_t pphase = 0;
-      for (int i = 0; i < count; ++i) {
-        MbarWait(empty_bar + ps, pphase ^ 1);
-        fetch_stage(ps);
-        if constexpr (!Cfg::kTma) CpAsyncMbarArrive(full_bar + ps);
-        if (++ps == STAGES) {
-          ps = 0;
-          pphase ^= 1;
+        if (warp == kThreads / 32 && lane == 0) produce();
+        if constexpr (kCluster > 1) {
+          __syncwarp();
+          ClusterArrive();
+          ClusterWait();
         }
+      } else {
+        produce();
       }
-      if constexpr (!Cfg::kTma) asm volatile("cp.async.wait_all;\n" ::: "memory");
       return;
     }
     if constexpr (Cfg::kProducerWg) SetMaxNRegInc<Cfg::kConsumerRegs>();
