@@ -83,8 +83,18 @@ TEST(W4A16Select, NarrowWeightsTakeOneBlockPerSmTilesFrom17To128Rows) {
                         {64, 3584, 18944, "wg_t64_n128_w1_s4_k128_2blk"},  {32, 4096, 14336, "mb2_bn128_bk256_s4"},
                         {128, 4096, 14336, "wg_t128_n128_s5"},             {65, 4608, 3584, "wg_t128_n128_s5"},
                         {64, 8192, 8192, "wg_t64_n128_w1_s4_k128_2blk"},   {32, 8192, 8192, "mb2_bn128_bk256_s4"},
-                        {64, 28672, 4096, "wg_t64_n128_w1_s4_k128_2blk"},  {128, 8192, 28672, "wg_t128_n256_s5"},
+                        {64, 28672, 4096, "wg_t64_n128_w1_s4_k128_2blk"},  {128, 8192, 28672, "wg_pc_t128_n256_s8"},
                         {128, 28672, 4096, "wg_t128_n256_s5"},             {256, 4096, 4096, "wg_t256_n128_s6_d2"}};
+  ExpectPicks(cases);
+}
+
+// 65-128 rows of deep weights (k >= 8192: the 70B projections) take the
+// 128 x 256 tiles that a producer warpgroup stages by TMA; shallower k keeps
+// the cp.async form of the same tiles, and from 129 rows the 256-row tiles.
+TEST(W4A16Select, DeepWeightsAt65To128RowsTakeTheProducerWarpgroupTiles) {
+  const Pick cases[] = {{65, 10240, 8192, "wg_pc_t128_n256_s8"},   {128, 57344, 8192, "wg_pc_t128_n256_s8"},
+                        {96, 8192, 28672, "wg_pc_t128_n256_s8"},   {128, 28672, 4096, "wg_t128_n256_s5"},
+                        {129, 10240, 8192, "wg_t256_n128_s6_d2"}, {64, 10240, 8192, "wg_t64_n128_w1_s4_k128_2blk"}};
   ExpectPicks(cases);
 }
 

@@ -172,6 +172,14 @@ const Row kTable[] = {
     {64, 0, 0, &w4a16::kW4A16Mb4Bn256},
     // Narrow weights at 65-128 rows, at any k (kNarrowN).
     {128, kWgMinN, 0, &w4a16::kW4A16WgT128N128, kAnyK, kNarrowN},
+    // Deep k (70B's projections) at 65-128 rows: the same 128 x 256 tiles
+    // staged by a producer warpgroup (TMA, setmaxnreg). H100, settled sweeps,
+    // three processes on two leases (bench/results/w4a16_h100_producer_wg.log,
+    // w4a16_h100_producer_mc2.log), decode loop against wg_t128_n256_s5:
+    // gate_up 248.9-251.7 us against 264.2-268.2, down 120.5-127.7 against
+    // 126.4-134.4, qkv 55.5-56.6 against 57.2-57.5, o 49.1-49.6 against
+    // 48.4-48.8 (cold calls 1-9% faster on all four).
+    {128, kWgMinN, 8192, &w4a16::kW4A16WgPcT128N256S8},
     {128, kWgMinN, 0, &w4a16::kW4A16WgT128},
     {128, kWgMinN, 0, &w4a16::kW4A16WgT128N128},
     // Above 128 rows: a 6-slot ring below 16384 columns (H200, run 54, decode
@@ -235,6 +243,7 @@ const std::pair<const Variant*, const Variant*> kBf16Twins[] = {
     {&w4a16::kW4A16Mb4Bn128, &w4a16::kW4A16Bf16Mb4Bn128},
     {&w4a16::kW4A16Mb4Bn256, &w4a16::kW4A16Bf16Mb4Bn256},
     {&w4a16::kW4A16WgT128, &w4a16::kW4A16Bf16WgT128},
+    {&w4a16::kW4A16WgPcT128N256S8, &w4a16::kW4A16Bf16WgPcT128N256S8},
     {&w4a16::kW4A16WgT128N128, &w4a16::kW4A16Bf16WgT128N128},
     {&w4a16::kW4A16WgT256N128D2, &w4a16::kW4A16Bf16WgT256N128D2},
     {&w4a16::kW4A16WgT256N128S6D2, &w4a16::kW4A16Bf16WgT256N128S6D2},

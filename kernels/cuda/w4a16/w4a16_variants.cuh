@@ -264,6 +264,7 @@ extern const Variant kW4A16Bf16AnyBk64;
 extern const Variant kW4A16Bf16WgT64W1K128TwoBlocks;
 extern const Variant kW4A16Bf16WgT64N128K128;
 extern const Variant kW4A16Bf16WgT128;
+extern const Variant kW4A16Bf16WgPcT128N256S8;
 extern const Variant kW4A16Bf16WgT128N128;
 extern const Variant kW4A16Bf16WgT256N128D2;
 extern const Variant kW4A16Bf16WgT256N128S6D2;

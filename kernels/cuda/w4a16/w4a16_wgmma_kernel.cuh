@@ -138,6 +138,8 @@ struct WgConfig {
   // hardware writes the 128-byte swizzle and zero-fills rows past m) and one
   // bulk copy per row of QF4 tiles, scales and zeros, all completing on the
   // slot's mbarrier; lane 0 of each warp issues one or two of them.
+  // The map is fp16 for bf16 activations too: a tensor copy moves bytes
+  // (same element size, and rows past m fill with +0 in both types).
   static constexpr bool kTma = TMA;
   // One warpgroup per block (_w1): a block's barrier then holds only its own
   // 4 warps, and the two blocks an SM runs drift apart, so one can dequantize
@@ -180,7 +182,6 @@ struct WgConfig {
   static_assert(STAGES >= DEPTH + 2, "slot i-1-DEPTH is refilled at stage i");
   static_assert(CLUSTER == 1 || (CLUSTER == 2 && TMA), "A is multicast by TMA");
   static_assert(BT % (8 * CLUSTER) == 0, "each CTA's share of A is whole 8-row swizzle atoms");
-  static_assert(!(TMA && ELEM::kBf16), "the TMA map of A is an fp16 map");
 };
 
 // ---------------------------------------------------------------- the kernel
