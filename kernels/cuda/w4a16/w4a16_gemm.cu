@@ -174,11 +174,12 @@ const Row kTable[] = {
     {128, kWgMinN, 0, &w4a16::kW4A16WgT128N128, kAnyK, kNarrowN},
     // Deep k (70B's projections) at 65-128 rows: the same 128 x 256 tiles
     // staged by a producer warpgroup (TMA, setmaxnreg). H100, settled sweeps,
-    // three processes on two leases (bench/results/w4a16_h100_producer_wg.log,
-    // w4a16_h100_producer_mc2.log), decode loop against wg_t128_n256_s5:
-    // gate_up 248.9-251.7 us against 264.2-268.2, down 120.5-127.7 against
-    // 126.4-134.4, qkv 55.5-56.6 against 57.2-57.5, o 49.1-49.6 against
-    // 48.4-48.8 (cold calls 1-9% faster on all four).
+    // four processes on three leases (bench/results/w4a16_h100_producer_wg.log,
+    // w4a16_h100_producer_mc2.log, w4a16_h100_m128_pc.log), decode loop
+    // against wg_t128_n256_s5: gate_up 244.9-252.0 us against 264.2-273.0,
+    // down 120.5-128.8 against 126.4-135.3, qkv 55.5-56.6 against 57.2-57.7,
+    // o 49.1-49.7 against 48.4-48.8 (cold calls level on o, 3-9% faster on
+    // the others). Measured at k = 8192 and 28672 only, hence the bound.
     {128, kWgMinN, 8192, &w4a16::kW4A16WgPcT128N256S8},
     {128, kWgMinN, 0, &w4a16::kW4A16WgT128},
     {128, kWgMinN, 0, &w4a16::kW4A16WgT128N128},

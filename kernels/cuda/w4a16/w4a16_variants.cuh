@@ -200,7 +200,8 @@ extern const Variant kW4A16BalancedM8;
 // two blocks per SM][_d2: two stages of wgmma in flight][_k128: 128-row
 // stages]. The table uses
 // t64_n128_w1_s4_k128_2blk, t64_n128_s6_k128, t128_n256, t128_n128,
-// t256_n128_s5_d2 and t256_n128_s6_d2; the rest are for tuning sweeps.
+// t256_n128_s5_d2, t256_n128_s6_d2 and pc_t128_n256_s8 (below); the rest
+// are for tuning sweeps.
 extern const Variant kW4A16WgT64;
 extern const Variant kW4A16WgT128;
 extern const Variant kW4A16WgT128N128;
@@ -232,7 +233,8 @@ extern const Variant kW4A16WgT64W1K128TwoBlocksMc2;
 // compute warpgroups hand stages back through mbarriers, no block barrier.
 extern const Variant kW4A16WsT64N128TwoBlocks;
 extern const Variant kW4A16WsT64N256;
-// Producer warpgroup (wg_pc_*, tuning only): one thread of a fourth warpgroup
+// Producer warpgroup (wg_pc_*; the table takes pc_t128_n256_s8 at 65-128
+// rows for k >= 8192, the rest are tuning rows): one thread of a fourth warpgroup
 // stages the ring by TMA onto full/empty mbarriers, and setmaxnreg moves its
 // registers to the two compute warpgroups (WgConfig WS and TMA).
 extern const Variant kW4A16WgPcT256N128S6;

@@ -54,6 +54,14 @@
 // that retires its wgmma. No block barrier in the loop; the fixup syncs the
 // 256 compute threads on named barrier 1.
 //
+// Producer-warpgroup form (WgConfig WS and TMA, the wg_pc_* variants;
+// kernels/README.md): the producer is a whole warpgroup, so that setmaxnreg
+// can take its registers (40 left) for the compute warpgroups (232). One of
+// its threads stages each slot by TMA onto full[slot] once empty[slot]
+// completes; the rest leave (in a cluster pair they wait at the pair's exit
+// barrier). The compute warpgroups wait with MbarWaitRaised: ptxas
+// allocates code that can reach a trap to the launch bound's share.
+//
 // Work split and fixup: the same stream-K units, block ranges, partial slots
 // and tile counters as the tiled kernel (w4a16_kernel.cuh, shared Params and
 // host plan); the partial slot of a tile is stored in accumulator order
