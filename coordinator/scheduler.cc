@@ -26,12 +26,12 @@ bool IsLeasable(proto::JobState s) {
   return s == proto::JOB_QUEUED || s == proto::JOB_RUNNING || s == proto::JOB_VERIFYING;
 }
 
-namespace {
-
 // The id comes from a client: shown escaped, so the refusal stays one line.
 absl::Status NoSuchJob(const std::string& job_id) {
   return absl::NotFoundError(absl::StrCat("job ", EscapeForError(job_id), ": no such job"));
 }
+
+namespace {
 
 std::string JobIdFor(uint64_t n) {
   char buf[32];

@@ -6,7 +6,6 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "common/quote.h"
 #include "common/status_macros.h"
 #include "coordinator/scheduler_internal.h"
 
@@ -40,7 +39,7 @@ absl::StatusOr<proto::HandoffReply> Scheduler::Handoff(const proto::HandoffReque
   Txn txn;
   txn.now = clock_->NowMs();
   Job* job = FindJob(request.job_id());
-  if (job == nullptr) return absl::NotFoundError(absl::StrCat("job ", EscapeForError(request.job_id()), ": unknown"));
+  if (job == nullptr) return NoSuchJob(request.job_id());
   if (job->rec.spec().mode() != proto::MODE_PARALLEL)
     return absl::FailedPreconditionError(absl::StrCat("job ", request.job_id(), ": sequential; no hand-off"));
   // The receiving stage: the one whose first layer is the boundary.

@@ -36,4 +36,8 @@ struct Scheduler::Txn {
   bool empty() const { return batch.empty() && dirty_jobs.empty() && dirty_tasks.empty(); }
 };
 
+// NotFound for a client's job id that names no job (escaped: one line).
+// Every scheduler*.cc refusal of an unknown job says it the same way.
+absl::Status NoSuchJob(const std::string& job_id);
+
 }  // namespace qf::coordinator

@@ -182,6 +182,9 @@ TEST_F(HandoffRendezvousTest, StaleAttemptsAreFencedAndBadRequestsRefused) {
   req.set_boundary_layer(2);
   req.set_device_key("k");
   EXPECT_THAT(sched_->Handoff(req), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("sequential")));
+  // An unknown job is refused as every other scheduler call refuses it, escaped to one line.
+  req.set_job_id("job-9\nFAKE");
+  EXPECT_THAT(sched_->Handoff(req), StatusIs(absl::StatusCode::kNotFound, HasSubstr("job job-9\\nFAKE: no such job")));
 }
 
 // ---- whole jobs: in-process workers over loopback links ----
