@@ -14,6 +14,12 @@
 #include "storage/artifact.h"
 #include "storage/synthetic_model.h"
 
+// protobuf up to 3.21 logs through its own stubs; LogSilencer quiets them.
+#if __has_include(<google/protobuf/stubs/logging.h>)
+#include <google/protobuf/stubs/logging.h>
+#define QF_PROTOBUF_LOG_SILENCER 1
+#endif
+
 namespace qf::coordinator {
 
 using storage::StateFamily;
@@ -25,6 +31,22 @@ bool IsTerminal(proto::JobState s) {
 bool IsLeasable(proto::JobState s) {
   return s == proto::JOB_QUEUED || s == proto::JOB_RUNNING || s == proto::JOB_VERIFYING;
 }
+
+namespace {
+
+// Parses a stored record. For a string field holding invalid UTF-8, protobuf
+// prints its own "[libprotobuf ERROR ...]" line before it fails; the caller's
+// refusal already names the record, family and type on one line, so that
+// second line is silenced (protobuf <= 3.21; newer versions log through absl).
+template <class M>
+bool ParseRecord(M& m, std::string_view v) {
+#ifdef QF_PROTOBUF_LOG_SILENCER
+  google::protobuf::LogSilencer quiet;
+#endif
+  return m.ParseFromArray(v.data(), static_cast<int>(v.size()));
+}
+
+}  // namespace
 
 // The id comes from a client: shown escaped, so the refusal stays one line.
 absl::Status NoSuchJob(const std::string& job_id) {
@@ -81,7 +103,7 @@ absl::Status Scheduler::Load() {
     if (k == storage::kMetaNextAttempt) next_attempt_ = std::max<uint64_t>(1, ParseU64(v));
     if (k.substr(0, storage::kWorkerPrefix.size()) == storage::kWorkerPrefix) {
       Worker w;
-      if (!w.record.ParseFromArray(v.data(), static_cast<int>(v.size())))
+      if (!ParseRecord(w.record, v))
         return corrupt(StateFamily::kMeta, k, w.record);
       workers_[w.record.name()] = w;
     }
@@ -89,21 +111,21 @@ absl::Status Scheduler::Load() {
   }));
   QF_RETURN_IF_ERROR(store_->Scan(StateFamily::kJobs, "", [&](std::string_view k, std::string_view v) {
     auto job = std::make_unique<Job>();
-    if (!job->rec.ParseFromArray(v.data(), static_cast<int>(v.size()))) return corrupt(StateFamily::kJobs, k, job->rec);
+    if (!ParseRecord(job->rec, v)) return corrupt(StateFamily::kJobs, k, job->rec);
     if (!job->rec.request_id().empty()) request_ids_[job->rec.request_id()] = job->rec.job_id();
     jobs_[job->rec.job_id()] = std::move(job);
     return true;
   }));
   QF_RETURN_IF_ERROR(store_->Scan(StateFamily::kTasks, "", [&](std::string_view k, std::string_view v) {
     proto::TaskRecord t;
-    if (!t.ParseFromArray(v.data(), static_cast<int>(v.size()))) return corrupt(StateFamily::kTasks, k, t);
+    if (!ParseRecord(t, v)) return corrupt(StateFamily::kTasks, k, t);
     Job* job = FindJob(t.job_id());
     if (job != nullptr && t.stage() == static_cast<int>(job->tasks.size())) job->tasks.push_back(std::move(t));
     return true;
   }));
   QF_RETURN_IF_ERROR(store_->Scan(StateFamily::kLeases, "", [&](std::string_view k, std::string_view v) {
     proto::LeaseRecord l;
-    if (!l.ParseFromArray(v.data(), static_cast<int>(v.size()))) return corrupt(StateFamily::kLeases, k, l);
+    if (!ParseRecord(l, v)) return corrupt(StateFamily::kLeases, k, l);
     Job* job = FindJob(l.job_id());
     bool live = job != nullptr && l.stage() >= 0 && l.stage() < static_cast<int>(job->tasks.size()) &&
                 job->tasks[l.stage()].state() == proto::TASK_LEASED &&
@@ -489,7 +511,7 @@ absl::StatusOr<std::vector<proto::JobEvent>> Scheduler::Events(const std::string
       StateFamily::kEvents, storage::JobPrefix(job_id),
       [&](std::string_view k, std::string_view v) {
         proto::JobEvent e;
-        if (!e.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+        if (!ParseRecord(e, v)) {
           parse = absl::DataLossError(absl::StrCat(store_->dir(), ": event ", storage::ReadBigEndianSuffix(k, 8),
                                                    " of job ", job_id, " does not parse as ", e.GetTypeName()));
           return false;

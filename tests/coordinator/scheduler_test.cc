@@ -184,6 +184,23 @@ TEST_F(SchedulerTest, UnparsableRecordsAreNamedByFamilyAndKey) {
     restore.Put(c.family, c.key, *original);
     QF_ASSERT_OK(store_->Commit(std::move(restore)));
   }
+  // A string field with invalid UTF-8 (job_id = "\xff\xfe"): the same one-line refusal, and no
+  // second line of protobuf's own on stderr.
+  {
+    QF_ASSERT_OK_AND_ASSIGN(std::optional<std::string> original, store_->Get(storage::StateFamily::kJobs, job));
+    storage::StateBatch bad;
+    bad.Put(storage::StateFamily::kJobs, job, std::string("\x0a\x02\xff\xfe", 4));
+    QF_ASSERT_OK(store_->Commit(std::move(bad)));
+    sched_.reset();
+    ::testing::internal::CaptureStderr();
+    auto s = Scheduler::Create(store_.get(), &clock_, options_);
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    EXPECT_THAT(s.status(), StatusIs(absl::StatusCode::kDataLoss, HasSubstr("qf.proto.JobRecord")));
+    EXPECT_EQ(err.find("libprotobuf"), std::string::npos) << err;
+    storage::StateBatch restore;
+    restore.Put(storage::StateFamily::kJobs, job, *original);
+    QF_ASSERT_OK(store_->Commit(std::move(restore)));
+  }
   Reopen();
   storage::StateBatch bad_event;
   bad_event.Put(storage::StateFamily::kEvents, storage::EventKey(job, 2), "\xff\xff");
