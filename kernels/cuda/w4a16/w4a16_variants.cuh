@@ -245,8 +245,6 @@ extern const Variant kW4A16WgPcT64N128S8K128;
 // _mc2: the same on cluster pairs that multicast each A stage, half each.
 extern const Variant kW4A16WgPcT256N128S6Mc2;
 extern const Variant kW4A16WgPcT256N128S6D2Mc2;
-// _w1_..._2blk: one compute warpgroup and the producer per block, two blocks per SM.
-extern const Variant kW4A16WgPcT64W1K128TwoBlocks;
 // Dequantize-to-shared (w4a16_wgss_kernel.cuh, tuning only; wg_ss_t<rows>_n<columns>
 // _o<B slots>_w<raw weight slots>_a<A slots>[_x2: two transform warpgroups]):
 // transform warps dequantize each stage into shared memory, consumer

