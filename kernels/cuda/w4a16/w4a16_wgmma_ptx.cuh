@@ -3,7 +3,8 @@
 // Hopper-only inline-PTX wrappers of the wgmma kernels (sm_90a): warpgroup
 // MMA with register or shared-memory A, its fences and wait groups, the
 // 128-byte-swizzle shared-memory descriptor, TMA tensor copies (with
-// multicast) and the in-flight mbarrier wait.
+// multicast), the in-flight mbarrier wait, and setmaxnreg with the wait of a
+// warpgroup that raised it.
 #pragma once
 
 #include <cuda.h>  // CUtensorMap
