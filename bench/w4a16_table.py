@@ -7,8 +7,10 @@ table pause) of the asked activation type that hold all 20 cells of the
 70B table (a sweep's own table pass over a few shapes is left out), and
 prints one markdown row per shape: speedup and roofline ranges over the
 processes, our decode-loop time, and in how many processes the cell met
-its target. --check README.md exits 1 unless the README holds those rows
-verbatim, so the table there is always the logs' (ctest: w4a16_readme_table).
+its target, then the sentences that carry the met counts. --check README.md
+exits 1 unless the README holds those rows verbatim and those sentences (line
+breaks aside), so the table there is always the logs' (ctest:
+w4a16_readme_table).
 
   bench/w4a16_table.py bench/results/w4a16_h100_settle_ab.log ...
   bench/w4a16_table.py --check README.md LOG...
@@ -82,6 +84,16 @@ def rows(procs):
     return out
 
 
+def prose(procs):
+    """The README's sentences around the table that carry numbers: the met counts per process."""
+    met = [sum(c["met"] for c in p["cells"].values()) for p in procs]
+    listed = ", ".join(map(str, met[:-1])) + " and " + str(met[-1]) if len(met) > 1 else str(met[0])
+    n = COUNT.get(len(met), str(len(met)))
+    lo, hi = min(met), max(met)
+    rng = str(lo) if lo == hi else f"{lo} to {hi}"
+    return [f"Met: **{listed}** of the 20 in the {n} processes.", f"{rng} of 20 targets met in settled tables"]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("logs", nargs="+")
@@ -106,13 +118,19 @@ def main():
         missing = [r for r in table if r not in text]
         for r in missing:
             print(f"w4a16_table: {a.check} lacks the row the logs give: {r}", file=sys.stderr)
+        # The sentences need not sit on one line of the file: compare with line breaks as spaces.
+        flat = " ".join(text.split())
+        for sentence in prose(procs):
+            if sentence not in flat:
+                print(f"w4a16_table: {a.check} lacks the text the logs give: {sentence}", file=sys.stderr)
+                missing.append(sentence)
         if missing:
             return 1
         print(f"w4a16_table: {a.check} holds the table of {len(procs)} processes (targets met: {met})")
         return 0
     print("| shape (K x N) | M=1 | M=4 | M=16 | M=64 | M=256 |\n| --- | --- | --- | --- | --- | --- |")
     print("\n".join(table))
-    print(f"\n{len(procs)} processes; targets met per process: {met}")
+    print("\n" + "\n".join(prose(procs)))
     return 0
 
 
