@@ -14,7 +14,8 @@
 
 namespace qf::kernels::w4a16 {
 
-// The TMA map of A (m x k fp16, row-major) for the _tma variants: boxes of
+// The TMA map of A (m x k, row-major; fp16, which serves bf16 as well: a
+// tensor copy moves bytes) for the TMA variants (_tma, _mc2, wg_pc_*): boxes of
 // `box_rows` rows x 64 k (128 bytes), 128-byte swizzle, rows past m read as
 // zeros. cudaErrorInvalidValue when the driver rejects it (w4a16_tensor_map.cu).
 cudaError_t EncodeActivationMap(CUtensorMap* map, const __half* a, int m, int k, int box_rows);
