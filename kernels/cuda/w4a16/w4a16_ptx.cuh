@@ -105,12 +105,20 @@ __device__ __forceinline__ bool MbarTryWait(uint32_t bar, uint32_t parity) {
 }
 
 // Waits for phase `parity` of `bar`. A phase that never completes (a byte
-// count that does not match the copies) traps instead of hanging the GPU.
+// count that does not match the copies) traps instead of hanging the GPU;
+// `before_trap` runs first (MbarWaitRaised hands registers back there).
+template <bool kCluster = false, class BeforeTrap>
+__device__ __forceinline__ void MbarWait(uint32_t bar, uint32_t parity, BeforeTrap before_trap) {
+  for (uint32_t tries = 0; !MbarTryWait<kCluster>(bar, parity); ++tries) {
+    if (tries > (1u << 24)) {
+      before_trap();
+      __trap();
+    }
+  }
+}
 template <bool kCluster = false>
 __device__ __forceinline__ void MbarWait(uint32_t bar, uint32_t parity) {
-  for (uint32_t tries = 0; !MbarTryWait<kCluster>(bar, parity); ++tries) {
-    if (tries > (1u << 24)) __trap();
-  }
+  MbarWait<kCluster>(bar, parity, [] {});
 }
 __device__ __forceinline__ void MbarWait(uint64_t* bar, uint32_t parity) { MbarWait(SmemAddr(bar), parity); }
 

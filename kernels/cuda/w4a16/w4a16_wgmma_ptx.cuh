@@ -62,12 +62,7 @@ __device__ __forceinline__ void SetMaxNRegInc() {
 // warpgroup waits on the same phase, so all of them reach the `dec`.
 template <int kRegs>
 __device__ __forceinline__ void MbarWaitRaised(uint32_t bar, uint32_t parity) {
-  for (uint32_t tries = 0; !MbarTryWait(bar, parity); ++tries) {
-    if (tries > (1u << 24)) {
-      SetMaxNRegDec<kRegs>();
-      __trap();
-    }
-  }
+  MbarWait(bar, parity, [] { SetMaxNRegDec<kRegs>(); });
 }
 
 // Makes the compiler treat `r` as rewritten here, so no read of an
