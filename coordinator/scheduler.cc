@@ -32,6 +32,11 @@ bool IsLeasable(proto::JobState s) {
   return s == proto::JOB_QUEUED || s == proto::JOB_RUNNING || s == proto::JOB_VERIFYING;
 }
 
+// The id comes from a client: shown escaped, so the refusal stays one line.
+absl::Status NoSuchJob(const std::string& job_id) {
+  return absl::NotFoundError(absl::StrCat("job ", EscapeForError(job_id), ": no such job"));
+}
+
 namespace {
 
 // Parses a stored record. For a string field holding invalid UTF-8, protobuf
@@ -45,15 +50,6 @@ bool ParseRecord(M& m, std::string_view v) {
 #endif
   return m.ParseFromArray(v.data(), static_cast<int>(v.size()));
 }
-
-}  // namespace
-
-// The id comes from a client: shown escaped, so the refusal stays one line.
-absl::Status NoSuchJob(const std::string& job_id) {
-  return absl::NotFoundError(absl::StrCat("job ", EscapeForError(job_id), ": no such job"));
-}
-
-namespace {
 
 std::string JobIdFor(uint64_t n) {
   char buf[32];
@@ -103,8 +99,7 @@ absl::Status Scheduler::Load() {
     if (k == storage::kMetaNextAttempt) next_attempt_ = std::max<uint64_t>(1, ParseU64(v));
     if (k.substr(0, storage::kWorkerPrefix.size()) == storage::kWorkerPrefix) {
       Worker w;
-      if (!ParseRecord(w.record, v))
-        return corrupt(StateFamily::kMeta, k, w.record);
+      if (!ParseRecord(w.record, v)) return corrupt(StateFamily::kMeta, k, w.record);
       workers_[w.record.name()] = w;
     }
     return true;
