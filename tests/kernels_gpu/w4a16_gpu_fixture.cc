@@ -79,13 +79,20 @@ void W4A16GpuFixture::SetUp() {
 absl::StatusOr<std::vector<uint16_t>> W4A16GpuFixture::RunFused(const DeviceLinear& d, const std::vector<uint16_t>& a,
                                                                 int64_t m, const char* variant,
                                                                 W4A16GemmArgs::StreamPlan stream_plan,
-                                                                int tile_blocks) {
+                                                                int tile_blocks, uint16_t* a_buffer) {
   const W4A16Weights& w = *d.host;
-  DeviceArray<uint16_t> a_dev(a);
+  if (a_buffer != nullptr && d.perm.size()) return absl::InvalidArgumentError("a_buffer with an act-order perm");
+  DeviceArray<uint16_t> a_dev(a_buffer == nullptr ? a : std::vector<uint16_t>());
   DeviceArray<uint16_t> a_perm(d.perm.size() ? a.size() : 0);
   DeviceArray<uint16_t> c(static_cast<size_t>(m * w.n));
   cudaMemset(c.get(), 0xFF, c.size() * 2);  // NaN everywhere (either type): unwritten outputs fail RelErr
   const void* a_in = a_dev.get();
+  if (a_buffer != nullptr) {
+    if (cudaMemcpy(a_buffer, a.data(), a.size() * 2, cudaMemcpyHostToDevice) != cudaSuccess) {
+      return absl::InternalError("copying A into a_buffer");
+    }
+    a_in = a_buffer;
+  }
   if (d.perm.size()) {
     if (absl::Status s = W4A16PermuteColumns(a_dev.get(), d.perm.get(), a_perm.get(), m, w.k); !s.ok()) return s;
     a_in = a_perm.get();

@@ -114,10 +114,13 @@ class W4A16GpuFixture : public ::testing::Test {
 
   // Runs the fused GEMM of d's type on host activations (16-bit elements of
   // that type) in input-channel order, the act-order gather included; C's
-  // elements, or an error status.
+  // elements, or an error status. With `a_buffer` (device, at least m x k
+  // elements; no act-order) the activations go there instead of into a fresh
+  // allocation, so calls of different shapes share one address.
   absl::StatusOr<std::vector<uint16_t>> RunFused(const DeviceLinear& d, const std::vector<uint16_t>& a, int64_t m,
                                                  const char* variant = nullptr,
-                                                 W4A16GemmArgs::StreamPlan stream_plan = {}, int tile_blocks = 0);
+                                                 W4A16GemmArgs::StreamPlan stream_plan = {}, int tile_blocks = 0,
+                                                 uint16_t* a_buffer = nullptr);
 
   W4A16Workspace ws_;
 };

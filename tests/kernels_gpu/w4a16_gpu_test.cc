@@ -74,8 +74,9 @@ class W4A16GpuTest : public W4A16GpuFixture {
   // The fused GEMM on fp16 weights and activations (RunFused); C as floats.
   absl::StatusOr<std::vector<float>> Fused(const DeviceLinear& d, const std::vector<uint16_t>& a, int64_t m,
                                            const char* variant = nullptr,
-                                           W4A16GemmArgs::StreamPlan stream_plan = {}, int tile_blocks = 0) {
-    absl::StatusOr<std::vector<uint16_t>> c = RunFused(d, a, m, variant, stream_plan, tile_blocks);
+                                           W4A16GemmArgs::StreamPlan stream_plan = {}, int tile_blocks = 0,
+                                           uint16_t* a_buffer = nullptr) {
+    absl::StatusOr<std::vector<uint16_t>> c = RunFused(d, a, m, variant, stream_plan, tile_blocks, a_buffer);
     if (!c.ok()) return c.status();
     return HalfsToFloats(*c);
   }
@@ -403,6 +404,51 @@ TEST_F(W4A16GpuTest, WgmmaVariantsMatchDeviceReferenceOnDeepRings) {
       EXPECT_LT(RelErr(*got, want), Threshold(q, false));
     }
   }
+}
+
+// The TMA variants keep the last tensor maps of A each thread encoded, keyed
+// by address, rows, k and box (w4a16_tensor_map.cu). One buffer that holds
+// activations of different m and k in turn must still give every call its
+// own shape's product: a map looked up by address alone would read the rows
+// at the old k's stride.
+TEST_F(W4A16GpuTest, WgmmaVariantsFollowTheShapeOfOneReusedActivationBuffer) {
+  if (!HasStreamingVariants()) GTEST_SKIP() << "wgmma variants need sm_90";
+  const QuantizedLinear deep = RandomLinear({.n = 512, .k = 1024, .group_size = 128}, 89);
+  const QuantizedLinear shallow = RandomLinear({.n = 512, .k = 768, .group_size = 64}, 97);
+  absl::StatusOr<W4A16Weights> w_deep = RepackW4A16Ref(deep);
+  absl::StatusOr<W4A16Weights> w_shallow = RepackW4A16Ref(shallow);
+  ASSERT_TRUE(w_deep.ok() && w_shallow.ok());
+  const DeviceLinear d_deep(*w_deep), d_shallow(*w_shallow);
+  DeviceArray<uint16_t> buffer(static_cast<size_t>(200 * 1024));
+  struct Call {
+    const QuantizedLinear& q;
+    const W4A16Weights& w;
+    const DeviceLinear& d;
+    int64_t m;
+  };
+  const Call calls[] = {{deep, *w_deep, d_deep, 200},
+                        {deep, *w_deep, d_deep, 70},
+                        {shallow, *w_shallow, d_shallow, 200},
+                        {deep, *w_deep, d_deep, 200},
+                        {shallow, *w_shallow, d_shallow, 130}};
+  int tma_calls = 0;
+  for (const std::string& v : WgmmaVariantNames()) {
+    for (size_t i = 0; i < std::size(calls); ++i) {
+      const Call& c = calls[i];
+      absl::StatusOr<std::string> plan = W4A16LaunchDescription(c.m, c.w.n, c.w.k, c.w.group_size, v.c_str());
+      if (absl::IsUnimplemented(plan.status())) continue;
+      ASSERT_TRUE(plan.ok()) << plan.status();
+      SCOPED_TRACE("call " + std::to_string(i) + " m=" + std::to_string(c.m) + " " + *plan);
+      const std::vector<uint16_t> a = RandomActivations(c.m, c.q.in_features, 1100 + static_cast<uint64_t>(i));
+      absl::StatusOr<std::vector<float>> want = GemmW4A16Ref(a, c.m, c.w);
+      ASSERT_TRUE(want.ok());
+      absl::StatusOr<std::vector<float>> got = Fused(c.d, a, c.m, v.c_str(), {}, 0, buffer.get());
+      ASSERT_TRUE(got.ok()) << got.status();
+      EXPECT_LT(RelErr(*got, *want), Threshold(c.q, false));
+      if (v.find("pc_") != std::string::npos || v.find("tma") != std::string::npos) ++tma_calls;
+    }
+  }
+  EXPECT_GT(tma_calls, 0) << "no TMA variant took these shapes";
 }
 
 // Grids forced on the streaming and decode variants (the bench's --grids):
