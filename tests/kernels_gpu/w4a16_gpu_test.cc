@@ -406,11 +406,11 @@ TEST_F(W4A16GpuTest, WgmmaVariantsMatchDeviceReferenceOnDeepRings) {
   }
 }
 
-// The TMA variants keep the last tensor maps of A each thread encoded, keyed
-// by address, rows, k and box (w4a16_tensor_map.cu). One buffer that holds
-// activations of different m and k in turn must still give every call its
-// own shape's product: a map looked up by address alone would read the rows
-// at the old k's stride.
+// The TMA variants describe A to the hardware by a tensor map of its address,
+// rows and k (w4a16_tensor_map.cu). One buffer that holds activations of
+// different m and k in turn, as a caller's reused workspace does, must still
+// give every call its own shape's product: a map that outlived its shape
+// would read the rows at the old k's stride.
 TEST_F(W4A16GpuTest, WgmmaVariantsFollowTheShapeOfOneReusedActivationBuffer) {
   if (!HasStreamingVariants()) GTEST_SKIP() << "wgmma variants need sm_90";
   const QuantizedLinear deep = RandomLinear({.n = 512, .k = 1024, .group_size = 128}, 89);

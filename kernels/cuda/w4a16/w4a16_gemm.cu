@@ -179,8 +179,14 @@ const Row kTable[] = {
     // against wg_t128_n256_s5: gate_up 244.9-252.0 us against 264.2-273.0,
     // down 120.5-128.8 against 126.4-135.3, qkv 55.5-56.6 against 57.2-57.7,
     // o 49.1-49.7 against 48.4-48.8 (cold calls level on o, 3-9% faster on
-    // the others). Measured at k = 8192 and 28672 only, hence the bound.
+    // the others). Shallower k from 15360 columns (Llama 8B's and 13B's
+    // gate_up, 13B's qkv, Qwen2 7B's gate_up; w4a16_h100_m128_shallow.log,
+    // two processes): 4096 x 28672 74.5-75.3 against 77.3, 5120 x 27648
+    // 84.8-87.8 against 88.1-89.9, 3584 x 37888 86.2-88.4 against 89.5-90.0,
+    // 5120 x 15360 51.6-51.9 against 54.8-55.1; but 8B's 4096 x 14336 lost
+    // (50.2-51.3 against 47.7-48.2), and no k below 3584 was measured.
     {128, kWgMinN, 8192, &w4a16::kW4A16WgPcT128N256S8},
+    {128, 15360, 3584, &w4a16::kW4A16WgPcT128N256S8},
     {128, kWgMinN, 0, &w4a16::kW4A16WgT128},
     {128, kWgMinN, 0, &w4a16::kW4A16WgT128N128},
     // Above 128 rows: a 6-slot ring below 16384 columns (H200, run 54, decode

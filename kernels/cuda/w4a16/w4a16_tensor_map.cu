@@ -2,13 +2,14 @@
 //
 // Host side of the wgmma kernel's TMA copies: the tensor map of A. The
 // encoder is a driver API entry point, fetched through the runtime once, so
-// the library links no libcuda of its own.
+// the library links no libcuda of its own. A map is encoded on every call:
+// that takes 46 ns on the H100 machine's host against 2.6 us for launching
+// an empty kernel (kernels/MEASUREMENTS.md), too little to be worth a cache.
 #include <cuda.h>
 #include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <array>
 #include <cstdint>
 
 #include "kernels/cuda/w4a16/w4a16_wgmma.cuh"
@@ -30,37 +31,9 @@ PFN_cuTensorMapEncodeTiled_v12000 Encoder() {
   return fn;
 }
 
-// The maps this thread encoded last. A map is a pure function of these four
-// values (the pointer, the shape and the box; everything else is fixed
-// below), so a hit returns the same bytes the driver would. Eager callers run
-// a model's four or so activation shapes over one buffer, and re-encoding
-// each call costs host time that a 50 us kernel launch does not need to pay.
-struct MapKey {
-  const void* a = nullptr;
-  int m = 0, k = 0, box_rows = 0;
-  bool operator==(const MapKey& o) const { return a == o.a && m == o.m && k == o.k && box_rows == o.box_rows; }
-};
-struct CachedMap {
-  MapKey key;
-  CUtensorMap map;  // 128-byte aligned by its own type
-};
-constexpr int kCachedMaps = 8;
-struct MapCache {
-  std::array<CachedMap, kCachedMaps> entries{};
-  int next = 0;  // round-robin victim
-};
-
 }  // namespace
 
 cudaError_t EncodeActivationMap(CUtensorMap* map, const __half* a, int m, int k, int box_rows) {
-  thread_local MapCache cache;
-  const MapKey key{a, m, k, box_rows};
-  for (const CachedMap& e : cache.entries) {
-    if (e.key.a != nullptr && e.key == key) {
-      *map = e.map;
-      return cudaSuccess;
-    }
-  }
   const PFN_cuTensorMapEncodeTiled_v12000 encode = Encoder();
   if (encode == nullptr) return cudaErrorInvalidValue;
   // Dimension 0 is k (contiguous), dimension 1 the rows; one box is 64 k
@@ -72,12 +45,7 @@ cudaError_t EncodeActivationMap(CUtensorMap* map, const __half* a, int m, int k,
   const CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, const_cast<__half*>(a), dims, strides, box,
                             elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                             CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS) return cudaErrorInvalidValue;
-  CachedMap& slot = cache.entries[cache.next];
-  cache.next = (cache.next + 1) % kCachedMaps;
-  slot.key = key;
-  slot.map = *map;
-  return cudaSuccess;
+  return r == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
 }
 
 }  // namespace qf::kernels::w4a16
