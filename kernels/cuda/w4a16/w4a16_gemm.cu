@@ -183,7 +183,7 @@ const Row kTable[] = {
     // gate_up, 13B's qkv, Qwen2 7B's gate_up; w4a16_h100_m128_shallow.log,
     // two processes): 4096 x 28672 74.5-75.3 against 77.3, 5120 x 27648
     // 84.8-87.8 against 88.1-89.9, 3584 x 37888 86.2-88.4 against 89.5-90.0,
-    // 5120 x 15360 51.6-51.9 against 54.8-55.1, and ahead by 4-7% at m = 65
+    // 5120 x 15360 51.6-51.9 against 54.8-55.1, and ahead by 4-8% at m = 65
     // and 96 too; but 8B's 4096 x 14336 lost (50.2-51.3 against 47.7-48.2),
     // and no k below 3584 was measured.
     {128, kWgMinN, 8192, &w4a16::kW4A16WgPcT128N256S8},
