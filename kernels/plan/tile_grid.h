@@ -13,8 +13,9 @@
 //                stages deep, where summing full-tile partials costs more
 //                than the stages a split saves;
 //   even split   full-tile-partial kernels with fewer tiles than slots: every
-//                tile split the same number of ways, when that fills 90% of
-//                the slots. No block's range then ends inside a second tile.
+//                tile split the same number of ways, when that fills
+//                min_even_fill_pct of the slots (90%, or the variant's own).
+//                No block's range then ends inside a second tile.
 //                With stream-K's equal shares some blocks store two partials
 //                and run two fixups, and the multiprocessors' busy times
 //                spread 20-25% (ncu, H200, o projection at m = 64 and 256;
@@ -34,6 +35,7 @@ struct TileGridProblem {
   int64_t slots = 0;    // resident blocks on the device (SMs x blocks per SM)
   bool full_tile_partials = false;  // the wgmma kernel: a split writes whole fp32 tiles
   int64_t max_unsplit_stages = 8;   // deepest k (in units) a full-tile-partial kernel runs unsplit
+  int64_t min_even_fill_pct = 90;   // the even split's least share of the slots (Variant::even_fill_pct)
 };
 
 enum class TileSplit { kWholeTiles, kEven, kStreamK };
@@ -49,7 +51,7 @@ inline TileGrid PickTileGrid(const TileGridProblem& p) {
   const bool shallow = p.full_tile_partials && p.k_tiles <= p.max_unsplit_stages;
   if (fills || shallow) return {p.tiles, TileSplit::kWholeTiles};
   const int64_t ways = p.tiles > 0 ? p.slots / p.tiles : 0;
-  if (p.full_tile_partials && ways >= 2 && ways <= p.k_tiles && p.tiles * ways * 10 >= p.slots * 9)
+  if (p.full_tile_partials && ways >= 2 && ways <= p.k_tiles && p.tiles * ways * 100 >= p.slots * p.min_even_fill_pct)
     return {p.tiles * ways, TileSplit::kEven};
   return {std::min(units, p.slots), TileSplit::kStreamK};
 }

@@ -69,6 +69,22 @@ TEST(TileGridTest, KeepsStreamKWhereAnEvenSplitLeavesSlotsIdle) {
   EXPECT_EQ(PickTileGrid(deep_few).grid, 20);
 }
 
+TEST(TileGridTest, AVariantMayTakeAnEvenSplitThatFillsFewerSlots) {
+  // m = 128, the 128 x 256 tiles on 4096 x 14336: 56 tiles, two ways fill 112
+  // of 132 slots (85%). Stream-K at the default 90%, the even split at the
+  // 84% those tiles ask for; 54 tiles (108 slots, 82%) stay on stream-K.
+  TileGridProblem p = Wgmma(14336, 256, 4096, 64, kSms);
+  EXPECT_EQ(PickTileGrid(p).split, TileSplit::kStreamK);
+  EXPECT_EQ(PickTileGrid(p).grid, kSms);
+  p.min_even_fill_pct = 84;
+  EXPECT_EQ(PickTileGrid(p).split, TileSplit::kEven);
+  EXPECT_EQ(PickTileGrid(p).grid, 112);
+  TileGridProblem narrower = Wgmma(13824, 256, 5120, 64, kSms);
+  narrower.min_even_fill_pct = 84;
+  EXPECT_EQ(PickTileGrid(narrower).split, TileSplit::kStreamK);
+  EXPECT_EQ(PickTileGrid(narrower).grid, kSms);
+}
+
 TEST(TileGridTest, TakesWholeTilesWhenTheyFillTheDeviceOrKIsShallow) {
   TileGridProblem full = Wgmma(128 * 124, 128, 8192, 64, kSms);  // 124 of 132 slots
   EXPECT_EQ(PickTileGrid(full).split, TileSplit::kWholeTiles);
@@ -86,23 +102,26 @@ TEST(TileGridTest, AnEvenSplitNeverEndsABlockInsideASecondTile) {
   for (int64_t tiles = 1; tiles <= 200; ++tiles) {
     for (int64_t k_tiles : {9, 17, 64, 127, 128, 130, 448}) {
       for (int64_t slots : {kSms, 2 * kSms}) {
-        TileGridProblem p;
-        p.tiles = tiles;
-        p.k_tiles = k_tiles;
-        p.slots = slots;
-        p.full_tile_partials = true;
-        const TileGrid g = PickTileGrid(p);
-        ASSERT_GE(g.grid, 1);
-        ASSERT_LE(g.grid, std::max(slots, tiles)) << tiles << " tiles";
-        if (g.split != TileSplit::kEven) continue;
-        ++even;
-        const int64_t units = tiles * k_tiles;
-        for (int64_t b = 0; b < g.grid; ++b) {
-          const int64_t begin = FirstUnit(units, g.grid, b), end = FirstUnit(units, g.grid, b + 1);
-          ASSERT_LT(begin, end) << "block " << b << " has no units";
-          ASSERT_EQ(begin / k_tiles, (end - 1) / k_tiles)
-              << "block " << b << " of " << g.grid << " spans two tiles (" << tiles << " tiles of " << k_tiles
-              << " units)";
+        for (int64_t fill : {90, 84}) {  // the default, and the 128 x 256 tiles' (w4a16_wgmma.cuh)
+          TileGridProblem p;
+          p.tiles = tiles;
+          p.k_tiles = k_tiles;
+          p.slots = slots;
+          p.full_tile_partials = true;
+          p.min_even_fill_pct = fill;
+          const TileGrid g = PickTileGrid(p);
+          ASSERT_GE(g.grid, 1);
+          ASSERT_LE(g.grid, std::max(slots, tiles)) << tiles << " tiles";
+          if (g.split != TileSplit::kEven) continue;
+          ++even;
+          const int64_t units = tiles * k_tiles;
+          for (int64_t b = 0; b < g.grid; ++b) {
+            const int64_t begin = FirstUnit(units, g.grid, b), end = FirstUnit(units, g.grid, b + 1);
+            ASSERT_LT(begin, end) << "block " << b << " has no units";
+            ASSERT_EQ(begin / k_tiles, (end - 1) / k_tiles)
+                << "block " << b << " of " << g.grid << " spans two tiles (" << tiles << " tiles of " << k_tiles
+                << " units)";
+          }
         }
       }
     }

@@ -89,15 +89,17 @@ TEST(W4A16Select, NarrowWeightsTakeOneBlockPerSmTilesFrom17To128Rows) {
 }
 
 // 65-128 rows of deep weights (k >= 8192: the 70B projections), and of
-// shallower ones from 15360 columns and k = 3584 (8B's and 13B's gate_up),
-// take the 128 x 256 tiles that a producer warpgroup stages by TMA; narrower
-// shallow weights (8B's 4096 x 14336) and k below 3584 keep the cp.async form
-// of the same tiles, and from 129 rows the 256-row tiles.
+// shallower ones from 14336 columns and k = 3584 (8B's and 13B's gate_up, 8B's
+// gate or up alone), take the 128 x 256 tiles that a producer warpgroup
+// stages by TMA; narrower shallow weights (13B's 5120 x 13824) and k below
+// 3584 keep the cp.async form of the same tiles, and from 129 rows the
+// 256-row tiles.
 TEST(W4A16Select, DeepOrWideWeightsAt65To128RowsTakeTheProducerWarpgroupTiles) {
   const Pick cases[] = {{65, 10240, 8192, "wg_pc_t128_n256_s8"},   {128, 57344, 8192, "wg_pc_t128_n256_s8"},
                         {96, 8192, 28672, "wg_pc_t128_n256_s8"},   {128, 28672, 4096, "wg_pc_t128_n256_s8"},
                         {100, 15360, 5120, "wg_pc_t128_n256_s8"},  {128, 37888, 3584, "wg_pc_t128_n256_s8"},
-                        {128, 14336, 4096, "wg_t128_n256_s5"},     {128, 28672, 3072, "wg_t128_n256_s5"},
+                        {128, 14336, 4096, "wg_pc_t128_n256_s8"},  {128, 28672, 3072, "wg_t128_n256_s5"},
+                        {128, 13824, 5120, "wg_t128_n256_s5"},
                         {129, 10240, 8192, "wg_t256_n128_s6_d2"}, {64, 10240, 8192, "wg_t64_n128_w1_s4_k128_2blk"}};
   ExpectPicks(cases);
 }

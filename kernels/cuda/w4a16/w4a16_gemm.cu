@@ -184,10 +184,13 @@ const Row kTable[] = {
     // two processes): 4096 x 28672 74.5-75.3 against 77.3, 5120 x 27648
     // 84.8-87.8 against 88.1-89.9, 3584 x 37888 86.2-88.4 against 89.5-90.0,
     // 5120 x 15360 51.6-51.9 against 54.8-55.1, and ahead by 4-8% at m = 65
-    // and 96 too; but 8B's 4096 x 14336 lost (50.2-51.3 against 47.7-48.2),
-    // and no k below 3584 was measured.
+    // and 96 too. 8B's 4096 x 14336 lost on stream-K's 132 blocks (50.2-51.3
+    // against 47.7-48.2); with the even split these tiles now take there
+    // (kT128N256EvenFillPct) it leads, 44.5 against 48.1 (and 5120 x 14336
+    // 51.3-51.6 against 54.5; w4a16_h100_m128_grids.log). No k below 3584 was
+    // measured.
     {128, kWgMinN, 8192, &w4a16::kW4A16WgPcT128N256S8},
-    {128, 15360, 3584, &w4a16::kW4A16WgPcT128N256S8},
+    {128, 14336, 3584, &w4a16::kW4A16WgPcT128N256S8},
     {128, kWgMinN, 0, &w4a16::kW4A16WgT128},
     {128, kWgMinN, 0, &w4a16::kW4A16WgT128N128},
     // Above 128 rows: a 6-slot ring below 16384 columns (H200, run 54, decode
@@ -475,6 +478,7 @@ Plan MakePlan(const Variant& v, const DeviceFacts& f, int64_t m, int64_t n, int6
   g.k_tiles = p.k_tiles;
   g.slots = slots;
   g.full_tile_partials = v.full_tile_partials;
+  g.min_even_fill_pct = v.even_fill_pct;
   p.grid = static_cast<int>(PickTileGrid(g).grid);
   p.max_grid = std::min(p.units, slots);
   p.counter_bytes = static_cast<size_t>(p.n_tiles * p.m_chunks * v.cluster) * sizeof(int);

@@ -74,6 +74,10 @@ struct Variant {
   // A split-K partial holds all bm rows of the tile (the wgmma kernel), not
   // only the rows below m: splitting a shallow k then costs more than it saves.
   bool full_tile_partials = false;
+  // The least share of the resident blocks (percent) that an even split of
+  // its tiles must fill before the planner takes it over stream-K
+  // (kernels/plan/tile_grid.h).
+  int even_fill_pct = 90;
   // Largest k and n it takes: the wgmma kernel's copy offsets are 32-bit
   // (w4a16_wgmma_kernel.cuh); the others take every size CheckShape does.
   int64_t max_kn = int64_t{1} << 30;

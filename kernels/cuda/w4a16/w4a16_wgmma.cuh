@@ -87,4 +87,17 @@ Variant MakeWgmmaVariant(const char* name) {
   return v;
 }
 
+// The 128 x 256 tiles (65-128 rows) take an even split from 84% of the SMs:
+// 56 tiles split in halves over 112 of 132 SMs ran faster than stream-K over
+// all 132, where most blocks end inside a second tile. H100, M = 128, decode
+// loop (bench/results/w4a16_h100_m128_grids.log): 4096 x 14336 44.5 us
+// against 50.5 on the producer tiles, 46.4 against 48.1 on the cp.async
+// ones; 5120 x 14336 51.3-51.6 against 56.3-56.5 and 54.4 against 54.5.
+inline constexpr int kT128N256EvenFillPct = 84;
+
+inline Variant WithEvenFill(Variant v, int pct) {
+  v.even_fill_pct = pct;
+  return v;
+}
+
 }  // namespace qf::kernels::w4a16

@@ -2,5 +2,7 @@
 #include "kernels/cuda/w4a16/w4a16_wgmma.cuh"
 
 namespace qf::kernels::w4a16 {
-const Variant kW4A16Bf16WgT128 = MakeWgmmaVariant<WgConfig<128, 2, 5, 1, 1, 4, false, false, 2, 1, BF16>>("bf16_wg_t128_n256_s5");
+const Variant kW4A16Bf16WgT128 = WithEvenFill(
+    MakeWgmmaVariant<WgConfig<128, 2, 5, 1, 1, 4, false, false, 2, 1, BF16>>("bf16_wg_t128_n256_s5"),
+    kT128N256EvenFillPct);
 }  // namespace qf::kernels::w4a16

@@ -3,5 +3,6 @@
 
 namespace qf::kernels::w4a16 {
 const Variant kW4A16WgPcT128N256S8 =
-    MakeWgmmaVariant<WgConfig<128, 2, 8, 1, 1, 4, true, true>>("wg_pc_t128_n256_s8");
+    WithEvenFill(MakeWgmmaVariant<WgConfig<128, 2, 8, 1, 1, 4, true, true>>("wg_pc_t128_n256_s8"),
+                 kT128N256EvenFillPct);
 }  // namespace qf::kernels::w4a16

@@ -2,5 +2,5 @@
 #include "kernels/cuda/w4a16/w4a16_wgmma.cuh"
 
 namespace qf::kernels::w4a16 {
-const Variant kW4A16WgT128 = MakeWgmmaVariant<WgConfig<128, 2, 5>>("wg_t128_n256_s5");
+const Variant kW4A16WgT128 = WithEvenFill(MakeWgmmaVariant<WgConfig<128, 2, 5>>("wg_t128_n256_s5"), kT128N256EvenFillPct);
 }  // namespace qf::kernels::w4a16
