@@ -179,7 +179,7 @@ const Row kTable[] = {
     // against wg_t128_n256_s5: gate_up 244.9-252.0 us against 264.2-273.0,
     // down 120.5-128.8 against 126.4-135.3, qkv 55.5-56.6 against 57.2-57.7,
     // o 49.1-49.7 against 48.4-48.8 (cold calls level on o, 3-9% faster on
-    // the others). Shallower k from 15360 columns (Llama 8B's and 13B's
+    // the others). Shallower k from 15360 columns, first (Llama 8B's and 13B's
     // gate_up, 13B's qkv, Qwen2 7B's gate_up; w4a16_h100_m128_shallow.log,
     // two processes): 4096 x 28672 74.5-75.3 against 77.3, 5120 x 27648
     // 84.8-87.8 against 88.1-89.9, 3584 x 37888 86.2-88.4 against 89.5-90.0,

@@ -238,7 +238,7 @@ extern const Variant kW4A16WgT64W1K128TwoBlocksMc2;
 extern const Variant kW4A16WsT64N128TwoBlocks;
 extern const Variant kW4A16WsT64N256;
 // Producer warpgroup (wg_pc_*; the table takes pc_t128_n256_s8 at 65-128
-// rows for k >= 8192 and for n >= 15360 from k = 3584, the rest are tuning
+// rows for k >= 8192 and for n >= 14336 from k = 3584, the rest are tuning
 // rows): one thread of a fourth warpgroup
 // stages the ring by TMA onto full/empty mbarriers, and setmaxnreg moves its
 // registers to the two compute warpgroups (WgConfig WS and TMA).
