@@ -179,16 +179,17 @@ const Row kTable[] = {
     // against wg_t128_n256_s5: gate_up 244.9-252.0 us against 264.2-273.0,
     // down 120.5-128.8 against 126.4-135.3, qkv 55.5-56.6 against 57.2-57.7,
     // o 49.1-49.7 against 48.4-48.8 (cold calls level on o, 3-9% faster on
-    // the others). Shallower k from 15360 columns, first (Llama 8B's and 13B's
+    // the others). Shallower k, from 15360 columns (Llama 8B's and 13B's
     // gate_up, 13B's qkv, Qwen2 7B's gate_up; w4a16_h100_m128_shallow.log,
     // two processes): 4096 x 28672 74.5-75.3 against 77.3, 5120 x 27648
     // 84.8-87.8 against 88.1-89.9, 3584 x 37888 86.2-88.4 against 89.5-90.0,
     // 5120 x 15360 51.6-51.9 against 54.8-55.1, and ahead by 4-8% at m = 65
-    // and 96 too. 8B's 4096 x 14336 lost on stream-K's 132 blocks (50.2-51.3
-    // against 47.7-48.2); with the even split these tiles now take there
-    // (kT128N256EvenFillPct) it leads, 44.5 against 48.1 (and 5120 x 14336
-    // 51.3-51.6 against 54.5; w4a16_h100_m128_grids.log). No k below 3584 was
-    // measured.
+    // and 96 too. From 14336 columns since these tiles split 56 tiles evenly
+    // over 112 blocks (kT128N256EvenFillPct): on stream-K's 132 blocks 8B's
+    // 4096 x 14336 had lost (50.2-51.3 against 47.7-48.2), split evenly it
+    // leads, 44.5 against the cp.async tiles' 48.1 on stream-K, and 5120 x
+    // 14336 51.3-51.6 against 54.5 (w4a16_h100_m128_grids.log). No k below
+    // 3584 was measured.
     {128, kWgMinN, 8192, &w4a16::kW4A16WgPcT128N256S8},
     {128, 14336, 3584, &w4a16::kW4A16WgPcT128N256S8},
     {128, kWgMinN, 0, &w4a16::kW4A16WgT128},
