@@ -82,17 +82,15 @@ absl::StatusOr<std::vector<uint16_t>> W4A16GpuFixture::RunFused(const DeviceLine
                                                                 int tile_blocks, uint16_t* a_buffer) {
   const W4A16Weights& w = *d.host;
   if (a_buffer != nullptr && d.perm.size()) return absl::InvalidArgumentError("a_buffer with an act-order perm");
-  DeviceArray<uint16_t> a_dev(a_buffer == nullptr ? a : std::vector<uint16_t>());
+  if (a_buffer != nullptr && cudaMemcpy(a_buffer, a.data(), a.size() * 2, cudaMemcpyHostToDevice) != cudaSuccess) {
+    return absl::InternalError("copying A into a_buffer");
+  }
+  // Without a_buffer, A goes to a fresh allocation (built in place: no host copy of a).
+  DeviceArray<uint16_t> a_dev = a_buffer == nullptr ? DeviceArray<uint16_t>(a) : DeviceArray<uint16_t>();
   DeviceArray<uint16_t> a_perm(d.perm.size() ? a.size() : 0);
   DeviceArray<uint16_t> c(static_cast<size_t>(m * w.n));
   cudaMemset(c.get(), 0xFF, c.size() * 2);  // NaN everywhere (either type): unwritten outputs fail RelErr
-  const void* a_in = a_dev.get();
-  if (a_buffer != nullptr) {
-    if (cudaMemcpy(a_buffer, a.data(), a.size() * 2, cudaMemcpyHostToDevice) != cudaSuccess) {
-      return absl::InternalError("copying A into a_buffer");
-    }
-    a_in = a_buffer;
-  }
+  const void* a_in = a_buffer != nullptr ? a_buffer : a_dev.get();
   if (d.perm.size()) {
     if (absl::Status s = W4A16PermuteColumns(a_dev.get(), d.perm.get(), a_perm.get(), m, w.k); !s.ok()) return s;
     a_in = a_perm.get();
