@@ -42,6 +42,8 @@
 // the smaller split. For that 16-row A-in-the-ring kernel the
 // rate counts the busiest multiprocessor's warps instead of the average, and
 // ties go first to smaller blocks (measured on the H100, stream_grid.cc).
+// Before the model: a short table of grids measured faster than its pick on
+// one device class (stream_grid.cc, kLightARingMeasured).
 //
 //   PickStreamGrid(problem, {}, [&](const StreamGridShape& g) { return Resident(g); });
 #pragma once

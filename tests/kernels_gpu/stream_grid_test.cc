@@ -244,6 +244,32 @@ TEST(StreamGridTest, SmallWeightsOnTheEightRowARingFillWholeRingTurnsWithFewWarp
   }
 }
 
+// The measured grids (stream_grid.cc, kLightARingMeasured) come before the
+// model only on the device class and rows they were measured on: Llama 3 8B's
+// down (14336 x 4096) takes 1 x 4 warps in clusters of 2 on the H100 at 1-8
+// rows with either reduction, the model's own pick on the H200 and for the
+// 16-row kernel, and a forced grid stays the caller's.
+TEST(StreamGridTest, MeasuredGridsComeBeforeTheModelOnTheirDeviceOnly) {
+  ExpectEightRowPicks({{14336, 4096, {1, 4, 2}}});
+  for (const int m : {1, 4, 8}) {
+    SCOPED_TRACE(absl::StrCat("m=", m));
+    const absl::StatusOr<StreamGrid> h100 = Pick(Kernels().at("dec_m8_a16"), m, 4096, 14336, kH100, true);
+    ASSERT_TRUE(h100.ok()) << h100.status();
+    EXPECT_EQ(std::make_tuple(h100->wn, h100->wk, h100->split), std::make_tuple(1, 4, 2));
+    EXPECT_EQ(h100->part, 14336 / 16 / 2 / 4);
+  }
+  const absl::StatusOr<StreamGrid> h200 = Pick(Kernels().at("dec_m8_a16"), 1, 4096, 14336, kH200, true);
+  ASSERT_TRUE(h200.ok()) << h200.status();
+  EXPECT_NE(std::make_tuple(h200->wn, h200->wk, h200->split), std::make_tuple(1, 4, 2)) << "H200: the model";
+  const absl::StatusOr<StreamGrid> rows16 = Pick(Kernels().at("dec_m16_a8"), 16, 4096, 14336, kH100, true);
+  ASSERT_TRUE(rows16.ok()) << rows16.status();
+  EXPECT_NE(std::make_tuple(rows16->wn, rows16->wk, rows16->split), std::make_tuple(1, 4, 2)) << "16 rows: the model";
+  const absl::StatusOr<StreamGrid> forced =
+      Pick(Kernels().at("dec_m8_a16"), 1, 4096, 14336, kH100, true, ForcedStreamGrid{1, 8, 2});
+  ASSERT_TRUE(forced.ok()) << forced.status();
+  EXPECT_EQ(std::make_tuple(forced->wn, forced->wk, forced->split), std::make_tuple(1, 8, 2));
+}
+
 // The 16-row A-in-the-ring kernels: the busiest multiprocessor's warps set the
 // rate, and ties go to smaller blocks. On the H100 (decode loop,
 // w4a16_h100_m16_ties.log) that picks the fastest grid swept for dec_m16_a8
