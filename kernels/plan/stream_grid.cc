@@ -111,7 +111,10 @@ struct MeasuredGrid {
 // clusters of 2 ran 13.2, 13.2 and 14.4 us where the model's 1 x 8 warps in
 // clusters of 2 (parts of 56 slices run as 64 ring steps) ran 14.6, 14.6 and
 // 16.0 (bench/results/w4a16_h100_push_grids.log, w4a16_h100_refit_grids.log,
-// w4a16_h100_m1_shapes.log); at M = 4 and 8 (w4a16_h100_measured_grids.log).
+// w4a16_h100_m1_shapes.log). Swept again with this table (126 grids per row,
+// w4a16_h100_measured_grids.log) it was the fastest grid at M = 1, 4 and 8:
+// 13.2, 13.5 and 13.8 us against 14.5, 14.8 and 15.2 for the model's; bf16
+// at M = 1 14.3 against 15.6 (w4a16_h100_measured_grids_bf16.log).
 constexpr MeasuredGrid kLightARingMeasured[] = {
     {132, 3.5e12, 8, 4096 / 64, 14336 / 16, 1, 4, 2},
 };

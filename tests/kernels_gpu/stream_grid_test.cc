@@ -189,7 +189,7 @@ TEST(StreamGridTest, PicksAGridMeasuredNearTheFastestOnTheH100) {
   for (const char* log : {"w4a16_h100_grids.log", "w4a16_h100_early.log", "w4a16_h100_variants.log",
                           "w4a16_h100_aring.log", "w4a16_h100_tile_grids.log", "w4a16_h100_m16_ties.log",
                           "w4a16_h100_m16_deep.log", "w4a16_h100_m1_shapes.log", "w4a16_h100_push_grids.log",
-                          "w4a16_h100_refit_grids.log"}) {
+                          "w4a16_h100_refit_grids.log", "w4a16_h100_measured_grids.log"}) {
     cases += CheckPicks(log, kH100, 1, 0.20, 0.08);
   }
   // The odd-k and tie sweeps: Qwen2 72B's down, Llama 3.2 3B's gate_up and o,
