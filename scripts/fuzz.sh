@@ -17,7 +17,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${QF_FUZZ_BUILD_DIR:-$ROOT/build-fuzz}
 SECS=${1:-60}
 shift || true
-ALL=(safetensors model_config packed_linear artifact layer_result job_spec chunk_stream state_records bpe_tokenizer bpe_encode calibration_text)
+ALL=(safetensors checkpoint_index model_config packed_linear artifact layer_result job_spec chunk_stream state_records bpe_tokenizer bpe_encode calibration_text)
 TARGETS=("${@:-${ALL[@]}}")
 
 log() { echo "fuzz: $*" >&2; }
