@@ -479,6 +479,16 @@ bool MustBeListed(std::string_view n) {
   return n == "config.json" || n == "model.safetensors.index.json" || n.ends_with(".safetensors");
 }
 
+// A digest as Sha256Files spells it. Checked before use: the manifest is
+// untrusted, and a mismatch message quotes the digest it lists.
+bool IsSha256Hex(const nlohmann::json& v) {
+  if (!v.is_string()) return false;
+  const std::string& s = v.get_ref<const std::string&>();
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
 // Checks size and sha256 of every file the manifest lists, and that every file
 // ReadArtifact reads is listed. Returns the manifest.
 absl::StatusOr<nlohmann::json> VerifyManifest(const std::string& dir) {
@@ -499,9 +509,9 @@ absl::StatusOr<nlohmann::json> VerifyManifest(const std::string& dir) {
   for (const auto& [name, entry] : files->items()) {
     const std::string file = absl::StrCat(dir, "/", name);
     if (!IsPlainFileName(name) || !entry.is_object() || !entry.contains("bytes") || !entry.contains("sha256") ||
-        !entry["bytes"].is_number_unsigned() || !entry["sha256"].is_string()) {
-      return absl::DataLossError(
-          absl::StrCat(path, ": entry '", absl::CEscape(name), "' is not {\"bytes\": n, \"sha256\": hex}"));
+        !entry["bytes"].is_number_unsigned() || !IsSha256Hex(entry["sha256"])) {
+      return absl::DataLossError(absl::StrCat(path, ": entry '", absl::CEscape(name),
+                                              "' is not {\"bytes\": n, \"sha256\": 64 lowercase hex digits}"));
     }
     if (!PathExists(file) || IsDirectory(file)) {
       return absl::DataLossError(absl::StrCat(file, ": listed in the manifest but missing"));

@@ -396,6 +396,20 @@ TEST(Artifact, CorruptedShardIsDataLoss) {
   EXPECT_EQ(a.status().code(), absl::StatusCode::kDataLoss) << a.status();
   EXPECT_THAT(std::string(a.status().message()), HasSubstr("extra.safetensors"));
 
+  // A listed digest is quoted when a file does not match it, so one that is
+  // not 64 lowercase hex digits (here with a newline) is refused first, on one
+  // line naming the manifest and the entry.
+  ASSERT_TRUE(WriteArtifact(kModel, f.cfg, spec, MakeLayers(f, spec), out, nullptr).ok());
+  {
+    nlohmann::json m = nlohmann::json::parse(ReadBytes(out + "/qforge-manifest.json"));
+    m["files"]["config.json"]["sha256"] = "0123\nforged";
+    WriteBytes(out + "/qforge-manifest.json", m.dump());
+  }
+  a = ReadArtifact(out);
+  EXPECT_EQ(a.status().code(), absl::StatusCode::kDataLoss) << a.status();
+  EXPECT_THAT(std::string(a.status().message()), HasSubstr("qforge-manifest.json: entry 'config.json'"));
+  EXPECT_EQ(std::string(a.status().message()).find('\n'), std::string::npos) << a.status();
+
   fs::remove(out + "/qforge-manifest.json");
   EXPECT_EQ(ReadArtifact(out).status().code(), absl::StatusCode::kNotFound);
 }
