@@ -1,10 +1,15 @@
 // qctl: the qforge command line. A thin layer: flag parsing and printing here,
 // the work in worker/, storage/ and coordinator/.
+#include <algorithm>
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/quote.h"
 #include "qctl/commands.h"
 
 namespace {
@@ -34,6 +39,14 @@ int main(int argc, char** argv) {
     subs.emplace_back(sub, c.setup(sub));
   }
   qf::qctl::SetupClusterCommands(app, &subs);
+  // CLI11 would take an unknown first word for a stray argument and answer
+  // "A subcommand is required"; name the word and the commands instead.
+  std::vector<std::string> names;
+  for (const CLI::App* sub : app.get_subcommands({})) names.push_back(sub->get_name());
+  if (argc > 1 && argv[1][0] != '-' && std::find(names.begin(), names.end(), argv[1]) == names.end()) {
+    return qf::qctl::ReportStatus(absl::InvalidArgumentError(absl::StrCat(
+        qf::EscapeForError(argv[1]), ": not a qctl command (expected one of ", absl::StrJoin(names, ", "), ")")));
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -243,6 +243,7 @@ TEST_F(QctlTest, CommandLineErrorsAreOneLine) {
   ExpectOneLineError(Qctl("submit --model " + kModel + " --out " + out + " --mode diagonal --coordinator 127.0.0.1:1"),
                      "diagonal");
   ExpectOneLineError(Qctl(""), "subcommand");
+  ExpectOneLineError(Qctl("quantise --model " + kModel), "quantise: not a qctl command (expected one of quantize, eval");
   ExpectNoArtifact(out);
   EXPECT_EQ(Qctl("quantize --help").code, 0);
 }
