@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/server_builder.h"
 
 namespace qf::coordinator {
@@ -23,6 +24,9 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(CoordinatorOptio
   c->job_service_ = std::make_unique<JobServiceImpl>(c->scheduler_.get(), c->pool_.get());
   c->work_service_ = std::make_unique<WorkServiceImpl>(c->scheduler_.get(), c->pool_.get());
 
+  // grpc.health.v1 (proto/health.proto), for Kubernetes' grpc readiness
+  // probe: SERVING once the state above is loaded and the port is bound.
+  grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   if (!c->options_.listen.empty())
     builder.AddListeningPort(c->options_.listen, grpc::InsecureServerCredentials(), &c->port_);

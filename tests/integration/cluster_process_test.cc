@@ -16,7 +16,9 @@
 
 #include "coordinator/client.h"
 #include "coordinator/embedded.h"
+#include "grpcpp/create_channel.h"
 #include "nlohmann/json.hpp"
+#include "proto/health.grpc.pb.h"
 #include "tests/coordinator/cluster_fixture.h"
 #include "tests/integration/subprocess.h"
 
@@ -156,6 +158,33 @@ class ClusterProcessTest : public ::testing::Test {
 qf::testing::TempDir* ClusterProcessTest::suite_tmp_ = nullptr;
 std::string ClusterProcessTest::reference_;
 std::string ClusterProcessTest::reference_error_;
+
+// The standard health service over TCP, as Kubernetes' grpc probe calls it:
+// SERVING once the coordinator has loaded its state and listens, NOT_FOUND
+// for a service it does not have; SIGTERM still ends it cleanly.
+TEST_F(ClusterProcessTest, HealthServiceAnswersTheProbe) {
+  StartCoordinator();
+  using grpc::health::v1::Health;
+  using grpc::health::v1::HealthCheckRequest;
+  using grpc::health::v1::HealthCheckResponse;
+  auto stub = Health::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(port_), grpc::InsecureChannelCredentials()));
+  auto check = [&](const std::string& service, HealthCheckResponse* out) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    HealthCheckRequest req;
+    req.set_service(service);
+    return stub->Check(&ctx, req, out);
+  };
+  HealthCheckResponse r;
+  grpc::Status s = check("", &r);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(r.status(), HealthCheckResponse::SERVING);
+  EXPECT_EQ(check("qforge.NoSuchService", &r).error_code(), grpc::StatusCode::NOT_FOUND);
+
+  coordinator_->Kill(SIGTERM);
+  EXPECT_EQ(coordinator_->Wait(), 0) << DebugLogs();
+}
 
 TEST_F(ClusterProcessTest, SequentialOnThreeWorkersMatchesQctlQuantize) {
   StartCoordinator();
