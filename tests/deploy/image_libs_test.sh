@@ -57,9 +57,10 @@ for f in "${BINS[@]/#/$BUILD/bin/}" "$BUILD"/lib/*.so; do
     if [[ -v pkg_of[$found] ]]; then
       pkg=${pkg_of[$found]}
     else
-      pkg=$(dpkg -S "$found" 2>/dev/null || dpkg -S "$path" 2>/dev/null || dpkg -S "${path#/usr}" 2>/dev/null ||
-            dpkg -S "$(dirname "$found")/$(basename "$path")" 2>/dev/null || dpkg -S "${found#/usr}" 2>/dev/null ||
-            true)
+      pkg=""
+      for name in "$found" "${found#/usr}" "$path" "${path#/usr}"; do
+        pkg=$(dpkg -S "$name" 2>/dev/null) && break
+      done
       pkg=${pkg%%:*}
       pkg_of[$found]=$pkg
     fi
