@@ -29,13 +29,17 @@
 
 namespace qf::kernels {
 
+// The even split's least share of the slots, in percent, unless a variant
+// sets its own (Variant::even_fill_pct).
+inline constexpr int64_t kDefaultEvenFillPct = 90;
+
 struct TileGridProblem {
   int64_t tiles = 0;    // n-tiles x m-chunks
   int64_t k_tiles = 0;  // units per tile (k / BK)
   int64_t slots = 0;    // resident blocks on the device (SMs x blocks per SM)
   bool full_tile_partials = false;  // the wgmma kernel: a split writes whole fp32 tiles
   int64_t max_unsplit_stages = 8;   // deepest k (in units) a full-tile-partial kernel runs unsplit
-  int64_t min_even_fill_pct = 90;   // the even split's least share of the slots (Variant::even_fill_pct)
+  int64_t min_even_fill_pct = kDefaultEvenFillPct;  // the even split's least share of the slots
 };
 
 enum class TileSplit { kWholeTiles, kEven, kStreamK };

@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/cuda/w4a16/w4a16_kernel.cuh"
 #include "kernels/plan/stream_grid.h"  // ForcedStreamGrid
+#include "kernels/plan/tile_grid.h"    // kDefaultEvenFillPct
 
 namespace qf::kernels::w4a16 {
 
@@ -77,7 +78,7 @@ struct Variant {
   // The least share of the resident blocks (percent) that an even split of
   // its tiles must fill before the planner takes it over stream-K
   // (kernels/plan/tile_grid.h).
-  int even_fill_pct = 90;
+  int64_t even_fill_pct = kDefaultEvenFillPct;
   // Largest k and n it takes: the wgmma kernel's copy offsets are 32-bit
   // (w4a16_wgmma_kernel.cuh); the others take every size CheckShape does.
   int64_t max_kn = int64_t{1} << 30;

@@ -96,9 +96,9 @@ Variant MakeWgmmaVariant(const char* name) {
 // As planned, 4096, 5120 and 6144 x 14336 at M = 128 then ran 3-7% faster
 // than the table's picks before in fp16 (w4a16_h100_even_split_84.log), and
 // 4096 x 14336 10% faster in bf16 (w4a16_h100_even_split_bf16.log).
-inline constexpr int kT128N256EvenFillPct = 84;
+inline constexpr int64_t kT128N256EvenFillPct = 84;
 
-inline Variant WithEvenFill(Variant v, int pct) {
+inline Variant WithEvenFill(Variant v, int64_t pct) {
   v.even_fill_pct = pct;
   return v;
 }
