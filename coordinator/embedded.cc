@@ -71,9 +71,15 @@ absl::StatusOr<proto::JobStatus> RunEmbedded(const proto::JobSpec& spec, const E
   worker_thread.join();
   coordinator->Shutdown();
   QF_RETURN_IF_ERROR(final_status.status());
-  if (final_status->state() != proto::JOB_SUCCEEDED)
-    return absl::InternalError(absl::StrCat("job ", job_id, " ", proto::JobState_Name(final_status->state()), ": ",
-                                            final_status->reason()));
+  if (final_status->state() != proto::JOB_SUCCEEDED) {
+    // Say what survived: after a full disk at assembly, the whole quantization.
+    const int kept = final_status->layers_committed();
+    return absl::InternalError(absl::StrCat(
+        "job ", job_id, " ", proto::JobState_Name(final_status->state()), ": ", final_status->reason(),
+        kept > 0 ? absl::StrCat(" (", kept, " committed layers kept in ", options.state_dir,
+                                "; the same command resumes from them)")
+                 : ""));
+  }
   if (!worker_status.ok()) return worker_status;
   return final_status;
 }

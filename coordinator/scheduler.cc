@@ -444,16 +444,17 @@ absl::StatusOr<proto::JobStatus> Scheduler::Cancel(const std::string& job_id, co
 
 absl::StatusOr<proto::JobStatus> Scheduler::Resume(const std::string& job_id) {
   proto::JobSpec spec;
-  bool needs_plan = false;
+  bool needs_config = false;
   {
     std::lock_guard<std::mutex> l(mu_);
     Job* job = FindJob(job_id);
     if (job == nullptr) return NoSuchJob(job_id);
     spec = job->rec.spec();
-    needs_plan = job->config == nullptr;
+    needs_config = job->config == nullptr;
   }
-  // A job whose model could not be read is checked (and planned) again.
-  absl::StatusOr<storage::ModelConfig> cfg = needs_plan ? CheckJobInputs(spec) : storage::ModelConfig();
+  // A job held without its model (it failed at submit, or ended before this
+  // coordinator started) reads it again.
+  absl::StatusOr<storage::ModelConfig> cfg = needs_config ? CheckJobInputs(spec) : storage::ModelConfig();
   if (!cfg.ok()) {
     return absl::FailedPreconditionError(
         absl::StrCat("job ", job_id, ": cannot resume: ", cfg.status().message()));
@@ -468,9 +469,20 @@ absl::StatusOr<proto::JobStatus> Scheduler::Resume(const std::string& job_id) {
   Txn txn;
   txn.now = clock_->NowMs();
   if (job->config == nullptr) {
+    // Two kinds of job come here: one that failed at submit (no tasks yet:
+    // plan it now), and one that ended while a coordinator ran and was loaded
+    // by a later one (terminal jobs are loaded without their model). The
+    // second keeps its tasks, whose committed layers are the point of resuming.
+    if (!job->tasks.empty() && static_cast<int64_t>(cfg->num_hidden_layers) != job->rec.num_layers()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "job ", job_id, ": cannot resume: ", spec.model_path(), ": config.json num_hidden_layers is ",
+          cfg->num_hidden_layers, ", the job was planned for ", job->rec.num_layers()));
+    }
     job->config = std::make_shared<const storage::ModelConfig>(*std::move(cfg));
-    PlanTasks(*job);
-    for (const proto::TaskRecord& t : job->tasks) MarkTask(txn, *job, t.stage());
+    if (job->tasks.empty()) {
+      PlanTasks(*job);
+      for (const proto::TaskRecord& t : job->tasks) MarkTask(txn, *job, t.stage());
+    }
   }
   bool any_progress = false;
   for (proto::TaskRecord& t : job->tasks) {

@@ -358,6 +358,76 @@ TEST_F(SchedulerTest, CancelReleasesLeasesAndResumeContinuesFromTheLastCommitted
   EXPECT_EQ(st.stages(0).failures(), 0);
 }
 
+// An assembly that fails (the artifact's disk full) fails the job but keeps
+// every committed layer: resume goes straight back to assembly and leases
+// nothing, so no layer is quantized twice.
+TEST_F(SchedulerTest, ResumeAfterAFailedAssemblyAssemblesAgainWithoutLeasing) {
+  std::string job = SubmitOk(Spec(4));
+  Register("a");
+  proto::TaskAssignment t = LeaseOk("a");
+  for (int layer = 0; layer < 4; ++layer) QF_ASSERT_OK(Commit(t, layer));
+  QF_ASSERT_OK(CompleteTask(t, "a").status());
+  EXPECT_EQ(sched_->TakeJobsToAssemble(), std::vector<std::string>{job});
+  QF_ASSERT_OK(sched_->FinishAssembly(job, absl::ResourceExhaustedError("out/.packed-layers: write failed")));
+  QF_ASSERT_OK_AND_ASSIGN(proto::JobStatus st, sched_->GetJob(job));
+  EXPECT_EQ(st.state(), proto::JOB_FAILED);
+  EXPECT_THAT(st.reason(), HasSubstr("write failed"));
+
+  Reopen();  // what a second `qctl quantize` finds
+  QF_ASSERT_OK_AND_ASSIGN(st, sched_->Resume(job));
+  EXPECT_EQ(st.state(), proto::JOB_ASSEMBLING);
+  EXPECT_EQ(st.layers_committed(), 4);
+  EXPECT_FALSE(TryLease("a").has_value());
+  EXPECT_EQ(sched_->TakeJobsToAssemble(), std::vector<std::string>{job});
+  QF_ASSERT_OK(sched_->FinishAssembly(job, absl::OkStatus()));
+  QF_ASSERT_OK_AND_ASSIGN(st, sched_->GetJob(job));
+  EXPECT_EQ(st.state(), proto::JOB_SUCCEEDED);
+}
+
+// A cancelled job outlives a coordinator restart with its progress: the new
+// coordinator loads it without its model, and resume reads the model again
+// but keeps the stages' committed layers. If the model's depth changed in
+// between, resume refuses rather than mix two plans.
+TEST_F(SchedulerTest, ResumeAfterARestartContinuesFromTheLastCommittedLayer) {
+  namespace fs = std::filesystem;
+  const std::string model = tmp_.Sub("model");
+  fs::create_directories(model);
+  for (const fs::directory_entry& e : fs::directory_iterator(TinyModel()))
+    fs::create_symlink(e.path(), fs::path(model) / e.path().filename());
+  proto::JobSpec spec = Spec(4);
+  spec.set_model_path(model);
+  std::string job = SubmitOk(spec);
+  Register("a");
+  proto::TaskAssignment t = LeaseOk("a");
+  QF_ASSERT_OK(Commit(t, 0));
+  QF_ASSERT_OK(Commit(t, 1));
+  QF_ASSERT_OK(sched_->Cancel(job, "").status());
+
+  Reopen();
+  QF_ASSERT_OK_AND_ASSIGN(proto::JobStatus st, sched_->Resume(job));
+  EXPECT_EQ(st.state(), proto::JOB_RUNNING);
+  EXPECT_EQ(st.layers_committed(), 2);
+  proto::TaskAssignment r = LeaseOk("a");
+  EXPECT_EQ(r.start_layer(), 2);
+  QF_ASSERT_OK(sched_->Cancel(job, "").status());
+
+  // The same directory, now with a config.json that says 2 layers.
+  std::ifstream in(fs::path(TinyModel()) / "config.json");
+  std::string config((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string four = "\"num_hidden_layers\": 4";
+  const size_t at = config.find(four);
+  ASSERT_NE(at, std::string::npos);
+  config.replace(at, four.size(), "\"num_hidden_layers\": 2");
+  fs::remove(fs::path(model) / "config.json");
+  std::ofstream(fs::path(model) / "config.json") << config;
+  Reopen();
+  EXPECT_THAT(sched_->Resume(job), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                            AllOf(HasSubstr(job), HasSubstr("num_hidden_layers"))));
+  QF_ASSERT_OK_AND_ASSIGN(st, sched_->GetJob(job));
+  EXPECT_EQ(st.state(), proto::JOB_CANCELLED);
+  EXPECT_EQ(st.layers_committed(), 2);
+}
+
 TEST_F(SchedulerTest, JobsAreLeasedByPriorityThenSubmitOrder) {
   std::string j1 = SubmitOk(Spec(4));
   std::string j2 = SubmitOk(Spec(4));
