@@ -106,8 +106,11 @@ class WatchReactor final : public grpc::ServerWriteReactor<proto::WatchUpdate> {
       if (core->writing || core->finished || core->reactor == nullptr) return;
       r = core->reactor;
       if (core->queue.empty()) {
+        // A failed store records nothing more: this job will never end, so
+        // the watcher hears why now (the scheduler wakes every watcher then).
         // Status first: the events read after it are at least as new as it.
-        auto status = core->scheduler->GetJob(core->job_id);
+        absl::Status health = core->scheduler->StoreHealth();
+        auto status = health.ok() ? core->scheduler->GetJob(core->job_id) : absl::StatusOr<proto::JobStatus>(health);
         auto events = status.ok() ? core->scheduler->Events(core->job_id, core->last_seq, 256)
                                   : absl::StatusOr<std::vector<proto::JobEvent>>(status.status());
         if (!events.ok()) {

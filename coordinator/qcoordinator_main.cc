@@ -3,7 +3,10 @@
 // The coordinator process: the only owner of job state (RocksDB in --state),
 // serving JobService to qctl and WorkService to qworker. On start it reloads
 // every job, expires stale leases and carries on. SIGINT/SIGTERM stop it;
-// kill -9 loses nothing that was acknowledged.
+// kill -9 loses nothing that was acknowledged. A state store that fails a
+// write (a full disk) ends it with exit 1 and one line naming the directory.
+#include <unistd.h>
+
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -69,7 +72,11 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGUSR1);  // ours: the state store failed
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // A store that failed a write takes no more, and the orchestrator can only
+  // help by restarting us from disk: exit 1 after the one line that says why.
+  o.on_store_failure = [](const absl::Status&) { kill(getpid(), SIGUSR1); };
 
   auto coordinator = qf::coordinator::Coordinator::Start(o);
   if (!coordinator.ok()) {
@@ -82,6 +89,10 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
   int sig = 0;
   sigwait(&signals, &sig);
+  if (sig == SIGUSR1) {
+    (*coordinator)->Shutdown();
+    return 1;  // the maintenance thread logged the store's error
+  }
   QF_LOG(INFO) << "qcoordinator: signal " << sig << ", shutting down";
   (*coordinator)->Shutdown();
   return 0;

@@ -177,9 +177,21 @@ absl::Status Scheduler::Finish(Txn& txn, std::unique_lock<std::mutex>& lock) {
   }
   uint64_t ticket = store_->Enqueue(std::move(txn.batch));
   lock.unlock();
-  QF_RETURN_IF_ERROR(store_->WaitDurable(ticket));
+  if (absl::Status durable = store_->WaitDurable(ticket); !durable.ok()) {
+    NotifyEveryone();
+    return durable;
+  }
   Notify(txn.evented, txn.assembly);
   return absl::OkStatus();
+}
+
+void Scheduler::NotifyEveryone() {
+  std::vector<std::function<void()>> wake;
+  {
+    std::lock_guard<std::mutex> l(sub_mu_);
+    for (auto& [id, sub] : subs_) wake.push_back(sub.second);
+  }
+  for (auto& fn : wake) fn();
 }
 
 void Scheduler::Notify(const std::set<std::string>& job_ids, bool assembly) {

@@ -85,6 +85,9 @@ class Scheduler {
                                                            SchedulerOptions options);
   ~Scheduler();
 
+  // OK while the state store takes writes; its sticky write failure after.
+  absl::Status StoreHealth() const { return store_->health(); }
+
   // ---- JobService ----
   absl::StatusOr<proto::SubmitReply> Submit(const proto::SubmitRequest& request);
   absl::StatusOr<proto::JobStatus> GetJob(const std::string& job_id) const;
@@ -151,6 +154,7 @@ class Scheduler {
   absl::Status Load();
   absl::Status Finish(Txn& txn, std::unique_lock<std::mutex>& lock);
   void Notify(const std::set<std::string>& job_ids, bool assembly);
+  void NotifyEveryone();  // the store failed: every watcher should see it
 
   Job* FindJob(const std::string& job_id) const;
   proto::JobStatus MakeStatus(const Job& job) const;

@@ -18,6 +18,7 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(CoordinatorOptio
   if (!c->options_.assemble) c->options_.assemble = AssembleArtifact;
   storage::StateStoreOptions so;
   so.sync = c->options_.sync;
+  so.env = c->options_.store_env;
   QF_ASSIGN_OR_RETURN(c->store_, storage::StateStore::Open(c->options_.state_dir, so));
   QF_ASSIGN_OR_RETURN(c->scheduler_, Scheduler::Create(c->store_.get(), c->clock_, c->options_.scheduler));
   c->pool_ = std::make_unique<HandlerPool>(std::max(1, c->options_.handler_threads));
@@ -80,8 +81,15 @@ void Coordinator::MaintenanceLoop() {
     cv_.wait_for(lock, std::chrono::milliseconds(options_.maintenance_interval_ms));
     if (stopping_) break;
     lock.unlock();
-    absl::StatusOr<int> n = scheduler_->ExpireLeases();
-    if (!n.ok()) QF_LOG(ERROR) << "lease expiry: " << n.status();
+    absl::Status health = scheduler_->StoreHealth();
+    if (health.ok()) {
+      absl::StatusOr<int> n = scheduler_->ExpireLeases();
+      if (!n.ok()) QF_LOG(ERROR) << "lease expiry: " << n.status();
+    } else if (!store_failure_reported_) {
+      store_failure_reported_ = true;
+      QF_LOG(ERROR) << health.message();
+      if (options_.on_store_failure) options_.on_store_failure(health);
+    }
     lock.lock();
   }
 }

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -42,6 +43,11 @@ struct CoordinatorOptions {
   AssembleFn assemble;                // empty: AssembleArtifact (storage::WriteArtifact)
   bool sync = true;                   // fsync every commit group (off only in tests that do not need durability)
   int handler_threads = 32;           // RPC handlers waiting for durability at once (group commit width)
+  // Called once, from the maintenance thread, when the state store has failed
+  // a write (a full disk): from then on no job can make progress here, and
+  // only a restart from disk (once the disk is fixed) can go on.
+  std::function<void(const absl::Status&)> on_store_failure;
+  rocksdb::Env* store_env = nullptr;  // tests: StateStoreOptions::env
 };
 
 class Coordinator {
@@ -80,6 +86,7 @@ class Coordinator {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
+  bool store_failure_reported_ = false;  // maintenance thread only
   bool assembly_pending_ = true;  // check once at start: jobs may have been left mid-assembly
   std::thread maintenance_;
   std::thread assembly_;

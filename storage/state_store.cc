@@ -9,6 +9,7 @@
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
 #include "rocksdb/write_batch.h"
+#include "storage/state_log.h"
 
 namespace qf::storage {
 namespace {
@@ -63,6 +64,8 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& 
   db_options.create_missing_column_families = true;
   // Group commits already batch the syncs; keep the WAL from growing without bound.
   db_options.max_total_wal_size = 256ull << 20;
+  db_options.info_log = OpenStateLog(dir);
+  if (options.env != nullptr) db_options.env = options.env;  // not RocksDB's: it aborts on a full disk (state_log.h)
 
   std::vector<rocksdb::ColumnFamilyDescriptor> families;
   for (int i = 0; i < kNumStateFamilies; ++i) {
@@ -124,6 +127,11 @@ absl::Status StateStore::WaitDurable(uint64_t ticket) {
     }
     cv_.notify_all();
   }
+}
+
+absl::Status StateStore::health() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return sticky_;
 }
 
 absl::Status StateStore::WriteGroup(const std::vector<StateBatch>& group) {

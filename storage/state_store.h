@@ -32,6 +32,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
+namespace rocksdb {
+class Env;
+}  // namespace rocksdb
+
 namespace qf::storage {
 
 enum class StateFamily : int { kMeta = 0, kJobs, kTasks, kLeases, kResults, kEvents };
@@ -72,6 +76,9 @@ struct StateStoreOptions {
   // Values of the results family at least this large live in blob files, so
   // compactions do not rewrite the layer payloads.
   uint64_t min_blob_size = 4096;
+  // Tests: an Env over a fault-injecting file system (rocksdb::NewCompositeEnv).
+  // Null: the default Env. Not owned; must outlive the store.
+  rocksdb::Env* env = nullptr;
 };
 
 struct StateStoreStats {
@@ -109,6 +116,10 @@ class StateStore {
   absl::Status Scan(StateFamily family, std::string_view prefix,
                     const std::function<bool(std::string_view key, std::string_view value)>& fn,
                     std::string_view from = {}) const;
+
+  // OK, or the sticky write failure above: a store that returns it takes no
+  // more writes, so whoever serves from it can make no more progress.
+  absl::Status health() const;
 
   StateStoreStats stats() const;
   const std::string& dir() const { return dir_; }

@@ -4,12 +4,14 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <future>
 #include <map>
 #include <thread>
 
 #include "coordinator/embedded.h"
 #include "nlohmann/json.hpp"
 #include "tests/coordinator/cluster_fixture.h"
+#include "tests/coordinator/full_disk_env.h"
 
 namespace qf::coordinator {
 namespace {
@@ -398,6 +400,65 @@ TEST_F(ClusterTest, EmbeddedResumesAnInterruptedRun) {
   ASSERT_THAT(again, IsOk());
   EXPECT_EQ(again->job_id(), done->job_id());
   EXPECT_EQ(idle.stats().sessions, 0);
+}
+
+// The state disk fills mid-job: the coordinator reports the store's failure
+// once, the job's watcher is told why instead of waiting for ever, and the
+// same command run again (room made) resumes from what was committed and
+// writes the bytes of an uninterrupted run.
+TEST_F(ClusterTest, FullStateDiskEndsTheWatchAndTheSameCommandResumes) {
+  proto::JobSpec spec = Spec(0);
+  const std::string state = tmp_.Sub("embedded-state");
+  qf::testing::FullDiskEnv disk;
+  {
+    CoordinatorOptions o;
+    o.state_dir = state;
+    o.scheduler.default_stage_layers = 1 << 20;
+    o.store_env = disk.env.get();
+    std::atomic<int> reported{0};
+    o.on_store_failure = [&](const absl::Status& s) {
+      EXPECT_THAT(s, StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr(state)));
+      ++reported;
+    };
+    auto c = Coordinator::Start(o);
+    ASSERT_THAT(c, IsOk());
+    JobClient client((*c)->InProcessChannel());
+    auto r = client.Submit(spec, EmbeddedRequestId(spec));
+    ASSERT_THAT(r, IsOk());
+    qf::testing::FakeEngine engine;
+    worker::WorkerOptions wo;
+    wo.name = "embedded";
+    wo.calibration = qf::testing::FakeCalibration;
+    worker::Worker w((*c)->InProcessChannel(), &engine, wo);
+    disk.fs->set_budget(600 << 10);  // about one layer's results
+    std::atomic<bool> stop{false};
+    std::thread t([&] { w.Run(&stop).IgnoreError(); });
+    auto watch = std::async(std::launch::async,
+                            [&] { return client.Watch(r->job_id(), [](const proto::WatchUpdate&) {}); });
+    if (watch.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
+      ADD_FAILURE() << "the watch did not end when the state store failed";
+      (*c)->Shutdown();  // ends the stream
+    }
+    auto watched = watch.get();
+    stop = true;
+    t.join();
+    EXPECT_TRUE(disk.fs->refused());
+    EXPECT_THAT(watched, StatusIs(absl::StatusCode::kResourceExhausted,
+                                  AllOf(HasSubstr(state), HasSubstr("No space left on device"))));
+    for (int i = 0; i < 100 && reported == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    (*c)->Shutdown();
+    EXPECT_EQ(reported, 1);
+  }
+  qf::testing::FakeEngine engine;
+  EmbeddedOptions eo;
+  eo.state_dir = state;
+  eo.engine = &engine;
+  eo.calibration = qf::testing::FakeCalibration;
+  auto done = RunEmbedded(spec, eo);
+  ASSERT_THAT(done, IsOk());
+  EXPECT_GE(engine.stats().applied, 1);     // replayed what was committed before the disk filled ...
+  EXPECT_LT(engine.stats().quantized, 4);  // ... and did not quantize it again
+  qf::testing::ExpectSameTree(Reference(spec), done->artifact_dir());
 }
 
 }  // namespace

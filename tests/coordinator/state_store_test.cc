@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "storage/state/keys.h"
+#include "tests/coordinator/full_disk_env.h"
 #include "tests/coordinator/test_util.h"
 
 namespace qf::storage {
@@ -45,6 +46,51 @@ TEST(StateStoreTest, CommitIsVisibleAndSurvivesReopen) {
   QF_ASSERT_OK(store->Commit(std::move(del)));
   QF_ASSERT_OK_AND_ASSIGN(auto gone, store->Get(StateFamily::kJobs, "job-1"));
   EXPECT_FALSE(gone.has_value());
+}
+
+// A full disk under the store: the write that does not fit fails naming the
+// store and the disk's complaint, every later write fails the same way (memory
+// and disk no longer agree), and nothing crashes. Reopened with room, every
+// earlier commit is there. (On a real full disk, a 1 MiB tmpfs, RocksDB's own
+// info logger also aborted the process: storage/state_log.h. Its lines are
+// buffered, so this file system's refusals do not reach it in time.)
+TEST(StateStoreTest, FullDiskFailsWritesStickilyAndKeepsWhatWasCommitted) {
+  TempDir tmp;
+  qf::testing::FullDiskEnv disk;
+  StateStoreOptions o;
+  o.env = disk.env.get();
+  int committed = 0;
+  absl::Status failed;
+  {
+    QF_ASSERT_OK_AND_ASSIGN(auto store, StateStore::Open(tmp.path(), o));
+    QF_ASSERT_OK(store->health());
+    disk.fs->set_budget(64 << 10);
+    for (int i = 0; i < 1000 && failed.ok(); ++i) {
+      StateBatch b;
+      b.Put(StateFamily::kResults, "layer-" + std::to_string(i), std::string(8 << 10, static_cast<char>('a' + i % 26)));
+      failed = store->Commit(std::move(b));
+      if (failed.ok()) ++committed;
+    }
+    ASSERT_TRUE(disk.fs->refused());
+    EXPECT_THAT(failed, StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr(tmp.path())));
+    EXPECT_THAT(failed.message(), HasSubstr("No space left on device"));
+    EXPECT_EQ(store->health(), failed);
+    disk.fs->unlimited();  // room again, but this store stays failed: only a reopen may go on
+    StateBatch again;
+    again.Put(StateFamily::kJobs, "job-1", "J");
+    EXPECT_EQ(store->Commit(std::move(again)), failed);
+  }
+  ASSERT_GT(committed, 0);
+  QF_ASSERT_OK_AND_ASSIGN(auto store, StateStore::Open(tmp.path(), o));
+  QF_EXPECT_OK(store->health());
+  for (int i = 0; i < committed; ++i) {
+    QF_ASSERT_OK_AND_ASSIGN(auto v, store->Get(StateFamily::kResults, "layer-" + std::to_string(i)));
+    ASSERT_TRUE(v.has_value()) << i;
+    EXPECT_EQ(v->size(), 8u << 10);
+  }
+  StateBatch b;
+  b.Put(StateFamily::kJobs, "job-1", "J");
+  QF_EXPECT_OK(store->Commit(std::move(b)));
 }
 
 TEST(StateStoreTest, ScanWalksPrefixInNumericOrder) {
