@@ -28,9 +28,12 @@ absl::Status FromRocks(const rocksdb::Status& s, const std::string& op, const st
   if (s.IsNoSpace()) return absl::ResourceExhaustedError(msg);
   if (s.IsBusy() || s.IsTryAgain()) return absl::UnavailableError(msg);
   if (s.IsInvalidArgument()) return absl::InvalidArgumentError(msg);
-  // A second process on the same dir fails to take the LOCK file: IOError.
-  if (s.IsIOError() && s.ToString().find("lock") != std::string::npos)
-    return absl::UnavailableError(absl::StrCat(msg, " (is another coordinator using this --state dir?)"));
+  // The LOCK file held by another process (EAGAIN) or by this one: IOError.
+  // Other IOErrors on LOCK (a read-only disk) are not a second coordinator.
+  for (const char* held : {"Resource temporarily unavailable", "lock hold by current process"}) {
+    if (s.IsIOError() && s.ToString().find(held) != std::string::npos)
+      return absl::UnavailableError(absl::StrCat(msg, " (is another coordinator using this --state dir?)"));
+  }
   return absl::InternalError(msg);
 }
 

@@ -15,6 +15,7 @@ namespace {
 using ::qf::testing::IsOk;
 using ::qf::testing::StatusIs;
 using ::qf::testing::TempDir;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 TEST(StateStoreTest, CommitIsVisibleAndSurvivesReopen) {
@@ -179,7 +180,7 @@ TEST(StateStoreTest, OpenRejectsFileAndSecondOpener) {
 
   QF_ASSERT_OK_AND_ASSIGN(auto first, StateStore::Open(tmp.Sub("db")));
   EXPECT_THAT(StateStore::Open(tmp.Sub("db")),
-              StatusIs(absl::StatusCode::kUnavailable, HasSubstr(tmp.Sub("db"))));
+              StatusIs(absl::StatusCode::kUnavailable, AllOf(HasSubstr(tmp.Sub("db")), HasSubstr("another"))));
 }
 
 }  // namespace
