@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 
 namespace qf {
 namespace fs = std::filesystem;
@@ -207,12 +208,8 @@ absl::Status RemoveAll(const std::string& path) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<StagingDir> StagingDir::Create(const std::string& final_path) {
-  if (final_path.empty()) return absl::InvalidArgumentError("output path is empty");
-  std::string parent = ParentOf(final_path);
+absl::Status CheckReplaceable(const std::string& final_path) {
   std::error_code ec;
-  fs::create_directories(parent, ec);
-  if (ec) return absl::PermissionDeniedError(absl::StrCat(parent, ": cannot create output parent directory: ", ec.message()));
   if (IsDirectory(final_path) && !fs::is_empty(final_path, ec) &&
       !PathExists(absl::StrCat(final_path, "/qforge-manifest.json"))) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -221,6 +218,16 @@ absl::StatusOr<StagingDir> StagingDir::Create(const std::string& final_path) {
   if (PathExists(final_path) && !IsDirectory(final_path)) {
     return absl::FailedPreconditionError(absl::StrCat(final_path, ": exists and is not a directory"));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<StagingDir> StagingDir::Create(const std::string& final_path) {
+  if (final_path.empty()) return absl::InvalidArgumentError("output path is empty");
+  std::string parent = ParentOf(final_path);
+  std::error_code ec;
+  fs::create_directories(parent, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat(parent, ": cannot create output parent directory: ", ec.message()));
+  QF_RETURN_IF_ERROR(CheckReplaceable(final_path));
   std::string base = fs::path(final_path).lexically_normal().filename().string();
   if (base.empty()) base = fs::path(final_path).lexically_normal().parent_path().filename().string();
   const std::string prefix = absl::StrCat(".", base, ".staging-");

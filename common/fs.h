@@ -76,6 +76,13 @@ absl::Status RemoveAll(const std::string& path);
 // Create() removes the unlocked ones it finds for the same final_path: a
 // killed assembly's partial shards (tens of GB for 70B) do not pile up over
 // retries.
+// OK if an artifact may be written at final_path: nothing there, an empty
+// directory, or a qforge artifact (it holds qforge-manifest.json).
+// FailedPrecondition naming the path otherwise: we never clobber user data.
+// Checked when a job is submitted (so a wrong --out costs no quantization)
+// and again by StagingDir::Create.
+absl::Status CheckReplaceable(const std::string& final_path);
+
 class StagingDir {
  public:
   // FailedPrecondition if final_path exists and is a non-empty directory that is

@@ -124,6 +124,9 @@ absl::StatusOr<storage::ModelConfig> CheckJobInputs(const proto::JobSpec& spec) 
     return absl::NotFoundError(absl::StrCat("JobSpec.model_path: ", dir, ": no such model directory"));
   }
   QF_ASSIGN_OR_RETURN(storage::ModelConfig cfg, storage::LoadModelConfigOrSynthetic(dir));
+  // Where assembly will write: refused now, not after the whole quantization.
+  if (absl::Status out = CheckReplaceable(spec.out_dir()); !out.ok())
+    return absl::FailedPreconditionError(absl::StrCat("JobSpec.out_dir: ", out.message()));
   if (!synthetic && !PathExists(dir + "/model.safetensors") && !PathExists(dir + "/model.safetensors.index.json"))
     return absl::NotFoundError(absl::StrCat(
         dir, ": no model.safetensors or model.safetensors.index.json (expected an HF safetensors checkpoint)"));

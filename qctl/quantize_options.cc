@@ -99,6 +99,7 @@ absl::Status CheckOutputWritable(const std::string& out) {
   if (IsDirectory(out) && ::access(out.c_str(), W_OK) != 0) {
     return absl::PermissionDeniedError(absl::StrCat("--out ", out, ": not writable"));
   }
+  if (absl::Status s = CheckReplaceable(out); !s.ok()) return absl::FailedPreconditionError(absl::StrCat("--out ", s.message()));
   return absl::OkStatus();
 }
 

@@ -1,5 +1,7 @@
 #include "coordinator/planner.h"
 
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <string>
 #include <vector>
@@ -168,6 +170,21 @@ TEST(PlannerTest, ChecksInputsAgainstTheModel) {
   proto::JobSpec seq = TinySpec();
   seq.set_seqlen(4096);
   EXPECT_THAT(CheckJobInputs(seq), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("JobSpec.seqlen")));
+
+  // An --out that assembly would refuse to replace is refused at submit.
+  qf::testing::TempDir tmp;
+  proto::JobSpec user_dir = TinySpec();
+  user_dir.set_out_dir(tmp.Sub("notes"));
+  std::filesystem::create_directories(tmp.Sub("notes"));
+  std::ofstream(tmp.Sub("notes/todo.txt")) << "mine";
+  EXPECT_THAT(CheckJobInputs(user_dir), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                                 AllOf(HasSubstr("JobSpec.out_dir"), HasSubstr(tmp.Sub("notes")),
+                                                       HasSubstr("not a qforge artifact"))));
+  std::ofstream(tmp.Sub("notes/qforge-manifest.json")) << "{}";  // an earlier artifact: replaced
+  EXPECT_THAT(CheckJobInputs(user_dir), IsOk());
+  proto::JobSpec file = TinySpec();
+  file.set_out_dir(tmp.Sub("notes/todo.txt"));
+  EXPECT_THAT(CheckJobInputs(file), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("not a directory")));
 }
 
 TEST(PlannerTest, PlansContiguousStages) {

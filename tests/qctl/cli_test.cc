@@ -245,6 +245,13 @@ TEST_F(QctlTest, CommandLineErrorsAreOneLine) {
   ExpectOneLineError(Qctl(""), "subcommand");
   ExpectOneLineError(Qctl("quantise --model " + kModel), "quantise: not a qctl command (expected one of quantize, eval");
   ExpectNoArtifact(out);
+  // A directory of the user's is refused before any quantization, and kept.
+  const std::string mine = tmp_ + "/mine";
+  std::filesystem::create_directories(mine);
+  std::ofstream(mine + "/notes.txt") << "mine";
+  ExpectOneLineError(Qctl(QuantizeArgs(kModel, mine, "")), "--out " + mine + ": exists, is not empty and is not a qforge artifact");
+  EXPECT_TRUE(std::filesystem::exists(mine + "/notes.txt"));
+  EXPECT_FALSE(std::filesystem::exists(tmp_ + "/.mine.qforge-state"));
   EXPECT_EQ(Qctl("quantize --help").code, 0);
 }
 
