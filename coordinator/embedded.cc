@@ -3,6 +3,7 @@
 #include <atomic>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/fs.h"
 #include "common/sha256.h"
@@ -50,6 +51,12 @@ absl::StatusOr<proto::JobStatus> RunEmbedded(const proto::JobSpec& spec, const E
   const std::string job_id = submitted.job_id();
   if (state == proto::JOB_FAILED || state == proto::JOB_CANCELLED) {
     auto resumed = client.Resume(job_id);
+    // Inputs changed since its layers were committed: say how to start over.
+    if (!resumed.ok() && absl::StrContains(resumed.status().message(), kInputsChanged)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          resumed.status().message(), " (its state is in ", options.state_dir,
+          "; remove that directory to quantize the inputs as they are now)"));
+    }
     // A job that failed at submit (model unreadable) cannot resume: report why.
     if (!resumed.ok()) return absl::InternalError(absl::StrCat("job ", job_id, ": ", submitted.status().reason()));
   }

@@ -12,6 +12,7 @@
 #include "coordinator/planner.h"
 #include "coordinator/scheduler_internal.h"
 #include "storage/artifact.h"
+#include "storage/inputs_digest.h"
 #include "storage/synthetic_model.h"
 
 // protobuf up to 3.21 logs through its own stubs; LogSilencer quiets them.
@@ -55,6 +56,22 @@ std::string JobIdFor(uint64_t n) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "job-%06llu", static_cast<unsigned long long>(n));
   return buf;
+}
+
+// The job's inputs as they are now (the calibration text only where it is read).
+absl::StatusOr<std::vector<storage::InputDigest>> DigestInputs(const proto::JobSpec& spec) {
+  return storage::DigestJobInputs(spec.model_path(), spec.method() == "rtn" ? "" : spec.calib_path());
+}
+
+// Empty when the inputs are what the job was submitted with (or the job's
+// record predates the digests); else why not, ending in kInputsChanged.
+absl::StatusOr<std::string> InputsChange(const proto::JobRecord& rec) {
+  if (rec.inputs().empty()) return std::string();
+  QF_ASSIGN_OR_RETURN(std::vector<storage::InputDigest> now, DigestInputs(rec.spec()));
+  std::vector<storage::InputDigest> then;
+  for (const proto::InputDigest& d : rec.inputs()) then.push_back({d.path(), d.sha256()});
+  std::string change = storage::FirstInputChange(then, now);
+  return change.empty() ? change : absl::StrCat(change, " ", kInputsChanged);
 }
 
 uint64_t ParseU64(std::string_view v) {
@@ -145,9 +162,14 @@ absl::Status Scheduler::Load() {
     proto::JobState st = job->rec.state();
     if (IsTerminal(st)) continue;
     auto cfg = storage::LoadModelConfigOrSynthetic(job->rec.spec().model_path());
-    if (!cfg.ok()) {
+    absl::StatusOr<std::string> change = cfg.ok() ? InputsChange(job->rec) : cfg.status();
+    if (!change.ok()) {
       StopJob(txn, *job, proto::JOB_FAILED,
-              absl::StrCat("model unreadable at coordinator start: ", cfg.status().message()));
+              absl::StrCat("model unreadable at coordinator start: ", change.status().message()));
+      continue;
+    }
+    if (!change->empty()) {  // going on would mix two models' layers in one artifact
+      StopJob(txn, *job, proto::JOB_FAILED, *change);
       continue;
     }
     job->config = std::make_shared<const storage::ModelConfig>(*std::move(cfg));
@@ -370,6 +392,9 @@ absl::StatusOr<proto::SubmitReply> Scheduler::Submit(const proto::SubmitRequest&
   }
   // File-system checks outside the lock: they may be slow (network mounts).
   absl::StatusOr<storage::ModelConfig> cfg = CheckJobInputs(spec);
+  absl::StatusOr<std::vector<storage::InputDigest>> inputs =
+      cfg.ok() ? DigestInputs(spec) : absl::StatusOr<std::vector<storage::InputDigest>>(cfg.status());
+  if (!inputs.ok()) cfg = inputs.status();
 
   std::unique_lock<std::mutex> lock(mu_);
   if (auto r = existing()) return *r;
@@ -388,6 +413,11 @@ absl::StatusOr<proto::SubmitReply> Scheduler::Submit(const proto::SubmitRequest&
   txn.batch.Put(StateFamily::kMeta, std::string(storage::kMetaNextJob), absl::StrCat(next_job_));
   if (cfg.ok()) {
     job.config = std::make_shared<const storage::ModelConfig>(*std::move(cfg));
+    for (const storage::InputDigest& d : *inputs) {
+      proto::InputDigest* r = job.rec.add_inputs();
+      r->set_path(d.path);
+      r->set_sha256(d.sha256);
+    }
     PlanTasks(job);
     QueueRunnableTasks(txn, job);
     for (const proto::TaskRecord& t : job.tasks) MarkTask(txn, job, t.stage());
@@ -455,22 +485,27 @@ absl::StatusOr<proto::JobStatus> Scheduler::Cancel(const std::string& job_id, co
 }
 
 absl::StatusOr<proto::JobStatus> Scheduler::Resume(const std::string& job_id) {
-  proto::JobSpec spec;
+  proto::JobRecord rec;
   bool needs_config = false;
   {
     std::lock_guard<std::mutex> l(mu_);
     Job* job = FindJob(job_id);
     if (job == nullptr) return NoSuchJob(job_id);
-    spec = job->rec.spec();
+    rec = job->rec;
     needs_config = job->config == nullptr;
   }
+  const proto::JobSpec& spec = rec.spec();
   // A job held without its model (it failed at submit, or ended before this
-  // coordinator started) reads it again.
+  // coordinator started) reads it again. Every job is checked against the
+  // inputs it was submitted with: its committed layers came from those.
   absl::StatusOr<storage::ModelConfig> cfg = needs_config ? CheckJobInputs(spec) : storage::ModelConfig();
-  if (!cfg.ok()) {
+  absl::StatusOr<std::string> change = cfg.ok() ? InputsChange(rec) : cfg.status();
+  if (!change.ok()) {
     return absl::FailedPreconditionError(
-        absl::StrCat("job ", job_id, ": cannot resume: ", cfg.status().message()));
+        absl::StrCat("job ", job_id, ": cannot resume: ", change.status().message()));
   }
+  if (!change->empty())
+    return absl::FailedPreconditionError(absl::StrCat("job ", job_id, ": cannot resume: ", *change));
 
   std::unique_lock<std::mutex> lock(mu_);
   Job* job = FindJob(job_id);

@@ -55,6 +55,10 @@
 
 namespace qf::coordinator {
 
+// Ends the reason a job cannot go on because its model or calibration text
+// changed since it was submitted (RunEmbedded adds how to start over).
+inline constexpr char kInputsChanged[] = "since the job was submitted";
+
 struct SchedulerOptions {
   int lease_ttl_ms = 15000;          // a lease lives this long after Lease/Renew/commit
   int renew_interval_ms = 3000;      // told to workers; < lease_ttl_ms / 2

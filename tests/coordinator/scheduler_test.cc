@@ -25,7 +25,21 @@ using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::_;
 
-class SchedulerTest : public qf::testing::SchedulerFixture {};
+class SchedulerTest : public qf::testing::SchedulerFixture {
+ protected:
+  // A one-stage job on `model`, leased to worker "a", its first `layers` layers
+  // committed, then cancelled.
+  std::string CancelledAfter(const std::string& model, int layers) {
+    proto::JobSpec spec = Spec(4);
+    spec.set_model_path(model);
+    std::string job = SubmitOk(spec);
+    Register("a");
+    proto::TaskAssignment t = LeaseOk("a");
+    for (int layer = 0; layer < layers; ++layer) EXPECT_THAT(Commit(t, layer), IsOk());
+    EXPECT_THAT(sched_->Cancel(job, "").status(), IsOk());
+    return job;
+  }
+};
 
 TEST_F(SchedulerTest, SequentialJobRunsToSuccessWithAffinity) {
   std::string job = SubmitOk(Spec(2));
@@ -387,21 +401,14 @@ TEST_F(SchedulerTest, ResumeAfterAFailedAssemblyAssemblesAgainWithoutLeasing) {
 // A cancelled job outlives a coordinator restart with its progress: the new
 // coordinator loads it without its model, and resume reads the model again
 // but keeps the stages' committed layers. If the model's depth changed in
-// between, resume refuses rather than mix two plans.
+// between, resume refuses rather than mix two plans, naming the config.
 TEST_F(SchedulerTest, ResumeAfterARestartContinuesFromTheLastCommittedLayer) {
   namespace fs = std::filesystem;
   const std::string model = tmp_.Sub("model");
   fs::create_directories(model);
   for (const fs::directory_entry& e : fs::directory_iterator(TinyModel()))
     fs::create_symlink(e.path(), fs::path(model) / e.path().filename());
-  proto::JobSpec spec = Spec(4);
-  spec.set_model_path(model);
-  std::string job = SubmitOk(spec);
-  Register("a");
-  proto::TaskAssignment t = LeaseOk("a");
-  QF_ASSERT_OK(Commit(t, 0));
-  QF_ASSERT_OK(Commit(t, 1));
-  QF_ASSERT_OK(sched_->Cancel(job, "").status());
+  const std::string job = CancelledAfter(model, 2);
 
   Reopen();
   QF_ASSERT_OK_AND_ASSIGN(proto::JobStatus st, sched_->Resume(job));
@@ -422,10 +429,53 @@ TEST_F(SchedulerTest, ResumeAfterARestartContinuesFromTheLastCommittedLayer) {
   std::ofstream(fs::path(model) / "config.json") << config;
   Reopen();
   EXPECT_THAT(sched_->Resume(job), StatusIs(absl::StatusCode::kFailedPrecondition,
-                                            AllOf(HasSubstr(job), HasSubstr("num_hidden_layers"))));
+                                            AllOf(HasSubstr(job), HasSubstr(model + "/config.json"))));
   QF_ASSERT_OK_AND_ASSIGN(st, sched_->GetJob(job));
   EXPECT_EQ(st.state(), proto::JOB_CANCELLED);
   EXPECT_EQ(st.layers_committed(), 2);
+}
+
+// A new revision of the checkpoint pulled into the job's model directory
+// mid-job: resuming would write an artifact of two models' layers. Resume
+// refuses naming the file, a restarted coordinator fails the running job, and
+// with the original weights back the job goes on from its committed layers.
+TEST_F(SchedulerTest, ChangedInputsAreNotResumed) {
+  namespace fs = std::filesystem;
+  const std::string model = tmp_.Sub("model");
+  fs::copy(TinyModel(), model);
+  const std::string shard = model + "/model.safetensors";
+  const std::string job = CancelledAfter(model, 1);
+
+  const auto flip = [&] {  // a byte of the first tensor's data
+    std::fstream f(shard, std::ios::in | std::ios::out | std::ios::binary);
+    unsigned char len[8];
+    f.read(reinterpret_cast<char*>(len), 8);
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; --i) n = n << 8 | len[i];
+    f.seekg(static_cast<std::streamoff>(8 + n + 10));
+    char c = 0;
+    f.read(&c, 1);
+    c = static_cast<char>(c ^ 1);
+    f.seekp(static_cast<std::streamoff>(8 + n + 10));
+    f.write(&c, 1);
+  };
+  flip();
+  EXPECT_THAT(sched_->Resume(job), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                            AllOf(HasSubstr(job), HasSubstr(shard + " changed " + kInputsChanged))));
+  flip();
+  QF_ASSERT_OK_AND_ASSIGN(proto::JobStatus st, sched_->Resume(job));
+  EXPECT_EQ(st.state(), proto::JOB_RUNNING);
+
+  flip();  // while it runs, and the coordinator restarts
+  Reopen();
+  QF_ASSERT_OK_AND_ASSIGN(st, sched_->GetJob(job));
+  EXPECT_EQ(st.state(), proto::JOB_FAILED);
+  EXPECT_THAT(st.reason(), HasSubstr(shard + " changed " + kInputsChanged));
+  EXPECT_FALSE(TryLease("a").has_value());
+  flip();
+  QF_ASSERT_OK_AND_ASSIGN(st, sched_->Resume(job));
+  EXPECT_EQ(st.layers_committed(), 1);
+  EXPECT_EQ(LeaseOk("a").start_layer(), 1);
 }
 
 TEST_F(SchedulerTest, JobsAreLeasedByPriorityThenSubmitOrder) {
