@@ -63,15 +63,24 @@ absl::StatusOr<std::vector<storage::InputDigest>> DigestInputs(const proto::JobS
   return storage::DigestJobInputs(spec.model_path(), spec.method() == "rtn" ? "" : spec.calib_path());
 }
 
-// Empty when the inputs are what the job was submitted with (or the job's
-// record predates the digests); else why not, ending in kInputsChanged.
-absl::StatusOr<std::string> InputsChange(const proto::JobRecord& rec) {
-  if (rec.inputs().empty()) return std::string();
-  QF_ASSIGN_OR_RETURN(std::vector<storage::InputDigest> now, DigestInputs(rec.spec()));
+// Empty when `now` is what the job was submitted with (or the job's record
+// holds no digests: it was never planned); else why not, ending in
+// kInputsChanged.
+std::string InputsChange(const proto::JobRecord& rec, const std::vector<storage::InputDigest>& now) {
+  if (rec.inputs().empty()) return "";
   std::vector<storage::InputDigest> then;
   for (const proto::InputDigest& d : rec.inputs()) then.push_back({d.path(), d.sha256()});
   std::string change = storage::FirstInputChange(then, now);
   return change.empty() ? change : absl::StrCat(change, " ", kInputsChanged);
+}
+
+void RecordInputs(const std::vector<storage::InputDigest>& inputs, proto::JobRecord* rec) {
+  rec->clear_inputs();
+  for (const storage::InputDigest& d : inputs) {
+    proto::InputDigest* r = rec->add_inputs();
+    r->set_path(d.path);
+    r->set_sha256(d.sha256);
+  }
 }
 
 uint64_t ParseU64(std::string_view v) {
@@ -162,14 +171,14 @@ absl::Status Scheduler::Load() {
     proto::JobState st = job->rec.state();
     if (IsTerminal(st)) continue;
     auto cfg = storage::LoadModelConfigOrSynthetic(job->rec.spec().model_path());
-    absl::StatusOr<std::string> change = cfg.ok() ? InputsChange(job->rec) : cfg.status();
-    if (!change.ok()) {
+    auto now = cfg.ok() ? DigestInputs(job->rec.spec()) : cfg.status();
+    if (!now.ok()) {
       StopJob(txn, *job, proto::JOB_FAILED,
-              absl::StrCat("model unreadable at coordinator start: ", change.status().message()));
+              absl::StrCat("model unreadable at coordinator start: ", now.status().message()));
       continue;
     }
-    if (!change->empty()) {  // going on would mix two models' layers in one artifact
-      StopJob(txn, *job, proto::JOB_FAILED, *change);
+    if (std::string change = InputsChange(job->rec, *now); !change.empty()) {
+      StopJob(txn, *job, proto::JOB_FAILED, change);  // going on would mix two models' layers
       continue;
     }
     job->config = std::make_shared<const storage::ModelConfig>(*std::move(cfg));
@@ -413,11 +422,7 @@ absl::StatusOr<proto::SubmitReply> Scheduler::Submit(const proto::SubmitRequest&
   txn.batch.Put(StateFamily::kMeta, std::string(storage::kMetaNextJob), absl::StrCat(next_job_));
   if (cfg.ok()) {
     job.config = std::make_shared<const storage::ModelConfig>(*std::move(cfg));
-    for (const storage::InputDigest& d : *inputs) {
-      proto::InputDigest* r = job.rec.add_inputs();
-      r->set_path(d.path);
-      r->set_sha256(d.sha256);
-    }
+    RecordInputs(*inputs, &job.rec);
     PlanTasks(job);
     QueueRunnableTasks(txn, job);
     for (const proto::TaskRecord& t : job.tasks) MarkTask(txn, job, t.stage());
@@ -499,13 +504,13 @@ absl::StatusOr<proto::JobStatus> Scheduler::Resume(const std::string& job_id) {
   // coordinator started) reads it again. Every job is checked against the
   // inputs it was submitted with: its committed layers came from those.
   absl::StatusOr<storage::ModelConfig> cfg = needs_config ? CheckJobInputs(spec) : storage::ModelConfig();
-  absl::StatusOr<std::string> change = cfg.ok() ? InputsChange(rec) : cfg.status();
-  if (!change.ok()) {
+  auto now = cfg.ok() ? DigestInputs(spec) : cfg.status();
+  if (!now.ok()) {
     return absl::FailedPreconditionError(
-        absl::StrCat("job ", job_id, ": cannot resume: ", change.status().message()));
+        absl::StrCat("job ", job_id, ": cannot resume: ", now.status().message()));
   }
-  if (!change->empty())
-    return absl::FailedPreconditionError(absl::StrCat("job ", job_id, ": cannot resume: ", *change));
+  if (std::string change = InputsChange(rec, *now); !change.empty())
+    return absl::FailedPreconditionError(absl::StrCat("job ", job_id, ": cannot resume: ", change));
 
   std::unique_lock<std::mutex> lock(mu_);
   Job* job = FindJob(job_id);
@@ -527,6 +532,7 @@ absl::StatusOr<proto::JobStatus> Scheduler::Resume(const std::string& job_id) {
     }
     job->config = std::make_shared<const storage::ModelConfig>(*std::move(cfg));
     if (job->tasks.empty()) {
+      RecordInputs(*now, &job->rec);
       PlanTasks(*job);
       for (const proto::TaskRecord& t : job->tasks) MarkTask(txn, *job, t.stage());
     }

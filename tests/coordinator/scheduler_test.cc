@@ -521,6 +521,15 @@ TEST_F(SchedulerTest, UnreadableModelFailsTheJobBeforeAnyLease) {
   Register("a");
   EXPECT_FALSE(TryLease("a").has_value());
   EXPECT_EQ(EventKinds(r.job_id()), (std::vector<proto::EventKind>{proto::EVENT_SUBMITTED, proto::EVENT_FAILED}));
+
+  // The model shows up: resume plans the job and digests its inputs then.
+  std::filesystem::copy(TinyModel(), tmp_.Sub("no-such-model"));
+  QF_ASSERT_OK_AND_ASSIGN(proto::JobStatus st, sched_->Resume(r.job_id()));
+  EXPECT_EQ(st.state(), proto::JOB_QUEUED);
+  QF_ASSERT_OK(sched_->Cancel(r.job_id(), "").status());
+  std::ofstream(tmp_.Sub("no-such-model/config.json"), std::ios::app) << "\n";
+  EXPECT_THAT(sched_->Resume(r.job_id()),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("config.json changed")));
 }
 
 TEST_F(SchedulerTest, BadRequestsAndUnknownIds) {
