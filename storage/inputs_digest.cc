@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -10,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/fs.h"
 #include "common/sha256.h"
+#include "storage/safetensors.h"
 #include "storage/synthetic_model.h"
 
 namespace qf::storage {
@@ -21,7 +21,6 @@ namespace fs = std::filesystem;
 constexpr const char* kWholeFiles[] = {"config.json", "model.safetensors.index.json", "tokenizer.model",
                                        "tokenizer.json", "tokenizer_config.json"};
 constexpr uint64_t kSample = 64 << 10;
-constexpr uint64_t kMaxHeader = 100ull << 20;  // the safetensors reader's own bound
 
 absl::StatusOr<std::string> ReadAt(std::ifstream& in, const std::string& path, uint64_t offset, uint64_t n) {
   std::string buf(n, '\0');
@@ -42,7 +41,7 @@ absl::StatusOr<std::string> ShardDigest(const std::string& path) {
   if (!len.ok()) return len.status();
   uint64_t header = 0;
   for (int i = 7; i >= 0; --i) header = header << 8 | static_cast<uint8_t>((*len)[i]);
-  if (header > kMaxHeader || 8 + header > size)
+  if (header > kMaxHeaderBytes || 8 + header > size)
     return absl::DataLossError(absl::StrCat(path, ": header of ", header, " bytes in a file of ", size));
   const uint64_t data = 8 + header;
   const uint64_t head = std::min(kSample, size - data);
