@@ -2,8 +2,10 @@
 // coordinator and worker code as a cluster, in this process, with the state in
 // a local directory. Interrupted (Ctrl-C, kill -9), the same command resumes
 // from the last committed layer and writes the same bytes.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <iterator>
 
 #include "absl/strings/str_cat.h"
 #include "common/fs.h"
@@ -48,6 +50,14 @@ absl::Status RunQuantize(const QuantizeOptions& o, const std::string& state_flag
   // Fail on an unwritable output before any work, not after it.
   QF_RETURN_IF_ERROR(CheckOutputWritable(o.out));
   const std::string state = state_flag.empty() ? DefaultStateDir(o.out) : state_flag;
+  // The artifact's rename replaces --out whole: a state inside it would go too.
+  const std::filesystem::path out_abs = std::filesystem::absolute(o.out).lexically_normal();
+  const std::filesystem::path state_abs = std::filesystem::absolute(state).lexically_normal();
+  const auto [o_end, s_it] = std::mismatch(out_abs.begin(), out_abs.end(), state_abs.begin(), state_abs.end());
+  if (o_end == out_abs.end() || (std::next(o_end) == out_abs.end() && o_end->empty())) {
+    return absl::InvalidArgumentError(absl::StrCat("--state ", state, ": inside --out ", o.out,
+                                                   ", which the artifact replaces; expected a directory outside it"));
+  }
   std::error_code ec;
   std::filesystem::create_directories(std::filesystem::path(state).parent_path(), ec);
   if (ec) return absl::PermissionDeniedError(absl::StrCat("--state ", state, ": cannot create its parent: ", ec.message()));

@@ -252,6 +252,11 @@ TEST_F(QctlTest, CommandLineErrorsAreOneLine) {
   ExpectOneLineError(Qctl(QuantizeArgs(kModel, mine, "")), "--out " + mine + ": exists, is not empty and is not a qforge artifact");
   EXPECT_TRUE(std::filesystem::exists(mine + "/notes.txt"));
   EXPECT_FALSE(std::filesystem::exists(tmp_ + "/.mine.qforge-state"));
+  // A state inside the artifact would be replaced with it: refused before it exists.
+  for (const std::string& state : {out, out + "/state", out + "/./x/.."}) {
+    ExpectOneLineError(Qctl(QuantizeArgs(kModel, out, "--state " + state)), "--state " + state + ": inside --out " + out);
+    ExpectNoArtifact(out);
+  }
   EXPECT_EQ(Qctl("quantize --help").code, 0);
 }
 
