@@ -69,13 +69,6 @@ absl::Status CopyFile(const std::string& from, const std::string& to);
 // Removes a file or a directory tree; OK when nothing is there.
 absl::Status RemoveAll(const std::string& path);
 
-// A sibling temp directory of `final_path` (same file system, so the rename is
-// atomic). The destructor removes it unless Commit() succeeded: an error half
-// way leaves no partial artifact behind. A process killed half way cannot run
-// its destructor, so each staging directory is flock()ed while it lives, and
-// Create() removes the unlocked ones it finds for the same final_path: a
-// killed assembly's partial shards (tens of GB for 70B) do not pile up over
-// retries.
 // OK if an artifact may be written at final_path: nothing there, an empty
 // directory, or a qforge artifact (it holds qforge-manifest.json).
 // FailedPrecondition naming the path otherwise: we never clobber user data.
@@ -83,10 +76,16 @@ absl::Status RemoveAll(const std::string& path);
 // and again by StagingDir::Create.
 absl::Status CheckReplaceable(const std::string& final_path);
 
+// A sibling temp directory of `final_path` (same file system, so the rename is
+// atomic). The destructor removes it unless Commit() succeeded: an error half
+// way leaves no partial artifact behind. A process killed half way cannot run
+// its destructor, so each staging directory is flock()ed while it lives, and
+// Create() removes the unlocked ones it finds for the same final_path: a
+// killed assembly's partial shards (tens of GB for 70B) do not pile up over
+// retries.
 class StagingDir {
  public:
-  // FailedPrecondition if final_path exists and is a non-empty directory that is
-  // not a qforge artifact (no qforge-manifest.json): we never clobber user data.
+  // CheckReplaceable's FailedPrecondition for what is at final_path;
   // PermissionDenied / InvalidArgument if the parent is not writable.
   static absl::StatusOr<StagingDir> Create(const std::string& final_path);
 

@@ -2,10 +2,8 @@
 // coordinator and worker code as a cluster, in this process, with the state in
 // a local directory. Interrupted (Ctrl-C, kill -9), the same command resumes
 // from the last committed layer and writes the same bytes.
-#include <algorithm>
 #include <cstdio>
 #include <filesystem>
-#include <iterator>
 
 #include "absl/strings/str_cat.h"
 #include "common/fs.h"
@@ -51,10 +49,9 @@ absl::Status RunQuantize(const QuantizeOptions& o, const std::string& state_flag
   QF_RETURN_IF_ERROR(CheckOutputWritable(o.out));
   const std::string state = state_flag.empty() ? DefaultStateDir(o.out) : state_flag;
   // The artifact's rename replaces --out whole: a state inside it would go too.
-  const std::filesystem::path out_abs = std::filesystem::absolute(o.out).lexically_normal();
-  const std::filesystem::path state_abs = std::filesystem::absolute(state).lexically_normal();
-  const auto [o_end, s_it] = std::mismatch(out_abs.begin(), out_abs.end(), state_abs.begin(), state_abs.end());
-  if (o_end == out_abs.end() || (std::next(o_end) == out_abs.end() && o_end->empty())) {
+  const std::filesystem::path rel = std::filesystem::absolute(state).lexically_normal().lexically_relative(
+      std::filesystem::absolute(o.out).lexically_normal());
+  if (!rel.empty() && *rel.begin() != "..") {
     return absl::InvalidArgumentError(absl::StrCat("--state ", state, ": inside --out ", o.out,
                                                    ", which the artifact replaces; expected a directory outside it"));
   }

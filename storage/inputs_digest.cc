@@ -39,11 +39,9 @@ absl::StatusOr<std::string> ShardDigest(const std::string& path) {
   if (size < 8) return absl::DataLossError(absl::StrCat(path, ": ", size, " bytes, expected a safetensors header"));
   absl::StatusOr<std::string> len = ReadAt(in, path, 0, 8);
   if (!len.ok()) return len.status();
-  uint64_t header = 0;
-  for (int i = 7; i >= 0; --i) header = header << 8 | static_cast<uint8_t>((*len)[i]);
-  if (header > kMaxHeaderBytes || 8 + header > size)
-    return absl::DataLossError(absl::StrCat(path, ": header of ", header, " bytes in a file of ", size));
-  const uint64_t data = 8 + header;
+  absl::StatusOr<uint64_t> data_offset = SafetensorsDataOffset(len->data(), size, path);
+  if (!data_offset.ok()) return data_offset.status();
+  const uint64_t data = *data_offset;
   const uint64_t head = std::min(kSample, size - data);
   const uint64_t tail_at = std::max(data, size - std::min(kSample, size - data));
   std::string bytes = absl::StrCat(size, "\n");

@@ -124,6 +124,22 @@ SafetensorsFile::~SafetensorsFile() {
   if (map_ != nullptr) ::munmap(map_, map_size_);
 }
 
+absl::StatusOr<uint64_t> SafetensorsDataOffset(const char first8[8], uint64_t file_size, const std::string& path) {
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | static_cast<uint8_t>(first8[i]);
+  if (header_len > kMaxHeaderBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": header length ", header_len,
+                                                   " exceeds the limit of ", kMaxHeaderBytes,
+                                                   " bytes (corrupt file?)"));
+  }
+  if (header_len > file_size - 8) {
+    return absl::DataLossError(absl::StrCat(path, ": header length ", header_len, " runs past the end of the ",
+                                            file_size, "-byte file (expected <= ", file_size - 8,
+                                            "; truncated?)"));
+  }
+  return 8 + header_len;
+}
+
 absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
   std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
   f->path_ = path;
@@ -153,18 +169,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   f->map_size_ = file_size;
 
   const char* bytes = static_cast<const char*>(map);
-  uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | static_cast<uint8_t>(bytes[i]);
-  if (header_len > kMaxHeaderBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": header length ", header_len,
-                                                   " exceeds the limit of ", kMaxHeaderBytes,
-                                                   " bytes (corrupt file?)"));
-  }
-  if (header_len > file_size - 8) {
-    return absl::DataLossError(absl::StrCat(path, ": header length ", header_len, " runs past the end of the ",
-                                            file_size, "-byte file (expected <= ", file_size - 8,
-                                            "; truncated?)"));
-  }
+  QF_ASSIGN_OR_RETURN(const uint64_t data_offset, SafetensorsDataOffset(bytes, file_size, path));
+  const uint64_t header_len = data_offset - 8;
   std::string_view header(bytes + 8, header_len);
   std::string_view data_area(bytes + 8 + header_len, file_size - 8 - header_len);
   QF_RETURN_IF_ERROR(f->ParseHeader(header, data_area));

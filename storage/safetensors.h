@@ -66,6 +66,11 @@ struct TensorView {
   size_t nbytes() const { return data.size(); }
 };
 
+// Where the tensor data of the safetensors file at `path` starts (8 + the
+// header length), from its first 8 bytes and its size. InvalidArgument for a
+// header over kMaxHeaderBytes, DataLoss for one past the end; both name `path`.
+absl::StatusOr<uint64_t> SafetensorsDataOffset(const char first8[8], uint64_t file_size, const std::string& path);
+
 class SafetensorsFile {
  public:
   // NotFound if the file is missing; InvalidArgument for a directory, a header
