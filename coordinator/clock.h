@@ -22,13 +22,32 @@ class Clock {
   virtual int64_t NowMs() const = 0;
 };
 
+// Wall-clock milliseconds read once, at construction, then advanced by the
+// steady clock. A lease's deadline is "now + ttl" on this clock, so an NTP
+// step of the system clock (forward: every lease expires at once, every worker
+// loses its layer; backward: a dead worker's lease outlives it by the step)
+// cannot move it. Event timestamps stay within the drift since start of the
+// wall clock. Across a restart the new process anchors again; the scheduler
+// caps the deadlines it loads at now + ttl (Scheduler::Create).
 class RealClock final : public Clock {
  public:
-  int64_t NowMs() const override {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(
-               std::chrono::system_clock::now().time_since_epoch())
+  using SourceMs = int64_t (*)();
+  static int64_t SystemMs() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
         .count();
   }
+  static int64_t SteadyMs() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+  explicit RealClock(SourceMs wall = SystemMs, SourceMs steady = SteadyMs)
+      : steady_(steady), wall_at_start_(wall()), steady_at_start_(steady()) {}
+  int64_t NowMs() const override { return wall_at_start_ + (steady_() - steady_at_start_); }
+
+ private:
+  const SourceMs steady_;
+  const int64_t wall_at_start_;
+  const int64_t steady_at_start_;
 };
 
 // NOTE: thread-safe; time only moves when a test says so.

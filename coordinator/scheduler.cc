@@ -153,6 +153,14 @@ absl::Status Scheduler::Load() {
                 job->tasks[l.stage()].attempt_id() == l.attempt_id();
     if (live) {
       leases_[l.attempt_id()] = LeaseRef{l.job_id(), l.stage()};
+      // Written by an earlier process on its own clock: had the wall clock
+      // stepped back since, the lease of a worker that died with it would
+      // outlive it by the step. No lease runs longer than one ttl from here.
+      proto::TaskRecord& t = job->tasks[l.stage()];
+      if (t.deadline_ms() > txn.now + options_.lease_ttl_ms) {
+        t.set_deadline_ms(txn.now + options_.lease_ttl_ms);
+        MarkTask(txn, *job, l.stage());
+      }
     } else {
       txn.batch.Delete(StateFamily::kLeases, std::string(k));
     }

@@ -3,6 +3,7 @@
 #include "coordinator/scheduler.h"
 
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -623,6 +624,41 @@ TEST_F(SchedulerTest, RestartReloadsStateAndExpiresStaleLeases) {
   EXPECT_GT(b.attempt_id(), t.attempt_id());  // attempt ids never repeat across restarts
   std::string next = SubmitOk(Spec(4));
   EXPECT_GT(next, job);  // nor do job ids
+}
+
+TEST_F(SchedulerTest, ALeaseLoadedAfterTheWallClockSteppedBackLastsOneTtl) {
+  SubmitOk(Spec(4));
+  Register("a");
+  proto::TaskAssignment t = LeaseOk("a");
+  // The coordinator dies with the lease live; its successor starts on a clock
+  // ten hours behind (an NTP step, a host with a wrong RTC). The dead worker's
+  // deadline, written on the old clock, is ten hours away on the new one.
+  clock_.AdvanceMs(-10LL * 3600 * 1000);
+  Reopen();
+  clock_.AdvanceMs(options_.lease_ttl_ms - 1);
+  QF_ASSERT_OK_AND_ASSIGN(int expired, sched_->ExpireLeases());
+  EXPECT_EQ(expired, 0);
+  clock_.AdvanceMs(2);
+  QF_ASSERT_OK_AND_ASSIGN(expired, sched_->ExpireLeases());
+  EXPECT_EQ(expired, 1);
+  Register("b");
+  EXPECT_EQ(LeaseOk("b").start_layer(), 0);
+}
+
+TEST(RealClockTest, AStepOfTheWallClockDoesNotMoveIt) {
+  static std::atomic<int64_t> wall{1'700'000'000'000}, steady{5'000};
+  RealClock clock([] { return wall.load(); }, [] { return steady.load(); });
+  EXPECT_EQ(clock.NowMs(), 1'700'000'000'000);
+  steady += 250;
+  EXPECT_EQ(clock.NowMs(), 1'700'000'000'250);
+  wall += 3'600'000;  // forward an hour: leases would all expire
+  steady += 10;
+  EXPECT_EQ(clock.NowMs(), 1'700'000'000'260);
+  wall -= 7'200'000;  // back two: a dead worker's lease would outlive it
+  steady += 10;
+  EXPECT_EQ(clock.NowMs(), 1'700'000'000'270);
+  RealClock real;  // the default sources: wall time, then steady
+  EXPECT_NEAR(static_cast<double>(real.NowMs()), static_cast<double>(RealClock::SystemMs()), 1000.0);
 }
 
 // ---- The verify stage (JobSpec.verify) ----
