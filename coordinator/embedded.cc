@@ -27,7 +27,7 @@ absl::StatusOr<proto::JobStatus> RunEmbedded(const proto::JobSpec& spec, const E
   std::unique_ptr<worker::Engine> loaded;
   worker::Engine* engine = options.engine;
   if (engine == nullptr) {
-    QF_ASSIGN_OR_RETURN(loaded, worker::Engine::Load());
+    QF_ASSIGN_OR_RETURN(loaded, worker::Engine::Load(options.cpu_threads));
     engine = loaded.get();
   }
   CoordinatorOptions co;

@@ -30,7 +30,8 @@ struct EmbeddedOptions {
   std::string device = "cpu";               // the worker's device
   bool host_activations = false;            // WorkerOptions::host_activations
   std::function<void(const proto::WatchUpdate&)> on_update;  // progress; may be empty
-  worker::Engine* engine = nullptr;         // empty: worker::Engine::Load()
+  worker::Engine* engine = nullptr;         // empty: worker::Engine::Load(cpu_threads)
+  int cpu_threads = 0;                      // for that Load; 0: common/cpu_budget.h
   worker::CalibrationFn calibration;        // empty: the model's tokenizer
   int lease_ttl_ms = 60000;                 // one process: only a hung engine expires its lease
 };

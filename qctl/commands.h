@@ -27,6 +27,14 @@ CommandFn SetupExport(CLI::App* sub);
 // submit, status, watch, list, cancel, resume, logs.
 void SetupClusterCommands(CLI::App& app, std::vector<std::pair<CLI::App*, CommandFn>>* subs);
 
+// --cpu-threads N of the commands that run the engine (worker::Engine::Load).
+inline void AddCpuThreadsFlag(CLI::App* sub, int* threads) {
+  sub->add_option("--cpu-threads", *threads,
+                  "CPU threads of the engine (0: the CPUs this process may use, by its affinity mask and cgroup quota)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 4096));
+}
+
 // Prints "qctl: error: <message>" on one line (newlines folded) to stderr and
 // returns the process exit code for the status (0 for OK).
 int ReportStatus(const absl::Status& s);

@@ -22,12 +22,13 @@ struct EvalOptions {
   std::string device = "cpu";
   std::string logits_out;
   bool json = false;
+  int cpu_threads = 0;
 };
 
 absl::Status RunEval(const EvalOptions& o) {
   QF_ASSIGN_OR_RETURN(auto tok, worker::Tokenizer::Load(o.model));
   QF_ASSIGN_OR_RETURN(std::vector<int32_t> tokens, worker::BuildEvalTokens(*tok, o.text, o.seqlen, o.max_chunks));
-  QF_ASSIGN_OR_RETURN(auto engine, worker::Engine::Load());
+  QF_ASSIGN_OR_RETURN(auto engine, worker::Engine::Load(o.cpu_threads));
   worker::EvalSpec spec;
   spec.model_dir = o.model;
   spec.device = o.device;
@@ -64,6 +65,7 @@ CommandFn SetupEval(CLI::App* sub) {
   sub->add_option("--device", o->device, "cpu | cuda | cuda:N")->capture_default_str();
   sub->add_option("--logits-out", o->logits_out, "Write chunk 0's tokens and logits (safetensors) here");
   sub->add_flag("--json", o->json, "Print one JSON object");
+  AddCpuThreadsFlag(sub, &o->cpu_threads);
   return [o] { return RunEval(*o); };
 }
 

@@ -61,9 +61,10 @@ absl::Status RunQuantize(const QuantizeOptions& o, const std::string& state_flag
   coordinator::EmbeddedOptions eo;
   eo.state_dir = state;
   eo.device = o.device;
+  eo.cpu_threads = o.cpu_threads;
   std::unique_ptr<worker::Engine> engine;   // loaded here: the verify stage reuses it
   if (spec.verify()) {
-    QF_ASSIGN_OR_RETURN(engine, worker::Engine::Load());
+    QF_ASSIGN_OR_RETURN(engine, worker::Engine::Load(o.cpu_threads));
     eo.engine = engine.get();
   }
   eo.host_activations = o.host_activations;
@@ -112,6 +113,7 @@ CommandFn SetupQuantize(CLI::App* sub) {
   sub->add_flag("--keep-state", *keep, "Keep the state directory after success");
   sub->add_flag("--json", o->json, "Print a JSON summary on stdout");
   AddVerifyFlags(sub, o.get(), "same device");
+  AddCpuThreadsFlag(sub, &o->cpu_threads);  // not on submit: a cluster's workers take qworker's
   return [o, state, keep] { return RunQuantize(*o, *state, *keep); };
 }
 

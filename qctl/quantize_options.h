@@ -35,6 +35,7 @@ struct QuantizeOptions {
   std::string out;
   std::string device = "cpu";
   bool host_activations = false;   // CUDA: calibration activations in pinned host memory
+  int cpu_threads = 0;             // quantize: the engine's CPU threads; 0: common/cpu_budget.h
   // Cluster jobs (`qctl submit`).
   std::string mode = "sequential";
   int stage_layers = 0;            // 0: the coordinator's default

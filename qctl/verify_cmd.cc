@@ -20,8 +20,9 @@ CommandFn SetupVerify(CLI::App* sub) {
   sub->add_option("--dtype", o->dtype, "Activations, scales and outputs of the fused path (and cuBLAS): fp16 | bf16")
       ->capture_default_str();
   sub->add_flag("--json", o->json, "Print verify.json's object instead of the table");
+  AddCpuThreadsFlag(sub, &o->cpu_threads);
   return [o]() -> absl::Status {
-    QF_ASSIGN_OR_RETURN(auto engine, worker::Engine::Load());
+    QF_ASSIGN_OR_RETURN(auto engine, worker::Engine::Load(o->cpu_threads));
     return RunVerifyStage(*engine, *o);
   };
 }

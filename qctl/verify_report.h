@@ -25,6 +25,7 @@ using storage::kVerifyReportName;
 struct VerifyCliOptions : worker::VerifyStageOptions {
   bool json = false;       // print verify.json's object instead of the table
   bool print = true;       // false: only verify.json (and the error, if it failed)
+  int cpu_threads = 0;     // the engine's CPU threads; 0: common/cpu_budget.h
 };
 
 // The printed table (verify.json's object: worker::VerifyReportJson).

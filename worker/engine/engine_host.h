@@ -34,8 +34,8 @@ namespace qf::worker {
 
 // What libqf_engine.so's qf_engine_abi_version() must return: bumped whenever
 // this header changes shape (2: Engine::Verify; 3: activation hand-off;
-// 4: VerifySpec::dtype; 5: EvalSpec::stop, VerifySpec::stop).
-inline constexpr int kEngineAbiVersion = 5;
+// 4: VerifySpec::dtype; 5: EvalSpec::stop, VerifySpec::stop; 6: SetCpuThreads).
+inline constexpr int kEngineAbiVersion = 6;
 
 // Polled between units of work (a layer of an evaluation, a linear, a timed
 // shape): true makes the call return Cancelled promptly (a worker that is
@@ -228,8 +228,15 @@ class Engine {
  public:
   // dlopens libqf_engine.so (common/dl_module.h search order). Unavailable with
   // the loader's message if it cannot be found or its ABI version differs.
-  static absl::StatusOr<std::unique_ptr<Engine>> Load();
+  // cpu_threads sizes libtorch's CPU pool; 0: OMP_NUM_THREADS when set, else
+  // the CPUs this process may use (common/cpu_budget.h: CpuThreadsFor).
+  static absl::StatusOr<std::unique_ptr<Engine>> Load(int cpu_threads = 0);
   virtual ~Engine() = default;
+
+  // The intra-op CPU threads of every later call (process-wide: libtorch has
+  // one pool). Load() calls it; test doubles need not.
+  virtual void SetCpuThreads(int n) {}
+  virtual int cpu_threads() const { return 0; }
 
   virtual absl::StatusOr<std::unique_ptr<Session>> OpenSession(const SessionSpec& spec) = 0;
   virtual absl::StatusOr<EvalResult> Evaluate(const EvalSpec& spec, const EvalProgressFn& progress) = 0;

@@ -18,6 +18,14 @@ namespace {
 
 class TorchEngine final : public Engine {
  public:
+  // libgomp would size the pool by the affinity mask alone; the host passes
+  // the CPUs this process may use (common/cpu_budget.h says why it matters).
+  void SetCpuThreads(int n) override {
+    if (n < 1) return;
+    at::set_num_threads(n);
+    threads_ = n;
+  }
+  int cpu_threads() const override { return threads_ > 0 ? threads_ : at::get_num_threads(); }
   absl::StatusOr<std::unique_ptr<Session>> OpenSession(const SessionSpec& spec) override {
     auto s = TorchSession::Open(spec);
     if (!s.ok()) return s.status();
@@ -53,6 +61,9 @@ class TorchEngine final : public Engine {
     return absl::UnavailableError("NCCL is not compiled into this engine (a build without CUDA or nccl.h)");
 #endif
   }
+
+ private:
+  int threads_ = 0;
 };
 
 }  // namespace

@@ -130,6 +130,7 @@ void LowerTriangularInverseInto(const at::Tensor& l, at::Tensor out) {
 // L once L^-1 is known to be finite (a non-finite L^-1 rebuilds J H J = L L^T
 // for the next, more damped try).
 absl::StatusOr<at::Tensor> ReversedInverseCholesky(const std::string& name, at::Tensor h, double damp_percent) {
+  SingleThreadedOnCpu same_bits_whatever_the_threads(h);
   const double mean_diag = h.diagonal().mean().item<double>();
   at::Tensor hr = h.flip({0, 1});   // J H J: the damping adds to the same diagonal, reversed
   h = at::Tensor();

@@ -105,6 +105,7 @@ absl::StatusOr<kernels::QuantizedLinear> RtnQuantize(const std::string& name, co
 // diagonal; when the factorization fails (H not positive definite in float32),
 // multiplies damp by 10 and retries, with a warning, up to damp = 1.
 absl::StatusOr<at::Tensor> InverseCholesky(const std::string& name, at::Tensor h, double damp_percent) {
+  SingleThreadedOnCpu same_bits_whatever_the_threads(h);
   const double mean_diag = h.diagonal().mean().item<double>();
   for (double damp = damp_percent; damp <= 1.0 + 1e-9; damp *= 10) {
     at::Tensor hd = h.clone();

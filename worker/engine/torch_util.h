@@ -10,6 +10,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/DeviceAccelerator.h>
+#include <ATen/Parallel.h>
 
 #include <chrono>
 #include <string>
@@ -88,6 +89,31 @@ bool ContiguousGroups(const Int* g_idx, int64_t k, int64_t groups) {
 // rows: 1.9 GB each).
 at::Tensor DequantizeInPlace(at::Tensor codes, const at::Tensor& scales, const at::Tensor& zeros,
                              const at::Tensor& g_idx, bool contiguous);
+
+// MKL's LAPACK blocks a Cholesky factorization (and the triangular solves
+// and inverses beside it) by the thread count, so its bits change with it:
+// a 768 x 768 linalg_cholesky gave three different results with 1, 2 and 3
+// threads, where the matmuls of the same shapes did not. The CPU pool is sized
+// by the machine and the pod's CPU limit (common/cpu_budget.h), so a CPU
+// factorization runs under this guard on one thread: the artifact's bytes do
+// not depend on where the worker ran. No-op for a CUDA tensor (cuSOLVER).
+// NOTE: libtorch's thread count is the calling thread's (OpenMP) plus a global
+// that threads read when they first run ATen; only the session thread runs
+// ATen in our processes, so the brief global change reaches no one else.
+class SingleThreadedOnCpu {
+ public:
+  explicit SingleThreadedOnCpu(const at::Tensor& t) : saved_(t.device().is_cpu() ? at::get_num_threads() : 0) {
+    if (saved_ > 1) at::set_num_threads(1);
+  }
+  ~SingleThreadedOnCpu() {
+    if (saved_ > 1) at::set_num_threads(saved_);
+  }
+  SingleThreadedOnCpu(const SingleThreadedOnCpu&) = delete;
+  SingleThreadedOnCpu& operator=(const SingleThreadedOnCpu&) = delete;
+
+ private:
+  const int saved_;
+};
 
 inline void Sync(const at::Device& d) {
   if (d.is_cuda()) at::accelerator::synchronizeDevice(d.index());

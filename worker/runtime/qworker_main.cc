@@ -37,6 +37,11 @@ int main(int argc, char** argv) {
   app.add_flag("--host-activations", o.host_activations,
                "CUDA: keep the calibration activations in pinned host memory (GPUs too small to hold them)");
   app.add_option("--name", o.name, "Worker name, unique in the pool ([A-Za-z0-9._-], <= 64)")->required();
+  int cpu_threads = 0;
+  app.add_option("--cpu-threads", cpu_threads,
+                 "CPU threads of the engine (0: the CPUs this process may use, by its affinity mask and cgroup quota)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 4096));
   app.add_option("--chunk-bytes", o.client.chunk_bytes, "Bytes per PutLayer chunk")
       ->capture_default_str()
       ->check(CLI::Range(size_t{1024}, size_t{4} << 20));
@@ -69,7 +74,7 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  auto engine = qf::worker::Engine::Load();
+  auto engine = qf::worker::Engine::Load(cpu_threads);
   if (!engine.ok()) {
     std::fprintf(stderr, "qworker: %s\n", std::string(engine.status().message()).c_str());
     return 1;

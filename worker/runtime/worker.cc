@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/cpu_budget.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "storage/synthetic_model.h"
@@ -163,8 +164,11 @@ absl::Status Worker::EnsureRegistered() {
                       client_.Register(options_.name, options_.device, incarnation_, device_key_));
   worker_id_ = reg.worker_id();
   renew_interval_ms_ = std::max(20, reg.renew_interval_ms());
+  // The thread count beside what the process may use: one line an SRE can
+  // check against the pod's CPU limit (common/cpu_budget.h).
   QF_LOG(INFO) << "worker " << worker_id_ << " registered (incarnation " << incarnation_ << ", lease ttl "
-               << reg.lease_ttl_ms() << " ms)";
+               << reg.lease_ttl_ms() << " ms, " << engine_->cpu_threads()
+               << " CPU threads; usable: " << ReadCpuBudget().ToString() << ")";
   return absl::OkStatus();
 }
 
