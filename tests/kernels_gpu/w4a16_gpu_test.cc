@@ -640,10 +640,15 @@ TEST_F(W4A16GpuTest, ProgrammaticLaunchChainsMatchPlainLaunches) {
       ASSERT_TRUE(ws_.Reserve(W4A16WorkspaceBytes(m, kDim, kDim, 0, variant)).ok());
       const std::vector<uint16_t> x0 = RandomActivations(m, kDim, 130 + m);
       DeviceArray<uint16_t> x(static_cast<size_t>((kLayers + 1) * m * kDim));
-      CUDA_ASSERT(cudaMemcpy(x.get(), x0.data(), x0.size() * 2, cudaMemcpyHostToDevice));
+      // On `stream` too: a pageable cudaMemcpy may return before its DMA lands.
+      CUDA_ASSERT(cudaMemcpyAsync(x.get(), x0.data(), x0.size() * 2, cudaMemcpyHostToDevice, stream));
+      CUDA_ASSERT(cudaStreamSynchronize(stream));
       // Launches the chain; returns every layer's output.
       const auto chain = [&](bool pdl, bool graph) -> absl::StatusOr<std::vector<uint16_t>> {
-        if (cudaMemset(x.get() + m * kDim, 0xFF, kLayers * m * kDim * 2) != cudaSuccess) {
+        // On `stream`: a plain cudaMemset runs on the legacy stream, which this
+        // non-blocking stream does not wait for; it once landed after the chain
+        // and left every output 0xFFFF (H100, ctest -j4).
+        if (cudaMemsetAsync(x.get() + m * kDim, 0xFF, kLayers * m * kDim * 2, stream) != cudaSuccess) {
           return absl::InternalError("memset");
         }
         cudaGraph_t g = nullptr;

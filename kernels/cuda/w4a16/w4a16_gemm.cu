@@ -734,7 +734,12 @@ absl::Status W4A16Workspace::Reserve(absl::StatusOr<size_t> bytes) {
   }
   cudaError_t e = cudaMalloc(&ptr_, *bytes);
   if (e != cudaSuccess) return CudaError(e, absl::StrCat("allocate a workspace of ", *bytes, " bytes"));
+  // cudaMemset runs on the legacy default stream, asynchronously to the host,
+  // and a cudaStreamNonBlocking stream does not wait for it: the first split-K
+  // call on such a stream could read the counters before they are zero. Wait
+  // for it here (a workspace only grows, so this is rare).
   e = cudaMemset(ptr_, 0, *bytes);
+  if (e == cudaSuccess) e = cudaStreamSynchronize(cudaStreamLegacy);
   if (e != cudaSuccess) return CudaError(e, "zero the workspace");
   size_ = *bytes;
   return absl::OkStatus();
