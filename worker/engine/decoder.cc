@@ -86,8 +86,13 @@ at::Tensor AttentionForward(const at::Tensor& h, const LayerWeights& lw, const s
   return Linear(a, lw.lin[kO]);
 }
 
+at::Tensor SwiGlu(const at::Tensor& gate, const at::Tensor& up) {
+  if (!gate.device().is_cpu()) return at::silu(gate) * up;
+  return gate / (at::exp(-gate) + 1) * up;
+}
+
 at::Tensor MlpForward(const at::Tensor& h, const LayerWeights& lw, const TapFn& tap) {
-  at::Tensor m = at::silu(Linear(h, lw.lin[kGate])) * Linear(h, lw.lin[kUp]);
+  at::Tensor m = SwiGlu(Linear(h, lw.lin[kGate]), Linear(h, lw.lin[kUp]));
   if (tap) tap(Tap::kDownIn, m);
   return Linear(m, lw.lin[kDown]);
 }

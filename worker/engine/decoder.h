@@ -72,6 +72,14 @@ at::Tensor LayerForward(const at::Tensor& x, const LayerWeights& lw, const stora
 // Attention block alone: normed input [b, s, hidden] -> o_proj output (no residual).
 at::Tensor AttentionForward(const at::Tensor& h, const LayerWeights& lw, const storage::ModelConfig& cfg,
                             const RopeTables& rope, const TapFn& tap);
+// silu(gate) * up. On the CPU as gate / (1 + exp(-gate)) * up: ATen's
+// vectorized silu and its scalar tail differ in the last bit, and where a
+// thread's share of the elements ends depends on the thread count (measured:
+// 4 of 786432 elements differ between 1 and 5 threads, 7 between 1 and 7;
+// exp, add, div and mul do not differ), so a CPU worker's bytes would depend
+// on its CPU count. CUDA keeps at::silu.
+at::Tensor SwiGlu(const at::Tensor& gate, const at::Tensor& up);
+
 // MLP block alone: normed input -> down_proj output (no residual).
 at::Tensor MlpForward(const at::Tensor& h, const LayerWeights& lw, const TapFn& tap);
 

@@ -514,7 +514,7 @@ class LayerQuantizer {
         if (cur_.lin[kGate].b.defined()) g = g + cur_.lin[kGate].b;
         at::Tensor u = at::matmul(h2, cur_.lin[kUp].w.t());
         if (cur_.lin[kUp].b.defined()) u = u + cur_.lin[kUp].b;
-        AddToHessian(acc, at::silu(g) * u);
+        AddToHessian(acc, SwiGlu(g, u));
       }));
       QF_RETURN_IF_ERROR(Quantize(acc, {kDown}));
     }
