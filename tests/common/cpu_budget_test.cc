@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "gtest/gtest.h"
+#include "tests/storage/test_util.h"
 
 namespace qf {
 namespace {
@@ -17,17 +18,13 @@ namespace fs = std::filesystem;
 
 class CpuBudgetTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/qf_cpu_budget.XXXXXX";
-    root_ = mkdtemp(tmpl);
-  }
-  void TearDown() override { fs::remove_all(root_); }
   void Write(const std::string& rel, const std::string& text) {
     const fs::path p = fs::path(root_) / rel;
     fs::create_directories(p.parent_path());
     std::ofstream(p) << text;
   }
-  std::string root_;
+  storage::testing::TempDir tmp_;
+  const std::string root_ = tmp_.path();
 };
 
 TEST(CpuQuotaTest, ParsesBothVersionsAndTreatsTheRestAsNoLimit) {

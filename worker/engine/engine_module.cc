@@ -21,11 +21,9 @@ class TorchEngine final : public Engine {
   // libgomp would size the pool by the affinity mask alone; the host passes
   // the CPUs this process may use (common/cpu_budget.h says why it matters).
   void SetCpuThreads(int n) override {
-    if (n < 1) return;
-    at::set_num_threads(n);
-    threads_ = n;
+    if (n > 0) at::set_num_threads(n);
   }
-  int cpu_threads() const override { return threads_ > 0 ? threads_ : at::get_num_threads(); }
+  int cpu_threads() const override { return at::get_num_threads(); }
   absl::StatusOr<std::unique_ptr<Session>> OpenSession(const SessionSpec& spec) override {
     auto s = TorchSession::Open(spec);
     if (!s.ok()) return s.status();
@@ -61,9 +59,6 @@ class TorchEngine final : public Engine {
     return absl::UnavailableError("NCCL is not compiled into this engine (a build without CUDA or nccl.h)");
 #endif
   }
-
- private:
-  int threads_ = 0;
 };
 
 }  // namespace
