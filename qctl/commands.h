@@ -15,6 +15,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
+#include "common/cpu_threads_flag.h"  // AddCpuThreadsFlag, for the engine commands
 
 namespace qf::qctl {
 
@@ -26,14 +27,6 @@ CommandFn SetupVerify(CLI::App* sub);
 CommandFn SetupExport(CLI::App* sub);
 // submit, status, watch, list, cancel, resume, logs.
 void SetupClusterCommands(CLI::App& app, std::vector<std::pair<CLI::App*, CommandFn>>* subs);
-
-// --cpu-threads N of the commands that run the engine (worker::Engine::Load).
-inline void AddCpuThreadsFlag(CLI::App* sub, int* threads) {
-  sub->add_option("--cpu-threads", *threads,
-                  "CPU threads of the engine (0: the CPUs this process may use, by its affinity mask and cgroup quota)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 4096));
-}
 
 // Prints "qctl: error: <message>" on one line (newlines folded) to stderr and
 // returns the process exit code for the status (0 for OK).

@@ -18,6 +18,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
+#include "common/cpu_threads_flag.h"
 #include "common/log.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -38,10 +39,7 @@ int main(int argc, char** argv) {
                "CUDA: keep the calibration activations in pinned host memory (GPUs too small to hold them)");
   app.add_option("--name", o.name, "Worker name, unique in the pool ([A-Za-z0-9._-], <= 64)")->required();
   int cpu_threads = 0;
-  app.add_option("--cpu-threads", cpu_threads,
-                 "CPU threads of the engine (0: the CPUs this process may use, by its affinity mask and cgroup quota)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 4096));
+  qf::AddCpuThreadsFlag(&app, &cpu_threads);
   app.add_option("--chunk-bytes", o.client.chunk_bytes, "Bytes per PutLayer chunk")
       ->capture_default_str()
       ->check(CLI::Range(size_t{1024}, size_t{4} << 20));
