@@ -143,8 +143,8 @@ struct W4A16TileGridRange {
 absl::StatusOr<W4A16TileGridRange> W4A16TileGrids(int64_t m, int64_t n, int64_t k, const char* variant = nullptr,
                                                   W4A16DType dtype = W4A16DType::kF16);
 
-// Every compiled variant of `dtype`: the selection table's, then the
-// tuning-only ones.
+// Every compiled variant of `dtype`, each once: the selection table's, then
+// the tuning-only ones (builds with QF_W4A16_TUNING_VARIANTS, the default).
 std::vector<std::string> W4A16VariantNames(W4A16DType dtype = W4A16DType::kF16);
 
 // out[r][j] = a[r][perm[j]]: puts activations (2-byte elements, fp16 or

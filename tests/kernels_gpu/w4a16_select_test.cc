@@ -164,6 +164,16 @@ TEST(W4A16Select, NarrowShapesStreamInBothTypesAndUnknownTypesAreRefused) {
   EXPECT_THAT(unknown.status().message(), HasSubstr("dtype 7"));
 }
 
+// Every name is one variant: a name listed twice (a table row that is also
+// a tuning row) would be swept and reported twice by the bench.
+TEST(W4A16Select, VariantNamesAreUnique) {
+  for (W4A16DType dtype : {kF16, kBf16}) {
+    const std::vector<std::string> names = W4A16VariantNames(dtype);
+    const std::set<std::string> unique(names.begin(), names.end());
+    EXPECT_EQ(unique.size(), names.size()) << "dtype " << static_cast<int>(dtype);
+  }
+}
+
 // A forced variant of the other type is refused before any device work,
 // whichever way round (W4A16WorkspaceBytes selects as W4A16Gemm does); the
 // names of the two types never overlap.

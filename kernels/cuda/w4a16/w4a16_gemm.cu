@@ -207,14 +207,17 @@ const Row kTable[] = {
 // take any m by chunking it.
 const Variant* const kFallbackVariants[] = {&w4a16::kW4A16AnyBk128, &w4a16::kW4A16AnyBk64};
 // Reachable only by name (W4A16GemmArgs::variant): alternatives the bench
-// sweeps when retuning the tables above.
+// sweeps when retuning the tables above. Their instances (instances/tuning/)
+// are compiled only with QF_W4A16_TUNING_VARIANTS (CMake option of that name,
+// on by default); without them a name here is unknown, as any other.
+#ifdef QF_W4A16_TUNING_VARIANTS
 const Variant* const kTuningVariants[] = {
     &w4a16::kW4A16WgT64,           &w4a16::kW4A16WgT64D2,       &w4a16::kW4A16WgT256N128,
     &w4a16::kW4A16WgT128N128TwoBlocks, &w4a16::kW4A16WgT256N128K128, &w4a16::kW4A16WgT64N128TwoBlocks,
     &w4a16::kW4A16WgT64K128,
     &w4a16::kW4A16WgT64S6K128,      &w4a16::kW4A16WgT64N128K128TwoBlocks,
     &w4a16::kW4A16WsT64N128TwoBlocks, &w4a16::kW4A16WsT64N256,
-    &w4a16::kW4A16WgPcT256N128S6,   &w4a16::kW4A16WgPcT256N128S6D2, &w4a16::kW4A16WgPcT128N256S8,
+    &w4a16::kW4A16WgPcT256N128S6,   &w4a16::kW4A16WgPcT256N128S6D2,
     &w4a16::kW4A16WgPcT64N256S6K128, &w4a16::kW4A16WgPcT64N128S8K128,
     &w4a16::kW4A16WgPcT256N128S6Mc2, &w4a16::kW4A16WgPcT256N128S6D2Mc2,
     &w4a16::kW4A16WgSsT128N256,     &w4a16::kW4A16WgSsT64N256,   &w4a16::kW4A16WgSsT64N256O4,
@@ -230,6 +233,9 @@ const Variant* const kTuningVariants[] = {
     &w4a16::kW4A16TmaMb1Bk512,      &w4a16::kW4A16TmaMb2,        &w4a16::kW4A16TmaMb4Bn128,
     &w4a16::kW4A16TmaMb4Bn256,
 };
+#else
+const absl::Span<const Variant* const> kTuningVariants;
+#endif
 
 // bf16 activations run the fp16 table's rows and fallbacks through each
 // variant's bf16 twin (the same kernel and tiles compiled for bf16), so the
