@@ -216,7 +216,7 @@ def check_llama_cpp_bpe(name, art, llm, text):
 
 
 def main():
-    args = qctl_runs.parse_args()
+    args = qctl_runs.parse_args([name for name, *_ in CASES])
     missing = [m for m in ("gguf", "transformers", "sentencepiece") if importlib.util.find_spec(m) is None]
     if missing:
         print(f"skipped: {', '.join(missing)} not installed in {sys.executable}")
@@ -224,6 +224,8 @@ def main():
     failed = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, flags, block_type, fixture in CASES:
+            if name not in args.cases:
+                continue
             art, logits = f"{tmp}/{name}", f"{tmp}/{name}.logits.safetensors"
             first, second = f"{tmp}/{name}.gguf", f"{tmp}/{name}-again.gguf"
             model = checkpoints.for_case(name, args.model, tmp)
@@ -237,7 +239,7 @@ def main():
                 ok = same and check_case(name, art, first, block_type, logits, args.text, fixture)
             if not ok:
                 failed.append(name)
-    print(f"{len(CASES) - len(failed)} passed, {len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""))
+    print(f"{len(args.cases) - len(failed)} passed, {len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 
 

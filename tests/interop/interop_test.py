@@ -11,6 +11,9 @@ as a GPTQ Qwen2ForCausalLM, biases from the artifact; the llama3rope- case
 tiny-llama with Llama 3.1's RoPE scaling (checkpoints.py), whose config the
 artifact must carry for transformers to compute the same rotations.
 
+--case NAME runs one row: ctest runs each row as its own test,
+interop_transformers.NAME, so that the rows spread over the CPUs.
+
 Exit 77 (ctest: skipped) when gptqmodel / optimum are not installed in this
 Python, so a machine without the interop packages still runs everything else.
 """
@@ -37,7 +40,7 @@ CASES = [
 
 
 def main():
-    args = qctl_runs.parse_args()
+    args = qctl_runs.parse_args([name for name, _ in CASES])
     missing = [m for m in ("gptqmodel", "optimum") if importlib.util.find_spec(m) is None]
     if missing:
         print(f"skipped: {', '.join(missing)} not installed in {sys.executable}")
@@ -46,6 +49,8 @@ def main():
     failed = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, flags in CASES:
+            if name not in args.cases:
+                continue
             art, logits = f"{tmp}/{name}", f"{tmp}/{name}.logits.safetensors"
             ok = qctl_runs.quantize_and_eval(args, art, logits, flags, checkpoints.for_case(name, args.model, tmp))
             if ok:
@@ -55,7 +60,7 @@ def main():
                 ok = res.returncode == 0
             if not ok:
                 failed.append(name)
-    print(f"{len(CASES) - len(failed)} passed, {len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""))
+    print(f"{len(args.cases) - len(failed)} passed, {len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 
 

@@ -1,7 +1,8 @@
 """What the interop scripts share: the command line they take and the qctl
 runs that make an artifact of tiny-llama and record our engine's logits on it.
 
-    args = qctl_runs.parse_args()
+    args = qctl_runs.parse_args([name for name, *_ in CASES])
+    for name in args.cases: ...
     ok = qctl_runs.quantize_and_eval(args, art, logits, ["--method", "gptq", "--bits", "4"])
 """
 import argparse
@@ -9,13 +10,23 @@ import subprocess
 import sys
 
 
-def parse_args():
+def parse_args(case_names):
+    """The shared flags, plus --case NAME (repeatable; default: every case, in order) and
+    --list-cases, which prints the names one per line and exits (CMake makes a test of each)."""
     ap = argparse.ArgumentParser()
-    ap.add_argument("--qctl", required=True)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--calib", required=True)
-    ap.add_argument("--text", required=True)
-    return ap.parse_args()
+    ap.add_argument("--list-cases", action="store_true", help="print the case names and exit")
+    ap.add_argument("--case", action="append", choices=case_names, help="run only this case (repeatable)")
+    for flag in ("--qctl", "--model", "--calib", "--text"):
+        ap.add_argument(flag)
+    args = ap.parse_args()
+    if args.list_cases:
+        print("\n".join(case_names))
+        sys.exit(0)
+    missing = [f"--{f}" for f in ("qctl", "model", "calib", "text") if getattr(args, f) is None]
+    if missing:
+        ap.error(f"the following arguments are required: {', '.join(missing)}")
+    args.cases = [n for n in case_names if n in args.case] if args.case else list(case_names)
+    return args
 
 
 def run(cmd):

@@ -71,33 +71,69 @@ inline nlohmann::json ReadJson(const std::string& path) {
   return nlohmann::json::parse(ReadAll(path), nullptr, /*allow_exceptions=*/false);
 }
 
-// Artifacts of tiny-llama, made once per binary under one temp dir:
-// "gptq" (GPTQ w4 g128), "awq" (AWQ w4 g128, awq format), "gptq_act_sym"
-// (GPTQ w4 g64 act-order symmetric), "rtn3" (RTN w3 g128).
+// Artifacts of tiny-llama: "gptq" (GPTQ w4 g128), "awq" (AWQ w4 g128, awq
+// format), "gptq_act_sym" (GPTQ w4 g64 act-order symmetric), "rtn3" (RTN w3
+// g128). Tests only read them (CopyArtifact). Where they live:
+//   - QF_VERIFY_ARTIFACTS=DIR (ctest, tests/verify/CMakeLists.txt): made
+//     once per ctest run into DIR by the fixture's setup test, which sets
+//     QF_VERIFY_ARTIFACTS_MAKE=1, and read from there by every test
+//     process; ctest gives each test its own process, and four quantizes in
+//     each of ten processes were most of the suite's time;
+//   - otherwise in a temp dir of this process, made at its start and removed
+//     at its end (the binary run by hand).
 class Artifacts : public ::testing::Environment {
  public:
+  static inline const std::map<std::string, std::string> kSpecs = {
+      {"gptq", "--method gptq --bits 4 --group-size 128"},
+      {"awq", "--method awq --bits 4 --group-size 128 --format awq"},
+      {"gptq_act_sym", "--method gptq --bits 4 --group-size 64 --act-order --sym"},
+      {"rtn3", "--method rtn --bits 3 --group-size 128"},
+  };
+
   void SetUp() override {
-    char tmpl[] = "/tmp/qf_verify_art.XXXXXX";
-    dir_ = mkdtemp(tmpl);
-    const std::map<std::string, std::string> specs = {
-        {"gptq", "--method gptq --bits 4 --group-size 128"},
-        {"awq", "--method awq --bits 4 --group-size 128 --format awq"},
-        {"gptq_act_sym", "--method gptq --bits 4 --group-size 64 --act-order --sym"},
-        {"rtn3", "--method rtn --bits 3 --group-size 128"},
-    };
-    for (const auto& [name, flags] : specs) {
+    const char* shared = std::getenv("QF_VERIFY_ARTIFACTS");
+    const char* make = std::getenv("QF_VERIFY_ARTIFACTS_MAKE");
+    owned_ = shared == nullptr || *shared == '\0';
+    if (!owned_ && (make == nullptr || std::string(make) != "1")) {
+      dir_ = shared;
+      for (const auto& [name, flags] : kSpecs) {
+        ASSERT_TRUE(fs::exists(Path(name) + "/qforge-manifest.json"))
+            << Path(name) << ": no artifact; the verify_artifacts test makes it (ctest runs it first)";
+      }
+      return;
+    }
+    if (owned_) {
+      char tmpl[] = "/tmp/qf_verify_art.XXXXXX";
+      dir_ = mkdtemp(tmpl);
+    } else {
+      dir_ = shared;
+      fs::remove_all(dir_);
+      fs::create_directories(dir_);
+    }
+    for (const auto& [name, flags] : kSpecs) {
       const std::string out = dir_ + "/" + name;
       RunResult r = Qctl(dir_, "quantize --model " + kModel + " --calib " + kCalib +
                                    " --samples 4 --seqlen 64 --seed 1 --out " + out + " " + flags);
       ASSERT_EQ(r.code, 0) << name << ": " << r.err;
     }
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override {
+    if (owned_) fs::remove_all(dir_);
+  }
   static std::string Path(const std::string& name) { return dir_ + "/" + name; }
 
  private:
   static inline std::string dir_;
+  bool owned_ = true;
 };
+
+// What the setup test runs (a filter that selects only this test, so that
+// the environment above makes the artifacts): each one is there.
+TEST(VerifyArtifacts, AreThere) {
+  for (const auto& [name, flags] : Artifacts::kSpecs) {
+    EXPECT_TRUE(fs::exists(Artifacts::Path(name) + "/model.safetensors")) << Artifacts::Path(name);
+  }
+}
 
 // A private copy of an artifact that a test may damage.
 inline std::string CopyArtifact(const std::string& name, const std::string& tmp) {
