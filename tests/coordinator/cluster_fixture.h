@@ -84,7 +84,7 @@ class ClusterFixture : public ::testing::Test {
     s.set_samples(4);
     s.set_seqlen(16);
     s.set_seed(7);
-    s.set_out_dir(out.empty() ? tmp_.Sub("artifact") : out);
+    s.set_out_dir(out.empty() ? tmp_.Path("artifact") : out);
     s.set_stage_layers(stage_layers);
     s.set_mode(mode);
     return s;
@@ -92,7 +92,7 @@ class ClusterFixture : public ::testing::Test {
 
   void StartCoordinator(coordinator::SchedulerOptions so = {}) {
     coordinator::CoordinatorOptions o;
-    o.state_dir = tmp_.Sub("state");
+    o.state_dir = tmp_.Path("state");
     o.scheduler = so;
     o.maintenance_interval_ms = 20;
     auto c = coordinator::Coordinator::Start(o);
@@ -138,7 +138,7 @@ class ClusterFixture : public ::testing::Test {
   // (parallel).
   std::string Reference(proto::JobSpec spec) {
     coordinator::ApplySpecDefaults(&spec);
-    const std::string out = tmp_.Sub(absl::StrCat("reference-", ref_count_++));
+    const std::string out = tmp_.Path(absl::StrCat("reference-", ref_count_++));
     auto cfg = storage::LoadModelConfig(spec.model_path());
     EXPECT_THAT(cfg, IsOk());
     FakeEngine engine;

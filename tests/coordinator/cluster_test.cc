@@ -182,11 +182,11 @@ TEST_F(ClusterTest, ClientSeesTheCoordinatorsErrors) {
               StatusIs(absl::StatusCode::kNotFound, _));
   EXPECT_THAT(client_->Logs("job-999999"), StatusIs(absl::StatusCode::kNotFound, _));
   proto::JobSpec missing = Spec(1);
-  missing.set_model_path(tmp_.Sub("gone"));
+  missing.set_model_path(tmp_.Path("gone"));
   auto r = client_->Submit(missing);
   ASSERT_THAT(r, IsOk());
   EXPECT_EQ(r->status().state(), proto::JOB_FAILED);
-  EXPECT_THAT(r->status().reason(), HasSubstr(tmp_.Sub("gone")));
+  EXPECT_THAT(r->status().reason(), HasSubstr(tmp_.Path("gone")));
   auto logs = client_->Logs(r->job_id());
   ASSERT_THAT(logs, IsOk());
   ASSERT_EQ(logs->size(), 2u);
@@ -295,7 +295,7 @@ TEST_F(ClusterTest, VerifyErrorsAreRetriedUnlessPermanent) {
   nodes_.clear();
 
   StartWorker("w1", {}, {.verify_error = absl::StatusCode::kDataLoss});
-  spec.set_out_dir(tmp_.Sub("artifact-2"));
+  spec.set_out_dir(tmp_.Path("artifact-2"));
   done = RunToEnd(spec);
   EXPECT_EQ(done.state(), proto::JOB_FAILED);
   EXPECT_THAT(done.reason(), AllOf(HasSubstr("failed 1 time (permanent error)"), HasSubstr("fake verify error")));
@@ -357,7 +357,7 @@ TEST_F(ClusterTest, StoppingWorkerGivesTheVerifyStageBack) {
 // Embedded mode picks up an interrupted run from its last committed layer.
 TEST_F(ClusterTest, EmbeddedResumesAnInterruptedRun) {
   proto::JobSpec spec = Spec(0);
-  const std::string state = tmp_.Sub("embedded-state");
+  const std::string state = tmp_.Path("embedded-state");
   {  // the "interrupted" run: two layers committed, then everything stops
     CoordinatorOptions o;
     o.state_dir = state;
@@ -408,7 +408,7 @@ TEST_F(ClusterTest, EmbeddedResumesAnInterruptedRun) {
 // writes the bytes of an uninterrupted run.
 TEST_F(ClusterTest, FullStateDiskEndsTheWatchAndTheSameCommandResumes) {
   proto::JobSpec spec = Spec(0);
-  const std::string state = tmp_.Sub("embedded-state");
+  const std::string state = tmp_.Path("embedded-state");
   qf::testing::FullDiskEnv disk;
   {
     CoordinatorOptions o;

@@ -174,16 +174,16 @@ TEST(PlannerTest, ChecksInputsAgainstTheModel) {
   // An --out that assembly would refuse to replace is refused at submit.
   qf::testing::TempDir tmp;
   proto::JobSpec user_dir = TinySpec();
-  user_dir.set_out_dir(tmp.Sub("notes"));
-  std::filesystem::create_directories(tmp.Sub("notes"));
-  std::ofstream(tmp.Sub("notes/todo.txt")) << "mine";
+  user_dir.set_out_dir(tmp.Path("notes"));
+  std::filesystem::create_directories(tmp.Path("notes"));
+  std::ofstream(tmp.Path("notes/todo.txt")) << "mine";
   EXPECT_THAT(CheckJobInputs(user_dir), StatusIs(absl::StatusCode::kFailedPrecondition,
-                                                 AllOf(HasSubstr("JobSpec.out_dir"), HasSubstr(tmp.Sub("notes")),
+                                                 AllOf(HasSubstr("JobSpec.out_dir"), HasSubstr(tmp.Path("notes")),
                                                        HasSubstr("not a qforge artifact"))));
-  std::ofstream(tmp.Sub("notes/qforge-manifest.json")) << "{}";  // an earlier artifact: replaced
+  std::ofstream(tmp.Path("notes/qforge-manifest.json")) << "{}";  // an earlier artifact: replaced
   EXPECT_THAT(CheckJobInputs(user_dir), IsOk());
   proto::JobSpec file = TinySpec();
-  file.set_out_dir(tmp.Sub("notes/todo.txt"));
+  file.set_out_dir(tmp.Path("notes/todo.txt"));
   EXPECT_THAT(CheckJobInputs(file), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("not a directory")));
 }
 

@@ -43,7 +43,7 @@ class SchedulerFixture : public ::testing::Test {
   static std::string Calib() { return std::string(QF_SOURCE_DIR) + "/data/calib.txt"; }
 
   void Open() {
-    auto store = storage::StateStore::Open(tmp_.Sub("state"));
+    auto store = storage::StateStore::Open(tmp_.Path("state"));
     ASSERT_THAT(store, IsOk());
     store_ = *std::move(store);
     auto s = coordinator::Scheduler::Create(store_.get(), &clock_, options_);
@@ -63,7 +63,7 @@ class SchedulerFixture : public ::testing::Test {
     s.set_calib_path(Calib());
     s.set_samples(4);
     s.set_seqlen(32);
-    s.set_out_dir(tmp_.Sub("artifact"));
+    s.set_out_dir(tmp_.Path("artifact"));
     s.set_stage_layers(stage_layers);
     s.set_mode(mode);
     return s;

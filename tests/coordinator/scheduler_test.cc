@@ -405,7 +405,7 @@ TEST_F(SchedulerTest, ResumeAfterAFailedAssemblyAssemblesAgainWithoutLeasing) {
 // between, resume refuses rather than mix two plans, naming the config.
 TEST_F(SchedulerTest, ResumeAfterARestartContinuesFromTheLastCommittedLayer) {
   namespace fs = std::filesystem;
-  const std::string model = tmp_.Sub("model");
+  const std::string model = tmp_.Path("model");
   fs::create_directories(model);
   for (const fs::directory_entry& e : fs::directory_iterator(TinyModel()))
     fs::create_symlink(e.path(), fs::path(model) / e.path().filename());
@@ -442,7 +442,7 @@ TEST_F(SchedulerTest, ResumeAfterARestartContinuesFromTheLastCommittedLayer) {
 // with the original weights back the job goes on from its committed layers.
 TEST_F(SchedulerTest, ChangedInputsAreNotResumed) {
   namespace fs = std::filesystem;
-  const std::string model = tmp_.Sub("model");
+  const std::string model = tmp_.Path("model");
   fs::copy(TinyModel(), model);
   const std::string shard = model + "/model.safetensors";
   const std::string job = CancelledAfter(model, 1);
@@ -513,22 +513,22 @@ TEST_F(SchedulerTest, WrongShapeIsRejectedAndNothingCommitted) {
 
 TEST_F(SchedulerTest, UnreadableModelFailsTheJobBeforeAnyLease) {
   proto::JobSpec spec = Spec(1);
-  spec.set_model_path(tmp_.Sub("no-such-model"));
+  spec.set_model_path(tmp_.Path("no-such-model"));
   proto::SubmitRequest req;
   *req.mutable_spec() = spec;
   QF_ASSERT_OK_AND_ASSIGN(proto::SubmitReply r, sched_->Submit(req));
   EXPECT_EQ(r.status().state(), proto::JOB_FAILED);
-  EXPECT_THAT(r.status().reason(), HasSubstr(tmp_.Sub("no-such-model")));
+  EXPECT_THAT(r.status().reason(), HasSubstr(tmp_.Path("no-such-model")));
   Register("a");
   EXPECT_FALSE(TryLease("a").has_value());
   EXPECT_EQ(EventKinds(r.job_id()), (std::vector<proto::EventKind>{proto::EVENT_SUBMITTED, proto::EVENT_FAILED}));
 
   // The model shows up: resume plans the job and digests its inputs then.
-  std::filesystem::copy(TinyModel(), tmp_.Sub("no-such-model"));
+  std::filesystem::copy(TinyModel(), tmp_.Path("no-such-model"));
   QF_ASSERT_OK_AND_ASSIGN(proto::JobStatus st, sched_->Resume(r.job_id()));
   EXPECT_EQ(st.state(), proto::JOB_QUEUED);
   QF_ASSERT_OK(sched_->Cancel(r.job_id(), "").status());
-  std::ofstream(tmp_.Sub("no-such-model/config.json"), std::ios::app) << "\n";
+  std::ofstream(tmp_.Path("no-such-model/config.json"), std::ios::app) << "\n";
   EXPECT_THAT(sched_->Resume(r.job_id()),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("config.json changed")));
 }

@@ -174,13 +174,13 @@ TEST(StateStoreTest, GroupCommitKeepsQueueOrder) {
 
 TEST(StateStoreTest, OpenRejectsFileAndSecondOpener) {
   TempDir tmp;
-  std::string file = tmp.Sub("not-a-dir");
+  std::string file = tmp.Path("not-a-dir");
   std::ofstream(file) << "x";
   EXPECT_THAT(StateStore::Open(file), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not-a-dir")));
 
-  QF_ASSERT_OK_AND_ASSIGN(auto first, StateStore::Open(tmp.Sub("db")));
-  EXPECT_THAT(StateStore::Open(tmp.Sub("db")),
-              StatusIs(absl::StatusCode::kUnavailable, AllOf(HasSubstr(tmp.Sub("db")), HasSubstr("another"))));
+  QF_ASSERT_OK_AND_ASSIGN(auto first, StateStore::Open(tmp.Path("db")));
+  EXPECT_THAT(StateStore::Open(tmp.Path("db")),
+              StatusIs(absl::StatusCode::kUnavailable, AllOf(HasSubstr(tmp.Path("db")), HasSubstr("another"))));
 }
 
 }  // namespace

@@ -9,9 +9,6 @@
 //   EXPECT_THAT(Submit(bad), qf::testing::StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bits")));
 #pragma once
 
-#include <stdlib.h>
-
-#include <filesystem>
 #include <string>
 
 #include "absl/status/status.h"
@@ -19,26 +16,13 @@
 #include "common/status_macros.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/storage/test_util.h"
 
 namespace qf::testing {
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "qf-test-XXXXXX").string();
-    char* p = ::mkdtemp(tmpl.data());
-    path_ = p != nullptr ? std::string(p) : std::string();
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string Sub(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+// The storage tests' temp dir (made at construction, removed with what it
+// holds at destruction): tmp.Path("name") names a file in it.
+using TempDir = storage::testing::TempDir;
 
 inline const absl::Status& GetStatus(const absl::Status& s) { return s; }
 template <typename T>

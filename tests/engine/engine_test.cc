@@ -142,7 +142,7 @@ TEST_F(EngineTest, BadSpecsFailBeforeAnyWork) {
 TEST_F(EngineTest, NonFiniteWeightIsRefusedNamingTensorAndElement) {
   qf::testing::TempDir dir;
   for (const char* f : {"config.json", "tokenizer.model"}) {
-    std::filesystem::copy_file(kModel + "/" + f, dir.Sub(f));
+    std::filesystem::copy_file(kModel + "/" + f, dir.Path(f));
   }
   auto src = storage::SafetensorsFile::Open(kModel + "/model.safetensors");
   ASSERT_TRUE(src.ok()) << src.status();
@@ -157,7 +157,7 @@ TEST_F(EngineTest, NonFiniteWeightIsRefusedNamingTensorAndElement) {
     const uint32_t nan = w == 4 ? 0x7fc00000u : v->dtype == storage::DType::kBF16 ? 0x7fc0u : 0x7e00u;
     std::memcpy(&tensors.back().data[777 * w], &nan, w);
   }
-  ASSERT_TRUE(storage::WriteFile(dir.Sub("model.safetensors"), tensors, (*src)->metadata()).ok());
+  ASSERT_TRUE(storage::WriteFile(dir.Path("model.safetensors"), tensors, (*src)->metadata()).ok());
 
   SessionSpec spec = Spec("gptq");
   spec.model_dir = dir.path();
@@ -198,7 +198,7 @@ TEST_F(EngineTest, EvaluateAndVerifyStopWhenAsked) {
   storage::QuantSpec qs;
   qs.method = "rtn";
   qs.sym = Spec("rtn").quant.sym;   // the session's defaults
-  const std::string art = tmp.Sub("rtn");
+  const std::string art = tmp.Path("rtn");
   const absl::Status written = storage::WriteArtifact(kModel, *cfg, qs, layers, art, nlohmann::json::object());
   ASSERT_TRUE(written.ok()) << written;
 

@@ -42,11 +42,11 @@ class ClusterProcessTest : public ::testing::Test {
   static void SetUpTestSuite() {
     if (!Exists(kBin + "/qctl") || !Exists(kBin + "/qworker") || !Exists(kBin + "/qcoordinator")) return;
     suite_tmp_ = new qf::testing::TempDir();
-    reference_ = suite_tmp_->Sub("qctl-reference");
+    reference_ = suite_tmp_->Path("qctl-reference");
     Subprocess qctl({kBin + "/qctl", "quantize", "--model", kModel, "--method", "gptq", "--bits", "4", "--group-size",
                      "128", "--calib", kCalib, "--samples", std::to_string(kSamples), "--seqlen",
                      std::to_string(kSeqlen), "--seed", "0", "--out", reference_},
-                    suite_tmp_->Sub("qctl.log"));
+                    suite_tmp_->Path("qctl.log"));
     int status = qctl.Wait();
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
       reference_error_ = qctl.Log();
@@ -73,7 +73,7 @@ class ClusterProcessTest : public ::testing::Test {
     s.set_samples(kSamples);
     s.set_seqlen(kSeqlen);
     s.set_seed(0);
-    s.set_out_dir(tmp_.Sub("artifact-" + std::to_string(jobs_++)));
+    s.set_out_dir(tmp_.Path("artifact-" + std::to_string(jobs_++)));
     s.set_stage_layers(stage_layers);
     s.set_mode(mode);
     return s;
@@ -81,11 +81,11 @@ class ClusterProcessTest : public ::testing::Test {
 
   void StartCoordinator(std::vector<std::string> extra = {}, int lease_ttl_ms = 1500) {
     std::vector<std::string> argv = {kBin + "/qcoordinator",  "--listen", "127.0.0.1:" + std::to_string(port_),
-                                     "--state",               tmp_.Sub("state"), "--lease-ttl-ms",
+                                     "--state",               tmp_.Path("state"), "--lease-ttl-ms",
                                      std::to_string(lease_ttl_ms),
                                      "--renew-interval-ms",   "300", "--affinity-grace-ms", "500"};
     argv.insert(argv.end(), extra.begin(), extra.end());
-    coordinator_ = std::make_unique<Subprocess>(argv, tmp_.Sub("coordinator.log"));
+    coordinator_ = std::make_unique<Subprocess>(argv, tmp_.Path("coordinator.log"));
     std::string line = coordinator_->WaitForLine("listening on", 20000);
     ASSERT_FALSE(line.empty()) << coordinator_->Log();
     if (port_ == 0) {
@@ -98,7 +98,7 @@ class ClusterProcessTest : public ::testing::Test {
     std::vector<std::string> argv = {kBin + "/qworker", "--coordinator", "127.0.0.1:" + std::to_string(port_),
                                      "--name", name, "--device", "cpu"};
     argv.insert(argv.end(), extra.begin(), extra.end());
-    workers_.push_back(std::make_unique<Subprocess>(argv, tmp_.Sub(name + ".log")));
+    workers_.push_back(std::make_unique<Subprocess>(argv, tmp_.Path(name + ".log")));
     return workers_.back().get();
   }
 
@@ -129,9 +129,9 @@ class ClusterProcessTest : public ::testing::Test {
   // `spec` run in embedded mode (one process) gives the same artifact bytes as `done`.
   void ExpectSameAsEmbedded(const proto::JobSpec& spec, const proto::JobStatus& done) {
     proto::JobSpec embedded_spec = spec;
-    embedded_spec.set_out_dir(tmp_.Sub("embedded-parallel"));
+    embedded_spec.set_out_dir(tmp_.Path("embedded-parallel"));
     EmbeddedOptions eo;
-    eo.state_dir = tmp_.Sub("embedded-state");
+    eo.state_dir = tmp_.Path("embedded-state");
     auto embedded = RunEmbedded(embedded_spec, eo);
     ASSERT_THAT(embedded, IsOk());
     qf::testing::ExpectSameTree(embedded->artifact_dir(), done.artifact_dir());
@@ -215,7 +215,7 @@ TEST_F(ClusterProcessTest, OneProcessWithTwoDeviceLoops) {
   workers_.push_back(std::make_unique<Subprocess>(
       std::vector<std::string>{kBin + "/qworker", "--coordinator", "127.0.0.1:" + std::to_string(port_), "--name",
                                "pair", "--device", "cpu,cpu", "--fault-layer-delay-ms", "300"},
-      tmp_.Sub("pair.log")));
+      tmp_.Path("pair.log")));
   Subprocess* w = workers_.back().get();
   proto::JobSpec spec = Spec(2, proto::MODE_PARALLEL);
   proto::JobStatus done = WatchToEnd(Submit(spec));
@@ -443,12 +443,12 @@ TEST_F(ClusterProcessTest, BadInputIsRefusedWithANamedReason) {
   EXPECT_THAT(client_->Submit(bad), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("JobSpec.bits")));
   EXPECT_THAT(client_->Get("job-777777"), StatusIs(absl::StatusCode::kNotFound, HasSubstr("job-777777")));
   proto::JobSpec missing = Spec(1);
-  missing.set_model_path(tmp_.Sub("no-such-model"));
+  missing.set_model_path(tmp_.Path("no-such-model"));
   StartWorker("w0");
   const std::string job = Submit(missing);
   proto::JobStatus done = WatchToEnd(job);
   EXPECT_EQ(done.state(), proto::JOB_FAILED);
-  EXPECT_THAT(done.reason(), HasSubstr(tmp_.Sub("no-such-model")));
+  EXPECT_THAT(done.reason(), HasSubstr(tmp_.Path("no-such-model")));
   EXPECT_FALSE(SawEvent(proto::EVENT_STAGE_LEASED));
 }
 
@@ -465,11 +465,11 @@ TEST_F(ClusterProcessTest, QctlSubmitWatchStatusAndUnknownJob) {
   StartCoordinator();
   StartWorker("w0", {"--fault-layer-delay-ms", "200"});
   const std::string target = "127.0.0.1:" + std::to_string(port_);
-  const std::string out = tmp_.Sub("qctl-artifact");
+  const std::string out = tmp_.Path("qctl-artifact");
   Subprocess submit({kBin + "/qctl", "submit", "--coordinator", target, "--model", kModel, "--method", "gptq",
                      "--bits", "4", "--group-size", "128", "--calib", kCalib, "--samples", std::to_string(kSamples),
                      "--seqlen", std::to_string(kSeqlen), "--seed", "0", "--stage-layers", "2", "--out", out},
-                    tmp_.Sub("submit.log"));
+                    tmp_.Path("submit.log"));
   int st = submit.Wait();
   ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << submit.Log();
   std::string job = submit.Log();
@@ -477,7 +477,7 @@ TEST_F(ClusterProcessTest, QctlSubmitWatchStatusAndUnknownJob) {
   job = job.substr(job.rfind('\n') + 1);
   ASSERT_THAT(job, ::testing::StartsWith("job-"));
 
-  Subprocess watch({kBin + "/qctl", "watch", job, "--coordinator", target}, tmp_.Sub("watch.log"));
+  Subprocess watch({kBin + "/qctl", "watch", job, "--coordinator", target}, tmp_.Path("watch.log"));
   st = watch.Wait();
   const std::string log = watch.Log();
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << log << DebugLogs();
@@ -488,12 +488,12 @@ TEST_F(ClusterProcessTest, QctlSubmitWatchStatusAndUnknownJob) {
   // Same bytes as qctl quantize.
   qf::testing::ExpectSameTree(reference_, out);
 
-  Subprocess status({kBin + "/qctl", "status", job, "--coordinator", target, "-o", "json"}, tmp_.Sub("status.log"));
+  Subprocess status({kBin + "/qctl", "status", job, "--coordinator", target, "-o", "json"}, tmp_.Path("status.log"));
   st = status.Wait();
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << status.Log();
   EXPECT_THAT(status.Log(), HasSubstr("\"state\":\"JOB_SUCCEEDED\""));
 
-  Subprocess unknown({kBin + "/qctl", "status", "job-999999", "--coordinator", target}, tmp_.Sub("unknown.log"));
+  Subprocess unknown({kBin + "/qctl", "status", "job-999999", "--coordinator", target}, tmp_.Path("unknown.log"));
   st = unknown.Wait();
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 1) << unknown.Log();
   EXPECT_THAT(unknown.Log(), HasSubstr("qctl: error:"));
@@ -507,18 +507,18 @@ TEST_F(ClusterProcessTest, QctlSubmitWithVerify) {
   StartCoordinator();
   StartWorker("w0");
   const std::string target = "127.0.0.1:" + std::to_string(port_);
-  const std::string out = tmp_.Sub("qctl-verified");
+  const std::string out = tmp_.Path("qctl-verified");
   auto submit_argv = [&](const std::string& dtype) {
     return std::vector<std::string>{kBin + "/qctl", "submit", "--coordinator", target, "--model", kModel,
                                     "--method", "rtn", "--out", out, "--stage-layers", "4", "--verify",
                                     "--verify-dtype", dtype};
   };
-  Subprocess bad(submit_argv("fp8"), tmp_.Sub("submit-bad.log"));
+  Subprocess bad(submit_argv("fp8"), tmp_.Path("submit-bad.log"));
   int st = bad.Wait();
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 1) << bad.Log();
   EXPECT_THAT(bad.Log(), HasSubstr("JobSpec.verify_dtype: expected fp16 or bf16"));
 
-  Subprocess submit(submit_argv("bf16"), tmp_.Sub("submit.log"));
+  Subprocess submit(submit_argv("bf16"), tmp_.Path("submit.log"));
   st = submit.Wait();
   ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << submit.Log();
   std::string job = submit.Log();
@@ -526,13 +526,13 @@ TEST_F(ClusterProcessTest, QctlSubmitWithVerify) {
   job = job.substr(job.rfind('\n') + 1);
   ASSERT_EQ(job, "job-000001");   // the refused submit made no job
 
-  Subprocess watch({kBin + "/qctl", "watch", job, "--coordinator", target}, tmp_.Sub("watch.log"));
+  Subprocess watch({kBin + "/qctl", "watch", job, "--coordinator", target}, tmp_.Path("watch.log"));
   st = watch.Wait();
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << watch.Log() << DebugLogs();
   EXPECT_THAT(watch.Log(), HasSubstr("VERIFYING stage 1"));
   EXPECT_THAT(watch.Log(), HasSubstr("VERIFIED stage 1"));
 
-  Subprocess status({kBin + "/qctl", "status", job, "--coordinator", target}, tmp_.Sub("status.log"));
+  Subprocess status({kBin + "/qctl", "status", job, "--coordinator", target}, tmp_.Path("status.log"));
   st = status.Wait();
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << status.Log();
   EXPECT_THAT(status.Log(), HasSubstr("stage 1  verify  TASK_DONE"));
@@ -549,7 +549,7 @@ TEST(WorkerProcessTest, UnreachableCoordinatorIsOneLineNamingTheAddress) {
   qf::testing::TempDir tmp;
   Subprocess w({kBin + "/qworker", "--coordinator", "127.0.0.1:1", "--device", "cpu", "--name", "w0",
                 "--retry-window-ms", "300"},
-               tmp.Sub("w0.log"));
+               tmp.Path("w0.log"));
   const int status = w.Wait();
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 1);
