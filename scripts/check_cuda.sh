@@ -30,12 +30,16 @@ if [[ ! -x $NVCC ]]; then
   exit 0
 fi
 
+TUNING=${QF_W4A16_TUNING_VARIANTS:-OFF}
 if [[ ! -f $BUILD/build.ninja ]]; then
   log "configuring $BUILD (nvcc: $NVCC)"
   cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQF_CUDA=ON -DQF_SERVICES=OFF \
-        -DQF_TESTS=ON -DQF_BENCH=ON -DCMAKE_CUDA_COMPILER="$NVCC" -DQF_PYTHON="$ROOT/.venv/bin/python" >/dev/null
+        -DQF_TESTS=ON -DQF_BENCH=ON -DCMAKE_CUDA_COMPILER="$NVCC" -DQF_PYTHON="$ROOT/.venv/bin/python" \
+        -DQF_W4A16_TUNING_VARIANTS="$TUNING" >/dev/null
+elif ! grep -qx "QF_W4A16_TUNING_VARIANTS:BOOL=$TUNING" "$BUILD/CMakeCache.txt"; then
+  log "reconfiguring $BUILD with QF_W4A16_TUNING_VARIANTS=$TUNING"
+  cmake -DQF_W4A16_TUNING_VARIANTS="$TUNING" "$BUILD" >/dev/null
 fi
-cmake -DQF_W4A16_TUNING_VARIANTS="${QF_W4A16_TUNING_VARIANTS:-OFF}" "$BUILD" >/dev/null
 TARGETS=(qf_kernels_cuda qf_gptq_cuda w4a16_select_test w4a16_gpu_test w4a16_bf16_gpu_test w4a16_bench wgmma_ceiling)
 log "building ${TARGETS[*]} ($(nproc) jobs; the first run takes several minutes)"
 cmake --build "$BUILD" -j"$(nproc)" --target "${TARGETS[@]}"
